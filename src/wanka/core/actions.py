@@ -1,0 +1,282 @@
+"""The phases of a cycle. Each takes the session and changes it only through its statement."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from wanka.core.cluster import NodeState
+from wanka.core.config import Action, PreemptScope, QueueOrder
+from wanka.core.decisions import Fit, StopReason
+from wanka.core.feasibility import Feasibility, check_feasibility
+from wanka.core.jobs import Job
+from wanka.core.placement import FreeArrays, GroupRequest, place_group
+from wanka.core.quota import add_usage, available, borrowed
+from wanka.core.session import Running, Session
+from wanka.core.state import GroupPlacement, Placement, take_cards
+
+
+def recover(s: Session) -> None:
+    """Stop (and requeue) every job with a task on a DOWN node: its gang is broken."""
+    down = s.cluster.node_state == int(NodeState.DOWN)
+    if not down.any():
+        return
+    for entry in list(s.initial_running):
+        if entry.job.id in s.running and any(down[n] for n in entry.placement.node_set()):
+            s.stmt.evict(entry, StopReason.NODE_FAILURE)
+
+
+def admit(s: Session) -> None:
+    """Set aside jobs that can never run as submitted, with the reason a person can act on."""
+    kept: list[Job] = []
+    verdicts: dict[tuple, Feasibility] = {}
+    for job in s.candidates:
+        # many jobs share a shape; judging each shape once keeps this O(jobs)
+        key = (job.queue, job.min_cards, tuple((g.cards, g.accelerators) for g in job.groups))
+        verdict = verdicts.get(key)
+        if verdict is None:
+            verdict = verdicts[key] = check_feasibility(s.cluster, s.tree, job)
+        if verdict.ok:
+            kept.append(job)
+        else:
+            s.unschedulable[job.id] = verdict.reason
+    s.candidates = kept
+
+
+def _fair_share_order(s: Session, jobs: list[Job]) -> Iterator[Job]:
+    """Interleave queues: always the next job of the queue with the lowest weighted share."""
+    by_queue: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_queue.setdefault(s.queue_index(job), []).append(job)
+    cursor = dict.fromkeys(by_queue, 0)
+    heap = [(s.ordering.queue_share(q), s.tree.names[q], q) for q in by_queue]
+    heapq.heapify(heap)
+    while heap:
+        _, name, q = heapq.heappop(heap)
+        i = cursor[q]
+        cursor[q] = i + 1
+        yield by_queue[q][i]
+        if i + 1 < len(by_queue[q]):
+            heapq.heappush(heap, (s.ordering.queue_share(q), name, q))  # share may have grown
+
+
+def allocate(s: Session) -> None:
+    """Start jobs in policy order. A blocking policy stops at the first job with no room (after
+    reserving for it); a non-blocking one skips it and goes on."""
+    jobs = [j for j in s.candidates if j.id not in s.running]
+    order = _fair_share_order(s, jobs) if s.config.queue_order is QueueOrder.FAIR_SHARE else iter(jobs)
+    for job in order:
+        outcome = s.try_start(job)
+        if outcome >= Fit.NO_FIT and outcome is not Fit.FIT:
+            if len(s.reservations) < s.config.reserve_depth:
+                s.reserve(job)
+            if s.config.blocking:
+                return
+
+
+def backfill(s: Session) -> None:
+    """EASY backfill: any later job may start now if it does not delay a reserved job — it ends
+    (by its time limit) before the reserved start, or it keeps off the reserved nodes."""
+    for job in s.candidates:
+        if job.id in s.running or job.id in s.reserved_jobs():
+            continue
+        s.try_start(job, backfilled=True)
+
+
+class VictimPool:
+    """Preemptible jobs running when the cycle began, cheapest victim first, flattened once per
+    action into per-task numpy arrays so any what-if ("these k victims gone") is a bincount."""
+
+    def __init__(self, s: Session):
+        entries = [e for e in s.initial_running if e.job.preemptible and e.job.id in s.running]
+        self.entries = sorted(entries, key=s.ordering.victim_key)
+        task_victim, nodes, cards, cpus, mem = [], [], [], [], []
+        for i, e in enumerate(self.entries):
+            for g in e.placement.groups:
+                task_victim.extend([i] * g.replicas)
+                nodes.extend(g.nodes)
+                cards.extend(m.bit_count() for m in g.masks)
+                cpus.extend([g.cpus] * g.replicas)
+                mem.extend([g.memory_gib] * g.replicas)
+        self.task_victim = np.asarray(task_victim, dtype=np.int64)
+        self.task_node = np.asarray(nodes, dtype=np.int64)
+        self.task_cards, self.task_cpus, self.task_mem = (np.asarray(x, dtype=np.int64) for x in (cards, cpus, mem))
+        self.flavor = np.asarray([e.flavor for e in self.entries], dtype=np.int64)
+        self.queue = np.asarray([e.queue for e in self.entries], dtype=np.int64)
+        self.cards = np.asarray([e.placement.total_cards for e in self.entries], dtype=np.int64)
+        self.rank = np.asarray([s.ordering.rank(e.job) for e in self.entries], dtype=np.float64)
+
+    def alive(self, s: Session) -> np.ndarray:
+        return np.fromiter((e.job.id in s.running for e in self.entries), dtype=bool, count=len(self.entries))
+
+
+def _preempt_for(
+    s: Session,
+    job: Job,
+    flavor: int,
+    pool: VictimPool,
+    chosen: np.ndarray,
+    reason: StopReason,
+    still_eligible: Callable[[Running], bool],
+) -> bool:
+    """Evict the cheapest of ``pool.entries[chosen]`` that let ``job`` start; change nothing if none would.
+
+    ``chosen`` lists candidate victims in victim order (cheapest first). Fitting is monotone in how
+    many of them leave, so a binary search over what-if states finds the shortest prefix after
+    which the job fits (room and quota). If even all of them are not enough, nobody is evicted
+    ("never preempt for a job that would still not fit"). Of that prefix only the victims on the
+    nodes the job would use are evicted, plus more while quota is still short.
+    """
+    if len(chosen) == 0:
+        return False
+    tf = s.tree_flavor[flavor]
+    queue = s.queue_index(job)
+    need = job.min_cards
+    n = s.cluster.num_nodes
+    position = np.full(len(pool.entries), len(chosen), dtype=np.int64)
+    position[chosen] = np.arange(len(chosen))
+    task_pos = position[pool.task_victim]
+    queues = len(s.tree.names)
+
+    def fits_without(k: int):
+        released = np.bincount(pool.queue[chosen[:k]], pool.cards[chosen[:k]], minlength=queues)
+        quota = s.quota.copy()
+        for q in np.flatnonzero(released):
+            add_usage(quota, int(q), tf, -int(released[q]))
+        if available(quota, queue, tf) < need:
+            return None
+        sel = task_pos < k
+        nodes = pool.task_node[sel]
+        free = FreeArrays(
+            s.free.cards + np.bincount(nodes, pool.task_cards[sel], minlength=n).astype(np.int32),
+            s.free.cpus + np.bincount(nodes, pool.task_cpus[sel], minlength=n).astype(np.int32),
+            s.free.memory + np.bincount(nodes, pool.task_mem[sel], minlength=n).astype(np.int32),
+            None,
+        )
+        return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
+
+    if fits_without(len(chosen)) is None:
+        return False
+    lo, hi = 1, len(chosen)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits_without(mid) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    target = fits_without(lo)
+    assert target is not None
+    target_nodes = target.node_set()
+    cp = s.stmt.checkpoint()
+    rest = []
+    for i in chosen[:lo]:
+        victim = pool.entries[i]
+        if not still_eligible(victim):
+            continue
+        if target_nodes.isdisjoint(victim.placement.node_set()):
+            rest.append(victim)
+        else:
+            s.stmt.evict(victim, reason)
+    for victim in rest:
+        if available(s.quota, queue, tf) >= need:
+            break
+        if still_eligible(victim):
+            s.stmt.evict(victim, reason)
+    if s.try_start(job, (flavor,)) is Fit.FIT:
+        return True
+    s.stmt.rollback(cp)
+    return False
+
+
+def _waiting(s: Session) -> Iterator[Job]:
+    """Jobs still waiting after allocate/backfill, in policy order, bounded per cycle."""
+    tried = 0
+    for job in s.candidates:
+        if job.id in s.running:
+            continue
+        yield job
+        tried += 1
+        if tried >= s.config.max_preemptors:
+            return
+
+
+def reclaim(s: Session) -> None:
+    """A queue below its nominal quota takes back what it lent: borrowers in other queues are evicted."""
+    pool = VictimPool(s)
+    if not pool.entries:
+        return
+    for job in _waiting(s):
+        q = s.queue_index(job)
+        for f in s.flavors(job):
+            tf = s.tree_flavor[f]
+            if s.quota.total[q][tf] + job.min_cards > s.tree.nominal[q][tf]:
+                continue  # it would borrow: nothing is owed to it
+            lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
+            mask = pool.alive(s) & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
+            if _preempt_for(s, job, f, pool, np.flatnonzero(mask), StopReason.RECLAIMED,
+                            lambda e, tf=tf: e.job.id in s.running and borrowed(s.quota, e.queue, tf) > 0):
+                break
+
+
+def preempt(s: Session) -> None:
+    """A waiting job evicts strictly lower-ranked preemptible jobs (same queue, or any queue)."""
+    pool = VictimPool(s)
+    if not pool.entries:
+        return
+    scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
+    for job in _waiting(s):
+        rank = s.ordering.rank(job)
+        q = s.queue_index(job)
+        for f in s.flavors(job):
+            mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
+            if scope_queue:
+                mask &= pool.queue == q
+            if _preempt_for(s, job, f, pool, np.flatnonzero(mask), StopReason.PREEMPTED,
+                            lambda e: e.job.id in s.running):
+                break
+
+
+def resize(s: Session) -> None:
+    """Grow elastic jobs toward their full size with cards nobody else is waiting for."""
+    for entry in list(s.initial_running):
+        job = entry.job
+        if not job.elastic or job.id not in s.running:
+            continue
+        f = entry.flavor
+        usable = s.usable[f]
+        if f in s.reserved_nodes:
+            usable = usable & ~s.reserved_nodes[f]
+        for gi, spec in enumerate(job.groups):
+            have = entry.placement.groups[gi]
+            extra = spec.replicas - have.replicas
+            if spec.cards:
+                extra = min(extra, available(s.quota, entry.queue, s.tree_flavor[f]) // spec.cards)
+            if extra <= 0:
+                continue
+            req = GroupRequest(spec.role, extra, 1, spec.cards, spec.cpus, spec.memory_gib)
+            nodes = place_group(s.cluster, s.free, usable, req, s.config.placement)
+            if not nodes:
+                continue
+            masks, taken = [], {}
+            for node in nodes:  # several new tasks may share a node: give each its own cards
+                mask = take_cards(s.free.masks[node] & ~taken.get(node, 0), spec.cards, int(s.cluster.node_cards[node]))
+                taken[node] = taken.get(node, 0) | mask
+                masks.append(mask)
+            grown = GroupPlacement(have.role, have.nodes + tuple(nodes), have.masks + tuple(masks), have.cpus,
+                                   have.memory_gib)
+            groups = entry.placement.groups[:gi] + (grown,) + entry.placement.groups[gi + 1 :]
+            s.stmt.resize(entry, Placement(entry.placement.model, groups))
+            entry = s.running[job.id]
+
+
+ACTIONS: dict[Action, Callable[[Session], None]] = {
+    Action.RECOVER: recover,
+    Action.ADMIT: admit,
+    Action.ALLOCATE: allocate,
+    Action.BACKFILL: backfill,
+    Action.RECLAIM: reclaim,
+    Action.PREEMPT: preempt,
+    Action.RESIZE: resize,
+}

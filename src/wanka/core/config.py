@@ -1,0 +1,138 @@
+"""Cycle configuration and the policy presets (a preset is just a configuration)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from wanka.core.placement import PlacementStrategy
+
+
+class Action(StrEnum):
+    RECOVER = "recover"  # stop jobs on failed nodes so they can be requeued
+    ADMIT = "admit"  # quota and never-fits checks
+    ALLOCATE = "allocate"  # start jobs in policy order
+    BACKFILL = "backfill"  # EASY: start later jobs that do not delay the reserved ones
+    RECLAIM = "reclaim"  # take lent quota back from borrowers
+    PREEMPT = "preempt"  # evict lower-ranked jobs for a higher-ranked one
+    RESIZE = "resize"  # grow elastic jobs into idle cards
+
+
+class JobOrder(StrEnum):
+    PRIORITY = "priority"  # priority class, then submit time
+    FIFO = "fifo"  # submit time
+    MULTIFACTOR = "multifactor"  # Slurm: weighted age, fair share, size and QOS
+    LAS = "las"  # Tiresias 2D-LAS: discretised attained service (cards x seconds)
+    SHORTEST = "shortest"  # shortest time limit (estimate) first
+
+
+class QueueOrder(StrEnum):
+    GLOBAL = "global"  # one order across all queues
+    FAIR_SHARE = "fair_share"  # the queue with the lowest weighted dominant share goes next
+
+
+class PreemptScope(StrEnum):
+    QUEUE = "queue"  # only jobs of the same queue (Volcano/Kueue "within queue")
+    CLUSTER = "cluster"  # any queue
+
+
+@dataclass(frozen=True, slots=True)
+class FairShareConfig:
+    """Queue share = max over compute, CPU, memory of
+    ``history_weight * decayed_usage/(capacity*tau) + (1-history_weight) * allocated/capacity``,
+    divided by the queue's normalised weight. ``history_weight = 0`` is plain DRF."""
+
+    history_weight: float = 0.5
+    half_life_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class MultifactorWeights:
+    """Slurm priority/multifactor weights (slurm.schedmd.com/priority_multifactor.html)."""
+
+    age: float = 1000.0
+    fairshare: float = 10000.0
+    job_size: float = 1000.0
+    qos: float = 10000.0  # our priority class plays the role of Slurm's QOS priority
+    max_age_s: float = 7 * 86400.0  # PriorityMaxAge default 7-00:00:00
+    favor_small: bool = False  # PriorityFavorSmall default NO
+
+
+@dataclass(frozen=True, slots=True)
+class LasConfig:
+    """Tiresias discretised LAS. Thresholds in card-seconds; the simulator's example is one threshold
+    of 3600 (two queues). ``starvation_factor`` > 0 promotes a job back to queue 0 once it has waited
+    that many times its executed time (the paper's STARVELIMIT knob; 0 disables it, as in its runs)."""
+
+    thresholds: tuple[float, ...] = (3600.0,)
+    starvation_factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    name: str = "wanka"
+    actions: tuple[Action, ...] = tuple(Action)
+    job_order: JobOrder = JobOrder.PRIORITY
+    queue_order: QueueOrder = QueueOrder.FAIR_SHARE
+    blocking: bool = True  # the first job that does not fit stops the main pass (no starvation)
+    reserve_depth: int = 1  # blocked jobs that get a reservation backfill must not delay (EASY: 1)
+    preempt_scope: PreemptScope = PreemptScope.QUEUE
+    placement: PlacementStrategy = PlacementStrategy.TOPOLOGY
+    fair_share: FairShareConfig = field(default_factory=FairShareConfig)
+    multifactor: MultifactorWeights = field(default_factory=MultifactorWeights)
+    las: LasConfig = field(default_factory=LasConfig)
+    max_preemptors: int = 16  # pending jobs per cycle that may evict others (bounds the cycle's cost)
+    default_time_limit_s: float | None = None  # estimate for jobs that give none (None: unknown)
+    clock: Callable[[], float] | None = None  # injected, only to time phases; decisions never use it
+
+    def with_(self, **changes) -> CycleConfig:
+        return replace(self, **changes)
+
+
+A = Action
+POLICIES: dict[str, CycleConfig] = {
+    "fifo": CycleConfig(
+        name="fifo",
+        actions=(A.RECOVER, A.ADMIT, A.ALLOCATE),
+        job_order=JobOrder.FIFO,
+        queue_order=QueueOrder.GLOBAL,
+        blocking=True,
+        reserve_depth=0,
+    ),
+    "slurm": CycleConfig(
+        name="slurm",
+        actions=(A.RECOVER, A.ADMIT, A.ALLOCATE, A.BACKFILL, A.PREEMPT),
+        job_order=JobOrder.MULTIFACTOR,
+        queue_order=QueueOrder.GLOBAL,
+        blocking=True,
+        reserve_depth=1,
+        preempt_scope=PreemptScope.CLUSTER,
+    ),
+    "tiresias": CycleConfig(
+        name="tiresias",
+        actions=(A.RECOVER, A.ADMIT, A.ALLOCATE, A.PREEMPT),
+        job_order=JobOrder.LAS,
+        queue_order=QueueOrder.GLOBAL,
+        blocking=False,
+        reserve_depth=0,
+        preempt_scope=PreemptScope.CLUSTER,
+    ),
+    "drf": CycleConfig(
+        name="drf",
+        actions=(A.RECOVER, A.ADMIT, A.ALLOCATE),
+        job_order=JobOrder.FIFO,
+        queue_order=QueueOrder.FAIR_SHARE,
+        blocking=False,
+        reserve_depth=0,
+        fair_share=FairShareConfig(history_weight=0.0),
+    ),
+    "wanka": CycleConfig(name="wanka"),
+}
+
+
+def get_policy(name: str) -> CycleConfig:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}") from None

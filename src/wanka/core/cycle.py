@@ -1,0 +1,53 @@
+"""One scheduling cycle, in four phases a reader can hold in one screen."""
+
+from __future__ import annotations
+
+from wanka.core.actions import ACTIONS
+from wanka.core.config import CycleConfig
+from wanka.core.decisions import CycleResult, CycleStats, Resize, Snapshot, Start, Stop
+from wanka.core.session import Session
+
+
+def run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
+    """Decide which jobs start, stop or resize now. Pure: same snapshot and config, same result."""
+    clock = config.clock
+    phase_ms: dict[str, float] = {}
+    t0 = clock() if clock else 0.0
+
+    # 1. open a session over the snapshot: working copies of free cards and quota usage
+    session = Session(snapshot, config)
+    if clock:
+        phase_ms["open"] = (clock() - t0) * 1000.0
+
+    # 2. run the configured actions in order; each changes the session only through its statement
+    for action in config.actions:
+        t = clock() if clock else 0.0
+        ACTIONS[action](session)
+        if clock:
+            phase_ms[action.value] = (clock() - t) * 1000.0
+
+    # 3. commit: the surviving tentative changes become decisions
+    decisions = session.stmt.commit()
+
+    # 4. report: decisions, reservations (estimated starts), why some jobs can never run, stats
+    starts = [d for d in decisions if isinstance(d, Start)]
+    stats = CycleStats(
+        pending=len(snapshot.pending),
+        running=len(snapshot.running),
+        started=len(starts),
+        stopped=sum(1 for d in decisions if isinstance(d, Stop)),
+        resized=sum(1 for d in decisions if isinstance(d, Resize)),
+        tasks_placed=sum(d.placement.num_tasks for d in starts),
+        placement_attempts=session.stats_attempts,
+        quick_rejects=session.stats_rejects,
+        phase_ms=phase_ms,
+    )
+    if clock:
+        phase_ms["total"] = (clock() - t0) * 1000.0
+    return CycleResult(
+        decisions=decisions,
+        reservations=list(session.reservations),
+        unschedulable=dict(session.unschedulable),
+        order=[j.id for j in session.pending],
+        stats=stats,
+    )

@@ -1,0 +1,123 @@
+"""What a cycle takes in (the snapshot) and gives back (decisions, reservations, stats)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+from wanka.core.cluster import Cluster
+from wanka.core.fairshare import QueueUsage
+from wanka.core.jobs import Job
+from wanka.core.quota import QueueTree
+from wanka.core.state import ClusterState, Placement
+
+
+@dataclass
+class Snapshot:
+    """Everything one cycle decides over. The core never mutates it.
+
+    ``state`` must hold exactly the placements of ``running`` (jobs that hold cards: admitted or
+    running). ``usage`` is each queue's decayed past usage, maintained by the caller with
+    :func:`wanka.core.fairshare.accrue`.
+    """
+
+    now: float
+    cluster: Cluster
+    state: ClusterState
+    queues: QueueTree
+    pending: Sequence[Job]
+    running: Sequence[Job]
+    usage: Mapping[str, QueueUsage] = field(default_factory=dict)
+
+
+class Fit(IntEnum):
+    """How close a job came to starting, ordered: more is better."""
+
+    NEVER = 0  # can never run here (bad queue, no such cards, larger than could ever be given)
+    NO_QUOTA = 1  # its queue has no quota left now
+    NO_FIT = 2  # quota allows it, but no domain has room now
+    RESERVED = 3  # it would fit, but only by delaying a reserved job
+    FIT = 4
+
+
+class StopReason(StrEnum):
+    PREEMPTED = "preempted"  # for a higher-ranked job
+    RECLAIMED = "reclaimed"  # its queue was borrowing quota the owner now needs
+    NODE_FAILURE = "node_failure"  # a node it ran on went down
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    job_id: str
+    placement: Placement
+    backfilled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the job and requeue it. Callers stop victims before starting what replaces them."""
+
+    job_id: str
+    reason: StopReason
+    requeue: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    job_id: str
+    placement: Placement  # the job's whole new placement
+
+
+Decision = Start | Stop | Resize
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A blocked job's promised start: backfill may not delay it. ``start`` is the estimate from
+    running jobs' time limits; ``nodes`` are the nodes it would then use."""
+
+    job_id: str
+    start: float
+    model: str
+    nodes: frozenset[int]
+
+
+@dataclass
+class CycleStats:
+    pending: int = 0
+    running: int = 0
+    started: int = 0
+    stopped: int = 0
+    resized: int = 0
+    tasks_placed: int = 0
+    placement_attempts: int = 0
+    quick_rejects: int = 0
+    phase_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CycleResult:
+    decisions: list[Decision]
+    reservations: list[Reservation]
+    unschedulable: dict[str, str]  # job id -> why it can never run as submitted
+    order: list[str]  # pending job ids in the policy's order (queue position)
+    stats: CycleStats
+
+    @property
+    def starts(self) -> list[Start]:
+        return [d for d in self.decisions if isinstance(d, Start)]
+
+    @property
+    def stops(self) -> list[Stop]:
+        return [d for d in self.decisions if isinstance(d, Stop)]
+
+    @property
+    def resizes(self) -> list[Resize]:
+        return [d for d in self.decisions if isinstance(d, Resize)]
+
+    def estimated_start(self, job_id: str) -> float | None:
+        for r in self.reservations:
+            if r.job_id == job_id:
+                return r.start
+        return None

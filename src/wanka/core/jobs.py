@@ -1,0 +1,164 @@
+"""Jobs, task groups, priority classes and the job state machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wanka.core.state import Placement
+
+
+class JobKind(StrEnum):
+    TRAINING = "training"
+    INFERENCE = "inference"  # a long-running service: replicas are spread, not packed
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    ADMITTED = "admitted"  # the core placed it; the backend is starting it
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # stopped to make room; goes back to PENDING
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+# Every allowed transition. RUNNING/ADMITTED -> PENDING is a requeue (node failure, restart policy).
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.ADMITTED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.ADMITTED: frozenset(
+        {JobState.RUNNING, JobState.PENDING, JobState.PREEMPTED, JobState.CANCELLED, JobState.FAILED}
+    ),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PREEMPTED, JobState.PENDING}
+    ),
+    JobState.PREEMPTED: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    def __init__(self, job_id: str, current: JobState, target: JobState):
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none (terminal)"
+        super().__init__(f"job {job_id}: cannot go from {current.value} to {target.value}; allowed: {allowed}")
+
+
+def check_transition(job_id: str, current: JobState, target: JobState) -> None:
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(job_id, current, target)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityClass:
+    name: str
+    value: int
+    preemptible: bool = True
+
+
+PRIORITY_CLASSES: dict[str, PriorityClass] = {
+    pc.name: pc
+    for pc in (
+        PriorityClass("best-effort", 0),
+        PriorityClass("low", 100),
+        PriorityClass("normal", 500),
+        PriorityClass("high", 1000),
+        PriorityClass("critical", 10000, preemptible=False),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """``replicas`` tasks of ``cards`` cards each, on one of the ``accelerators`` (models or vendors;
+    empty means any). ``min_replicas`` below ``replicas`` makes the group elastic: the gang starts
+    with at least ``min_replicas`` and may grow to ``replicas``."""
+
+    role: str = "worker"
+    replicas: int = 1
+    cards: int = 1
+    accelerators: tuple[str, ...] = ()
+    cpus: int = 0
+    memory_gib: int = 0
+    min_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"task group {self.role!r}: replicas must be >= 1")
+        if self.cards < 0:
+            raise ValueError(f"task group {self.role!r}: cards must be >= 0")
+        if self.min_replicas is not None and not 1 <= self.min_replicas <= self.replicas:
+            raise ValueError(f"task group {self.role!r}: min_replicas must be 1..replicas")
+
+    @property
+    def gang_min(self) -> int:
+        return self.replicas if self.min_replicas is None else self.min_replicas
+
+    @property
+    def elastic(self) -> bool:
+        return self.gang_min < self.replicas
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A job as the scheduler sees it. The core reads jobs; it never mutates them.
+
+    Runtime fields (``start_time``, ``placement``, ``attained_service``, …) are maintained by the
+    caller — the twin or the control plane — between cycles.
+    """
+
+    id: str
+    tenant: str
+    queue: str
+    groups: tuple[TaskGroup, ...]
+    name: str = ""
+    priority: int = 500
+    priority_class: str = "normal"
+    kind: JobKind = JobKind.TRAINING
+    time_limit_s: float | None = None
+    preemptible: bool = True
+    checkpoint_interval_s: float | None = None
+    submit_time: float = 0.0
+    state: JobState = JobState.PENDING
+    start_time: float | None = None
+    last_checkpoint_time: float | None = None
+    attained_service: float = 0.0  # card-seconds executed so far (Tiresias' 2D attained service)
+    last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
+    placement: Placement | None = None
+    _cards: int = field(default=-1, repr=False)
+
+    @property
+    def total_cards(self) -> int:
+        """Cards at full size (every group at ``replicas``)."""
+        if self._cards < 0:
+            self._cards = sum(g.replicas * g.cards for g in self.groups)
+        return self._cards
+
+    @property
+    def min_cards(self) -> int:
+        return sum(g.gang_min * g.cards for g in self.groups)
+
+    @property
+    def elastic(self) -> bool:
+        return any(g.elastic for g in self.groups)
+
+    def transition(self, target: JobState) -> None:
+        check_transition(self.id, self.state, target)
+        self.state = target
+
+    def lost_work_s(self, now: float) -> float:
+        """Seconds of progress lost if stopped now: time since the last checkpoint (or the start)."""
+        if self.start_time is None:
+            return 0.0
+        last = self.start_time
+        if self.last_checkpoint_time is not None:
+            last = max(last, self.last_checkpoint_time)
+        elif self.checkpoint_interval_s:
+            elapsed = now - self.start_time
+            last = self.start_time + (elapsed // self.checkpoint_interval_s) * self.checkpoint_interval_s
+        return max(0.0, now - last)

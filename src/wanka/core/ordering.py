@@ -1,0 +1,114 @@
+"""Job order, queue order and preemption rank: the plugins the actions consult."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from wanka.core.config import JobOrder
+from wanka.core.fairshare import QueueUsage, las_queue, slurm_fairshare_factor
+from wanka.core.jobs import PRIORITY_CLASSES, Job
+from wanka.core.quota import borrowed
+
+if TYPE_CHECKING:
+    from wanka.core.session import Running, Session
+
+MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
+
+
+class Ordering:
+    """Keys for the session's policy. Smaller job keys go first; larger ranks may preempt smaller."""
+
+    def __init__(self, session: Session):
+        self.s = session
+        cfg = session.config
+        cluster = session.cluster
+        self.capacity = (
+            cluster.capacity_pflops(),  # compute, rated precision
+            float(cluster.node_cpus.sum()),
+            float(cluster.node_memory.sum()),
+        )
+        half_life = cfg.fair_share.half_life_s
+        tau = half_life / math.log(2) if half_life > 0 else 1.0
+        usage = session.snapshot.usage
+        tree = session.tree
+        self.history = []  # per tree node: decayed usage as a fraction of decayed capacity
+        for name in tree.names:
+            u = usage.get(name, QueueUsage())
+            self.history.append(
+                tuple((x / (c * tau) if c > 0 else 0.0) for x, c in zip((u.compute, u.cpu, u.memory), self.capacity,
+                                                                       strict=True))
+            )
+        total_compute = sum(usage.get(n, QueueUsage()).compute for n in tree.names if tree.is_leaf(n))
+        self.usage_fraction = [
+            (usage.get(n, QueueUsage()).compute / total_compute) if total_compute > 0 else 0.0 for n in tree.names
+        ]
+
+    # --- jobs ------------------------------------------------------------------------------------
+
+    def sort(self, jobs: Sequence[Job]) -> list[Job]:
+        order = self.s.config.job_order
+        if order is JobOrder.FIFO:
+            return sorted(jobs, key=lambda j: (j.submit_time, j.id))
+        if order is JobOrder.PRIORITY:
+            return sorted(jobs, key=lambda j: (-j.priority, j.submit_time, j.id))
+        if order is JobOrder.SHORTEST:
+            inf = float("inf")
+            return sorted(
+                jobs, key=lambda j: (j.time_limit_s if j.time_limit_s is not None else inf, j.submit_time, j.id)
+            )
+        if order is JobOrder.LAS:
+            return sorted(jobs, key=lambda j: (self.las(j), j.submit_time, j.id))
+        return sorted(jobs, key=lambda j: (-self.multifactor(j), j.submit_time, j.id))
+
+    def las(self, job: Job) -> int:
+        cfg = self.s.config.las
+        q = las_queue(job.attained_service, cfg.thresholds)
+        if q and cfg.starvation_factor > 0 and job.last_run_end is not None and job.total_cards:
+            executed = job.attained_service / job.total_cards
+            if self.s.now - job.last_run_end >= cfg.starvation_factor * executed:
+                return 0  # waited long enough relative to its service: promoted to the top queue
+        return q
+
+    def multifactor(self, job: Job) -> float:
+        """Slurm's weighted sum; every factor lies in [0, 1]."""
+        w = self.s.config.multifactor
+        age = min(max(self.s.now - job.submit_time, 0.0) / w.max_age_s, 1.0) if w.max_age_s > 0 else 0.0
+        q = self.s.queue_index(job)
+        fairshare = slurm_fairshare_factor(self.usage_fraction[q], self.s.tree.norm_share[q]) if q >= 0 else 0.0
+        size = min(job.total_cards / max(self.s.cluster.total_cards, 1), 1.0)
+        if w.favor_small:
+            size = 1.0 - size
+        qos = min(max(job.priority, 0) / MAX_PRIORITY, 1.0)
+        return w.age * age + w.fairshare * fairshare + w.job_size * size + w.qos * qos
+
+    def rank(self, job: Job) -> float:
+        """Who may preempt whom: a pending job may evict running jobs of strictly lower rank."""
+        if self.s.config.job_order is JobOrder.LAS:
+            return -self.las(job)
+        return job.priority
+
+    # --- queues ----------------------------------------------------------------------------------
+
+    def queue_share(self, queue: int) -> float:
+        """Weighted dominant share; the queue with the least goes next."""
+        hw = self.s.config.fair_share.history_weight
+        alloc = self.s.queue_alloc[queue]
+        hist = self.history[queue]
+        share = max(
+            hw * h + (1.0 - hw) * (a / c if c > 0 else 0.0)
+            for h, a, c in zip(hist, alloc, self.capacity, strict=True)
+        )
+        return share / self.s.tree.norm_share[queue]
+
+    # --- victims ---------------------------------------------------------------------------------
+
+    def victim_key(self, entry: Running) -> tuple:
+        """Cheapest first: lowest rank, borrowed before nominal, least work lost since the last
+        checkpoint (card-seconds), most recently started."""
+        s = self.s
+        is_borrowing = borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
+        lost = entry.job.lost_work_s(s.now) * entry.placement.total_cards
+        started = entry.job.start_time if entry.job.start_time is not None else s.now
+        return (self.rank(entry.job), not is_borrowing, lost, -started, entry.job.id)

@@ -1,0 +1,217 @@
+"""Hierarchical quotas: cluster → organisation → team queue, per accelerator model.
+
+Semantics follow Kueue's hierarchical cohorts (nominal quota, borrowing limit, lending limit),
+with one convention change made for operators: a node's ``nominal`` is its *total* quota including
+its children's. Internally each node keeps only its own extra part, ``nominal - sum(children)``.
+
+Per flavor f (an accelerator model) and node n:
+
+* ``guaranteed(n)`` = ``subtree(n) - lending_limit(n)`` (0 without a lending limit): the part n
+  never lends; nobody else can use it even when idle.
+* ``subtree(n)`` = own extra quota + the lendable part of every child:
+  ``own(n) + sum(subtree(c) - guaranteed(c))``.
+* ``usage(n)`` for a leaf is the cards its jobs hold; for an inner node it is what its children
+  use *beyond* their guarantees, ``sum(max(0, usage(c) - guaranteed(c)))``.
+* Invariant kept by admission: for every inner node p, ``usage(p) <= subtree(p)`` (nobody lends
+  more than it may), and for every node with a borrowing limit the subtree's total usage stays
+  within ``nominal + borrowing_limit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+UNLIMITED = 1 << 60
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorQuota:
+    nominal: int = 0
+    borrowing_limit: int | None = None  # None: may borrow whatever its parent can give
+    lending_limit: int | None = None  # None: all of its idle quota may be lent
+
+
+@dataclass(frozen=True, slots=True)
+class QueueNode:
+    name: str
+    parent: str | None
+    quotas: Mapping[str, FlavorQuota] = field(default_factory=dict)
+    weight: float = 1.0  # fair-share weight among siblings
+
+
+class QuotaError(ValueError):
+    pass
+
+
+class QueueTree:
+    """Static quota tree. Node 0 is the root (the cluster). Usage lives in :class:`QuotaUsage`."""
+
+    def __init__(self, nodes: Sequence[QueueNode], flavors: Sequence[str]):
+        roots = [n for n in nodes if n.parent is None]
+        if len(roots) != 1:
+            raise QuotaError(f"a queue tree needs exactly one root, got {[n.name for n in roots]}")
+        by_name = {n.name: n for n in nodes}
+        if len(by_name) != len(nodes):
+            raise QuotaError("queue names must be unique")
+        for n in nodes:
+            if n.parent is not None and n.parent not in by_name:
+                raise QuotaError(f"queue {n.name!r}: parent {n.parent!r} does not exist")
+            if n.weight <= 0:
+                raise QuotaError(f"queue {n.name!r}: weight must be > 0")
+            for f in n.quotas:
+                if f not in flavors:
+                    raise QuotaError(f"queue {n.name!r}: unknown flavor {f!r}; cluster has {sorted(flavors)}")
+        # breadth-first order: parents before children
+        order: list[QueueNode] = [roots[0]]
+        for node in order:
+            order.extend(c for c in nodes if c.parent == node.name)
+        if len(order) != len(nodes):
+            raise QuotaError("queue tree has a cycle")
+        self.flavors = list(flavors)
+        self.flavor_index = {f: i for i, f in enumerate(self.flavors)}
+        self.names = [n.name for n in order]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.parent = [-1 if n.parent is None else self.index[n.parent] for n in order]
+        self.children: list[list[int]] = [[] for _ in order]
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                self.children[p].append(i)
+        self.weight = [n.weight for n in order]
+        nf = len(self.flavors)
+        q = len(order)
+        self.nominal = [[0] * nf for _ in range(q)]
+        self.borrowing_limit = [[UNLIMITED] * nf for _ in range(q)]
+        self.lending_limit: list[list[int | None]] = [[None] * nf for _ in range(q)]
+        for i, n in enumerate(order):
+            for f, fq in n.quotas.items():
+                k = self.flavor_index[f]
+                if fq.nominal < 0 or (fq.borrowing_limit or 0) < 0 or (fq.lending_limit or 0) < 0:
+                    raise QuotaError(f"queue {n.name!r} flavor {f!r}: quotas must be >= 0")
+                self.nominal[i][k] = fq.nominal
+                if fq.borrowing_limit is not None:
+                    self.borrowing_limit[i][k] = fq.borrowing_limit
+                self.lending_limit[i][k] = fq.lending_limit
+        self.own = [[0] * nf for _ in range(q)]
+        for i in range(q):
+            for k in range(nf):
+                kids = sum(self.nominal[c][k] for c in self.children[i])
+                if kids > self.nominal[i][k] and self.parent[i] >= 0:
+                    raise QuotaError(
+                        f"queue {self.names[i]!r} flavor {self.flavors[k]!r}: children's nominal quota "
+                        f"({kids}) exceeds its own ({self.nominal[i][k]})"
+                    )
+                self.own[i][k] = max(0, self.nominal[i][k] - kids)
+        # subtree quota and guarantees, leaves first
+        self.subtree = [[0] * nf for _ in range(q)]
+        self.guaranteed = [[0] * nf for _ in range(q)]
+        for i in reversed(range(q)):
+            for k in range(nf):
+                sub = self.own[i][k] + sum(self.subtree[c][k] - self.guaranteed[c][k] for c in self.children[i])
+                self.subtree[i][k] = sub
+                lend = self.lending_limit[i][k]
+                self.guaranteed[i][k] = max(0, sub - lend) if lend is not None and self.parent[i] >= 0 else 0
+        self.leaves = [i for i in range(q) if not self.children[i]]
+        # Slurm-style normalised shares: product down the path of weight / sum of sibling weights
+        self.norm_share = [1.0] * q
+        for i in range(1, q):
+            p = self.parent[i]
+            siblings = sum(self.weight[c] for c in self.children[p])
+            self.norm_share[i] = self.norm_share[p] * self.weight[i] / siblings
+
+    @classmethod
+    def flat(cls, flavors: Sequence[str], capacity: Mapping[str, int], queues: Sequence[str] = ("default",)):
+        """A root holding the whole cluster and queues without quota of their own (they borrow all)."""
+        root = QueueNode("cluster", None, {f: FlavorQuota(int(capacity.get(f, 0))) for f in flavors})
+        return cls([root, *(QueueNode(q, "cluster") for q in queues)], flavors)
+
+    def is_leaf(self, name: str) -> bool:
+        return not self.children[self.index[name]]
+
+    def path(self, node: int) -> list[int]:
+        out = []
+        while node >= 0:
+            out.append(node)
+            node = self.parent[node]
+        return out
+
+
+class QuotaUsage:
+    """Usage per tree node and flavor, in Kueue's accounting (see module docstring)."""
+
+    __slots__ = ("total", "tree", "usage")
+
+    def __init__(self, tree: QueueTree):
+        self.tree = tree
+        nf = len(tree.flavors)
+        self.usage = [[0] * nf for _ in tree.names]
+        self.total = [[0] * nf for _ in tree.names]  # plain subtree totals, for reporting and checks
+
+    def copy(self) -> QuotaUsage:
+        other = QuotaUsage.__new__(QuotaUsage)
+        other.tree = self.tree
+        other.usage = [row[:] for row in self.usage]
+        other.total = [row[:] for row in self.total]
+        return other
+
+
+def available(usage: QuotaUsage, node: int, flavor: int) -> int:
+    """Cards of ``flavor`` that ``node`` can still be given now.
+
+    Its unused guarantee plus what its parent can give, capped by its borrowing limit. May be
+    negative after capacity was removed (over-admission); callers treat <= 0 as "nothing".
+    """
+    tree = usage.tree
+    parent = tree.parent[node]
+    u = usage.usage[node][flavor]
+    if parent < 0:
+        return tree.subtree[node][flavor] - u
+    g = tree.guaranteed[node][flavor]
+    from_parent = available(usage, parent, flavor)
+    limit = tree.borrowing_limit[node][flavor]
+    if limit < UNLIMITED:
+        stored_in_parent = tree.subtree[node][flavor] - g
+        used_in_parent = max(0, u - g)
+        from_parent = min(from_parent, stored_in_parent - used_in_parent + limit)
+    return max(0, g - u) + from_parent
+
+
+def potential_available(tree: QueueTree, node: int, flavor: int) -> int:
+    """The most ``node`` could ever hold of ``flavor`` if nothing else ran (for never-fits checks)."""
+    parent = tree.parent[node]
+    if parent < 0:
+        return tree.subtree[node][flavor]
+    most = tree.guaranteed[node][flavor] + potential_available(tree, parent, flavor)
+    limit = tree.borrowing_limit[node][flavor]
+    if limit < UNLIMITED:
+        most = min(most, tree.subtree[node][flavor] + limit)
+    return most
+
+
+def add_usage(usage: QuotaUsage, node: int, flavor: int, amount: int) -> None:
+    """Add (or, with a negative amount, remove) leaf usage and bubble the part beyond each guarantee up.
+
+    After the call ``usage[node] == before + amount`` and every ancestor's usage again equals the
+    sum of its children's usage beyond their guarantees.
+    """
+    tree = usage.tree
+    n = node
+    while n >= 0:
+        usage.total[n][flavor] += amount
+        n = tree.parent[n]
+    while node >= 0 and amount:
+        before = usage.usage[node][flavor]
+        after = before + amount
+        usage.usage[node][flavor] = after
+        g = tree.guaranteed[node][flavor]
+        amount = max(0, after - g) - max(0, before - g)
+        node = tree.parent[node]
+
+
+def borrowed(usage: QuotaUsage, node: int, flavor: int) -> int:
+    """Cards the subtree at ``node`` holds beyond its own nominal quota (0 when within it)."""
+    return max(0, usage.total[node][flavor] - usage.tree.nominal[node][flavor])
+
+
+def fits(usage: QuotaUsage, node: int, flavor: int, amount: int) -> bool:
+    return available(usage, node, flavor) >= amount

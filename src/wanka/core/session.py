@@ -1,0 +1,334 @@
+"""A session: the working copy one cycle decides on, and the statement that records its changes.
+
+Actions never touch the snapshot. Every tentative change (start, evict, resize) goes through the
+:class:`Statement`, which can roll back to a checkpoint; only :meth:`Statement.commit` turns the
+surviving changes into decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wanka.core.cluster import NodeState
+from wanka.core.config import CycleConfig
+from wanka.core.decisions import Decision, Fit, Reservation, Resize, Snapshot, Start, Stop, StopReason
+from wanka.core.feasibility import resolve_flavors
+from wanka.core.jobs import Job, JobKind
+from wanka.core.ordering import Ordering
+from wanka.core.placement import FreeArrays, GroupRequest, place_gang
+from wanka.core.quota import QuotaUsage, add_usage, available
+from wanka.core.state import Placement
+
+
+@dataclass(slots=True)
+class Running:
+    """A job holding cards in this session."""
+
+    job: Job
+    placement: Placement
+    flavor: int
+    queue: int
+    end: float  # expected end from its time limit (inf when unknown)
+
+
+class Statement:
+    """Undo log over the session. ``checkpoint()`` / ``rollback(cp)`` / ``commit()``."""
+
+    def __init__(self, session: Session):
+        self._s = session
+        self._ops: list[tuple] = []
+
+    def checkpoint(self) -> int:
+        return len(self._ops)
+
+    def rollback(self, checkpoint: int) -> None:
+        while len(self._ops) > checkpoint:
+            op = self._ops.pop()
+            kind = op[0]
+            if kind == "start":
+                self._s._give(self._s.running[op[1].job.id])
+            elif kind == "evict":
+                self._s._take(op[1])
+            elif kind == "resize":
+                self._s._give(op[2])
+                self._s._take(op[1])
+
+    def start(self, job: Job, placement: Placement, flavor: int, queue: int, backfilled: bool) -> None:
+        entry = Running(job, placement, flavor, queue, self._s.expected_end(job))
+        self._s._take(entry)
+        self._ops.append(("start", entry, backfilled))
+
+    def evict(self, entry: Running, reason: StopReason) -> None:
+        self._s._give(entry)
+        self._ops.append(("evict", entry, reason))
+
+    def resize(self, entry: Running, placement: Placement) -> None:
+        grown = Running(entry.job, placement, entry.flavor, entry.queue, entry.end)
+        self._s._give(entry)
+        self._s._take(grown)
+        self._ops.append(("resize", entry, grown))
+
+    def commit(self) -> list[Decision]:
+        """Stops first (victims must go before their replacements start), then starts, then resizes."""
+        stops: list[Decision] = []
+        starts: list[Decision] = []
+        resizes: dict[str, Decision] = {}
+        for op in self._ops:
+            if op[0] == "evict":
+                stops.append(Stop(op[1].job.id, op[2]))
+            elif op[0] == "start":
+                starts.append(Start(op[1].job.id, op[1].placement, op[2]))
+            else:
+                resizes[op[2].job.id] = Resize(op[2].job.id, op[2].placement)
+        self._ops.clear()
+        return [*stops, *starts, *resizes.values()]
+
+
+class Session:
+    """Working state of one cycle: free resources, quota usage, running set, reservations."""
+
+    def __init__(self, snapshot: Snapshot, config: CycleConfig):
+        self.snapshot = snapshot
+        self.config = config
+        self.now = snapshot.now
+        self.cluster = cluster = snapshot.cluster
+        self.tree = snapshot.queues
+        st = snapshot.state.copy()
+        self.free = FreeArrays(st.free_cards, st.free_cpus, st.free_memory, st.free_mask)
+        self.flavor_ids = [m.id for m in cluster.models]
+        tree_flavor = [self.tree.flavor_index.get(f, -1) for f in self.flavor_ids]
+        if min(tree_flavor) < 0:
+            missing = [f for f, k in zip(self.flavor_ids, tree_flavor, strict=True) if k < 0]
+            raise ValueError(f"queue tree has no flavor for cluster models {missing}")
+        self.tree_flavor = tree_flavor
+        up = cluster.node_state == int(NodeState.UP)
+        self.usable = [up & (cluster.node_model == f) for f in range(len(cluster.models))]
+        self.free_by_flavor = [int(self.free.cards[u].sum()) for u in self.usable]
+        self.quota = QuotaUsage(self.tree)
+        self.running: dict[str, Running] = {}
+        self.initial_running: list[Running] = []
+        self.queue_alloc = [[0.0, 0.0, 0.0] for _ in self.tree.names]  # pflops, cpus, memory
+        self._flavor_cache: dict[tuple, tuple[int, ...]] = {}
+        self._fail_cache: dict[tuple, int] = {}
+        self.stmt = Statement(self)
+        self.reservations: list[Reservation] = []
+        self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
+        self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
+        self.unschedulable: dict[str, str] = {}
+        self.started: set[str] = set()
+        self.stats_attempts = 0
+        self.stats_rejects = 0
+        for job in snapshot.running:
+            if job.placement is None:
+                raise ValueError(f"running job {job.id} has no placement")
+            flavor = cluster.model_index[job.placement.model]
+            entry = Running(job, job.placement, flavor, self.queue_index(job), self.expected_end(job))
+            self._account(entry, +1)
+            self.running[job.id] = entry
+            self.initial_running.append(entry)
+        self.ordering = Ordering(self)
+        self.pending: list[Job] = self.ordering.sort(snapshot.pending)
+        self.candidates: list[Job] = list(self.pending)  # narrowed by admit
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def queue_index(self, job: Job) -> int:
+        return self.tree.index.get(job.queue, -1)
+
+    def expected_end(self, job: Job) -> float:
+        limit = job.time_limit_s if job.time_limit_s is not None else self.config.default_time_limit_s
+        if limit is None:
+            return float("inf")
+        start = job.start_time if job.start_time is not None else self.now
+        return start + limit
+
+    def _account(self, entry: Running, sign: int) -> None:
+        p = entry.placement
+        cards = p.total_cards
+        add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * cards)
+        alloc = self.queue_alloc[entry.queue]
+        alloc[0] += sign * cards * self.cluster.models[entry.flavor].rated_tflops / 1000.0
+        alloc[1] += sign * sum(g.cpus * g.replicas for g in p.groups)
+        alloc[2] += sign * sum(g.memory_gib * g.replicas for g in p.groups)
+
+    def _take(self, entry: Running) -> None:
+        free = self.free
+        for g in entry.placement.groups:
+            for node, mask in zip(g.nodes, g.masks, strict=True):
+                free.masks[node] &= ~mask
+                free.cards[node] -= mask.bit_count()
+                free.cpus[node] -= g.cpus
+                free.memory[node] -= g.memory_gib
+                if self.usable[entry.flavor][node]:
+                    self.free_by_flavor[entry.flavor] -= mask.bit_count()
+        self._account(entry, +1)
+        self.running[entry.job.id] = entry
+        self.started.add(entry.job.id)
+
+    def _give(self, entry: Running) -> None:
+        free = self.free
+        for g in entry.placement.groups:
+            for node, mask in zip(g.nodes, g.masks, strict=True):
+                free.masks[node] |= mask
+                free.cards[node] += mask.bit_count()
+                free.cpus[node] += g.cpus
+                free.memory[node] += g.memory_gib
+                if self.usable[entry.flavor][node]:
+                    self.free_by_flavor[entry.flavor] += mask.bit_count()
+        self._account(entry, -1)
+        del self.running[entry.job.id]
+        self.started.discard(entry.job.id)
+        self._fail_cache.clear()  # room grew: earlier failures may now fit
+
+    def reserved_jobs(self) -> set[str]:
+        return {r.job_id for r in self.reservations}
+
+    # --- what a job asks for -----------------------------------------------------------------
+
+    def flavors(self, job: Job) -> tuple[int, ...]:
+        """Cluster models every task group of ``job`` accepts, in the job's order of preference."""
+        key = tuple(g.accelerators for g in job.groups)
+        cached = self._flavor_cache.get(key)
+        if cached is None:
+            cached = resolve_flavors(self.cluster, key)
+            self._flavor_cache[key] = cached
+        return cached
+
+    def requests(self, job: Job, max_cards: int | None = None) -> list[GroupRequest]:
+        spread = job.kind is JobKind.INFERENCE
+        reqs = []
+        for g in job.groups:
+            replicas = g.replicas
+            if g.elastic and max_cards is not None and g.cards > 0 and len(job.groups) == 1:
+                replicas = max(g.gang_min, min(replicas, max_cards // g.cards))
+            reqs.append(GroupRequest(g.role, replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, spread))
+        return reqs
+
+    # --- trying to start a job -----------------------------------------------------------------
+
+    def try_start(self, job: Job, flavors: tuple[int, ...] | None = None, backfilled: bool = False) -> Fit:
+        """Start ``job`` now if quota and room allow, without delaying any reservation."""
+        best = Fit.NEVER
+        queue = self.queue_index(job)
+        need = job.min_cards
+        for f in flavors if flavors is not None else self.flavors(job):
+            if need > self.free_by_flavor[f]:
+                self.stats_rejects += 1
+                best = max(best, Fit.NO_FIT)
+                continue
+            quota_left = available(self.quota, queue, self.tree_flavor[f])
+            if quota_left < need:
+                best = max(best, Fit.NO_QUOTA)
+                continue
+            placement, outcome = self._place(job, f, quota_left)
+            if placement is None:
+                best = max(best, outcome)
+                continue
+            if placement.total_cards > quota_left:
+                best = max(best, Fit.NO_QUOTA)
+                continue
+            self.stmt.start(job, placement, f, queue, backfilled)
+            return Fit.FIT
+        return best
+
+    def _place(self, job: Job, flavor: int, quota_left: int) -> tuple[Placement | None, Fit]:
+        usable = self.usable[flavor]
+        outcome = Fit.NO_FIT
+        reserved = self.reserved_nodes.get(flavor)
+        if reserved is not None and self.expected_end(job) > self.reserved_until[flavor]:
+            # it would still run when a reserved job is due to start: keep off those nodes
+            usable = usable & ~reserved
+            outcome = Fit.RESERVED
+        reqs = self.requests(job, quota_left)
+        key = None
+        if len(reqs) == 1:
+            r = reqs[0]
+            key = (flavor, r.cards, r.cpus, r.memory_gib, r.spread, reserved is not None and outcome is Fit.RESERVED)
+            failed_at = self._fail_cache.get(key)
+            if failed_at is not None and r.min_replicas >= failed_at:
+                self.stats_rejects += 1
+                return None, outcome
+        self.stats_attempts += 1
+        placement = place_gang(
+            self.cluster, self.free, usable, self.flavor_ids[flavor], reqs, self.config.placement
+        )
+        if placement is None and key is not None:
+            self._fail_cache[key] = min(reqs[0].min_replicas, self._fail_cache.get(key, 1 << 30))
+        if placement is None and outcome is Fit.RESERVED:
+            # distinguish "would fit but for the reservation" from "does not fit at all"
+            plain = place_gang(self.cluster, self.free, self.usable[flavor], self.flavor_ids[flavor], reqs,
+                               self.config.placement)
+            outcome = Fit.RESERVED if plain is not None else Fit.NO_FIT
+        return placement, outcome
+
+    def fits_hypothetically(self, job: Job, flavor: int, free: FreeArrays, usable: np.ndarray) -> Placement | None:
+        """Where ``job`` would go on ``free`` (a what-if state: only counts matter, no cards chosen)."""
+        return place_gang(
+            self.cluster, free, usable, self.flavor_ids[flavor], self.requests(job), self.config.placement,
+            choose_cards=False,
+        )
+
+    # --- reservations (EASY backfill) ----------------------------------------------------------
+
+    def reserve(self, job: Job) -> Reservation | None:
+        """Earliest time ``job`` fits as running jobs end at their time limits; holds those nodes."""
+        for f in self.flavors(job):
+            found = self._reserve_flavor(job, f)
+            if found is not None:
+                return found
+        return None
+
+    def _reserve_flavor(self, job: Job, flavor: int) -> Reservation | None:
+        ending = sorted(
+            (e for e in self.running.values() if e.flavor == flavor and e.end < float("inf")),
+            key=lambda e: (e.end, e.job.id),
+        )
+        if not ending:
+            return None
+        usable = self.usable[flavor]
+        if flavor in self.reserved_nodes:
+            usable = usable & ~self.reserved_nodes[flavor]
+        n = self.cluster.num_nodes
+        nodes, cards, cpus, mem, offsets = [], [], [], [], [0]
+        for e in ending:
+            for g in e.placement.groups:
+                nodes.extend(g.nodes)
+                cards.extend(m.bit_count() for m in g.masks)
+                cpus.extend([g.cpus] * g.replicas)
+                mem.extend([g.memory_gib] * g.replicas)
+            offsets.append(len(nodes))
+        nodes_a = np.asarray(nodes, dtype=np.int64)
+        cards_a, cpus_a, mem_a = (np.asarray(x, dtype=np.int64) for x in (cards, cpus, mem))
+
+        def after(k: int) -> tuple[FreeArrays, Placement | None]:
+            o = offsets[k]
+            free_cards = self.free.cards + np.bincount(nodes_a[:o], cards_a[:o], minlength=n).astype(np.int32)
+            free = FreeArrays(
+                free_cards,
+                self.free.cpus + np.bincount(nodes_a[:o], cpus_a[:o], minlength=n).astype(np.int32),
+                self.free.memory + np.bincount(nodes_a[:o], mem_a[:o], minlength=n).astype(np.int32),
+                None,
+            )
+            return free, self.fits_hypothetically(job, flavor, free, usable)
+
+        _, placement = after(len(ending))
+        if placement is None:
+            return None  # blocked by jobs without a time limit, or by down nodes: no estimate
+        lo, hi = 1, len(ending)
+        while lo < hi:  # fitting is monotone in the number of jobs ended
+            mid = (lo + hi) // 2
+            if after(mid)[1] is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        _, placement = after(lo)
+        assert placement is not None
+        start = max(self.now, ending[lo - 1].end)
+        res = Reservation(job.id, start, self.flavor_ids[flavor], frozenset(placement.node_set()))
+        mask = self.reserved_nodes.setdefault(flavor, np.zeros(n, dtype=bool))
+        mask[list(res.nodes)] = True
+        self.reserved_until[flavor] = min(self.reserved_until.get(flavor, float("inf")), start)
+        self.reservations.append(res)
+        return res

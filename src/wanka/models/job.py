@@ -1,0 +1,95 @@
+"""The job spec: the YAML a tenant submits (and the twin reads)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from wanka.core.hardware import UnknownAccelerator
+from wanka.core.jobs import PRIORITY_CLASSES, Job, JobKind, TaskGroup
+from wanka.models.errors import SpecError, from_validation_error, load_yaml
+from wanka.models.hardware import default_catalog
+
+STRICT = ConfigDict(extra="forbid")
+_ids = itertools.count(1)
+
+
+class TaskGroupSpec(BaseModel):
+    model_config = STRICT
+    role: str = Field(default="worker", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    replicas: int = Field(default=1, ge=1, le=100_000)
+    min_replicas: int | None = Field(default=None, ge=1)
+    cards: int = Field(default=1, ge=0, le=64)
+    accelerators: list[str] = Field(default=[], description="accepted models or vendors; empty = any")
+    cpus: int = Field(default=0, ge=0)
+    memory_gib: int = Field(default=0, ge=0)
+
+    @field_validator("accelerators")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        catalog = default_catalog()
+        for name in v:
+            if name in catalog or name.lower() in catalog.vendors:
+                continue
+            raise ValueError(str(UnknownAccelerator(name, [*catalog.ids(), *sorted(catalog.vendors)])))
+        return v
+
+    @model_validator(mode="after")
+    def _min(self):
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed replicas ({self.replicas})")
+        return self
+
+
+class JobSpec(BaseModel):
+    model_config = STRICT
+    name: str = Field(default="", max_length=200)
+    tenant: str = Field(default="default")
+    queue: str = Field(default="default")
+    kind: JobKind = JobKind.TRAINING
+    priority_class: str = "normal"
+    task_groups: list[TaskGroupSpec] = Field(min_length=1)
+    time_limit_s: float | None = Field(default=None, gt=0)
+    preemptible: bool | None = None
+    checkpoint_interval_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("priority_class")
+    @classmethod
+    def _class(cls, v: str) -> str:
+        if v not in PRIORITY_CLASSES:
+            raise ValueError(f"unknown priority class {v!r}; choose one of {', '.join(PRIORITY_CLASSES)}")
+        return v
+
+    def to_job(self, job_id: str | None = None, submit_time: float = 0.0) -> Job:
+        pc = PRIORITY_CLASSES[self.priority_class]
+        groups = tuple(
+            TaskGroup(g.role, g.replicas, g.cards, tuple(g.accelerators), g.cpus, g.memory_gib, g.min_replicas)
+            for g in self.task_groups
+        )
+        return Job(
+            id=job_id or f"job-{next(_ids)}",
+            tenant=self.tenant,
+            queue=self.queue,
+            groups=groups,
+            name=self.name,
+            priority=pc.value,
+            priority_class=pc.name,
+            kind=self.kind,
+            time_limit_s=self.time_limit_s,
+            preemptible=pc.preemptible if self.preemptible is None else self.preemptible,
+            checkpoint_interval_s=self.checkpoint_interval_s,
+            submit_time=submit_time,
+        )
+
+
+def parse_job_spec(data: dict, source: str = "job spec") -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    return parse_job_spec(load_yaml(path), str(path))

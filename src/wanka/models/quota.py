@@ -1,0 +1,100 @@
+"""Queue/quota files: cluster → organisation → team queue, per accelerator model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wanka.core.cluster import Cluster
+from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError
+from wanka.core.hardware import UnknownAccelerator
+from wanka.models.errors import SpecError, from_validation_error, load_yaml
+from wanka.models.hardware import default_catalog
+
+STRICT = ConfigDict(extra="forbid")
+
+
+class QuotaSpec(BaseModel):
+    model_config = STRICT
+    nominal: int = Field(default=0, ge=0)
+    borrowing_limit: int | None = Field(default=None, ge=0)
+    lending_limit: int | None = Field(default=None, ge=0)
+
+
+class QueueSpec(BaseModel):
+    """A team queue (leaf) or, with ``queues``, an organisation. ``quota`` maps an accelerator
+    model to its quota; an organisation's nominal includes its queues' nominal."""
+
+    model_config = STRICT
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    weight: float = Field(default=1.0, gt=0)
+    quota: dict[str, QuotaSpec] = {}
+    queues: list[QueueSpec] = []
+
+
+class QueueTreeSpec(BaseModel):
+    model_config = STRICT
+    organisations: list[QueueSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen: set[str] = set()
+
+        def walk(q: QueueSpec):
+            if q.name in seen or q.name == "cluster":
+                raise ValueError(f"queue name {q.name!r} is used twice (or is the reserved root 'cluster')")
+            seen.add(q.name)
+            for c in q.queues:
+                walk(c)
+
+        for org in self.organisations:
+            walk(org)
+        return self
+
+
+def build_queue_tree(spec: QueueTreeSpec, cluster: Cluster, source: str = "queues") -> QueueTree:
+    """The root ``cluster`` holds every card of the cluster; what no organisation was given stays in
+    the root's pool, which every queue may borrow from (within its borrowing limit)."""
+    catalog = default_catalog()
+    flavors = [m.id for m in cluster.models]
+    capacity = dict(zip(flavors, (int(x) for x in cluster.cards_by_model(states=(0, 1, 2))), strict=True))
+    nodes = [QueueNode("cluster", None, {f: FlavorQuota(capacity[f]) for f in flavors})]
+    problems: list[tuple[str, str]] = []
+
+    def walk(q: QueueSpec, parent: str, where: str):
+        quotas = {}
+        for model, qs in q.quota.items():
+            try:
+                acc = catalog.get(model)
+            except UnknownAccelerator as exc:
+                problems.append((f"{where}.quota.{model}", str(exc)))
+                continue
+            if acc.id not in flavors:
+                problems.append((f"{where}.quota.{model}", f"this cluster has no {acc.id}; it has {', '.join(flavors)}"))
+                continue
+            quotas[acc.id] = FlavorQuota(qs.nominal, qs.borrowing_limit, qs.lending_limit)
+        nodes.append(QueueNode(q.name, parent, quotas, q.weight))
+        for i, child in enumerate(q.queues):
+            walk(child, q.name, f"{where}.queues[{i}]")
+
+    for i, org in enumerate(spec.organisations):
+        walk(org, "cluster", f"organisations[{i}]")
+    if problems:
+        raise SpecError(source, problems)
+    try:
+        return QueueTree(nodes, flavors)
+    except QuotaError as exc:
+        raise SpecError(source, [("organisations", str(exc))]) from exc
+
+
+def parse_queue_tree(data: dict, cluster: Cluster, source: str = "queues") -> QueueTree:
+    try:
+        spec = QueueTreeSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+    return build_queue_tree(spec, cluster, source)
+
+
+def load_queue_tree(path: str | Path, cluster: Cluster) -> QueueTree:
+    return parse_queue_tree(load_yaml(path), cluster, str(path))
