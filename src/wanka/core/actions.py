@@ -12,10 +12,11 @@ from wanka.core.config import Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
 from wanka.core.feasibility import Feasibility, check_feasibility
 from wanka.core.jobs import Job
-from wanka.core.placement import FreeArrays, GroupRequest, place_group
+from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed
 from wanka.core.session import Running, Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
+from wanka.core.whatif import TaskTable
 
 
 def recover(s: Session) -> None:
@@ -34,7 +35,8 @@ def admit(s: Session) -> None:
     verdicts: dict[tuple, Feasibility] = {}
     for job in s.candidates:
         # many jobs share a shape; judging each shape once keeps this O(jobs)
-        key = (job.queue, job.min_cards, tuple((g.cards, g.accelerators) for g in job.groups))
+        g = job.groups[0]
+        key = (job.queue, job.min_cards, g.cards, g.accelerators) if len(job.groups) == 1 else (job.queue, job.groups)
         verdict = verdicts.get(key)
         if verdict is None:
             verdict = verdicts[key] = check_feasibility(s.cluster, s.tree, job)
@@ -79,37 +81,36 @@ def allocate(s: Session) -> None:
 def backfill(s: Session) -> None:
     """EASY backfill: any later job may start now if it does not delay a reserved job — it ends
     (by its time limit) before the reserved start, or it keeps off the reserved nodes."""
+    reserved = s.reserved_jobs()
     for job in s.candidates:
-        if job.id in s.running or job.id in s.reserved_jobs():
-            continue
+        if job.min_cards > max(s.free_by_flavor) or job.id in s.running or job.id in reserved:
+            continue  # the common case on a full cluster: rejected without a placement attempt
         s.try_start(job, backfilled=True)
 
 
 class VictimPool:
-    """Preemptible jobs running when the cycle began, cheapest victim first, flattened once per
-    action into per-task numpy arrays so any what-if ("these k victims gone") is a bincount."""
+    """Preemptible jobs running when the cycle began, cheapest victim first (see ``victim_key``)."""
 
     def __init__(self, s: Session):
-        entries = [e for e in s.initial_running if e.job.preemptible and e.job.id in s.running]
-        self.entries = sorted(entries, key=s.ordering.victim_key)
-        task_victim, nodes, cards, cpus, mem = [], [], [], [], []
-        for i, e in enumerate(self.entries):
-            for g in e.placement.groups:
-                task_victim.extend([i] * g.replicas)
-                nodes.extend(g.nodes)
-                cards.extend(m.bit_count() for m in g.masks)
-                cpus.extend([g.cpus] * g.replicas)
-                mem.extend([g.memory_gib] * g.replicas)
-        self.task_victim = np.asarray(task_victim, dtype=np.int64)
-        self.task_node = np.asarray(nodes, dtype=np.int64)
-        self.task_cards, self.task_cpus, self.task_mem = (np.asarray(x, dtype=np.int64) for x in (cards, cpus, mem))
-        self.flavor = np.asarray([e.flavor for e in self.entries], dtype=np.int64)
-        self.queue = np.asarray([e.queue for e in self.entries], dtype=np.int64)
-        self.cards = np.asarray([e.placement.total_cards for e in self.entries], dtype=np.int64)
-        self.rank = np.asarray([s.ordering.rank(e.job) for e in self.entries], dtype=np.float64)
+        borrowing: dict = {}
+        entries = sorted((e for e in s.initial_running if e.job.preemptible),
+                         key=lambda e: s.ordering.victim_key(e, borrowing))
+        self.table = TaskTable(entries)
+        self.entries = self.table.entries
+        self.flavor = np.asarray([e.flavor for e in entries], dtype=np.int64)
+        self.queue = np.asarray([e.queue for e in entries], dtype=np.int64)
+        self.cards = np.asarray([e.cards for e in entries], dtype=np.int64)
+        self.rank = np.asarray([s.ordering.rank(e.job) for e in entries], dtype=np.float64)
+        self.index = {e.job.id: i for i, e in enumerate(entries)}
 
     def alive(self, s: Session) -> np.ndarray:
-        return np.fromiter((e.job.id in s.running for e in self.entries), dtype=bool, count=len(self.entries))
+        """Which entries still run: all but those evicted so far (O(evicted), not O(entries))."""
+        mask = np.ones(len(self.entries), dtype=bool)
+        for job_id in s.evicted:
+            i = self.index.get(job_id)
+            if i is not None:
+                mask[i] = False
+        return mask
 
 
 def _preempt_for(
@@ -134,10 +135,10 @@ def _preempt_for(
     tf = s.tree_flavor[flavor]
     queue = s.queue_index(job)
     need = job.min_cards
-    n = s.cluster.num_nodes
-    position = np.full(len(pool.entries), len(chosen), dtype=np.int64)
-    position[chosen] = np.arange(len(chosen))
-    task_pos = position[pool.task_victim]
+    held = np.cumsum(pool.cards[chosen])
+    if s.free_by_flavor[flavor] + int(held[-1]) < need:
+        return False  # not enough cards even if every candidate left: no what-if needed
+    table, task_pos = pool.table.subset(chosen)
     queues = len(s.tree.names)
 
     def fits_without(k: int):
@@ -147,19 +148,14 @@ def _preempt_for(
             add_usage(quota, int(q), tf, -int(released[q]))
         if available(quota, queue, tf) < need:
             return None
-        sel = task_pos < k
-        nodes = pool.task_node[sel]
-        free = FreeArrays(
-            s.free.cards + np.bincount(nodes, pool.task_cards[sel], minlength=n).astype(np.int32),
-            s.free.cpus + np.bincount(nodes, pool.task_cpus[sel], minlength=n).astype(np.int32),
-            s.free.memory + np.bincount(nodes, pool.task_mem[sel], minlength=n).astype(np.int32),
-            None,
-        )
+        free = table.free_without(s.free, task_pos, k)
         return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
 
     if fits_without(len(chosen)) is None:
         return False
-    lo, hi = 1, len(chosen)
+    # fewer victims than this cannot free enough cards; start the search there
+    lo = int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1
+    lo, hi = max(1, min(lo, len(chosen))), len(chosen)
     while lo < hi:
         mid = (lo + hi) // 2
         if fits_without(mid) is not None:
@@ -202,9 +198,18 @@ def _waiting(s: Session) -> Iterator[Job]:
             return
 
 
+def _pool(s: Session) -> VictimPool:
+    """One victim pool per session: reclaim and preempt share it (its ``alive`` mask tracks evictions)."""
+    if s.victim_pool is None:
+        s.victim_pool = VictimPool(s)
+    return s.victim_pool
+
+
 def reclaim(s: Session) -> None:
     """A queue below its nominal quota takes back what it lent: borrowers in other queues are evicted."""
-    pool = VictimPool(s)
+    if next(_waiting(s), None) is None:
+        return
+    pool = _pool(s)
     if not pool.entries:
         return
     for job in _waiting(s):
@@ -222,7 +227,9 @@ def reclaim(s: Session) -> None:
 
 def preempt(s: Session) -> None:
     """A waiting job evicts strictly lower-ranked preemptible jobs (same queue, or any queue)."""
-    pool = VictimPool(s)
+    if next(_waiting(s), None) is None:
+        return
+    pool = _pool(s)
     if not pool.entries:
         return
     scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
@@ -264,8 +271,8 @@ def resize(s: Session) -> None:
                 mask = take_cards(s.free.masks[node] & ~taken.get(node, 0), spec.cards, int(s.cluster.node_cards[node]))
                 taken[node] = taken.get(node, 0) | mask
                 masks.append(mask)
-            grown = GroupPlacement(have.role, have.nodes + tuple(nodes), have.masks + tuple(masks), have.cpus,
-                                   have.memory_gib)
+            grown = GroupPlacement(have.role, have.nodes + tuple(nodes), have.masks + tuple(masks),
+                                   have.cards_per_task, have.cpus, have.memory_gib)
             groups = entry.placement.groups[:gi] + (grown,) + entry.placement.groups[gi + 1 :]
             s.stmt.resize(entry, Placement(entry.placement.model, groups))
             entry = s.running[job.id]

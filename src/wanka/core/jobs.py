@@ -131,6 +131,7 @@ class Job:
     last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
     placement: Placement | None = None
     _cards: int = field(default=-1, repr=False)
+    _min_cards: int = field(default=-1, repr=False)
 
     @property
     def total_cards(self) -> int:
@@ -141,7 +142,10 @@ class Job:
 
     @property
     def min_cards(self) -> int:
-        return sum(g.gang_min * g.cards for g in self.groups)
+        """Cards at the gang minimum (every group at ``gang_min``)."""
+        if self._min_cards < 0:
+            self._min_cards = sum(g.gang_min * g.cards for g in self.groups)
+        return self._min_cards
 
     @property
     def elastic(self) -> bool:

@@ -104,11 +104,16 @@ class Ordering:
 
     # --- victims ---------------------------------------------------------------------------------
 
-    def victim_key(self, entry: Running) -> tuple:
+    def victim_key(self, entry: Running, borrowing: dict | None = None) -> tuple:
         """Cheapest first: lowest rank, borrowed before nominal, least work lost since the last
-        checkpoint (card-seconds), most recently started."""
+        checkpoint (card-seconds), most recently started. ``borrowing`` caches per (queue, flavor)."""
         s = self.s
-        is_borrowing = borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
-        lost = entry.job.lost_work_s(s.now) * entry.placement.total_cards
+        key = (entry.queue, entry.flavor)
+        is_borrowing = None if borrowing is None else borrowing.get(key)
+        if is_borrowing is None:
+            is_borrowing = borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
+            if borrowing is not None:
+                borrowing[key] = is_borrowing
+        lost = entry.job.lost_work_s(s.now) * entry.cards
         started = entry.job.start_time if entry.job.start_time is not None else s.now
         return (self.rank(entry.job), not is_borrowing, lost, -started, entry.job.id)

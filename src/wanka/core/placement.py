@@ -181,7 +181,7 @@ def place_gang(
                     free.memory[node] -= req.memory_gib
                 masks.append(mask)
                 taken.append((node, mask, req))
-            placed.append(GroupPlacement(req.role, tuple(nodes), tuple(masks), req.cpus, req.memory_gib))
+            placed.append(GroupPlacement(req.role, tuple(nodes), tuple(masks), req.cards, req.cpus, req.memory_gib))
         return Placement(model, tuple(placed))
     finally:
         for node, mask, req in taken:

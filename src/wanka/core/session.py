@@ -20,6 +20,7 @@ from wanka.core.ordering import Ordering
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import QuotaUsage, add_usage, available
 from wanka.core.state import Placement
+from wanka.core.whatif import TaskTable
 
 
 @dataclass(slots=True)
@@ -31,6 +32,16 @@ class Running:
     flavor: int
     queue: int
     end: float  # expected end from its time limit (inf when unknown)
+    cards: int = 0
+    cpus: int = 0
+    memory: int = 0
+
+    def __post_init__(self) -> None:
+        for g in self.placement.groups:
+            r = len(g.nodes)
+            self.cards += g.cards_per_task * r
+            self.cpus += g.cpus * r
+            self.memory += g.memory_gib * r
 
 
 class Statement:
@@ -117,17 +128,31 @@ class Session:
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
-        self.started: set[str] = set()
+        self.started: set[str] = set()  # jobs this cycle started (and still holds)
+        self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.stats_attempts = 0
         self.stats_rejects = 0
+        self.victim_pool = None  # built on first use by reclaim/preempt
+        self._job_flavors: dict[str, tuple[int, ...]] = {}
+        held: dict[tuple[int, int], int] = {}
         for job in snapshot.running:
             if job.placement is None:
                 raise ValueError(f"running job {job.id} has no placement")
             flavor = cluster.model_index[job.placement.model]
-            entry = Running(job, job.placement, flavor, self.queue_index(job), self.expected_end(job))
-            self._account(entry, +1)
+            queue = self.queue_index(job)
+            if queue < 0:
+                raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
+            entry = Running(job, job.placement, flavor, queue, self.expected_end(job))
+            key = (queue, flavor)
+            held[key] = held.get(key, 0) + entry.cards
+            alloc = self.queue_alloc[queue]
+            alloc[1] += entry.cpus
+            alloc[2] += entry.memory
             self.running[job.id] = entry
             self.initial_running.append(entry)
+        for (queue, flavor), cards in held.items():  # one quota update per queue and model, not per job
+            add_usage(self.quota, queue, self.tree_flavor[flavor], cards)
+            self.queue_alloc[queue][0] += cards * cluster.models[flavor].rated_tflops / 1000.0
         self.ordering = Ordering(self)
         self.pending: list[Job] = self.ordering.sort(snapshot.pending)
         self.candidates: list[Job] = list(self.pending)  # narrowed by admit
@@ -145,41 +170,45 @@ class Session:
         return start + limit
 
     def _account(self, entry: Running, sign: int) -> None:
-        p = entry.placement
-        cards = p.total_cards
-        add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * cards)
+        add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * entry.cards)
         alloc = self.queue_alloc[entry.queue]
-        alloc[0] += sign * cards * self.cluster.models[entry.flavor].rated_tflops / 1000.0
-        alloc[1] += sign * sum(g.cpus * g.replicas for g in p.groups)
-        alloc[2] += sign * sum(g.memory_gib * g.replicas for g in p.groups)
+        alloc[0] += sign * entry.cards * self.cluster.models[entry.flavor].rated_tflops / 1000.0
+        alloc[1] += sign * entry.cpus
+        alloc[2] += sign * entry.memory
 
     def _take(self, entry: Running) -> None:
         free = self.free
         for g in entry.placement.groups:
             for node, mask in zip(g.nodes, g.masks, strict=True):
                 free.masks[node] &= ~mask
-                free.cards[node] -= mask.bit_count()
+                free.cards[node] -= g.cards_per_task
                 free.cpus[node] -= g.cpus
                 free.memory[node] -= g.memory_gib
                 if self.usable[entry.flavor][node]:
-                    self.free_by_flavor[entry.flavor] -= mask.bit_count()
+                    self.free_by_flavor[entry.flavor] -= g.cards_per_task
         self._account(entry, +1)
         self.running[entry.job.id] = entry
-        self.started.add(entry.job.id)
+        if entry.job.id in self.evicted:
+            self.evicted.discard(entry.job.id)  # a rolled-back eviction
+        else:
+            self.started.add(entry.job.id)
 
     def _give(self, entry: Running) -> None:
         free = self.free
         for g in entry.placement.groups:
             for node, mask in zip(g.nodes, g.masks, strict=True):
                 free.masks[node] |= mask
-                free.cards[node] += mask.bit_count()
+                free.cards[node] += g.cards_per_task
                 free.cpus[node] += g.cpus
                 free.memory[node] += g.memory_gib
                 if self.usable[entry.flavor][node]:
-                    self.free_by_flavor[entry.flavor] += mask.bit_count()
+                    self.free_by_flavor[entry.flavor] += g.cards_per_task
         self._account(entry, -1)
         del self.running[entry.job.id]
-        self.started.discard(entry.job.id)
+        if entry.job.id in self.started:
+            self.started.discard(entry.job.id)  # a rolled-back start
+        else:
+            self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
 
     def reserved_jobs(self) -> set[str]:
@@ -189,12 +218,14 @@ class Session:
 
     def flavors(self, job: Job) -> tuple[int, ...]:
         """Cluster models every task group of ``job`` accepts, in the job's order of preference."""
-        key = tuple(g.accelerators for g in job.groups)
-        cached = self._flavor_cache.get(key)
-        if cached is None:
-            cached = resolve_flavors(self.cluster, key)
-            self._flavor_cache[key] = cached
-        return cached
+        found = self._job_flavors.get(job.id)
+        if found is None:
+            key = tuple(g.accelerators for g in job.groups)
+            found = self._flavor_cache.get(key)
+            if found is None:
+                found = self._flavor_cache[key] = resolve_flavors(self.cluster, key)
+            self._job_flavors[job.id] = found
+        return found
 
     def requests(self, job: Job, max_cards: int | None = None) -> list[GroupRequest]:
         spread = job.kind is JobKind.INFERENCE
@@ -226,7 +257,7 @@ class Session:
             if placement is None:
                 best = max(best, outcome)
                 continue
-            if placement.total_cards > quota_left:
+            if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
             self.stmt.start(job, placement, f, queue, backfilled)
@@ -290,43 +321,26 @@ class Session:
         usable = self.usable[flavor]
         if flavor in self.reserved_nodes:
             usable = usable & ~self.reserved_nodes[flavor]
-        n = self.cluster.num_nodes
-        nodes, cards, cpus, mem, offsets = [], [], [], [], [0]
-        for e in ending:
-            for g in e.placement.groups:
-                nodes.extend(g.nodes)
-                cards.extend(m.bit_count() for m in g.masks)
-                cpus.extend([g.cpus] * g.replicas)
-                mem.extend([g.memory_gib] * g.replicas)
-            offsets.append(len(nodes))
-        nodes_a = np.asarray(nodes, dtype=np.int64)
-        cards_a, cpus_a, mem_a = (np.asarray(x, dtype=np.int64) for x in (cards, cpus, mem))
+        table = TaskTable(ending)
+        task_pos = table.positions(np.arange(len(ending)))
 
-        def after(k: int) -> tuple[FreeArrays, Placement | None]:
-            o = offsets[k]
-            free_cards = self.free.cards + np.bincount(nodes_a[:o], cards_a[:o], minlength=n).astype(np.int32)
-            free = FreeArrays(
-                free_cards,
-                self.free.cpus + np.bincount(nodes_a[:o], cpus_a[:o], minlength=n).astype(np.int32),
-                self.free.memory + np.bincount(nodes_a[:o], mem_a[:o], minlength=n).astype(np.int32),
-                None,
-            )
-            return free, self.fits_hypothetically(job, flavor, free, usable)
+        def fits_after(k: int) -> Placement | None:  # the first k jobs to end have ended
+            return self.fits_hypothetically(job, flavor, table.free_without(self.free, task_pos, k), usable)
 
-        _, placement = after(len(ending))
-        if placement is None:
+        if fits_after(len(ending)) is None:
             return None  # blocked by jobs without a time limit, or by down nodes: no estimate
         lo, hi = 1, len(ending)
         while lo < hi:  # fitting is monotone in the number of jobs ended
             mid = (lo + hi) // 2
-            if after(mid)[1] is not None:
+            if fits_after(mid) is not None:
                 hi = mid
             else:
                 lo = mid + 1
-        _, placement = after(lo)
+        placement = fits_after(lo)
         assert placement is not None
         start = max(self.now, ending[lo - 1].end)
-        res = Reservation(job.id, start, self.flavor_ids[flavor], frozenset(placement.node_set()))
+        res = Reservation(job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set()))
+        n = self.cluster.num_nodes
         mask = self.reserved_nodes.setdefault(flavor, np.zeros(n, dtype=bool))
         mask[list(res.nodes)] = True
         self.reserved_until[flavor] = min(self.reserved_until.get(flavor, float("inf")), start)

@@ -20,7 +20,8 @@ class GroupPlacement:
 
     role: str
     nodes: tuple[int, ...]
-    masks: tuple[int, ...]
+    masks: tuple[int, ...]  # 0 in what-if placements, where no cards are chosen
+    cards_per_task: int = 1
     cpus: int = 0
     memory_gib: int = 0
 
@@ -30,7 +31,7 @@ class GroupPlacement:
 
     @property
     def cards(self) -> int:
-        return sum(m.bit_count() for m in self.masks)
+        return self.cards_per_task * len(self.nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +131,19 @@ class ClusterState:
         done: list[tuple[int, int, GroupPlacement]] = []
         for g in placement.groups:
             for node, mask in zip(g.nodes, g.masks, strict=True):
-                if self.free_mask[node] & mask != mask:
+                if mask.bit_count() != g.cards_per_task or self.free_mask[node] & mask != mask:
                     for n, m, gg in reversed(done):
                         self._give_back(n, m, gg)
                     raise ValueError(f"card(s) {mask_to_devices(mask)} on node {node} are not free")
                 self.free_mask[node] &= ~mask
-                self.free_cards[node] -= mask.bit_count()
+                self.free_cards[node] -= g.cards_per_task
                 self.free_cpus[node] -= g.cpus
                 self.free_memory[node] -= g.memory_gib
                 done.append((node, mask, g))
 
     def _give_back(self, node: int, mask: int, g: GroupPlacement) -> None:
         self.free_mask[node] |= mask
-        self.free_cards[node] += mask.bit_count()
+        self.free_cards[node] += g.cards_per_task
         self.free_cpus[node] += g.cpus
         self.free_memory[node] += g.memory_gib
 

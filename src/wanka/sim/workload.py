@@ -33,7 +33,7 @@ PENDING_SIZES = (
     (128, 0.03), (256, 0.02), (512, 0.015), (1024, 0.01), (2048, 0.005),
 )
 # running jobs are mostly small (the big ones are placed first, separately)
-RUNNING_SIZES = ((1, 0.70), (2, 0.20), (4, 0.10))
+RUNNING_SIZES = ((1, 0.75), (2, 0.20), (4, 0.05))
 PRIORITY_MIX = (("high", 0.10), ("normal", 0.70), ("low", 0.15), ("best-effort", 0.05))
 DAY = 86400.0
 
@@ -123,7 +123,7 @@ def busy_cluster(
         _place_running(rng, cluster, state, free, usable, running_jobs, names, cards, now, model)
     small_sizes = [c for c, _ in RUNNING_SIZES]
     small_p = [p for _, p in RUNNING_SIZES]
-    target_free = int(cluster.total_cards * 0.04)
+    target_free = int(cluster.total_cards * 0.02)
     while len(running_jobs) < running and int(state.free_cards.sum()) > target_free:
         cards = int(rng.choice(small_sizes, p=small_p))
         if not _place_running(rng, cluster, state, free, usable, running_jobs, names, cards, now, model):
