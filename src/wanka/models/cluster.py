@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wanka.core.cluster import MAX_CARDS_PER_NODE, Cluster, NodeRecord, NodeState
-from wanka.core.hardware import Catalog, UnknownAccelerator
+from wanka.core.hardware import Catalog, Precision, UnknownAccelerator
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
@@ -41,6 +41,16 @@ class PoolSpec(BaseModel):
         return v
 
 
+class PublishedCapacity(BaseModel):
+    """A capacity figure as its owner publishes it, to compare the model against."""
+
+    model_config = STRICT
+    pflops: float = Field(gt=0)
+    precision: Precision = Precision.BF16
+    source: str
+    phases: list[float] = []
+
+
 class ClusterSpec(BaseModel):
     model_config = STRICT
     name: str = Field(pattern=NAME)
@@ -48,6 +58,7 @@ class ClusterSpec(BaseModel):
     tiers: list[str] = Field(default=[], description="tiers between node and cluster, innermost first")
     pools: list[PoolSpec] = Field(min_length=1)
     node_states: dict[str, NodeState] = {}
+    published: PublishedCapacity | None = None
     notes: list[str] = []
 
     @field_validator("tiers")
@@ -148,3 +159,13 @@ def cluster_spec_data(name_or_path: str | Path) -> tuple[dict, str]:
 def load_cluster(name_or_path: str | Path, catalog: Catalog | None = None) -> Cluster:
     data, source = cluster_spec_data(name_or_path)
     return parse_cluster(data, source, catalog)
+
+
+def reference_spec(cards: int) -> dict:
+    """The wanka-10k layout (8 cards a node, 25 nodes a leaf, 10 leaves a pod) at another size."""
+    data, _ = cluster_spec_data("wanka-10k")
+    nodes = -(-cards // 8)
+    data["name"] = "wanka-10k" if nodes == 1250 else f"wanka-ref-{nodes * 8}"
+    data["description"] = f"{nodes * 8} cards in the wanka-10k layout"
+    data["pools"][0]["nodes"] = nodes
+    return data

@@ -1,0 +1,94 @@
+"""`wanka bench …`: benchmarks that print figures (they never assert them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import typer
+from rich.table import Table
+
+from wanka.cli.output import console, emit_json, fail
+from wanka.models.cluster import parse_cluster, reference_spec
+
+app = typer.Typer(help="Benchmarks (`make bench` runs them all).", no_args_is_help=True)
+
+STANDARD = ((10_000, 10_000, 5_000), (100_000, 100_000, 50_000))  # cards, pending, running
+GOALS = {"cycle_ms_median_10k": 100.0, "placements_per_s": 10_000.0, "scale_ratio": 12.0, "peak_rss_mb": 2048.0}
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
+
+
+def _run_one(cards: int, pending: int, running: int, runs: int, policy: str) -> dict:
+    from wanka.sim.bench_core import bench_cycle
+
+    cluster = parse_cluster(reference_spec(cards), "reference cluster")
+    return bench_cycle(cluster, pending=pending, running=running, runs=runs, policy=policy)
+
+
+@app.command("core")
+def core(
+    cards: int = typer.Option(0, "--cards", help="Cluster size in cards (wanka-10k layout). 0: the two standard scales."),
+    pending: int = typer.Option(0, "--pending", help="Waiting jobs (default: as many as cards)."),
+    running: int = typer.Option(-1, "--running", help="Running jobs (default: half the pending)."),
+    runs: int = typer.Option(7, "--runs", min=1, help="Cycles to time; the median is reported."),
+    policy: str = typer.Option("wanka", "--policy", help="Policy preset."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """One full scheduling cycle on a busy cluster: median time, placement throughput, peak memory."""
+    from wanka.core import POLICIES
+
+    if policy not in POLICIES:
+        fail(f"--policy: unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if cards < 0 or pending < 0:
+        fail("--cards and --pending must be >= 0")
+    if cards:
+        p = pending or cards
+        result = _run_one(cards, p, running if running >= 0 else p // 2, runs, policy)
+        results = [result]
+    else:
+        # each scale in its own process, so peak memory is that scale's own
+        results = []
+        for c, p, r in STANDARD:
+            cmd = [sys.executable, "-m", "wanka.cli.main", "bench", "core", "--cards", str(c), "--pending", str(p),
+                   "--running", str(r), "--runs", str(runs if c <= 10_000 else max(3, runs // 2)),
+                   "--policy", policy, "--json"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            results.append(json.loads(out.stdout)["results"][0])
+    report = {"benchmark": "core", "machine": machine(), "results": results}
+    if len(results) == 2:
+        report["scale_ratio"] = round(results[1]["cycle_ms_median"] / results[0]["cycle_ms_median"], 2)
+    report["goals"] = GOALS
+    if json_out:
+        emit_json(report)
+        return
+    table = Table("cards", "pending", "running", "cycle ms (median)", "min–max", "placements/s", "started",
+                  "stopped", "peak RSS MB", title=f"wanka bench core — policy {policy}")
+    for r in results:
+        table.add_row(f"{r['cards']:,}", f"{r['pending']:,}", f"{r['running']:,}", f"{r['cycle_ms_median']:.1f}",
+                      f"{r['cycle_ms_min']:.0f}–{r['cycle_ms_max']:.0f}", f"{r['placements_per_s']:,.0f}",
+                      str(r["started"]), str(r["stopped"]), f"{r['peak_rss_mb']:.0f}")
+    console.print(table)
+    for r in results:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_ms_median"].items())
+        console.print(f"  {r['cards']:,} cards — phases (ms): {phases}")
+        fill = r["fill_cycle"]
+        console.print(f"  {r['cards']:,} cards — placement throughput from an empty cluster: "
+                      f"{fill['tasks_placed']:,} tasks ({fill['cards_placed']:,} cards) in {fill['cycle_ms_median']:.0f} ms")
+    if "scale_ratio" in report:
+        console.print(f"100k / 10k cycle time: {report['scale_ratio']}x (goal <= {GOALS['scale_ratio']}x)")
+    m = report["machine"]
+    console.print(f"goals: 10k cycle <= 100 ms, >= 10,000 placements/s, 100k peak <= 2 GB — "
+                  f"{m['date']}, {m['cpus']} CPUs, Python {m['python']}")

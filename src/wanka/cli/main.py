@@ -1,0 +1,164 @@
+"""The `wanka` command."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+
+import typer
+from rich.table import Table
+
+from wanka import __version__
+from wanka.cli import bench, cluster
+from wanka.cli.output import console, emit_json, fail
+
+app = typer.Typer(
+    help="wanka — the operating layer for ten-thousand-card AI clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(cluster.catalog_app, name="catalog")
+app.add_typer(bench.app, name="bench")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command("policies")
+def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The policy presets and the actions and plugins each configures."""
+    from wanka.core import POLICIES
+
+    rows = [
+        {
+            "name": name,
+            "actions": [a.value for a in cfg.actions],
+            "job_order": cfg.job_order.value,
+            "queue_order": cfg.queue_order.value,
+            "blocking": cfg.blocking,
+            "reserve_depth": cfg.reserve_depth,
+            "preempt_scope": cfg.preempt_scope.value,
+        }
+        for name, cfg in POLICIES.items()
+    ]
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table("policy", "actions", "job order", "queue order", "blocking", "reservations", "preempt scope",
+                  title="policy presets")
+    for r in rows:
+        table.add_row(r["name"], " → ".join(r["actions"]), r["job_order"], r["queue_order"], str(r["blocking"]),
+                      str(r["reserve_depth"]), r["preempt_scope"])
+    console.print(table)
+
+
+@app.command("demo")
+def demo(
+    pending: int = typer.Option(10_000, "--pending", min=1, help="Waiting jobs in the queue."),
+    running: int = typer.Option(5_000, "--running", min=0, help="Running jobs holding cards."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic queue."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue."""
+    from wanka.core import POLICIES, get_policy, run_cycle
+    from wanka.models.cluster import load_cluster
+    from wanka.sim.workload import busy_cluster
+
+    c = load_cluster("wanka-10k")
+    w = busy_cluster(c, pending=pending, running=running, seed=seed)
+    snap = w.snapshot
+    free = int(snap.state.free_cards.sum())
+    sizes = Counter(_bucket(j.total_cards) for j in snap.pending)
+    comparison = []
+    main_result = None
+    for name in POLICIES:
+        t = time.perf_counter()
+        result = run_cycle(snap, get_policy(name))
+        ms = (time.perf_counter() - t) * 1000.0
+        if name == "wanka":
+            main_result, main_ms = result, ms
+        comparison.append(
+            {
+                "policy": name,
+                "started": len(result.starts),
+                "cards_started": sum(d.placement.total_cards for d in result.starts),
+                "backfilled": sum(1 for d in result.starts if d.backfilled),
+                "stopped": len(result.stops),
+                "reservations": len(result.reservations),
+                "cycle_ms": round(ms, 1),
+            }
+        )
+    assert main_result is not None
+    by_tenant: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    jobs = {j.id: j for j in [*snap.pending, *snap.running]}
+    for d in main_result.starts:
+        row = by_tenant[jobs[d.job_id].tenant]
+        row[0] += 1
+        row[1] += d.placement.total_cards
+    for d in main_result.stops:
+        by_tenant[jobs[d.job_id].tenant][2] += 1
+    res = main_result.reservations[0] if main_result.reservations else None
+    summary = {
+        "cluster": {"name": c.name, "nodes": c.num_nodes, "cards": c.total_cards, "tiers": list(c.tiers)},
+        "queue": {"pending": len(snap.pending), "running": len(snap.running), "free_cards": free,
+                  "pending_by_size": dict(sorted(sizes.items(), key=lambda kv: _bucket_order(kv[0])))},
+        "wanka": {
+            "cycle_ms": round(main_ms, 1),
+            "started": len(main_result.starts),
+            "stopped": len(main_result.stops),
+            "by_tenant": {t: {"started": v[0], "cards": v[1], "stopped": v[2]} for t, v in sorted(by_tenant.items())},
+            "head_reservation": None
+            if res is None
+            else {"job": res.job_id, "cards": jobs[res.job_id].total_cards, "starts_in_s": round(res.start - snap.now),
+                  "nodes": len(res.nodes)},
+            "unschedulable": len(main_result.unschedulable),
+        },
+        "policies": comparison,
+    }
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(f"[bold]{c.name}[/bold]: {c.num_nodes:,} nodes, {c.total_cards:,} cards, tiers "
+                  f"{' → '.join(c.tiers)}")
+    console.print(f"queue: {len(snap.pending):,} waiting, {len(snap.running):,} running, {free:,} cards free; "
+                  f"waiting by size: " + ", ".join(f"{k} {v:,}" for k, v in summary["queue"]["pending_by_size"].items()))
+    t = Table("tenant", "jobs started", "cards", "stopped", title=f"one wanka cycle: {main_ms:.0f} ms")
+    for tenant, v in sorted(by_tenant.items()):
+        t.add_row(tenant, str(v[0]), str(v[1]), str(v[2]))
+    console.print(t)
+    if res is not None:
+        console.print(f"head of the queue: {res.job_id} ({jobs[res.job_id].total_cards:,} cards) is reserved "
+                      f"{len(res.nodes)} nodes, estimated start in {res.start - snap.now:,.0f} s; "
+                      "backfill may not delay it")
+    cmp = Table("policy", "started", "cards", "backfilled", "stopped", "cycle ms", title="the same snapshot, every preset")
+    for r in comparison:
+        cmp.add_row(r["policy"], str(r["started"]), f"{r['cards_started']:,}", str(r["backfilled"]), str(r["stopped"]),
+                    f"{r['cycle_ms']:.0f}")
+    console.print(cmp)
+    console.print("next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, `make bench`")
+
+
+_BUCKETS = ((1, "1"), (4, "2–4"), (8, "8"), (64, "16–64"), (512, "128–512"), (1 << 30, "1024+"))
+
+
+def _bucket(cards: int) -> str:
+    return next(label for limit, label in _BUCKETS if cards <= limit)
+
+
+def _bucket_order(label: str) -> int:
+    return [lab for _, lab in _BUCKETS].index(label)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+if __name__ == "__main__":
+    main()
