@@ -1,19 +1,19 @@
 """Declarative scheduling scenarios: a YAML file of nodes, queues and jobs, and the decisions expected.
 
-    name: …                      # what the scenario shows
-    policy: wanka                # a preset; `config:` overrides fields (job_order: shortest, …)
-    now: 1000
-    cluster: {…}                 # a cluster spec, as `wanka cluster show` reads
-    node_states: {a-0001: down}  # optional
-    queues: {organisations: …}   # optional; default: one queue `default` that may use everything
-    running:  [{id, queue, cards, replicas, nodes: [node per task], start, time_limit_s, …}]
-    pending:  [{id, queue, cards, replicas, min_replicas, accelerators, priority_class, submit, …}]
-    expect:
-      start: {job: [node, …] | any}   # exactly these jobs start (on exactly these nodes)
-      stop: {job: reason}             # exactly these jobs stop
-      resize: {job: replicas}
-      reservations: {job: start_time}
-      unschedulable: {job: "text in the reason"}
+name: …                      # what the scenario shows
+policy: wanka                # a preset; `config:` overrides fields (job_order: shortest, …)
+now: 1000
+cluster: {…}                 # a cluster spec, as `wanka cluster show` reads
+node_states: {a-0001: down}  # optional
+queues: {organisations: …}   # optional; default: one queue `default` that may use everything
+running:  [{id, queue, cards, replicas, nodes: [node per task], start, time_limit_s, …}]
+pending:  [{id, queue, cards, replicas, min_replicas, accelerators, priority_class, submit, …}]
+expect:
+  start: {job: [node, …] | any}   # exactly these jobs start (on exactly these nodes)
+  stop: {job: reason}             # exactly these jobs stop
+  resize: {job: replicas}
+  reservations: {job: start_time}
+  unschedulable: {job: "text in the reason"}
 """
 
 from __future__ import annotations
@@ -60,8 +60,15 @@ def make_job(spec: dict, running: bool = False) -> Job:
         tenant=spec.get("tenant", spec.get("queue", "default")),
         queue=spec.get("queue", "default"),
         groups=tuple(
-            TaskGroup(g.get("role", "worker"), g.get("replicas", 1), g.get("cards", 1), tuple(g.get("accelerators", [])),
-                      g.get("cpus", 0), g.get("memory_gib", 0), g.get("min_replicas"))
+            TaskGroup(
+                g.get("role", "worker"),
+                g.get("replicas", 1),
+                g.get("cards", 1),
+                tuple(g.get("accelerators", [])),
+                g.get("cpus", 0),
+                g.get("memory_gib", 0),
+                g.get("min_replicas"),
+            )
             for g in groups
         ),
         priority=pc.value,
@@ -111,8 +118,13 @@ def build(doc: dict) -> tuple[Snapshot, object]:
         tree = parse_queue_tree(doc["queues"], cluster)
     else:
         names = sorted({j.queue for j in running + pending} | {"default"})
-        capacity = dict(zip([m.id for m in cluster.models], (int(x) for x in cluster.cards_by_model(states=(0, 1, 2))),
-                            strict=True))
+        capacity = dict(
+            zip(
+                [m.id for m in cluster.models],
+                (int(x) for x in cluster.cards_by_model(states=(0, 1, 2))),
+                strict=True,
+            )
+        )
         tree = QueueTree.flat([m.id for m in cluster.models], capacity, names)
     state = ClusterState.empty(cluster)
     for job, spec in zip(running, doc.get("running", []), strict=True):
@@ -135,7 +147,9 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
     cluster = snapshot.cluster
     starts = {d.job_id: d for d in result.starts}
     if "start" in expect:
-        assert set(starts) == set(expect["start"]), f"started {sorted(starts)}, expected {sorted(expect['start'])}"
+        assert set(starts) == set(expect["start"]), (
+            f"started {sorted(starts)}, expected {sorted(expect['start'])}"
+        )
         for job_id, nodes in expect["start"].items():
             if nodes != "any":
                 got = sorted(cluster.node_names[n] for n in starts[job_id].placement.node_set())

@@ -18,7 +18,12 @@ from wanka.models.cluster import parse_cluster, reference_spec
 app = typer.Typer(help="Benchmarks (`make bench` runs them all).", no_args_is_help=True)
 
 STANDARD = ((10_000, 10_000, 5_000), (100_000, 100_000, 50_000))  # cards, pending, running
-GOALS = {"cycle_ms_median_10k": 100.0, "placements_per_s": 10_000.0, "scale_ratio": 12.0, "peak_rss_mb": 2048.0}
+GOALS = {
+    "cycle_ms_median_10k": 100.0,
+    "placements_per_s": 10_000.0,
+    "scale_ratio": 12.0,
+    "peak_rss_mb": 2048.0,
+}
 
 
 def machine() -> dict:
@@ -40,7 +45,9 @@ def _run_one(cards: int, pending: int, running: int, runs: int, policy: str) -> 
 
 @app.command("core")
 def core(
-    cards: int = typer.Option(0, "--cards", help="Cluster size in cards (wanka-10k layout). 0: the two standard scales."),
+    cards: int = typer.Option(
+        0, "--cards", help="Cluster size in cards (wanka-10k layout). 0: the two standard scales."
+    ),
     pending: int = typer.Option(0, "--pending", help="Waiting jobs (default: as many as cards)."),
     running: int = typer.Option(-1, "--running", help="Running jobs (default: half the pending)."),
     runs: int = typer.Option(7, "--runs", min=1, help="Cycles to time; the median is reported."),
@@ -62,9 +69,24 @@ def core(
         # each scale in its own process, so peak memory is that scale's own
         results = []
         for c, p, r in STANDARD:
-            cmd = [sys.executable, "-m", "wanka.cli.main", "bench", "core", "--cards", str(c), "--pending", str(p),
-                   "--running", str(r), "--runs", str(runs if c <= 10_000 else max(3, runs // 2)),
-                   "--policy", policy, "--json"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "wanka.cli.main",
+                "bench",
+                "core",
+                "--cards",
+                str(c),
+                "--pending",
+                str(p),
+                "--running",
+                str(r),
+                "--runs",
+                str(runs if c <= 10_000 else max(3, runs // 2)),
+                "--policy",
+                policy,
+                "--json",
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             results.append(json.loads(out.stdout)["results"][0])
     report = {"benchmark": "core", "machine": machine(), "results": results}
@@ -74,21 +96,44 @@ def core(
     if json_out:
         emit_json(report)
         return
-    table = Table("cards", "pending", "running", "cycle ms (median)", "min–max", "placements/s", "started",
-                  "stopped", "peak RSS MB", title=f"wanka bench core — policy {policy}")
+    table = Table(
+        "cards",
+        "pending",
+        "running",
+        "cycle ms (median)",
+        "min–max",
+        "placements/s",
+        "started",
+        "stopped",
+        "peak RSS MB",
+        title=f"wanka bench core — policy {policy}",
+    )
     for r in results:
-        table.add_row(f"{r['cards']:,}", f"{r['pending']:,}", f"{r['running']:,}", f"{r['cycle_ms_median']:.1f}",
-                      f"{r['cycle_ms_min']:.0f}–{r['cycle_ms_max']:.0f}", f"{r['placements_per_s']:,.0f}",
-                      str(r["started"]), str(r["stopped"]), f"{r['peak_rss_mb']:.0f}")
+        table.add_row(
+            f"{r['cards']:,}",
+            f"{r['pending']:,}",
+            f"{r['running']:,}",
+            f"{r['cycle_ms_median']:.1f}",
+            f"{r['cycle_ms_min']:.0f}–{r['cycle_ms_max']:.0f}",
+            f"{r['placements_per_s']:,.0f}",
+            str(r["started"]),
+            str(r["stopped"]),
+            f"{r['peak_rss_mb']:.0f}",
+        )
     console.print(table)
     for r in results:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_ms_median"].items())
         console.print(f"  {r['cards']:,} cards — phases (ms): {phases}")
         fill = r["fill_cycle"]
-        console.print(f"  {r['cards']:,} cards — placement throughput from an empty cluster: "
-                      f"{fill['tasks_placed']:,} tasks ({fill['cards_placed']:,} cards) in {fill['cycle_ms_median']:.0f} ms")
+        console.print(
+            f"  {r['cards']:,} cards — placement throughput from an empty cluster: "
+            f"{fill['tasks_placed']:,} tasks ({fill['cards_placed']:,} cards) "
+            f"in {fill['cycle_ms_median']:.0f} ms"
+        )
     if "scale_ratio" in report:
         console.print(f"100k / 10k cycle time: {report['scale_ratio']}x (goal <= {GOALS['scale_ratio']}x)")
     m = report["machine"]
-    console.print(f"goals: 10k cycle <= 100 ms, >= 10,000 placements/s, 100k peak <= 2 GB — "
-                  f"{m['date']}, {m['cpus']} CPUs, Python {m['python']}")
+    console.print(
+        f"goals: 10k cycle <= 100 ms, >= 10,000 placements/s, 100k peak <= 2 GB — "
+        f"{m['date']}, {m['cpus']} CPUs, Python {m['python']}"
+    )

@@ -106,9 +106,8 @@ def capacity_report(cluster: Cluster, spec: ClusterSpec, precision: Precision) -
             "source": pub.source,
             "modelled_vs_published": round(total / pub.pflops - 1.0, 4),
             "implied_cards": round(pub.pflops * 1000.0 / per_card) if per_card else None,
-            "implied_devices": round(pub.pflops * 1000.0 / per_card) * max(
-                default_catalog().get(spec.pools[0].accelerator).devices_per_card, 1
-            )
+            "implied_devices": round(pub.pflops * 1000.0 / per_card)
+            * max(default_catalog().get(spec.pools[0].accelerator).devices_per_card, 1)
             if per_card
             else None,
             "implied_cards_per_phase": [round(p * 1000.0 / per_card) for p in pub.phases] if per_card else [],
@@ -122,8 +121,14 @@ def presets(json_out: bool = typer.Option(False, "--json", help="Machine-readabl
     rows = []
     for name in preset_names():
         cluster, spec = _load(name)
-        rows.append({"name": name, "nodes": cluster.num_nodes, "cards": cluster.total_cards,
-                     "description": spec.description})
+        rows.append(
+            {
+                "name": name,
+                "nodes": cluster.num_nodes,
+                "cards": cluster.total_cards,
+                "description": spec.description,
+            }
+        )
     if json_out:
         emit_json(rows)
         return
@@ -135,7 +140,9 @@ def presets(json_out: bool = typer.Option(False, "--json", help="Machine-readabl
 
 @app.command("show")
 def show(
-    cluster_ref: str = typer.Argument(..., metavar="PRESET|FILE", help="A preset name or a cluster YAML file."),
+    cluster_ref: str = typer.Argument(
+        ..., metavar="PRESET|FILE", help="A preset name or a cluster YAML file."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Pools, network domains, node and card counts."""
@@ -145,15 +152,34 @@ def show(
         emit_json(summary)
         return
     console.print(f"[bold]{summary['name']}[/bold] — {summary['description']}")
-    pools = Table("pool", "accelerator", "nodes", "cards/node", "cards", "devices", "CPUs/node", "GiB/node",
-                  title="node pools")
+    pools = Table(
+        "pool",
+        "accelerator",
+        "nodes",
+        "cards/node",
+        "cards",
+        "devices",
+        "CPUs/node",
+        "GiB/node",
+        title="node pools",
+    )
     for p in summary["pools"]:
-        pools.add_row(p["pool"], p["accelerator"], f"{p['nodes']:,}", str(p["cards_per_node"]), f"{p['cards']:,}",
-                      f"{p['devices']:,}", str(p["cpus_per_node"]), str(p["memory_gib_per_node"]))
+        pools.add_row(
+            p["pool"],
+            p["accelerator"],
+            f"{p['nodes']:,}",
+            str(p["cards_per_node"]),
+            f"{p['cards']:,}",
+            f"{p['devices']:,}",
+            str(p["cpus_per_node"]),
+            str(p["memory_gib_per_node"]),
+        )
     console.print(pools)
     tiers = Table("tier", "domains", "cards per domain", title="network domains (innermost first)")
     for t in summary["tiers"]:
-        size = str(t["cards_min"]) if t["cards_min"] == t["cards_max"] else f"{t['cards_min']}–{t['cards_max']}"
+        size = (
+            str(t["cards_min"]) if t["cards_min"] == t["cards_max"] else f"{t['cards_min']}–{t['cards_max']}"
+        )
         tiers.add_row(t["tier"], f"{t['domains']:,}", size)
     console.print(tiers)
     states = ", ".join(f"{k} {v:,}" for k, v in summary["node_states"].items())
@@ -164,7 +190,9 @@ def show(
 
 @app.command("capacity")
 def capacity(
-    cluster_ref: str = typer.Argument(..., metavar="PRESET|FILE", help="A preset name or a cluster YAML file."),
+    cluster_ref: str = typer.Argument(
+        ..., metavar="PRESET|FILE", help="A preset name or a cluster YAML file."
+    ),
     precision: Precision = typer.Option(Precision.BF16, "--precision", help="Numeric format (dense peak)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -176,10 +204,20 @@ def capacity(
         return
     unit = "TOPS" if precision is Precision.INT8 else "TFLOPS"
     per_card_key = f"per_card_{unit.lower()}"
-    table = Table("pool", "accelerator", "cards", f"{unit}/card", "PFLOPS" if unit == "TFLOPS" else "POPS",
-                  title=f"{report['cluster']} capacity at {precision.value} (dense peak)")
+    table = Table(
+        "pool",
+        "accelerator",
+        "cards",
+        f"{unit}/card",
+        "PFLOPS" if unit == "TFLOPS" else "POPS",
+        title=f"{report['cluster']} capacity at {precision.value} (dense peak)",
+    )
     for p in report["pools"]:
-        per = "not supported" if not p["supported"] else f"{p[per_card_key]:g}" + (" (uncertain)" if p["uncertain"] else "")
+        per = (
+            "not supported"
+            if not p["supported"]
+            else f"{p[per_card_key]:g}" + (" (uncertain)" if p["uncertain"] else "")
+        )
         table.add_row(p["pool"], p["accelerator"], f"{p['cards']:,}", per, f"{p['pflops']:,.1f}")
     table.add_row("total", "", f"{cluster.total_cards:,}", "", f"[bold]{report['total_pflops']:,.1f}[/bold]")
     console.print(table)
@@ -223,19 +261,39 @@ def catalog(
                 "visible_devices_env": a.visible_devices_env,
                 "uncertain": sorted(
                     [p.value for p, f in a.peak.items() if f.uncertain]
-                    + [n for n in ("memory_gib", "memory_bw_gbs", "interconnect_gbs", "tdp_w")
-                       if getattr(a, n).uncertain]
+                    + [
+                        n
+                        for n in ("memory_gib", "memory_bw_gbs", "interconnect_gbs", "tdp_w")
+                        if getattr(a, n).uncertain
+                    ]
                 ),
             }
         )
     if json_out:
         emit_json(rows)
         return
-    table = Table("id", "vendor", "bf16 TFLOPS", "fp8", "memory GiB", "dev/card", "visibility env", "uncertain",
-                  title="accelerator catalog (dense vendor peaks)")
+    table = Table(
+        "id",
+        "vendor",
+        "bf16 TFLOPS",
+        "fp8",
+        "memory GiB",
+        "dev/card",
+        "visibility env",
+        "uncertain",
+        title="accelerator catalog (dense vendor peaks)",
+    )
     for r in rows:
-        table.add_row(r["id"], r["vendor"], _num(r["bf16_tflops"]), _num(r["fp8_tflops"]), _num(r["memory_gib"]),
-                      str(r["devices_per_card"]), r["visible_devices_env"], ", ".join(r["uncertain"]))
+        table.add_row(
+            r["id"],
+            r["vendor"],
+            _num(r["bf16_tflops"]),
+            _num(r["fp8_tflops"]),
+            _num(r["memory_gib"]),
+            str(r["devices_per_card"]),
+            r["visible_devices_env"],
+            ", ".join(r["uncertain"]),
+        )
     console.print(table)
 
 

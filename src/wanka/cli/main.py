@@ -48,11 +48,26 @@ def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readab
     if json_out:
         emit_json(rows)
         return
-    table = Table("policy", "actions", "job order", "queue order", "blocking", "reservations", "preempt scope",
-                  title="policy presets")
+    table = Table(
+        "policy",
+        "actions",
+        "job order",
+        "queue order",
+        "blocking",
+        "reservations",
+        "preempt scope",
+        title="policy presets",
+    )
     for r in rows:
-        table.add_row(r["name"], " → ".join(r["actions"]), r["job_order"], r["queue_order"], str(r["blocking"]),
-                      str(r["reserve_depth"]), r["preempt_scope"])
+        table.add_row(
+            r["name"],
+            " → ".join(r["actions"]),
+            r["job_order"],
+            r["queue_order"],
+            str(r["blocking"]),
+            str(r["reserve_depth"]),
+            r["preempt_scope"],
+        )
     console.print(table)
 
 
@@ -104,17 +119,27 @@ def demo(
     res = main_result.reservations[0] if main_result.reservations else None
     summary = {
         "cluster": {"name": c.name, "nodes": c.num_nodes, "cards": c.total_cards, "tiers": list(c.tiers)},
-        "queue": {"pending": len(snap.pending), "running": len(snap.running), "free_cards": free,
-                  "pending_by_size": dict(sorted(sizes.items(), key=lambda kv: _bucket_order(kv[0])))},
+        "queue": {
+            "pending": len(snap.pending),
+            "running": len(snap.running),
+            "free_cards": free,
+            "pending_by_size": dict(sorted(sizes.items(), key=lambda kv: _bucket_order(kv[0]))),
+        },
         "wanka": {
             "cycle_ms": round(main_ms, 1),
             "started": len(main_result.starts),
             "stopped": len(main_result.stops),
-            "by_tenant": {t: {"started": v[0], "cards": v[1], "stopped": v[2]} for t, v in sorted(by_tenant.items())},
+            "by_tenant": {
+                t: {"started": v[0], "cards": v[1], "stopped": v[2]} for t, v in sorted(by_tenant.items())
+            },
             "head_reservation": None
             if res is None
-            else {"job": res.job_id, "cards": jobs[res.job_id].total_cards, "starts_in_s": round(res.start - snap.now),
-                  "nodes": len(res.nodes)},
+            else {
+                "job": res.job_id,
+                "cards": jobs[res.job_id].total_cards,
+                "starts_in_s": round(res.start - snap.now),
+                "nodes": len(res.nodes),
+            },
             "unschedulable": len(main_result.unschedulable),
         },
         "policies": comparison,
@@ -122,24 +147,45 @@ def demo(
     if json_out:
         emit_json(summary)
         return
-    console.print(f"[bold]{c.name}[/bold]: {c.num_nodes:,} nodes, {c.total_cards:,} cards, tiers "
-                  f"{' → '.join(c.tiers)}")
-    console.print(f"queue: {len(snap.pending):,} waiting, {len(snap.running):,} running, {free:,} cards free; "
-                  f"waiting by size: " + ", ".join(f"{k} {v:,}" for k, v in summary["queue"]["pending_by_size"].items()))
+    console.print(
+        f"[bold]{c.name}[/bold]: {c.num_nodes:,} nodes, {c.total_cards:,} cards, tiers {' → '.join(c.tiers)}"
+    )
+    console.print(
+        f"queue: {len(snap.pending):,} waiting, {len(snap.running):,} running, {free:,} cards free; "
+        f"waiting by size: " + ", ".join(f"{k} {v:,}" for k, v in summary["queue"]["pending_by_size"].items())
+    )
     t = Table("tenant", "jobs started", "cards", "stopped", title=f"one wanka cycle: {main_ms:.0f} ms")
     for tenant, v in sorted(by_tenant.items()):
         t.add_row(tenant, str(v[0]), str(v[1]), str(v[2]))
     console.print(t)
     if res is not None:
-        console.print(f"head of the queue: {res.job_id} ({jobs[res.job_id].total_cards:,} cards) is reserved "
-                      f"{len(res.nodes)} nodes, estimated start in {res.start - snap.now:,.0f} s; "
-                      "backfill may not delay it")
-    cmp = Table("policy", "started", "cards", "backfilled", "stopped", "cycle ms", title="the same snapshot, every preset")
+        console.print(
+            f"head of the queue: {res.job_id} ({jobs[res.job_id].total_cards:,} cards) is reserved "
+            f"{len(res.nodes)} nodes, estimated start in {res.start - snap.now:,.0f} s; "
+            "backfill may not delay it"
+        )
+    cmp = Table(
+        "policy",
+        "started",
+        "cards",
+        "backfilled",
+        "stopped",
+        "cycle ms",
+        title="the same snapshot, every preset",
+    )
     for r in comparison:
-        cmp.add_row(r["policy"], str(r["started"]), f"{r['cards_started']:,}", str(r["backfilled"]), str(r["stopped"]),
-                    f"{r['cycle_ms']:.0f}")
+        cmp.add_row(
+            r["policy"],
+            str(r["started"]),
+            f"{r['cards_started']:,}",
+            str(r["backfilled"]),
+            str(r["stopped"]),
+            f"{r['cycle_ms']:.0f}",
+        )
     console.print(cmp)
-    console.print("next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, `make bench`")
+    console.print(
+        "next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, `make bench`"
+    )
 
 
 _BUCKETS = ((1, "1"), (4, "2–4"), (8, "8"), (64, "16–64"), (512, "128–512"), (1 << 30, "1024+"))

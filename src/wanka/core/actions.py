@@ -36,7 +36,11 @@ def admit(s: Session) -> None:
     for job in s.candidates:
         # many jobs share a shape; judging each shape once keeps this O(jobs)
         g = job.groups[0]
-        key = (job.queue, job.min_cards, g.cards, g.accelerators) if len(job.groups) == 1 else (job.queue, job.groups)
+        key = (
+            (job.queue, job.min_cards, g.cards, g.accelerators)
+            if len(job.groups) == 1
+            else (job.queue, job.groups)
+        )
         verdict = verdicts.get(key)
         if verdict is None:
             verdict = verdicts[key] = check_feasibility(s.cluster, s.tree, job)
@@ -93,8 +97,10 @@ class VictimPool:
 
     def __init__(self, s: Session):
         borrowing: dict = {}
-        entries = sorted((e for e in s.initial_running if e.job.preemptible),
-                         key=lambda e: s.ordering.victim_key(e, borrowing))
+        entries = sorted(
+            (e for e in s.initial_running if e.job.preemptible),
+            key=lambda e: s.ordering.victim_key(e, borrowing),
+        )
         self.table = TaskTable(entries)
         self.entries = self.table.entries
         self.flavor = np.asarray([e.flavor for e in entries], dtype=np.int64)
@@ -220,8 +226,15 @@ def reclaim(s: Session) -> None:
                 continue  # it would borrow: nothing is owed to it
             lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
             mask = pool.alive(s) & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
-            if _preempt_for(s, job, f, pool, np.flatnonzero(mask), StopReason.RECLAIMED,
-                            lambda e, tf=tf: e.job.id in s.running and borrowed(s.quota, e.queue, tf) > 0):
+            if _preempt_for(
+                s,
+                job,
+                f,
+                pool,
+                np.flatnonzero(mask),
+                StopReason.RECLAIMED,
+                lambda e, tf=tf: e.job.id in s.running and borrowed(s.quota, e.queue, tf) > 0,
+            ):
                 break
 
 
@@ -240,8 +253,9 @@ def preempt(s: Session) -> None:
             mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
             if scope_queue:
                 mask &= pool.queue == q
-            if _preempt_for(s, job, f, pool, np.flatnonzero(mask), StopReason.PREEMPTED,
-                            lambda e: e.job.id in s.running):
+            if _preempt_for(
+                s, job, f, pool, np.flatnonzero(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
+            ):
                 break
 
 
@@ -268,12 +282,20 @@ def resize(s: Session) -> None:
                 continue
             masks, taken = [], {}
             for node in nodes:  # several new tasks may share a node: give each its own cards
-                mask = take_cards(s.free.masks[node] & ~taken.get(node, 0), spec.cards, int(s.cluster.node_cards[node]))
+                mask = take_cards(
+                    s.free.masks[node] & ~taken.get(node, 0), spec.cards, int(s.cluster.node_cards[node])
+                )
                 taken[node] = taken.get(node, 0) | mask
                 masks.append(mask)
-            grown = GroupPlacement(have.role, have.nodes + tuple(nodes), have.masks + tuple(masks),
-                                   have.cards_per_task, have.cpus, have.memory_gib)
-            groups = entry.placement.groups[:gi] + (grown,) + entry.placement.groups[gi + 1 :]
+            grown = GroupPlacement(
+                have.role,
+                have.nodes + tuple(nodes),
+                have.masks + tuple(masks),
+                have.cards_per_task,
+                have.cpus,
+                have.memory_gib,
+            )
+            groups = (*entry.placement.groups[:gi], grown, *entry.placement.groups[gi + 1 :])
             s.stmt.resize(entry, Placement(entry.placement.model, groups))
             entry = s.running[job.id]
 

@@ -140,9 +140,9 @@ class Cluster:
     def cards_by_model(self, states: Sequence[NodeState] = (NodeState.UP, NodeState.DRAINING)) -> np.ndarray:
         """Cards per model index on nodes in the given states."""
         keep = np.isin(self.node_state, [int(s) for s in states])
-        return np.bincount(self.node_model[keep], weights=self.node_cards[keep], minlength=len(self.models)).astype(
-            np.int64
-        )
+        return np.bincount(
+            self.node_model[keep], weights=self.node_cards[keep], minlength=len(self.models)
+        ).astype(np.int64)
 
     def capacity_pflops(self, precision: Precision | str = Precision.BF16) -> float:
         per_node = np.array([self.models[m].tflops(precision) for m in self.node_model], dtype=np.float64)

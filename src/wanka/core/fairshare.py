@@ -26,7 +26,9 @@ def decay_factor(elapsed_s: float, half_life_s: float) -> float:
     return 1.0 if half_life_s <= 0 or elapsed_s <= 0 else 0.5 ** (elapsed_s / half_life_s)
 
 
-def accrue(previous: QueueUsage, now: float, rate: tuple[float, float, float], half_life_s: float) -> QueueUsage:
+def accrue(
+    previous: QueueUsage, now: float, rate: tuple[float, float, float], half_life_s: float
+) -> QueueUsage:
     """Usage at ``now`` given ``previous`` and a constant allocation ``rate`` since then.
 
     Integrates ``rate`` under the same decay, so calling it every second or once an hour gives the

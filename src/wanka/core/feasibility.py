@@ -43,7 +43,9 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
         leaves = ", ".join(n for n in tree.names if tree.is_leaf(n))
         return Feasibility(False, f"unknown queue {job.queue!r}; queues: {leaves}")
     if not tree.is_leaf(job.queue):
-        return Feasibility(False, f"queue {job.queue!r} is an organisation, not a team queue; submit to one of its queues")
+        return Feasibility(
+            False, f"queue {job.queue!r} is an organisation, not a team queue; submit to one of its queues"
+        )
     flavors = resolve_flavors(cluster, [g.accelerators for g in job.groups])
     if not flavors:
         wanted = sorted({a for g in job.groups for a in g.accelerators})
@@ -60,11 +62,17 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
         limit = min(capacity, potential_available(tree, q, tree.flavor_index[model.id]))
         largest = max(largest, limit)
         if biggest_task > node_max:
-            reasons.append(f"a task asks for {biggest_task} cards; the largest {model.id} node has {node_max}")
+            reasons.append(
+                f"a task asks for {biggest_task} cards; the largest {model.id} node has {node_max}"
+            )
         elif job.min_cards > capacity:
             reasons.append(f"needs {job.min_cards} {model.id} cards; the cluster has {capacity}")
         elif job.min_cards > limit:
-            reasons.append(f"needs {job.min_cards} {model.id} cards; queue {job.queue!r} may hold at most {limit}")
+            reasons.append(
+                f"needs {job.min_cards} {model.id} cards; queue {job.queue!r} may hold at most {limit}"
+            )
         else:
             return Feasibility(True, "", largest)
-    return Feasibility(False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards)", largest)
+    return Feasibility(
+        False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards)", largest
+    )

@@ -46,7 +46,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 class InvalidTransition(ValueError):
     def __init__(self, job_id: str, current: JobState, target: JobState):
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none (terminal)"
-        super().__init__(f"job {job_id}: cannot go from {current.value} to {target.value}; allowed: {allowed}")
+        super().__init__(
+            f"job {job_id}: cannot go from {current.value} to {target.value}; allowed: {allowed}"
+        )
 
 
 def check_transition(job_id: str, current: JobState, target: JobState) -> None:

@@ -37,12 +37,15 @@ class Ordering:
         for name in tree.names:
             u = usage.get(name, QueueUsage())
             self.history.append(
-                tuple((x / (c * tau) if c > 0 else 0.0) for x, c in zip((u.compute, u.cpu, u.memory), self.capacity,
-                                                                       strict=True))
+                tuple(
+                    (x / (c * tau) if c > 0 else 0.0)
+                    for x, c in zip((u.compute, u.cpu, u.memory), self.capacity, strict=True)
+                )
             )
         total_compute = sum(usage.get(n, QueueUsage()).compute for n in tree.names if tree.is_leaf(n))
         self.usage_fraction = [
-            (usage.get(n, QueueUsage()).compute / total_compute) if total_compute > 0 else 0.0 for n in tree.names
+            (usage.get(n, QueueUsage()).compute / total_compute) if total_compute > 0 else 0.0
+            for n in tree.names
         ]
 
     # --- jobs ------------------------------------------------------------------------------------
@@ -56,7 +59,8 @@ class Ordering:
         if order is JobOrder.SHORTEST:
             inf = float("inf")
             return sorted(
-                jobs, key=lambda j: (j.time_limit_s if j.time_limit_s is not None else inf, j.submit_time, j.id)
+                jobs,
+                key=lambda j: (j.time_limit_s if j.time_limit_s is not None else inf, j.submit_time, j.id),
             )
         if order is JobOrder.LAS:
             return sorted(jobs, key=lambda j: (self.las(j), j.submit_time, j.id))
@@ -76,7 +80,9 @@ class Ordering:
         w = self.s.config.multifactor
         age = min(max(self.s.now - job.submit_time, 0.0) / w.max_age_s, 1.0) if w.max_age_s > 0 else 0.0
         q = self.s.queue_index(job)
-        fairshare = slurm_fairshare_factor(self.usage_fraction[q], self.s.tree.norm_share[q]) if q >= 0 else 0.0
+        fairshare = (
+            slurm_fairshare_factor(self.usage_fraction[q], self.s.tree.norm_share[q]) if q >= 0 else 0.0
+        )
         size = min(job.total_cards / max(self.s.cluster.total_cards, 1), 1.0)
         if w.favor_small:
             size = 1.0 - size

@@ -98,7 +98,9 @@ def _never(arr: np.ndarray) -> int:
     return int(np.iinfo(arr.dtype).max)
 
 
-def _descend(cluster: Cluster, caps: list[np.ndarray], tier: int, domain: int, need: int, out: list[int]) -> None:
+def _descend(
+    cluster: Cluster, caps: list[np.ndarray], tier: int, domain: int, need: int, out: list[int]
+) -> None:
     if tier == 0:
         out.extend([domain] * need)
         return
@@ -181,7 +183,9 @@ def place_gang(
                     free.memory[node] -= req.memory_gib
                 masks.append(mask)
                 taken.append((node, mask, req))
-            placed.append(GroupPlacement(req.role, tuple(nodes), tuple(masks), req.cards, req.cpus, req.memory_gib))
+            placed.append(
+                GroupPlacement(req.role, tuple(nodes), tuple(masks), req.cards, req.cpus, req.memory_gib)
+            )
         return Placement(model, tuple(placed))
     finally:
         for node, mask, req in taken:

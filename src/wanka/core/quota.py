@@ -107,7 +107,9 @@ class QueueTree:
         self.guaranteed = [[0] * nf for _ in range(q)]
         for i in reversed(range(q)):
             for k in range(nf):
-                sub = self.own[i][k] + sum(self.subtree[c][k] - self.guaranteed[c][k] for c in self.children[i])
+                sub = self.own[i][k] + sum(
+                    self.subtree[c][k] - self.guaranteed[c][k] for c in self.children[i]
+                )
                 self.subtree[i][k] = sub
                 lend = self.lending_limit[i][k]
                 self.guaranteed[i][k] = max(0, sub - lend) if lend is not None and self.parent[i] >= 0 else 0

@@ -276,7 +276,14 @@ class Session:
         key = None
         if len(reqs) == 1:
             r = reqs[0]
-            key = (flavor, r.cards, r.cpus, r.memory_gib, r.spread, reserved is not None and outcome is Fit.RESERVED)
+            key = (
+                flavor,
+                r.cards,
+                r.cpus,
+                r.memory_gib,
+                r.spread,
+                reserved is not None and outcome is Fit.RESERVED,
+            )
             failed_at = self._fail_cache.get(key)
             if failed_at is not None and r.min_replicas >= failed_at:
                 self.stats_rejects += 1
@@ -289,15 +296,28 @@ class Session:
             self._fail_cache[key] = min(reqs[0].min_replicas, self._fail_cache.get(key, 1 << 30))
         if placement is None and outcome is Fit.RESERVED:
             # distinguish "would fit but for the reservation" from "does not fit at all"
-            plain = place_gang(self.cluster, self.free, self.usable[flavor], self.flavor_ids[flavor], reqs,
-                               self.config.placement)
+            plain = place_gang(
+                self.cluster,
+                self.free,
+                self.usable[flavor],
+                self.flavor_ids[flavor],
+                reqs,
+                self.config.placement,
+            )
             outcome = Fit.RESERVED if plain is not None else Fit.NO_FIT
         return placement, outcome
 
-    def fits_hypothetically(self, job: Job, flavor: int, free: FreeArrays, usable: np.ndarray) -> Placement | None:
+    def fits_hypothetically(
+        self, job: Job, flavor: int, free: FreeArrays, usable: np.ndarray
+    ) -> Placement | None:
         """Where ``job`` would go on ``free`` (a what-if state: only counts matter, no cards chosen)."""
         return place_gang(
-            self.cluster, free, usable, self.flavor_ids[flavor], self.requests(job), self.config.placement,
+            self.cluster,
+            free,
+            usable,
+            self.flavor_ids[flavor],
+            self.requests(job),
+            self.config.placement,
             choose_cards=False,
         )
 
@@ -339,7 +359,9 @@ class Session:
         placement = fits_after(lo)
         assert placement is not None
         start = max(self.now, ending[lo - 1].end)
-        res = Reservation(job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set()))
+        res = Reservation(
+            job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())
+        )
         n = self.cluster.num_nodes
         mask = self.reserved_nodes.setdefault(flavor, np.zeros(n, dtype=bool))
         mask[list(res.nodes)] = True

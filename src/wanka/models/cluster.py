@@ -118,8 +118,17 @@ def build_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: str
                 domains.append(f"{pool.name}-{tier}{index + 1:03d}")
             state = spec.node_states.get(name, NodeState.UP)
             records.append(
-                NodeRecord(name, acc, pool.cards_per_node, tuple(domains), pool.cpus, pool.memory_gib, pool.name,
-                           state, pool.labels)
+                NodeRecord(
+                    name,
+                    acc,
+                    pool.cards_per_node,
+                    tuple(domains),
+                    pool.cpus,
+                    pool.memory_gib,
+                    pool.name,
+                    state,
+                    pool.labels,
+                )
             )
     known = {r.name for r in records}
     for node in spec.node_states:
@@ -146,12 +155,17 @@ def preset_names() -> list[str]:
 def cluster_spec_data(name_or_path: str | Path) -> tuple[dict, str]:
     """The raw spec of a preset name or a YAML file, and where it came from."""
     if str(name_or_path) in preset_names():
-        text = resources.files("wanka").joinpath(f"data/clusters/{name_or_path}.yaml").read_text(encoding="utf-8")
+        text = (
+            resources.files("wanka")
+            .joinpath(f"data/clusters/{name_or_path}.yaml")
+            .read_text(encoding="utf-8")
+        )
         return yaml.safe_load(text), f"preset {name_or_path}"
     path = Path(name_or_path)
     if not path.exists():
         raise SpecError(
-            str(name_or_path), [("(cluster)", f"neither a preset ({', '.join(preset_names())}) nor an existing file")]
+            str(name_or_path),
+            [("(cluster)", f"neither a preset ({', '.join(preset_names())}) nor an existing file")],
         )
     return load_yaml(path), str(path)
 

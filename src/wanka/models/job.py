@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wanka.core.hardware import UnknownAccelerator
 from wanka.core.jobs import PRIORITY_CLASSES, Job, JobKind, TaskGroup
-from wanka.models.errors import SpecError, from_validation_error, load_yaml
+from wanka.models.errors import from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
 STRICT = ConfigDict(extra="forbid")
@@ -65,7 +65,9 @@ class JobSpec(BaseModel):
     def to_job(self, job_id: str | None = None, submit_time: float = 0.0) -> Job:
         pc = PRIORITY_CLASSES[self.priority_class]
         groups = tuple(
-            TaskGroup(g.role, g.replicas, g.cards, tuple(g.accelerators), g.cpus, g.memory_gib, g.min_replicas)
+            TaskGroup(
+                g.role, g.replicas, g.cards, tuple(g.accelerators), g.cpus, g.memory_gib, g.min_replicas
+            )
             for g in self.task_groups
         )
         return Job(

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wanka.core.cluster import Cluster
-from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError
 from wanka.core.hardware import UnknownAccelerator
+from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
@@ -71,7 +71,9 @@ def build_queue_tree(spec: QueueTreeSpec, cluster: Cluster, source: str = "queue
                 problems.append((f"{where}.quota.{model}", str(exc)))
                 continue
             if acc.id not in flavors:
-                problems.append((f"{where}.quota.{model}", f"this cluster has no {acc.id}; it has {', '.join(flavors)}"))
+                problems.append(
+                    (f"{where}.quota.{model}", f"this cluster has no {acc.id}; it has {', '.join(flavors)}")
+                )
                 continue
             quotas[acc.id] = FlavorQuota(qs.nominal, qs.borrowing_limit, qs.lending_limit)
         nodes.append(QueueNode(q.name, parent, quotas, q.weight))

@@ -29,8 +29,18 @@ from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 
 # (cards, probability) for waiting jobs: 1 card up to 2,048-card gangs
 PENDING_SIZES = (
-    (1, 0.40), (2, 0.12), (4, 0.10), (8, 0.14), (16, 0.07), (32, 0.05), (64, 0.04),
-    (128, 0.03), (256, 0.02), (512, 0.015), (1024, 0.01), (2048, 0.005),
+    (1, 0.40),
+    (2, 0.12),
+    (4, 0.10),
+    (8, 0.14),
+    (16, 0.07),
+    (32, 0.05),
+    (64, 0.04),
+    (128, 0.03),
+    (256, 0.02),
+    (512, 0.015),
+    (1024, 0.01),
+    (2048, 0.005),
 )
 # running jobs are mostly small (the big ones are placed first, separately)
 RUNNING_SIZES = ((1, 0.75), (2, 0.20), (4, 0.05))
@@ -56,7 +66,9 @@ def tenant_tree(cluster: Cluster, tenants: list[str]) -> QueueTree:
     return QueueTree(nodes, flavors)
 
 
-def _job(rng: np.random.Generator, jid: str, tenant: str, cards: int, now: float, model: str, running: bool) -> Job:
+def _job(
+    rng: np.random.Generator, jid: str, tenant: str, cards: int, now: float, model: str, running: bool
+) -> Job:
     pclass = PRIORITY_CLASSES[rng.choice([p for p, _ in PRIORITY_MIX], p=[w for _, w in PRIORITY_MIX])]
     if cards >= 8:
         group = TaskGroup("worker", cards // 8, 8, (model,), cpus=16, memory_gib=128)
@@ -130,12 +142,20 @@ def busy_cluster(
             break
     sizes_p = [p for _, p in PENDING_SIZES]
     pend = [
-        _job(rng, f"p{k:06d}", names[int(rng.integers(len(names)))],
-             int(rng.choice([c for c, _ in PENDING_SIZES], p=sizes_p)), now, model, False)
+        _job(
+            rng,
+            f"p{k:06d}",
+            names[int(rng.integers(len(names)))],
+            int(rng.choice([c for c, _ in PENDING_SIZES], p=sizes_p)),
+            now,
+            model,
+            False,
+        )
         for k in range(pending)
     ]
     usage = {
-        f"{t}-main": QueueUsage(compute=float(rng.uniform(0, 5e6)), cpu=0.0, memory=0.0, as_of=now) for t in names
+        f"{t}-main": QueueUsage(compute=float(rng.uniform(0, 5e6)), cpu=0.0, memory=0.0, as_of=now)
+        for t in names
     }
     snap = Snapshot(now, cluster, state, tenant_tree(cluster, names), pend, running_jobs, usage)
     return Workload(snap, names)
@@ -144,7 +164,9 @@ def busy_cluster(
 def _place_running(rng, cluster, state, free, usable, out, names, cards, now, model) -> bool:
     job = _job(rng, f"r{len(out):06d}", names[int(rng.integers(len(names)))], cards, now, model, True)
     g = job.groups[0]
-    req = GroupRequest(g.role, g.replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, job.kind is JobKind.INFERENCE)
+    req = GroupRequest(
+        g.role, g.replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, job.kind is JobKind.INFERENCE
+    )
     placement = place_gang(cluster, free, usable, model, [req])
     if placement is None:
         return False

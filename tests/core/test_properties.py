@@ -1,0 +1,280 @@
+"""Invariants of the scheduling cycle over random clusters, quota trees and workloads."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wanka.core import (
+    POLICIES,
+    PRIORITY_CLASSES,
+    Cluster,
+    ClusterState,
+    FlavorQuota,
+    Job,
+    JobKind,
+    NodeRecord,
+    NodeState,
+    QueueNode,
+    QueueTree,
+    QuotaUsage,
+    Snapshot,
+    Start,
+    Stop,
+    TaskGroup,
+    get_policy,
+    run_cycle,
+)
+from wanka.core.quota import UNLIMITED, add_usage, available
+from wanka.models.hardware import default_catalog
+
+MODELS = ["h100", "ascend-910b3", "mlu590"]
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def clusters(draw) -> Cluster:
+    catalog = default_catalog()
+    pools = draw(st.integers(1, 2))
+    records = []
+    for p in range(pools):
+        acc = catalog.get(MODELS[p])
+        nodes = draw(st.integers(1, 8))
+        cards = draw(st.sampled_from([4, 8]))
+        per_leaf = draw(st.integers(1, 4))
+        for i in range(nodes):
+            state = draw(st.sampled_from([NodeState.UP] * 6 + [NodeState.DRAINING, NodeState.DOWN]))
+            records.append(
+                NodeRecord(
+                    f"p{p}-{i}",
+                    acc,
+                    cards,
+                    (f"p{p}-leaf{i // per_leaf}",),
+                    cpus=64,
+                    memory_gib=512,
+                    pool=f"p{p}",
+                    state=state,
+                )
+            )
+    return Cluster("random", ("node", "leaf", "cluster"), records)
+
+
+@st.composite
+def queue_trees(draw, cluster: Cluster) -> QueueTree:
+    flavors = [m.id for m in cluster.models]
+    capacity = cluster.cards_by_model(states=tuple(NodeState))
+    nodes = [
+        QueueNode("cluster", None, {f: FlavorQuota(int(c)) for f, c in zip(flavors, capacity, strict=True)})
+    ]
+    for o in range(draw(st.integers(1, 3))):
+        org_q, leaves = {}, []
+        leaf_count = draw(st.integers(1, 2))
+        leaf_quotas = [{} for _ in range(leaf_count)]
+        for f, cap in zip(flavors, capacity, strict=True):
+            org_nominal = draw(st.integers(0, int(cap)))
+            remaining = org_nominal
+            for lq in leaf_quotas:
+                n = draw(st.integers(0, remaining))
+                remaining -= n
+                lq[f] = _quota(draw, n)
+            org_q[f] = _quota(draw, org_nominal)
+        nodes.append(QueueNode(f"org{o}", "cluster", org_q, weight=draw(st.sampled_from([1.0, 2.0]))))
+        for i, lq in enumerate(leaf_quotas):
+            leaves.append(QueueNode(f"org{o}-q{i}", f"org{o}", lq))
+        nodes.extend(leaves)
+    return QueueTree(nodes, flavors)
+
+
+def _quota(draw, nominal: int) -> FlavorQuota:
+    borrow = draw(st.one_of(st.none(), st.integers(0, 16)))
+    lend = draw(st.one_of(st.none(), st.integers(0, nominal)))
+    return FlavorQuota(nominal, borrow, lend)
+
+
+@st.composite
+def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
+    leaves = [n for n in tree.names if tree.is_leaf(n)]
+    out = []
+    for i in range(draw(st.integers(0, 12))):
+        cards = draw(st.sampled_from([1, 2, 4, 8]))
+        replicas = draw(st.integers(1, 4))
+        elastic = draw(st.booleans())
+        accept = draw(st.sampled_from([(), (MODELS[0],), (MODELS[1],), ("nvidia", "huawei")]))
+        pc = PRIORITY_CLASSES[draw(st.sampled_from(list(PRIORITY_CLASSES)))]
+        kind = draw(st.sampled_from([JobKind.TRAINING, JobKind.TRAINING, JobKind.INFERENCE]))
+        out.append(
+            Job(
+                id=f"{prefix}{i}",
+                tenant="t",
+                queue=draw(st.sampled_from(leaves)),
+                groups=(
+                    TaskGroup(
+                        "w",
+                        replicas,
+                        cards,
+                        accept,
+                        cpus=draw(st.sampled_from([0, 4])),
+                        memory_gib=0,
+                        min_replicas=1 if elastic else None,
+                    ),
+                ),
+                priority=pc.value,
+                priority_class=pc.name,
+                kind=kind,
+                time_limit_s=draw(st.one_of(st.none(), st.floats(60, 10_000))),
+                preemptible=pc.preemptible,
+                checkpoint_interval_s=draw(st.one_of(st.none(), st.just(300.0))),
+                submit_time=now - draw(st.floats(0, 1000)),
+                attained_service=draw(st.sampled_from([0.0, 1e6])),
+            )
+        )
+    return out
+
+
+def apply(snapshot: Snapshot, result) -> tuple[ClusterState, list[Job], list[Job]]:
+    """Carry the decisions out the way the twin or the server would: stops first, then starts."""
+    state = snapshot.state.copy()
+    running = {j.id: j for j in snapshot.running}
+    pending = {j.id: j for j in snapshot.pending}
+    for d in result.decisions:
+        if isinstance(d, Stop):
+            job = running.pop(d.job_id)
+            state.release(job.placement)
+            job.placement = None
+            job.start_time = None
+            pending[job.id] = job
+    for d in result.decisions:
+        if isinstance(d, Start):
+            job = pending.pop(d.job_id)
+            state.allocate(d.placement)  # raises if any card is already taken
+            job.placement = d.placement
+            job.start_time = snapshot.now
+            running[job.id] = job
+        elif not isinstance(d, Stop):  # Resize
+            job = running[d.job_id]
+            state.release(job.placement)
+            state.allocate(d.placement)
+            job.placement = d.placement
+    return state, list(pending.values()), list(running.values())
+
+
+def check_invariants(snapshot: Snapshot, result, state: ClusterState, running: list[Job]) -> None:
+    cluster, tree = snapshot.cluster, snapshot.queues
+    # cards: the masks agree with the counts, and nobody holds a card twice (allocate would have raised)
+    for n in range(cluster.num_nodes):
+        assert state.free_mask[n].bit_count() == state.free_cards[n] >= 0
+    jobs_by_id = {j.id: j for j in [*snapshot.pending, *snapshot.running]}
+    for d in result.starts:
+        job = jobs_by_id[d.job_id]
+        model = cluster.model_index[d.placement.model]
+        for spec, g in zip(job.groups, d.placement.groups, strict=True):
+            assert spec.gang_min <= g.replicas <= spec.replicas, (
+                "gang is all-or-nothing (down to its minimum)"
+            )
+            assert g.cards_per_task == spec.cards
+            assert all(m.bit_count() == spec.cards for m in g.masks)
+            for node in g.nodes:
+                assert cluster.node_state[node] == NodeState.UP, "new work only on UP nodes"
+                assert cluster.node_model[node] == model
+        if job.groups[0].accelerators:
+            acc = cluster.models[model]
+            assert any(a in (acc.id, acc.vendor) for a in job.groups[0].accelerators)
+    # quotas: no subtree above nominal + borrowing limit; no node lends more than it may
+    usage = QuotaUsage(tree)
+    for job in running:
+        add_usage(
+            usage, tree.index[job.queue], tree.flavor_index[job.placement.model], job.placement.total_cards
+        )
+    for i, name in enumerate(tree.names):
+        for k in range(len(tree.flavors)):
+            limit = tree.borrowing_limit[i][k]
+            if limit < UNLIMITED:
+                assert usage.total[i][k] <= tree.nominal[i][k] + limit, (
+                    f"{name} above nominal + borrowing limit"
+                )
+            # no over-admission anywhere (Kueue: a negative `available` means over-admission): every
+            # node's guaranteed part stayed its own, and no pool lent more than its members' lending limits
+            assert available(usage, i, k) >= 0, f"{name}: more lent than lending limits allow"
+
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@SETTINGS
+def test_cycles_keep_every_invariant(data, policy: str) -> None:
+    cluster = data.draw(clusters())
+    tree = data.draw(queue_trees(cluster))
+    state, pending, running = ClusterState.empty(cluster), [], []
+    now = 1000.0
+    for step in range(3):
+        pending = pending + data.draw(jobs(tree, f"s{step}-", now))
+        snapshot = Snapshot(now, cluster, state, tree, pending, running)
+        before = (
+            state.free_cards.copy(),
+            list(state.free_mask),
+            copy.deepcopy([j.placement for j in running]),
+        )
+        result = run_cycle(snapshot, get_policy(policy))
+        # the core never mutates its snapshot
+        assert np.array_equal(before[0], state.free_cards) and before[1] == state.free_mask
+        assert before[2] == [j.placement for j in running]
+        # same input, same decisions
+        assert run_cycle(snapshot, get_policy(policy)).decisions == result.decisions
+        state, pending, running = apply(snapshot, result)
+        check_invariants(snapshot, result, state, running)
+        # unschedulable jobs are dropped by the caller, as the server would reject them
+        pending = [j for j in pending if j.id not in result.unschedulable]
+        now += 600.0
+
+
+@given(data=st.data())
+@SETTINGS
+def test_queue_under_nominal_gets_its_cards_back_within_one_cycle(data) -> None:
+    """Owner A lends everything; borrower B fills the cluster with preemptible jobs; A submits work
+    that fits its nominal quota: after one cycle A's job runs."""
+    catalog = default_catalog()
+    nodes = data.draw(st.integers(2, 6))
+    cluster = Cluster(
+        "c",
+        ("node", "leaf", "cluster"),
+        [NodeRecord(f"n{i}", catalog.get("h100"), 8, (f"leaf{i // 2}",)) for i in range(nodes)],
+    )
+    total = nodes * 8
+    a_nominal = data.draw(st.integers(8, total - 8))
+    tree = QueueTree(
+        [
+            QueueNode("cluster", None, {"h100": FlavorQuota(total)}),
+            QueueNode("a", "cluster", {"h100": FlavorQuota(a_nominal)}),
+            QueueNode("b", "cluster", {"h100": FlavorQuota(total - a_nominal)}),
+        ],
+        ["h100"],
+    )
+    b_cards = data.draw(st.sampled_from([1, 2, 4, 8]))
+    b_jobs = [
+        Job(
+            f"b{i}",
+            "tb",
+            "b",
+            (TaskGroup("w", 1, b_cards),),
+            priority=PRIORITY_CLASSES["low"].value,
+            submit_time=0.0,
+        )
+        for i in range(total // b_cards)
+    ]
+    snap = Snapshot(0.0, cluster, ClusterState.empty(cluster), tree, b_jobs, [])
+    state, _, running = apply(snap, run_cycle(snap, get_policy("wanka")))
+    assert sum(j.placement.total_cards for j in running) == total  # B borrowed the whole cluster
+    for j in running:
+        j.last_checkpoint_time = data.draw(st.floats(0, 50))
+    a_cards = data.draw(st.sampled_from([c for c in (1, 2, 4, 8, 16) if c <= a_nominal]))
+    replicas, per_task = (a_cards // 8, 8) if a_cards > 8 else (1, a_cards)
+    a_job = Job("a-job", "ta", "a", (TaskGroup("w", replicas, per_task),), submit_time=90.0)
+    snap2 = Snapshot(100.0, cluster, state, tree, [a_job], running)
+    result = run_cycle(snap2, get_policy("wanka"))
+    assert [d.job_id for d in result.starts] == ["a-job"]
+    assert all(d.reason.value == "reclaimed" for d in result.stops)
+    freed = sum(j.placement.total_cards for j in running if j.id in {d.job_id for d in result.stops})
+    assert freed < a_cards + 8, (
+        "no more borrowed work is evicted than the owner needs (plus one node's slack)"
+    )
