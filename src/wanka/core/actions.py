@@ -16,7 +16,6 @@ from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed
 from wanka.core.session import Running, Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
-from wanka.core.whatif import TaskTable
 
 
 def recover(s: Session) -> None:
@@ -93,30 +92,26 @@ def backfill(s: Session) -> None:
 
 
 class VictimPool:
-    """Preemptible jobs running when the cycle began, cheapest victim first (see ``victim_key``)."""
+    """Preemptible jobs running when the cycle began, in victim order (cheapest first, see
+    ``Ordering.victim_key``). Arrays are indexed like ``Session.initial_running``."""
 
     def __init__(self, s: Session):
         borrowing: dict = {}
-        entries = sorted(
-            (e for e in s.initial_running if e.job.preemptible),
-            key=lambda e: s.ordering.victim_key(e, borrowing),
+        entries = s.initial_running
+        self.table = s.initial_table
+        preemptible = [i for i, e in enumerate(entries) if e.job.preemptible]
+        self.order = np.array(
+            sorted(preemptible, key=lambda i: s.ordering.victim_key(entries[i], borrowing)), dtype=np.int64
         )
-        self.table = TaskTable(entries)
-        self.entries = self.table.entries
+        self.entries = entries
         self.flavor = np.asarray([e.flavor for e in entries], dtype=np.int64)
         self.queue = np.asarray([e.queue for e in entries], dtype=np.int64)
         self.cards = np.asarray([e.cards for e in entries], dtype=np.int64)
         self.rank = np.asarray([s.ordering.rank(e.job) for e in entries], dtype=np.float64)
-        self.index = {e.job.id: i for i, e in enumerate(entries)}
 
-    def alive(self, s: Session) -> np.ndarray:
-        """Which entries still run: all but those evicted so far (O(evicted), not O(entries))."""
-        mask = np.ones(len(self.entries), dtype=bool)
-        for job_id in s.evicted:
-            i = self.index.get(job_id)
-            if i is not None:
-                mask[i] = False
-        return mask
+    def candidates(self, mask: np.ndarray) -> np.ndarray:
+        """Indices where ``mask`` holds, in victim order."""
+        return self.order[mask[self.order]]
 
 
 def _preempt_for(
@@ -128,7 +123,8 @@ def _preempt_for(
     reason: StopReason,
     still_eligible: Callable[[Running], bool],
 ) -> bool:
-    """Evict the cheapest of ``pool.entries[chosen]`` that let ``job`` start; change nothing if none would.
+    """Evict the cheapest of ``chosen`` (indices into ``pool.entries``) that let ``job`` start; change
+    nothing if none would.
 
     ``chosen`` lists candidate victims in victim order (cheapest first). Fitting is monotone in how
     many of them leave, so a binary search over what-if states finds the shortest prefix after
@@ -159,9 +155,11 @@ def _preempt_for(
 
     if fits_without(len(chosen)) is None:
         return False
-    # fewer victims than this cannot free enough cards; start the search there
-    lo = int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1
-    lo, hi = max(1, min(lo, len(chosen))), len(chosen)
+    # fewer victims than this cannot free enough cards; gallop up from there, then bisect
+    lo = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
+    hi, step = lo, 1
+    while hi < len(chosen) and fits_without(hi) is None:
+        lo, hi, step = hi + 1, min(hi + step, len(chosen)), step * 2
     while lo < hi:
         mid = (lo + hi) // 2
         if fits_without(mid) is not None:
@@ -216,7 +214,7 @@ def reclaim(s: Session) -> None:
     if next(_waiting(s), None) is None:
         return
     pool = _pool(s)
-    if not pool.entries:
+    if len(pool.order) == 0:
         return
     for job in _waiting(s):
         q = s.queue_index(job)
@@ -225,13 +223,13 @@ def reclaim(s: Session) -> None:
             if s.quota.total[q][tf] + job.min_cards > s.tree.nominal[q][tf]:
                 continue  # it would borrow: nothing is owed to it
             lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
-            mask = pool.alive(s) & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
+            mask = s.initial_alive() & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
             if _preempt_for(
                 s,
                 job,
                 f,
                 pool,
-                np.flatnonzero(mask),
+                pool.candidates(mask),
                 StopReason.RECLAIMED,
                 lambda e, tf=tf: e.job.id in s.running and borrowed(s.quota, e.queue, tf) > 0,
             ):
@@ -243,18 +241,18 @@ def preempt(s: Session) -> None:
     if next(_waiting(s), None) is None:
         return
     pool = _pool(s)
-    if not pool.entries:
+    if len(pool.order) == 0:
         return
     scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
     for job in _waiting(s):
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         for f in s.flavors(job):
-            mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
+            mask = s.initial_alive() & (pool.rank < rank) & (pool.flavor == f)
             if scope_queue:
                 mask &= pool.queue == q
             if _preempt_for(
-                s, job, f, pool, np.flatnonzero(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
+                s, job, f, pool, pool.candidates(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
             ):
                 break
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from wanka.core.actions import ACTIONS
 from wanka.core.config import CycleConfig
 from wanka.core.decisions import CycleResult, CycleStats, Resize, Snapshot, Start, Stop
@@ -10,6 +12,19 @@ from wanka.core.session import Session
 
 def run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
     """Decide which jobs start, stop or resize now. Pure: same snapshot and config, same result."""
+    # A cycle allocates tens of thousands of short-lived, acyclic objects; left on, the cyclic
+    # collector would run full passes over every job the caller holds (measured: ~40% of a cycle at
+    # 100k jobs). Reference counting still frees everything; the collector's state is restored.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_cycle(snapshot, config)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
     clock = config.clock
     phase_ms: dict[str, float] = {}
     t0 = clock() if clock else 0.0

@@ -80,10 +80,11 @@ def place_group(
         return _first_fit(cap, want)
     if req.spread:
         return _spread(cluster, cap, want)
-    caps = [cap]
-    for t in range(1, len(cluster.tiers)):
-        caps.append(np.add.reduceat(caps[-1], cluster.child_range[t][:, 0]))
-    for t, dom_cap in enumerate(caps):
+    caps = [cap]  # per-domain capacity, tier by tier, computed only as far as needed
+    for t in range(len(cluster.tiers)):
+        if t > 0:
+            caps.append(np.add.reduceat(caps[-1], cluster.child_range[t][:, 0]))
+        dom_cap = caps[t]
         room = np.where(dom_cap >= want, dom_cap, _never(dom_cap))
         best = int(np.argmin(room))
         if dom_cap[best] >= want:

@@ -32,16 +32,18 @@ class Running:
     flavor: int
     queue: int
     end: float  # expected end from its time limit (inf when unknown)
-    cards: int = 0
-    cpus: int = 0
-    memory: int = 0
 
-    def __post_init__(self) -> None:
-        for g in self.placement.groups:
-            r = len(g.nodes)
-            self.cards += g.cards_per_task * r
-            self.cpus += g.cpus * r
-            self.memory += g.memory_gib * r
+    @property
+    def cards(self) -> int:
+        return self.placement.total_cards
+
+    @property
+    def cpus(self) -> int:
+        return self.placement.total_cpus
+
+    @property
+    def memory(self) -> int:
+        return self.placement.total_memory
 
 
 class Statement:
@@ -133,6 +135,7 @@ class Session:
         self.stats_attempts = 0
         self.stats_rejects = 0
         self.victim_pool = None  # built on first use by reclaim/preempt
+        self._initial_table: TaskTable | None = None
         self._job_flavors: dict[str, tuple[int, ...]] = {}
         held: dict[tuple[int, int], int] = {}
         for job in snapshot.running:
@@ -153,6 +156,7 @@ class Session:
         for (queue, flavor), cards in held.items():  # one quota update per queue and model, not per job
             add_usage(self.quota, queue, self.tree_flavor[flavor], cards)
             self.queue_alloc[queue][0] += cards * cluster.models[flavor].rated_tflops / 1000.0
+        self.initial_index = {e.job.id: i for i, e in enumerate(self.initial_running)}
         self.ordering = Ordering(self)
         self.pending: list[Job] = self.ordering.sort(snapshot.pending)
         self.candidates: list[Job] = list(self.pending)  # narrowed by admit
@@ -210,6 +214,24 @@ class Session:
         else:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
+
+    @property
+    def initial_table(self) -> TaskTable:
+        """Tasks of the jobs running when the cycle began, flattened once per session."""
+        if self._initial_table is None:
+            self._initial_table = TaskTable(self.initial_running)
+            self.initial_end = np.array([e.end for e in self.initial_running], dtype=np.float64)
+            self.initial_flavor = np.array([e.flavor for e in self.initial_running], dtype=np.int64)
+        return self._initial_table
+
+    def initial_alive(self) -> np.ndarray:
+        """Which jobs running at the start still run: all but those evicted (O(evicted))."""
+        mask = np.ones(len(self.initial_running), dtype=bool)
+        for job_id in self.evicted:
+            i = self.initial_index.get(job_id)
+            if i is not None:
+                mask[i] = False
+        return mask
 
     def reserved_jobs(self) -> set[str]:
         return {r.job_id for r in self.reservations}
@@ -332,17 +354,28 @@ class Session:
         return None
 
     def _reserve_flavor(self, job: Job, flavor: int) -> Reservation | None:
-        ending = sorted(
-            (e for e in self.running.values() if e.flavor == flavor and e.end < float("inf")),
-            key=lambda e: (e.end, e.job.id),
+        table = self.initial_table
+        old = np.flatnonzero(
+            self.initial_alive() & (self.initial_flavor == flavor) & np.isfinite(self.initial_end)
         )
-        if not ending:
+        new = [
+            e
+            for e in self.running.values()
+            if e.job.id in self.started and e.flavor == flavor and e.end < np.inf
+        ]
+        if len(old) == 0 and not new:
             return None
+        table, _ = table.subset(old)
+        ends = self.initial_end[old]
+        if new:
+            table = TaskTable.concat(table, TaskTable(new))
+            ends = np.concatenate([ends, [e.end for e in new]])
+        by_end = np.argsort(ends, kind="stable")  # ties keep snapshot order: deterministic
+        ending = [table.entries[i] for i in by_end]
+        task_pos = table.positions(by_end)
         usable = self.usable[flavor]
         if flavor in self.reserved_nodes:
             usable = usable & ~self.reserved_nodes[flavor]
-        table = TaskTable(ending)
-        task_pos = table.positions(np.arange(len(ending)))
 
         def fits_after(k: int) -> Placement | None:  # the first k jobs to end have ended
             return self.fits_hypothetically(job, flavor, table.free_without(self.free, task_pos, k), usable)

@@ -7,7 +7,7 @@ while the hot path works on per-node counts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,14 +40,17 @@ class Placement:
 
     model: str
     groups: tuple[GroupPlacement, ...]
+    # totals, computed once here so a cycle over 50,000 running jobs never recounts them
+    total_cards: int = field(init=False, compare=False)
+    total_cpus: int = field(init=False, compare=False)
+    total_memory: int = field(init=False, compare=False)
+    num_tasks: int = field(init=False, compare=False)
 
-    @property
-    def total_cards(self) -> int:
-        return sum(g.cards for g in self.groups)
-
-    @property
-    def num_tasks(self) -> int:
-        return sum(g.replicas for g in self.groups)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total_cards", sum(g.cards for g in self.groups))
+        object.__setattr__(self, "total_cpus", sum(g.cpus * len(g.nodes) for g in self.groups))
+        object.__setattr__(self, "total_memory", sum(g.memory_gib * len(g.nodes) for g in self.groups))
+        object.__setattr__(self, "num_tasks", sum(len(g.nodes) for g in self.groups))
 
     def node_set(self) -> set[int]:
         return {n for g in self.groups for n in g.nodes}

@@ -38,6 +38,18 @@ class TaskTable:
         self.task_cpus = np.asarray(cpus, dtype=np.int64)
         self.task_mem = np.asarray(mem, dtype=np.int64)
 
+    @classmethod
+    def concat(cls, first: TaskTable, second: TaskTable) -> TaskTable:
+        """``first`` then ``second``; entry indices of ``second`` shift by ``len(first.entries)``."""
+        out = cls.__new__(cls)
+        out.entries = first.entries + second.entries
+        out.task_entry = np.concatenate([first.task_entry, second.task_entry + len(first.entries)])
+        out.task_node = np.concatenate([first.task_node, second.task_node])
+        out.task_cards = np.concatenate([first.task_cards, second.task_cards])
+        out.task_cpus = np.concatenate([first.task_cpus, second.task_cpus])
+        out.task_mem = np.concatenate([first.task_mem, second.task_mem])
+        return out
+
     def subset(self, chosen: np.ndarray) -> tuple[TaskTable, np.ndarray]:
         """A table of only the tasks of ``chosen`` entries, and each task's rank within ``chosen``."""
         rank = np.full(len(self.entries), -1, dtype=np.int64)
