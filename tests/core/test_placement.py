@@ -61,3 +61,10 @@ def test_what_if_placements_choose_no_cards():
         choose_cards=False,
     )
     assert p.groups[0].masks == (0, 0) and p.total_cards == 8
+
+
+def test_placements_hold_plain_ints():
+    c = load_cluster("wanka-10k")
+    s = ClusterState.empty(c)
+    p = place_gang(c, free_of(s), c.node_state == 0, "ascend-910b2", [GroupRequest("w", 40, 40, 8, 0, 0)])
+    assert all(type(n) is int for n in p.groups[0].nodes)

@@ -105,7 +105,7 @@ def _descend(
     if tier == 0:
         out.extend([domain] * need)
         return
-    lo, hi = cluster.child_range[tier][domain]
+    lo, hi = (int(x) for x in cluster.child_range[tier][domain])
     child = caps[tier - 1][lo:hi].copy()
     while need > 0:
         enough = child >= need
