@@ -16,6 +16,7 @@ from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed
 from wanka.core.session import Running, Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
+from wanka.core.whatif import shortest_prefix
 
 
 def recover(s: Session) -> None:
@@ -155,19 +156,9 @@ def _preempt_for(
 
     if fits_without(len(chosen)) is None:
         return False
-    # fewer victims than this cannot free enough cards; gallop up from there, then bisect
-    lo = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
-    hi, step = lo, 1
-    while hi < len(chosen) and fits_without(hi) is None:
-        lo, hi, step = hi + 1, min(hi + step, len(chosen)), step * 2
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits_without(mid) is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    target = fits_without(lo)
-    assert target is not None
+    # fewer victims than this cannot free enough cards: search up from there
+    lower = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
+    lo, target = shortest_prefix(fits_without, lower, len(chosen))
     target_nodes = target.node_set()
     cp = s.stmt.checkpoint()
     rest = []
@@ -202,19 +193,20 @@ def _waiting(s: Session) -> Iterator[Job]:
             return
 
 
-def _pool(s: Session) -> VictimPool:
-    """One victim pool per session: reclaim and preempt share it (its ``alive`` mask tracks evictions)."""
+def _victims(s: Session) -> VictimPool | None:
+    """The session's victim pool (reclaim and preempt share one), or None when nobody waits or
+    nobody could be evicted."""
+    if next(_waiting(s), None) is None:
+        return None
     if s.victim_pool is None:
         s.victim_pool = VictimPool(s)
-    return s.victim_pool
+    return s.victim_pool if len(s.victim_pool.order) else None
 
 
 def reclaim(s: Session) -> None:
     """A queue below its nominal quota takes back what it lent: borrowers in other queues are evicted."""
-    if next(_waiting(s), None) is None:
-        return
-    pool = _pool(s)
-    if len(pool.order) == 0:
+    pool = _victims(s)
+    if pool is None:
         return
     for job in _waiting(s):
         q = s.queue_index(job)
@@ -238,10 +230,8 @@ def reclaim(s: Session) -> None:
 
 def preempt(s: Session) -> None:
     """A waiting job evicts strictly lower-ranked preemptible jobs (same queue, or any queue)."""
-    if next(_waiting(s), None) is None:
-        return
-    pool = _pool(s)
-    if len(pool.order) == 0:
+    pool = _victims(s)
+    if pool is None:
         return
     scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
     for job in _waiting(s):

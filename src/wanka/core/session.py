@@ -20,7 +20,7 @@ from wanka.core.ordering import Ordering
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import QuotaUsage, add_usage, available
 from wanka.core.state import Placement
-from wanka.core.whatif import TaskTable
+from wanka.core.whatif import TaskTable, shortest_prefix
 
 
 @dataclass(slots=True)
@@ -382,15 +382,7 @@ class Session:
 
         if fits_after(len(ending)) is None:
             return None  # blocked by jobs without a time limit, or by down nodes: no estimate
-        lo, hi = 1, len(ending)
-        while lo < hi:  # fitting is monotone in the number of jobs ended
-            mid = (lo + hi) // 2
-            if fits_after(mid) is not None:
-                hi = mid
-            else:
-                lo = mid + 1
-        placement = fits_after(lo)
-        assert placement is not None
+        lo, placement = shortest_prefix(fits_after, 1, len(ending))  # monotone in jobs ended
         start = max(self.now, ending[lo - 1].end)
         res = Reservation(
             job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())

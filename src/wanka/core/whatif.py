@@ -7,8 +7,8 @@ arrays makes each question a handful of vector operations instead of a Python lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -16,6 +16,30 @@ from wanka.core.placement import FreeArrays
 
 if TYPE_CHECKING:
     from wanka.core.session import Running
+
+
+T = TypeVar("T")
+
+
+def shortest_prefix(fits: Callable[[int], T | None], lo: int, n: int) -> tuple[int, T]:
+    """Smallest k in [lo, n] with ``fits(k)`` not None, and that result.
+
+    ``fits`` must be monotone (once true, true for every larger k) and true at n. Gallops up from
+    ``lo`` (the answer is usually near a good lower bound), then bisects: O(log n) calls.
+    """
+    hi, step = lo, 1
+    while hi < n and fits(hi) is None:
+        lo, hi, step = hi + 1, min(hi + step, n), step * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    found = fits(lo)
+    if found is None:
+        raise ValueError("fits() must hold at n and be monotone")
+    return lo, found
 
 
 class TaskTable:
