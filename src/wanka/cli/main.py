@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from wanka import __version__
-from wanka.cli import bench, cluster
+from wanka.cli import bench, cluster, simulate
 from wanka.cli.output import console, emit_json, fail
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(cluster.catalog_app, name="catalog")
 app.add_typer(bench.app, name="bench")
+app.command("simulate")(simulate.simulate)
 
 
 @app.command("version")

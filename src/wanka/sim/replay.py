@@ -1,0 +1,40 @@
+"""Turning a trace into the twin's input: core jobs, and one queue per tenant."""
+
+from __future__ import annotations
+
+import math
+
+from wanka.core import Cluster, Job, QueueTree, TaskGroup
+from wanka.sim.traces import Trace
+
+
+def trace_jobs(
+    trace: Trace, cluster: Cluster, checkpoint_interval_s: float | None = 3600.0
+) -> list[tuple[Job, float]]:
+    """(job, duration) per trace row. A request larger than a node becomes ceil(cards / node) tasks of
+    equal size (12 cards on 8-card nodes: 2 tasks of 6; 9 cards: 2 tasks of 5, one card spare).
+    Traces carry no time limits; jobs get none (backfill then keeps long jobs off reserved nodes)."""
+    node = int(cluster.node_cards.max())
+    out = []
+    for t in trace.jobs:
+        tasks = max(1, math.ceil(t.cards / node))
+        per_task = math.ceil(t.cards / tasks)
+        job = Job(
+            id=t.id,
+            tenant=t.tenant,
+            queue=t.queue,
+            groups=(TaskGroup("worker", tasks, per_task),),
+            name=t.id,
+            submit_time=t.submit_s,
+            checkpoint_interval_s=checkpoint_interval_s,
+        )
+        out.append((job, t.duration_s))
+    return out
+
+
+def tenant_queues(cluster: Cluster, tenants: list[str]) -> QueueTree:
+    """The root holds every card; each tenant is a queue with no quota of its own and equal weight,
+    so all share by fair share (traces say nothing of quotas)."""
+    flavors = [m.id for m in cluster.models]
+    capacity = dict(zip(flavors, (int(c) for c in cluster.cards_by_model(states=(0, 1, 2))), strict=True))
+    return QueueTree.flat(flavors, capacity, sorted(set(tenants)))

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from wanka.sim.traces import TraceError, read_philly, read_wanka_csv
+
+SAMPLE = Path(__file__).parent / "data" / "philly_busy_halfday.csv"
+
+
+def test_philly_sample_reads_in_submit_order_from_zero():
+    trace = read_philly(SAMPLE)
+    assert len(trace.jobs) == 660 and trace.skipped == 0
+    submits = [j.submit_s for j in trace.jobs]
+    assert submits[0] == 0.0 and submits == sorted(submits) and submits[-1] < 43200
+    assert {j.cards for j in trace.jobs} >= {1, 8} and all(j.tenant == j.queue for j in trace.jobs)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    return p
+
+
+def test_a_bad_row_names_file_line_and_column(tmp_path):
+    p = write(
+        tmp_path,
+        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+        "2017-10-09 07:01:55,66.0,1,66.0,a\n"
+        "2017-10-09 07:02:55,66.0,two,66.0,a\n",
+    )
+    with pytest.raises(TraceError) as err:
+        read_philly(p)
+    assert (err.value.line, err.value.column) == (3, "num_gpus") and str(p) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "row, column",
+    [
+        ("2017-13-09 07:01:55,66,1,66,a", "timestamp"),
+        ("2017-10-09 07:01:55,-5,1,66,a", "duration"),
+        ("2017-10-09 07:01:55,66,0,66,a", "num_gpus"),
+        ("2017-10-09 07:01:55,66,1.5,66,a", "num_gpus"),
+        ("2017-10-09 07:01:55,66,1,66,", "cluster"),
+    ],
+    ids=["month-13", "negative-duration", "zero-gpus", "half-gpu", "no-cluster"],
+)
+def test_skip_bad_rows_skips_and_counts(tmp_path, row, column):
+    good = "2017-10-09 07:00:00,10,1,10,a\n"
+    p = write(tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n" + good + row + "\n" + good)
+    with pytest.raises(TraceError, match=f"column '{column}'"):
+        read_philly(p)
+    trace = read_philly(p, skip_bad_rows=True)
+    assert len(trace.jobs) == 2 and trace.skipped == 1 and "line 3" in trace.problems[0]
+
+
+def test_missing_column_is_reported(tmp_path):
+    with pytest.raises(TraceError, match="missing column"):
+        read_philly(write(tmp_path, "timestamp,duration,cluster\n"))
+
+
+def test_wanka_csv(tmp_path):
+    p = write(
+        tmp_path, "job_id,submit_s,duration_s,cards,tenant,queue\nj1,100,60,16,acme,\nj2,50,30,1,lab,lab-q\n"
+    )
+    jobs = read_wanka_csv(p).jobs
+    assert [(j.id, j.submit_s, j.queue) for j in jobs] == [("j2", 0.0, "lab-q"), ("j1", 50.0, "acme")]
