@@ -12,12 +12,14 @@ from typing import Any
 
 
 class EventKind(IntEnum):
-    """Also the priority at equal times: work that ends frees cards before new work arrives, and the
-    scheduling round sees both."""
+    """Also the priority at equal times: repairs and failures change the cluster first, work that
+    ends frees cards before new work arrives, and the scheduling round sees all of it."""
 
-    FINISH = 0
-    ARRIVAL = 1
-    CYCLE = 2
+    REPAIR = 0
+    FAILURE = 1
+    FINISH = 2
+    ARRIVAL = 3
+    CYCLE = 4
 
 
 class EventQueue:

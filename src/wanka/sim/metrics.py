@@ -13,42 +13,74 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else 0.0
 
 
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    x = np.asarray(values, dtype=np.float64)
+    return float(x.sum() ** 2 / (len(x) * (x**2).sum())) if len(x) and (x**2).sum() > 0 else 1.0
+
+
+def tenant_shares(result: SimResult) -> dict[str, dict[str, float]]:
+    """Per queue: its share of all allocated card-hours, next to its normalised nominal share."""
+    used: dict[str, float] = {}
+    for s in result.stats:
+        used[s.job.queue] = used.get(s.job.queue, 0.0) + s.allocated_card_s
+    total = sum(used.values()) or 1.0
+    return {
+        q: {"used_share": used.get(q, 0.0) / total, "nominal_share": share}
+        for q, share in sorted(result.nominal_share.items())
+        if q in used
+    }
+
+
 def summarize(result: SimResult) -> dict:
     done = [s for s in result.stats if s.outcome == "succeeded"]
     submit = np.array([s.job.submit_time for s in done])
     start = np.array([s.first_start for s in done])
     end = np.array([s.end for s in done])
     duration = np.array([s.duration_s for s in done])
-    jct = end - submit
-    wait = start - submit
+    jct, wait = end - submit, start - submit
     allocated = sum(s.allocated_card_s for s in result.stats)
     lost = sum(s.lost_card_s for s in result.stats)
+    useful = sum(s.useful_card_s for s in result.stats)
+    elapsed = sum((s.end - s.first_start) * s.job.total_cards for s in done)
     first = min((s.job.submit_time for s in result.stats), default=0.0)
     last = max((s.end for s in done), default=first)
     window = max(last - first, 1e-9)
     cards = result.cluster.total_cards
     slowdown = np.maximum(1.0, jct / np.maximum(duration, BOUNDED_SLOWDOWN_S)) if len(done) else np.array([])
+    shares = tenant_shares(result)
+    fairness = [v["used_share"] / v["nominal_share"] for v in shares.values() if v["nominal_share"] > 0]
+    frag = np.array([s.fragmented_cards for s in result.samples], dtype=np.float64)
     return {
         "policy": result.policy,
         "cluster": result.cluster.name,
         "jobs": len(done),
         "jobs_open": sum(1 for s in result.stats if not s.outcome),
         "jobs_unschedulable": len(result.rejected),
-        "avg_jct_s": float(jct.mean()) if len(done) else 0.0,
+        "avg_jct_s": _mean(jct),
         "p50_jct_s": _pct(jct, 50),
         "p90_jct_s": _pct(jct, 90),
         "p99_jct_s": _pct(jct, 99),
-        "avg_wait_s": float(wait.mean()) if len(done) else 0.0,
+        "avg_wait_s": _mean(wait),
         "p50_wait_s": _pct(wait, 50),
         "p90_wait_s": _pct(wait, 90),
         "p99_wait_s": _pct(wait, 99),
-        "avg_bounded_slowdown": float(slowdown.mean()) if len(done) else 0.0,
+        "avg_bounded_slowdown": _mean(slowdown),
         "utilization": allocated / (cards * window),
-        "useful_utilization": (allocated - lost) / (cards * window),
-        "ettr": (allocated - lost) / allocated if allocated > 0 else 1.0,
+        "useful_utilization": useful / (cards * window),
+        "goodput": useful / allocated if allocated > 0 else 1.0,
+        "ettr": useful / elapsed if elapsed > 0 else 1.0,
         "preemptions": sum(s.preemptions for s in result.stats),
+        "failures": len(result.failures),
+        "failure_interruptions": sum(s.failures for s in result.stats),
         "lost_card_hours": lost / 3600.0,
         "allocated_card_hours": allocated / 3600.0,
+        "avg_fragmented_cards": _mean(frag),
+        "jain_fairness": jain(fairness),
         "makespan_s": window,
         "cycles": result.cycles,
         "events": result.events,

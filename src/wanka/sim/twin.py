@@ -1,17 +1,25 @@
 """The digital twin's loop: the real ``core.run_cycle``, driven by simulated time.
 
-Events (arrivals, finishes, scheduling rounds) come off a deterministic heap. A round runs only when
-something changed since the last one, and at most once per ``cycle_interval_s``, so the cost follows
-the number of jobs, not the length of the simulated period. The twin applies the core's decisions the
-way the control plane will: stops first (the victim loses the work since its last checkpoint and
-waits again), then starts and resizes.
+Events (failures, repairs, finishes, arrivals, scheduling rounds) come off a deterministic heap. A
+round runs only when something changed since the last one, and at most once per
+``cycle_interval_s``, so the cost follows the number of jobs, not the length of the simulated period.
+The twin applies the core's decisions the way the control plane will: stops first (the victim loses
+the work since its last checkpoint and waits again), then starts and resizes.
+
+Progress is booked in *reference seconds* (a job's stated duration); a placed job advances at
+``speed`` reference seconds per second (heterogeneity, topology penalty, elastic share and the time
+spent writing checkpoints; see :mod:`wanka.sim.models`), after a restart delay if it ran before.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from wanka.core import (
     Cluster,
@@ -19,6 +27,7 @@ from wanka.core import (
     CycleConfig,
     Job,
     JobState,
+    NodeState,
     Placement,
     QueueTree,
     QueueUsage,
@@ -26,7 +35,9 @@ from wanka.core import (
     accrue,
     run_cycle,
 )
+from wanka.core.placement import needed_tier
 from wanka.sim.engine import EventKind, EventQueue
+from wanka.sim.models import Models
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class SimConfig:
     cycle_interval_s: float = 60.0  # rounds are batched: at most one per interval
     half_life_s: float = 7 * 86400.0  # fair-share usage decay
     until_s: float | None = None  # stop simulating at this time (jobs still open are reported so)
+    seed: int = 0  # failures (and anything else random) derive from it
+    sample_every_s: float = 3600.0  # time series (utilisation, queue length, shares) resolution
 
 
 @dataclass(slots=True)
@@ -41,17 +54,43 @@ class JobStats:
     """What happened to one job; the core's Job is kept beside it."""
 
     job: Job
-    duration_s: float  # run time at full size on its accelerator
+    duration_s: float  # run time at full size on a reference card, in one domain, no overheads
     remaining_s: float
+    declared_interval: float | None = None  # the job's own checkpoint interval, if it gave one
     first_start: float | None = None
     end: float | None = None
-    run_since: float | None = None
-    speed: float = 1.0  # fraction of full size running (elastic jobs)
+    run_since: float = 0.0  # last booking time of the current run
+    compute_from: float = 0.0  # when the current run's restart delay ends
+    run_compute_s: float = 0.0  # compute time in the current run (checkpoints count from its start)
+    speed: float = 1.0
+    efficiency: float = 1.0  # share of compute time not spent writing checkpoints
     epoch: int = 0  # bumps on every (re)start, so a stale finish event is ignored
-    allocated_card_s: float = 0.0
-    lost_card_s: float = 0.0
+    runs: int = 0
+    allocated_card_s: float = 0.0  # cards held x seconds
+    lost_card_s: float = 0.0  # ... of which work thrown away by a failure or preemption
+    overhead_card_s: float = 0.0  # ... of which restarts and checkpoint writes
+    progress_s: float = 0.0  # reference seconds of work done, including work later lost
+    lost_progress_s: float = 0.0
     preemptions: int = 0
+    failures: int = 0
     outcome: str = ""  # succeeded, unschedulable, or "" while open
+
+    @property
+    def useful_card_s(self) -> float:
+        return self.allocated_card_s - self.lost_card_s - self.overhead_card_s
+
+
+@dataclass
+class Sample:
+    """One point of the time series."""
+
+    time: float
+    allocated_cards: int
+    pending_jobs: int
+    running_jobs: int
+    down_nodes: int
+    fragmented_cards: int  # free cards on nodes too full for the smallest task of any waiting job
+    tenant_cards: dict[str, int]
 
 
 @dataclass
@@ -63,6 +102,10 @@ class SimResult:
     events: int
     wall_s: float
     rejected: dict[str, str] = field(default_factory=dict)
+    failures: list[tuple[float, int, str]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    nominal_share: dict[str, float] = field(default_factory=dict)
+    snapshots: dict[float, np.ndarray] = field(default_factory=dict)  # time -> free cards per node
 
 
 class Twin:
@@ -73,21 +116,42 @@ class Twin:
         jobs: Sequence[tuple[Job, float]],
         policy: CycleConfig,
         config: SimConfig | None = None,
+        models: Models | None = None,
+        progress: Callable[[float, int], None] | None = None,
+        heatmap_at: Sequence[float] = (),
     ):
         """``jobs``: (job, duration at full size in seconds); each job's ``submit_time`` is its arrival."""
-        self.cluster, self.queues, self.policy = cluster, queues, policy
+        # node states change during a run: work on a copy so runs compared never share them
+        self.cluster = copy.copy(cluster)
+        self.cluster.node_state = cluster.node_state.copy()
+        self.queues, self.policy = queues, policy
         self.config = config or SimConfig()
-        self.stats = {job.id: JobStats(job, duration, duration) for job, duration in jobs}
+        self.models = models or Models()
+        self.stats = {job.id: JobStats(job, d, d, job.checkpoint_interval_s) for job, d in jobs}
         if len(self.stats) != len(jobs):
             raise ValueError("job ids must be unique")
-        self.state = ClusterState.empty(cluster)
+        self.state = ClusterState.empty(self.cluster)
         self.pending: dict[str, Job] = {}
         self.running: dict[str, Job] = {}
+        self.on_node: dict[int, set[str]] = {}  # node -> running jobs with a task there
         leaves = [n for n in queues.names if queues.is_leaf(n)]
         self.usage = {q: QueueUsage() for q in leaves}
         self.rate = {q: [0.0, 0.0, 0.0] for q in leaves}  # compute PFLOPS, CPUs, GiB held now
         self.events = EventQueue()
         self.rejected: dict[str, str] = {}
+        self.failure_log: list[tuple[float, int, str]] = []
+        self.samples: list[Sample] = []
+        self.progress = progress
+        self.heatmap_at = sorted(heatmap_at)
+        self.snapshots: dict[float, np.ndarray] = {}
+        self.spares: list[int] = []
+        spares = self.models.failures.hot_spares
+        if spares:  # the last nodes wait idle (draining: they take no work) until one is needed
+            up = np.flatnonzero(self.cluster.node_state == int(NodeState.UP))
+            self.spares = [int(n) for n in up[-spares:]]
+            self.cluster.node_state[self.spares] = int(NodeState.DRAINING)
+        # the smallest tier whose largest domain could hold k cards, for the topology penalty
+        self.tier_capacity = [int(c.max()) for c in self.cluster.domain_cards]
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -95,14 +159,23 @@ class Twin:
         t0 = time.perf_counter()
         for st in sorted(self.stats.values(), key=lambda s: (s.job.submit_time, s.job.id)):
             self.events.push(st.job.submit_time, EventKind.ARRIVAL, st.job.id)
+        failures = self.models.failures.stream(self.cluster, self.config.seed)
+        self._next_failure(failures)
         cycles = events = 0
         round_queued = False
         last_round = float("-inf")
+        open_jobs = len(self.stats)
+        next_sample = 0.0
         until = self.config.until_s
-        while self.events:
+        while self.events and open_jobs > 0:
             now, kind, payload = self.events.pop()
             if until is not None and now > until:
                 break
+            while now >= next_sample:
+                self._sample(next_sample)
+                next_sample += self.config.sample_every_s
+            while self.heatmap_at and now >= self.heatmap_at[0]:
+                self.snapshots[self.heatmap_at.pop(0)] = self.state.free_cards.copy()
             events += 1
             changed = False
             if kind is EventKind.ARRIVAL:
@@ -113,15 +186,25 @@ class Twin:
                 st = self.stats[job_id]
                 if st.epoch == epoch and job_id in self.running:
                     self._finish(st, now)
+                    open_jobs -= 1
                     changed = True
+            elif kind is EventKind.FAILURE:
+                changed = self._fail(now, *payload)
+                self._next_failure(failures)
+            elif kind is EventKind.REPAIR:
+                self._repair(payload)
+                changed = True
             else:
                 round_queued = False
                 last_round = now
                 cycles += 1
-                self._round(now)
+                open_jobs -= self._round(now)
+                if self.progress is not None and cycles % 64 == 0:
+                    self.progress(now, events)
             if changed and not round_queued and self.pending:
                 self.events.push(max(now, last_round + self.config.cycle_interval_s), EventKind.CYCLE)
                 round_queued = True
+        share = {q: self.queues.norm_share[self.queues.index[q]] for q in self.usage}
         return SimResult(
             self.policy.name,
             self.cluster,
@@ -130,9 +213,19 @@ class Twin:
             events,
             time.perf_counter() - t0,
             dict(self.rejected),
+            self.failure_log,
+            self.samples,
+            share,
+            self.snapshots,
         )
 
-    def _round(self, now: float) -> None:
+    def _next_failure(self, failures) -> None:
+        nxt = next(failures, None)
+        if nxt is not None:
+            self.events.push(nxt[0], EventKind.FAILURE, nxt[1:])
+
+    def _round(self, now: float) -> int:
+        """One scheduling round; returns how many jobs it closed (rejected as unschedulable)."""
         for q, u in self.usage.items():
             self.usage[q] = accrue(u, now, tuple(self.rate[q]), self.config.half_life_s)
         for job in self.running.values():  # progress and attained service (Tiresias' LAS order)
@@ -149,28 +242,91 @@ class Twin:
         result = run_cycle(snapshot, self.policy)
         for d in result.stops:
             self._stop(self.stats[d.job_id], now)
+            self.stats[d.job_id].preemptions += 1
         for d in result.starts:
             self._start(self.stats[d.job_id], d.placement, now)
         for d in result.resizes:
             self._resize(self.stats[d.job_id], d.placement, now)
+        closed = 0
         for job_id, why in result.unschedulable.items():
             if job_id in self.pending:
                 del self.pending[job_id]
                 self.stats[job_id].outcome = "unschedulable"
                 self.stats[job_id].job.state = JobState.FAILED
                 self.rejected[job_id] = why
+                closed += 1
+        return closed
+
+    def _sample(self, t: float) -> None:
+        tenants: dict[str, int] = {}
+        for job in self.running.values():
+            tenants[job.queue] = tenants.get(job.queue, 0) + job.placement.total_cards
+        fragmented = 0
+        if self.pending:
+            smallest = min(g.cards for j in self.pending.values() for g in j.groups)
+            free = self.state.free_cards
+            up = self.cluster.node_state == int(NodeState.UP)
+            fragmented = int(free[up & (free < smallest)].sum())
+        self.samples.append(
+            Sample(
+                t,
+                int(self.cluster.total_cards - self.state.free_cards.sum()),
+                len(self.pending),
+                len(self.running),
+                int((self.cluster.node_state == int(NodeState.DOWN)).sum()),
+                fragmented,
+                tenants,
+            )
+        )
+
+    # --- failures ------------------------------------------------------------------------------
+
+    def _fail(self, now: float, node: int, cause: str, repair_s: float) -> bool:
+        if self.cluster.node_state[node] == int(NodeState.DOWN):
+            return False  # already down for repair: it cannot fail again
+        self.failure_log.append((now, node, cause))
+        for job_id in sorted(self.on_node.get(node, ())):  # every job with a task there breaks
+            st = self.stats[job_id]
+            self._stop(st, now)
+            st.failures += 1
+        if repair_s > 0:
+            if node in self.spares:
+                self.spares.remove(node)
+            elif self.spares:  # a hot spare takes the failed node's place at once
+                spare = self.spares.pop(0)
+                self.cluster.node_state[spare] = int(NodeState.UP)
+            self.cluster.node_state[node] = int(NodeState.DOWN)
+            self.events.push(now + repair_s, EventKind.REPAIR, node)
+        return True
+
+    def _repair(self, node: int) -> None:
+        """A repaired node rejoins as a spare while the pool is short, otherwise as a worker."""
+        if len(self.spares) < self.models.failures.hot_spares:
+            self.spares.append(node)
+            self.cluster.node_state[node] = int(NodeState.DRAINING)
+        else:
+            self.cluster.node_state[node] = int(NodeState.UP)
 
     # --- applying decisions --------------------------------------------------------------------
 
     def _book(self, st: JobStats, now: float) -> None:
-        """Book what happened since ``run_since``: cards held, work done (at the current speed) and
-        attained service; then restart the clock. Every path that changes a running job calls it."""
-        dt = now - st.run_since
+        """Book what happened since the last booking: cards held, restart delay, checkpoint writes,
+        work done, attained service. Every path that changes a running job calls it."""
         cards = st.job.placement.total_cards
+        dt = now - st.run_since
+        compute = max(0.0, now - max(st.run_since, st.compute_from))
         st.allocated_card_s += cards * dt
+        st.overhead_card_s += cards * (dt - compute + compute * (1.0 - st.efficiency))
         st.job.attained_service += cards * dt
-        st.remaining_s = max(0.0, st.remaining_s - dt * st.speed)
+        done = min(st.remaining_s, compute * st.speed)
+        st.remaining_s -= done
+        st.progress_s += done
+        st.run_compute_s += compute
         st.run_since = now
+        interval = st.job.checkpoint_interval_s
+        if interval:  # tell the core when the last checkpoint was, for its choice of victims
+            saved = math.floor(st.run_compute_s / interval) * interval
+            st.job.last_checkpoint_time = st.compute_from + saved
 
     def _hold(self, job: Job, sign: int) -> None:
         p = job.placement
@@ -180,6 +336,11 @@ class Twin:
         )
         rate[1] += sign * p.total_cpus
         rate[2] += sign * p.total_memory
+        for node in p.node_set():
+            if sign > 0:
+                self.on_node.setdefault(node, set()).add(job.id)
+            else:
+                self.on_node[node].discard(job.id)
 
     def _start(self, st: JobStats, placement: Placement, now: float) -> None:
         job = self.pending.pop(st.job.id)
@@ -193,12 +354,31 @@ class Twin:
         if st.first_start is None:
             st.first_start = now
         st.run_since = now
-        st.speed = placement.total_cards / job.total_cards  # elastic: linear in size (documented)
+        st.compute_from = now + (self.models.checkpoints.restart_s if st.runs else 0.0)
+        st.run_compute_s = 0.0
+        st.runs += 1
+        self._set_speed(st, placement)
         self._schedule_finish(st, now)
+
+    def _set_speed(self, st: JobStats, placement: Placement) -> None:
+        job = st.job
+        model = self.cluster.models[self.cluster.model_index[placement.model]]
+        needed = next(t for t, cap in enumerate(self.tier_capacity) if cap >= placement.total_cards)
+        extra = max(0, needed_tier(self.cluster, placement) - needed)
+        cards = placement.total_cards
+        ckpt = self.models.checkpoints
+        interval = ckpt.interval(st.declared_interval, self.models.failures.node_mtbf_s(cards) * 1.0)
+        job.checkpoint_interval_s = interval
+        st.efficiency = ckpt.efficiency(interval)
+        share = cards / job.total_cards
+        st.speed = (
+            self.models.performance.speed(self.cluster, model.rated_tflops, share, extra) * st.efficiency
+        )
 
     def _schedule_finish(self, st: JobStats, now: float) -> None:
         st.epoch += 1
-        self.events.push(now + st.remaining_s / st.speed, EventKind.FINISH, (st.job.id, st.epoch))
+        begin = max(now, st.compute_from)
+        self.events.push(begin + st.remaining_s / st.speed, EventKind.FINISH, (st.job.id, st.epoch))
 
     def _release(self, st: JobStats, now: float) -> None:
         self._book(st, now)
@@ -216,14 +396,19 @@ class Twin:
         st.job.state = JobState.SUCCEEDED
 
     def _stop(self, st: JobStats, now: float) -> None:
-        """Preempted or reclaimed: the work since the last checkpoint is lost, then it waits again."""
+        """Preempted, reclaimed or broken by a failure: the work since the last checkpoint is lost."""
         job = st.job
-        lost = job.lost_work_s(now)  # since its last checkpoint, or since this run began
         cards = job.placement.total_cards
         self._release(st, now)
-        st.remaining_s = min(st.duration_s, st.remaining_s + lost * st.speed)
-        st.lost_card_s += lost * cards
-        st.preemptions += 1
+        interval = job.checkpoint_interval_s or math.inf
+        lost_compute = st.run_compute_s - (
+            math.floor(st.run_compute_s / interval) * interval if math.isfinite(interval) else 0.0
+        )
+        lost = min(lost_compute * st.speed, st.progress_s - st.lost_progress_s)
+        st.remaining_s += lost
+        st.lost_progress_s += lost
+        st.lost_card_s += lost_compute * cards
+        st.overhead_card_s -= lost_compute * cards * (1.0 - st.efficiency)  # counted once, as lost
         st.epoch += 1  # the pending finish event is stale now
         job.state = JobState.PENDING
         self.pending[job.id] = job
@@ -236,5 +421,5 @@ class Twin:
         self.state.allocate(placement)
         job.placement = placement
         self._hold(job, +1)
-        st.speed = placement.total_cards / job.total_cards
+        self._set_speed(st, placement)
         self._schedule_finish(st, now)
