@@ -20,8 +20,11 @@ def test_simulate_compare_prints_stable_json_keys():
 
 
 def test_simulate_table_and_bad_input(tmp_path):
-    assert "660 jobs on philly-2048" in wanka("simulate", "--workload", f"trace:philly:{SAMPLE}").stdout
-    r = wanka("simulate", "--workload", "synthetic:month", check=False)
+    text = wanka("simulate", "--cluster", "philly-2048", "--workload", f"trace:philly:{SAMPLE}").stdout
+    assert "660 jobs" in text and "philly-2048" in text
+    r = wanka("simulate", "--workload", "synthetic:year", check=False)
+    assert r.returncode == 2 and "unknown synthetic workload 'year'" in r.stderr
+    r = wanka("simulate", "--workload", "parquet:x", check=False)
     assert r.returncode == 2 and "trace:FORMAT:PATH" in r.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,x,1,66,a\n")

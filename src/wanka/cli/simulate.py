@@ -1,98 +1,244 @@
-"""`wanka simulate`: replay a workload through the real scheduling core in simulated time."""
+"""`wanka simulate`: the digital twin — a workload through the real scheduling core in simulated time."""
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wanka.cli.output import console, emit_json, fail
-from wanka.core import POLICIES, get_policy
-from wanka.models.cluster import load_cluster
-from wanka.models.errors import SpecError
+from wanka.cli.output import console, emit_json, errors, fail
+from wanka.core import POLICIES, Cluster
+from wanka.models.cluster import cluster_spec_data, parse_cluster
+from wanka.models.errors import SpecError, from_validation_error, load_yaml
+from wanka.models.quota import load_queue_tree
+from wanka.sim import scenario as sc
 from wanka.sim.metrics import summarize
-from wanka.sim.replay import tenant_queues, trace_jobs
+from wanka.sim.models import LLAMA3_CAUSES, FailureModel, Models
+from wanka.sim.report import write_report
 from wanka.sim.traces import READERS, Trace, TraceError
-from wanka.sim.twin import SimConfig, Twin
+from wanka.sim.twin import SimConfig
 
+DAY = 86400.0
 COLUMNS = (
     ("jobs", "jobs", "{:,}"),
     ("avg_jct_s", "avg JCT s", "{:,.0f}"),
     ("p99_wait_s", "p99 wait s", "{:,.0f}"),
     ("utilization", "util", "{:.1%}"),
+    ("goodput", "goodput", "{:.3f}"),
     ("ettr", "ETTR", "{:.3f}"),
     ("preemptions", "preempt", "{:,}"),
+    ("failures", "failures", "{:,}"),
     ("wall_s", "wall s", "{:.1f}"),
 )
 
 
-def _load_trace(spec: str, skip_bad_rows: bool) -> Trace:
-    kind, _, rest = spec.partition(":")
+class CauseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cause: str
+    weight: float = Field(gt=0)
+    repair_s: float = Field(ge=0)
+
+
+class FailureSpec(BaseModel):
+    """A failure-model file: ``daily_rate_per_card`` (failures per card per day), optional ``causes``
+    (default: Llama 3's mix and repair times) and ``hot_spares``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "custom"
+    daily_rate_per_card: float = Field(ge=0)
+    causes: list[CauseSpec] = []
+    hot_spares: int = Field(default=0, ge=0)
+
+
+def _failures(spec: str, hot_spares: int) -> FailureModel:
+    if spec in ("none", "llama3", "shenzhen"):
+        return FailureModel.preset(spec, hot_spares)
+    path = Path(spec)
+    if not path.exists():
+        fail(f"--failures: {spec!r} is neither none, llama3, shenzhen nor an existing file")
+    try:
+        f = FailureSpec.model_validate(load_yaml(path))
+    except ValidationError as exc:
+        fail(str(from_validation_error(str(path), exc)))
+    except SpecError as exc:
+        fail(str(exc))
+    causes = tuple((c.cause, c.weight, c.repair_s) for c in f.causes) or LLAMA3_CAUSES
+    return FailureModel(f.name, f.daily_rate_per_card / DAY, causes, hot_spares or f.hot_spares)
+
+
+def _cluster(ref: str) -> tuple[Cluster, dict]:
+    try:
+        data, source = cluster_spec_data(ref)
+        return parse_cluster(data, source), data
+    except SpecError as exc:
+        fail(str(exc))
+
+
+def _scenario(
+    workload: str, cluster: Cluster, days: float, load: float, seed: int, skip: bool
+) -> sc.Scenario:
+    kind, _, rest = workload.partition(":")
+    if kind == "synthetic":
+        if rest not in ("", "month"):
+            fail(f"--workload: unknown synthetic workload {rest!r}; available: month")
+        return sc.synthetic(cluster, days or 30.0, load, seed)
     fmt, _, path = rest.partition(":")
     if kind != "trace" or not path:
         fail(
-            f"--workload: expected trace:FORMAT:PATH with FORMAT one of {', '.join(READERS)}, got {spec!r} "
-            "(the synthetic month comes with the twin issue)"
+            f"--workload: expected synthetic:month or trace:FORMAT:PATH (formats: {', '.join(READERS)}), "
+            f"got {workload!r}"
         )
     if fmt not in READERS:
         fail(f"--workload: unknown trace format {fmt!r}; formats: {', '.join(READERS)}")
     try:
-        return READERS[fmt](path, skip_bad_rows=skip_bad_rows)
+        trace = READERS[fmt](path, skip_bad_rows=skip)
     except TraceError as exc:
         fail(f"{exc} (use --skip-bad-rows to skip and count such rows)")
     except OSError as exc:
         fail(f"--workload: cannot read {path}: {exc.strerror}")
+    if days:
+        trace = Trace(
+            [j for j in trace.jobs if j.submit_s < days * DAY], trace.source, trace.skipped, trace.problems
+        )
+    return sc.replay(cluster, trace, f"{fmt} trace {Path(path).name} ({len(trace.jobs):,} jobs)")
+
+
+def _what_if(change: str, base: sc.Scenario, spec: dict, policy: str) -> tuple[sc.Scenario, str, str]:
+    """'cards+=N' (more nodes in the first pool), 'policy=NAME' or 'quotas=FILE'."""
+    if m := re.fullmatch(r"\s*cards\s*\+=\s*(\d+)\s*", change):
+        data = {**spec, "pools": [dict(p) for p in spec["pools"]]}
+        pool = data["pools"][0]
+        pool["nodes"] += -(-int(m.group(1)) // pool["cards_per_node"])
+        return base.on_cluster(parse_cluster(data, "what-if")), policy, f"cards+={m.group(1)}"
+    if m := re.fullmatch(r"\s*policy\s*=\s*(\S+)\s*", change):
+        if m.group(1) not in POLICIES:
+            fail(f"--what-if: unknown policy {m.group(1)!r}; choose from {', '.join(POLICIES)}")
+        return base, m.group(1), f"policy={m.group(1)}"
+    if m := re.fullmatch(r"\s*quotas\s*=\s*(\S+)\s*", change):
+        try:
+            tree = load_queue_tree(m.group(1), base.cluster)
+        except SpecError as exc:
+            fail(str(exc))
+        changed = sc.Scenario(
+            base.name, base.cluster, tree, base.make_jobs, lambda c, t=tree: t, base.skipped_rows
+        )
+        return changed, policy, f"quotas={m.group(1)}"
+    fail(f"--what-if: expected 'cards+=N', 'policy=NAME' or 'quotas=FILE', got {change!r}")
 
 
 def simulate(
-    workload: str = typer.Option(..., "--workload", help="trace:FORMAT:PATH (formats: philly, wanka)."),
-    cluster_ref: str = typer.Option("philly-2048", "--cluster", help="Preset name or cluster YAML file."),
+    cluster_ref: str = typer.Option("wanka-10k", "--cluster", help="Preset name or cluster YAML file."),
+    workload: str = typer.Option(
+        "synthetic:month",
+        "--workload",
+        help="synthetic:month, or trace:FORMAT:PATH (formats: philly, wanka).",
+    ),
     policy: str = typer.Option("wanka", "--policy", help="Policy preset."),
     compare: str = typer.Option(
         "", "--compare", help="Comma-separated presets, run on the identical workload."
     ),
-    days: float = typer.Option(
-        0.0, "--days", min=0.0, help="Only jobs submitted in the first N days (0: all)."
+    days: float = typer.Option(0.0, "--days", min=0.0, help="Days to simulate (synthetic: 30; traces: all)."),
+    load: float = typer.Option(1.0, "--load", min=0.01, help="Scales the synthetic arrival rates."),
+    failures: str = typer.Option(
+        "none", "--failures", help="none, llama3, shenzhen, or a failure-model YAML file."
     ),
+    hot_spares: int = typer.Option(
+        0, "--hot-spares", min=0, help="Idle nodes that replace failed ones at once."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seeds the synthetic workload and the failures."),
     interval: float = typer.Option(60.0, "--interval", min=1.0, help="Seconds between scheduling rounds."),
+    what_if: str = typer.Option(
+        "", "--what-if", help="'cards+=N', 'policy=NAME' or 'quotas=FILE': run both."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write report.md/.html, CSVs and plots here."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed trace rows."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Replay a trace through the real scheduling core and report waits, JCT and utilisation."""
+    """Replay a month (or a trace) through the real scheduling core; compare policies and what-ifs."""
     policies = [p.strip() for p in compare.split(",") if p.strip()] if compare else [policy]
     for p in policies:
         if p not in POLICIES:
             fail(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
-    try:
-        cluster = load_cluster(cluster_ref)
-    except SpecError as exc:
-        fail(str(exc))
-    trace = _load_trace(workload, skip_bad_rows)
-    if days:
-        trace = Trace(
-            [j for j in trace.jobs if j.submit_s < days * 86400.0],
-            trace.source,
-            trace.skipped,
-            trace.problems,
-        )
-    results = []
-    for p in policies:
-        jobs = trace_jobs(trace, cluster)  # fresh jobs per policy: runs never share state
-        twin = Twin(
-            cluster,
-            tenant_queues(cluster, [j.queue for j, _ in jobs]),
-            jobs,
-            get_policy(p),
-            SimConfig(cycle_interval_s=interval),
-        )
-        summary = summarize(twin.run())
-        summary["skipped_rows"] = trace.skipped
-        results.append(summary)
+    cluster, spec = _cluster(cluster_ref)
+    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows)
+    models = Models(failures=_failures(failures, hot_spares))
+    horizon = (days or 30.0) * DAY
+    config = SimConfig(cycle_interval_s=interval, seed=seed)
+    runs: list[tuple[str, sc.Scenario, str]] = [(p, base, p) for p in policies]
+    if what_if:
+        changed, p2, label = _what_if(what_if, base, spec, policies[0])
+        runs = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
+    results, summaries = [], []
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("day {task.fields[day]:.1f}"),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=json_out,
+        transient=True,
+    ) as bar:
+        for label, scen, pol in runs:
+            task = bar.add_task(label, total=horizon, day=0.0, rate=0.0)
+            t0 = time.perf_counter()
+
+            def tick(now: float, events: int, task=task, t0=t0) -> None:
+                bar.update(
+                    task,
+                    completed=min(now, horizon),
+                    day=now / DAY,
+                    rate=events / max(time.perf_counter() - t0, 1e-9),
+                )
+
+            heat = tuple(horizon * f for f in (0.25, 0.5, 0.75))
+            result = sc.run(scen, pol, config, models, tick, heat)
+            bar.update(task, completed=horizon)
+            result.policy = label
+            summary = summarize(result)
+            summary["skipped_rows"] = scen.skipped_rows
+            results.append(result)
+            summaries.append(summary)
+    report = {
+        "workload": base.name,
+        "cluster": cluster.name,
+        "failures": models.failures.name,
+        "seed": seed,
+        "results": summaries,
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    if out is not None:
+        files = write_report(out, f"wanka simulate — {base.name} on {cluster.name}", results, summaries)
+        report["report"] = str(files[0])
     if json_out:
-        emit_json({"workload": workload, "cluster": cluster.name, "results": results})
+        emit_json(report)
         return
-    table = Table("policy", *(c[1] for c in COLUMNS), title=f"{len(trace.jobs):,} jobs on {cluster.name}")
-    for r in results:
+    table = Table(
+        "policy",
+        *(c[1] for c in COLUMNS),
+        title=f"{base.name} on {cluster.name}, failures: {models.failures.name}",
+    )
+    for r in summaries:
         table.add_row(r["policy"], *(fmt.format(r[key]) for key, _, fmt in COLUMNS))
     console.print(table)
-    if trace.skipped:
-        console.print(f"skipped {trace.skipped:,} malformed rows, e.g. {trace.problems[0]}")
+    if what_if:
+        _print_delta(summaries)
+    if out is not None:
+        console.print(f"report: {report['report']} (and report.html, CSVs, plots in {out})")
+
+
+def _print_delta(summaries: list[dict]) -> None:
+    a, b = summaries
+    table = Table("metric", "baseline", "what-if", "change", title="what-if against baseline")
+    for key, name, fmt in COLUMNS:
+        if key == "wall_s":
+            continue
+        change = (b[key] - a[key]) / a[key] if a[key] else 0.0
+        table.add_row(name, fmt.format(a[key]), fmt.format(b[key]), f"{change:+.1%}")
+    console.print(table)

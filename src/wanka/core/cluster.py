@@ -112,6 +112,8 @@ class Cluster:
             self.domain_of.append(idx)
             self.domain_starts.append(np.array(starts, dtype=np.int64))
             self.domain_names.append(dnames)
+        # one past the last node of each domain
+        self.domain_ends = [np.append(st[1:], n).astype(np.int64) for st in self.domain_starts]
         self.child_range: list[np.ndarray | None] = [None]
         for t in range(1, len(self.tiers)):
             # children of domain d at tier t: the tier t-1 domains whose first node lies inside d
@@ -119,6 +121,7 @@ class Cluster:
             first = np.searchsorted(parent_of_child, np.arange(len(self.domain_starts[t])), side="left")
             last = np.searchsorted(parent_of_child, np.arange(len(self.domain_starts[t])), side="right")
             self.child_range.append(np.stack([first, last], axis=1))
+        self._capacity: dict[Precision, float] = {}
         self.domain_cards = [np.add.reduceat(self.node_cards.astype(np.int64), s) for s in self.domain_starts]
 
     def _domain_label(self, tier: int, key: tuple[str, ...]) -> str:
@@ -145,8 +148,12 @@ class Cluster:
         ).astype(np.int64)
 
     def capacity_pflops(self, precision: Precision | str = Precision.BF16) -> float:
-        per_node = np.array([self.models[m].tflops(precision) for m in self.node_model], dtype=np.float64)
-        return float((per_node * self.node_cards).sum() / 1000.0)
+        """Peak PFLOPS of every card at ``precision`` (dense). Cached: every cycle asks for it."""
+        key = Precision(precision)
+        if key not in self._capacity:
+            per_model = np.array([m.tflops(key) for m in self.models], dtype=np.float64)
+            self._capacity[key] = float((per_model[self.node_model] * self.node_cards).sum() / 1000.0)
+        return self._capacity[key]
 
     def set_node_state(self, name: str, state: NodeState) -> None:
         self.node_state[self.node_index[name]] = int(state)

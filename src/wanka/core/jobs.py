@@ -151,7 +151,7 @@ class Job:
 
     @property
     def elastic(self) -> bool:
-        return any(g.elastic for g in self.groups)
+        return self.min_cards < self.total_cards
 
     def transition(self, target: JobState) -> None:
         check_transition(self.id, self.state, target)

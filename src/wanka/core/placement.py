@@ -94,9 +94,15 @@ def place_group(
     return None  # unreachable: the cluster tier holds `total` >= want
 
 
+_NEVER: dict[np.dtype, int] = {}
+
+
 def _never(arr: np.ndarray) -> int:
     """Sentinel larger than any capacity, in the array's own dtype (a wider one would wrap)."""
-    return int(np.iinfo(arr.dtype).max)
+    value = _NEVER.get(arr.dtype)
+    if value is None:
+        value = _NEVER[arr.dtype] = int(np.iinfo(arr.dtype).max)
+    return value
 
 
 def _descend(
@@ -107,6 +113,13 @@ def _descend(
         return
     lo, hi = (int(x) for x in cluster.child_range[tier][domain])
     child = caps[tier - 1][lo:hi].copy()
+    if need >= int(child.sum()):
+        # the whole domain: every task every node in it can host, in one step (a 1,000-node gang
+        # would otherwise cost a thousand small numpy calls)
+        first = int(cluster.domain_starts[tier][domain])
+        last = int(cluster.domain_ends[tier][domain])
+        out.extend(np.repeat(np.arange(first, last), caps[0][first:last]).tolist())
+        return
     while need > 0:
         enough = child >= need
         if enough.any():
