@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from wanka.sim.traces import TraceError, read_philly, read_wanka_csv
+from wanka.sim.traces import (
+    TraceError,
+    read_acme,
+    read_helios,
+    read_itp,
+    read_openb,
+    read_pai,
+    read_philly,
+    read_wanka_csv,
+)
 
 SAMPLE = Path(__file__).parent / "data" / "philly_busy_halfday.csv"
 
@@ -64,3 +73,57 @@ def test_wanka_csv(tmp_path):
     )
     jobs = read_wanka_csv(p).jobs
     assert [(j.id, j.submit_s, j.queue) for j in jobs] == [("j2", 0.0, "lab-q"), ("j1", 50.0, "acme")]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_itp_filters_zero_gpu_jobs():
+    trace = read_itp(DATA / "itp_sample.csv")
+    assert [(j.id, j.submit_s, j.cards) for j in trace.jobs] == [
+        ("itp-1", 0.0, 8),
+        ("itp-2", 120.0, 1),
+        ("itp-3", 300.0, 16),
+    ]
+    assert trace.filtered == 1 and trace.jobs[0].tenant == "itp"
+
+
+def test_helios_uses_the_virtual_cluster_as_tenant():
+    trace = read_helios(DATA / "helios_cluster_log_sample.csv")
+    assert [(j.submit_s, j.cards, j.tenant, j.duration_s) for j in trace.jobs] == [
+        (0.0, 8, "vcA", 3600.0),
+        (600.0, 16, "vcA", 1080.0),
+    ]
+    assert trace.filtered == 1
+
+
+def test_acme_reads_offset_times():
+    trace = read_acme(DATA / "acme_trace_kalos_sample.csv")
+    assert [(j.submit_s, j.cards, j.tenant) for j in trace.jobs] == [(0.0, 32, "u1"), (336.0, 8, "u2")]
+    assert trace.filtered == 1
+
+
+def test_openb_counts_a_shared_gpu_as_one_card_and_skips_unscheduled_pods():
+    trace = read_openb(DATA / "openb_pod_list_sample.csv")
+    by = {j.id: j for j in trace.jobs}
+    assert set(by) == {"openb-pod-0000", "openb-pod-0001", "openb-pod-0002"}
+    assert by["openb-pod-0001"].cards == 1 and by["openb-pod-0002"].cards == 8
+    assert by["openb-pod-0002"].duration_s == 3590.0 and by["openb-pod-0002"].tenant == "BE"
+    assert trace.filtered == 2
+
+
+def test_pai_joins_jobs_and_tasks():
+    trace = read_pai(DATA / "pai_sample")
+    by = {j.id: j for j in trace.jobs}
+    assert set(by) == {"pai-job-a", "pai-job-b"}  # job-c has no GPU task
+    assert by["pai-job-a"].cards == 4 and by["pai-job-a"].duration_s == 3980.0
+    assert by["pai-job-b"].cards == 1 and by["pai-job-b"].submit_s == 200.0
+    assert trace.filtered == 1
+
+
+def test_every_reader_reports_bad_rows_by_line_and_column(tmp_path):
+    p = tmp_path / "h.csv"
+    p.write_text("job_id,user,vc,gpu_num,submit_time,duration\n1,u,vc,8,yesterday,60\n")
+    with pytest.raises(TraceError) as err:
+        read_helios(p)
+    assert (err.value.line, err.value.column) == (2, "submit_time")

@@ -8,6 +8,7 @@ counted.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +29,13 @@ class TraceJob:
 class Trace:
     jobs: list[TraceJob]
     source: str
-    skipped: int = 0
+    skipped: int = 0  # malformed rows skipped (with --skip-bad-rows)
     problems: list[str] = field(default_factory=list)  # first few skipped rows, for the report
+    filtered: int = 0  # well-formed rows that are not card jobs (CPU-only, never scheduled, unfinished)
+
+
+class NotACardJob(Exception):
+    """A well-formed row that the twin does not replay (counted in ``Trace.filtered``)."""
 
 
 class TraceError(ValueError):
@@ -43,12 +49,14 @@ def _read_csv(
     required: tuple[str, ...],
     parse: Callable[[dict[str, str], int], TraceJob],
     skip_bad_rows: bool,
+    fieldnames: tuple[str, ...] | None = None,
 ) -> Trace:
+    """Rows of a CSV file (``fieldnames`` for headerless files) through ``parse``."""
     p = Path(path)
     jobs: list[TraceJob] = []
-    skipped, problems = 0, []
+    skipped, filtered, problems = 0, 0, []
     with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, fieldnames=list(fieldnames) if fieldnames else None)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise TraceError(str(p), 1, missing[0], f"missing column; the header needs {', '.join(required)}")
@@ -56,17 +64,24 @@ def _read_csv(
             line = reader.line_num
             try:
                 jobs.append(parse(row, line))
+            except NotACardJob:
+                filtered += 1
             except TraceError as exc:
                 if not skip_bad_rows:
                     raise TraceError(str(p), line, exc.column, str(exc.args[0])) from None
                 skipped += 1
                 if len(problems) < 5:
                     problems.append(f"line {line}, column {exc.column!r}: {exc.args[0]}")
+    return _rebase(jobs, str(p), skipped, problems, filtered)
+
+
+def _rebase(jobs: list[TraceJob], source: str, skipped: int, problems: list[str], filtered: int) -> Trace:
+    """Submit times from the first job, in submit order."""
     if jobs:
         start = min(j.submit_s for j in jobs)
         jobs = [TraceJob(j.id, j.submit_s - start, j.duration_s, j.cards, j.tenant, j.queue) for j in jobs]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
-    return Trace(jobs, str(p), skipped, problems)
+    return Trace(jobs, source, skipped, problems, filtered)
 
 
 def _number(row: dict[str, str], column: str, kind=float, minimum: float = 0):
@@ -130,4 +145,176 @@ def read_wanka_csv(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     return _read_csv(path, ("job_id", "submit_s", "duration_s", "cards", "tenant"), parse, skip_bad_rows)
 
 
-READERS: dict[str, Callable[..., Trace]] = {"philly": read_philly, "wanka": read_wanka_csv}
+def _text(row: dict[str, str], column: str) -> str:
+    value = (row.get(column) or "").strip()
+    if not value:
+        raise TraceError("", 0, column, "empty")
+    return value
+
+
+def _when(row: dict[str, str], column: str) -> float:
+    """A date-time column ('2020-04-01 00:00:07', ISO with or without an offset; naive = UTC)."""
+    raw = _text(row, column)
+    try:
+        t = datetime.fromisoformat(raw)
+    except ValueError:
+        raise TraceError("", 0, column, f"{raw!r} is not a date-time (YYYY-MM-DD HH:MM:SS[+HH:MM])") from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def read_itp(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """Microsoft ITP / ElasticFlow raw CSV: ``job_id,submission_time,duration,num_gpu`` (seconds);
+    no tenant column, so every job is tenant ``itp``."""
+
+    def parse(row: dict[str, str], line: int) -> TraceJob:
+        cards = _number(row, "num_gpu", int, 0)
+        if cards == 0:
+            raise NotACardJob
+        return TraceJob(
+            _text(row, "job_id"),
+            _number(row, "submission_time"),
+            _number(row, "duration"),
+            cards,
+            "itp",
+            "itp",
+        )
+
+    return _read_csv(path, ("job_id", "submission_time", "duration", "num_gpu"), parse, skip_bad_rows)
+
+
+def read_helios(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """SenseTime Helios ``cluster_log.csv``: ``job_id, user, vc, jobname, gpu_num, cpu_num, node_num,
+    state, submit_time, start_time, end_time, duration, …``; tenant = ``vc`` (virtual cluster).
+    CPU-only jobs (``gpu_num`` 0) are counted in ``filtered``."""
+
+    def parse(row: dict[str, str], line: int) -> TraceJob:
+        cards = _number(row, "gpu_num", int, 0)
+        if cards == 0:
+            raise NotACardJob
+        vc = _text(row, "vc")
+        return TraceJob(
+            f"helios-{_text(row, 'job_id')}",
+            _when(row, "submit_time"),
+            _number(row, "duration"),
+            cards,
+            vc,
+            vc,
+        )
+
+    return _read_csv(path, ("job_id", "vc", "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+
+
+def read_acme(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """Shanghai AI Lab Acme ``trace_seren.csv`` / ``trace_kalos.csv``: ``job_id, user, node_num,
+    gpu_num, …, submit_time, start_time, end_time, …, duration, …``; tenant = ``user``. Times carry
+    an offset (+08:00). CPU-only jobs are counted in ``filtered``."""
+
+    def parse(row: dict[str, str], line: int) -> TraceJob:
+        cards = _number(row, "gpu_num", int, 0)
+        if cards == 0:
+            raise NotACardJob
+        user = _text(row, "user")
+        return TraceJob(
+            f"acme-{_text(row, 'job_id')}",
+            _when(row, "submit_time"),
+            _number(row, "duration"),
+            cards,
+            user,
+            user,
+        )
+
+    return _read_csv(path, ("job_id", "user", "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+
+
+def read_openb(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """Alibaba cluster-trace-gpu-v2023 ``openb_pod_list_*.csv``: ``name, cpu_milli, memory_mib,
+    num_gpu, gpu_milli, gpu_spec, qos, pod_phase, creation_time, deletion_time, scheduled_time``
+    (seconds). A pod sharing a GPU (``gpu_milli`` < 1000) takes one whole card here; duration is
+    deletion - scheduled; tenant = ``qos``. Pods without GPUs or never scheduled are filtered."""
+
+    def parse(row: dict[str, str], line: int) -> TraceJob:
+        cards = _number(row, "num_gpu", int, 0)
+        scheduled = (row.get("scheduled_time") or "").strip()
+        if cards == 0 or not scheduled:
+            raise NotACardJob
+        start = _number(row, "scheduled_time")
+        end = _number(row, "deletion_time")
+        if end < start:
+            raise TraceError("", 0, "deletion_time", f"{end:g} is before scheduled_time {start:g}")
+        qos = _text(row, "qos")
+        return TraceJob(_text(row, "name"), _number(row, "creation_time"), end - start, cards, qos, qos)
+
+    return _read_csv(
+        path,
+        ("name", "num_gpu", "qos", "creation_time", "deletion_time", "scheduled_time"),
+        parse,
+        skip_bad_rows,
+    )
+
+
+PAI_JOB_COLUMNS = ("job_name", "inst_id", "user", "status", "start_time", "end_time")
+PAI_TASK_COLUMNS = (
+    "job_name",
+    "task_name",
+    "inst_num",
+    "status",
+    "start_time",
+    "end_time",
+    "plan_cpu",
+    "plan_mem",
+    "plan_gpu",
+    "gpu_type",
+)
+
+
+def read_pai(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """Alibaba PAI 2020: a folder with the headerless ``pai_job_table.csv`` (job_name, inst_id,
+    user, status, start_time, end_time) and ``pai_task_table.csv`` (job_name, task_name, inst_num,
+    status, start_time, end_time, plan_cpu, plan_mem, plan_gpu, gpu_type). A job's cards are the sum
+    over its tasks of ``inst_num x ceil(plan_gpu / 100)`` (plan_gpu is in percent of a GPU); its
+    duration runs from its first task's start to its last task's end; tenant = ``user``. Jobs without
+    GPU tasks or without an end (still running in the trace) are filtered."""
+    folder = Path(path)
+    tasks: dict[str, list[tuple[float, float, int]]] = {}
+
+    def parse_task(row: dict[str, str], line: int) -> TraceJob:
+        gpu = _number(row, "plan_gpu") if (row.get("plan_gpu") or "").strip() else 0.0
+        if gpu <= 0 or not (row.get("end_time") or "").strip():
+            raise NotACardJob
+        start, end = _number(row, "start_time"), _number(row, "end_time")
+        inst = _number(row, "inst_num", int, 1)
+        tasks.setdefault(_text(row, "job_name"), []).append((start, end, inst * math.ceil(gpu / 100.0)))
+        raise NotACardJob  # tasks are gathered here and become jobs below
+
+    task_trace = _read_csv(
+        folder / "pai_task_table.csv", PAI_TASK_COLUMNS, parse_task, skip_bad_rows, PAI_TASK_COLUMNS
+    )
+
+    def parse_job(row: dict[str, str], line: int) -> TraceJob:
+        name = _text(row, "job_name")
+        mine = tasks.get(name)
+        if not mine:
+            raise NotACardJob
+        submit = _number(row, "start_time")
+        first, last = min(t[0] for t in mine), max(t[1] for t in mine)
+        user = _text(row, "user")
+        return TraceJob(f"pai-{name}", submit, max(0.0, last - first), sum(t[2] for t in mine), user, user)
+
+    trace = _read_csv(
+        folder / "pai_job_table.csv", PAI_JOB_COLUMNS, parse_job, skip_bad_rows, PAI_JOB_COLUMNS
+    )
+    trace.skipped += task_trace.skipped
+    trace.problems = (task_trace.problems + trace.problems)[:5]
+    trace.source = str(folder)
+    return trace
+
+
+READERS: dict[str, Callable[..., Trace]] = {
+    "philly": read_philly,
+    "itp": read_itp,
+    "helios": read_helios,
+    "pai": read_pai,
+    "openb": read_openb,
+    "acme": read_acme,
+    "wanka": read_wanka_csv,
+}
