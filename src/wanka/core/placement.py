@@ -177,6 +177,15 @@ def place_gang(
     only the nodes matter (what-if placements for reservations and victim search)."""
     choose_cards = choose_cards and free.masks is not None
     multi = len(groups) > 1  # later groups must see earlier groups' tasks as taken
+    if not choose_cards and not multi:  # a what-if: only which nodes matter, no per-task work
+        req = groups[0]
+        nodes = place_group(cluster, free, usable, req, strategy)
+        if nodes is None:
+            return None
+        return Placement(
+            model,
+            (GroupPlacement(req.role, tuple(nodes), (0,) * len(nodes), req.cards, req.cpus, req.memory_gib),),
+        )
     placed: list[GroupPlacement] = []
     taken: list[tuple[int, int, GroupRequest]] = []
     try:
