@@ -119,3 +119,20 @@ def test_under_heavy_load_tiresias_beats_fifo_on_average_jct(busy):
 def test_philly_2048_preset():
     c = load_cluster("philly-2048")
     assert (c.num_nodes, c.total_cards, c.tiers) == (256, 2048, ("node", "leaf", "cluster"))
+
+
+def test_a_failure_breaks_the_job_and_a_hot_spare_takes_the_failed_nodes_place():
+    cluster = parse_cluster(
+        {"name": "two", "pools": [{"name": "n", "accelerator": "h100", "nodes": 2, "cards_per_node": 8}]}
+    )
+    # failures every ~2 hours per card-hour budget: a 10-hour job on 8 cards will see some
+    failures = FailureModel("often", 1.0 / (8 * 3 * 3600))
+    models = Models(
+        failures=FailureModel(failures.name, failures.per_card_rate, hot_spares=1),
+        checkpoints=CheckpointModel(write_s=0.0, restart_s=0.0, default_interval_s=600.0),
+    )
+    result = run([(job("long", 0.0), 10 * 3600.0)], "fifo", cluster, interval=1.0, models=models)
+    st = result.stats[0]
+    assert st.outcome == "succeeded" and st.failures >= 1 and result.failures
+    assert st.progress_s - st.lost_progress_s == pytest.approx(10 * 3600.0)
+    assert st.lost_card_s <= st.failures * 600.0 * 8 + 1e-6  # never more than one interval lost per failure
