@@ -25,6 +25,7 @@ test: lint
 
 bench: install
 	$(BIN)/wanka bench core
+	$(BIN)/wanka bench twin
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -37,3 +37,56 @@ def test_simulate_table_and_bad_input(tmp_path):
     )
     r = wanka("simulate", "--workload", f"trace:philly:{bad}", "--skip-bad-rows", "--json")
     assert json.loads(r.stdout)["results"][0]["skipped_rows"] == 1
+
+
+def test_simulate_synthetic_with_failures_writes_a_report(tmp_path):
+    out = json.loads(
+        wanka(
+            "simulate",
+            "--days",
+            "0.5",
+            "--compare",
+            "fifo,wanka",
+            "--failures",
+            "llama3",
+            "--hot-spares",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ).stdout
+    )
+    assert out["failures"] == "llama3" and len(out["results"]) == 2
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "jobs_fifo.csv",
+        "timeseries_wanka.csv",
+        "utilisation.png",
+        "queue.png",
+        "wait_cdf.png",
+        "tenant_share.png",
+        "heatmap.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "| avg_jct_s |" in (tmp_path / "report.md").read_text()
+
+
+def test_what_if_more_cards_runs_baseline_and_change_on_the_same_jobs():
+    out = json.loads(wanka("simulate", "--days", "0.5", "--what-if", "cards+=2048", "--json").stdout)
+    base, more = out["results"]
+    assert base["policy"] == "wanka (baseline)" and more["policy"] == "wanka (cards+=2048)"
+    assert base["jobs"] == more["jobs"] > 0
+    r = wanka("simulate", "--days", "0.5", "--what-if", "gpus=9", check=False)
+    assert r.returncode == 2 and "cards+=N" in r.stderr
+
+
+def test_failure_model_file(tmp_path):
+    f = tmp_path / "f.yaml"
+    f.write_text("name: flaky\ndaily_rate_per_card: 0.01\ncauses: [{cause: psu, weight: 1, repair_s: 600}]\n")
+    out = json.loads(wanka("simulate", "--days", "0.2", "--failures", str(f), "--json").stdout)
+    assert out["failures"] == "flaky" and out["results"][0]["failures"] > 0
+    f.write_text("daily_rate_per_card: -1\n")
+    r = wanka("simulate", "--days", "0.2", "--failures", str(f), check=False)
+    assert r.returncode == 2 and "daily_rate_per_card" in r.stderr

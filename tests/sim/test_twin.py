@@ -136,3 +136,12 @@ def test_a_failure_breaks_the_job_and_a_hot_spare_takes_the_failed_nodes_place()
     assert st.outcome == "succeeded" and st.failures >= 1 and result.failures
     assert st.progress_s - st.lost_progress_s == pytest.approx(10 * 3600.0)
     assert st.lost_card_s <= st.failures * 600.0 * 8 + 1e-6  # never more than one interval lost per failure
+
+
+def test_policies_compared_meet_the_identical_failure_sequence(busy):
+    cluster = small_cluster(16)
+    models = Models(failures=FailureModel("x", FailureModel.preset("llama3").per_card_rate * 2000))
+    a = run(trace_jobs(busy, cluster), "fifo", cluster, models=models).failures
+    b = run(trace_jobs(busy, cluster), "tiresias", cluster, models=models).failures
+    common = min(len(a), len(b))
+    assert common > 0 and a[:common] == b[:common]

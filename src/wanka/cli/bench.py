@@ -137,3 +137,109 @@ def core(
         f"goals: 10k cycle <= 100 ms, >= 10,000 placements/s, 100k peak <= 2 GB — "
         f"{m['date']}, {m['cpus']} CPUs, Python {m['python']}"
     )
+
+
+PHILLY = "shared/traces/philly/philly.csv"
+
+
+def _philly_path() -> str | None:
+    """The shared Philly trace: beside the checkout (../shared) or inside it (shared/)."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    for root in [Path.cwd(), *here.parents]:
+        for candidate in (root / PHILLY, root.parent / PHILLY):
+            if candidate.exists():
+                return str(candidate)
+    return None
+
+
+@app.command("twin")
+def twin(
+    days: float = typer.Option(30.0, "--days", min=0.1, help="Length of the synthetic run."),
+    philly: str = typer.Option(
+        "", "--philly", help="Path of the Philly trace (default: shared/ beside the repo)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The digital twin: the Philly trace on philly-2048 (tiresias, wanka) and on wanka-10k, and a
+    synthetic month on wanka-10k."""
+    import resource
+
+    from wanka.models.cluster import load_cluster
+    from wanka.sim import scenario as sc
+    from wanka.sim.metrics import summarize
+    from wanka.sim.models import Models
+    from wanka.sim.traces import read_philly
+    from wanka.sim.twin import SimConfig
+
+    path = philly or _philly_path()
+    if not path:
+        fail("--philly: the Philly trace was not found beside the repository; give its path")
+    trace = read_philly(path)
+    runs = [
+        ("philly-2048", "philly", "tiresias"),
+        ("philly-2048", "philly", "wanka"),
+        ("wanka-10k", "philly", "wanka"),
+        ("wanka-10k", "synthetic", "wanka"),
+    ]
+    rows = []
+    for cluster_name, workload, policy in runs:
+        cluster = load_cluster(cluster_name)
+        if workload == "philly":
+            scen = sc.replay(cluster, trace, f"Philly ({len(trace.jobs):,} jobs)")
+        else:
+            scen = sc.synthetic(cluster, days, 1.0, 0)
+        result = sc.run(scen, policy, SimConfig(), Models())
+        m = summarize(result)
+        rows.append(
+            {
+                "cluster": cluster_name,
+                "workload": scen.name,
+                "policy": policy,
+                "jobs": m["jobs"],
+                "wall_s": round(m["wall_s"], 2),
+                "jobs_per_s": round(m["jobs"] / max(m["wall_s"], 1e-9), 1),
+                "cycles": m["cycles"],
+                "avg_jct_s": round(m["avg_jct_s"], 1),
+                "utilization": round(m["utilization"], 4),
+            }
+        )
+    report = {
+        "benchmark": "twin",
+        "machine": machine(),
+        "results": rows,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    }
+    if json_out:
+        emit_json(report)
+        return
+    table = Table(
+        "cluster",
+        "workload",
+        "policy",
+        "jobs",
+        "wall s",
+        "jobs/s",
+        "rounds",
+        "avg JCT s",
+        "util",
+        title="wanka bench twin",
+    )
+    for r in rows:
+        table.add_row(
+            r["cluster"],
+            r["workload"],
+            r["policy"],
+            f"{r['jobs']:,}",
+            f"{r['wall_s']:.1f}",
+            f"{r['jobs_per_s']:,.0f}",
+            f"{r['cycles']:,}",
+            f"{r['avg_jct_s']:,.0f}",
+            f"{r['utilization']:.1%}",
+        )
+    console.print(table)
+    console.print(
+        f"peak RSS {report['peak_rss_mb']:.0f} MB — goals: Philly on philly-2048 <= 60 s per policy, "
+        "on wanka-10k <= 30 s"
+    )
