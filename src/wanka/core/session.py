@@ -382,7 +382,10 @@ class Session:
 
         if fits_after(len(ending)) is None:
             return None  # blocked by jobs without a time limit, or by down nodes: no estimate
-        lo, placement = shortest_prefix(fits_after, 1, len(ending))  # monotone in jobs ended
+        # fewer ended jobs than this cannot have freed enough cards: search up from there
+        freed = np.cumsum([e.cards for e in ending])
+        lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
+        lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(ending))), len(ending))
         start = max(self.now, ending[lo - 1].end)
         res = Reservation(
             job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())
