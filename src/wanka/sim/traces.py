@@ -182,48 +182,32 @@ def read_itp(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     return _read_csv(path, ("job_id", "submission_time", "duration", "num_gpu"), parse, skip_bad_rows)
 
 
-def read_helios(path: str | Path, skip_bad_rows: bool = False) -> Trace:
-    """SenseTime Helios ``cluster_log.csv``: ``job_id, user, vc, jobname, gpu_num, cpu_num, node_num,
-    state, submit_time, start_time, end_time, duration, …``; tenant = ``vc`` (virtual cluster).
-    CPU-only jobs (``gpu_num`` 0) are counted in ``filtered``."""
+def _dated_gpu_jobs(path: str | Path, prefix: str, tenant: str, skip_bad_rows: bool) -> Trace:
+    """Traces with ``job_id, gpu_num, submit_time`` (a date-time) and ``duration`` (s); the tenant is
+    the ``tenant`` column. CPU-only jobs (``gpu_num`` 0) are counted in ``filtered``."""
 
     def parse(row: dict[str, str], line: int) -> TraceJob:
         cards = _number(row, "gpu_num", int, 0)
         if cards == 0:
             raise NotACardJob
-        vc = _text(row, "vc")
-        return TraceJob(
-            f"helios-{_text(row, 'job_id')}",
-            _when(row, "submit_time"),
-            _number(row, "duration"),
-            cards,
-            vc,
-            vc,
-        )
+        who = _text(row, tenant)
+        job_id = f"{prefix}-{_text(row, 'job_id')}"
+        return TraceJob(job_id, _when(row, "submit_time"), _number(row, "duration"), cards, who, who)
 
-    return _read_csv(path, ("job_id", "vc", "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+    return _read_csv(path, ("job_id", tenant, "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+
+
+def read_helios(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """SenseTime Helios ``cluster_log.csv``: ``job_id, user, vc, jobname, gpu_num, cpu_num, node_num,
+    state, submit_time, start_time, end_time, duration, …``; tenant = ``vc`` (virtual cluster)."""
+    return _dated_gpu_jobs(path, "helios", "vc", skip_bad_rows)
 
 
 def read_acme(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     """Shanghai AI Lab Acme ``trace_seren.csv`` / ``trace_kalos.csv``: ``job_id, user, node_num,
     gpu_num, …, submit_time, start_time, end_time, …, duration, …``; tenant = ``user``. Times carry
-    an offset (+08:00). CPU-only jobs are counted in ``filtered``."""
-
-    def parse(row: dict[str, str], line: int) -> TraceJob:
-        cards = _number(row, "gpu_num", int, 0)
-        if cards == 0:
-            raise NotACardJob
-        user = _text(row, "user")
-        return TraceJob(
-            f"acme-{_text(row, 'job_id')}",
-            _when(row, "submit_time"),
-            _number(row, "duration"),
-            cards,
-            user,
-            user,
-        )
-
-    return _read_csv(path, ("job_id", "user", "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+    an offset (+08:00)."""
+    return _dated_gpu_jobs(path, "acme", "user", skip_bad_rows)
 
 
 def read_openb(path: str | Path, skip_bad_rows: bool = False) -> Trace:
