@@ -68,3 +68,16 @@ def test_placements_hold_plain_ints():
     s = ClusterState.empty(c)
     p = place_gang(c, free_of(s), c.node_state == 0, "ascend-910b2", [GroupRequest("w", 40, 40, 8, 0, 0)])
     assert all(type(n) is int for n in p.groups[0].nodes)
+
+
+def test_each_task_knows_its_node_and_device_indices():
+    c = load_cluster("dev")
+    s = ClusterState.empty(c)
+    s.allocate(
+        place_gang(c, free_of(s), c.node_state == 0, "ascend-910b2", [GroupRequest("w", 1, 1, 2, 0, 0)])
+    )
+    p = place_gang(c, free_of(s), c.node_state == 0, "ascend-910b2", [GroupRequest("w", 2, 2, 2, 0, 0)])
+    assert [(role, node, i, devices) for role, node, i, devices in p.tasks()] == [
+        ("w", 0, 0, (2, 3)),  # cards 0-1 are taken: the next aligned pairs
+        ("w", 0, 1, (4, 5)),
+    ]

@@ -367,7 +367,7 @@ class Twin:
         extra = max(0, needed_tier(self.cluster, placement) - needed)
         cards = placement.total_cards
         ckpt = self.models.checkpoints
-        interval = ckpt.interval(st.declared_interval, self.models.failures.node_mtbf_s(cards) * 1.0)
+        interval = ckpt.interval(st.declared_interval, self.models.failures.node_mtbf_s(cards))
         job.checkpoint_interval_s = interval
         st.efficiency = ckpt.efficiency(interval)
         share = cards / job.total_cards
