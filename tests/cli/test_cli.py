@@ -76,10 +76,34 @@ def test_bench_core_json_keys():
 
 
 def test_demo_runs_one_cycle_on_wanka_10k():
-    out = json.loads(wanka("demo", "--pending", "2000", "--running", "1000", "--json").stdout)
+    out = json.loads(
+        wanka("demo", "--pending", "2000", "--running", "1000", "--twin-days", "0", "--json").stdout
+    )
     assert out["cluster"]["cards"] == 10_000
     assert out["wanka"]["started"] > 0
     assert {p["policy"] for p in out["policies"]} == {"fifo", "slurm", "tiresias", "drf", "wanka"}
+    assert "twin" not in out
+
+
+def test_demo_then_runs_the_twin_with_three_policies(tmp_path):
+    out = json.loads(
+        wanka(
+            "demo",
+            "--pending",
+            "500",
+            "--running",
+            "100",
+            "--twin-days",
+            "0.5",
+            "--twin-load",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ).stdout
+    )
+    assert [r["policy"] for r in out["twin"]["results"]] == ["fifo", "slurm", "wanka"]
+    assert (tmp_path / "report.html").exists()
 
 
 def test_bad_options_are_refused_clearly():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from contextlib import nullcontext
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -77,9 +79,17 @@ def demo(
     pending: int = typer.Option(10_000, "--pending", min=1, help="Waiting jobs in the queue."),
     running: int = typer.Option(5_000, "--running", min=0, help="Running jobs holding cards."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic queue."),
+    twin_days: float = typer.Option(
+        7.0, "--twin-days", min=0.0, help="Days of the twin comparison (0: skip)."
+    ),
+    twin_load: float = typer.Option(
+        2.0, "--twin-load", min=0.01, help="Arrival rate of the twin's week (1: ~0.94 of the cluster)."
+    ),
+    out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the twin's report goes."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue."""
+    """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue, then the
+    digital twin: the same cluster over a synthetic week, fifo vs slurm vs wanka."""
     from wanka.core import POLICIES, get_policy, run_cycle
     from wanka.models.cluster import load_cluster
     from wanka.sim.workload import busy_cluster
@@ -146,6 +156,8 @@ def demo(
         "policies": comparison,
     }
     if json_out:
+        if twin_days > 0:
+            summary["twin"] = _twin_demo(c, twin_days, twin_load, seed, out, quiet=True)
         emit_json(summary)
         return
     console.print(
@@ -184,9 +196,66 @@ def demo(
             f"{r['cycle_ms']:.0f}",
         )
     console.print(cmp)
+    if twin_days > 0:
+        twin = _twin_demo(c, twin_days, twin_load, seed, out, quiet=False)
+        t = Table(
+            "policy",
+            "jobs",
+            "avg JCT s",
+            "p99 wait s",
+            "util",
+            "goodput",
+            "preempt",
+            "failures",
+            title=f"the digital twin: {twin['workload']}, Llama 3 failure rate ({twin['wall_s']:.0f} s)",
+        )
+        for r in twin["results"]:
+            t.add_row(
+                r["policy"],
+                f"{r['jobs']:,}",
+                f"{r['avg_jct_s']:,.0f}",
+                f"{r['p99_wait_s']:,.0f}",
+                f"{r['utilization']:.1%}",
+                f"{r['goodput']:.3f}",
+                f"{r['preemptions']:,}",
+                f"{r['failures']:,}",
+            )
+        console.print(t)
+        console.print(f"report: {twin['report']} (and report.html, CSVs, plots)")
     console.print(
-        "next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, `make bench`"
+        "next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, "
+        "`wanka simulate --help`, `make bench`"
     )
+
+
+def _twin_demo(cluster, days: float, load: float, seed: int, out: Path, quiet: bool) -> dict:
+    """The digital twin over the same cluster: fifo, slurm and wanka side by side, Llama 3 failures."""
+    from wanka.cli.output import errors
+    from wanka.sim import scenario as sc
+    from wanka.sim.metrics import summarize
+    from wanka.sim.models import FailureModel, Models
+    from wanka.sim.report import write_report
+    from wanka.sim.twin import SimConfig
+
+    scen = sc.synthetic(cluster, days, load, seed)
+    heat = tuple(days * 86400.0 * f for f in (0.25, 0.5, 0.75))
+    started = time.perf_counter()
+    message = f"the twin: {days:g} days of {cluster.name} at load {load:g}, fifo / slurm / wanka side by side"
+    with nullcontext() if quiet else errors.status(message):
+        results = sc.run_parallel(
+            [(scen, p) for p in ("fifo", "slurm", "wanka")],
+            SimConfig(seed=seed),
+            Models(failures=FailureModel.preset("llama3")),
+            heat,
+        )
+    summaries = [summarize(r) for r in results]
+    files = write_report(out, f"wanka demo — {scen.name} on {cluster.name}", results, summaries)
+    return {
+        "workload": scen.name,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "report": str(files[0]),
+        "results": summaries,
+    }
 
 
 _BUCKETS = ((1, "1"), (4, "2–4"), (8, "8"), (64, "16–64"), (512, "128–512"), (1 << 30, "1024+"))

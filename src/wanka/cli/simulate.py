@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -157,6 +158,7 @@ def simulate(
     ),
     out: Path | None = typer.Option(None, "--out", help="Write report.md/.html, CSVs and plots here."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed trace rows."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for several runs (0: one per core)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Replay a month (or a trace) through the real scheduling core; compare policies and what-ifs."""
@@ -173,38 +175,26 @@ def simulate(
     if what_if:
         changed, p2, label = _what_if(what_if, base, spec, policies[0])
         runs = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
-    results, summaries = [], []
     started = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("day {task.fields[day]:.1f}"),
-        TextColumn("{task.fields[rate]:,.0f} events/s"),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=json_out,
-        transient=True,
-    ) as bar:
-        for label, scen, pol in runs:
-            task = bar.add_task(label, total=horizon, day=0.0, rate=0.0)
-            t0 = time.perf_counter()
-
-            def tick(now: float, events: int, task=task, t0=t0) -> None:
-                bar.update(
-                    task,
-                    completed=min(now, horizon),
-                    day=now / DAY,
-                    rate=events / max(time.perf_counter() - t0, 1e-9),
-                )
-
-            heat = tuple(horizon * f for f in (0.25, 0.5, 0.75))
-            result = sc.run(scen, pol, config, models, tick, heat)
-            bar.update(task, completed=horizon)
-            result.policy = label
-            summary = summarize(result)
-            summary["skipped_rows"] = scen.skipped_rows
-            results.append(result)
-            summaries.append(summary)
+    heat = tuple(horizon * f for f in (0.25, 0.5, 0.75))
+    if len(runs) > 1 and workers != 1:
+        # independent runs, one process each: the same results as one after another, sooner
+        status = nullcontext() if json_out else errors.status(f"running {len(runs)} simulations side by side")
+        with status:
+            results = sc.run_parallel(
+                [(scen, pol) for _, scen, pol in runs], config, models, heat, workers or None
+            )
+    else:
+        results = [
+            _run_with_progress(label, scen, pol, config, models, horizon, heat, json_out)
+            for label, scen, pol in runs
+        ]
+    summaries = []
+    for (label, scen, _), result in zip(runs, results, strict=True):
+        result.policy = label
+        summary = summarize(result)
+        summary["skipped_rows"] = scen.skipped_rows
+        summaries.append(summary)
     report = {
         "workload": base.name,
         "cluster": cluster.name,
@@ -231,6 +221,26 @@ def simulate(
         _print_delta(summaries)
     if out is not None:
         console.print(f"report: {report['report']} (and report.html, CSVs, plots in {out})")
+
+
+def _run_with_progress(label, scen, pol, config, models, horizon: float, heat, quiet: bool):
+    """One run with a progress bar of simulated days and events per second (on stderr)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("day {task.fields[day]:.1f}"),
+        TextColumn("{task.fields[rate]:,.0f} events/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=errors, disable=quiet, transient=True) as bar:
+        task = bar.add_task(label, total=horizon, day=0.0, rate=0.0)
+        t0 = time.perf_counter()
+
+        def tick(now: float, events: int) -> None:
+            rate = events / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=min(now, horizon), day=now / DAY, rate=rate)
+
+        return sc.run(scen, pol, config, models, tick, heat)
 
 
 def _print_delta(summaries: list[dict]) -> None:

@@ -186,7 +186,7 @@ def synthetic_month(
         )
         jobs.append((job, float(duration)))
     return SyntheticWorkload(
-        jobs, contract_queues(cluster), f"synthetic month ({days:g} days, load {load:g})"
+        jobs, contract_queues(cluster), f"synthetic LLM workload ({days:g} days, load {load:g})"
     )
 
 
