@@ -52,3 +52,14 @@ def test_speed_model():
     assert perf.speed(cluster, 313.0, 0.5, 2) == pytest.approx(0.5 / 1.2)
     with pytest.raises(ValueError, match="llama3"):
         FailureModel.preset("often")
+
+
+def test_synthetic_job_count_target_scales_only_small_jobs():
+    from wanka.sim.synthetic import synthetic_month
+
+    cluster = load_cluster("wanka-10k")
+    base = synthetic_month(cluster, days=1.0, seed=4)
+    more = synthetic_month(cluster, days=1.0, seed=4, jobs=6000)
+    assert abs(len(more.jobs) - 6000) < 4 * math.sqrt(6000)
+    big = [j.total_cards for j, _ in more.jobs if j.total_cards >= 256]
+    assert len(big) == len([j for j, _ in base.jobs if j.total_cards >= 256])  # gangs untouched

@@ -160,6 +160,7 @@ def twin(
     philly: str = typer.Option(
         "", "--philly", help="Path of the Philly trace (default: shared/ beside the repo)."
     ),
+    scaling: bool = typer.Option(False, "--scaling", help="Also months of 100k, 300k and 1M jobs (long)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """The digital twin: the Philly trace on philly-2048 (tiresias, wanka) and on wanka-10k, and a
@@ -178,18 +179,20 @@ def twin(
         fail("--philly: the Philly trace was not found beside the repository; give its path")
     trace = read_philly(path)
     runs = [
-        ("philly-2048", "philly", "tiresias"),
-        ("philly-2048", "philly", "wanka"),
-        ("wanka-10k", "philly", "wanka"),
-        ("wanka-10k", "synthetic", "wanka"),
+        ("philly-2048", "philly", "tiresias", None),
+        ("philly-2048", "philly", "wanka", None),
+        ("wanka-10k", "philly", "wanka", None),
+        ("wanka-10k", "synthetic", "wanka", None),
     ]
+    if scaling:  # cost per job should stay about flat as the job count grows
+        runs += [("wanka-10k", "synthetic", "wanka", n) for n in (100_000, 300_000, 1_000_000)]
     rows = []
-    for cluster_name, workload, policy in runs:
+    for cluster_name, workload, policy, jobs in runs:
         cluster = load_cluster(cluster_name)
         if workload == "philly":
             scen = sc.replay(cluster, trace, f"Philly ({len(trace.jobs):,} jobs)")
         else:
-            scen = sc.synthetic(cluster, days, 1.0, 0)
+            scen = sc.synthetic(cluster, days, 1.0, 0, jobs)
         result = sc.run(scen, policy, SimConfig(), Models())
         m = summarize(result)
         rows.append(

@@ -81,13 +81,13 @@ def _cluster(ref: str) -> tuple[Cluster, dict]:
 
 
 def _scenario(
-    workload: str, cluster: Cluster, days: float, load: float, seed: int, skip: bool
+    workload: str, cluster: Cluster, days: float, load: float, seed: int, skip: bool, jobs: int = 0
 ) -> sc.Scenario:
     kind, _, rest = workload.partition(":")
     if kind == "synthetic":
         if rest not in ("", "month"):
             fail(f"--workload: unknown synthetic workload {rest!r}; available: month")
-        return sc.synthetic(cluster, days or 30.0, load, seed)
+        return sc.synthetic(cluster, days or 30.0, load, seed, jobs or None)
     fmt, _, path = rest.partition(":")
     if kind != "trace" or not path:
         fail(
@@ -145,6 +145,7 @@ def simulate(
     ),
     days: float = typer.Option(0.0, "--days", min=0.0, help="Days to simulate (synthetic: 30; traces: all)."),
     load: float = typer.Option(1.0, "--load", min=0.01, help="Scales the synthetic arrival rates."),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Synthetic: about this many jobs (more small ones)."),
     failures: str = typer.Option(
         "none", "--failures", help="none, llama3, shenzhen, or a failure-model YAML file."
     ),
@@ -167,7 +168,7 @@ def simulate(
         if p not in POLICIES:
             fail(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
     cluster, spec = _cluster(cluster_ref)
-    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows)
+    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs)
     models = Models(failures=_failures(failures, hot_spares))
     horizon = (days or 30.0) * DAY
     config = SimConfig(cycle_interval_s=interval, seed=seed)

@@ -36,13 +36,13 @@ class Scenario:
         return replace(self, cluster=cluster, queues=self.queue_builder(cluster))
 
 
-def synthetic(cluster: Cluster, days: float, load: float, seed: int) -> Scenario:
-    first = synthetic_month(cluster, days, load, seed)
+def synthetic(cluster: Cluster, days: float, load: float, seed: int, jobs: int | None = None) -> Scenario:
+    first = synthetic_month(cluster, days, load, seed, jobs)
     return Scenario(
         first.name,
         cluster,
         first.queues,
-        lambda: synthetic_month(cluster, days, load, seed).jobs,
+        lambda: synthetic_month(cluster, days, load, seed, jobs).jobs,
         contract_queues,
     )
 

@@ -133,13 +133,23 @@ class SyntheticWorkload:
     name: str
 
 
+SMALL = ("eval", "notebook")  # the classes a job-count target scales
+
+
 def synthetic_month(
-    cluster: Cluster, days: float = 30.0, load: float = 1.0, seed: int = 0
+    cluster: Cluster, days: float = 30.0, load: float = 1.0, seed: int = 0, jobs: int | None = None
 ) -> SyntheticWorkload:
+    """``jobs``: aim for about this many jobs by scaling only evaluation sweeps and notebooks (the
+    classes real traces hold most of their jobs in), leaving the large gangs as ``load`` has them."""
     if days <= 0 or load <= 0:
         raise ValueError("days and load must be > 0")
     rng = np.random.default_rng(seed)
     scale = cluster.total_cards / 10_000.0 * load
+    small_scale = 1.0
+    if jobs is not None:
+        big = sum(c.per_day for c in CLASSES if c.name not in SMALL) * scale * days
+        small = sum(c.per_day for c in CLASSES if c.name in SMALL) * scale * days
+        small_scale = max(0.0, (jobs - big) / small)
     biggest = int(cluster.cards_by_model().max())
     node = int(cluster.node_cards.max())
     labs = [t for t, _, lab in TENANTS if lab]
@@ -150,7 +160,7 @@ def synthetic_month(
         sizes = [(c, w) for c, w in cls.sizes if c <= biggest]
         if not sizes:
             continue
-        count = rng.poisson(cls.per_day * scale * days)
+        count = rng.poisson(cls.per_day * scale * days * (small_scale if cls.name in SMALL else 1.0))
         submits = rng.uniform(0.0, days * DAY, size=count)
         cards = rng.choice([c for c, _ in sizes], size=count, p=_norm([w for _, w in sizes]))
         durations = np.minimum(rng.lognormal(np.log(cls.median_s), cls.sigma, size=count), cls.max_s)
