@@ -201,8 +201,8 @@ def demo(
         t = Table(
             "policy",
             "jobs",
-            "avg JCT s",
-            "p99 wait s",
+            "avg JCT h",
+            "p99 wait h",
             "util",
             "goodput",
             "preempt",
@@ -213,8 +213,8 @@ def demo(
             t.add_row(
                 r["policy"],
                 f"{r['jobs']:,}",
-                f"{r['avg_jct_s']:,.0f}",
-                f"{r['p99_wait_s']:,.0f}",
+                f"{r['avg_jct_s'] / 3600:,.1f}",
+                f"{r['p99_wait_s'] / 3600:,.1f}",
                 f"{r['utilization']:.1%}",
                 f"{r['goodput']:.3f}",
                 f"{r['preemptions']:,}",

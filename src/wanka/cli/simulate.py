@@ -25,17 +25,22 @@ from wanka.sim.traces import READERS, Trace, TraceError
 from wanka.sim.twin import SimConfig
 
 DAY = 86400.0
-COLUMNS = (
-    ("jobs", "jobs", "{:,}"),
-    ("avg_jct_s", "avg JCT s", "{:,.0f}"),
-    ("p99_wait_s", "p99 wait s", "{:,.0f}"),
-    ("utilization", "util", "{:.1%}"),
-    ("goodput", "goodput", "{:.3f}"),
-    ("ettr", "ETTR", "{:.3f}"),
-    ("preemptions", "preempt", "{:,}"),
-    ("failures", "failures", "{:,}"),
-    ("wall_s", "wall s", "{:.1f}"),
+COLUMNS = (  # (metric key, heading, format, divisor): times shown in hours, --json keeps seconds
+    ("jobs", "jobs", "{:,}", 1),
+    ("avg_jct_s", "avg JCT h", "{:,.1f}", 3600.0),
+    ("p99_wait_s", "p99 wait h", "{:,.1f}", 3600.0),
+    ("utilization", "util", "{:.1%}", 1),
+    ("goodput", "goodput", "{:.3f}", 1),
+    ("ettr", "ETTR", "{:.3f}", 1),
+    ("preemptions", "preempt", "{:,}", 1),
+    ("failures", "failures", "{:,}", 1),
+    ("wall_s", "wall s", "{:.1f}", 1),
 )
+
+
+def _cell(summary: dict, key: str, fmt: str, divisor: float) -> str:
+    value = summary[key]
+    return fmt.format(value / divisor if divisor != 1 else value)
 
 
 class CauseSpec(BaseModel):
@@ -216,7 +221,7 @@ def simulate(
         title=f"{base.name} on {cluster.name}, failures: {models.failures.name}",
     )
     for r in summaries:
-        table.add_row(r["policy"], *(fmt.format(r[key]) for key, _, fmt in COLUMNS))
+        table.add_row(r["policy"], *(_cell(r, key, fmt, div) for key, _, fmt, div in COLUMNS))
     console.print(table)
     if what_if:
         _print_delta(summaries)
@@ -247,9 +252,9 @@ def _run_with_progress(label, scen, pol, config, models, horizon: float, heat, q
 def _print_delta(summaries: list[dict]) -> None:
     a, b = summaries
     table = Table("metric", "baseline", "what-if", "change", title="what-if against baseline")
-    for key, name, fmt in COLUMNS:
+    for key, name, fmt, div in COLUMNS:
         if key == "wall_s":
             continue
         change = (b[key] - a[key]) / a[key] if a[key] else 0.0
-        table.add_row(name, fmt.format(a[key]), fmt.format(b[key]), f"{change:+.1%}")
+        table.add_row(name, _cell(a, key, fmt, div), _cell(b, key, fmt, div), f"{change:+.1%}")
     console.print(table)
