@@ -96,81 +96,70 @@ def _html(title: str, summaries: list[dict], plots: list[str]) -> str:
     )
 
 
-def _summary_csv(out: Path, summaries: list[dict]) -> Path:
-    path = out / "summary.csv"
+def _csv(path: Path, header: list[str], rows) -> Path:
     with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(summaries[0]))
-        w.writeheader()
-        w.writerows(summaries)
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
     return path
+
+
+def _summary_csv(out: Path, summaries: list[dict]) -> Path:
+    keys = list(summaries[0])
+    return _csv(out / "summary.csv", keys, ([s[k] for k in keys] for s in summaries))
 
 
 def _jobs_csv(out: Path, r: SimResult) -> Path:
-    path = out / f"jobs_{r.policy}.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "job_id",
-                "tenant",
-                "queue",
-                "cards",
-                "submit_s",
-                "first_start_s",
-                "end_s",
-                "duration_s",
-                "outcome",
-                "preemptions",
-                "failures",
-                "allocated_card_s",
-                "lost_card_s",
-                "overhead_card_s",
-            ]
-        )
-        for s in r.stats:
-            w.writerow(
-                [
-                    s.job.id,
-                    s.job.tenant,
-                    s.job.queue,
-                    s.job.total_cards,
-                    s.job.submit_time,
-                    s.first_start,
-                    s.end,
-                    s.duration_s,
-                    s.outcome,
-                    s.preemptions,
-                    s.failures,
-                    round(s.allocated_card_s, 3),
-                    round(s.lost_card_s, 3),
-                    round(s.overhead_card_s, 3),
-                ]
-            )
-    return path
+    header = [
+        "job_id",
+        "tenant",
+        "queue",
+        "cards",
+        "submit_s",
+        "first_start_s",
+        "end_s",
+        "duration_s",
+        "outcome",
+        "preemptions",
+        "failures",
+        "allocated_card_s",
+        "lost_card_s",
+        "overhead_card_s",
+    ]
+    rows = (
+        [
+            s.job.id,
+            s.job.tenant,
+            s.job.queue,
+            s.job.total_cards,
+            s.job.submit_time,
+            s.first_start,
+            s.end,
+            s.duration_s,
+            s.outcome,
+            s.preemptions,
+            s.failures,
+            round(s.allocated_card_s, 3),
+            round(s.lost_card_s, 3),
+            round(s.overhead_card_s, 3),
+        ]
+        for s in r.stats
+    )
+    return _csv(out / f"jobs_{r.policy}.csv", header, rows)
 
 
 def _series_csv(out: Path, r: SimResult) -> Path:
-    path = out / f"timeseries_{r.policy}.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            ["time_s", "allocated_cards", "pending_jobs", "running_jobs", "down_nodes", "fragmented_cards"]
-        )
-        for s in r.samples:
-            w.writerow(
-                [s.time, s.allocated_cards, s.pending_jobs, s.running_jobs, s.down_nodes, s.fragmented_cards]
-            )
-    return path
+    header = ["time_s", "allocated_cards", "pending_jobs", "running_jobs", "down_nodes", "fragmented_cards"]
+    rows = (
+        [s.time, s.allocated_cards, s.pending_jobs, s.running_jobs, s.down_nodes, s.fragmented_cards]
+        for s in r.samples
+    )
+    return _csv(out / f"timeseries_{r.policy}.csv", header, rows)
 
 
 def _tenants_csv(out: Path, r: SimResult) -> Path:
-    path = out / f"tenants_{r.policy}.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["queue", "used_share", "nominal_share"])
-        for q, v in tenant_shares(r).items():
-            w.writerow([q, round(v["used_share"], 5), round(v["nominal_share"], 5)])
-    return path
+    rows = ([q, round(v["used_share"], 5), round(v["nominal_share"], 5)] for q, v in tenant_shares(r).items())
+    return _csv(out / f"tenants_{r.policy}.csv", ["queue", "used_share", "nominal_share"], rows)
 
 
 def _plot_series(out: Path, results: list[SimResult], field: str, name: str, ylabel: str) -> Path:
