@@ -163,6 +163,7 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
     if "reservations" in expect:
         got = {r.job_id: r.start for r in result.reservations}
         assert got == expect["reservations"], f"reservations {got}, expected {expect['reservations']}"
+        assert all(result.estimated_start(j) == t for j, t in got.items())
     if "unschedulable" in expect:
         assert set(result.unschedulable) == set(expect["unschedulable"]), result.unschedulable
         for job_id, text in expect["unschedulable"].items():

@@ -95,7 +95,6 @@ class Cluster:
         self.node_memory = np.array([r.memory_gib for r in self.nodes], dtype=np.int32)
         self.node_model = np.array([models[r.accelerator.id] for r in self.nodes], dtype=np.int16)
         self.node_state = np.array([int(r.state) for r in self.nodes], dtype=np.int8)
-        self.node_pool = [r.pool for r in self.nodes]
 
         self.domain_of: list[np.ndarray] = [np.arange(n, dtype=np.int32)]
         self.domain_names: list[list[str]] = [names]
@@ -154,6 +153,3 @@ class Cluster:
             per_model = np.array([m.tflops(key) for m in self.models], dtype=np.float64)
             self._capacity[key] = float((per_model[self.node_model] * self.node_cards).sum() / 1000.0)
         return self._capacity[key]
-
-    def set_node_state(self, name: str, state: NodeState) -> None:
-        self.node_state[self.node_index[name]] = int(state)

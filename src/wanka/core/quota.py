@@ -130,13 +130,6 @@ class QueueTree:
     def is_leaf(self, name: str) -> bool:
         return not self.children[self.index[name]]
 
-    def path(self, node: int) -> list[int]:
-        out = []
-        while node >= 0:
-            out.append(node)
-            node = self.parent[node]
-        return out
-
 
 class QuotaUsage:
     """Usage per tree node and flavor, in Kueue's accounting (see module docstring)."""
@@ -213,7 +206,3 @@ def add_usage(usage: QuotaUsage, node: int, flavor: int, amount: int) -> None:
 def borrowed(usage: QuotaUsage, node: int, flavor: int) -> int:
     """Cards the subtree at ``node`` holds beyond its own nominal quota (0 when within it)."""
     return max(0, usage.total[node][flavor] - usage.tree.nominal[node][flavor])
-
-
-def fits(usage: QuotaUsage, node: int, flavor: int, amount: int) -> bool:
-    return available(usage, node, flavor) >= amount

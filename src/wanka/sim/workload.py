@@ -51,7 +51,6 @@ DAY = 86400.0
 @dataclass(frozen=True)
 class Workload:
     snapshot: Snapshot
-    tenants: list[str]
 
 
 def tenant_tree(cluster: Cluster, tenants: list[str]) -> QueueTree:
@@ -158,7 +157,7 @@ def busy_cluster(
         for t in names
     }
     snap = Snapshot(now, cluster, state, tenant_tree(cluster, names), pend, running_jobs, usage)
-    return Workload(snap, names)
+    return Workload(snap)
 
 
 def _place_running(rng, cluster, state, free, usable, out, names, cards, now, model) -> bool:
