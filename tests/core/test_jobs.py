@@ -1,6 +1,11 @@
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wanka.core import TERMINAL_STATES, TRANSITIONS, InvalidTransition, Job, JobState, TaskGroup
+from wanka.core.jobs import lost_work_s
 
 
 def job() -> Job:
@@ -56,8 +61,41 @@ def test_lost_work_counts_from_the_last_checkpoint():
     assert j.lost_work_s(1000.0) == 50.0
 
 
+def test_lost_work_after_a_restart_delay_counts_checkpoints_from_its_end():
+    j = job()
+    j.start_time = 0.0
+    j.checkpoint_interval_s = 300.0
+    j.checkpoint_from = 120.0  # restoring the last checkpoint took two minutes
+    assert j.lost_work_s(100.0) == 0.0  # still restoring: no new work to lose
+    assert j.lost_work_s(1000.0) == 1000.0 - 720.0  # checkpoints at 420 and 720
+
+
 def test_task_group_rejects_nonsense():
     with pytest.raises(ValueError, match="min_replicas"):
         TaskGroup("w", 2, 8, min_replicas=3)
     with pytest.raises(ValueError, match="replicas"):
         TaskGroup("w", 0, 8)
+
+
+maybe_time = st.one_of(st.none(), st.floats(0, 5000))
+
+
+@given(
+    st.lists(
+        st.tuples(maybe_time, maybe_time, maybe_time, st.sampled_from([None, 0.0, 60.0, 300.0, math.inf])),
+        max_size=20,
+    ),
+    st.floats(0, 10000),
+)
+def test_lost_work_of_many_jobs_at_once_matches_one_at_a_time(rows, now):
+    jobs = []
+    for start, saved, origin, every in rows:
+        j = job()
+        j.start_time, j.last_checkpoint_time, j.checkpoint_from, j.checkpoint_interval_s = (
+            start,
+            saved,
+            origin,
+            every,
+        )
+        jobs.append(j)
+    assert lost_work_s(jobs, now).tolist() == pytest.approx([j.lost_work_s(now) for j in jobs])

@@ -10,7 +10,8 @@ from wanka.sim.traces import (
     read_openb,
     read_pai,
     read_philly,
-    read_wanka_csv,
+    read_wanka,
+    write_wanka,
 )
 
 SAMPLE = Path(__file__).parent / "data" / "philly_busy_halfday.csv"
@@ -71,8 +72,43 @@ def test_wanka_csv(tmp_path):
     p = write(
         tmp_path, "job_id,submit_s,duration_s,cards,tenant,queue\nj1,100,60,16,acme,\nj2,50,30,1,lab,lab-q\n"
     )
-    jobs = read_wanka_csv(p).jobs
+    jobs = read_wanka(p).jobs
     assert [(j.id, j.submit_s, j.queue) for j in jobs] == [("j2", 0.0, "lab-q"), ("j1", 50.0, "acme")]
+
+
+def test_wanka_parquet_round_trips_and_checks_rows_like_csv(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    philly = read_philly(DATA / "philly_busy_halfday.csv")
+    out = tmp_path / "jobs.parquet"
+    write_wanka(philly, out)
+    back = read_wanka(out)
+    assert back.jobs == philly.jobs and len(back.jobs) > 100
+    csv_out = tmp_path / "jobs.csv"
+    write_wanka(back, csv_out)
+    assert read_wanka(csv_out).jobs == philly.jobs
+
+    bad = pa.table(
+        {
+            "job_id": ["a", "b", "c"],
+            "submit_s": [0.0, 10.0, 20.0],
+            "duration_s": [60.0, None, 60.0],  # a null duration in the second row
+            "cards": [8, 8, 8],
+            "tenant": ["t", "t", "t"],
+        }
+    )
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(TraceError, match=r"bad\.parquet, row 2, column 'duration_s'"):
+        read_wanka(tmp_path / "bad.parquet")
+    skipped = read_wanka(tmp_path / "bad.parquet", skip_bad_rows=True)
+    assert [j.id for j in skipped.jobs] == ["a", "c"] and skipped.skipped == 1
+    pq.write_table(bad.drop(["tenant"]), tmp_path / "nameless.parquet")
+    with pytest.raises(TraceError, match=r"missing column.*tenant"):
+        read_wanka(tmp_path / "nameless.parquet")
+    (tmp_path / "not.parquet").write_text("job_id,submit_s\n")
+    with pytest.raises(TraceError, match="not a readable Parquet file"):
+        read_wanka(tmp_path / "not.parquet")
 
 
 DATA = Path(__file__).parent / "data"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wanka.core import Job, TaskGroup, get_policy
+from wanka.core import Job, RunningIndex, TaskGroup, get_policy
 from wanka.models import load_cluster, parse_cluster
 from wanka.sim.metrics import summarize
 from wanka.sim.models import CheckpointModel, FailureModel, Models
@@ -145,3 +145,45 @@ def test_policies_compared_meet_the_identical_failure_sequence(busy):
     b = run(trace_jobs(busy, cluster), "tiresias", cluster, models=models).failures
     common = min(len(a), len(b))
     assert common > 0 and a[:common] == b[:common]
+
+
+class CheckedTwin(Twin):
+    """Before every round, compares the running index the twin keeps with one built from scratch."""
+
+    rounds_checked = 0
+
+    def _round(self, now):
+        fresh = RunningIndex.build(
+            self.cluster, self.queues, self.running.values(), now, self.policy.default_time_limit_s
+        )
+        kept = self.index
+        assert list(kept.entries) == list(fresh.entries) == list(self.running)
+        for job_id, entry in kept.entries.items():
+            other = fresh.entries[job_id]
+            assert (entry.placement, entry.flavor, entry.queue, entry.end) == (
+                other.placement,
+                other.flavor,
+                other.queue,
+                other.end,
+            )
+        assert (kept.held, kept.cpus, kept.memory) == (fresh.held, fresh.cpus, fresh.memory)
+        assert list(kept.elastic) == list(fresh.elastic)
+        self.rounds_checked += 1
+        return super()._round(now)
+
+
+@pytest.mark.parametrize("policy", ["tiresias", "wanka"])
+def test_the_running_index_kept_across_rounds_equals_one_rebuilt(busy, policy):
+    cluster = small_cluster(16)
+    jobs = trace_jobs(busy, cluster)
+    for i in range(0, len(jobs), 7):  # some elastic gangs, so resizes happen too
+        j = jobs[i][0]
+        j.groups = (TaskGroup("w", 4, 2, min_replicas=1),)
+        j._cards = j._min_cards = -1
+    models = Models(failures=FailureModel("x1000", FailureModel.preset("llama3").per_card_rate * 1000))
+    queues = tenant_queues(cluster, [j.queue for j, _ in jobs])
+    twin = CheckedTwin(cluster, queues, jobs, get_policy(policy), SimConfig(), models)
+    result = twin.run()
+    assert twin.rounds_checked > 50
+    assert sum(s.preemptions + s.failures for s in result.stats) > 0
+    assert all(s.outcome == "succeeded" for s in result.stats)

@@ -80,16 +80,16 @@ def demo(
     running: int = typer.Option(5_000, "--running", min=0, help="Running jobs holding cards."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic queue."),
     twin_days: float = typer.Option(
-        7.0, "--twin-days", min=0.0, help="Days of the twin comparison (0: skip)."
+        30.0, "--twin-days", min=0.0, help="Days of the twin comparison (0: skip)."
     ),
     twin_load: float = typer.Option(
-        2.0, "--twin-load", min=0.01, help="Arrival rate of the twin's week (1: ~0.94 of the cluster)."
+        1.0, "--twin-load", min=0.01, help="Arrival rate of the twin's month (1: ~0.94 of the cluster)."
     ),
     out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the twin's report goes."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue, then the
-    digital twin: the same cluster over a synthetic week, fifo vs slurm vs wanka."""
+    digital twin: the same cluster over the default synthetic month, fifo vs slurm vs wanka."""
     from wanka.core import POLICIES, get_policy, run_cycle
     from wanka.models.cluster import load_cluster
     from wanka.sim.workload import busy_cluster

@@ -46,6 +46,7 @@ from wanka.core.jobs import (
 )
 from wanka.core.placement import PlacementStrategy
 from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError, QuotaUsage
+from wanka.core.running import RunningIndex
 from wanka.core.state import ClusterState, GroupPlacement, Placement
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "QuotaUsage",
     "Reservation",
     "Resize",
+    "RunningIndex",
     "Snapshot",
     "Start",
     "Stop",

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING
 
 from wanka.core.cluster import Cluster
 from wanka.core.fairshare import QueueUsage
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree
 from wanka.core.state import ClusterState, Placement
+
+if TYPE_CHECKING:
+    from wanka.core.running import RunningIndex
 
 
 @dataclass
@@ -19,7 +23,8 @@ class Snapshot:
 
     ``state`` must hold exactly the placements of ``running`` (jobs that hold cards: admitted or
     running). ``usage`` is each queue's decayed past usage, maintained by the caller with
-    :func:`wanka.core.fairshare.accrue`.
+    :func:`wanka.core.fairshare.accrue`. ``index``, when given, must hold exactly ``running``: a
+    caller that runs many cycles keeps it up to date instead of letting every cycle rebuild it.
     """
 
     now: float
@@ -29,6 +34,7 @@ class Snapshot:
     pending: Sequence[Job]
     running: Sequence[Job]
     usage: Mapping[str, QueueUsage] = field(default_factory=dict)
+    index: RunningIndex | None = None  # the running set kept by a long-lived caller (core.running)
 
 
 class Fit(IntEnum):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import numpy as np
 
 from wanka.core.state import Placement
 
@@ -129,6 +132,7 @@ class Job:
     state: JobState = JobState.PENDING
     start_time: float | None = None
     last_checkpoint_time: float | None = None
+    checkpoint_from: float | None = None  # periodic checkpoints count from here (default: start)
     attained_service: float = 0.0  # card-seconds executed so far (Tiresias' 2D attained service)
     last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
     placement: Placement | None = None
@@ -158,13 +162,38 @@ class Job:
         self.state = target
 
     def lost_work_s(self, now: float) -> float:
-        """Seconds of progress lost if stopped now: time since the last checkpoint (or the start)."""
+        """Seconds of progress lost if stopped now: time since the last checkpoint (or the start).
+        Without a recorded checkpoint, one is assumed every ``checkpoint_interval_s`` from
+        ``checkpoint_from`` (a restart delay may come first) or the start."""
         if self.start_time is None:
             return 0.0
         last = self.start_time
         if self.last_checkpoint_time is not None:
             last = max(last, self.last_checkpoint_time)
-        elif self.checkpoint_interval_s:
-            elapsed = now - self.start_time
-            last = self.start_time + (elapsed // self.checkpoint_interval_s) * self.checkpoint_interval_s
+        elif self.checkpoint_interval_s and math.isfinite(self.checkpoint_interval_s):
+            origin = self.start_time if self.checkpoint_from is None else self.checkpoint_from
+            elapsed = max(0.0, now - origin)
+            last = max(last, origin + (elapsed // self.checkpoint_interval_s) * self.checkpoint_interval_s)
         return max(0.0, now - last)
+
+
+def lost_work_s(jobs: list[Job], now: float) -> np.ndarray:
+    """:meth:`Job.lost_work_s` of many jobs at once (the same arithmetic, as arrays)."""
+    n = len(jobs)
+    nan = math.nan
+    start = np.fromiter((nan if j.start_time is None else j.start_time for j in jobs), np.float64, n)
+    saved = np.fromiter(
+        (nan if j.last_checkpoint_time is None else j.last_checkpoint_time for j in jobs), np.float64, n
+    )
+    every = np.fromiter((j.checkpoint_interval_s or 0.0 for j in jobs), np.float64, n)
+    origin = np.fromiter(
+        (nan if j.checkpoint_from is None else j.checkpoint_from for j in jobs), np.float64, n
+    )
+    origin = np.where(np.isnan(origin), start, origin)
+    periodic_ok = (every > 0) & np.isfinite(every)
+    every = np.where(periodic_ok, every, 1.0)
+    periodic = origin + np.floor(np.maximum(0.0, now - origin) / every) * every
+    last = np.where(
+        ~np.isnan(saved), np.maximum(start, saved), np.where(periodic_ok, np.maximum(start, periodic), start)
+    )
+    return np.where(np.isnan(start), 0.0, np.maximum(0.0, now - last))

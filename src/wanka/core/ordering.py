@@ -11,10 +11,9 @@ import numpy as np
 from wanka.core.config import JobOrder
 from wanka.core.fairshare import QueueUsage, las_queue, slurm_fairshare_factor
 from wanka.core.jobs import PRIORITY_CLASSES, Job
-from wanka.core.quota import borrowed
 
 if TYPE_CHECKING:
-    from wanka.core.session import Running, Session
+    from wanka.core.session import Session
 
 MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
 
@@ -115,19 +114,3 @@ class Ordering:
             for h, a, c in zip(hist, alloc, self.capacity, strict=True)
         )
         return share / self.s.tree.norm_share[queue]
-
-    # --- victims ---------------------------------------------------------------------------------
-
-    def victim_key(self, entry: Running, borrowing: dict | None = None) -> tuple:
-        """Cheapest first: lowest rank, borrowed before nominal, least work lost since the last
-        checkpoint (card-seconds), most recently started. ``borrowing`` caches per (queue, flavor)."""
-        s = self.s
-        key = (entry.queue, entry.flavor)
-        is_borrowing = None if borrowing is None else borrowing.get(key)
-        if is_borrowing is None:
-            is_borrowing = borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
-            if borrowing is not None:
-                borrowing[key] = is_borrowing
-        lost = entry.job.lost_work_s(s.now) * entry.cards
-        started = entry.job.start_time if entry.job.start_time is not None else s.now
-        return (self.rank(entry.job), not is_borrowing, lost, -started, entry.job.id)

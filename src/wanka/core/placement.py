@@ -144,22 +144,19 @@ def _first_fit(cap: np.ndarray, want: int) -> list[int]:
 
 
 def _spread(cluster: Cluster, cap: np.ndarray, want: int) -> list[int]:
-    """One replica per node, round-robin over leaf-level domains so one switch failure hurts least."""
+    """One replica per node, round-robin over leaf-level domains so one switch failure hurts least:
+    the first node of every domain (largest domains first), then the second of every domain, …"""
     tier = 1 if len(cluster.tiers) > 2 else 0
-    groups: dict[int, list[int]] = {}
-    for node in np.flatnonzero(cap):
-        groups.setdefault(int(cluster.domain_of[tier][node]), []).append(int(node))
-    buckets = sorted(groups.values(), key=len, reverse=True)
-    nodes: list[int] = []
-    depth = 0
-    while len(nodes) < want:
-        for bucket in buckets:
-            if depth < len(bucket):
-                nodes.append(bucket[depth])
-                if len(nodes) == want:
-                    break
-        depth += 1
-    return nodes
+    nodes = np.flatnonzero(cap)
+    dom = cluster.domain_of[tier][nodes]  # nodes are sorted by domain: each domain is one run
+    starts = np.flatnonzero(np.r_[True, dom[1:] != dom[:-1]])
+    sizes = np.diff(np.r_[starts, len(nodes)])
+    run = np.repeat(np.arange(len(starts)), sizes)
+    depth = np.arange(len(nodes)) - starts[run]
+    bucket = np.empty(len(starts), dtype=np.int64)
+    bucket[np.argsort(-sizes, kind="stable")] = np.arange(len(starts))
+    order = np.lexsort((bucket[run], depth))
+    return nodes[order[:want]].tolist()
 
 
 def place_gang(

@@ -7,8 +7,6 @@ surviving changes into decisions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from wanka.core.cluster import NodeState
@@ -19,31 +17,9 @@ from wanka.core.jobs import Job, JobKind
 from wanka.core.ordering import Ordering
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import QuotaUsage, add_usage, available
+from wanka.core.running import Running, RunningIndex, expected_end
 from wanka.core.state import Placement
 from wanka.core.whatif import TaskTable, shortest_prefix
-
-
-@dataclass(slots=True)
-class Running:
-    """A job holding cards in this session."""
-
-    job: Job
-    placement: Placement
-    flavor: int
-    queue: int
-    end: float  # expected end from its time limit (inf when unknown)
-
-    @property
-    def cards(self) -> int:
-        return self.placement.total_cards
-
-    @property
-    def cpus(self) -> int:
-        return self.placement.total_cpus
-
-    @property
-    def memory(self) -> int:
-        return self.placement.total_memory
 
 
 class Statement:
@@ -120,8 +96,6 @@ class Session:
         self.usable = [up & (cluster.node_model == f) for f in range(len(cluster.models))]
         self.free_by_flavor = [int(self.free.cards[u].sum()) for u in self.usable]
         self.quota = QuotaUsage(self.tree)
-        self.running: dict[str, Running] = {}
-        self.initial_running: list[Running] = []
         self.queue_alloc = [[0.0, 0.0, 0.0] for _ in self.tree.names]  # pflops, cpus, memory
         self._flavor_cache: dict[tuple, tuple[int, ...]] = {}
         self._fail_cache: dict[tuple, int] = {}
@@ -137,29 +111,33 @@ class Session:
         self.victim_pool = None  # built on first use by reclaim/preempt
         self._initial_table: TaskTable | None = None
         self._job_flavors: dict[str, tuple[int, ...]] = {}
-        held: dict[tuple[int, int], int] = {}
-        for job in snapshot.running:
-            if job.placement is None:
-                raise ValueError(f"running job {job.id} has no placement")
-            flavor = cluster.model_index[job.placement.model]
-            queue = self.queue_index(job)
-            if queue < 0:
-                raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
-            entry = Running(job, job.placement, flavor, queue, self.expected_end(job))
-            key = (queue, flavor)
-            held[key] = held.get(key, 0) + entry.cards
-            alloc = self.queue_alloc[queue]
-            alloc[1] += entry.cpus
-            alloc[2] += entry.memory
-            self.running[job.id] = entry
-            self.initial_running.append(entry)
-        for (queue, flavor), cards in held.items():  # one quota update per queue and model, not per job
+        index = snapshot.index
+        if index is None:
+            index = RunningIndex.build(
+                cluster, self.tree, snapshot.running, self.now, config.default_time_limit_s
+            )
+        elif index.cluster is not cluster or index.tree is not self.tree:
+            raise ValueError("snapshot.index was built for another cluster or queue tree")
+        elif index.default_time_limit_s != config.default_time_limit_s:
+            raise ValueError("snapshot.index was built with another default time limit")
+        elif len(index) != len(snapshot.running):
+            raise ValueError(
+                f"snapshot.index holds {len(index)} jobs but snapshot.running {len(snapshot.running)}"
+            )
+        self.running: dict[str, Running] = dict(index.entries)
+        self.initial_running: list[Running] = list(index.entries.values())
+        self.initial_elastic: list[Running] = list(index.elastic.values())
+        self._initial_index: dict[str, int] | None = None
+        for queue, alloc in enumerate(self.queue_alloc):
+            alloc[1] = float(index.cpus[queue])
+            alloc[2] = float(index.memory[queue])
+        for (queue, flavor), cards in index.held.items():  # one quota update per queue and model
             add_usage(self.quota, queue, self.tree_flavor[flavor], cards)
             self.queue_alloc[queue][0] += cards * cluster.models[flavor].rated_tflops / 1000.0
-        self.initial_index = {e.job.id: i for i, e in enumerate(self.initial_running)}
         self.ordering = Ordering(self)
         self.pending: list[Job] = self.ordering.sort(snapshot.pending)
         self.candidates: list[Job] = list(self.pending)  # narrowed by admit
+        self.smallest_need = 0  # fewest cards any candidate needs (admit sets it; 0: unknown)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -167,11 +145,7 @@ class Session:
         return self.tree.index.get(job.queue, -1)
 
     def expected_end(self, job: Job) -> float:
-        limit = job.time_limit_s if job.time_limit_s is not None else self.config.default_time_limit_s
-        if limit is None:
-            return float("inf")
-        start = job.start_time if job.start_time is not None else self.now
-        return start + limit
+        return expected_end(job, self.now, self.config.default_time_limit_s)
 
     def _account(self, entry: Running, sign: int) -> None:
         add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * entry.cards)
@@ -227,8 +201,10 @@ class Session:
     def initial_alive(self) -> np.ndarray:
         """Which jobs running at the start still run: all but those evicted (O(evicted))."""
         mask = np.ones(len(self.initial_running), dtype=bool)
+        if self._initial_index is None:
+            self._initial_index = {e.job.id: i for i, e in enumerate(self.initial_running)}
         for job_id in self.evicted:
-            i = self.initial_index.get(job_id)
+            i = self._initial_index.get(job_id)
             if i is not None:
                 mask[i] = False
         return mask

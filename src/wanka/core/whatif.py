@@ -15,7 +15,7 @@ import numpy as np
 from wanka.core.placement import FreeArrays
 
 if TYPE_CHECKING:
-    from wanka.core.session import Running
+    from wanka.core.running import Running
 
 
 T = TypeVar("T")

@@ -39,9 +39,9 @@ class NotACardJob(Exception):
 
 
 class TraceError(ValueError):
-    def __init__(self, path: str, line: int, column: str, message: str):
+    def __init__(self, path: str, line: int, column: str, message: str, unit: str = "line"):
         self.path, self.line, self.column = path, line, column
-        super().__init__(f"{path}, line {line}, column {column!r}: {message}")
+        super().__init__(f"{path}, {unit} {line}, column {column!r}: {message}")
 
 
 def _read_csv(
@@ -53,25 +53,59 @@ def _read_csv(
 ) -> Trace:
     """Rows of a CSV file (``fieldnames`` for headerless files) through ``parse``."""
     p = Path(path)
-    jobs: list[TraceJob] = []
-    skipped, filtered, problems = 0, 0, []
     with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh, fieldnames=list(fieldnames) if fieldnames else None)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise TraceError(str(p), 1, missing[0], f"missing column; the header needs {', '.join(required)}")
-        for row in reader:
-            line = reader.line_num
-            try:
-                jobs.append(parse(row, line))
-            except NotACardJob:
-                filtered += 1
-            except TraceError as exc:
-                if not skip_bad_rows:
-                    raise TraceError(str(p), line, exc.column, str(exc.args[0])) from None
-                skipped += 1
-                if len(problems) < 5:
-                    problems.append(f"line {line}, column {exc.column!r}: {exc.args[0]}")
+        _require(p, reader.fieldnames or [], required, "line")
+        rows = ((reader.line_num, row) for row in reader)
+        return _parse_rows(p, rows, parse, skip_bad_rows, "line")
+
+
+def _read_parquet(
+    path: str | Path,
+    required: tuple[str, ...],
+    parse: Callable[[dict[str, str], int], TraceJob],
+    skip_bad_rows: bool,
+) -> Trace:
+    """Rows of a Parquet file through the same ``parse`` as CSV (values as text; nulls empty), so
+    both carry the same checks. Errors name the row (1 = the first)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise TraceError(str(p), 0, "", f"not a readable Parquet file ({exc})", "row") from None
+    _require(p, table.column_names, required, "row")
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    names = list(columns)
+
+    def rows():
+        for i in range(table.num_rows):
+            yield i + 1, {n: "" if columns[n][i] is None else str(columns[n][i]) for n in names}
+
+    return _parse_rows(p, rows(), parse, skip_bad_rows, "row")
+
+
+def _require(p: Path, have, required: tuple[str, ...], unit: str) -> None:
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise TraceError(str(p), 1, missing[0], f"missing column; the file needs {', '.join(required)}", unit)
+
+
+def _parse_rows(p: Path, rows, parse, skip_bad_rows: bool, unit: str) -> Trace:
+    jobs: list[TraceJob] = []
+    skipped, filtered, problems = 0, 0, []
+    for line, row in rows:
+        try:
+            jobs.append(parse(row, line))
+        except NotACardJob:
+            filtered += 1
+        except TraceError as exc:
+            if not skip_bad_rows:
+                raise TraceError(str(p), line, exc.column, str(exc.args[0]), unit) from None
+            skipped += 1
+            if len(problems) < 5:
+                problems.append(f"{unit} {line}, column {exc.column!r}: {exc.args[0]}")
     return _rebase(jobs, str(p), skipped, problems, filtered)
 
 
@@ -121,9 +155,12 @@ def read_philly(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     return _read_csv(path, ("timestamp", "duration", "num_gpus", "cluster"), parse, skip_bad_rows)
 
 
-def read_wanka_csv(path: str | Path, skip_bad_rows: bool = False) -> Trace:
-    """wanka's own format: ``job_id,submit_s,duration_s,cards,tenant,queue`` (queue may be empty:
-    then the tenant's name)."""
+WANKA_COLUMNS = ("job_id", "submit_s", "duration_s", "cards", "tenant", "queue")
+
+
+def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
+    """wanka's own format, CSV or (by a ``.parquet`` / ``.pq`` suffix) Parquet, with the columns
+    ``job_id,submit_s,duration_s,cards,tenant,queue`` (queue optional or empty: then the tenant's)."""
 
     def parse(row: dict[str, str], line: int) -> TraceJob:
         job_id = (row.get("job_id") or "").strip()
@@ -142,7 +179,31 @@ def read_wanka_csv(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             queue,
         )
 
-    return _read_csv(path, ("job_id", "submit_s", "duration_s", "cards", "tenant"), parse, skip_bad_rows)
+    required = WANKA_COLUMNS[:5]
+    if Path(path).suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(path, required, parse, skip_bad_rows)
+    return _read_csv(path, required, parse, skip_bad_rows)
+
+
+def write_wanka(trace: Trace, path: str | Path) -> None:
+    """Write ``trace`` in wanka's format: Parquet by a ``.parquet`` / ``.pq`` suffix, else CSV."""
+    p = Path(path)
+    cols = {c: [] for c in WANKA_COLUMNS}
+    for j in trace.jobs:
+        for c, v in zip(
+            WANKA_COLUMNS, (j.id, j.submit_s, j.duration_s, j.cards, j.tenant, j.queue), strict=True
+        ):
+            cols[c].append(v)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(cols), p)
+        return
+    with p.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(WANKA_COLUMNS)
+        w.writerows(zip(*cols.values(), strict=True))
 
 
 def _text(row: dict[str, str], column: str) -> str:
@@ -300,5 +361,5 @@ READERS: dict[str, Callable[..., Trace]] = {
     "pai": read_pai,
     "openb": read_openb,
     "acme": read_acme,
-    "wanka": read_wanka_csv,
+    "wanka": read_wanka,
 }

@@ -26,11 +26,13 @@ from wanka.core import (
     ClusterState,
     CycleConfig,
     Job,
+    JobOrder,
     JobState,
     NodeState,
     Placement,
     QueueTree,
     QueueUsage,
+    RunningIndex,
     Snapshot,
     accrue,
     run_cycle,
@@ -133,6 +135,11 @@ class Twin:
         self.state = ClusterState.empty(self.cluster)
         self.pending: dict[str, Job] = {}
         self.running: dict[str, Job] = {}
+        # kept up to date as jobs start and stop, so a round does not rebuild it (core.running)
+        self.index = RunningIndex(self.cluster, queues, policy.default_time_limit_s)
+        # attained service of running jobs matters to a round only under Tiresias' LAS order;
+        # otherwise progress is booked when a job stops, finishes or is resized
+        self.book_every_round = policy.job_order is JobOrder.LAS
         self.on_node: dict[int, set[str]] = {}  # node -> running jobs with a task there
         leaves = [n for n in queues.names if queues.is_leaf(n)]
         self.usage = {q: QueueUsage() for q in leaves}
@@ -167,10 +174,13 @@ class Twin:
         open_jobs = len(self.stats)
         next_sample = 0.0
         until = self.config.until_s
+        clock = 0.0
         while self.events and open_jobs > 0:
             now, kind, payload = self.events.pop()
             if until is not None and now > until:
+                clock = until
                 break
+            clock = now
             while now >= next_sample:
                 self._sample(next_sample)
                 next_sample += self.config.sample_every_s
@@ -204,6 +214,8 @@ class Twin:
             if changed and not round_queued and self.pending:
                 self.events.push(max(now, last_round + self.config.cycle_interval_s), EventKind.CYCLE)
                 round_queued = True
+        for job in self.running.values():  # jobs still running when the simulation stops
+            self._book(self.stats[job.id], clock)
         share = {q: self.queues.norm_share[self.queues.index[q]] for q in self.usage}
         return SimResult(
             self.policy.name,
@@ -228,8 +240,9 @@ class Twin:
         """One scheduling round; returns how many jobs it closed (rejected as unschedulable)."""
         for q, u in self.usage.items():
             self.usage[q] = accrue(u, now, tuple(self.rate[q]), self.config.half_life_s)
-        for job in self.running.values():  # progress and attained service (Tiresias' LAS order)
-            self._book(self.stats[job.id], now)
+        if self.book_every_round:
+            for job in self.running.values():
+                self._book(self.stats[job.id], now)
         snapshot = Snapshot(
             now,
             self.cluster,
@@ -238,6 +251,7 @@ class Twin:
             list(self.pending.values()),
             list(self.running.values()),
             self.usage,
+            self.index,
         )
         result = run_cycle(snapshot, self.policy)
         for d in result.stops:
@@ -323,10 +337,6 @@ class Twin:
         st.progress_s += done
         st.run_compute_s += compute
         st.run_since = now
-        interval = st.job.checkpoint_interval_s
-        if interval:  # tell the core when the last checkpoint was, for its choice of victims
-            saved = math.floor(st.run_compute_s / interval) * interval
-            st.job.last_checkpoint_time = st.compute_from + saved
 
     def _hold(self, job: Job, sign: int) -> None:
         p = job.placement
@@ -350,11 +360,14 @@ class Twin:
         job.last_checkpoint_time = None
         job.state = JobState.RUNNING
         self.running[job.id] = job
+        self.index.add(job, now)
         self._hold(job, +1)
         if st.first_start is None:
             st.first_start = now
         st.run_since = now
         st.compute_from = now + (self.models.checkpoints.restart_s if st.runs else 0.0)
+        # the core judges a victim's lost work from this and the interval (Job.lost_work_s)
+        job.checkpoint_from = st.compute_from
         st.run_compute_s = 0.0
         st.runs += 1
         self._set_speed(st, placement)
@@ -383,6 +396,7 @@ class Twin:
     def _release(self, st: JobStats, now: float) -> None:
         self._book(st, now)
         job = self.running.pop(st.job.id)
+        self.index.remove(job.id)
         self._hold(job, -1)
         self.state.release(job.placement)
         job.placement = None
@@ -420,6 +434,10 @@ class Twin:
         self.state.release(job.placement)
         self.state.allocate(placement)
         job.placement = placement
+        self.index.remove(job.id)
+        self.index.add(job, now)
+        del self.running[job.id]  # re-inserted so the snapshot lists jobs in the index's order
+        self.running[job.id] = job
         self._hold(job, +1)
         self._set_speed(st, placement)
         self._schedule_finish(st, now)
