@@ -184,7 +184,7 @@ def twin(
         ("wanka-10k", "philly", "wanka", None),
         ("wanka-10k", "synthetic", "wanka", None),
     ]
-    if scaling:  # cost per job should stay about flat as the job count grows
+    if scaling:  # cost per job should stay about flat as the job count grows (same offered work)
         runs += [("wanka-10k", "synthetic", "wanka", n) for n in (100_000, 300_000, 1_000_000)]
     rows = []
     for cluster_name, workload, policy, jobs in runs:
@@ -192,7 +192,7 @@ def twin(
         if workload == "philly":
             scen = sc.replay(cluster, trace, f"Philly ({len(trace.jobs):,} jobs)")
         else:
-            scen = sc.synthetic(cluster, days, 1.0, 0, jobs)
+            scen = sc.synthetic(cluster, days, 1.0, 0, jobs, same_work=True)
         result = sc.run(scen, policy, SimConfig(), Models())
         m = summarize(result)
         rows.append(

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from wanka import __version__
-from wanka.cli import bench, cluster, simulate
+from wanka.cli import bench, cluster, server, simulate
 from wanka.cli.output import console, emit_json, fail
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(cluster.catalog_app, name="catalog")
 app.add_typer(bench.app, name="bench")
 app.command("simulate")(simulate.simulate)
+app.command("server")(server.server)
+app.add_typer(server.app, name="db")
 
 
 @app.command("version")

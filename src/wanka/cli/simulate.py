@@ -86,13 +86,20 @@ def _cluster(ref: str) -> tuple[Cluster, dict]:
 
 
 def _scenario(
-    workload: str, cluster: Cluster, days: float, load: float, seed: int, skip: bool, jobs: int = 0
+    workload: str,
+    cluster: Cluster,
+    days: float,
+    load: float,
+    seed: int,
+    skip: bool,
+    jobs: int = 0,
+    same_work: bool = False,
 ) -> sc.Scenario:
     kind, _, rest = workload.partition(":")
     if kind == "synthetic":
         if rest not in ("", "month"):
             fail(f"--workload: unknown synthetic workload {rest!r}; available: month")
-        return sc.synthetic(cluster, days or 30.0, load, seed, jobs or None)
+        return sc.synthetic(cluster, days or 30.0, load, seed, jobs or None, same_work)
     fmt, _, path = rest.partition(":")
     if kind != "trace" or not path:
         fail(
@@ -151,6 +158,9 @@ def simulate(
     days: float = typer.Option(0.0, "--days", min=0.0, help="Days to simulate (synthetic: 30; traces: all)."),
     load: float = typer.Option(1.0, "--load", min=0.01, help="Scales the synthetic arrival rates."),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Synthetic: about this many jobs (more small ones)."),
+    same_work: bool = typer.Option(
+        False, "--same-work", help="With --jobs: the extra small jobs are shorter, so the offered work stays."
+    ),
     failures: str = typer.Option(
         "none", "--failures", help="none, llama3, shenzhen, or a failure-model YAML file."
     ),
@@ -173,7 +183,7 @@ def simulate(
         if p not in POLICIES:
             fail(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
     cluster, spec = _cluster(cluster_ref)
-    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs)
+    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs, same_work)
     models = Models(failures=_failures(failures, hot_spares))
     horizon = (days or 30.0) * DAY
     config = SimConfig(cycle_interval_s=interval, seed=seed)

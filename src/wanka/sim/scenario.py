@@ -36,13 +36,15 @@ class Scenario:
         return replace(self, cluster=cluster, queues=self.queue_builder(cluster))
 
 
-def synthetic(cluster: Cluster, days: float, load: float, seed: int, jobs: int | None = None) -> Scenario:
-    first = synthetic_month(cluster, days, load, seed, jobs)
+def synthetic(
+    cluster: Cluster, days: float, load: float, seed: int, jobs: int | None = None, same_work: bool = False
+) -> Scenario:
+    first = synthetic_month(cluster, days, load, seed, jobs, same_work)
     return Scenario(
         first.name,
         cluster,
         first.queues,
-        lambda: synthetic_month(cluster, days, load, seed, jobs).jobs,
+        lambda: synthetic_month(cluster, days, load, seed, jobs, same_work).jobs,
         contract_queues,
     )
 

@@ -137,10 +137,17 @@ SMALL = ("eval", "notebook")  # the classes a job-count target scales
 
 
 def synthetic_month(
-    cluster: Cluster, days: float = 30.0, load: float = 1.0, seed: int = 0, jobs: int | None = None
+    cluster: Cluster,
+    days: float = 30.0,
+    load: float = 1.0,
+    seed: int = 0,
+    jobs: int | None = None,
+    same_work: bool = False,
 ) -> SyntheticWorkload:
     """``jobs``: aim for about this many jobs by scaling only evaluation sweeps and notebooks (the
-    classes real traces hold most of their jobs in), leaving the large gangs as ``load`` has them."""
+    classes real traces hold most of their jobs in), leaving the large gangs as ``load`` has them.
+    With ``same_work`` those classes' durations shrink by the same factor, so the offered
+    card-hours stay those of ``load`` (more, shorter small jobs); without it they add work."""
     if days <= 0 or load <= 0:
         raise ValueError("days and load must be > 0")
     rng = np.random.default_rng(seed)
@@ -163,7 +170,10 @@ def synthetic_month(
         count = rng.poisson(cls.per_day * scale * days * (small_scale if cls.name in SMALL else 1.0))
         submits = rng.uniform(0.0, days * DAY, size=count)
         cards = rng.choice([c for c, _ in sizes], size=count, p=_norm([w for _, w in sizes]))
-        durations = np.minimum(rng.lognormal(np.log(cls.median_s), cls.sigma, size=count), cls.max_s)
+        shrink = small_scale if same_work and cls.name in SMALL and small_scale > 1.0 else 1.0
+        durations = np.minimum(
+            rng.lognormal(np.log(cls.median_s / shrink), cls.sigma, size=count), cls.max_s / shrink
+        )
         replicas = rng.integers(cls.replicas[0], cls.replicas[1] + 1, size=count)
         if cls.tenants == "labs":
             who = rng.choice(labs, size=count)
