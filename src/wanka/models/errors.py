@@ -28,16 +28,24 @@ def field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def from_validation_error(source: str, err: ValidationError) -> SpecError:
+def describe(errors: list[dict], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(field, message) of pydantic errors; ``skip`` drops leading location parts (FastAPI's "body")."""
     problems = []
-    for e in err.errors():
+    for e in errors:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the documented fields)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append((field_path(tuple(e["loc"])), msg))
-    return SpecError(source, problems)
+        loc = tuple(e["loc"])
+        while loc and loc[0] in skip:
+            loc = loc[1:]
+        problems.append((field_path(loc), msg))
+    return problems
+
+
+def from_validation_error(source: str, err: ValidationError) -> SpecError:
+    return SpecError(source, describe(err.errors()))
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -54,6 +54,28 @@ class JobSpec(BaseModel):
     time_limit_s: float | None = Field(default=None, gt=0)
     preemptible: bool | None = None
     checkpoint_interval_s: float | None = Field(default=None, gt=0)
+    command: list[str] = Field(
+        default=[],
+        max_length=4096,
+        description="argv of every task, run without a shell (the twin ignores it)",
+    )
+    env: dict[str, str] = Field(default={}, description="extra environment variables of every task")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if (
+                not name
+                or not (name[0].isalpha() or name[0] == "_")
+                or not all(c.isalnum() or c == "_" for c in name)
+            ):
+                raise ValueError(
+                    f"environment variable name {name!r}: letters, digits and _ only, not first a digit"
+                )
+            if name.startswith("WANKA_"):
+                raise ValueError(f"environment variable {name!r}: WANKA_* names are set by wanka")
+        return v
 
     @field_validator("priority_class")
     @classmethod

@@ -1,0 +1,371 @@
+"""The REST API (FastAPI). Routers stay thin: they authenticate, check the tenant, and call the
+database; scheduling stays in the core (the control loop)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from wanka.core import Cluster, JobState, QueueTree, check_feasibility
+from wanka.core.jobs import TERMINAL_STATES, check_transition
+from wanka.models.errors import describe
+from wanka.models.job import JobSpec
+from wanka.models.quota import parse_queue_tree
+from wanka.server import auth, tables
+from wanka.server.auth import Principal
+
+NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case letters, digits and -")
+
+
+@dataclass
+class AppState:
+    sessions: sessionmaker
+    cluster: Cluster
+
+
+class TenantIn(BaseModel):
+    name: str = NAME
+
+
+class TenantOut(BaseModel):
+    id: int
+    name: str
+
+
+class UserIn(BaseModel):
+    name: str = NAME
+    role: str = Field(pattern=r"^(admin|member)$", description="admin or member")
+    tenant: str | None = Field(default=None, description="the tenant of a member")
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    tenant: str | None
+
+
+class TokenIn(BaseModel):
+    label: str = Field(default="", max_length=200)
+
+
+class TokenOut(BaseModel):
+    id: int
+    user: str
+    prefix: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+
+class NewToken(TokenOut):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class JobOut(BaseModel):
+    id: int
+    tenant: str
+    queue: str
+    name: str
+    state: str
+    reason: str
+    cards: int
+    submit_time: float
+    start_time: float | None
+    end_time: float | None
+    spec: dict
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next_before_id: int | None = Field(description="pass as before_id for the next (older) page")
+
+
+class EventOut(BaseModel):
+    time: float
+    state: str
+    reason: str
+
+
+def create_app(state: AppState) -> FastAPI:
+    app = FastAPI(title="wanka", version="0.1.0", description="The wanka control plane.")
+    app.state.wanka = state
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """Every problem with the field it concerns and what would be accepted."""
+        problems = describe(list(exc.errors()), skip=("body", "query", "path"))
+        return JSONResponse({"detail": [{"field": f, "message": m} for f, m in problems]}, status_code=422)
+
+    def db() -> Iterator[Session]:
+        with state.sessions() as session:
+            yield session
+
+    def principal(
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer), session: Session = Depends(db)
+    ) -> Principal:
+        who = auth.authenticate(session, creds.credentials) if creds else None
+        if who is None:
+            raise HTTPException(401, "missing, unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+        return who
+
+    def admin(who: Principal = Depends(principal)) -> Principal:
+        if not who.is_admin:
+            raise HTTPException(403, "admins only")
+        return who
+
+    @app.get("/healthz")
+    def healthz(session: Session = Depends(db)) -> dict:
+        session.execute(select(1))
+        return {"status": "ok"}
+
+    @app.get("/v1/whoami", response_model=UserOut)
+    def whoami(who: Principal = Depends(principal), session: Session = Depends(db)) -> UserOut:
+        return _user_out(session, session.get(tables.User, who.user_id))
+
+    # --- tenants, users, tokens ---------------------------------------------------------------
+
+    @app.post("/v1/tenants", response_model=TenantOut, status_code=201)
+    def create_tenant(body: TenantIn, _: Principal = Depends(admin), session: Session = Depends(db)):
+        if session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.name)):
+            raise HTTPException(409, f"tenant {body.name!r} exists")
+        t = tables.Tenant(name=body.name, created_at=time.time())
+        session.add(t)
+        session.commit()
+        return TenantOut(id=t.id, name=t.name)
+
+    @app.get("/v1/tenants", response_model=list[TenantOut])
+    def list_tenants(_: Principal = Depends(admin), session: Session = Depends(db)):
+        return [
+            TenantOut(id=t.id, name=t.name) for t in session.scalars(select(tables.Tenant).order_by("id"))
+        ]
+
+    @app.post("/v1/users", response_model=UserOut, status_code=201)
+    def create_user(body: UserIn, _: Principal = Depends(admin), session: Session = Depends(db)):
+        tenant_id = None
+        if body.role == "member":
+            if not body.tenant:
+                raise HTTPException(422, "tenant: a member belongs to a tenant; give its name")
+            tenant = session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.tenant))
+            if tenant is None:
+                raise HTTPException(422, f"tenant: no tenant {body.tenant!r}")
+            tenant_id = tenant.id
+        elif body.tenant:
+            raise HTTPException(422, "tenant: an admin belongs to no tenant; leave it out")
+        if session.scalar(select(tables.User).where(tables.User.name == body.name)):
+            raise HTTPException(409, f"user {body.name!r} exists")
+        u = tables.User(name=body.name, role=body.role, tenant_id=tenant_id, created_at=time.time())
+        session.add(u)
+        session.commit()
+        return _user_out(session, u)
+
+    @app.post("/v1/users/{name}/tokens", response_model=NewToken, status_code=201)
+    def create_token(
+        name: str, body: TokenIn, who: Principal = Depends(principal), session: Session = Depends(db)
+    ):
+        user = session.scalar(select(tables.User).where(tables.User.name == name))
+        if user is None or (not who.is_admin and user.id != who.user_id):
+            raise HTTPException(404, f"no user {name!r}")
+        row, token = auth.issue(session, user, body.label)
+        session.commit()
+        return NewToken(**_token_out(row, user.name).model_dump(), token=token)
+
+    @app.get("/v1/tokens", response_model=list[TokenOut])
+    def list_tokens(who: Principal = Depends(principal), session: Session = Depends(db)):
+        q = select(tables.Token, tables.User.name).join(tables.User).order_by(tables.Token.id)
+        if not who.is_admin:
+            q = q.where(tables.Token.user_id == who.user_id)
+        return [_token_out(t, n) for t, n in session.execute(q)]
+
+    @app.delete("/v1/tokens/{token_id}", response_model=TokenOut)
+    def revoke_token(token_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+        row = session.get(tables.Token, token_id)
+        if row is None or (not who.is_admin and row.user_id != who.user_id):
+            raise HTTPException(404, f"no token {token_id}")
+        if row.revoked_at is None:
+            row.revoked_at = time.time()
+            session.commit()
+        return _token_out(row, session.get(tables.User, row.user_id).name)
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    @app.post("/v1/jobs", response_model=JobOut, status_code=201)
+    def submit(spec: JobSpec, who: Principal = Depends(principal), session: Session = Depends(db)):
+        tenant = _acting_tenant(session, who, spec.tenant)
+        queue = tenant.name if spec.queue == "default" else spec.queue
+        spec = spec.model_copy(update={"tenant": tenant.name, "queue": queue})
+        tree = queue_tree(session, state.cluster)
+        if queue not in _tenant_queues(tree, tenant.name):
+            allowed = ", ".join(sorted(_tenant_queues(tree, tenant.name))) or "none"
+            raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant.name}; yours: {allowed}")
+        core_job = spec.to_job("0")
+        verdict = check_feasibility(state.cluster, tree, core_job)
+        if not verdict.ok:
+            raise HTTPException(422, f"task_groups: can never run here: {verdict.reason}")
+        now = time.time()
+        job = tables.Job(
+            tenant_id=tenant.id,
+            user_id=who.user_id,
+            queue=queue,
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            state=JobState.PENDING.value,
+            reason="",
+            cards=core_job.total_cards,
+            submit_time=now,
+        )
+        session.add(job)
+        session.flush()
+        session.add(tables.JobEvent(job_id=job.id, time=now, state=job.state, reason="submitted"))
+        session.commit()
+        return _job_out(job, tenant.name)
+
+    @app.get("/v1/jobs", response_model=JobPage)
+    def list_jobs(
+        state_: str | None = Query(
+            None, alias="state", pattern="^(" + "|".join(s.value for s in JobState) + ")$"
+        ),
+        queue: str | None = None,
+        tenant: str | None = Query(None, description="admins: only this tenant's jobs"),
+        limit: int = Query(50, ge=1, le=1000),
+        before_id: int | None = Query(None, ge=1),
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        q = select(tables.Job, tables.Tenant.name).join(tables.Tenant)
+        if not who.is_admin:
+            q = q.where(tables.Job.tenant_id == who.tenant_id)
+        elif tenant:
+            q = q.where(tables.Tenant.name == tenant)
+        if state_:
+            q = q.where(tables.Job.state == state_)
+        if queue:
+            q = q.where(tables.Job.queue == queue)
+        if before_id:
+            q = q.where(tables.Job.id < before_id)
+        rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage(
+            jobs=[_job_out(j, n) for j, n in rows], next_before_id=rows[-1][0].id if more else None
+        )
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut)
+    def get_job(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+        job, tenant = _visible_job(session, who, job_id)
+        return _job_out(job, tenant)
+
+    @app.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
+    def job_events(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+        _visible_job(session, who, job_id)
+        q = select(tables.JobEvent).where(tables.JobEvent.job_id == job_id).order_by(tables.JobEvent.id)
+        return [EventOut(time=e.time, state=e.state, reason=e.reason) for e in session.scalars(q)]
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
+    def cancel(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+        job, tenant = _visible_job(session, who, job_id, lock=True)
+        current = JobState(job.state)
+        if current in TERMINAL_STATES:
+            raise HTTPException(409, f"job {job_id} is already {job.state}")
+        if current is JobState.PENDING:  # nothing runs yet: cancelled at once
+            check_transition(str(job.id), current, JobState.CANCELLED)
+            now = time.time()
+            job.state, job.end_time, job.reason = JobState.CANCELLED.value, now, f"cancelled by {who.name}"
+            session.add(tables.JobEvent(job_id=job.id, time=now, state=job.state, reason=job.reason))
+        else:  # the control loop stops its tasks, then records the end
+            job.cancel_requested = True
+        session.commit()
+        return _job_out(job, tenant)
+
+    return app
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _user_out(session: Session, u: tables.User) -> UserOut:
+    tenant = session.get(tables.Tenant, u.tenant_id) if u.tenant_id else None
+    return UserOut(id=u.id, name=u.name, role=u.role, tenant=tenant.name if tenant else None)
+
+
+def _token_out(t: tables.Token, user: str) -> TokenOut:
+    return TokenOut(
+        id=t.id, user=user, prefix=t.prefix, label=t.label, created_at=t.created_at, revoked_at=t.revoked_at
+    )
+
+
+def _job_out(j: tables.Job, tenant: str) -> JobOut:
+    return JobOut(
+        id=j.id,
+        tenant=tenant,
+        queue=j.queue,
+        name=j.name,
+        state=j.state,
+        reason=j.reason,
+        cards=j.cards,
+        submit_time=j.submit_time,
+        start_time=j.start_time,
+        end_time=j.end_time,
+        spec=j.spec,
+    )
+
+
+def _acting_tenant(session: Session, who: Principal, named: str) -> tables.Tenant:
+    """Members act for their own tenant, whatever the spec says; admins name one."""
+    if not who.is_admin:
+        tenant = session.get(tables.Tenant, who.tenant_id)
+        if named not in ("default", tenant.name):
+            raise HTTPException(403, f"tenant: you act for {tenant.name}, not {named!r}")
+        return tenant
+    tenant = session.scalar(select(tables.Tenant).where(tables.Tenant.name == named))
+    if tenant is None:
+        raise HTTPException(422, f"tenant: no tenant {named!r}; an admin submits for a named tenant")
+    return tenant
+
+
+def _visible_job(session: Session, who: Principal, job_id: int, lock: bool = False):
+    """The job and its tenant's name, or 404 — also for another tenant's job, so ids reveal nothing."""
+    q = select(tables.Job, tables.Tenant.name).join(tables.Tenant).where(tables.Job.id == job_id)
+    if lock:
+        q = q.with_for_update()
+    row = session.execute(q).first()
+    if row is None or (not who.is_admin and row[0].tenant_id != who.tenant_id):
+        raise HTTPException(404, f"no job {job_id}")
+    return row[0], row[1]
+
+
+def queue_tree(session: Session, cluster: Cluster) -> QueueTree:
+    """The quota tree in force: the newest applied document, or one queue per tenant (named like
+    it, no nominal quota: everyone borrows from the whole cluster) before any is applied."""
+    doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
+    if doc is not None:
+        return parse_queue_tree(doc.body, cluster, f"quota document {doc.id}")
+    names = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.id)))
+    body = {"organisations": [{"name": n} for n in names] or [{"name": "nobody"}]}
+    return parse_queue_tree(body, cluster, "default queues")
+
+
+def _tenant_queues(tree: QueueTree, tenant: str) -> set[str]:
+    """Leaf queues under the organisation named like the tenant (the organisation itself when it is
+    a leaf)."""
+    if tenant not in tree.index:
+        return set()
+    out, todo = set(), [tree.index[tenant]]
+    while todo:
+        i = todo.pop()
+        children = [c for c, p in enumerate(tree.parent) if p == i]
+        if children:
+            todo += children
+        else:
+            out.add(tree.names[i])
+    return out

@@ -1,0 +1,64 @@
+"""Starting the control plane: settings, migrations, the first admin, the app."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from wanka.models.cluster import load_cluster
+from wanka.server import auth, db, tables
+from wanka.server.app import AppState, create_app
+
+DEFAULT_PORT = 8421
+
+
+def wanka_home() -> Path:
+    return Path(os.environ.get("WANKA_HOME") or Path.home() / ".local" / "share" / "wanka")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database: str  # SQLAlchemy URL
+    cluster: str = "dev"  # preset or spec file
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def default(cls, **overrides) -> Settings:
+        home = Path(overrides.pop("home", None) or wanka_home())
+        database = overrides.pop("database", None) or f"sqlite:///{home / 'wanka.db'}"
+        return cls(home=home, database=database, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def bootstrap_admin(sessions, home: Path) -> Path | None:
+    """On the first start: the user ``admin`` and a token, written to a file only its owner can read.
+    Returns that file, or None when an admin already exists."""
+    with sessions() as session:
+        if session.scalar(select(tables.User).where(tables.User.role == "admin").limit(1)):
+            return None
+        user = tables.User(name="admin", role="admin", tenant_id=None, created_at=time.time())
+        session.add(user)
+        session.flush()
+        _, token = auth.issue(session, user, "first admin token")
+        path = home / "admin-token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        session.commit()  # after the file: a crash in between leaves no admin without a token
+        return path
+
+
+def build(settings: Settings):
+    """Migrate, bootstrap, and return (app, admin-token file or None)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db.upgrade(settings.database)
+    engine = db.make_engine(settings.database)
+    sessions = db.sessions(engine)
+    token_file = bootstrap_admin(sessions, settings.home)
+    cluster = load_cluster(settings.cluster)
+    return create_app(AppState(sessions, cluster)), token_file

@@ -1,0 +1,103 @@
+"""The control plane's tables (SQLAlchemy 2). Times are UNIX seconds (float): one representation on
+SQLite and PostgreSQL, and what the core's jobs use. Schema changes go through Alembic
+(``server/migrations``); never ``create_all`` outside tests of the migrations themselves."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    """An organisation that rents cards: its users, jobs and bills belong to it."""
+
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class User(Base):
+    """A person or robot with tokens. ``admin`` operates the centre (no tenant); ``member`` acts
+    for exactly one tenant."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    """An API token. Only its SHA-256 is stored (tokens are 256-bit random, so a slow hash adds
+    nothing); ``prefix`` lets people tell their tokens apart without revealing them."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class QuotaDocument(Base):
+    """Every quota tree applied (the YAML of models.quota); the newest is in force."""
+
+    __tablename__ = "quota_documents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    applied_at: Mapped[float] = mapped_column(Float)
+    applied_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+
+class Node(Base):
+    """A node of the cluster (from the cluster spec or the backend's inventory) and its state."""
+
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="up")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    changed_at: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    queue: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict] = mapped_column(JSON)  # the validated job spec, as submitted
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    cards: Mapped[int] = mapped_column(Integer)  # at full size
+    submit_time: Mapped[float] = mapped_column(Float)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    placement: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_jobs_tenant_id_id", "tenant_id", "id"),  # a tenant's listing, newest first
+        Index("ix_jobs_state", "state"),  # the control loop's pending and running sets
+    )
+
+
+class JobEvent(Base):
+    """Every state change of a job, with when and why."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    time: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")

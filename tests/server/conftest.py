@@ -1,0 +1,78 @@
+"""A real `wanka server` process on loopback with a real SQLite file, stopped by its own pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    admin_token: str
+    proc: subprocess.Popen
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+
+def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
+    port = free_port()
+    env = {**os.environ, "WANKA_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wanka.cli.main", "server", "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not come up in 30 s")
+    token = (home / "admin-token").read_text().strip()
+    return Server(url, home, token, proc)
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+    server.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("wanka-home"))
+    yield s
+    stop_server(s)
