@@ -115,3 +115,13 @@ def test_listing_pages_newest_first_and_filters_by_state(server):
         pending = user.get("/v1/jobs", params={"state": "pending"}).json()["jobs"]
         assert sorted(j["id"] for j in pending) == sorted(ids[1:])
         assert user.get("/v1/jobs", params={"state": "sleeping"}).status_code == 422
+
+
+def test_the_embedded_database_runs_in_wal_mode(server):
+    import sqlite3
+
+    conn = sqlite3.connect(server.home / "wanka.db")
+    try:  # WAL is a property of the file: set by the server, seen by any other connection
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
