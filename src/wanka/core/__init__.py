@@ -44,6 +44,7 @@ from wanka.core.jobs import (
     PriorityClass,
     TaskGroup,
 )
+from wanka.core.pending import PendingIndex
 from wanka.core.placement import PlacementStrategy
 from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError, QuotaUsage
 from wanka.core.running import RunningIndex
@@ -78,6 +79,7 @@ __all__ = [
     "MultifactorWeights",
     "NodeRecord",
     "NodeState",
+    "PendingIndex",
     "Placement",
     "PlacementStrategy",
     "Precision",

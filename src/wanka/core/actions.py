@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -10,7 +11,6 @@ import numpy as np
 from wanka.core.cluster import NodeState
 from wanka.core.config import Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
-from wanka.core.feasibility import Feasibility, check_feasibility
 from wanka.core.jobs import Job, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed
@@ -31,50 +31,37 @@ def recover(s: Session) -> None:
 
 
 def admit(s: Session) -> None:
-    """Set aside jobs that can never run as submitted, with the reason a person can act on."""
-    kept: list[Job] = []
-    verdicts: dict[tuple, Feasibility] = {}
-    for job in s.candidates:
-        # many jobs share a shape; judging each shape once keeps this O(jobs)
-        g = job.groups[0]
-        key = (
-            (job.queue, job.min_cards, g.cards, g.accelerators)
-            if len(job.groups) == 1
-            else (job.queue, job.groups)
-        )
-        verdict = verdicts.get(key)
-        if verdict is None:
-            verdict = verdicts[key] = check_feasibility(s.cluster, s.tree, job)
-        if verdict.ok:
-            kept.append(job)
-        else:
-            s.unschedulable[job.id] = verdict.reason
-    s.candidates = kept
-    s.smallest_need = min((j.min_cards for j in kept), default=1 << 62)
+    """Set aside jobs that can never run as submitted, with the reason a person can act on. The
+    pending index judged each job once, when it was added."""
+    s.admitted = True
+    s.unschedulable.update(s.pending_index.rejected)
+    s.smallest_need = s.pending_index.smallest_need()
 
 
-def _fair_share_order(s: Session, jobs: list[Job]) -> Iterator[Job]:
+def _fair_share_order(s: Session) -> Iterator[Job]:
     """Interleave queues: always the next job of the queue with the lowest weighted share."""
-    by_queue: dict[int, list[Job]] = {}
-    for job in jobs:
-        by_queue.setdefault(s.queue_index(job), []).append(job)
-    cursor = dict.fromkeys(by_queue, 0)
-    heap = [(s.ordering.queue_share(q), s.tree.names[q], q) for q in by_queue]
+    queues = s.waiting_by_queue()
+    heads: dict[int, Job] = {}
+    heap = []
+    for q, jobs in queues.items():
+        head = next(jobs, None)
+        if head is not None:
+            heads[q] = head
+            heap.append((s.ordering.queue_share(q), s.tree.names[q], q))
     heapq.heapify(heap)
     while heap:
         _, name, q = heapq.heappop(heap)
-        i = cursor[q]
-        cursor[q] = i + 1
-        yield by_queue[q][i]
-        if i + 1 < len(by_queue[q]):
+        yield heads[q]
+        head = next(queues[q], None)
+        if head is not None:
+            heads[q] = head
             heapq.heappush(heap, (s.ordering.queue_share(q), name, q))  # share may have grown
 
 
 def allocate(s: Session) -> None:
     """Start jobs in policy order. A blocking policy stops at the first job with no room (after
     reserving for it); a non-blocking one skips it and goes on."""
-    jobs = [j for j in s.candidates if j.id not in s.running]
-    order = _fair_share_order(s, jobs) if s.config.queue_order is QueueOrder.FAIR_SHARE else iter(jobs)
+    order = _fair_share_order(s) if s.config.queue_order is QueueOrder.FAIR_SHARE else s.waiting()
     for job in order:
         if max(s.free_by_flavor) < s.smallest_need and len(s.reservations) >= s.config.reserve_depth:
             return  # every job left would be refused for room, and no reservation is left to make
@@ -90,11 +77,11 @@ def backfill(s: Session) -> None:
     """EASY backfill: any later job may start now if it does not delay a reserved job — it ends
     (by its time limit) before the reserved start, or it keeps off the reserved nodes."""
     reserved = s.reserved_jobs()
-    for job in s.candidates:
+    for job in s.waiting_within(max(s.free_by_flavor)):  # jobs needing more are never looked at
         if max(s.free_by_flavor) < s.smallest_need:
             return  # the cluster is full for every job left
-        if job.min_cards > max(s.free_by_flavor) or job.id in s.running or job.id in reserved:
-            continue  # the common case on a full cluster: rejected without a placement attempt
+        if job.min_cards > max(s.free_by_flavor) or job.id in reserved:
+            continue  # the room shrank as earlier jobs started
         s.try_start(job, backfilled=True)
 
 
@@ -144,9 +131,10 @@ def _preempt_for(
     chosen: np.ndarray,
     reason: StopReason,
     still_eligible: Callable[[Running], bool],
-) -> bool:
+) -> bool | None:
     """Evict the cheapest of ``chosen`` (indices into ``pool.entries``) that let ``job`` start; change
-    nothing if none would.
+    nothing if none would. True: it started; None: not even evicting all of ``chosen`` would make
+    room and quota for it; False: it would fit, but could not start after all (a reservation).
 
     ``chosen`` lists candidate victims in victim order (cheapest first). Fitting is monotone in how
     many of them leave, so a binary search over what-if states finds the shortest prefix after
@@ -155,13 +143,13 @@ def _preempt_for(
     nodes the job would use are evicted, plus more while quota is still short.
     """
     if len(chosen) == 0:
-        return False
+        return None
     tf = s.tree_flavor[flavor]
     queue = s.queue_index(job)
     need = job.min_cards
     held = np.cumsum(pool.cards[chosen])
     if s.free_by_flavor[flavor] + int(held[-1]) < need:
-        return False  # not enough cards even if every candidate left: no what-if needed
+        return None  # not enough cards even if every candidate left: no what-if needed
     table, task_pos = pool.table.subset(chosen)
     queues = len(s.tree.names)
 
@@ -176,7 +164,7 @@ def _preempt_for(
         return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
 
     if fits_without(len(chosen)) is None:
-        return False
+        return None
     # fewer victims than this cannot free enough cards: search up from there
     lower = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
     lo, target = shortest_prefix(fits_without, lower, len(chosen))
@@ -204,14 +192,7 @@ def _preempt_for(
 
 def _waiting(s: Session) -> Iterator[Job]:
     """Jobs still waiting after allocate/backfill, in policy order, bounded per cycle."""
-    tried = 0
-    for job in s.candidates:
-        if job.id in s.running:
-            continue
-        yield job
-        tried += 1
-        if tried >= s.config.max_preemptors:
-            return
+    return itertools.islice(s.waiting(), s.config.max_preemptors)
 
 
 def _victims(s: Session) -> VictimPool | None:
@@ -255,17 +236,28 @@ def preempt(s: Session) -> None:
     if pool is None:
         return
     scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
+    # (queue, model, shape) -> the highest rank for which no set of victims made room. A job of
+    # the same shape in the same queue with no higher rank has only fewer victims to choose from, so
+    # it cannot fit either while nothing changes; an eviction changes the state and clears this.
+    hopeless: dict[tuple, float] = {}
     for job in _waiting(s):
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         for f in s.flavors(job):
+            key = (q, f, job.groups, job.kind)
+            if hopeless.get(key, -np.inf) >= rank:
+                continue
             mask = s.initial_alive() & (pool.rank < rank) & (pool.flavor == f)
             if scope_queue:
                 mask &= pool.queue == q
-            if _preempt_for(
+            outcome = _preempt_for(
                 s, job, f, pool, pool.candidates(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
-            ):
+            )
+            if outcome:
+                hopeless.clear()
                 break
+            if outcome is None:
+                hopeless[key] = max(rank, hopeless.get(key, -np.inf))
 
 
 def resize(s: Session) -> None:

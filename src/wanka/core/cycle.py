@@ -63,6 +63,19 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         decisions=decisions,
         reservations=list(session.reservations),
         unschedulable=dict(session.unschedulable),
-        order=[j.id for j in session.pending],
         stats=stats,
+        order_of=_order_of(session),
     )
+
+
+def _order_of(session: Session):
+    """The queue order as this cycle saw it. A kept pending index changes after the cycle (the
+    caller applies the decisions), so reading the order from it afterwards would be wrong: refuse."""
+    pending, index, version = session.pending, session.pending_index, session.pending_index.version
+
+    def order() -> list[str]:
+        if index.version != version:
+            raise RuntimeError("the pending index changed after this cycle; read CycleResult.order first")
+        return [job.id for job in pending]
+
+    return order

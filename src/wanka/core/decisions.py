@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from wanka.core.cluster import Cluster
@@ -14,6 +15,7 @@ from wanka.core.quota import QueueTree
 from wanka.core.state import ClusterState, Placement
 
 if TYPE_CHECKING:
+    from wanka.core.pending import PendingIndex
     from wanka.core.running import RunningIndex
 
 
@@ -24,7 +26,8 @@ class Snapshot:
     ``state`` must hold exactly the placements of ``running`` (jobs that hold cards: admitted or
     running). ``usage`` is each queue's decayed past usage, maintained by the caller with
     :func:`wanka.core.fairshare.accrue`. ``index``, when given, must hold exactly ``running``: a
-    caller that runs many cycles keeps it up to date instead of letting every cycle rebuild it.
+    caller that runs many cycles keeps it up to date instead of letting every cycle rebuild it;
+    ``pending_index``, when given, must hold exactly ``pending``, for the same reason.
     """
 
     now: float
@@ -35,6 +38,7 @@ class Snapshot:
     running: Sequence[Job]
     usage: Mapping[str, QueueUsage] = field(default_factory=dict)
     index: RunningIndex | None = None  # the running set kept by a long-lived caller (core.running)
+    pending_index: PendingIndex | None = None  # the waiting queue kept likewise (core.pending)
 
 
 class Fit(IntEnum):
@@ -107,8 +111,14 @@ class CycleResult:
     decisions: list[Decision]
     reservations: list[Reservation]
     unschedulable: dict[str, str]  # job id -> why it can never run as submitted
-    order: list[str]  # pending job ids in the policy's order (queue position)
     stats: CycleStats
+    # the waiting queue's order, listed only when asked for: a busy cycle walks a small part of it
+    order_of: Callable[[], list[str]] = field(default=list, repr=False)
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Pending job ids in the policy's order (queue positions), as the cycle saw them."""
+        return self.order_of()
 
     @property
     def starts(self) -> list[Start]:

@@ -7,6 +7,8 @@ surviving changes into decisions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from wanka.core.cluster import NodeState
@@ -15,6 +17,7 @@ from wanka.core.decisions import Decision, Fit, Reservation, Resize, Snapshot, S
 from wanka.core.feasibility import resolve_flavors
 from wanka.core.jobs import Job, JobKind
 from wanka.core.ordering import Ordering
+from wanka.core.pending import PendingIndex
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import QuotaUsage, add_usage, available
 from wanka.core.running import Running, RunningIndex, expected_end
@@ -135,9 +138,26 @@ class Session:
             add_usage(self.quota, queue, self.tree_flavor[flavor], cards)
             self.queue_alloc[queue][0] += cards * cluster.models[flavor].rated_tflops / 1000.0
         self.ordering = Ordering(self)
-        self.pending: list[Job] = self.ordering.sort(snapshot.pending)
-        self.candidates: list[Job] = list(self.pending)  # narrowed by admit
-        self.smallest_need = 0  # fewest cards any candidate needs (admit sets it; 0: unknown)
+        waiting = snapshot.pending_index
+        if waiting is None:
+            waiting = PendingIndex(cluster, self.tree, config.job_order, snapshot.pending)
+        elif waiting.cluster is not cluster or waiting.tree is not self.tree:
+            raise ValueError("snapshot.pending_index was built for another cluster or queue tree")
+        elif waiting.order is not config.job_order:
+            raise ValueError(
+                f"snapshot.pending_index keeps {waiting.order.value} order; the policy sorts by "
+                f"{config.job_order.value}"
+            )
+        elif len(waiting) != len(snapshot.pending):
+            raise ValueError(
+                f"snapshot.pending_index holds {len(waiting)} jobs "
+                f"but snapshot.pending {len(snapshot.pending)}"
+            )
+        self.pending_index = waiting
+        # static orders come sorted from the index; time- and usage-dependent ones are sorted here
+        self.pending: list[Job] = waiting.jobs if waiting.ordered else self.ordering.sort(waiting.jobs)
+        self.admitted = False  # set by admit: from then on, jobs that can never run are skipped
+        self.smallest_need = 0  # fewest cards any admitted job needs (admit sets it; 0: unknown)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -211,6 +231,35 @@ class Session:
 
     def reserved_jobs(self) -> set[str]:
         return {r.job_id for r in self.reservations}
+
+    # --- the waiting jobs, walked lazily: a phase goes only as far into the queue as it needs ---
+
+    def _still_waiting(self, jobs: Iterable[Job]) -> Iterator[Job]:
+        skip = self.pending_index.rejected if self.admitted else {}
+        running = self.running
+        for job in jobs:
+            if job.id not in running and job.id not in skip:
+                yield job
+
+    def waiting(self) -> Iterator[Job]:
+        """Jobs not started yet (nor set aside by admit), in policy order."""
+        return self._still_waiting(self.pending)
+
+    def waiting_by_queue(self) -> dict[int, Iterator[Job]]:
+        """:meth:`waiting` split by queue index, each in policy order."""
+        if self.pending_index.ordered:
+            parts = self.pending_index.queue_jobs()
+        else:
+            parts = {}
+            for job in self.pending:
+                parts.setdefault(self.queue_index(job), []).append(job)
+        return {q: self._still_waiting(jobs) for q, jobs in parts.items()}
+
+    def waiting_within(self, cards: int) -> Iterator[Job]:
+        """:meth:`waiting` restricted to jobs that need at most ``cards`` cards."""
+        if self.pending_index.ordered:
+            return self._still_waiting(self.pending_index.needing_at_most(cards))
+        return self._still_waiting(j for j in self.pending if j.min_cards <= cards)
 
     # --- what a job asks for -----------------------------------------------------------------
 

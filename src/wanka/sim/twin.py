@@ -25,10 +25,12 @@ from wanka.core import (
     Cluster,
     ClusterState,
     CycleConfig,
+    CycleResult,
     Job,
     JobOrder,
     JobState,
     NodeState,
+    PendingIndex,
     Placement,
     QueueTree,
     QueueUsage,
@@ -133,7 +135,8 @@ class Twin:
         if len(self.stats) != len(jobs):
             raise ValueError("job ids must be unique")
         self.state = ClusterState.empty(self.cluster)
-        self.pending: dict[str, Job] = {}
+        # the waiting queue, kept in the policy's order as jobs arrive, start and are requeued
+        self.pending = PendingIndex(self.cluster, queues, policy.job_order)
         self.running: dict[str, Job] = {}
         # kept up to date as jobs start and stop, so a round does not rebuild it (core.running)
         self.index = RunningIndex(self.cluster, queues, policy.default_time_limit_s)
@@ -189,7 +192,7 @@ class Twin:
             events += 1
             changed = False
             if kind is EventKind.ARRIVAL:
-                self.pending[payload] = self.stats[payload].job
+                self.pending.add(self.stats[payload].job)
                 changed = True
             elif kind is EventKind.FINISH:
                 job_id, epoch = payload
@@ -248,12 +251,13 @@ class Twin:
             self.cluster,
             self.state,
             self.queues,
-            list(self.pending.values()),
+            self.pending.jobs,
             list(self.running.values()),
             self.usage,
             self.index,
+            self.pending,
         )
-        result = run_cycle(snapshot, self.policy)
+        result = self._decide(snapshot)
         for d in result.stops:
             self._stop(self.stats[d.job_id], now)
             self.stats[d.job_id].preemptions += 1
@@ -264,12 +268,15 @@ class Twin:
         closed = 0
         for job_id, why in result.unschedulable.items():
             if job_id in self.pending:
-                del self.pending[job_id]
+                self.pending.remove(job_id)
                 self.stats[job_id].outcome = "unschedulable"
                 self.stats[job_id].job.state = JobState.FAILED
                 self.rejected[job_id] = why
                 closed += 1
         return closed
+
+    def _decide(self, snapshot: Snapshot) -> CycleResult:
+        return run_cycle(snapshot, self.policy)
 
     def _sample(self, t: float) -> None:
         tenants: dict[str, int] = {}
@@ -277,7 +284,7 @@ class Twin:
             tenants[job.queue] = tenants.get(job.queue, 0) + job.placement.total_cards
         fragmented = 0
         if self.pending:
-            smallest = min(g.cards for j in self.pending.values() for g in j.groups)
+            smallest = min(g.cards for j in self.pending for g in j.groups)
             free = self.state.free_cards
             up = self.cluster.node_state == int(NodeState.UP)
             fragmented = int(free[up & (free < smallest)].sum())
@@ -353,7 +360,7 @@ class Twin:
                 self.on_node[node].discard(job.id)
 
     def _start(self, st: JobStats, placement: Placement, now: float) -> None:
-        job = self.pending.pop(st.job.id)
+        job = self.pending.remove(st.job.id)
         self.state.allocate(placement)
         job.placement = placement
         job.start_time = now
@@ -425,7 +432,7 @@ class Twin:
         st.overhead_card_s -= lost_compute * cards * (1.0 - st.efficiency)  # counted once, as lost
         st.epoch += 1  # the pending finish event is stale now
         job.state = JobState.PENDING
-        self.pending[job.id] = job
+        self.pending.add(job)
 
     def _resize(self, st: JobStats, placement: Placement, now: float) -> None:
         job = st.job

@@ -1,0 +1,206 @@
+"""The waiting queue as a cycle needs it, and an index a long-lived caller keeps up to date.
+
+Every cycle used to sort the whole waiting queue, judge every waiting job's feasibility and build
+per-queue lists: O(waiting) Python work per cycle, which dominated a month of the twin whenever
+thousands of jobs waited (fifo's head-of-line blocking, an overloaded cluster). A caller that runs
+many cycles keeps a :class:`PendingIndex` instead, adding a job when it starts waiting and removing
+it when it starts or leaves, and passes it in the snapshot. The index keeps:
+
+- the jobs sorted by a key that does not change while they wait: the policy's own order for
+  ``fifo``, ``priority`` and ``shortest`` (so a cycle walks only as far as it starts or reserves
+  jobs), submit order for ``las`` and ``multifactor`` (which the session still sorts every cycle,
+  because their keys move with time and usage);
+- the same order per queue, for fair-share interleaving;
+- each job's feasibility verdict, judged once when it is added (it depends only on the cluster's
+  nodes and the queue tree, which the index is bound to);
+- the same order per number of cards needed, so backfill walks only the jobs that could fit in the
+  free cards.
+
+Without an index, the session builds one from ``snapshot.pending``: the same code path, so a cycle
+with and without a kept index decides identically.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
+from wanka.core.cluster import Cluster
+from wanka.core.config import JobOrder
+from wanka.core.feasibility import Feasibility, check_feasibility
+from wanka.core.jobs import Job
+from wanka.core.quota import QueueTree
+
+#: Orders whose key is fixed while a job waits: the index keeps the queue in that order.
+STATIC_ORDERS = (JobOrder.FIFO, JobOrder.PRIORITY, JobOrder.SHORTEST)
+
+
+def static_key(job: Job, order: JobOrder) -> tuple:
+    """The job's place in ``order`` (for dynamic orders, submit order); ties by submit time, then id.
+    The same key :meth:`wanka.core.ordering.Ordering.sort` sorts by, as a tuple."""
+    if order is JobOrder.PRIORITY:
+        primary = -float(job.priority)
+    elif order is JobOrder.SHORTEST:
+        primary = math.inf if job.time_limit_s is None else float(job.time_limit_s)
+    else:
+        primary = 0.0
+    return (primary, float(job.submit_time), job.id)
+
+
+def _shape(job: Job) -> tuple:
+    """What a feasibility verdict depends on: jobs of one shape share it."""
+    g = job.groups[0]
+    if len(job.groups) == 1:
+        return (job.queue, job.min_cards, g.cards, g.accelerators)
+    return (job.queue, job.groups)
+
+
+class _Sorted:
+    """Jobs in key order: parallel lists, bisect to insert and remove (memmove, no Python loop)."""
+
+    __slots__ = ("jobs", "keys")
+
+    def __init__(self):
+        self.keys: list[tuple] = []
+        self.jobs: list[Job] = []
+
+    def add(self, key: tuple, job: Job) -> None:
+        if not self.keys or key > self.keys[-1]:  # the common case: a new arrival goes last
+            self.keys.append(key)
+            self.jobs.append(job)
+            return
+        i = bisect_left(self.keys, key)
+        self.keys.insert(i, key)
+        self.jobs.insert(i, job)
+
+    def remove(self, key: tuple) -> None:
+        i = bisect_left(self.keys, key)
+        del self.keys[i]
+        del self.jobs[i]
+
+
+class PendingIndex:
+    """Waiting jobs in a fixed order, per queue, with their feasibility verdicts.
+
+    The caller adds a job when it starts to wait (on submit, and again when it is requeued) and
+    removes it when it starts or leaves the queue; a job whose priority, time limit, queue or
+    shape changes while it waits is removed and added again. The snapshot it goes into must list
+    exactly the same waiting jobs.
+    """
+
+    def __init__(self, cluster: Cluster, tree: QueueTree, order: JobOrder, jobs: Iterable[Job] = ()):
+        self.cluster = cluster
+        self.tree = tree
+        self.order = order
+        self.ordered = order in STATIC_ORDERS  # True: ``jobs`` is already in the policy's order
+        self._all = _Sorted()
+        self._key: dict[str, tuple] = {}
+        # per queue and per cards needed: built on first use (a one-cycle index may never need
+        # them), then kept up to date
+        self._by_queue: dict[int, _Sorted] | None = None
+        self._by_need: dict[int, _Sorted] | None = None
+        self._verdicts: dict[tuple, Feasibility] = {}
+        self.rejected: dict[str, str] = {}  # waiting jobs that can never run: id -> why
+        self._needs: dict[int, int] = {}  # min_cards -> how many feasible jobs need that many
+        self.version = 0  # bumped on every change: results computed from the index can check it
+        jobs = list(jobs)
+        if jobs:  # in bulk: one sort instead of an insertion per job
+            keyed = sorted((static_key(job, order), i) for i, job in enumerate(jobs))
+            for key, i in keyed:
+                job = jobs[i]
+                if self._key.setdefault(job.id, key) is not key:
+                    raise ValueError(f"job {job.id} is listed twice")
+                self._all.keys.append(key)
+                self._all.jobs.append(job)
+                self._judge(job)
+
+    def __len__(self) -> int:
+        return len(self._key)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._key
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every waiting job in the index's order. Read only: the index owns this list."""
+        return self._all.jobs
+
+    def queue_jobs(self) -> dict[int, list[Job]]:
+        """Waiting jobs per queue index (-1: unknown queue), each in the index's order. Read only."""
+        if self._by_queue is None:
+            self._by_queue = self._split(lambda job: self.tree.index.get(job.queue, -1))
+        return {q: s.jobs for q, s in self._by_queue.items() if s.jobs}
+
+    def _split(self, part) -> dict[int, _Sorted]:
+        parts: dict[int, _Sorted] = {}
+        for key, job in zip(self._all.keys, self._all.jobs, strict=True):
+            k = part(job)
+            p = parts.get(k)
+            if p is None:
+                p = parts[k] = _Sorted()
+            p.keys.append(key)
+            p.jobs.append(job)
+        return parts
+
+    def add(self, job: Job) -> None:
+        if job.id in self._key:
+            raise ValueError(f"job {job.id} is already in the pending index")
+        key = static_key(job, self.order)
+        self._key[job.id] = key
+        self._all.add(key, job)
+        if self._by_queue is not None:
+            self._by_queue.setdefault(self.tree.index.get(job.queue, -1), _Sorted()).add(key, job)
+        if self._by_need is not None:
+            self._by_need.setdefault(job.min_cards, _Sorted()).add(key, job)
+        self._judge(job)
+        self.version += 1
+
+    def _judge(self, job: Job) -> None:
+        shape = _shape(job)
+        verdict = self._verdicts.get(shape)
+        if verdict is None:
+            verdict = self._verdicts[shape] = check_feasibility(self.cluster, self.tree, job)
+        if verdict.ok:
+            need = job.min_cards
+            self._needs[need] = self._needs.get(need, 0) + 1
+        else:
+            self.rejected[job.id] = verdict.reason
+
+    def remove(self, job_id: str) -> Job:
+        key = self._key.pop(job_id)
+        i = bisect_left(self._all.keys, key)
+        job = self._all.jobs[i]
+        self._all.remove(key)
+        if self._by_queue is not None:
+            self._by_queue[self.tree.index.get(job.queue, -1)].remove(key)
+        if self._by_need is not None:
+            self._by_need[job.min_cards].remove(key)
+        if self.rejected.pop(job_id, None) is None:
+            need = job.min_cards
+            left = self._needs[need] - 1
+            if left:
+                self._needs[need] = left
+            else:
+                del self._needs[need]
+        self.version += 1
+        return job
+
+    def smallest_need(self) -> int:
+        """Fewest cards any feasible waiting job needs (a huge number when none waits)."""
+        return min(self._needs, default=1 << 62)
+
+    def needing_at_most(self, cards: int) -> Iterator[Job]:
+        """Waiting jobs that need at most ``cards`` cards, in the index's order, lazily: the jobs
+        that need more are never touched."""
+        if self._by_need is None:
+            self._by_need = self._split(lambda job: job.min_cards)
+        buckets = [b for need, b in self._by_need.items() if need <= cards and b.jobs]
+        if len(buckets) == 1:
+            return iter(buckets[0].jobs)
+        merged = heapq.merge(*(zip(b.keys, b.jobs, strict=True) for b in buckets))
+        return (job for _, job in merged)  # keys are unique: jobs are never compared
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._all.jobs)
