@@ -77,12 +77,17 @@ def backfill(s: Session) -> None:
     """EASY backfill: any later job may start now if it does not delay a reserved job — it ends
     (by its time limit) before the reserved start, or it keeps off the reserved nodes."""
     reserved = s.reserved_jobs()
+    # Room and quota only shrink during backfill, so a job that could not start rules out every
+    # later job that asks for the same thing: a long queue of alike jobs costs one attempt each.
+    failed: set[tuple] = set()
     for job in s.waiting_within(max(s.free_by_flavor)):  # jobs needing more are never looked at
         if max(s.free_by_flavor) < s.smallest_need:
             return  # the cluster is full for every job left
         if job.min_cards > max(s.free_by_flavor) or job.id in reserved:
             continue  # the room shrank as earlier jobs started
-        s.try_start(job, backfilled=True)
+        key = s.start_key(job)
+        if key not in failed and s.try_start(job, backfilled=True) is not Fit.FIT:
+            failed.add(key)
 
 
 class VictimPool:

@@ -27,6 +27,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
 from wanka.core.cluster import Cluster
 from wanka.core.config import JobOrder
 from wanka.core.feasibility import Feasibility, check_feasibility
@@ -106,14 +108,18 @@ class PendingIndex:
         self._needs: dict[int, int] = {}  # min_cards -> how many feasible jobs need that many
         self.version = 0  # bumped on every change: results computed from the index can check it
         jobs = list(jobs)
-        if jobs:  # in bulk: one sort instead of an insertion per job
-            keyed = sorted((static_key(job, order), i) for i, job in enumerate(jobs))
-            for key, i in keyed:
-                job = jobs[i]
-                if self._key.setdefault(job.id, key) is not key:
-                    raise ValueError(f"job {job.id} is listed twice")
-                self._all.keys.append(key)
-                self._all.jobs.append(job)
+        if jobs:  # in bulk: one numpy sort instead of an insertion per job
+            keys = [static_key(job, order) for job in jobs]
+            n = len(keys)
+            primary = np.fromiter((k[0] for k in keys), dtype=np.float64, count=n)
+            submit = np.fromiter((k[1] for k in keys), dtype=np.float64, count=n)
+            perm = np.lexsort((np.array([k[2] for k in keys]), submit, primary)).tolist()
+            self._all.keys = [keys[i] for i in perm]
+            self._all.jobs = [jobs[i] for i in perm]
+            self._key = {job.id: key for job, key in zip(jobs, keys, strict=True)}
+            if len(self._key) != n:
+                raise ValueError("a job is listed twice")
+            for job in jobs:
                 self._judge(job)
 
     def __len__(self) -> int:

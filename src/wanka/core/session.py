@@ -7,6 +7,7 @@ surviving changes into decisions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -283,6 +284,16 @@ class Session:
                 replicas = max(g.gang_min, min(replicas, max_cards // g.cards))
             reqs.append(GroupRequest(g.role, replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, spread))
         return reqs
+
+    def start_key(self, job: Job) -> tuple:
+        """Everything :meth:`try_start` looks at: two jobs with equal keys fare alike in one state
+        (queue and quota, task groups and models, spreading, and which reservations it would
+        outlast)."""
+        late = ()
+        if self.reserved_until:
+            end = self.expected_end(job)
+            late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
+        return (job.queue, job.groups, job.kind, late)
 
     # --- trying to start a job -----------------------------------------------------------------
 
