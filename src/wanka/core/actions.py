@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from wanka.core.cluster import NodeState
-from wanka.core.config import Action, PreemptScope, QueueOrder
+from wanka.core.config import Action, JobOrder, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
 from wanka.core.jobs import Job, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
@@ -201,10 +201,8 @@ def _waiting(s: Session) -> Iterator[Job]:
 
 
 def _victims(s: Session) -> VictimPool | None:
-    """The session's victim pool (reclaim and preempt share one), or None when nobody waits or
-    nobody could be evicted."""
-    if next(_waiting(s), None) is None:
-        return None
+    """The session's victim pool (reclaim and preempt share one, built when a waiting job first
+    needs it: O(running)), or None when nobody could be evicted."""
     if s.victim_pool is None:
         s.victim_pool = VictimPool(s)
     return s.victim_pool if len(s.victim_pool.order) else None
@@ -212,15 +210,15 @@ def _victims(s: Session) -> VictimPool | None:
 
 def reclaim(s: Session) -> None:
     """A queue below its nominal quota takes back what it lent: borrowers in other queues are evicted."""
-    pool = _victims(s)
-    if pool is None:
-        return
     for job in _waiting(s):
         q = s.queue_index(job)
         for f in s.flavors(job):
             tf = s.tree_flavor[f]
             if s.quota.total[q][tf] + job.min_cards > s.tree.nominal[q][tf]:
                 continue  # it would borrow: nothing is owed to it
+            pool = _victims(s)
+            if pool is None:
+                return
             lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
             mask = s.initial_alive() & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
             if _preempt_for(
@@ -237,10 +235,8 @@ def reclaim(s: Session) -> None:
 
 def preempt(s: Session) -> None:
     """A waiting job evicts strictly lower-ranked preemptible jobs (same queue, or any queue)."""
-    pool = _victims(s)
-    if pool is None:
-        return
     scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
+    static_rank = s.config.job_order is not JobOrder.LAS  # the rank is the priority
     # (queue, model, shape) -> the highest rank for which no set of victims made room. A job of
     # the same shape in the same queue with no higher rank has only fewer victims to choose from, so
     # it cannot fit either while nothing changes; an eviction changes the state and clears this.
@@ -248,6 +244,11 @@ def preempt(s: Session) -> None:
     for job in _waiting(s):
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
+        if static_rank and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
+            continue  # nobody it may evict was running when the cycle began
+        pool = _victims(s)
+        if pool is None:
+            return
         for f in s.flavors(job):
             key = (q, f, job.groups, job.kind)
             if hopeless.get(key, -np.inf) >= rank:

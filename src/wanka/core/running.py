@@ -51,11 +51,13 @@ def expected_end(job: Job, now: float, default_time_limit_s: float | None) -> fl
 
 class RunningIndex:
     """Running jobs by id with the totals a session starts from: cards held per (queue, cluster
-    model), cpus and memory per queue, and which jobs are elastic.
+    model), cpus and memory per queue, which jobs are elastic, and the priorities of the
+    preemptible ones per queue (so preemption can tell at once when nobody may be evicted).
 
     The caller adds a job when it starts (after setting ``placement`` and ``start_time``) and
-    removes it when it stops; a resized job is removed and added again. The snapshot it goes into
-    must list exactly the same running jobs.
+    removes it when it stops; a resized job is removed and added again, and so is a job whose
+    priority or preemptibility changes while it runs. The snapshot it goes into must list exactly
+    the same running jobs.
     """
 
     def __init__(self, cluster: Cluster, tree: QueueTree, default_time_limit_s: float | None = None):
@@ -67,6 +69,7 @@ class RunningIndex:
         self.cpus = [0] * len(tree.names)
         self.memory = [0] * len(tree.names)
         self.elastic: dict[str, Running] = {}
+        self.preemptible: dict[int, dict[int, int]] = {}  # queue -> priority -> preemptible jobs
 
     @classmethod
     def build(
@@ -97,6 +100,9 @@ class RunningIndex:
         self.memory[queue] += entry.memory
         if job.elastic:
             self.elastic[job.id] = entry
+        if job.preemptible:
+            counts = self.preemptible.setdefault(queue, {})
+            counts[job.priority] = counts.get(job.priority, 0) + 1
         return entry
 
     def remove(self, job_id: str) -> None:
@@ -108,3 +114,8 @@ class RunningIndex:
         self.cpus[entry.queue] -= entry.cpus
         self.memory[entry.queue] -= entry.memory
         self.elastic.pop(job_id, None)
+        if entry.job.preemptible:
+            counts = self.preemptible[entry.queue]
+            counts[entry.job.priority] -= 1
+            if not counts[entry.job.priority]:
+                del counts[entry.job.priority]

@@ -128,6 +128,7 @@ class Session:
             raise ValueError(
                 f"snapshot.index holds {len(index)} jobs but snapshot.running {len(snapshot.running)}"
             )
+        self.running_index = index
         self.running: dict[str, Running] = dict(index.entries)
         self.initial_running: list[Running] = list(index.entries.values())
         self.initial_elastic: list[Running] = list(index.elastic.values())
@@ -229,6 +230,14 @@ class Session:
             if i is not None:
                 mask[i] = False
         return mask
+
+    def lowest_preemptible_priority(self, queue: int | None) -> float:
+        """Lowest priority of a preemptible job running when the cycle began, in ``queue`` (None:
+        anywhere); inf when there is none. Only evictions change that set, and they shrink it."""
+        by_queue = self.running_index.preemptible
+        if queue is not None:
+            return min(by_queue.get(queue, ()), default=math.inf)
+        return min((min(p) for p in by_queue.values() if p), default=math.inf)
 
     def reserved_jobs(self) -> set[str]:
         return {r.job_id for r in self.reservations}
