@@ -20,7 +20,7 @@ from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
 from wanka.models.quota import parse_queue_tree
-from wanka.server import auth, tables
+from wanka.server import auth, cluster_api, tables
 from wanka.server.auth import Principal
 
 NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case letters, digits and -")
@@ -287,6 +287,7 @@ def create_app(state: AppState) -> FastAPI:
         session.commit()
         return _job_out(job, tenant)
 
+    app.include_router(cluster_api.router(state.cluster, db, principal, admin))
     return app
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from wanka.models.cluster import load_cluster
-from wanka.server import auth, db, tables
+from wanka.server import auth, cluster_api, db, tables
 from wanka.server.app import AppState, create_app
 
 DEFAULT_PORT = 8421
@@ -61,4 +61,5 @@ def build(settings: Settings):
     sessions = db.sessions(engine)
     token_file = bootstrap_admin(sessions, settings.home)
     cluster = load_cluster(settings.cluster)
+    cluster_api.sync_nodes(sessions, cluster)  # drains recorded before a restart still hold
     return create_app(AppState(sessions, cluster)), token_file

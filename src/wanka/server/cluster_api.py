@@ -1,0 +1,188 @@
+"""Nodes (list, drain, undrain), cluster status and Prometheus metrics.
+
+The node table holds what operators decide about nodes (drained, and why); the cluster model in
+memory carries the same state for the control loop, so a drain takes effect at the next cycle and
+survives a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from wanka.core import Cluster, JobState, NodeState
+from wanka.server import tables
+from wanka.server.auth import Principal
+
+#: Job states that hold cards.
+HOLDING = (JobState.ADMITTED.value, JobState.RUNNING.value)
+
+
+class NodeOut(BaseModel):
+    name: str
+    model: str
+    cards: int
+    domain: list[str] = Field(description="the node's network domains, innermost first")
+    state: str = Field(description="up, draining or down")
+    reason: str
+    changed_at: float
+
+
+class DrainIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class ClusterOut(BaseModel):
+    name: str
+    cards: int
+    cards_by_state: dict[str, int] = Field(description="cards on up, draining and down nodes")
+    allocated: int = Field(description="cards held by admitted and running jobs (of the tenants you see)")
+    allocated_by_tenant: dict[str, int]
+    pending_jobs: int = Field(description="waiting jobs (of the tenants you see)")
+
+
+def sync_nodes(sessions: sessionmaker, cluster: Cluster) -> None:
+    """Rows for nodes new to the database; the states recorded for known ones onto the cluster."""
+    with sessions() as session:
+        known = {n.name: n for n in session.scalars(select(tables.Node))}
+        now = time.time()
+        for i, name in enumerate(cluster.node_names):
+            row = known.get(name)
+            if row is None:
+                state = NodeState(int(cluster.node_state[i])).name.lower()
+                session.add(tables.Node(name=name, state=state, reason="", changed_at=now))
+            else:
+                cluster.node_state[i] = int(NodeState[row.state.upper()])
+        session.commit()
+
+
+def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
+    i = cluster.node_index[row.name]
+    record = cluster.nodes[i]
+    return NodeOut(
+        name=row.name,
+        model=record.accelerator.id,
+        cards=record.cards,
+        domain=list(record.domains),
+        state=row.state,
+        reason=row.reason,
+        changed_at=row.changed_at,
+    )
+
+
+def router(
+    cluster: Cluster,
+    db: Callable,
+    principal: Callable,
+    admin: Callable,
+) -> APIRouter:
+    api = APIRouter()
+
+    def node_row(session: Session, name: str) -> tables.Node:
+        row = session.scalar(select(tables.Node).where(tables.Node.name == name))
+        if row is None or name not in cluster.node_index:
+            raise HTTPException(404, f"no node named {name!r}; `GET /v1/nodes` lists them")
+        return row
+
+    @api.get("/v1/nodes", response_model=list[NodeOut])
+    def list_nodes(_: Principal = Depends(principal), session: Session = Depends(db)):
+        rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
+        return [_node_out(cluster, r) for r in rows if r.name in cluster.node_index]
+
+    def set_state(session: Session, name: str, target: NodeState, reason: str) -> NodeOut:
+        row = node_row(session, name)
+        current = NodeState[row.state.upper()]
+        if current is NodeState.DOWN and target is NodeState.UP:
+            raise HTTPException(409, f"node {name!r} is down; it comes back up when it reports healthy")
+        row.state, row.reason, row.changed_at = target.name.lower(), reason, time.time()
+        session.commit()
+        cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
+        return _node_out(cluster, row)
+
+    @api.post("/v1/nodes/{name}/drain", response_model=NodeOut)
+    def drain(name: str, body: DrainIn, who: Principal = Depends(admin), session: Session = Depends(db)):
+        """Running jobs keep running; nothing new is placed on the node."""
+        return set_state(session, name, NodeState.DRAINING, body.reason or f"drained by {who.name}")
+
+    @api.post("/v1/nodes/{name}/undrain", response_model=NodeOut)
+    def undrain(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
+        return set_state(session, name, NodeState.UP, "")
+
+    @api.get("/v1/cluster", response_model=ClusterOut)
+    def status(who: Principal = Depends(principal), session: Session = Depends(db)):
+        by_state = {s.name.lower(): 0 for s in NodeState}
+        for state, cards in zip(cluster.node_state.tolist(), cluster.node_cards.tolist(), strict=True):
+            by_state[NodeState(state).name.lower()] += cards
+        held = (
+            select(tables.Tenant.name, func.coalesce(func.sum(tables.Job.cards), 0))
+            .join(tables.Tenant)
+            .where(tables.Job.state.in_(HOLDING))
+            .group_by(tables.Tenant.name)
+        )
+        pending = select(func.count()).select_from(tables.Job).where(tables.Job.state == "pending")
+        if not who.is_admin:  # a member sees the whole cluster, but only its own tenant's usage
+            held = held.where(tables.Job.tenant_id == who.tenant_id)
+            pending = pending.where(tables.Job.tenant_id == who.tenant_id)
+        by_tenant = {name: int(cards) for name, cards in session.execute(held)}
+        return ClusterOut(
+            name=cluster.name,
+            cards=int(cluster.total_cards),
+            cards_by_state=by_state,
+            allocated=sum(by_tenant.values()),
+            allocated_by_tenant=by_tenant,
+            pending_jobs=int(session.scalar(pending) or 0),
+        )
+
+    @api.get("/metrics", include_in_schema=False)
+    def metrics(_: Principal = Depends(admin), session: Session = Depends(db)) -> Response:
+        """Prometheus text format; scrape with an admin token (``authorization`` in the scrape
+        config): the figures name every tenant."""
+        registry = CollectorRegistry()
+        registry.register(_Figures(cluster, session))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+class _Figures:
+    """Read from the database at scrape time: nothing to keep in step."""
+
+    def __init__(self, cluster: Cluster, session: Session):
+        self.cluster, self.session = cluster, session
+
+    def collect(self):
+        cards = GaugeMetricFamily(
+            "wanka_cards_allocated", "Cards held by admitted and running jobs", labels=["tenant"]
+        )
+        held = (
+            select(tables.Tenant.name, func.sum(tables.Job.cards))
+            .join(tables.Tenant)
+            .where(tables.Job.state.in_(HOLDING))
+            .group_by(tables.Tenant.name)
+        )
+        for tenant, n in self.session.execute(held):
+            cards.add_metric([tenant], float(n or 0))
+        yield cards
+        pending = GaugeMetricFamily("wanka_jobs_pending", "Waiting jobs", labels=["queue"])
+        waiting = (
+            select(tables.Job.queue, func.count())
+            .where(tables.Job.state == JobState.PENDING.value)
+            .group_by(tables.Job.queue)
+        )
+        for queue, n in self.session.execute(waiting):
+            pending.add_metric([queue], float(n))
+        yield pending
+        nodes = GaugeMetricFamily("wanka_cards", "Cards by node state and model", labels=["state", "model"])
+        c = self.cluster
+        for state in NodeState:
+            for f, model in enumerate(c.models):
+                on = (c.node_state == int(state)) & (c.node_model == f)
+                nodes.add_metric([state.name.lower(), model.id], float(c.node_cards[on].sum()))
+        yield nodes

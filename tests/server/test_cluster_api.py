@@ -1,0 +1,67 @@
+"""Nodes, cluster status and Prometheus metrics over real HTTP."""
+
+from __future__ import annotations
+
+from tests.server.conftest import start_server, stop_server
+from tests.server.test_api import JOB, make_member
+
+
+def test_admins_drain_and_undrain_nodes_and_the_drain_survives_a_restart(tmp_path):
+    server = start_server(tmp_path)
+    try:
+        member = make_member(server, "drain-lab", "drain-user")
+        with server.client(server.admin_token) as admin, server.client(member) as user:
+            nodes = user.get("/v1/nodes").json()
+            assert nodes and all(n["state"] == "up" for n in nodes)
+            name, cards = nodes[0]["name"], nodes[0]["cards"]
+            before = user.get("/v1/cluster").json()
+            assert user.post(f"/v1/nodes/{name}/drain", json={}).status_code == 403
+            r = admin.post("/v1/nodes/no-such-node/drain", json={})
+            assert r.status_code == 404 and "GET /v1/nodes" in r.json()["detail"]
+            r = admin.post(f"/v1/nodes/{name}/drain", json={"reason": "ECC errors"})
+            assert r.status_code == 200, r.text
+            assert (r.json()["state"], r.json()["reason"]) == ("draining", "ECC errors")
+            after = user.get("/v1/cluster").json()
+            assert after["cards_by_state"]["draining"] == before["cards_by_state"]["draining"] + cards
+            assert after["cards_by_state"]["up"] == before["cards_by_state"]["up"] - cards
+    finally:
+        stop_server(server)
+    server = start_server(tmp_path)  # same home, same database
+    try:
+        with server.client(server.admin_token) as admin:
+            node = next(n for n in admin.get("/v1/nodes").json() if n["name"] == name)
+            assert node["state"] == "draining"
+            assert admin.get("/v1/cluster").json()["cards_by_state"]["draining"] >= cards
+            assert admin.post(f"/v1/nodes/{name}/undrain").json()["state"] == "up"
+    finally:
+        stop_server(server)
+
+
+def test_cluster_status_shows_a_member_only_its_own_tenant(server):
+    a = make_member(server, "status-a", "status-alice")
+    b = make_member(server, "status-b", "status-bob")
+    with server.client(a) as alice, server.client(b) as bob, server.client(server.admin_token) as admin:
+        for _ in range(3):
+            assert alice.post("/v1/jobs", json=JOB).status_code == 201
+        assert bob.post("/v1/jobs", json=JOB).status_code == 201
+        mine = alice.get("/v1/cluster").json()
+        theirs = bob.get("/v1/cluster").json()
+        assert mine["pending_jobs"] == 3 and theirs["pending_jobs"] == 1
+        assert set(mine["allocated_by_tenant"]) <= {"status-a"}
+        everyone = admin.get("/v1/cluster").json()
+        assert everyone["pending_jobs"] >= 4
+        assert everyone["cards"] == sum(everyone["cards_by_state"].values())
+
+
+def test_metrics_are_prometheus_text_for_admins_only(server):
+    token = make_member(server, "metrics-lab", "metrics-user")
+    with server.client(token) as user, server.client(server.admin_token) as admin:
+        for _ in range(2):
+            assert user.post("/v1/jobs", json=JOB).status_code == 201
+        assert user.get("/metrics").status_code == 403
+        assert server.client().get("/metrics").status_code in (401, 403)
+        r = admin.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        lines = r.text.splitlines()
+        assert 'wanka_jobs_pending{queue="metrics-lab"} 2.0' in lines
+        assert any(line.startswith('wanka_cards{model="') and 'state="up"' in line for line in lines)
