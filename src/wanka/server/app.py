@@ -20,7 +20,7 @@ from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
 from wanka.models.quota import parse_queue_tree
-from wanka.server import auth, cluster_api, tables
+from wanka.server import auth, cluster_api, quota_api, tables
 from wanka.server.auth import Principal
 
 NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case letters, digits and -")
@@ -288,6 +288,11 @@ def create_app(state: AppState) -> FastAPI:
         return _job_out(job, tenant)
 
     app.include_router(cluster_api.router(state.cluster, db, principal, admin))
+    app.include_router(
+        quota_api.router(
+            state.cluster, db, principal, admin, lambda session: queue_tree(session, state.cluster)
+        )
+    )
     return app
 
 
@@ -359,14 +364,4 @@ def queue_tree(session: Session, cluster: Cluster) -> QueueTree:
 def _tenant_queues(tree: QueueTree, tenant: str) -> set[str]:
     """Leaf queues under the organisation named like the tenant (the organisation itself when it is
     a leaf)."""
-    if tenant not in tree.index:
-        return set()
-    out, todo = set(), [tree.index[tenant]]
-    while todo:
-        i = todo.pop()
-        children = [c for c, p in enumerate(tree.parent) if p == i]
-        if children:
-            todo += children
-        else:
-            out.add(tree.names[i])
-    return out
+    return {tree.names[i] for i in quota_api.subtree(tree, tenant) if not tree.children[i]}

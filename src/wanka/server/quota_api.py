@@ -1,0 +1,130 @@
+"""The quota tree over the API: admins apply a document (the queues YAML of ``models.quota``, as
+JSON); everyone reads the queues they may use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from wanka.core import Cluster, JobState, QueueTree
+from wanka.core.quota import UNLIMITED
+from wanka.models.errors import SpecError
+from wanka.models.quota import QueueTreeSpec, build_queue_tree
+from wanka.server import tables
+from wanka.server.auth import Principal
+
+
+class QuotaOut(BaseModel):
+    nominal: int
+    borrowing_limit: int | None = Field(description="null: may borrow without limit")
+    lending_limit: int | None = Field(description="null: lends everything unused")
+
+
+class QueueOut(BaseModel):
+    name: str
+    parent: str | None
+    leaf: bool = Field(description="jobs are submitted to leaf queues")
+    weight: float
+    quota: dict[str, QuotaOut] = Field(description="per accelerator model")
+    pending_jobs: int
+
+
+class AppliedOut(BaseModel):
+    document: int
+    applied_at: float
+    queues: int
+
+
+def subtree(tree: QueueTree, root: str) -> list[int]:
+    """Indices of ``root`` and every queue below it (empty when there is no such queue)."""
+    if root not in tree.index:
+        return []
+    out, todo = [], [tree.index[root]]
+    while todo:
+        i = todo.pop()
+        out.append(i)
+        todo += tree.children[i]
+    return sorted(out)
+
+
+def router(cluster: Cluster, db: Callable, principal: Callable, admin: Callable, current_tree: Callable):
+    api = APIRouter()
+
+    @api.put("/v1/quotas", response_model=AppliedOut)
+    def apply(spec: QueueTreeSpec, who: Principal = Depends(admin), session: Session = Depends(db)):
+        """Replace the quota tree. Every tenant keeps an organisation named like it, or the
+        document is refused: a tenant without one could no longer submit."""
+        try:
+            tree = build_queue_tree(spec, cluster, "body")
+        except SpecError as exc:
+            return JSONResponse(
+                {"detail": [{"field": f, "message": m} for f, m in exc.problems]}, status_code=422
+            )
+        tenants = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.name)))
+        orphaned = [t for t in tenants if t not in tree.index]
+        if orphaned:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "organisations",
+                        "message": f"no organisation for tenant(s) {', '.join(orphaned)}; every tenant "
+                        "needs one named like it",
+                    }
+                ],
+            )
+        doc = tables.QuotaDocument(
+            body=spec.model_dump(mode="json"), applied_at=time.time(), applied_by=who.user_id
+        )
+        session.add(doc)
+        session.commit()
+        return AppliedOut(document=doc.id, applied_at=doc.applied_at, queues=len(tree.names) - 1)
+
+    @api.get("/v1/queues", response_model=list[QueueOut])
+    def queues(who: Principal = Depends(principal), session: Session = Depends(db)):
+        """Every queue (admins), or the tenant's own organisation and its queues (members)."""
+        tree = current_tree(session)
+        if who.is_admin:
+            shown = list(range(1, len(tree.names)))  # all but the root
+        else:
+            tenant = session.get(tables.Tenant, who.tenant_id)
+            shown = subtree(tree, tenant.name)
+        names = [tree.names[i] for i in shown]
+        waiting = dict(
+            session.execute(
+                select(tables.Job.queue, func.count())
+                .where(tables.Job.state == JobState.PENDING.value, tables.Job.queue.in_(names))
+                .group_by(tables.Job.queue)
+            ).all()
+        )
+        out = []
+        for i in shown:
+            parent = tree.parent[i]
+            quota = {}
+            for k, model in enumerate(tree.flavors):
+                nominal = int(tree.nominal[i][k])
+                borrow, lend = tree.borrowing_limit[i][k], tree.lending_limit[i][k]
+                quota[model] = QuotaOut(
+                    nominal=nominal,
+                    borrowing_limit=None if borrow >= UNLIMITED else int(borrow),
+                    lending_limit=lend,
+                )
+            out.append(
+                QueueOut(
+                    name=tree.names[i],
+                    parent=tree.names[parent] if parent > 0 else None,
+                    leaf=not tree.children[i],
+                    weight=float(tree.weight[i]),
+                    quota=quota,
+                    pending_jobs=int(waiting.get(tree.names[i], 0)),
+                )
+            )
+        return out
+
+    return api

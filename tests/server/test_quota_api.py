@@ -1,0 +1,97 @@
+"""Quota trees over real HTTP: applying, reading, and what they allow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.server.conftest import start_server, stop_server
+from tests.server.test_api import JOB, make_member
+
+
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory):
+    s = start_server(tmp_path_factory.mktemp("wanka-quota-home"))
+    yield s
+    stop_server(s)
+
+
+def _tree(model: str, tenants=("q-a", "q-b")) -> dict:
+    orgs = [
+        {
+            "name": t,
+            "quota": {model: {"nominal": 8}},
+            "queues": [
+                {"name": f"{t}-train", "quota": {model: {"nominal": 4, "borrowing_limit": 2}}},
+                {"name": f"{t}-eval", "quota": {model: {"nominal": 4}}},
+            ],
+        }
+        for t in tenants
+    ]
+    return {"organisations": orgs}
+
+
+def test_an_applied_tree_sets_the_queues_each_tenant_sees_and_uses(quota_server):
+    a = make_member(quota_server, "q-a", "qa-user")
+    b = make_member(quota_server, "q-b", "qb-user")
+    with (
+        quota_server.client(quota_server.admin_token) as admin,
+        quota_server.client(a) as alice,
+        quota_server.client(b) as bob,
+    ):
+        model = admin.get("/v1/nodes").json()[0]["model"]
+        assert alice.put("/v1/quotas", json=_tree(model)).status_code == 403  # tenants change no quota
+        r = admin.put("/v1/quotas", json=_tree(model))
+        assert r.status_code == 200, r.text
+        assert r.json()["queues"] == 6
+        mine = {q["name"]: q for q in alice.get("/v1/queues").json()}
+        assert set(mine) == {"q-a", "q-a-train", "q-a-eval"}  # nothing of q-b
+        train = mine["q-a-train"]
+        assert train["parent"] == "q-a" and train["leaf"] and not mine["q-a"]["leaf"]
+        assert train["quota"][model] == {"nominal": 4, "borrowing_limit": 2, "lending_limit": None}
+        assert {q["name"] for q in bob.get("/v1/queues").json()} == {"q-b", "q-b-train", "q-b-eval"}
+        assert len(admin.get("/v1/queues").json()) == 6
+
+        r = alice.post("/v1/jobs", json={**JOB, "queue": "q-a-train"})
+        assert r.status_code == 201, r.text
+        waiting = {q["name"]: q["pending_jobs"] for q in alice.get("/v1/queues").json()}
+        assert waiting == {"q-a": 0, "q-a-train": 1, "q-a-eval": 0}
+        r = alice.post("/v1/jobs", json={**JOB, "queue": "q-b-train"})
+        assert r.status_code == 422 and "yours: q-a-eval, q-a-train" in r.text
+        # at most nominal 4 + borrowing 2 in q-a-train, ever
+        big = {**JOB, "queue": "q-a-train", "task_groups": [{"replicas": 1, "cards": 8}]}
+        r = alice.post("/v1/jobs", json=big)
+        assert r.status_code == 422 and "largest request that could fit: 6 cards" in r.text
+
+
+@pytest.mark.parametrize(
+    "change, field, says",
+    [
+        (
+            lambda t, m: t["organisations"][0]["queues"][0].update(quota={"no-such-card": {}}),
+            "quota.no-such-card",
+            "known",
+        ),
+        (lambda t, m: t["organisations"].pop(), "organisations", "no organisation for tenant(s) q-b"),
+        (lambda t, m: t["organisations"][0]["queues"][0].update(colour="red"), "colour", "unknown field"),
+        (
+            lambda t, m: t["organisations"][0]["quota"][m].update(nominal=2),
+            "organisations",
+            "exceeds its own",
+        ),
+    ],
+)
+def test_a_bad_tree_is_refused_with_the_field_and_the_tree_in_force_is_kept(
+    quota_server, change, field, says
+):
+    with quota_server.client(quota_server.admin_token) as admin:
+        admin.post("/v1/tenants", json={"name": "q-a"})
+        admin.post("/v1/tenants", json={"name": "q-b"})
+        model = admin.get("/v1/nodes").json()[0]["model"]
+        before = admin.get("/v1/queues").json()
+        tree = _tree(model)
+        change(tree, model)
+        r = admin.put("/v1/quotas", json=tree)
+        assert r.status_code == 422, r.text
+        problems = r.json()["detail"]
+        assert any(field in p["field"] and says in p["message"] for p in problems), problems
+        assert admin.get("/v1/queues").json() == before
