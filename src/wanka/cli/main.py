@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from wanka import __version__
-from wanka.cli import bench, cluster, server, simulate
+from wanka.cli import bench, cluster, remote, server, simulate
 from wanka.cli.output import console, emit_json, fail
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(bench.app, name="bench")
 app.command("simulate")(simulate.simulate)
 app.command("server")(server.server)
 app.add_typer(server.app, name="db")
+remote.register(app)
 
 
 @app.command("version")

@@ -1,1 +1,165 @@
-"""wanka.client"""
+"""The Python SDK of the control plane. The ``wanka`` CLI talks to the server only through it.
+
+from wanka.client import Client
+c = Client.from_config()              # what `wanka login` stored, or $WANKA_URL / $WANKA_TOKEN
+job = c.submit({"task_groups": [{"replicas": 2, "cards": 8}], "command": ["python", "train.py"]})
+c.job(job["id"])["state"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8421"
+
+
+class WankaError(Exception):
+    """The server refused a request: ``status`` and its ``detail`` (a message, or a list of
+    ``{"field", "message"}`` problems)."""
+
+    def __init__(self, status: int, detail: Any):
+        self.status = status
+        self.detail = detail
+        if isinstance(detail, list):
+            text = "; ".join(f"{p.get('field', '?')}: {p.get('message', p)}" for p in detail)
+        else:
+            text = str(detail)
+        super().__init__(f"{status}: {text}" if status else text)  # 0: no answer at all
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(os.environ.get("WANKA_CONFIG") or Path(base) / "wanka" / "client.json")
+
+
+def save_login(url: str, token: str, path: Path | None = None) -> Path:
+    """Store the server and token for later commands, readable by the owner only."""
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": token}, fh)
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    return path
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_config(cls, path: Path | None = None) -> Client:
+        """$WANKA_URL and $WANKA_TOKEN win over the file `wanka login` wrote."""
+        stored: dict = {}
+        path = path or config_path()
+        if path.exists():
+            stored = json.loads(path.read_text())
+        url = os.environ.get("WANKA_URL") or stored.get("url") or DEFAULT_URL
+        token = os.environ.get("WANKA_TOKEN") or stored.get("token")
+        return cls(url, token)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise WankaError(0, f"cannot reach {self.url}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise WankaError(r.status_code, detail)
+        return r.json()
+
+    # --- who, tenants, users, tokens --------------------------------------------------------------
+
+    def whoami(self) -> dict:
+        return self._call("GET", "/v1/whoami")
+
+    def create_tenant(self, name: str) -> dict:
+        return self._call("POST", "/v1/tenants", json={"name": name})
+
+    def tenants(self) -> list[dict]:
+        return self._call("GET", "/v1/tenants")
+
+    def create_user(self, name: str, role: str = "member", tenant: str | None = None) -> dict:
+        return self._call("POST", "/v1/users", json={"name": name, "role": role, "tenant": tenant})
+
+    def create_token(self, user: str, label: str = "") -> dict:
+        """A new token for ``user``; the ``token`` field is shown this once."""
+        return self._call("POST", f"/v1/users/{user}/tokens", json={"label": label})
+
+    def tokens(self) -> list[dict]:
+        return self._call("GET", "/v1/tokens")
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self._call("DELETE", f"/v1/tokens/{int(token_id)}")
+
+    # --- jobs -------------------------------------------------------------------------------------
+
+    def submit(self, spec: dict) -> dict:
+        return self._call("POST", "/v1/jobs", json=spec)
+
+    def jobs(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> dict:
+        """One page, newest first: ``{"jobs": [...], "next_before_id": id or None}``."""
+        params = {"state": state, "queue": queue, "tenant": tenant, "limit": limit, "before_id": before_id}
+        return self._call("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
+
+    def job(self, job_id: int) -> dict:
+        return self._call("GET", f"/v1/jobs/{int(job_id)}")
+
+    def events(self, job_id: int) -> list[dict]:
+        return self._call("GET", f"/v1/jobs/{int(job_id)}/events")
+
+    def cancel(self, job_id: int) -> dict:
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/cancel")
+
+    # --- cluster, nodes, queues -------------------------------------------------------------------
+
+    def cluster(self) -> dict:
+        return self._call("GET", "/v1/cluster")
+
+    def nodes(self) -> list[dict]:
+        return self._call("GET", "/v1/nodes")
+
+    def drain(self, node: str, reason: str = "") -> dict:
+        return self._call("POST", f"/v1/nodes/{_segment(node)}/drain", json={"reason": reason})
+
+    def undrain(self, node: str) -> dict:
+        return self._call("POST", f"/v1/nodes/{_segment(node)}/undrain")
+
+    def queues(self) -> list[dict]:
+        return self._call("GET", "/v1/queues")
+
+    def apply_quotas(self, document: dict) -> dict:
+        return self._call("PUT", "/v1/quotas", json=document)
+
+
+def _segment(name: str) -> str:
+    """A user string as one path segment: it cannot climb out of the path it is put in."""
+    quoted = quote(name, safe="")
+    return quoted.replace(".", "%2E") if set(name) <= {"."} else quoted

@@ -1,0 +1,304 @@
+"""Commands that talk to a running `wanka server`, only through the SDK (``wanka.client``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from wanka.cli.output import console, emit_json, fail
+
+JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+tenants_app = typer.Typer(help="Tenants (organisations) — admins.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+quotas_app = typer.Typer(help="The quota tree — admins.", no_args_is_help=True)
+nodes_app = typer.Typer(help="Nodes: list; drain and undrain (admins).", invoke_without_command=True)
+
+
+def _client():
+    from wanka.client import Client
+
+    return Client.from_config()
+
+
+def _run(call: Callable):
+    """Call the server; its refusals become one clear error line, exit code 1."""
+    from wanka.client import WankaError
+
+    try:
+        with _client() as c:
+            return call(c)
+    except WankaError as exc:
+        fail(str(exc), 1)
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+def login(
+    url: str = typer.Option("http://127.0.0.1:8421", "--url", help="The server."),
+    token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="Your API token."),
+) -> None:
+    """Check the token against the server and store both for later commands (owner-only file)."""
+    from wanka.client import Client, WankaError, save_login
+
+    try:
+        with Client(url, token) as c:
+            who = c.whoami()
+    except WankaError as exc:
+        fail(f"login failed: {exc}", 1)
+    path = save_login(url, token)
+    console.print(f"logged in to {url} as {who['name']} ({who['role']}); stored in {path}")
+
+
+def submit(
+    args: list[str] = typer.Argument(None, help="A job spec file, or (with --cards) the command after --."),
+    cards: int = typer.Option(None, "--cards", min=0, help="Cards per task."),
+    model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
+    nodes: int = typer.Option(
+        1, "--nodes", min=1, help="Tasks of the gang (one per node when cards fill one)."
+    ),
+    name: str = typer.Option("", "--name", help="Job name."),
+    queue: str = typer.Option("default", "--queue", help="Queue (default: your tenant's)."),
+    time_limit: float = typer.Option(None, "--time-limit", min=1, help="Time limit in seconds."),
+    json_out: bool = JSON,
+) -> None:
+    """Submit a job: `wanka submit job.yaml`, or `wanka submit --cards 8 --model ascend-910c -- python
+    train.py`. The command is an argv: it never goes through a shell."""
+    from wanka.models.errors import SpecError, load_yaml
+
+    args = list(args or [])
+    if cards is None:
+        if len(args) != 1:
+            fail("give one job spec file, or --cards N and the command after --")
+        try:
+            spec = load_yaml(args[0])
+        except SpecError as exc:
+            fail(str(exc))
+    else:
+        if not args:
+            fail("give the command after --, e.g. `wanka submit --cards 1 -- python train.py`")
+        group = {"replicas": nodes, "cards": cards, "accelerators": list(model)}
+        spec = {"name": name, "queue": queue, "task_groups": [group], "command": args}
+        if time_limit is not None:
+            spec["time_limit_s"] = time_limit
+    job = _run(lambda c: c.submit(spec))
+    if json_out:
+        emit_json(job)
+    else:
+        console.print(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
+
+
+def jobs(
+    state: str = typer.Option(None, "--state", help="Only jobs in this state."),
+    queue: str = typer.Option(None, "--queue", help="Only jobs of this queue."),
+    tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="Jobs per page."),
+    before: int = typer.Option(None, "--before", help="Page on: jobs older than this id."),
+    json_out: bool = JSON,
+) -> None:
+    """Your jobs, newest first."""
+    page = _run(lambda c: c.jobs(state, queue, tenant, limit, before))
+    if json_out:
+        emit_json(page)
+        return
+    rows = [
+        [j["id"], j["tenant"], j["queue"], j["name"], j["state"], j["cards"], _when(j["submit_time"])]
+        for j in page["jobs"]
+    ]
+    _table("jobs", ["id", "tenant", "queue", "name", "state", "cards", "submitted"], rows)
+    if page["next_before_id"]:
+        console.print(f"more: --before {page['next_before_id']}")
+
+
+def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
+    """One job with its events."""
+
+    def both(c):
+        return c.job(job_id), c.events(job_id)
+
+    job, events = _run(both)
+    if json_out:
+        emit_json({**job, "events": events})
+        return
+    console.print(
+        f"job {job['id']} {job['name']!r} — {job['state']}, {job['cards']} cards, tenant {job['tenant']}, "
+        f"queue {job['queue']}"
+    )
+    console.print(f"command: {job['spec'].get('command')}")
+    _table(
+        "events", ["time", "state", "reason"], [[_when(e["time"]), e["state"], e["reason"]] for e in events]
+    )
+
+
+def cancel(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
+    """Cancel a job: a waiting one at once, a running one when its tasks have stopped."""
+    job = _run(lambda c: c.cancel(job_id))
+    if json_out:
+        emit_json(job)
+    else:
+        console.print(f"job {job['id']}: {job['state']}")
+
+
+def queues(json_out: bool = JSON) -> None:
+    """The queues you may use (admins: all), with quotas and waiting jobs."""
+    rows = _run(lambda c: c.queues())
+    if json_out:
+        emit_json(rows)
+        return
+
+    def quota(q: dict) -> str:
+        parts = []
+        for model, v in q["quota"].items():
+            borrow = "∞" if v["borrowing_limit"] is None else v["borrowing_limit"]
+            parts.append(f"{model}: {v['nominal']} (+{borrow})")
+        return ", ".join(parts)
+
+    _table(
+        "queues",
+        ["queue", "parent", "submit here", "weight", "quota: nominal (+borrow)", "waiting"],
+        [
+            [
+                q["name"],
+                q["parent"] or "—",
+                "yes" if q["leaf"] else "no",
+                q["weight"],
+                quota(q),
+                q["pending_jobs"],
+            ]
+            for q in rows
+        ],
+    )
+
+
+@nodes_app.callback()
+def nodes_list(ctx: typer.Context, json_out: bool = JSON) -> None:
+    """List nodes (no subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _run(lambda c: c.nodes())
+    if json_out:
+        emit_json(rows)
+        return
+    _table(
+        "nodes",
+        ["node", "model", "cards", "domain", "state", "reason"],
+        [[n["name"], n["model"], n["cards"], "/".join(n["domain"]), n["state"], n["reason"]] for n in rows],
+    )
+
+
+@nodes_app.command("drain")
+def nodes_drain(
+    node: str = typer.Argument(..., help="Node name."),
+    reason: str = typer.Option("", "--reason", help="Why (shown in `wanka nodes`)."),
+) -> None:
+    """Running jobs keep running; nothing new is placed on the node."""
+    n = _run(lambda c: c.drain(node, reason))
+    console.print(f"node {n['name']}: {n['state']} ({n['reason']})")
+
+
+@nodes_app.command("undrain")
+def nodes_undrain(node: str = typer.Argument(..., help="Node name.")) -> None:
+    n = _run(lambda c: c.undrain(node))
+    console.print(f"node {n['name']}: {n['state']}")
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str = typer.Argument(..., help="Tenant name: lower-case letters, digits, -"),
+) -> None:
+    t = _run(lambda c: c.create_tenant(name))
+    console.print(f"tenant {t['name']} created (id {t['id']})")
+
+
+@tenants_app.command("list")
+def tenants_list(json_out: bool = JSON) -> None:
+    rows = _run(lambda c: c.tenants())
+    if json_out:
+        emit_json(rows)
+    else:
+        _table("tenants", ["id", "name"], [[t["id"], t["name"]] for t in rows])
+
+
+@tokens_app.command("create")
+def tokens_create(
+    user: str = typer.Argument(..., help="The user the token is for."),
+    label: str = typer.Option("", "--label", help="What it is for."),
+    tenant: str = typer.Option(None, "--tenant", help="Create the user first, as a member of this tenant."),
+    json_out: bool = JSON,
+) -> None:
+    """A new API token (shown this once; the server keeps only its hash)."""
+
+    def create(c):
+        if tenant is not None:
+            c.create_user(user, "member", tenant)
+        return c.create_token(user, label)
+
+    t = _run(create)
+    if json_out:
+        emit_json(t)
+    else:
+        console.print(f"token {t['id']} for {t['user']} (shown once, store it now):")
+        console.print(t["token"], highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(json_out: bool = JSON) -> None:
+    rows = _run(lambda c: c.tokens())
+    if json_out:
+        emit_json(rows)
+    else:
+        _table(
+            "tokens",
+            ["id", "user", "prefix", "label", "created", "revoked"],
+            [
+                [t["id"], t["user"], t["prefix"], t["label"], _when(t["created_at"]), _when(t["revoked_at"])]
+                for t in rows
+            ],
+        )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int = typer.Argument(..., help="Token id (see `wanka tokens list`).")) -> None:
+    t = _run(lambda c: c.revoke_token(token_id))
+    console.print(f"token {t['id']} of {t['user']} revoked")
+
+
+@quotas_app.command("apply")
+def quotas_apply(path: Path = typer.Argument(..., help="A queues YAML file (docs/specs.md).")) -> None:
+    """Replace the quota tree; a bad file changes nothing and every problem is named."""
+    from wanka.models.errors import SpecError, load_yaml
+
+    try:
+        doc = load_yaml(path)
+    except SpecError as exc:
+        fail(str(exc))
+    applied = _run(lambda c: c.apply_quotas(doc))
+    console.print(f"quota document {applied['document']} in force: {applied['queues']} queues")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("login")(login)
+    app.command("submit")(submit)
+    app.command("jobs")(jobs)
+    app.command("show")(show)
+    app.command("cancel")(cancel)
+    app.command("queues")(queues)
+    app.add_typer(nodes_app, name="nodes")
+    app.add_typer(tenants_app, name="tenants")
+    app.add_typer(tokens_app, name="tokens")
+    app.add_typer(quotas_app, name="quotas")
