@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-postgres lint bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# the control-plane tests again, on a throwaway PostgreSQL (needs Debian's postgresql package)
+test-postgres: install
+	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q tests/server tests/cli/test_remote.py
 
 bench: install
 	$(BIN)/wanka bench core

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import tests.conftest as top
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,6 +29,11 @@ class Server:
     home: Path
     admin_token: str
     proc: subprocess.Popen
+    database: str  # the SQLAlchemy URL it runs on
+
+    @property
+    def embedded(self) -> bool:
+        return self.database.startswith("sqlite")
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -34,10 +41,25 @@ class Server:
 
 
 def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
+    """The embedded SQLite database under ``home``, or (WANKA_TEST_POSTGRES=1) a PostgreSQL database
+    of this home's own."""
     port = free_port()
     env = {**os.environ, "WANKA_HOME": str(home)}
+    database = f"sqlite:///{home / 'wanka.db'}"
+    if top.PG_BASE is not None:
+        database = top.new_database(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wanka.cli.main", "server", "--port", str(port), *extra],
+        [
+            sys.executable,
+            "-m",
+            "wanka.cli.main",
+            "server",
+            "--port",
+            str(port),
+            "--database",
+            database,
+            *extra,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -57,7 +79,7 @@ def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
         proc.kill()
         raise RuntimeError("server did not come up in 30 s")
     token = (home / "admin-token").read_text().strip()
-    return Server(url, home, token, proc)
+    return Server(url, home, token, proc, database)
 
 
 def stop_server(server: Server) -> None:

@@ -6,14 +6,25 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import inspect
 
+import tests.conftest as top
 from wanka.server import db
 from wanka.server.tables import Base
 
 
-def test_upgrade_from_empty_matches_the_tables_and_downgrades_cleanly(tmp_path):
-    url = f"sqlite:///{tmp_path / 'm.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    if top.PG_BASE is None:
+        pytest.skip("PostgreSQL runs in .ci/run's second pass (WANKA_TEST_POSTGRES=1)")
+    return top.new_database(tmp_path)
+
+
+def test_upgrade_from_empty_matches_the_tables_and_downgrades_cleanly(empty_database):
+    url = empty_database
     db.upgrade(url)
     engine = db.make_engine(url)
     assert db.current_revision(engine) is not None
