@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,6 +25,8 @@ from wanka.models.quota import parse_queue_tree
 from wanka.server import auth, cluster_api, quota_api, tables
 from wanka.server.auth import Principal
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit in PostgreSQL): a larger one is a 422, not a 500
+ID = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an id, 1 to 2^31 - 1")]
 NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case letters, digits and -")
 
 
@@ -188,7 +192,7 @@ def create_app(state: AppState) -> FastAPI:
         return [_token_out(t, n) for t, n in session.execute(q)]
 
     @app.delete("/v1/tokens/{token_id}", response_model=TokenOut)
-    def revoke_token(token_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def revoke_token(token_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
         row = session.get(tables.Token, token_id)
         if row is None or (not who.is_admin and row.user_id != who.user_id):
             raise HTTPException(404, f"no token {token_id}")
@@ -238,7 +242,7 @@ def create_app(state: AppState) -> FastAPI:
         queue: str | None = None,
         tenant: str | None = Query(None, description="admins: only this tenant's jobs"),
         limit: int = Query(50, ge=1, le=1000),
-        before_id: int | None = Query(None, ge=1),
+        before_id: int | None = Query(None, ge=1, le=MAX_ID),
         who: Principal = Depends(principal),
         session: Session = Depends(db),
     ):
@@ -261,18 +265,18 @@ def create_app(state: AppState) -> FastAPI:
         )
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut)
-    def get_job(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def get_job(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
         job, tenant = _visible_job(session, who, job_id)
         return _job_out(job, tenant)
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
-    def job_events(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def job_events(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
         _visible_job(session, who, job_id)
         q = select(tables.JobEvent).where(tables.JobEvent.job_id == job_id).order_by(tables.JobEvent.id)
         return [EventOut(time=e.time, state=e.state, reason=e.reason) for e in session.scalars(q)]
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
-    def cancel(job_id: int, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def cancel(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
         job, tenant = _visible_job(session, who, job_id, lock=True)
         current = JobState(job.state)
         if current in TERMINAL_STATES:
