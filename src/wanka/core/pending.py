@@ -77,10 +77,12 @@ class _Sorted:
         self.keys.insert(i, key)
         self.jobs.insert(i, job)
 
-    def remove(self, key: tuple) -> None:
+    def remove(self, key: tuple) -> Job:
         i = bisect_left(self.keys, key)
+        job = self.jobs[i]
         del self.keys[i]
         del self.jobs[i]
+        return job
 
 
 class PendingIndex:
@@ -176,9 +178,7 @@ class PendingIndex:
 
     def remove(self, job_id: str) -> Job:
         key = self._key.pop(job_id)
-        i = bisect_left(self._all.keys, key)
-        job = self._all.jobs[i]
-        self._all.remove(key)
+        job = self._all.remove(key)
         if self._by_queue is not None:
             self._by_queue[self.tree.index.get(job.queue, -1)].remove(key)
         if self._by_need is not None:
