@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 import tests.conftest as top
 from wanka.server import db
@@ -37,6 +37,28 @@ def test_upgrade_from_empty_matches_the_tables_and_downgrades_cleanly(empty_data
     db.upgrade(url)
     assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
     engine.dispose()
+
+
+def test_upgrade_from_the_previous_revision_keeps_rows_and_widens_ids(empty_database):
+    url = empty_database
+    db.upgrade(url, "0001")
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (7, 'kept', 1.0)"))
+        db.upgrade(url)
+        assert db.current_revision(engine) == "0002"
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT name FROM tenants WHERE id = 7")).scalar() == "kept"
+            conn.execute(
+                text("INSERT INTO tenants (id, name, created_at) VALUES (:id, 'wide', 1.0)"), {"id": 2**40}
+            )
+            if conn.dialect.name == "postgresql":  # the sequence behind new ids goes past 2^31 as well
+                conn.execute(text("SELECT setval('tenants_id_seq', :v)"), {"v": 2**40 + 5})
+            conn.execute(text("INSERT INTO tenants (name, created_at) VALUES ('next', 1.0)"))
+            assert conn.execute(text("SELECT id FROM tenants WHERE name = 'next'")).scalar() > 2**40
+    finally:
+        engine.dispose()
 
 
 def test_wanka_db_upgrade_creates_the_database_under_wanka_home(tmp_path):

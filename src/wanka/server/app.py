@@ -25,8 +25,8 @@ from wanka.models.quota import parse_queue_tree
 from wanka.server import auth, cluster_api, quota_api, tables
 from wanka.server.auth import Principal
 
-MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit in PostgreSQL): a larger one is a 422, not a 500
-ID = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an id, 1 to 2^31 - 1")]
+MAX_ID = 2**63 - 1  # ids are 64-bit in both databases: a larger one is a 422, not a 500
+ID = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an id, 1 to 2^63 - 1")]
 NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case letters, digits and -")
 
 

@@ -4,8 +4,12 @@ SQLite and PostgreSQL, and what the core's jobs use. Schema changes go through A
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# 64-bit ids in PostgreSQL (migration 0002); SQLite's INTEGER PRIMARY KEY is 64-bit already, and only
+# that exact type is its auto-incrementing rowid
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -16,7 +20,7 @@ class Tenant(Base):
     """An organisation that rents cards: its users, jobs and bills belong to it."""
 
     __tablename__ = "tenants"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -26,7 +30,7 @@ class User(Base):
     for exactly one tenant."""
 
     __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
@@ -38,7 +42,7 @@ class Token(Base):
     nothing); ``prefix`` lets people tell their tokens apart without revealing them."""
 
     __tablename__ = "tokens"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
@@ -51,7 +55,7 @@ class QuotaDocument(Base):
     """Every quota tree applied (the YAML of models.quota); the newest is in force."""
 
     __tablename__ = "quota_documents"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     body: Mapped[dict] = mapped_column(JSON)
     applied_at: Mapped[float] = mapped_column(Float)
     applied_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
@@ -61,7 +65,7 @@ class Node(Base):
     """A node of the cluster (from the cluster spec or the backend's inventory) and its state."""
 
     __tablename__ = "nodes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     state: Mapped[str] = mapped_column(String(16), default="up")
     reason: Mapped[str] = mapped_column(String(500), default="")
@@ -70,7 +74,7 @@ class Node(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     queue: Mapped[str] = mapped_column(String(64))
@@ -96,7 +100,7 @@ class JobEvent(Base):
     """Every state change of a job, with when and why."""
 
     __tablename__ = "job_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     time: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16))
