@@ -63,6 +63,19 @@ def sync_nodes(sessions: sessionmaker, cluster: Cluster) -> None:
         session.commit()
 
 
+def cards_held(session: Session, tenant_id: int | None = None) -> dict[str, int]:
+    """Cards held by admitted and running jobs, per tenant name (only ``tenant_id``'s when given)."""
+    q = (
+        select(tables.Tenant.name, func.sum(tables.Job.cards))
+        .join(tables.Tenant)
+        .where(tables.Job.state.in_(HOLDING))
+        .group_by(tables.Tenant.name)
+    )
+    if tenant_id is not None:
+        q = q.where(tables.Job.tenant_id == tenant_id)
+    return {name: int(n or 0) for name, n in session.execute(q)}
+
+
 def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
     i = cluster.node_index[row.name]
     record = cluster.nodes[i]
@@ -120,17 +133,11 @@ def router(
         by_state = {s.name.lower(): 0 for s in NodeState}
         for state, cards in zip(cluster.node_state.tolist(), cluster.node_cards.tolist(), strict=True):
             by_state[NodeState(state).name.lower()] += cards
-        held = (
-            select(tables.Tenant.name, func.coalesce(func.sum(tables.Job.cards), 0))
-            .join(tables.Tenant)
-            .where(tables.Job.state.in_(HOLDING))
-            .group_by(tables.Tenant.name)
-        )
         pending = select(func.count()).select_from(tables.Job).where(tables.Job.state == "pending")
-        if not who.is_admin:  # a member sees the whole cluster, but only its own tenant's usage
-            held = held.where(tables.Job.tenant_id == who.tenant_id)
-            pending = pending.where(tables.Job.tenant_id == who.tenant_id)
-        by_tenant = {name: int(cards) for name, cards in session.execute(held)}
+        tenant = None if who.is_admin else who.tenant_id  # a member sees only its own tenant's usage
+        if tenant is not None:
+            pending = pending.where(tables.Job.tenant_id == tenant)
+        by_tenant = cards_held(session, tenant)
         return ClusterOut(
             name=cluster.name,
             cards=int(cluster.total_cards),
@@ -161,14 +168,8 @@ class _Figures:
         cards = GaugeMetricFamily(
             "wanka_cards_allocated", "Cards held by admitted and running jobs", labels=["tenant"]
         )
-        held = (
-            select(tables.Tenant.name, func.sum(tables.Job.cards))
-            .join(tables.Tenant)
-            .where(tables.Job.state.in_(HOLDING))
-            .group_by(tables.Tenant.name)
-        )
-        for tenant, n in self.session.execute(held):
-            cards.add_metric([tenant], float(n or 0))
+        for tenant, n in cards_held(self.session).items():
+            cards.add_metric([tenant], float(n))
         yield cards
         pending = GaugeMetricFamily("wanka_jobs_pending", "Waiting jobs", labels=["queue"])
         waiting = (
