@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import start_server, stop_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +50,47 @@ def test_an_admin_and_a_member_work_through_the_cli(server, tmp_path):
     made = json.loads(wanka(tmp_path, "tokens", "create", "cli-user", "--tenant", "cli-lab", "--json").stdout)
     member = made["token"]
 
-    hostile = ["python3", "-c", 'print("$(id)"); rm -rf /', "a\nb", "'; echo owned"]
+    # hostile strings reach the task as plain argv: no shell ever sees them
+    words = ["$(id)", "; echo owned", "a\nb", "'\"`uname`\"'", "&& rm -rf ~"]
+    argv = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", *words]
     r = wanka(
-        tmp_path, "submit", "--cards", "1", "--name", "x; $(reboot)", "--json", "--", *hostile, token=member
+        tmp_path, "submit", "--cards", "1", "--name", "x; $(reboot)", "--json", "--", *argv, token=member
     )
     job = json.loads(r.stdout)
     assert job["tenant"] == "cli-lab" and job["state"] == "pending"
     listed = json.loads(wanka(tmp_path, "jobs", "--json", token=member).stdout)["jobs"]
     assert [j["id"] for j in listed] == [job["id"]]
-    assert listed[0]["spec"]["command"] == hostile and listed[0]["name"] == "x; $(reboot)"
+    assert listed[0]["spec"]["command"] == argv and listed[0]["name"] == "x; $(reboot)"
+    out = wanka(tmp_path, "logs", str(job["id"]), "-f", token=member).stdout
+    assert json.loads(out) == words
 
     shown = wanka(tmp_path, "show", str(job["id"]), token=member).stdout
-    assert f"job {job['id']}" in shown and "submitted" in shown
-    cancelled = json.loads(wanka(tmp_path, "cancel", str(job["id"]), "--json", token=member).stdout)
-    assert cancelled["state"] == "cancelled"
+    assert f"job {job['id']}" in shown and "submitted" in shown and "succeeded" in shown
+    r = wanka(tmp_path, "cancel", str(job["id"]), token=member, check=False)
+    assert r.returncode == 1 and "already succeeded" in r.stderr
+    sleeper = json.loads(
+        wanka(
+            tmp_path,
+            "submit",
+            "--cards",
+            "1",
+            "--json",
+            "--",
+            sys.executable,
+            "-c",
+            "import time; time.sleep(600)",
+            token=member,
+        ).stdout
+    )
+    wanka(tmp_path, "cancel", str(sleeper["id"]), token=member)
+    wait_for(
+        lambda: (
+            json.loads(wanka(tmp_path, "show", str(sleeper["id"]), "--json", token=member).stdout)["state"]
+            == "cancelled"
+        )
+    )
+    usage = json.loads(wanka(tmp_path, "usage", "--json", token=member).stdout)
+    assert [b["tenant"] for b in usage["bills"]] == ["cli-lab"] and usage["bills"][0]["card_hours"] > 0
 
     queues = json.loads(wanka(tmp_path, "queues", "--json", token=member).stdout)
     assert [q["name"] for q in queues] == ["cli-lab"]

@@ -16,6 +16,25 @@ import pytest
 
 import tests.conftest as top
 
+# a job that runs until it is stopped (two cards, one task)
+SLEEP = {
+    "name": "sleeper",
+    "task_groups": [{"replicas": 1, "cards": 2}],
+    "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+}
+
+
+def wait_for(check, timeout: float = 20.0, every: float = 0.05):
+    """Poll ``check`` until it returns something true; fail the test with the last value if not."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {timeout} s: last value {value!r}")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,6 +77,10 @@ def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
             str(port),
             "--database",
             database,
+            "--tick",
+            "0.1",
+            "--grace",
+            "2",
             *extra,
         ],
         env=env,
@@ -98,3 +121,15 @@ def server(tmp_path_factory):
     s = start_server(tmp_path_factory.mktemp("wanka-home"))
     yield s
     stop_server(s)
+
+
+@pytest.fixture
+def drained(server):
+    """Every node drained: submitted jobs wait, so their waiting state can be examined."""
+    with server.client(server.admin_token) as admin:
+        names = [n["name"] for n in admin.get("/v1/nodes").json()]
+        for name in names:
+            assert admin.post(f"/v1/nodes/{name}/drain", json={"reason": "tests"}).status_code == 200
+        yield
+        for name in names:
+            admin.post(f"/v1/nodes/{name}/undrain")

@@ -46,7 +46,7 @@ def test_first_start_writes_the_admin_token_for_its_owner_only_and_stores_only_h
     assert server.admin_token[3:20] not in stored  # nor a long piece of one
 
 
-def test_a_member_submits_lists_and_cancels_own_jobs_with_events(server):
+def test_a_member_submits_lists_and_cancels_own_jobs_with_events(server, drained):
     token = make_member(server, "lab-a", "alice")
     with server.client(token) as alice:
         r = alice.post("/v1/jobs", json=JOB)
@@ -62,9 +62,10 @@ def test_a_member_submits_lists_and_cancels_own_jobs_with_events(server):
         events = alice.get(f"/v1/jobs/{job['id']}/events").json()
         assert [e["state"] for e in events] == ["pending", "cancelled"]
         assert "alice" in events[-1]["reason"]
+        assert alice.get(f"/v1/jobs/{job['id']}/logs").status_code == 409  # never started: no output
 
 
-def test_tenants_never_see_or_touch_each_others_jobs(server):
+def test_tenants_never_see_or_touch_each_others_jobs(server, drained):
     a = make_member(server, "iso-a", "iso-alice")
     b = make_member(server, "iso-b", "iso-bob")
     with server.client(a) as alice, server.client(b) as bob:
@@ -73,6 +74,7 @@ def test_tenants_never_see_or_touch_each_others_jobs(server):
         assert bob.get(f"/v1/jobs/{jid}").status_code == 404
         assert bob.get(f"/v1/jobs/{jid}/events").status_code == 404
         assert bob.post(f"/v1/jobs/{jid}/cancel").status_code == 404
+        assert bob.get(f"/v1/jobs/{jid}/logs").status_code == 404
         assert all(j["tenant"] == "iso-b" for j in bob.get("/v1/jobs").json()["jobs"])
         assert jid not in [j["id"] for j in bob.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]]
         assert bob.post("/v1/jobs", json={**JOB, "tenant": "iso-a"}).status_code == 403
@@ -105,6 +107,9 @@ def test_a_revoked_token_stops_working_at_once(server):
         ({"env": {"WANKA_JOB_ID": "x"}}, "env", "set by wanka"),
         ({"task_groups": []}, "task_groups", "at least 1"),
         ({"colour": "red"}, "colour", "unknown field"),
+        ({"command": []}, "command", "argv"),
+        ({"restart": {"max": -1}}, "restart.max", "greater than or equal to 0"),
+        ({"workdir": "relative/dir"}, "workdir", "^/"),
     ],
 )
 def test_bad_input_names_the_field_and_what_is_accepted_and_stores_nothing(server, change, field, says):
@@ -117,7 +122,7 @@ def test_bad_input_names_the_field_and_what_is_accepted_and_stores_nothing(serve
         assert len(user.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]) == before
 
 
-def test_listing_pages_newest_first_and_filters_by_state(server):
+def test_listing_pages_newest_first_and_filters_by_state(server, drained):
     token = make_member(server, "pages", "pager")
     with server.client(token) as user:
         ids = [user.post("/v1/jobs", json=JOB).json()["id"] for _ in range(5)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import SLEEP, start_server, stop_server, wait_for
 from tests.server.test_api import JOB, make_member
 
 
@@ -41,27 +41,52 @@ def test_cluster_status_shows_a_member_only_its_own_tenant(server):
     a = make_member(server, "status-a", "status-alice")
     b = make_member(server, "status-b", "status-bob")
     with server.client(a) as alice, server.client(b) as bob, server.client(server.admin_token) as admin:
+        mine = [alice.post("/v1/jobs", json=SLEEP).json()["id"] for _ in range(2)]
+        theirs = bob.post("/v1/jobs", json=SLEEP).json()["id"]
+        wait_for(lambda: all(alice.get(f"/v1/jobs/{j}").json()["state"] == "running" for j in mine))
+        wait_for(lambda: bob.get(f"/v1/jobs/{theirs}").json()["state"] == "running")
+        seen_by_a = alice.get("/v1/cluster").json()
+        assert seen_by_a["allocated_by_tenant"] == {"status-a": 4} and seen_by_a["allocated"] == 4
+        assert bob.get("/v1/cluster").json()["allocated_by_tenant"] == {"status-b": 2}
+        everyone = admin.get("/v1/cluster").json()
+        assert everyone["allocated_by_tenant"] == {"status-a": 4, "status-b": 2}
+        assert everyone["cards"] == sum(everyone["cards_by_state"].values())
+        for j in mine:
+            alice.post(f"/v1/jobs/{j}/cancel")
+        bob.post(f"/v1/jobs/{theirs}/cancel")
+        wait_for(lambda: admin.get("/v1/cluster").json()["allocated"] == 0)
+
+
+def test_pending_counts_are_per_tenant(server, drained):
+    a = make_member(server, "wait-a", "wait-alice")
+    b = make_member(server, "wait-b", "wait-bob")
+    with server.client(a) as alice, server.client(b) as bob:
         for _ in range(3):
             assert alice.post("/v1/jobs", json=JOB).status_code == 201
         assert bob.post("/v1/jobs", json=JOB).status_code == 201
-        mine = alice.get("/v1/cluster").json()
-        theirs = bob.get("/v1/cluster").json()
-        assert mine["pending_jobs"] == 3 and theirs["pending_jobs"] == 1
-        assert set(mine["allocated_by_tenant"]) <= {"status-a"}
-        everyone = admin.get("/v1/cluster").json()
-        assert everyone["pending_jobs"] >= 4
-        assert everyone["cards"] == sum(everyone["cards_by_state"].values())
+        assert alice.get("/v1/cluster").json()["pending_jobs"] == 3
+        assert bob.get("/v1/cluster").json()["pending_jobs"] == 1
 
 
 def test_metrics_are_prometheus_text_for_admins_only(server):
     token = make_member(server, "metrics-lab", "metrics-user")
     with server.client(token) as user, server.client(server.admin_token) as admin:
-        for _ in range(2):
-            assert user.post("/v1/jobs", json=JOB).status_code == 201
+        running = user.post("/v1/jobs", json=SLEEP).json()["id"]
+        wait_for(lambda: user.get(f"/v1/jobs/{running}").json()["state"] == "running")
+        big = {**SLEEP, "task_groups": [{"replicas": 1, "cards": 8}]}
+        waiting = [user.post("/v1/jobs", json=big).json()["id"] for _ in range(2)]
+        wait_for(lambda: user.get(f"/v1/jobs/{waiting[-1]}").json()["queue_position"] is not None)
         assert user.get("/metrics").status_code == 403
         assert server.client().get("/metrics").status_code in (401, 403)
         r = admin.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         lines = r.text.splitlines()
         assert 'wanka_jobs_pending{queue="metrics-lab"} 2.0' in lines
+        assert 'wanka_cards_allocated{model="ascend-910c",tenant="metrics-lab"} 2.0' in lines
         assert any(line.startswith('wanka_cards{model="') and 'state="up"' in line for line in lines)
+        cycles = next(line for line in lines if line.startswith("wanka_cycle_seconds_count"))
+        assert float(cycles.split()[-1]) >= 1
+        starts = next(line for line in lines if line.startswith('wanka_decisions_total{kind="start"}'))
+        assert float(starts.split()[-1]) >= 1
+        for j in [running, *waiting]:
+            user.post(f"/v1/jobs/{j}/cancel")

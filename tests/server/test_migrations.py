@@ -47,7 +47,7 @@ def test_upgrade_from_the_previous_revision_keeps_rows_and_widens_ids(empty_data
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (7, 'kept', 1.0)"))
         db.upgrade(url)
-        assert db.current_revision(engine) == "0002"
+        assert db.current_revision(engine) == db.head_revision()
         with engine.begin() as conn:
             assert conn.execute(text("SELECT name FROM tenants WHERE id = 7")).scalar() == "kept"
             conn.execute(
@@ -57,6 +57,40 @@ def test_upgrade_from_the_previous_revision_keeps_rows_and_widens_ids(empty_data
                 conn.execute(text("SELECT setval('tenants_id_seq', :v)"), {"v": 2**40 + 5})
             conn.execute(text("INSERT INTO tenants (name, created_at) VALUES ('next', 1.0)"))
             assert conn.execute(text("SELECT id FROM tenants WHERE name = 'next'")).scalar() > 2**40
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_0002_keeps_jobs_and_counts_no_failures_for_them(empty_database):
+    url = empty_database
+    db.upgrade(url, "0002")
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 't', 1.0)"))
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, role, tenant_id, created_at)"
+                    " VALUES (1, 'u', 'member', 1, 1.0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, tenant_id, user_id, queue, name, spec, state, reason, cards,"
+                    " submit_time, runs, cancel_requested) VALUES"
+                    " (5, 1, 1, 't', 'old', '{}', 'running', '', 2, 1.0, 1, false)"
+                )
+            )
+        db.upgrade(url, "0003")
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT name, state, failures FROM jobs WHERE id = 5")).one()
+            assert tuple(row) == ("old", "running", 0)
+            conn.execute(
+                text(
+                    "INSERT INTO job_runs (job_id, run, tenant_id, queue, model, cards, tflops_per_card,"
+                    " start) VALUES (5, 1, 1, 't', 'ascend-910c', 2, 752.0, 1.0)"
+                )
+            )
     finally:
         engine.dispose()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.server.conftest import start_server, stop_server
+from tests.server.conftest import SLEEP, start_server, stop_server, wait_for
 from tests.server.test_api import JOB, make_member
 
 
@@ -51,10 +53,24 @@ def test_an_applied_tree_sets_the_queues_each_tenant_sees_and_uses(quota_server)
         assert {q["name"] for q in bob.get("/v1/queues").json()} == {"q-b", "q-b-train", "q-b-eval"}
         assert len(admin.get("/v1/queues").json()) == 6
 
-        r = alice.post("/v1/jobs", json={**JOB, "queue": "q-a-train"})
-        assert r.status_code == 201, r.text
+        # the quota is enforced on what runs: nominal 4 + borrowing 2 = 3 two-card jobs, the 4th waits
+        sleeper = {**SLEEP, "queue": "q-a-train"}
+        ids = [alice.post("/v1/jobs", json=sleeper).json()["id"] for _ in range(4)]
+        wait_for(lambda: [alice.get(f"/v1/jobs/{j}").json()["state"] for j in ids].count("running") == 3)
+        time.sleep(0.5)  # a few more cycles: still only three
+        states = [alice.get(f"/v1/jobs/{j}").json()["state"] for j in ids]
+        assert states == ["running"] * 3 + ["pending"]
         waiting = {q["name"]: q["pending_jobs"] for q in alice.get("/v1/queues").json()}
         assert waiting == {"q-a": 0, "q-a-train": 1, "q-a-eval": 0}
+        # a tree without the queue these jobs are in is refused while they live
+        tree = _tree(model)
+        tree["organisations"][0]["queues"].pop(0)
+        tree["organisations"][0]["queues"][0]["quota"][model]["nominal"] = 8
+        r = admin.put("/v1/quotas", json=tree)
+        assert r.status_code == 422 and "q-a-train hold waiting or running jobs" in r.text
+        for j in ids:
+            alice.post(f"/v1/jobs/{j}/cancel")
+        wait_for(lambda: all(alice.get(f"/v1/jobs/{j}").json()["state"] == "cancelled" for j in ids))
         r = alice.post("/v1/jobs", json={**JOB, "queue": "q-b-train"})
         assert r.status_code == 422 and "yours: q-a-eval, q-a-train" in r.text
         # at most nominal 4 + borrowing 2 in q-a-train, ever

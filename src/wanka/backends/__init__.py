@@ -1,1 +1,18 @@
-"""wanka.backends"""
+"""Where jobs really run: ``local`` (processes on this machine); ``slurm`` (a real Slurm cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wanka.backends.base import Backend
+
+NAMES = ("local",)
+
+
+def make_backend(name: str, home: Path, **options) -> Backend:
+    """The backend called ``name``; options are the backend's own (e.g. ``virtual_cards``)."""
+    if name == "local":
+        from wanka.backends.local import LocalBackend
+
+        return LocalBackend(home, **options)
+    raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(NAMES)}")

@@ -16,6 +16,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 tenants_app = typer.Typer(help="Tenants (organisations) — admins.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 quotas_app = typer.Typer(help="The quota tree — admins.", no_args_is_help=True)
+prices_app = typer.Typer(help="The price table: apply (admins), show.", no_args_is_help=True)
 nodes_app = typer.Typer(help="Nodes: list; drain and undrain (admins).", invoke_without_command=True)
 
 
@@ -94,6 +95,7 @@ def submit(
             fail("give the command after --, e.g. `wanka submit --cards 1 -- python train.py`")
         group = {"replicas": nodes, "cards": cards, "accelerators": list(model)}
         spec = {"name": name, "queue": queue, "task_groups": [group], "command": args}
+        spec["workdir"] = str(Path.cwd())  # like sbatch: tasks start where you submitted from
         if time_limit is not None:
             spec["time_limit_s"] = time_limit
     job = _run(lambda c: c.submit(spec))
@@ -140,6 +142,9 @@ def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSO
         f"queue {job['queue']}"
     )
     console.print(f"command: {job['spec'].get('command')}")
+    if job.get("queue_position"):
+        when = f", starts by {_when(job['estimated_start'])}" if job.get("estimated_start") else ""
+        console.print(f"waiting: position {job['queue_position']} in the scheduling order{when}")
     _table(
         "events", ["time", "state", "reason"], [[_when(e["time"]), e["state"], e["reason"]] for e in events]
     )
@@ -152,6 +157,82 @@ def cancel(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = J
         emit_json(job)
     else:
         console.print(f"job {job['id']}: {job['state']}")
+
+
+def logs(
+    job_id: int = typer.Argument(..., help="Job id."),
+    task: int = typer.Option(0, "--task", min=0, help="Task index (RANK)."),
+    run: int = typer.Option(None, "--run", min=1, help="Which run (default: the latest)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+) -> None:
+    """A task's stdout and stderr."""
+    import sys
+
+    def show_(c):
+        if follow:
+            for data in c.follow(job_id, task, run):
+                sys.stdout.write(data)
+                sys.stdout.flush()
+            return
+        offset = 0
+        while True:
+            chunk = c.logs(job_id, task, offset, run)
+            sys.stdout.write(chunk["data"])
+            if not chunk["data"]:
+                return
+            offset = chunk["next_offset"]
+
+    _run(show_)
+
+
+def usage(
+    month: str = typer.Option(None, "--month", help="YYYY-MM (UTC); default this month."),
+    tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant."),
+    json_out: bool = JSON,
+) -> None:
+    """Card-hours, PFLOP-hours and the bill, per tenant; per queue, model and day with --json."""
+    out = _run(lambda c: c.usage(month, tenant))
+    if json_out:
+        emit_json(out)
+        return
+    cur = out["currency"] or ""
+    rows = [
+        [b["tenant"], f"{b['card_hours']:.2f}", f"{b['pflop_hours']:.3f}", f"{b['cost']:.2f} {cur}".strip()]
+        for b in out["bills"]
+    ]
+    _table(f"usage {out['month']}", ["tenant", "card-hours", "PFLOP-hours", "bill"], rows)
+    if not out["currency"]:
+        console.print("no price table yet: `wanka prices apply FILE` (admins)")
+    unpriced = sum(b["unpriced_card_hours"] for b in out["bills"])
+    if out["currency"] and unpriced:
+        console.print(f"{unpriced:.2f} card-hours are on models without a price")
+
+
+@prices_app.command("apply")
+def prices_apply(path: Path = typer.Argument(..., help="A price table YAML: currency, card_hour.")) -> None:
+    """Set the price per card-hour of each accelerator model (admins)."""
+    from wanka.models.errors import SpecError, load_yaml
+
+    try:
+        doc = load_yaml(path)
+    except SpecError as exc:
+        fail(str(exc))
+    table = _run(lambda c: c.apply_prices(doc))
+    console.print(f"prices in force ({table['currency']}): {len(table['card_hour'])} models")
+
+
+@prices_app.command("show")
+def prices_show(json_out: bool = JSON) -> None:
+    """The price table in force."""
+    table = _run(lambda c: c.prices())
+    if json_out:
+        emit_json(table)
+    elif table is None:
+        console.print("no price table yet")
+    else:
+        _table(
+            f"prices ({table['currency']})", ["model", "per card-hour"], sorted(table["card_hour"].items())
+        )
 
 
 def queues(json_out: bool = JSON) -> None:
@@ -298,6 +379,9 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("cancel")(cancel)
     app.command("queues")(queues)
+    app.command("logs")(logs)
+    app.command("usage")(usage)
+    app.add_typer(prices_app, name="prices")
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(tokens_app, name="tokens")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wanka.cli.output import console, errors
+from wanka.cli.output import console, errors, fail
 
 app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
 
@@ -20,18 +20,62 @@ def server(
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@127.0.0.1/wanka "
         "(default: SQLite under $WANKA_HOME).",
     ),
-    cluster: str = typer.Option("dev", "--cluster", help="Cluster preset or spec file."),
+    cluster: str = typer.Option(
+        None, "--cluster", help="Cluster preset or spec file (default: what the backend finds here)."
+    ),
     home: Path = typer.Option(
         None, "--home", help="State directory (default $WANKA_HOME or ~/.local/share/wanka)."
     ),
+    backend: str = typer.Option("local", "--backend", help="Where jobs run: local."),
+    virtual_cards: int = typer.Option(
+        None,
+        "--virtual-cards",
+        min=1,
+        max=4096,
+        help="local: offer N virtual cards (default: the cards found here, else 8 virtual).",
+    ),
+    virtual_nodes: int = typer.Option(
+        1, "--virtual-nodes", min=1, max=512, help="local: present the cards as N nodes (multi-node gangs)."
+    ),
+    accelerator: str = typer.Option(
+        None, "--accelerator", help="local: the model of the cards (default ascend-910c when virtual)."
+    ),
+    health_check: str = typer.Option(
+        None,
+        "--health-check",
+        help="local: a program run per node every 10 s (WANKA_NODE names it); non-zero takes it down.",
+    ),
+    policy: str = typer.Option("wanka", "--policy", help="Scheduling policy preset."),
+    tick: float = typer.Option(1.0, "--tick", min=0.01, max=60, help="Control loop period in seconds."),
+    grace: float = typer.Option(
+        10.0, "--grace", min=0, max=3600, help="Seconds from SIGTERM to SIGKILL when stopping tasks."
+    ),
 ) -> None:
-    """Start the control plane: migrate the database, create the first admin, serve the REST API."""
+    """Start the control plane: migrate the database, create the first admin, run the control loop
+    and serve the REST API."""
     import uvicorn
 
     from wanka.server.main import Settings, build
 
-    settings = Settings.default(home=home, database=database, cluster=cluster, host=host, port=port)
-    app, token_file = build(settings)
+    settings = Settings.default(
+        home=home,
+        database=database,
+        cluster=cluster,
+        host=host,
+        port=port,
+        backend=backend,
+        virtual_cards=virtual_cards,
+        virtual_nodes=virtual_nodes,
+        accelerator=accelerator,
+        health_check=(health_check,) if health_check else None,
+        policy=policy,
+        tick_s=tick,
+        grace_s=grace,
+    )
+    try:
+        app, token_file = build(settings)
+    except ValueError as exc:  # a bad option or spec: say which, start nothing
+        fail(str(exc))
     if token_file is not None:
         console.print(
             f"first start: the admin token is in {token_file} (only you can read it): `cat {token_file}`"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -137,6 +138,36 @@ class Client:
 
     def cancel(self, job_id: int) -> dict:
         return self._call("POST", f"/v1/jobs/{int(job_id)}/cancel")
+
+    def logs(self, job_id: int, task: int = 0, offset: int = 0, run: int | None = None) -> dict:
+        """A chunk of a task's output from ``offset``: ``data``, ``next_offset``, ``finished``."""
+        params = {"task": task, "offset": offset, **({"run": run} if run else {})}
+        return self._call("GET", f"/v1/jobs/{int(job_id)}/logs", params=params)
+
+    def follow(self, job_id: int, task: int = 0, run: int | None = None, poll_s: float = 0.5):
+        """Yield a task's output as it is written, until the job has ended and all is read."""
+        offset = 0
+        while True:
+            chunk = self.logs(job_id, task, offset, run)
+            if chunk["data"]:
+                yield chunk["data"]
+            offset = chunk["next_offset"]
+            if chunk["finished"] and not chunk["data"]:
+                return
+            if not chunk["data"]:
+                time.sleep(poll_s)
+
+    # --- usage and prices -------------------------------------------------------------------------
+
+    def usage(self, month: str | None = None, tenant: str | None = None) -> dict:
+        params = {"month": month, "tenant": tenant}
+        return self._call("GET", "/v1/usage", params={k: v for k, v in params.items() if v})
+
+    def prices(self) -> dict | None:
+        return self._call("GET", "/v1/prices")
+
+    def apply_prices(self, table: dict) -> dict:
+        return self._call("PUT", "/v1/prices", json=table)
 
     # --- cluster, nodes, queues -------------------------------------------------------------------
 

@@ -43,6 +43,11 @@ class TaskGroupSpec(BaseModel):
         return self
 
 
+class RestartSpec(BaseModel):
+    model_config = STRICT
+    max: int = Field(default=0, ge=0, le=1000, description="restarts after a failure before it fails")
+
+
 class JobSpec(BaseModel):
     model_config = STRICT
     name: str = Field(default="", max_length=200)
@@ -60,6 +65,16 @@ class JobSpec(BaseModel):
         description="argv of every task, run without a shell (the twin ignores it)",
     )
     env: dict[str, str] = Field(default={}, description="extra environment variables of every task")
+    workdir: str | None = Field(
+        default=None,
+        max_length=4096,
+        pattern=r"^/",
+        description="absolute directory the tasks start in (default: the run's own directory)",
+    )
+    restart: RestartSpec = Field(
+        default_factory=RestartSpec,
+        description="requeue after a failed task or a lost node, resuming from WANKA_CHECKPOINT_DIR",
+    )
 
     @field_validator("env")
     @classmethod

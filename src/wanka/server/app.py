@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import Cluster, JobState, QueueTree, check_feasibility
@@ -22,8 +23,11 @@ from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
 from wanka.models.quota import parse_queue_tree
-from wanka.server import auth, cluster_api, quota_api, tables
+from wanka.server import auth, cluster_api, quota_api, tables, usage_api
 from wanka.server.auth import Principal
+
+if TYPE_CHECKING:
+    from wanka.server.loop import ControlLoop
 
 MAX_ID = 2**63 - 1  # ids are 64-bit in both databases: a larger one is a 422, not a 500
 ID = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an id, 1 to 2^63 - 1")]
@@ -34,6 +38,7 @@ NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case lette
 class AppState:
     sessions: sessionmaker
     cluster: Cluster
+    loop: ControlLoop
 
 
 class TenantIn(BaseModel):
@@ -86,7 +91,24 @@ class JobOut(BaseModel):
     submit_time: float
     start_time: float | None
     end_time: float | None
+    runs: int = Field(description="times it was started (restarts included)")
+    queue_position: int | None = Field(
+        default=None, description="place in the scheduling order while it waits (1 = next)"
+    )
+    estimated_start: float | None = Field(
+        default=None, description="when it should start at the latest (the backfill reservation)"
+    )
     spec: dict
+
+
+class LogChunk(BaseModel):
+    job: int
+    run: int
+    task: int
+    offset: int = Field(description="byte offset of data in the task's log")
+    next_offset: int = Field(description="pass as offset to read on")
+    data: str
+    finished: bool = Field(description="the job has ended: no more output will come")
 
 
 class JobPage(BaseModel):
@@ -101,7 +123,15 @@ class EventOut(BaseModel):
 
 
 def create_app(state: AppState) -> FastAPI:
-    app = FastAPI(title="wanka", version="0.1.0", description="The wanka control plane.")
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        state.loop.start()
+        try:
+            yield
+        finally:
+            state.loop.stop()
+
+    app = FastAPI(title="wanka", version="0.1.0", description="The wanka control plane.", lifespan=lifespan)
     app.state.wanka = state
     bearer = HTTPBearer(auto_error=False)
 
@@ -205,6 +235,11 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.post("/v1/jobs", response_model=JobOut, status_code=201)
     def submit(spec: JobSpec, who: Principal = Depends(principal), session: Session = Depends(db)):
+        if not spec.command:
+            raise HTTPException(
+                422,
+                [{"field": "command", "message": "give the argv every task runs, e.g. [python, train.py]"}],
+            )
         tenant = _acting_tenant(session, who, spec.tenant)
         queue = tenant.name if spec.queue == "default" else spec.queue
         spec = spec.model_copy(update={"tenant": tenant.name, "queue": queue})
@@ -232,6 +267,7 @@ def create_app(state: AppState) -> FastAPI:
         session.flush()
         session.add(tables.JobEvent(job_id=job.id, time=now, state=job.state, reason="submitted"))
         session.commit()
+        state.loop.notify("submitted", job.id)
         return _job_out(job, tenant.name)
 
     @app.get("/v1/jobs", response_model=JobPage)
@@ -261,13 +297,14 @@ def create_app(state: AppState) -> FastAPI:
         more = len(rows) > limit
         rows = rows[:limit]
         return JobPage(
-            jobs=[_job_out(j, n) for j, n in rows], next_before_id=rows[-1][0].id if more else None
+            jobs=[_job_out(j, n, state.loop) for j, n in rows],
+            next_before_id=rows[-1][0].id if more else None,
         )
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut)
     def get_job(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
         job, tenant = _visible_job(session, who, job_id)
-        return _job_out(job, tenant)
+        return _job_out(job, tenant, state.loop)
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
     def job_events(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
@@ -277,21 +314,61 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
     def cancel(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
-        job, tenant = _visible_job(session, who, job_id, lock=True)
-        current = JobState(job.state)
-        if current in TERMINAL_STATES:
+        job, tenant = _visible_job(session, who, job_id)
+        if JobState(job.state) in TERMINAL_STATES:
             raise HTTPException(409, f"job {job_id} is already {job.state}")
-        if current is JobState.PENDING:  # nothing runs yet: cancelled at once
-            check_transition(str(job.id), current, JobState.CANCELLED)
-            now = time.time()
-            job.state, job.end_time, job.reason = JobState.CANCELLED.value, now, f"cancelled by {who.name}"
-            session.add(tables.JobEvent(job_id=job.id, time=now, state=job.state, reason=job.reason))
-        else:  # the control loop stops its tasks, then records the end
-            job.cancel_requested = True
+        now, reason = time.time(), f"cancelled by {who.name}"
+        check_transition(str(job.id), JobState.PENDING, JobState.CANCELLED)
+        # compare-and-set: if the control loop admitted it meanwhile, it stops its tasks instead
+        cancelled = session.execute(
+            update(tables.Job)
+            .where(tables.Job.id == job_id, tables.Job.state == JobState.PENDING.value)
+            .values(state=JobState.CANCELLED.value, end_time=now, reason=reason, cancel_requested=True)
+        ).rowcount
+        if cancelled:
+            session.add(
+                tables.JobEvent(job_id=job_id, time=now, state=JobState.CANCELLED.value, reason=reason)
+            )
+        else:
+            session.execute(update(tables.Job).where(tables.Job.id == job_id).values(cancel_requested=True))
         session.commit()
-        return _job_out(job, tenant)
+        state.loop.notify("cancelled", job_id)
+        session.refresh(job)
+        return _job_out(job, tenant, state.loop)
 
-    app.include_router(cluster_api.router(state.cluster, db, principal, admin))
+    @app.get("/v1/jobs/{job_id}/logs", response_model=LogChunk)
+    def logs(
+        job_id: ID,
+        task: int = Query(0, ge=0, le=1_000_000, description="task index (RANK)"),
+        run: int | None = Query(None, ge=1, le=1_000_000, description="which run; default the latest"),
+        offset: int = Query(0, ge=0, le=MAX_ID, description="byte offset to read from"),
+        limit: int = Query(65536, ge=1, le=1 << 20),
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """A task's stdout and stderr, from ``offset``. Poll with ``next_offset`` to follow."""
+        job, _ = _visible_job(session, who, job_id)
+        if job.runs == 0:
+            raise HTTPException(409, f"job {job_id} has not started yet; it has no output")
+        run = run or job.runs
+        if run > job.runs:
+            raise HTTPException(404, f"job {job_id} has run {job.runs} time(s); no run {run}")
+        tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 1
+        if task >= tasks:
+            raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
+        data, nxt = state.loop.backend.logs(job_id, run, task, offset, limit)
+        return LogChunk(
+            job=job_id,
+            run=run,
+            task=task,
+            offset=offset,
+            next_offset=nxt,
+            data=data.decode("utf-8", errors="replace"),
+            finished=JobState(job.state) in TERMINAL_STATES,
+        )
+
+    app.include_router(cluster_api.router(state.cluster, db, principal, admin, state.loop))
+    app.include_router(usage_api.router(db, principal, admin))
     app.include_router(
         quota_api.router(
             state.cluster, db, principal, admin, lambda session: queue_tree(session, state.cluster)
@@ -314,8 +391,12 @@ def _token_out(t: tables.Token, user: str) -> TokenOut:
     )
 
 
-def _job_out(j: tables.Job, tenant: str) -> JobOut:
+def _job_out(j: tables.Job, tenant: str, loop: ControlLoop | None = None) -> JobOut:
+    waiting = loop is not None and j.state == JobState.PENDING.value
     return JobOut(
+        runs=j.runs or 0,
+        queue_position=loop.positions.get(j.id) if waiting else None,
+        estimated_start=loop.estimates.get(j.id) if waiting else None,
         id=j.id,
         tenant=tenant,
         queue=j.queue,

@@ -63,17 +63,18 @@ def sync_nodes(sessions: sessionmaker, cluster: Cluster) -> None:
         session.commit()
 
 
-def cards_held(session: Session, tenant_id: int | None = None) -> dict[str, int]:
-    """Cards held by admitted and running jobs, per tenant name (only ``tenant_id``'s when given)."""
+def cards_held(session: Session, tenant_id: int | None = None) -> dict[tuple[str, str], int]:
+    """Cards held now (runs not yet over: from admission until the processes are gone), per
+    (tenant name, accelerator model); only ``tenant_id``'s when given."""
     q = (
-        select(tables.Tenant.name, func.sum(tables.Job.cards))
+        select(tables.Tenant.name, tables.JobRun.model, func.sum(tables.JobRun.cards))
         .join(tables.Tenant)
-        .where(tables.Job.state.in_(HOLDING))
-        .group_by(tables.Tenant.name)
+        .where(tables.JobRun.end.is_(None))
+        .group_by(tables.Tenant.name, tables.JobRun.model)
     )
     if tenant_id is not None:
-        q = q.where(tables.Job.tenant_id == tenant_id)
-    return {name: int(n or 0) for name, n in session.execute(q)}
+        q = q.where(tables.JobRun.tenant_id == tenant_id)
+    return {(name, model): int(n or 0) for name, model, n in session.execute(q)}
 
 
 def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
@@ -95,6 +96,7 @@ def router(
     db: Callable,
     principal: Callable,
     admin: Callable,
+    loop=None,
 ) -> APIRouter:
     api = APIRouter()
 
@@ -137,7 +139,9 @@ def router(
         tenant = None if who.is_admin else who.tenant_id  # a member sees only its own tenant's usage
         if tenant is not None:
             pending = pending.where(tables.Job.tenant_id == tenant)
-        by_tenant = cards_held(session, tenant)
+        by_tenant: dict[str, int] = {}
+        for (name, _), n in cards_held(session, tenant).items():
+            by_tenant[name] = by_tenant.get(name, 0) + n
         return ClusterOut(
             name=cluster.name,
             cards=int(cluster.total_cards),
@@ -153,6 +157,9 @@ def router(
         config): the figures name every tenant."""
         registry = CollectorRegistry()
         registry.register(_Figures(cluster, session))
+        if loop is not None:  # the control loop's own figures: cycle latency, decisions
+            for collector in (loop.cycle_seconds, loop.decisions, loop.cycles):
+                registry.register(collector)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
@@ -166,10 +173,10 @@ class _Figures:
 
     def collect(self):
         cards = GaugeMetricFamily(
-            "wanka_cards_allocated", "Cards held by admitted and running jobs", labels=["tenant"]
+            "wanka_cards_allocated", "Cards held by admitted and running jobs", labels=["tenant", "model"]
         )
-        for tenant, n in cards_held(self.session).items():
-            cards.add_metric([tenant], float(n))
+        for (tenant, model), n in cards_held(self.session).items():
+            cards.add_metric([tenant, model], float(n))
         yield cards
         pending = GaugeMetricFamily("wanka_jobs_pending", "Waiting jobs", labels=["queue"])
         waiting = (

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from wanka.models.cluster import load_cluster
+from wanka.backends import make_backend
+from wanka.core import get_policy
+from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
-from wanka.server.app import AppState, create_app
+from wanka.server.app import AppState, create_app, queue_tree
+from wanka.server.loop import ControlLoop
 
 DEFAULT_PORT = 8421
 
@@ -24,9 +27,17 @@ def wanka_home() -> Path:
 class Settings:
     home: Path
     database: str  # SQLAlchemy URL
-    cluster: str = "dev"  # preset or spec file
+    cluster: str | None = None  # preset or spec file; None: what the backend reports
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    backend: str = "local"
+    virtual_cards: int | None = None  # local backend: offer this many virtual cards
+    virtual_nodes: int = 1  # local backend: as this many nodes
+    accelerator: str | None = None  # local backend: the model of the cards
+    health_check: tuple[str, ...] = ()  # local backend: argv run per node; non-zero marks it down
+    policy: str = "wanka"
+    tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
+    grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
 
     @classmethod
     def default(cls, **overrides) -> Settings:
@@ -54,12 +65,34 @@ def bootstrap_admin(sessions, home: Path) -> Path | None:
 
 
 def build(settings: Settings):
-    """Migrate, bootstrap, and return (app, admin-token file or None)."""
+    """Migrate, bootstrap, load the scheduler's state and return (app, admin-token file or None).
+    The control loop starts with the app and stops with it."""
     settings.home.mkdir(parents=True, exist_ok=True)
     db.upgrade(settings.database)
     engine = db.make_engine(settings.database)
     sessions = db.sessions(engine)
     token_file = bootstrap_admin(sessions, settings.home)
-    cluster = load_cluster(settings.cluster)
+    options = {}
+    if settings.backend == "local":
+        options = {
+            "virtual_cards": settings.virtual_cards,
+            "virtual_nodes": settings.virtual_nodes,
+            "accelerator": settings.accelerator,
+            "health_check": list(settings.health_check) or None,
+        }
+    backend = make_backend(settings.backend, settings.home, **options)
+    if settings.cluster:
+        cluster = load_cluster(settings.cluster)
+    else:
+        cluster = parse_cluster(backend.cluster_spec(), f"the {backend.name} backend's inventory")
     cluster_api.sync_nodes(sessions, cluster)  # drains recorded before a restart still hold
-    return create_app(AppState(sessions, cluster)), token_file
+    loop = ControlLoop(
+        sessions,
+        cluster,
+        backend,
+        get_policy(settings.policy),
+        lambda session: queue_tree(session, cluster),
+        interval_s=settings.tick_s,
+        grace_s=settings.grace_s,
+    )
+    return create_app(AppState(sessions, cluster, loop)), token_file

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from wanka.core import Cluster, JobState, QueueTree
+from wanka.core import TERMINAL_STATES, Cluster, JobState, QueueTree
 from wanka.core.quota import UNLIMITED
 from wanka.models.errors import SpecError
 from wanka.models.quota import QueueTreeSpec, build_queue_tree
@@ -76,6 +76,22 @@ def router(cluster: Cluster, db: Callable, principal: Callable, admin: Callable,
                         "field": "organisations",
                         "message": f"no organisation for tenant(s) {', '.join(orphaned)}; every tenant "
                         "needs one named like it",
+                    }
+                ],
+            )
+        live = [s.value for s in JobState if s not in TERMINAL_STATES]
+        in_use = session.scalars(
+            select(tables.Job.queue).where(tables.Job.state.in_(live)).group_by(tables.Job.queue)
+        )
+        dropped = sorted(q for q in in_use if q not in tree.index or not tree.is_leaf(q))
+        if dropped:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "organisations",
+                        "message": f"queue(s) {', '.join(dropped)} hold waiting or running jobs and must "
+                        "stay leaf queues; let those jobs end (or cancel them) first",
                     }
                 ],
             )

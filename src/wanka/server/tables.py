@@ -87,7 +87,8 @@ class Job(Base):
     start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     placement: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    runs: Mapped[int] = mapped_column(Integer, default=0)
+    runs: Mapped[int] = mapped_column(Integer, default=0)  # launches so far (restarts included)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # runs that failed (restart budget)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
@@ -105,3 +106,34 @@ class JobEvent(Base):
     time: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobRun(Base):
+    """One run of a job on its cards: what metering bills. ``end`` is null while it runs."""
+
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    run: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    queue: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    cards: Mapped[int] = mapped_column(Integer)
+    tflops_per_card: Mapped[float] = mapped_column(Float)  # the card's rated (half-precision) peak
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_job_runs_job_id_run", "job_id", "run", unique=True),
+        Index("ix_job_runs_tenant_id_start", "tenant_id", "start"),
+    )
+
+
+class PriceDocument(Base):
+    """Every price table applied (price per card-hour by accelerator model); the newest is in force."""
+
+    __tablename__ = "price_documents"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    applied_at: Mapped[float] = mapped_column(Float)
+    applied_by: Mapped[int] = mapped_column(ForeignKey("users.id"))

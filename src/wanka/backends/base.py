@@ -1,0 +1,148 @@
+"""What every backend does, and the contract every task process receives.
+
+The control loop decides; a backend only starts, signals and watches what it was told to. Each
+run of a job (its first start, or a restart after a failure or preemption) is a *launch*: one
+process per task. Launches are idempotent per task — a backend starts a task only if that task of
+that run was never started — so a control plane that crashed between deciding and recording can
+launch again without starting anything twice.
+"""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wanka.core import Cluster, Placement
+
+
+class TaskState(StrEnum):
+    RUNNING = "running"
+    EXITED = "exited"  # with an exit code (128 + N for signal N, as shells report it)
+    ABSENT = "absent"  # never started, or vanished without a trace (lost)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    index: int
+    state: TaskState
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLaunch:
+    index: int  # the job's task index (= torch.distributed RANK)
+    role: str
+    node: str
+    devices: tuple[int, ...]  # device ids the task may see (cards x devices per card)
+    env: dict[str, str]  # the whole contract: WANKA_*, visibility, rendezvous
+    cpus: int = 0
+    memory_gib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    job_id: int
+    run: int  # 1 for the first start, +1 for each restart
+    name: str
+    argv: tuple[str, ...]
+    tasks: tuple[TaskLaunch, ...]
+    checkpoint_dir: str
+    user_env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+
+class Backend(ABC):
+    """Where tasks really run. One instance per control plane; called from the control loop only."""
+
+    name: str = ""
+
+    @abstractmethod
+    def cluster_spec(self) -> dict:
+        """This backend's inventory as a cluster spec document (models.cluster)."""
+
+    @abstractmethod
+    def node_address(self, node: str) -> str:
+        """The address other tasks reach ``node`` at (MASTER_ADDR)."""
+
+    @abstractmethod
+    def free_port(self, node: str) -> int:
+        """A port free on ``node`` now, for the job's rendezvous (MASTER_PORT)."""
+
+    @abstractmethod
+    def checkpoint_dir(self, job_id: int) -> str:
+        """The job's checkpoint directory, the same for every run."""
+
+    @abstractmethod
+    def launch(self, launch: Launch) -> None:
+        """Start every task of this run not started before. Returns at once."""
+
+    @abstractmethod
+    def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
+        """Each task of the run: running, exited (with its code) or absent."""
+
+    @abstractmethod
+    def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to every process of every running task of the run."""
+
+    @abstractmethod
+    def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of a task's output from ``offset``; the data and the next offset."""
+
+    def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
+        """Which of ``nodes`` fail their health check now, with why. Default: none."""
+        return {}
+
+
+def task_launches(
+    job_id: int,
+    run: int,
+    cluster: Cluster,
+    placement: Placement,
+    master_addr: str,
+    master_port: int,
+    checkpoint_dir: str,
+) -> tuple[TaskLaunch, ...]:
+    """The contract of ARCHITECTURE.md for every task of a placement.
+
+    Ranks follow the placement's order (group by group, replica by replica); nodes are numbered in
+    order of first appearance (NODE_RANK), and LOCAL_RANK counts the job's tasks on the same node.
+    """
+    model = cluster.models[cluster.model_index[placement.model]]
+    per_card = model.devices_per_card
+    tasks = list(placement.tasks())
+    node_rank: dict[int, int] = {}
+    local: dict[int, int] = {}
+    for _, node, _, _ in tasks:
+        node_rank.setdefault(node, len(node_rank))
+    per_node: dict[int, int] = {}
+    for _, node, _, _ in tasks:
+        per_node[node] = per_node.get(node, 0) + 1
+    out = []
+    for rank, (role, node, _, cards) in enumerate(tasks):
+        local_rank = local.get(node, 0)
+        local[node] = local_rank + 1
+        devices = tuple(c * per_card + d for c in cards for d in range(per_card))
+        group = next(g for g in placement.groups if g.role == role)
+        env = {
+            "WANKA_JOB_ID": str(job_id),
+            "WANKA_RUN": str(run),
+            "WANKA_TASK_INDEX": str(rank),
+            "WANKA_TASK_ROLE": role,
+            "WANKA_NODE": cluster.node_names[node],
+            "WANKA_CHECKPOINT_DIR": checkpoint_dir,
+            model.visible_devices_env: ",".join(map(str, devices)),
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(master_port),
+            "WORLD_SIZE": str(len(tasks)),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(local_rank),
+            "LOCAL_WORLD_SIZE": str(per_node[node]),
+            "NODE_RANK": str(node_rank[node]),
+            "NNODES": str(len(node_rank)),
+        }
+        out.append(
+            TaskLaunch(rank, role, cluster.node_names[node], devices, env, group.cpus, group.memory_gib)
+        )
+    return tuple(out)

@@ -1,0 +1,333 @@
+"""The local backend: tasks as processes on this machine.
+
+It finds this machine's accelerators with the vendors' tools where present, or offers virtual
+cards (so everything works on a laptop), optionally split into several virtual nodes so that
+multi-node gangs run for real. Each task runs under a small supervisor (``_task.py``) in its own
+process group; everything about a run lives in files under ``$WANKA_HOME/runs/JOB/RUN``:
+
+    task-N.json   what the supervisor starts (argv, environment, limits)
+    task-N.pid    the supervisor's pid and start time (guards against pid reuse)
+    task-N.log    the task's stdout and stderr
+    task-N.exit   its exit code, written by the supervisor when the task ends
+
+Those files, and the marker each supervisor carries in its environment, let a restarted server
+adopt tasks still running and learn how the others ended, without starting any of them twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus
+from wanka.models.hardware import default_catalog
+
+SUPERVISOR = Path(__file__).with_name("_task.py")
+MARKER = "WANKA_LOCAL_TASK"  # in each supervisor's environment: HOME-DIGEST:JOB:RUN:TASK
+# passed from the server's environment to tasks; nothing else is (no tokens, no server settings)
+PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+
+# (tool, arguments, accelerator model when the tool cannot name it)
+DISCOVERY = (
+    ("nvidia-smi", ("--query-gpu=name", "--format=csv,noheader"), None),
+    ("npu-smi", ("info", "-l"), "ascend-910b2"),
+)
+
+
+def discover(catalog=None) -> tuple[str, int] | None:
+    """(accelerator model, cards) found on this machine, or None."""
+    catalog = catalog or default_catalog()
+    for tool, args, fallback in DISCOVERY:
+        if shutil.which(tool) is None:
+            continue
+        try:
+            out = subprocess.run([tool, *args], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if tool == "nvidia-smi":
+            names = [line.strip() for line in out.splitlines() if line.strip()]
+            if names:
+                model = _catalog_id(catalog, names[0])
+                if model:
+                    return model, len(names)
+        elif tool == "npu-smi":
+            for line in out.splitlines():
+                if "Total Count" in line:
+                    count = int(line.split(":")[1])
+                    if count:
+                        return fallback, count
+    return None
+
+
+def _catalog_id(catalog, name: str) -> str | None:
+    """The catalog's id for a device name such as 'NVIDIA H200' (tried whole, then word by word)."""
+    for candidate in (name, *name.replace("NVIDIA", "").split()):
+        try:
+            return catalog.get(candidate.strip()).id
+        except Exception:
+            continue
+    return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None
+    when there is no such live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(
+        self,
+        home: Path,
+        virtual_cards: int | None = None,
+        virtual_nodes: int = 1,
+        accelerator: str | None = None,
+        health_check: list[str] | None = None,
+    ):
+        self.home = Path(home)
+        self.runs = self.home / "runs"
+        self.checkpoints = self.home / "checkpoints"
+        self.runs.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        catalog = default_catalog()
+        found = None if virtual_cards else discover(catalog)
+        if found is not None:
+            self.model, self.cards = found
+            self.virtual = False
+        else:
+            self.model, self.cards = (accelerator or "ascend-910c"), (virtual_cards or 8)
+            self.virtual = True
+        if accelerator:
+            self.model = catalog.get(accelerator).id
+        if virtual_nodes < 1 or self.cards % virtual_nodes:
+            raise ValueError(
+                f"virtual_nodes: {virtual_nodes} does not divide {self.cards} cards; "
+                f"choose a divisor of {self.cards}"
+            )
+        self.nodes = virtual_nodes
+        self.health_check = health_check
+        # tells this home's tasks from those of other servers on the machine
+        self.digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
+        self.children: dict[int, subprocess.Popen] = {}
+        self.adoptable = self._scan()
+
+    # --- inventory -----------------------------------------------------------------------------
+
+    def cluster_spec(self) -> dict:
+        cpus = os.cpu_count() or 1
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+        kind = "virtual" if self.virtual else "discovered"
+        return {
+            "name": "local",
+            "description": f"this machine: {self.cards} {kind} {self.model} cards on {self.nodes} node(s)",
+            "tiers": [],
+            "pools": [
+                {
+                    "name": "local",
+                    "accelerator": self.model,
+                    "nodes": self.nodes,
+                    "cards_per_node": self.cards // self.nodes,
+                    "cpus": max(1, cpus // self.nodes),
+                    "memory_gib": max(1, memory // self.nodes),
+                }
+            ],
+        }
+
+    def node_address(self, node: str) -> str:
+        return "127.0.0.1"  # every virtual node is this machine
+
+    def free_port(self, node: str) -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def checkpoint_dir(self, job_id: int) -> str:
+        return str(self.checkpoints / str(job_id))
+
+    def run_dir(self, job_id: int, run: int) -> Path:
+        return self.runs / str(job_id) / str(run)
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        rundir = self.run_dir(launch.job_id, launch.run)
+        rundir.mkdir(parents=True, exist_ok=True)
+        Path(launch.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        base = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+        cpus = sorted(os.sched_getaffinity(0))
+        next_cpu = 0
+        for task in launch.tasks:
+            if self._task_status(launch.job_id, launch.run, task.index).state is not TaskState.ABSENT:
+                continue  # started before (this process or one before a restart): never twice
+            pinned = []
+            if task.cpus:  # a contiguous share of this machine's CPUs, round robin
+                pinned = [cpus[(next_cpu + i) % len(cpus)] for i in range(min(task.cpus, len(cpus)))]
+                next_cpu += task.cpus
+            stem = rundir / f"task-{task.index}"
+            spec = {
+                "argv": list(launch.argv),
+                "env": {**base, **launch.user_env, **task.env},
+                "cwd": launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else str(rundir),
+                "log": str(stem) + ".log",
+                "exit": str(stem) + ".exit",
+                "cpus": pinned,
+                "memory_bytes": task.memory_gib * 2**30,
+            }
+            _write(stem.with_suffix(".json"), json.dumps(spec))
+            # the supervisor's own complaints land in the task's log too
+            with open(str(stem) + ".log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(SUPERVISOR), str(stem) + ".json"],
+                    env={
+                        "PATH": os.environ.get("PATH", ""),
+                        MARKER: f"{self.digest}:{launch.job_id}:{launch.run}:{task.index}",
+                    },
+                    cwd=rundir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # its own process group: signals reach the whole task
+                )
+            self.children[proc.pid] = proc
+            _write(stem.with_suffix(".pid"), f"{proc.pid} {_start_time(proc.pid) or ''}\n")
+
+    def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
+        return [self._task_status(job_id, run, i) for i in range(tasks)]
+
+    def _task_status(self, job_id: int, run: int, task: int) -> TaskStatus:
+        stem = self.run_dir(job_id, run) / f"task-{task}"
+        code = _read(str(stem) + ".exit")
+        if code is not None:
+            self._reap(job_id, run, task)
+            return TaskStatus(task, TaskState.EXITED, int(code))
+        pid = self._live_pid(job_id, run, task)
+        if pid is not None:
+            return TaskStatus(task, TaskState.RUNNING)
+        if _read(str(stem) + ".pid") is not None:
+            # the supervisor is gone without writing an exit code: it was killed (SIGKILL)
+            code = _read(str(stem) + ".exit")  # it may have finished just now
+            return TaskStatus(task, TaskState.EXITED, int(code) if code is not None else None)
+        return TaskStatus(task, TaskState.ABSENT)
+
+    def _live_pid(self, job_id: int, run: int, task: int) -> int | None:
+        stem = self.run_dir(job_id, run) / f"task-{task}"
+        recorded = _read(str(stem) + ".pid")
+        if recorded is not None:
+            pid_s, _, started = recorded.partition(" ")
+            pid = int(pid_s)
+            child = self.children.get(pid)
+            if child is not None and child.poll() is not None:
+                del self.children[pid]
+                return None
+            now = _start_time(pid)
+            return pid if now is not None and (not started or now == started) else None
+        pid = self.adoptable.get((job_id, run, task))  # started just before a crash, pid unrecorded
+        if pid is not None and _start_time(pid) is not None:
+            return pid
+        return None
+
+    def _reap(self, job_id: int, run: int, task: int) -> None:
+        recorded = _read(str(self.run_dir(job_id, run) / f"task-{task}") + ".pid")
+        if recorded:
+            child = self.children.pop(int(recorded.split()[0]), None)
+            if child is not None:
+                child.wait()
+
+    def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
+        rundir = self.run_dir(job_id, run)
+        if not rundir.exists():
+            return
+        for pid_file in rundir.glob("task-*.pid"):
+            task = int(pid_file.name.split("-")[1].split(".")[0])
+            pid = self._live_pid(job_id, run, task)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, sig)
+        for (j, r, _), pid in self.adoptable.items():
+            if (j, r) == (job_id, run) and _start_time(pid) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, sig)
+
+    def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
+        path = self.run_dir(job_id, run) / f"task-{task}.log"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(limit)
+        except FileNotFoundError:
+            return b"", offset
+        return data, offset + len(data)
+
+    def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
+        """Runs the operator's health check once per node (WANKA_NODE names it); a non-zero exit
+        marks the node unhealthy, with the check's last line of output as the reason."""
+        if not self.health_check:
+            return {}
+        bad = {}
+        for node in nodes:
+            try:
+                out = subprocess.run(
+                    self.health_check,
+                    env={**{k: os.environ[k] for k in PASS_ENV if k in os.environ}, "WANKA_NODE": node},
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                bad[node] = f"health check could not run: {exc}"
+                continue
+            if out.returncode != 0:
+                lines = (out.stdout + out.stderr).strip().splitlines()
+                bad[node] = f"health check failed ({out.returncode}): {lines[-1] if lines else ''}"
+        return bad
+
+    def _scan(self) -> dict[tuple[int, int, int], int]:
+        """Supervisors of this home still alive (from an earlier server), by (job, run, task)."""
+        found = {}
+        prefix = f"{MARKER}={self.digest}:".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    env = fh.read()
+            except OSError:
+                continue
+            for var in env.split(b"\0"):
+                if var.startswith(prefix):
+                    _, job, run, task = var.decode().split("=", 1)[1].split(":")
+                    found[(int(job), int(run), int(task))] = int(entry)
+        return found
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except FileNotFoundError:
+        return None
+    return text or None

@@ -1,0 +1,701 @@
+"""The control loop: database → snapshot → ``core.run_cycle`` → decisions → database → backend →
+reconcile. It runs in one thread of the server and is the only writer of job state transitions
+besides the API's submit and its cancel of a waiting job.
+
+The database is the truth; what the loop keeps in memory (the core's indexes, the cards in use) is
+rebuilt from it on start. Each tick:
+
+1. take in what the API did (jobs submitted, waiting jobs cancelled);
+2. reconcile what the backend reports: tasks running, ended, lost; stop what must stop (cancel
+   requests, time limits, failed gangs) — SIGTERM, then SIGKILL after the grace period;
+3. run a cycle over the kept indexes; record every decision and transition in one transaction,
+   with compare-and-set updates so a job cancelled meanwhile is never started;
+4. hand the new placements to the backend, and publish queue positions and estimated starts.
+
+A job's processes are started only after its admission is committed, and a backend starts a task
+of a run at most once, so a crash at any point never starts a job twice: on restart, admitted jobs
+are launched (only what was not started), running ones adopted, and how the others ended is read
+from what the backend recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import sessionmaker
+
+from wanka.backends.base import Backend, Launch, TaskState, task_launches
+from wanka.core import (
+    PRIORITY_CLASSES,
+    Action,
+    Cluster,
+    ClusterState,
+    CycleConfig,
+    GroupPlacement,
+    Job,
+    JobKind,
+    JobState,
+    NodeState,
+    PendingIndex,
+    Placement,
+    QueueUsage,
+    RunningIndex,
+    Snapshot,
+    TaskGroup,
+    accrue,
+    run_cycle,
+)
+from wanka.core.decisions import StopReason
+from wanka.core.jobs import check_transition
+from wanka.server import tables
+
+log = logging.getLogger("wanka.loop")
+
+HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
+CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class Stopping:
+    """Why a job's processes are being stopped, and what it becomes once they are gone."""
+
+    target: JobState  # CANCELLED, FAILED, or PENDING (requeued)
+    reason: str
+    kill_at: float  # SIGKILL whatever is left then
+    failure: bool = False  # counts against the restart budget
+    killed: bool = False
+
+
+@dataclass
+class Active:
+    """A job that holds cards or whose processes still run: from admission until they are gone."""
+
+    job: Job
+    run: int
+    tasks: int
+    placement: Placement
+    state: JobState  # as recorded: ADMITTED, RUNNING or PREEMPTED
+    launched: bool = False
+    in_core: bool = True  # holds cards in the core's view (False once the core stopped it)
+    stopping: Stopping | None = None
+    restarts: int = 0  # the job's restart budget
+    failures: int = 0
+
+
+def placement_to_json(cluster: Cluster, p: Placement) -> dict:
+    return {
+        "model": p.model,
+        "groups": [
+            {
+                "role": g.role,
+                "nodes": [cluster.node_names[n] for n in g.nodes],
+                "masks": list(g.masks),
+                "cards_per_task": g.cards_per_task,
+                "cpus": g.cpus,
+                "memory_gib": g.memory_gib,
+            }
+            for g in p.groups
+        ],
+    }
+
+
+def placement_from_json(cluster: Cluster, d: dict) -> Placement:
+    """Raises KeyError when a node of the placement is no longer in the cluster."""
+    return Placement(
+        d["model"],
+        tuple(
+            GroupPlacement(
+                g["role"],
+                tuple(cluster.node_index[n] for n in g["nodes"]),
+                tuple(g["masks"]),
+                g["cards_per_task"],
+                g["cpus"],
+                g["memory_gib"],
+            )
+            for g in d["groups"]
+        ),
+    )
+
+
+def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
+    """The core's view of a stored, already validated spec (no second validation: restart speed)."""
+    pc = PRIORITY_CLASSES[spec.get("priority_class", "normal")]
+    groups = tuple(
+        TaskGroup(
+            g.get("role", "worker"),
+            g.get("replicas", 1),
+            g.get("cards", 1),
+            tuple(g.get("accelerators", ())),
+            g.get("cpus", 0),
+            g.get("memory_gib", 0),
+            g.get("min_replicas"),
+        )
+        for g in spec["task_groups"]
+    )
+    preemptible = spec.get("preemptible")
+    return Job(
+        id=str(job_id),
+        tenant=spec.get("tenant", ""),
+        queue=queue,
+        groups=groups,
+        name=spec.get("name", ""),
+        priority=pc.value,
+        priority_class=pc.name,
+        kind=JobKind(spec.get("kind", "training")),
+        time_limit_s=spec.get("time_limit_s"),
+        preemptible=pc.preemptible if preemptible is None else preemptible,
+        checkpoint_interval_s=spec.get("checkpoint_interval_s"),
+        submit_time=submit_time,
+    )
+
+
+def server_policy(policy: CycleConfig) -> CycleConfig:
+    """The preset without live resizing: a running process gang cannot change size in place (an
+    elastic job starts at the size the core gives it and keeps it)."""
+    return policy.with_(actions=tuple(a for a in policy.actions if a is not Action.RESIZE))
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        sessions: sessionmaker,
+        cluster: Cluster,
+        backend: Backend,
+        policy: CycleConfig,
+        tree_of,
+        interval_s: float = 1.0,
+        grace_s: float = 10.0,
+        health_every_s: float = 10.0,
+    ):
+        self.sessions, self.cluster, self.backend = sessions, cluster, backend
+        self.policy = server_policy(policy)
+        self.tree_of = tree_of  # session -> the quota tree in force
+        self.interval_s, self.grace_s, self.health_every_s = interval_s, grace_s, health_every_s
+        self.inbox: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+        # published for the API after every cycle (replaced whole: readers never see half of one)
+        self.positions: dict[int, int] = {}
+        self.estimates: dict[int, float] = {}
+        self.last_cycle: float | None = None
+        self.ticks = 0
+        self.cycle_seconds = Histogram(
+            "wanka_cycle_seconds", "Scheduling cycle latency", buckets=CYCLE_BUCKETS, registry=None
+        )
+        self.decisions = Counter(
+            "wanka_decisions", "Decisions made by scheduling cycles", ["kind"], registry=None
+        )
+        self.cycles = Counter("wanka_cycles", "Scheduling cycles run", registry=None)
+        self._next_health = 0.0
+        self.tree_key = None
+        self.load()
+
+    # --- state from the database ---------------------------------------------------------------
+
+    def _tree_key(self, session) -> tuple:
+        doc = session.scalar(select(func.max(tables.QuotaDocument.id)))
+        tenants = session.scalar(select(func.count()).select_from(tables.Tenant))
+        return doc, tenants if doc is None else 0
+
+    def load(self) -> None:
+        """Rebuild the in-memory state from the database, launch what was admitted but maybe not
+        started, and adopt what runs."""
+        with self.sessions() as session:
+            self.tree_key = self._tree_key(session)
+            self.tree = self.tree_of(session)
+            rows = session.execute(
+                select(
+                    tables.Job.id,
+                    tables.Job.spec,
+                    tables.Job.queue,
+                    tables.Job.submit_time,
+                    tables.Job.state,
+                    tables.Job.start_time,
+                    tables.Job.placement,
+                    tables.Job.runs,
+                    tables.Job.failures,
+                ).where(
+                    tables.Job.state.in_(
+                        [
+                            s.value
+                            for s in (
+                                JobState.PENDING,
+                                JobState.ADMITTED,
+                                JobState.RUNNING,
+                                JobState.PREEMPTED,
+                            )
+                        ]
+                    )
+                )
+            ).all()
+        self.state = ClusterState.empty(self.cluster)
+        self.running: dict[str, Job] = {}
+        self.index = RunningIndex(self.cluster, self.tree, self.policy.default_time_limit_s)
+        self.active: dict[int, Active] = {}
+        self.busy: dict[int, int] = {}  # node -> cards still in use by jobs the core already stopped
+        leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
+        old = getattr(self, "usage", {})
+        now = time.time()
+        self.usage = {q: old.get(q, QueueUsage(as_of=now)) for q in leaves}
+        waiting: list[Job] = []
+        lost: list[tuple[int, str]] = []
+        for job_id, spec, queue, submit, state, start, placement, runs, failures in rows:
+            job = core_job(job_id, spec, queue, submit)
+            state = JobState(state)
+            if state is JobState.PENDING:
+                waiting.append(job)
+                continue
+            try:
+                p = placement_from_json(self.cluster, placement)
+            except (KeyError, TypeError):
+                lost.append((job_id, "its nodes are no longer in the cluster"))
+                continue
+            job.placement, job.start_time, job.state = p, start, state
+            active = Active(job, runs, p.num_tasks, p, state, restarts=_restarts(spec), failures=failures)
+            self.active[job_id] = active
+            if state is JobState.PREEMPTED:  # the core had stopped it; its processes may linger
+                active.in_core = False
+                active.launched = True
+                active.stopping = Stopping(JobState.PENDING, "preempted", now + self.grace_s)
+                self._occupy(p, +1)
+                self.backend.signal(job_id, runs, signal.SIGTERM)
+            else:
+                self.state.allocate(p)
+                self.running[job.id] = job
+                self.index.add(job, now)
+                if state is JobState.ADMITTED:
+                    self._launch(active)  # starts only tasks never started
+                active.launched = True
+        self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, waiting)
+        self.known_max_id = max((r[0] for r in rows), default=0)
+        if lost:
+            with self.sessions() as session:
+                for job_id, why in lost:
+                    self._transition(session, job_id, None, JobState.FAILED, f"lost: {why}", now)
+                session.commit()
+        log.info("loaded %d waiting and %d active jobs", len(self.pending), len(self.active))
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="wanka-control-loop", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+    def notify(self, kind: str, job_id: int) -> None:
+        """From the API, after its transaction committed: ``submitted`` or ``cancelled``."""
+        self.inbox.put((kind, job_id))
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.wake.clear()
+            try:
+                self.tick()
+            except Exception:  # a bad tick must not stop scheduling; the next one retries
+                log.exception("control loop tick failed")
+            self.wake.wait(self.interval_s if not self.active_stopping() else min(self.interval_s, 0.2))
+
+    def active_stopping(self) -> bool:
+        return any(a.stopping is not None or not a.launched for a in self.active.values())
+
+    # --- one tick ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = time.time()
+        self.ticks += 1
+        with self.sessions() as session:
+            key = self._tree_key(session)
+        if key != self.tree_key:  # a new quota tree (or a new tenant's default queue)
+            self.load()
+        self._inbox()
+        with self.sessions() as session:
+            self._health(session, now)
+            self._reconcile(session, now)
+            self._requests(session, now)
+            result = self._cycle(session, now)
+            session.commit()
+        self._launch_ready()
+        if result is not None:
+            self._publish(result)
+
+    def _inbox(self) -> None:
+        submitted, cancelled = [], []
+        while True:
+            try:
+                kind, job_id = self.inbox.get_nowait()
+            except queue_mod.Empty:
+                break
+            (submitted if kind == "submitted" else cancelled).append(job_id)
+        for job_id in cancelled:
+            if str(job_id) in self.pending:
+                self.pending.remove(str(job_id))
+        # new jobs: those the API told us of, and any committed since the last look (ids may commit
+        # out of order on PostgreSQL, so the notices are what guarantees none is missed)
+        with self.sessions() as session:
+            q = select(tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time).where(
+                tables.Job.state == JobState.PENDING.value
+            )
+            fresh = session.execute(q.where(tables.Job.id > self.known_max_id)).all()
+            extra = [i for i in submitted if i <= self.known_max_id and str(i) not in self.pending]
+            if extra:
+                fresh += session.execute(q.where(tables.Job.id.in_(extra))).all()
+        for job_id, spec, queue, submit in fresh:
+            self.known_max_id = max(self.known_max_id, job_id)
+            if str(job_id) not in self.pending and job_id not in self.active:
+                self.pending.add(core_job(job_id, spec, queue, submit))
+
+    def _health(self, session, now: float) -> None:
+        """Nodes failing the backend's health check go down (their jobs are recovered by the
+        cycle's RECOVER action); nodes it downed come back up when the check passes again."""
+        if now < self._next_health:
+            return
+        self._next_health = now + self.health_every_s
+        bad = self.backend.unhealthy_nodes(self.cluster.node_names)
+        rows = {r.name: r for r in session.scalars(select(tables.Node))}
+        for name, row in rows.items():
+            i = self.cluster.node_index.get(name)
+            if i is None:
+                continue
+            if name in bad and row.state != "down":
+                row.state, row.reason, row.changed_at = "down", bad[name], now
+                self.cluster.node_state[i] = int(NodeState.DOWN)
+                log.warning("node %s is down: %s", name, bad[name])
+            elif name not in bad and row.state == "down" and row.reason.startswith("health check"):
+                row.state, row.reason, row.changed_at = "up", "", now
+                self.cluster.node_state[i] = int(NodeState.UP)
+
+    def _reconcile(self, session, now: float) -> None:
+        for job_id, a in list(self.active.items()):
+            if not a.launched:  # nothing started yet: a stop is immediate
+                if a.stopping is not None:
+                    self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, now)
+                continue
+            tasks = self.backend.status(job_id, a.run, a.tasks)
+            alive = [t for t in tasks if t.state is TaskState.RUNNING]
+            if a.stopping is not None:
+                if not alive:
+                    self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, now)
+                elif not a.stopping.killed and now >= a.stopping.kill_at:
+                    self.backend.signal(job_id, a.run, signal.SIGKILL)
+                    a.stopping.killed = True
+                continue
+            if a.state is JobState.ADMITTED and any(t.state is not TaskState.ABSENT for t in tasks):
+                nodes = sorted({n for n in (self.cluster.node_names[i] for i in a.placement.node_set())})
+                self._transition(
+                    session,
+                    job_id,
+                    JobState.ADMITTED,
+                    JobState.RUNNING,
+                    f"{a.tasks} task(s) on {', '.join(nodes)}",
+                    now,
+                )
+                a.state = JobState.RUNNING
+            broken = [
+                t
+                for t in tasks
+                if t.state is TaskState.ABSENT or (t.state is TaskState.EXITED and t.exit_code != 0)
+            ]
+            if broken:
+                t = broken[0]
+                why = (
+                    f"task {t.index} was lost"
+                    if t.state is TaskState.ABSENT
+                    else f"task {t.index} was killed"
+                    if t.exit_code is None
+                    else f"task {t.index} exited with code {t.exit_code}"
+                )
+                self._stop(job_id, a, *self._after_failure(a, why), now, failure=True)
+            elif not alive:
+                self._finish(session, job_id, a, JobState.SUCCEEDED, "every task exited with code 0", now)
+
+    def _after_failure(self, a: Active, why: str) -> tuple[JobState, str]:
+        if a.failures < a.restarts:
+            return JobState.PENDING, f"{why}; restart {a.failures + 1} of {a.restarts}"
+        budget = f" (restarts used: {a.failures} of {a.restarts})" if a.restarts else ""
+        return JobState.FAILED, why + budget
+
+    def _requests(self, session, now: float) -> None:
+        """Cancel requests and time limits of jobs holding cards."""
+        ids = [i for i, a in self.active.items() if a.stopping is None]
+        if ids:
+            wanted = set(
+                session.scalars(
+                    select(tables.Job.id).where(tables.Job.cancel_requested.is_(True), tables.Job.id.in_(ids))
+                )
+            )
+            for job_id in wanted:
+                self._stop(job_id, self.active[job_id], JobState.CANCELLED, "cancelled", now)
+        for job_id, a in self.active.items():
+            limit = a.job.time_limit_s
+            started = a.job.start_time
+            if a.stopping is None and limit is not None and started is not None and now - started > limit:
+                self._stop(job_id, a, JobState.FAILED, f"time limit of {limit:g} s reached", now)
+
+    def _stop(self, job_id: int, a: Active, target: JobState, reason: str, now: float, failure=False):
+        a.stopping = Stopping(target, reason, now + self.grace_s, failure)
+        if a.launched:
+            self.backend.signal(job_id, a.run, signal.SIGTERM)
+
+    def _finish(self, session, job_id: int, a: Active, target: JobState, reason: str, now: float):
+        """The job's processes are gone: free its cards, record how it ended (or requeue it)."""
+        del self.active[job_id]
+        if target is JobState.PENDING and session.scalar(
+            select(tables.Job.cancel_requested).where(tables.Job.id == job_id)
+        ):  # cancelled while it was being stopped: it ends here instead of waiting again
+            target, reason = JobState.CANCELLED, "cancelled"
+        if a.in_core:
+            self._release(a.job)
+        else:
+            self._occupy(a.placement, -1)
+        failures = a.failures + (1 if a.stopping is not None and a.stopping.failure else 0)
+        extra = {"failures": failures}
+        if target is not JobState.PENDING:  # a requeued job keeps its last placement on record
+            extra["end_time"] = now
+        self._transition(session, job_id, a.state, target, reason, now, **extra)
+        session.execute(
+            update(tables.JobRun)
+            .where(tables.JobRun.job_id == job_id, tables.JobRun.run == a.run, tables.JobRun.end.is_(None))
+            .values(end=now)
+        )
+        if target is JobState.PENDING:
+            job = a.job
+            job.state, job.placement, job.start_time, job.last_run_end = JobState.PENDING, None, None, now
+            self.pending.add(job)
+
+    def _release(self, job: Job) -> None:
+        self.state.release(job.placement)
+        self.index.remove(job.id)
+        del self.running[job.id]
+
+    def _occupy(self, p: Placement, sign: int) -> None:
+        for g in p.groups:
+            for node, mask in zip(g.nodes, g.masks, strict=True):
+                self.busy[node] = self.busy.get(node, 0) + sign * mask
+                if not self.busy[node]:
+                    del self.busy[node]
+
+    # --- the cycle -----------------------------------------------------------------------------
+
+    def _cycle(self, session, now: float):
+        if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
+            self.positions, self.estimates = {}, {}
+            return None
+        rates: dict[str, list[float]] = {}
+        for job in self.running.values():
+            p = job.placement
+            model = self.cluster.models[self.cluster.model_index[p.model]]
+            r = rates.setdefault(job.queue, [0.0, 0.0, 0.0])
+            r[0] += p.total_cards * model.rated_tflops / 1e3
+            r[1] += p.total_cpus
+            r[2] += p.total_memory
+        for q, u in self.usage.items():
+            if now > u.as_of:
+                self.usage[q] = accrue(u, now, tuple(rates.get(q, (0.0, 0.0, 0.0))), HALF_LIFE_S)
+        snapshot = Snapshot(
+            now,
+            self.cluster,
+            self.state,
+            self.tree,
+            self.pending.jobs,
+            list(self.running.values()),
+            self.usage,
+            self.index,
+            self.pending,
+        )
+        t0 = time.perf_counter()
+        result = run_cycle(snapshot, self.policy)
+        elapsed = time.perf_counter() - t0
+        self.cycle_seconds.observe(elapsed)
+        self.cycles.inc()
+        self.last_cycle = now
+        order = result.order  # before the index changes below
+        self.positions = {int(j): i + 1 for i, j in enumerate(order)}
+        for d in result.stops:
+            self.decisions.labels("stop").inc()
+            job_id = int(d.job_id)
+            a = self.active.get(job_id)
+            if a is None or not a.in_core:
+                continue
+            self._release(a.job)
+            a.in_core = False
+            self._occupy(a.placement, +1)
+            if d.reason is StopReason.NODE_FAILURE:
+                target, why = self._after_failure(a, "a node it ran on went down")
+                self._stop(job_id, a, target, why, now, failure=True)
+            else:
+                self._transition(session, job_id, a.state, JobState.PREEMPTED, d.reason.value, now)
+                a.state = JobState.PREEMPTED
+                self._stop(job_id, a, JobState.PENDING, f"requeued after being {d.reason.value}", now)
+        for d in result.starts:
+            job_id = int(d.job_id)
+            if self._admit(session, job_id, d.placement, d.backfilled, now):
+                self.decisions.labels("start").inc()
+        for job_id_s, why in result.unschedulable.items():
+            job_id = int(job_id_s)
+            if job_id_s in self.pending:
+                self.pending.remove(job_id_s)
+                self._transition(
+                    session,
+                    job_id,
+                    JobState.PENDING,
+                    JobState.FAILED,
+                    f"can never run: {why}",
+                    now,
+                    end_time=now,
+                )
+        self._result = result
+        return result
+
+    def _admit(self, session, job_id: int, p: Placement, backfilled: bool, now: float) -> bool:
+        row = session.execute(
+            select(tables.Job.runs, tables.Job.failures, tables.Job.tenant_id, tables.Job.spec).where(
+                tables.Job.id == job_id
+            )
+        ).first()
+        runs, failures, tenant_id, spec = row
+        nodes = sorted({self.cluster.node_names[n] for n in p.node_set()})
+        why = f"placed on {', '.join(nodes)}" + (" (backfilled)" if backfilled else "")
+        ok = self._transition(
+            session,
+            job_id,
+            JobState.PENDING,
+            JobState.ADMITTED,
+            why,
+            now,
+            placement=placement_to_json(self.cluster, p),
+            start_time=now,
+            runs=runs + 1,
+        )
+        job = self.pending.remove(str(job_id))
+        if not ok:  # cancelled since the cycle looked: start nothing
+            return False
+        model = self.cluster.models[self.cluster.model_index[p.model]]
+        session.execute(
+            insert(tables.JobRun).values(
+                job_id=job_id,
+                run=runs + 1,
+                tenant_id=tenant_id,
+                queue=job.queue,
+                model=p.model,
+                cards=p.total_cards,
+                tflops_per_card=model.rated_tflops,
+                start=now,
+            )
+        )
+        job.placement, job.start_time, job.state = p, now, JobState.ADMITTED
+        self.state.allocate(p)
+        self.running[job.id] = job
+        self.index.add(job, now)
+        self.active[job_id] = Active(
+            job, runs + 1, p.num_tasks, p, JobState.ADMITTED, restarts=_restarts(spec), failures=failures
+        )
+        return True
+
+    # --- the backend ---------------------------------------------------------------------------
+
+    def _launch_ready(self) -> None:
+        """Launch admitted jobs whose cards are free of earlier jobs' processes (a victim of
+        preemption may still be saving its checkpoint)."""
+        started = []
+        for a in self.active.values():
+            if a.launched or a.stopping is not None:
+                continue
+            if any(
+                self.busy.get(node, 0) & mask
+                for g in a.placement.groups
+                for node, mask in zip(g.nodes, g.masks, strict=True)
+            ):
+                continue
+            try:
+                self._launch(a)
+            except Exception as exc:  # the backend could not start it: fail that run
+                log.exception("launch of job %s failed", a.job.id)
+                a.launched = True
+                a.stopping = Stopping(JobState.FAILED, f"backend could not start it: {exc}", time.time())
+                continue
+            a.launched = True
+            started.append(a)
+        if started:  # processes exist now: the job runs (reconcile sees how they fare)
+            now = time.time()
+            with self.sessions() as session:
+                for a in started:
+                    nodes = sorted({self.cluster.node_names[i] for i in a.placement.node_set()})
+                    reason = f"{a.tasks} task(s) started on {', '.join(nodes)}"
+                    if self._transition(
+                        session, int(a.job.id), JobState.ADMITTED, JobState.RUNNING, reason, now
+                    ):
+                        a.state = JobState.RUNNING
+                session.commit()
+
+    def _launch(self, a: Active) -> None:
+        job_id = int(a.job.id)
+        with self.sessions() as session:
+            spec = session.scalar(select(tables.Job.spec).where(tables.Job.id == job_id))
+        first = self.cluster.node_names[next(iter(a.placement.groups[0].nodes))]
+        ckpt = self.backend.checkpoint_dir(job_id)
+        tasks = task_launches(
+            job_id,
+            a.run,
+            self.cluster,
+            a.placement,
+            self.backend.node_address(first),
+            self.backend.free_port(first),
+            ckpt,
+        )
+        self.backend.launch(
+            Launch(
+                job_id,
+                a.run,
+                spec.get("name", ""),
+                tuple(spec["command"]),
+                tasks,
+                ckpt,
+                dict(spec.get("env", {})),
+                spec.get("workdir"),
+            )
+        )
+
+    # --- records -------------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        session,
+        job_id: int,
+        current: JobState | None,
+        target: JobState,
+        reason: str,
+        now: float,
+        **values,
+    ) -> bool:
+        """Compare-and-set the job's state (from ``current``, any state when None) and record the
+        event. False when the job had moved on (e.g. cancelled meanwhile)."""
+        q = update(tables.Job).where(tables.Job.id == job_id)
+        if current is not None:
+            check_transition(str(job_id), current, target)
+            q = q.where(tables.Job.state == current.value)
+        done = session.execute(q.values(state=target.value, reason=reason, **values)).rowcount
+        if done:
+            session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
+        return bool(done)
+
+    def _publish(self, result) -> None:
+        self.estimates = {int(r.job_id): r.start for r in result.reservations}
+
+
+def _restarts(spec: dict) -> int:
+    restart = spec.get("restart") or {}
+    return int(restart.get("max", 0))
