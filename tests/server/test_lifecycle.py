@@ -1,0 +1,298 @@
+"""Jobs really run: a real server with the local backend starts real processes, and we watch them
+through the HTTP API — the contract they receive, how they end, cancel, time limits, failures and
+restarts from a checkpoint, preemption with a grace period, a server restart, usage and the bill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from tests.server.conftest import start_server, stop_server, wait_for
+from tests.server.test_api import make_member
+
+PY = sys.executable
+
+# counts its starts in the checkpoint directory, resumes its step counter from there, saves on SIGTERM
+WORKER = r"""
+import os, signal, sys, time
+ckpt = os.environ["WANKA_CHECKPOINT_DIR"]
+with open(os.path.join(ckpt, "starts"), "a") as fh:
+    fh.write(os.environ["WANKA_RUN"] + "\n")
+path = os.path.join(ckpt, "step")
+step = int(open(path).read()) if os.path.exists(path) else 0
+print(f"run {os.environ['WANKA_RUN']} resumes at step {step}", flush=True)
+def save(*_):
+    with open(os.path.join(ckpt, "saved"), "a") as fh:
+        fh.write(f"{step}\n")
+    print(f"SIGTERM: saved step {step}", flush=True)
+    sys.exit(0 if os.environ.get("EXIT_ON_TERM") == "0" else 143)
+signal.signal(signal.SIGTERM, save)
+steps, every = int(sys.argv[1]), float(sys.argv[2])
+while step < steps:
+    time.sleep(every)
+    step += 1
+    if os.environ["RANK"] == "0":  # rank 0 saves for the gang, as in data-parallel training
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(step))
+        os.replace(path + ".tmp", path)
+print(f"done at step {step}", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Four virtual cards on two virtual nodes: gangs span nodes for real."""
+    s = start_server(
+        tmp_path_factory.mktemp("wanka-run-home"), ("--virtual-cards", "4", "--virtual-nodes", "2")
+    )
+    yield s
+    stop_server(s)
+
+
+def job_state(client, job_id: int) -> dict:
+    return client.get(f"/v1/jobs/{job_id}").json()
+
+
+def ended(client, job_id: int, timeout: float = 30) -> dict:
+    return wait_for(
+        lambda: (j := job_state(client, job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
+        timeout,
+    )
+
+
+def log_of(client, job_id: int, task: int = 0, run: int | None = None) -> str:
+    params = {"task": task, **({"run": run} if run else {})}
+    return client.get(f"/v1/jobs/{job_id}/logs", params=params).json()["data"]
+
+
+def submit(client, **spec) -> int:
+    spec.setdefault("task_groups", [{"replicas": 1, "cards": 1}])
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_a_gang_across_two_nodes_gets_the_contract_and_only_its_own_cards(cluster):
+    user = make_member(cluster, "contract", "contract-user")
+    show = "import json, os; print(json.dumps(dict(os.environ)))"
+    with cluster.client(user) as c:
+        jid = submit(
+            c,
+            name="gang",
+            task_groups=[{"replicas": 2, "cards": 2}],
+            command=[PY, "-c", show],
+            env={"MY_SETTING": "on"},
+        )
+        job = ended(c, jid)
+        assert job["state"] == "succeeded", job
+        envs = [json.loads(log_of(c, jid, task)) for task in (0, 1)]
+    for rank, env in enumerate(envs):
+        assert env["WANKA_JOB_ID"] == str(jid) and env["WANKA_TASK_INDEX"] == str(rank)
+        assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == (str(rank), "2", "0")
+        assert (env["NODE_RANK"], env["NNODES"]) == (str(rank), "2")  # one task per node
+        assert env["MASTER_ADDR"] == "127.0.0.1" and envs[0]["MASTER_PORT"] == env["MASTER_PORT"]
+        assert env["WANKA_CHECKPOINT_DIR"].endswith(f"checkpoints/{jid}")
+        assert env["MY_SETTING"] == "on"
+        assert "WANKA_TOKEN" not in env and "WANKA_HOME" not in env  # nothing of the server leaks
+    # Ascend 910C: two dies per card, so two cards are four device ids; the nodes are separate
+    assert {env["WANKA_NODE"] for env in envs} == {"local-0001", "local-0002"}
+    assert [len(env["ASCEND_RT_VISIBLE_DEVICES"].split(",")) for env in envs] == [4, 4]
+
+
+def test_hostile_strings_stay_inert(cluster, tmp_path):
+    user = make_member(cluster, "hostile", "hostile-user")
+    canary = tmp_path / "owned"
+    words = [
+        f"$(touch {canary})",
+        f"; touch {canary}",
+        f"`touch {canary}`",
+        "a\nb",
+        "'\"",
+        f"&& touch {canary}",
+    ]
+    env = {"EVIL": f"$(touch {canary}); `touch {canary}`\n'\""}
+    program = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['EVIL']]))"
+    with cluster.client(user) as c:
+        jid = submit(c, name=f"x; touch {canary}", command=[PY, "-c", program, *words], env=env)
+        assert ended(c, jid)["state"] == "succeeded"
+        assert json.loads(log_of(c, jid)) == [words, env["EVIL"]]
+    assert not canary.exists()
+
+
+def test_exit_codes_map_to_states_and_a_missing_program_fails_clearly(cluster):
+    user = make_member(cluster, "exits", "exits-user")
+    with cluster.client(user) as c:
+        bad = submit(c, command=[PY, "-c", "import sys; sys.exit(3)"])
+        missing = submit(c, command=["/no/such/program", "--flag"])
+        job = ended(c, bad)
+        assert job["state"] == "failed" and job["reason"] == "task 0 exited with code 3"
+        job = ended(c, missing)
+        assert job["state"] == "failed" and "exited with code 127" in job["reason"]
+        assert "cannot start '/no/such/program'" in log_of(c, missing)
+        events = [e["state"] for e in c.get(f"/v1/jobs/{bad}/events").json()]
+        assert events == ["pending", "admitted", "running", "failed"]
+
+
+def test_cancel_stops_the_whole_process_group_then_records_cancelled(cluster):
+    user = make_member(cluster, "cancel", "cancel-user")
+    # the task starts a grandchild; both must go
+    program = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([{PY!r}, '-c', 'import time; time.sleep(600)']); "
+        "print(p.pid, flush=True); time.sleep(600)"
+    )
+    with cluster.client(user) as c:
+        jid = submit(c, command=[PY, "-c", program])
+        grandchild = int(wait_for(lambda: log_of(c, jid).strip()))
+        assert c.post(f"/v1/jobs/{jid}/cancel").status_code == 200
+        job = ended(c, jid)
+        assert job["state"] == "cancelled" and job["end_time"] is not None
+    wait_for(lambda: not _alive(grandchild), 10)
+
+
+def test_a_time_limit_is_enforced(cluster):
+    user = make_member(cluster, "limits", "limits-user")
+    with cluster.client(user) as c:
+        jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"], time_limit_s=1)
+        job = ended(c, jid)
+        assert job["state"] == "failed" and "time limit of 1 s" in job["reason"]
+        assert job["end_time"] - job["start_time"] < 8  # 1 s + the 2 s grace + a tick or two
+
+
+def test_a_killed_task_is_restarted_and_resumes_from_its_checkpoint(cluster):
+    user = make_member(cluster, "restart", "restart-user")
+    with cluster.client(user) as c:
+        jid = submit(c, command=[PY, "-c", WORKER, "40", "0.05"], restart={"max": 2})
+        wait_for(lambda: job_state(c, jid)["state"] == "running")
+        ckpt = cluster.home / "checkpoints" / str(jid)
+        wait_for(lambda: (ckpt / "step").exists() and int((ckpt / "step").read_text()) >= 10)
+        pid = int((cluster.home / "runs" / str(jid) / "1" / "task-0.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)  # the task dies mid-run, supervisor and all
+        job = ended(c, jid)
+        assert job["state"] == "succeeded" and job["runs"] == 2, job
+        second = log_of(c, jid, run=2)
+        resumed = int(second.split("resumes at step ")[1].split()[0])
+        assert resumed >= 10 and "done at step 40" in second  # continued, not from zero
+        reasons = [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()]
+        assert any("was killed; restart 1 of 2" in r for r in reasons), reasons
+
+
+def test_preemption_gives_the_victim_its_grace_period_then_requeues_it(cluster):
+    user = make_member(cluster, "preempt", "preempt-user")
+    whole = [{"replicas": 2, "cards": 2}]  # all four cards
+    with cluster.client(user) as c:
+        low = submit(
+            c,
+            command=[PY, "-c", WORKER, "60", "0.05"],
+            task_groups=whole,
+            priority_class="low",
+            env={"EXIT_ON_TERM": "0"},
+        )
+        wait_for(lambda: job_state(c, low)["state"] == "running")
+        step = cluster.home / "checkpoints" / str(low) / "step"
+        wait_for(lambda: step.exists() and int(step.read_text()) >= 5)
+        high = submit(c, command=[PY, "-c", "print('urgent')"], task_groups=whole, priority_class="high")
+        assert ended(c, high)["state"] == "succeeded"
+        job = ended(c, low, 60)
+        assert job["state"] == "succeeded" and job["runs"] == 2
+        states = [e["state"] for e in c.get(f"/v1/jobs/{low}/events").json()]
+        assert states[:6] == ["pending", "admitted", "running", "preempted", "pending", "admitted"]
+        assert "SIGTERM: saved step" in log_of(c, low, run=1)  # it had time to save
+        high_start = job_state(c, high)["start_time"]
+        low_events = c.get(f"/v1/jobs/{low}/events").json()
+        requeued = next(e["time"] for e in low_events if e["reason"].startswith("requeued"))
+        assert high_start <= requeued + 1  # the high job's processes start once the victim is gone
+        assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) > 0
+
+
+def test_waiting_jobs_show_their_position_and_estimated_start(cluster):
+    user = make_member(cluster, "position", "position-user")
+    whole = [{"replicas": 2, "cards": 2}]
+    with cluster.client(user) as c:
+        blocker = submit(
+            c, command=[PY, "-c", "import time; time.sleep(600)"], task_groups=whole, time_limit_s=300
+        )
+        wait_for(lambda: job_state(c, blocker)["state"] == "running")
+        first = submit(c, command=[PY, "-c", "print(1)"], task_groups=whole)
+        second = submit(c, command=[PY, "-c", "print(2)"], task_groups=whole)
+        a = wait_for(lambda: (j := job_state(c, first))["queue_position"] and j)
+        b = wait_for(lambda: (j := job_state(c, second))["queue_position"] and j)
+        assert (a["queue_position"], b["queue_position"]) == (1, 2)
+        start = job_state(c, blocker)["start_time"]
+        assert a["estimated_start"] == pytest.approx(start + 300, abs=1)
+        for j in (blocker, first, second):
+            c.post(f"/v1/jobs/{j}/cancel")
+        for j in (blocker, first, second):
+            ended(c, j)
+
+
+def test_usage_and_the_bill_follow_what_ran(cluster):
+    user = make_member(cluster, "billing", "billing-user")
+    with cluster.client(user) as c, cluster.client(cluster.admin_token) as admin:
+        jid = submit(
+            c, command=[PY, "-c", "import time; time.sleep(1)"], task_groups=[{"replicas": 1, "cards": 2}]
+        )
+        job = ended(c, jid)
+        held = job["end_time"] - job["start_time"]
+        assert (
+            c.put("/v1/prices", json={"currency": "CNY", "card_hour": {"ascend-910c": 36.0}}).status_code
+            == 403
+        )
+        r = admin.put("/v1/prices", json={"currency": "CNY", "card_hour": {"ascend-910c": 36.0}})
+        assert r.status_code == 200, r.text
+        bad = admin.put("/v1/prices", json={"currency": "CNY", "card_hour": {"h900": 1.0}})
+        assert bad.status_code == 422 and "card_hour" in bad.text and "ascend-910c" in bad.text
+        usage = c.get("/v1/usage").json()
+        assert [b["tenant"] for b in usage["bills"]] == ["billing"]  # its own only
+        bill = usage["bills"][0]
+        assert bill["card_hours"] == pytest.approx(2 * held / 3600, rel=1e-6)
+        assert bill["pflop_hours"] == pytest.approx(bill["card_hours"] * 0.752, rel=0.05)
+        assert bill["cost"] == pytest.approx(bill["card_hours"] * 36.0) and usage["currency"] == "CNY"
+        row = usage["rows"][0]
+        assert (row["queue"], row["model"]) == ("billing", "ascend-910c")
+        everyone = admin.get("/v1/usage").json()
+        assert "billing" in {b["tenant"] for b in everyone["bills"]}
+        assert admin.get("/v1/usage", params={"month": "1999-01"}).json()["bills"] == []
+
+
+def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_path):
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        user = make_member(server, "adopt", "adopt-user")
+        with server.client(user) as c:
+            jid = submit(c, command=[PY, "-c", WORKER, "60", "0.05"])
+            wait_for(lambda: job_state(c, jid)["state"] == "running")
+    finally:
+        stop_server(server)  # a clean stop: tasks keep running
+    ckpt = tmp_path / "checkpoints" / str(jid)
+    step = int((ckpt / "step").read_text())
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        with server.client(user) as c:
+            assert job_state(c, jid)["state"] == "running"
+            job = ended(c, jid)
+            assert job["state"] == "succeeded" and job["runs"] == 1
+        assert (ckpt / "starts").read_text().split() == ["1"]  # one start, adopted across the restart
+        assert int((ckpt / "step").read_text()) == 60 > step
+    finally:
+        stop_server(server)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_server_stops_its_own_loop_promptly(tmp_path):
+    server = start_server(tmp_path, ("--virtual-cards", "1"))
+    t0 = time.monotonic()
+    stop_server(server)
+    assert time.monotonic() - t0 < 5
