@@ -246,3 +246,42 @@ def twin(
         f"peak RSS {report['peak_rss_mb']:.0f} MB — goals: Philly on philly-2048 <= 60 s per policy, "
         "on wanka-10k <= 30 s"
     )
+
+
+@app.command("api")
+def api(
+    jobs: int = typer.Option(100_000, "--jobs", min=1000, help="Jobs stored for the listing and restart."),
+    clients: int = typer.Option(8, "--clients", min=1, max=64, help="Concurrent submitting clients."),
+    per_client: int = typer.Option(500, "--per-client", min=1, help="Submissions per client."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The control plane through HTTP on loopback (SQLite): submissions/s and their p99, one page of
+    the job listing with 100k jobs stored, restart to the first scheduling decision."""
+    from wanka.server.bench import GOALS, bench_api
+
+    out = bench_api(jobs, clients, per_client)
+    if json_out:
+        emit_json({"machine": machine(), "api": out, "goals": GOALS})
+        return
+    table = Table(title=f"control plane API ({out['jobs_stored']:,} jobs stored, SQLite)")
+    for col in ("figure", "value", "goal"):
+        table.add_column(col)
+    rows = [
+        ("submissions/s", f"{out['submits_per_s']:,.0f} ({out['clients']} clients)", "≥ 1,000"),
+        (
+            "submit latency p50 / p99",
+            f"{out['submit_p50_ms']:.1f} / {out['submit_p99_ms']:.1f} ms",
+            "p99 ≤ 50 ms",
+        ),
+        ("job list, first page", f"{out['list_page_ms']:.1f} ms", "≤ 50 ms"),
+        ("job list, page 50,000 deep", f"{out['list_page_deep_ms']:.1f} ms", ""),
+        ("job list, pending only", f"{out['list_page_pending_ms']:.1f} ms", ""),
+        (
+            "restart to first decision",
+            f"{out['restart_s']:.2f} s (healthy after {out['restart_to_healthy_s']:.2f} s)",
+            "≤ 10 s",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -51,7 +51,7 @@ def static_key(job: Job, order: JobOrder) -> tuple:
     return (primary, float(job.submit_time), job.id)
 
 
-def _shape(job: Job) -> tuple:
+def feasibility_shape(job: Job) -> tuple:
     """What a feasibility verdict depends on: jobs of one shape share it."""
     g = job.groups[0]
     if len(job.groups) == 1:
@@ -166,7 +166,7 @@ class PendingIndex:
         self.version += 1
 
     def _judge(self, job: Job) -> None:
-        shape = _shape(job)
+        shape = feasibility_shape(job)
         verdict = self._verdicts.get(shape)
         if verdict is None:
             verdict = self._verdicts[shape] = check_feasibility(self.cluster, self.tree, job)

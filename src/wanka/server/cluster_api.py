@@ -119,6 +119,8 @@ def router(
         row.state, row.reason, row.changed_at = target.name.lower(), reason, time.time()
         session.commit()
         cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
+        if loop is not None:
+            loop.notify("nodes", 0)
         return _node_out(cluster, row)
 
     @api.post("/v1/nodes/{name}/drain", response_model=NodeOut)

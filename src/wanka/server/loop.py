@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, Launch, TaskState, task_launches
@@ -58,6 +58,8 @@ from wanka.server import tables
 
 log = logging.getLogger("wanka.loop")
 
+MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
+CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
 HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -187,6 +189,8 @@ class ControlLoop:
         self.estimates: dict[int, float] = {}
         self.last_cycle: float | None = None
         self.ticks = 0
+        self.cycle_count = 0  # cycles run and decisions made since this server started
+        self.decision_count = 0
         self.cycle_seconds = Histogram(
             "wanka_cycle_seconds", "Scheduling cycle latency", buckets=CYCLE_BUCKETS, registry=None
         )
@@ -195,21 +199,16 @@ class ControlLoop:
         )
         self.cycles = Counter("wanka_cycles", "Scheduling cycles run", registry=None)
         self._next_health = 0.0
-        self.tree_key = None
+        self.dirty = True  # something changed since the last cycle
+        self._last_tick = 0.0
         self.load()
 
     # --- state from the database ---------------------------------------------------------------
-
-    def _tree_key(self, session) -> tuple:
-        doc = session.scalar(select(func.max(tables.QuotaDocument.id)))
-        tenants = session.scalar(select(func.count()).select_from(tables.Tenant))
-        return doc, tenants if doc is None else 0
 
     def load(self) -> None:
         """Rebuild the in-memory state from the database, launch what was admitted but maybe not
         started, and adopt what runs."""
         with self.sessions() as session:
-            self.tree_key = self._tree_key(session)
             self.tree = self.tree_of(session)
             rows = session.execute(
                 select(
@@ -222,6 +221,7 @@ class ControlLoop:
                     tables.Job.placement,
                     tables.Job.runs,
                     tables.Job.failures,
+                    tables.Job.cancel_requested,
                 ).where(
                     tables.Job.state.in_(
                         [
@@ -247,7 +247,7 @@ class ControlLoop:
         self.usage = {q: old.get(q, QueueUsage(as_of=now)) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
-        for job_id, spec, queue, submit, state, start, placement, runs, failures in rows:
+        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel in rows:
             job = core_job(job_id, spec, queue, submit)
             state = JobState(state)
             if state is JobState.PENDING:
@@ -274,7 +274,10 @@ class ControlLoop:
                 if state is JobState.ADMITTED:
                     self._launch(active)  # starts only tasks never started
                 active.launched = True
+                if cancel:  # cancelled before the restart; its tasks are stopped now
+                    self._stop(job_id, active, JobState.CANCELLED, "cancelled", now)
         self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, waiting)
+        self.dirty = True
         self.known_max_id = max((r[0] for r in rows), default=0)
         if lost:
             with self.sessions() as session:
@@ -302,47 +305,67 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self.stopped.is_set():
+            busy = any(a.stopping is not None or not a.launched for a in self.active.values())
+            self.wake.wait(min(self.interval_s, 0.2) if busy else self.interval_s)
             self.wake.clear()
+            # a burst of submissions is taken in one tick, not one tick each
+            gap = self._last_tick + MIN_GAP_S - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)
+            self._last_tick = time.monotonic()
             try:
                 self.tick()
             except Exception:  # a bad tick must not stop scheduling; the next one retries
                 log.exception("control loop tick failed")
-            self.wake.wait(self.interval_s if not self.active_stopping() else min(self.interval_s, 0.2))
-
-    def active_stopping(self) -> bool:
-        return any(a.stopping is not None or not a.launched for a in self.active.values())
 
     # --- one tick ------------------------------------------------------------------------------
 
     def tick(self) -> None:
         now = time.time()
         self.ticks += 1
-        with self.sessions() as session:
-            key = self._tree_key(session)
-        if key != self.tree_key:  # a new quota tree (or a new tenant's default queue)
+        reload, submitted, cancelled = self._messages()
+        if reload:  # a new quota tree (or a new tenant's default queue): rebuild the indexes
             self.load()
-        self._inbox()
+        self._take_in(submitted, cancelled)
         with self.sessions() as session:
             self._health(session, now)
             self._reconcile(session, now)
-            self._requests(session, now)
-            result = self._cycle(session, now)
+            self._limits(now)
+            result = None
+            # a cycle when something changed, and now and then anyway: estimates, fair share and
+            # preemption depend on the time too
+            if self.dirty or now - (self.last_cycle or 0.0) >= CYCLE_EVERY_S:
+                self.dirty = False
+                result = self._cycle(session, now)
             session.commit()
         self._launch_ready()
         if result is not None:
             self._publish(result)
 
-    def _inbox(self) -> None:
-        submitted, cancelled = [], []
+    def _messages(self) -> tuple[bool, list[int], list[int]]:
+        reload, submitted, cancelled = False, [], []
         while True:
             try:
                 kind, job_id = self.inbox.get_nowait()
             except queue_mod.Empty:
                 break
-            (submitted if kind == "submitted" else cancelled).append(job_id)
+            if kind == "submitted":
+                submitted.append(job_id)
+            elif kind == "cancelled":
+                cancelled.append(job_id)
+            elif kind == "tree":
+                reload = True
+            self.dirty = True  # "nodes": a drain or undrain changes where jobs may go
+        return reload, submitted, cancelled
+
+    def _take_in(self, submitted: list[int], cancelled: list[int]) -> None:
+        now = time.time()
         for job_id in cancelled:
             if str(job_id) in self.pending:
                 self.pending.remove(str(job_id))
+            a = self.active.get(job_id)
+            if a is not None and a.stopping is None:  # it holds cards: stop its tasks first
+                self._stop(job_id, a, JobState.CANCELLED, "cancelled", now)
         # new jobs: those the API told us of, and any committed since the last look (ids may commit
         # out of order on PostgreSQL, so the notices are what guarantees none is missed)
         with self.sessions() as session:
@@ -372,10 +395,12 @@ class ControlLoop:
                 continue
             if name in bad and row.state != "down":
                 row.state, row.reason, row.changed_at = "down", bad[name], now
+                self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.DOWN)
                 log.warning("node %s is down: %s", name, bad[name])
             elif name not in bad and row.state == "down" and row.reason.startswith("health check"):
                 row.state, row.reason, row.changed_at = "up", "", now
+                self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.UP)
 
     def _reconcile(self, session, now: float) -> None:
@@ -428,17 +453,8 @@ class ControlLoop:
         budget = f" (restarts used: {a.failures} of {a.restarts})" if a.restarts else ""
         return JobState.FAILED, why + budget
 
-    def _requests(self, session, now: float) -> None:
-        """Cancel requests and time limits of jobs holding cards."""
-        ids = [i for i, a in self.active.items() if a.stopping is None]
-        if ids:
-            wanted = set(
-                session.scalars(
-                    select(tables.Job.id).where(tables.Job.cancel_requested.is_(True), tables.Job.id.in_(ids))
-                )
-            )
-            for job_id in wanted:
-                self._stop(job_id, self.active[job_id], JobState.CANCELLED, "cancelled", now)
+    def _limits(self, now: float) -> None:
+        """Time limits of jobs holding cards."""
         for job_id, a in self.active.items():
             limit = a.job.time_limit_s
             started = a.job.start_time
@@ -453,6 +469,7 @@ class ControlLoop:
     def _finish(self, session, job_id: int, a: Active, target: JobState, reason: str, now: float):
         """The job's processes are gone: free its cards, record how it ended (or requeue it)."""
         del self.active[job_id]
+        self.dirty = True
         if target is JobState.PENDING and session.scalar(
             select(tables.Job.cancel_requested).where(tables.Job.id == job_id)
         ):  # cancelled while it was being stopped: it ends here instead of waiting again
@@ -521,11 +538,13 @@ class ControlLoop:
         elapsed = time.perf_counter() - t0
         self.cycle_seconds.observe(elapsed)
         self.cycles.inc()
+        self.cycle_count += 1
         self.last_cycle = now
         order = result.order  # before the index changes below
         self.positions = {int(j): i + 1 for i, j in enumerate(order)}
         for d in result.stops:
             self.decisions.labels("stop").inc()
+            self.decision_count += 1
             job_id = int(d.job_id)
             a = self.active.get(job_id)
             if a is None or not a.in_core:
@@ -544,6 +563,7 @@ class ControlLoop:
             job_id = int(d.job_id)
             if self._admit(session, job_id, d.placement, d.backfilled, now):
                 self.decisions.labels("start").inc()
+                self.decision_count += 1
         for job_id_s, why in result.unschedulable.items():
             job_id = int(job_id_s)
             if job_id_s in self.pending:

@@ -13,7 +13,7 @@ from wanka.backends import make_backend
 from wanka.core import get_policy
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
-from wanka.server.app import AppState, create_app, queue_tree
+from wanka.server.app import AppState, TreeCache, create_app
 from wanka.server.loop import ControlLoop
 
 DEFAULT_PORT = 8421
@@ -86,13 +86,14 @@ def build(settings: Settings):
     else:
         cluster = parse_cluster(backend.cluster_spec(), f"the {backend.name} backend's inventory")
     cluster_api.sync_nodes(sessions, cluster)  # drains recorded before a restart still hold
+    trees = TreeCache(cluster)
     loop = ControlLoop(
         sessions,
         cluster,
         backend,
         get_policy(settings.policy),
-        lambda session: queue_tree(session, cluster),
+        trees.get,
         interval_s=settings.tick_s,
         grace_s=settings.grace_s,
     )
-    return create_app(AppState(sessions, cluster, loop)), token_file
+    return create_app(AppState(sessions, cluster, loop, trees)), token_file

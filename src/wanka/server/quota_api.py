@@ -53,7 +53,14 @@ def subtree(tree: QueueTree, root: str) -> list[int]:
     return sorted(out)
 
 
-def router(cluster: Cluster, db: Callable, principal: Callable, admin: Callable, current_tree: Callable):
+def router(
+    cluster: Cluster,
+    db: Callable,
+    principal: Callable,
+    admin: Callable,
+    current_tree: Callable,
+    changed: Callable[[], None],
+):
     api = APIRouter()
 
     @api.put("/v1/quotas", response_model=AppliedOut)
@@ -100,6 +107,7 @@ def router(cluster: Cluster, db: Callable, principal: Callable, admin: Callable,
         )
         session.add(doc)
         session.commit()
+        changed()
         return AppliedOut(document=doc.id, applied_at=doc.applied_at, queues=len(tree.names) - 1)
 
     @api.get("/v1/queues", response_model=list[QueueOut])
