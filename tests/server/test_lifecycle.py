@@ -67,7 +67,9 @@ def ended(client, job_id: int, timeout: float = 30) -> dict:
 
 def log_of(client, job_id: int, task: int = 0, run: int | None = None) -> str:
     params = {"task": task, **({"run": run} if run else {})}
-    return client.get(f"/v1/jobs/{job_id}/logs", params=params).json()["data"]
+    r = client.get(f"/v1/jobs/{job_id}/logs", params=params)
+    assert r.status_code in (200, 409), r.text  # 409: not started yet
+    return r.json()["data"] if r.status_code == 200 else ""
 
 
 def submit(client, **spec) -> int:

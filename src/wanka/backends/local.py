@@ -172,6 +172,8 @@ class LocalBackend(Backend):
         rundir.mkdir(parents=True, exist_ok=True)
         Path(launch.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         base = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+        # `python` in a command is the server's own interpreter (its virtual environment) first
+        base["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), base.get("PATH", os.defpath)])
         cpus = sorted(os.sched_getaffinity(0))
         next_cpu = 0
         for task in launch.tasks:

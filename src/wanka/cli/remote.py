@@ -90,6 +90,8 @@ def submit(
             spec = load_yaml(args[0])
         except SpecError as exc:
             fail(str(exc))
+        if isinstance(spec, dict) and "workdir" not in spec:
+            spec["workdir"] = str(Path.cwd())  # relative paths in the command mean from here
     else:
         if not args:
             fail("give the command after --, e.g. `wanka submit --cards 1 -- python train.py`")

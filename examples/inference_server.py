@@ -1,0 +1,50 @@
+"""A long-running inference-style service: answers HTTP on a port until it is stopped.
+
+Each replica listens on 127.0.0.1 at BASE_PORT + RANK and answers GET / with which replica and
+which cards it is; SIGTERM (cancel, preemption) makes it finish the request in hand and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(
+            {
+                "replica": int(os.environ.get("RANK", "0")),
+                "cards": {k: v for k, v in os.environ.items() if k.endswith("VISIBLE_DEVICES")},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+def main() -> int:
+    port = int(os.environ.get("BASE_PORT", "18600")) + int(os.environ.get("RANK", "0"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown() or None)
+    print(f"serving on 127.0.0.1:{port}", flush=True)
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    thread.join()
+    server.server_close()
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
