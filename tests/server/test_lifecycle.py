@@ -298,3 +298,61 @@ def test_server_stops_its_own_loop_promptly(tmp_path):
     t0 = time.monotonic()
     stop_server(server)
     assert time.monotonic() - t0 < 5
+
+
+def test_a_node_failing_its_health_check_goes_down_and_its_jobs_are_recovered(tmp_path):
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    check = tmp_path / "check.sh"
+    check.write_text(
+        f'#!/bin/sh\nif [ -e "{flags}/bad-$WANKA_NODE" ]; then echo "card fell off the bus"; exit 1; fi\n'
+    )
+    check.chmod(0o755)
+    options = (
+        "--virtual-cards",
+        "6",
+        "--virtual-nodes",
+        "3",
+        "--health-check",
+        str(check),
+        "--health-every",
+        "0.3",
+    )
+    server = start_server(tmp_path / "home", options)
+
+    def node_of(c, job_id: int) -> str:
+        events = c.get(f"/v1/jobs/{job_id}/events").json()
+        return [e["reason"] for e in events if e["state"] == "admitted"][-1].split("placed on ")[1]
+
+    def node(admin, name: str) -> dict:
+        return {n["name"]: n for n in admin.get("/v1/nodes").json()}[name]
+
+    try:
+        user = make_member(server, "health", "health-user")
+        with server.client(user) as c, server.client(server.admin_token) as admin:
+            two = [{"replicas": 1, "cards": 2}]  # a whole node each
+            resilient = submit(
+                c, command=[PY, "-c", WORKER, "80", "0.05"], task_groups=two, restart={"max": 1}
+            )
+            fragile = submit(c, command=[PY, "-c", "import time; time.sleep(600)"], task_groups=two)
+            wait_for(lambda: all(job_state(c, j)["state"] == "running" for j in (resilient, fragile)))
+            ckpt = server.home / "checkpoints" / str(resilient)
+            wait_for(lambda: (ckpt / "step").exists() and int((ckpt / "step").read_text()) >= 5)
+            first = node_of(c, resilient)
+            (flags / f"bad-{first}").touch()
+            wait_for(lambda: node(admin, first)["state"] == "down")
+            assert "card fell off the bus" in node(admin, first)["reason"]
+            # requeued, started on the free node, resumed from its checkpoint
+            job = ended(c, resilient, 60)
+            assert job["state"] == "succeeded" and job["runs"] == 2, job
+            assert node_of(c, resilient) not in (first, node_of(c, fragile))
+            assert int(log_of(c, resilient, run=2).split("resumes at step ")[1].split()[0]) >= 5
+            # no restarts allowed: a job on a node that goes down fails, and says why
+            assert job_state(c, fragile)["state"] == "running"
+            (flags / f"bad-{node_of(c, fragile)}").touch()
+            job = ended(c, fragile)
+            assert job["state"] == "failed" and "a node it ran on went down" in job["reason"]
+            (flags / f"bad-{first}").unlink()
+            wait_for(lambda: node(admin, first)["state"] == "up")  # healthy again: back in service
+    finally:
+        stop_server(server)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -57,6 +58,8 @@ class Backend(ABC):
     """Where tasks really run. One instance per control plane; called from the control loop only."""
 
     name: str = ""
+    # called (from any thread) when a task may have changed state: the control loop wakes up
+    on_change: Callable[[], None] = staticmethod(lambda: None)
 
     @abstractmethod
     def cluster_spec(self) -> dict:

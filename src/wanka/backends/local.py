@@ -20,11 +20,13 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from wanka.backends.base import Backend, Launch, TaskState, TaskStatus
@@ -128,6 +130,13 @@ class LocalBackend(Backend):
         self.digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
         self.children: dict[int, subprocess.Popen] = {}
         self.adoptable = self._scan()
+        # a task's end wakes the control loop at once (pidfds in one epoll, one watcher thread)
+        self._epoll = select.epoll()
+        self._watched: dict[int, int] = {}  # pidfd -> pid
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch_exits, name="wanka-local-exits", daemon=True).start()
+        for pid in self.adoptable.values():
+            self._watch(pid)
 
     # --- inventory -----------------------------------------------------------------------------
 
@@ -209,7 +218,30 @@ class LocalBackend(Backend):
                     start_new_session=True,  # its own process group: signals reach the whole task
                 )
             self.children[proc.pid] = proc
+            self._watch(proc.pid)
             _write(stem.with_suffix(".pid"), f"{proc.pid} {_start_time(proc.pid) or ''}\n")
+
+    def _watch(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already, or no pidfds here: the loop's periodic look finds it
+            self.on_change()
+            return
+        with self._lock:
+            self._watched[fd] = pid
+            self._epoll.register(fd, select.EPOLLIN)
+
+    def _watch_exits(self) -> None:
+        while True:
+            ready = self._epoll.poll(1.0)
+            if not ready:
+                continue
+            with self._lock:
+                for fd, _ in ready:
+                    self._epoll.unregister(fd)
+                    os.close(fd)
+                    self._watched.pop(fd, None)
+            self.on_change()
 
     def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
         return [self._task_status(job_id, run, i) for i in range(tasks)]

@@ -285,3 +285,33 @@ def api(
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@app.command("local")
+def local(
+    jobs: int = typer.Option(200, "--jobs", min=1, help="Single-card jobs in the burst."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The server with the local backend: admission-to-process-start latency, and a burst of
+    single-card jobs through it (all must succeed)."""
+    from wanka.server.bench import LOCAL_GOALS, bench_local
+
+    out = bench_local(jobs)
+    if json_out:
+        emit_json({"machine": machine(), "local": out, "goals": LOCAL_GOALS})
+        return
+    table = Table(title="local backend (8 virtual cards)")
+    for col in ("figure", "value", "goal"):
+        table.add_column(col)
+    table.add_row(
+        "admission to process start",
+        f"median {out['admission_to_start_ms_median']:.1f} ms, p90 {out['admission_to_start_ms_p90']:.1f} ms",
+        "median ≤ 100 ms",
+    )
+    states = ", ".join(f"{n} {s}" for s, n in sorted(out["burst_states"].items()))
+    table.add_row(
+        f"{out['burst_jobs']} single-card jobs",
+        f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}",
+        "all succeed",
+    )
+    console.print(table)

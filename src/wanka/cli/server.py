@@ -45,6 +45,9 @@ def server(
         "--health-check",
         help="local: a program run per node every 10 s (WANKA_NODE names it); non-zero takes it down.",
     ),
+    health_every: float = typer.Option(
+        10.0, "--health-every", min=0.1, max=3600, help="Seconds between health checks of the nodes."
+    ),
     policy: str = typer.Option("wanka", "--policy", help="Scheduling policy preset."),
     tick: float = typer.Option(1.0, "--tick", min=0.01, max=60, help="Control loop period in seconds."),
     grace: float = typer.Option(
@@ -71,6 +74,7 @@ def server(
         policy=policy,
         tick_s=tick,
         grace_s=grace,
+        health_every_s=health_every,
     )
     try:
         app, token_file = build(settings)

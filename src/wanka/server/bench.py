@@ -297,3 +297,65 @@ def _stop_tasks(home: Path) -> None:
             except ProcessLookupError:
                 break
             time.sleep(0.05)
+
+
+LOCAL_GOALS = {"admission_to_start_ms_median": 100.0}
+
+
+def bench_local(jobs: int = 200, samples: int = 30) -> dict:
+    """The local backend under the real server: how long from a job's admission (committed) to its
+    process running, and how fast a burst of single-card jobs goes through, all succeeding."""
+    with tempfile.TemporaryDirectory(prefix="wanka-bench-local-") as tmp:
+        home = Path(tmp)
+        server = _Server(home)
+        try:
+            server.start()
+            admin = (home / "admin-token").read_text().strip()
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as a:
+                a.post("/v1/tenants", json={"name": "bench"})
+                a.post("/v1/users", json={"name": "bench-user", "role": "member", "tenant": "bench"})
+                token = a.post("/v1/users/bench-user/tokens", json={"label": "bench"}).json()["token"]
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as c:
+                # 1. latency, one job at a time: `date` prints the moment its process runs
+                latencies = []
+                for _ in range(samples):
+                    spec = {**JOB, "command": ["date", "+%s.%N"]}
+                    jid = c.post("/v1/jobs", json=spec).json()["id"]
+                    while c.get(f"/v1/jobs/{jid}").json()["state"] not in ("succeeded", "failed"):
+                        time.sleep(0.01)
+                    started = float(c.get(f"/v1/jobs/{jid}/logs").json()["data"])
+                    admitted = next(
+                        e["time"] for e in c.get(f"/v1/jobs/{jid}/events").json() if e["state"] == "admitted"
+                    )
+                    latencies.append(started - admitted)
+                # 2. a burst of single-card jobs, submitted at once, until all have ended
+                t0 = time.perf_counter()
+                ids = [
+                    c.post("/v1/jobs", json={**JOB, "command": ["true"]}).json()["id"] for _ in range(jobs)
+                ]
+                submitted = time.perf_counter() - t0
+                states: dict[str, int] = {}
+                while True:
+                    page = c.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
+                    mine = [j for j in page if j["id"] >= ids[0]]
+                    if all(j["state"] in ("succeeded", "failed", "cancelled") for j in mine):
+                        for j in mine:
+                            states[j["state"]] = states.get(j["state"], 0) + 1
+                        break
+                    time.sleep(0.05)
+                wall = time.perf_counter() - t0
+        finally:
+            server.stop()
+    latencies.sort()
+    return {
+        "admission_to_start_ms_median": statistics.median(latencies) * 1e3,
+        "admission_to_start_ms_p90": latencies[int(len(latencies) * 0.9)] * 1e3,
+        "samples": samples,
+        "burst_jobs": jobs,
+        "burst_submit_s": submitted,
+        "burst_wall_s": wall,
+        "burst_jobs_per_s": jobs / wall,
+        "burst_states": states,
+    }

@@ -179,9 +179,10 @@ class ControlLoop:
         self.sessions, self.cluster, self.backend = sessions, cluster, backend
         self.policy = server_policy(policy)
         self.tree_of = tree_of  # session -> the quota tree in force
+        self.wake = threading.Event()
+        backend.on_change = self.wake.set  # a task ended: reconcile now, not at the next period
         self.interval_s, self.grace_s, self.health_every_s = interval_s, grace_s, health_every_s
         self.inbox: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
-        self.wake = threading.Event()
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
         # published for the API after every cycle (replaced whole: readers never see half of one)

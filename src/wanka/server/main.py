@@ -38,6 +38,7 @@ class Settings:
     policy: str = "wanka"
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
     grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
+    health_every_s: float = 10.0  # between health checks of the nodes
 
     @classmethod
     def default(cls, **overrides) -> Settings:
@@ -95,5 +96,6 @@ def build(settings: Settings):
         trees.get,
         interval_s=settings.tick_s,
         grace_s=settings.grace_s,
+        health_every_s=settings.health_every_s,
     )
     return create_app(AppState(sessions, cluster, loop, trees)), token_file
