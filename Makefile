@@ -30,6 +30,8 @@ test-postgres: install
 bench: install
 	$(BIN)/wanka bench core
 	$(BIN)/wanka bench twin
+	$(BIN)/wanka bench api
+	$(BIN)/wanka bench local
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

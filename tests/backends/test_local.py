@@ -1,0 +1,97 @@
+"""The local backend on its own: discovery, virtual nodes, limits, idempotent launches — with
+real processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from wanka.backends.base import Launch, TaskLaunch, TaskState
+from wanka.backends.local import LocalBackend
+
+
+def fake_tool(tmp_path, name: str, output: str) -> str:
+    """A directory holding an executable ``name`` that prints ``output``: the vendor tool's place."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / name
+    lines = "".join(f"printf '%s\\n' '{line}'\n" for line in output.splitlines())
+    tool.write_text("#!/bin/sh\n" + lines)  # shell built-ins only: PATH holds nothing else
+    tool.chmod(0o755)
+    return str(bin_dir)
+
+
+def test_cards_are_discovered_through_nvidia_smi(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_tool(tmp_path, "nvidia-smi", "NVIDIA H200\nNVIDIA H200"))
+    backend = LocalBackend(tmp_path / "home")
+    spec = backend.cluster_spec()
+    assert (backend.virtual, spec["pools"][0]["accelerator"], spec["pools"][0]["cards_per_node"]) == (
+        False,
+        "h200",
+        2,
+    )
+
+
+def test_cards_are_discovered_through_npu_smi(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_tool(tmp_path, "npu-smi", "Card Count : 8\nTotal Count : 8"))
+    backend = LocalBackend(tmp_path / "home", accelerator="ascend-910b3")
+    assert (backend.virtual, backend.model, backend.cards) == (False, "ascend-910b3", 8)
+
+
+def test_without_accelerators_it_offers_virtual_cards_on_virtual_nodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    backend = LocalBackend(tmp_path / "home", virtual_nodes=2)
+    pool = backend.cluster_spec()["pools"][0]
+    assert backend.virtual and (pool["nodes"], pool["cards_per_node"]) == (2, 4)
+    with pytest.raises(ValueError, match="virtual_nodes: 3 does not divide 8 cards"):
+        LocalBackend(tmp_path / "home", virtual_nodes=3)
+
+
+def _launch(backend: LocalBackend, job: int, argv: list[str], cpus: int = 0, memory_gib: int = 0) -> Launch:
+    env = {"WANKA_JOB_ID": str(job), "WANKA_RUN": "1", "RANK": "0"}
+    task = TaskLaunch(0, "worker", "local-0001", (0,), env, cpus, memory_gib)
+    return Launch(job, 1, "t", tuple(argv), (task,), backend.checkpoint_dir(job))
+
+
+def _wait_exit(backend: LocalBackend, job: int) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (status,) = backend.status(job, 1, 1)
+        if status.state is TaskState.EXITED:
+            return status.exit_code
+        time.sleep(0.02)
+    raise AssertionError("task did not end")
+
+
+def test_a_task_gets_its_cpu_share_and_memory_limit(tmp_path):
+    backend = LocalBackend(tmp_path, virtual_cards=2)
+    probe = (
+        "import json, os, resource; "
+        "print(json.dumps([len(os.sched_getaffinity(0)), resource.getrlimit(resource.RLIMIT_AS)[0]]))"
+    )
+    backend.launch(_launch(backend, 1, [sys.executable, "-c", probe], cpus=1, memory_gib=2))
+    assert _wait_exit(backend, 1) == 0
+    cpus, limit = json.loads(backend.logs(1, 1, 0, 0, 4096)[0])
+    assert cpus == 1 and limit == 2 * 2**30
+
+
+def test_a_launch_repeated_starts_nothing_twice_and_signals_reach_the_group(tmp_path):
+    backend = LocalBackend(tmp_path, virtual_cards=1)
+    count = tmp_path / "starts"
+    program = f"open({str(count)!r}, 'a').write('x'); import time; time.sleep(600)"
+    launch = _launch(backend, 7, [sys.executable, "-c", program])
+    backend.launch(launch)
+    backend.launch(launch)  # e.g. after a crash between deciding and recording
+    again = LocalBackend(tmp_path, virtual_cards=1)  # a restarted server's backend
+    again.launch(launch)
+    deadline = time.monotonic() + 10
+    while not count.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert count.read_text() == "x"
+    assert again.status(7, 1, 1)[0].state is TaskState.RUNNING
+    again.signal(7, 1)  # SIGTERM to the group
+    assert _wait_exit(again, 7) == 143  # 128 + SIGTERM, as a shell reports it
