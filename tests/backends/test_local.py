@@ -37,8 +37,27 @@ def test_cards_are_discovered_through_nvidia_smi(tmp_path, monkeypatch):
 
 def test_cards_are_discovered_through_npu_smi(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", fake_tool(tmp_path, "npu-smi", "Card Count : 8\nTotal Count : 8"))
-    backend = LocalBackend(tmp_path / "home", accelerator="ascend-910b3")
+    backend = LocalBackend(tmp_path / "home", accelerator="ascend-910b3", dev=str(tmp_path / "no-dev"))
     assert (backend.virtual, backend.model, backend.cards) == (False, "ascend-910b3", 8)
+
+
+@pytest.mark.parametrize(
+    ("tool", "files", "model"),
+    [
+        ("npu-smi", ["davinci0", "davinci1", "davinci_manager"], "ascend-910b2"),
+        ("cnmon", ["cambricon_dev0", "cambricon_dev1", "cambricon_ctl"], "mlu590"),
+        ("xpu-smi", ["xpu0", "xpu1", "xpuctrl"], "p800"),
+        ("hy-smi", ["dri/renderD128", "dri/renderD129", "dri/card0"], "k100-ai"),
+    ],
+)
+def test_cards_are_counted_from_the_vendor_device_files(tmp_path, monkeypatch, tool, files, model):
+    monkeypatch.setenv("PATH", fake_tool(tmp_path, tool, "ok"))
+    dev = tmp_path / "dev"
+    for name in files:
+        (dev / name).parent.mkdir(parents=True, exist_ok=True)
+        (dev / name).touch()
+    backend = LocalBackend(tmp_path / "home", dev=str(dev))
+    assert (backend.virtual, backend.model, backend.cards) == (False, model, 2)
 
 
 def test_without_accelerators_it_offers_virtual_cards_on_virtual_nodes(tmp_path, monkeypatch):

@@ -86,6 +86,7 @@ def test_metrics_are_prometheus_text_for_admins_only(server):
         assert any(line.startswith('wanka_cards{model="') and 'state="up"' in line for line in lines)
         cycles = next(line for line in lines if line.startswith("wanka_cycle_seconds_count"))
         assert float(cycles.split()[-1]) >= 1
+        assert any(line.startswith('wanka_cycle_decisions_bucket{le="1.0"}') for line in lines)
         starts = next(line for line in lines if line.startswith('wanka_decisions_total{kind="start"}'))
         assert float(starts.split()[-1]) >= 1
         for j in [running, *waiting]:

@@ -285,6 +285,27 @@ def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_pa
         stop_server(server)
 
 
+def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_path):
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        user = make_member(server, "lost", "lost-user")
+        with server.client(user) as c:
+            jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"])
+            wait_for(lambda: job_state(c, jid)["state"] == "running")
+    finally:
+        stop_server(server)
+    pid = int((tmp_path / "runs" / str(jid) / "1" / "task-0.pid").read_text().split()[0])
+    os.killpg(pid, signal.SIGKILL)  # supervisor and task die while nobody watches: no exit code
+    wait_for(lambda: not _alive(pid), 10)
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        with server.client(user) as c:
+            job = ended(c, jid)
+            assert job["state"] == "failed" and job["reason"] == "task 0 was killed" and job["runs"] == 1
+    finally:
+        stop_server(server)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -37,36 +38,57 @@ MARKER = "WANKA_LOCAL_TASK"  # in each supervisor's environment: HOME-DIGEST:JOB
 # passed from the server's environment to tasks; nothing else is (no tokens, no server settings)
 PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
 
-# (tool, arguments, accelerator model when the tool cannot name it)
-DISCOVERY = (
-    ("nvidia-smi", ("--query-gpu=name", "--format=csv,noheader"), None),
-    ("npu-smi", ("info", "-l"), "ascend-910b2"),
+# Each vendor's management tool (its presence says the driver stack is installed), the device files
+# its driver creates (one per card; counting them needs no parsing of the tool's output), and the
+# catalog model to assume when nothing names it (override with --accelerator).
+VENDORS = (
+    ("nvidia-smi", r"nvidia\d+", None),  # the model comes from `nvidia-smi --query-gpu=name`
+    ("npu-smi", r"davinci\d+", "ascend-910b2"),  # Huawei Ascend
+    ("cnmon", r"cambricon_dev\d+", "mlu590"),  # Cambricon MLU
+    ("xpu-smi", r"xpu\d+", "p800"),  # Kunlunxin XPU
+    ("hy-smi", r"dri/renderD\d+", "k100-ai"),  # Hygon DCU (render nodes of its ROCm-style driver)
 )
 
 
-def discover(catalog=None) -> tuple[str, int] | None:
+def discover(catalog=None, dev: str = "/dev") -> tuple[str, int] | None:
     """(accelerator model, cards) found on this machine, or None."""
     catalog = catalog or default_catalog()
-    for tool, args, fallback in DISCOVERY:
+    for tool, pattern, fallback in VENDORS:
         if shutil.which(tool) is None:
             continue
-        try:
-            out = subprocess.run([tool, *args], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            continue
+        cards = _count_devices(dev, pattern)
+        model = fallback
         if tool == "nvidia-smi":
+            try:
+                out = subprocess.run(
+                    [tool, "--query-gpu=name", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
             names = [line.strip() for line in out.splitlines() if line.strip()]
-            if names:
-                model = _catalog_id(catalog, names[0])
-                if model:
-                    return model, len(names)
-        elif tool == "npu-smi":
-            for line in out.splitlines():
-                if "Total Count" in line:
-                    count = int(line.split(":")[1])
-                    if count:
-                        return fallback, count
+            model = _catalog_id(catalog, names[0]) if names else None
+            cards = len(names) or cards
+        elif tool == "npu-smi" and not cards:  # no device files visible (a container): ask the tool
+            try:
+                out = subprocess.run([tool, "info", "-l"], capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            cards = next((int(line.split(":")[1]) for line in out.splitlines() if "Total Count" in line), 0)
+        if model and cards:
+            return model, cards
     return None
+
+
+def _count_devices(dev: str, pattern: str) -> int:
+    folder, _, name = pattern.rpartition("/")
+    try:
+        entries = os.listdir(os.path.join(dev, folder))
+    except OSError:
+        return 0
+    return sum(1 for e in entries if re.fullmatch(name, e))
 
 
 def _catalog_id(catalog, name: str) -> str | None:
@@ -103,6 +125,7 @@ class LocalBackend(Backend):
         virtual_nodes: int = 1,
         accelerator: str | None = None,
         health_check: list[str] | None = None,
+        dev: str = "/dev",
     ):
         self.home = Path(home)
         self.runs = self.home / "runs"
@@ -110,7 +133,7 @@ class LocalBackend(Backend):
         self.runs.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         catalog = default_catalog()
-        found = None if virtual_cards else discover(catalog)
+        found = None if virtual_cards else discover(catalog, dev)
         if found is not None:
             self.model, self.cards = found
             self.virtual = False

@@ -160,7 +160,7 @@ def router(
         registry = CollectorRegistry()
         registry.register(_Figures(cluster, session))
         if loop is not None:  # the control loop's own figures: cycle latency, decisions
-            for collector in (loop.cycle_seconds, loop.decisions, loop.cycles):
+            for collector in (loop.cycle_seconds, loop.decisions, loop.cycles, loop.per_cycle):
                 registry.register(collector)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -199,6 +199,12 @@ class ControlLoop:
             "wanka_decisions", "Decisions made by scheduling cycles", ["kind"], registry=None
         )
         self.cycles = Counter("wanka_cycles", "Scheduling cycles run", registry=None)
+        self.per_cycle = Histogram(
+            "wanka_cycle_decisions",
+            "Decisions (starts and stops) per scheduling cycle",
+            buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=None,
+        )
         self._next_health = 0.0
         self.dirty = True  # something changed since the last cycle
         self._last_tick = 0.0
@@ -207,8 +213,8 @@ class ControlLoop:
     # --- state from the database ---------------------------------------------------------------
 
     def load(self) -> None:
-        """Rebuild the in-memory state from the database, launch what was admitted but maybe not
-        started, and adopt what runs."""
+        """On start: rebuild the in-memory state from the database, launch what was admitted but
+        maybe not started, and adopt what runs."""
         with self.sessions() as session:
             self.tree = self.tree_of(session)
             rows = session.execute(
@@ -243,9 +249,9 @@ class ControlLoop:
         self.active: dict[int, Active] = {}
         self.busy: dict[int, int] = {}  # node -> cards still in use by jobs the core already stopped
         leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
-        old = getattr(self, "usage", {})
         now = time.time()
-        self.usage = {q: old.get(q, QueueUsage(as_of=now)) for q in leaves}
+        # fair-share memory starts afresh with each server (it is a decayed, week-long average)
+        self.usage = {q: QueueUsage(as_of=now) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
         for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel in rows:
@@ -325,8 +331,8 @@ class ControlLoop:
         now = time.time()
         self.ticks += 1
         reload, submitted, cancelled = self._messages()
-        if reload:  # a new quota tree (or a new tenant's default queue): rebuild the indexes
-            self.load()
+        if reload:  # a new quota tree (or a new tenant's default queue)
+            self._retree(now)
         self._take_in(submitted, cancelled)
         with self.sessions() as session:
             self._health(session, now)
@@ -342,6 +348,19 @@ class ControlLoop:
         self._launch_ready()
         if result is not None:
             self._publish(result)
+
+    def _retree(self, now: float) -> None:
+        """Re-index waiting and running jobs under the tree now in force; what runs, and what is
+        being stopped, carries on untouched."""
+        with self.sessions() as session:
+            self.tree = self.tree_of(session)
+        self.index = RunningIndex.build(
+            self.cluster, self.tree, self.running.values(), now, self.policy.default_time_limit_s
+        )
+        self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, list(self.pending.jobs))
+        leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
+        self.usage = {q: self.usage.get(q, QueueUsage(as_of=now)) for q in leaves}
+        self.dirty = True
 
     def _messages(self) -> tuple[bool, list[int], list[int]]:
         reload, submitted, cancelled = False, [], []
@@ -578,7 +597,7 @@ class ControlLoop:
                     now,
                     end_time=now,
                 )
-        self._result = result
+        self.per_cycle.observe(len(result.decisions))
         return result
 
     def _admit(self, session, job_id: int, p: Placement, backfilled: bool, now: float) -> bool:
