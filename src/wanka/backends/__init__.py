@@ -1,4 +1,4 @@
-"""Where jobs really run: ``local`` (processes on this machine); ``slurm`` (a real Slurm cluster)."""
+"""Where jobs really run: ``local`` (processes on this machine), ``slurm`` (a real Slurm cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from wanka.backends.base import Backend
 
-NAMES = ("local",)
+NAMES = ("local", "slurm")
 
 
 def make_backend(name: str, home: Path, **options) -> Backend:
@@ -15,4 +15,8 @@ def make_backend(name: str, home: Path, **options) -> Backend:
         from wanka.backends.local import LocalBackend
 
         return LocalBackend(home, **options)
+    if name == "slurm":
+        from wanka.backends.slurm import SlurmBackend
+
+        return SlurmBackend(home, **options)
     raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(NAMES)}")

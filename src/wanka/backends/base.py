@@ -93,6 +93,11 @@ class Backend(ABC):
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
         """Up to ``limit`` bytes of a task's output from ``offset``; the data and the next offset."""
 
+    def set_node_state(self, node: str, state: str, reason: str) -> None:
+        """An operator drained (``draining``) or undrained (``up``) ``node`` in wanka; a backend with
+        its own view of nodes mirrors it. Default: nothing to do."""
+        return None
+
     def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
         """Which of ``nodes`` fail their health check now, with why. Default: none."""
         return {}

@@ -26,7 +26,9 @@ def server(
     home: Path = typer.Option(
         None, "--home", help="State directory (default $WANKA_HOME or ~/.local/share/wanka)."
     ),
-    backend: str = typer.Option("local", "--backend", help="Where jobs run: local."),
+    backend: str = typer.Option("local", "--backend", help="Where jobs run: local or slurm."),
+    slurm_conf: str = typer.Option(None, "--slurm-conf", help="slurm: the slurm.conf (default $SLURM_CONF)."),
+    partition: str = typer.Option(None, "--partition", help="slurm: schedule only this partition's nodes."),
     virtual_cards: int = typer.Option(
         None,
         "--virtual-cards",
@@ -75,6 +77,8 @@ def server(
         tick_s=tick,
         grace_s=grace,
         health_every_s=health_every,
+        slurm_conf=slurm_conf,
+        slurm_partition=partition,
     )
     try:
         app, token_file = build(settings)

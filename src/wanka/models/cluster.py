@@ -31,6 +31,9 @@ class PoolSpec(BaseModel):
     memory_gib: int = Field(default=0, ge=0)
     labels: dict[str, str] = {}
     layout: dict[str, int] = {}
+    node_names: list[str] = Field(
+        default=[], description="the nodes' own names (e.g. from Slurm); default POOL-0001, POOL-0002, …"
+    )
 
     @field_validator("layout")
     @classmethod
@@ -86,6 +89,11 @@ class ClusterSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
+        for i, pool in enumerate(self.pools):
+            if pool.node_names and len(pool.node_names) != pool.nodes:
+                raise ValueError(
+                    f"pools[{i}].node_names: {len(pool.node_names)} names for {pool.nodes} nodes"
+                )
         names = [p.name for p in self.pools]
         if len(set(names)) != len(names):
             raise ValueError(f"pool names must be unique, got {names}")
@@ -97,6 +105,8 @@ class ClusterSpec(BaseModel):
 
 
 def node_names(pool: PoolSpec) -> list[str]:
+    if pool.node_names:
+        return list(pool.node_names)
     width = max(4, len(str(pool.nodes)))
     return [f"{pool.name}-{i:0{width}d}" for i in range(1, pool.nodes + 1)]
 

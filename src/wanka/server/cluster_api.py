@@ -120,6 +120,7 @@ def router(
         session.commit()
         cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
         if loop is not None:
+            loop.backend.set_node_state(name, target.name.lower(), reason)
             loop.notify("nodes", 0)
         return _node_out(cluster, row)
 

@@ -414,11 +414,11 @@ class ControlLoop:
             if i is None:
                 continue
             if name in bad and row.state != "down":
-                row.state, row.reason, row.changed_at = "down", bad[name], now
+                row.state, row.reason, row.changed_at = "down", f"unhealthy: {bad[name]}", now
                 self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.DOWN)
                 log.warning("node %s is down: %s", name, bad[name])
-            elif name not in bad and row.state == "down" and row.reason.startswith("health check"):
+            elif name not in bad and row.state == "down" and row.reason.startswith("unhealthy: "):
                 row.state, row.reason, row.changed_at = "up", "", now
                 self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.UP)

@@ -35,6 +35,8 @@ class Settings:
     virtual_nodes: int = 1  # local backend: as this many nodes
     accelerator: str | None = None  # local backend: the model of the cards
     health_check: tuple[str, ...] = ()  # local backend: argv run per node; non-zero marks it down
+    slurm_conf: str | None = None  # slurm backend: SLURM_CONF (default: the environment's)
+    slurm_partition: str | None = None  # slurm backend: only this partition's nodes
     policy: str = "wanka"
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
     grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
@@ -81,6 +83,8 @@ def build(settings: Settings):
             "accelerator": settings.accelerator,
             "health_check": list(settings.health_check) or None,
         }
+    elif settings.backend == "slurm":
+        options = {"conf": settings.slurm_conf, "partition": settings.slurm_partition}
     backend = make_backend(settings.backend, settings.home, **options)
     if settings.cluster:
         cluster = load_cluster(settings.cluster)

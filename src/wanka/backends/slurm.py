@@ -1,0 +1,284 @@
+"""The Slurm backend: wanka decides, Slurm launches, confines and accounts.
+
+Each run of a job becomes one Slurm batch job pinned to exactly the nodes wanka chose
+(``--nodelist``, ``--nodes``, ``--ntasks``, ``--gres``); its script starts every rank with ``srun``
+in the order wanka placed them (``--distribution=arbitrary`` with a host file). The job's argv and
+environment never appear in the script: they are in a JSON file that a small launcher
+(``_slurm_task.py``) reads on each node, picking its rank's contract by ``SLURM_PROCID`` and
+executing the argv directly — hostile strings stay data. Everything about a run is under
+``$WANKA_HOME/runs/JOB/RUN`` on a file system the nodes share (task logs included).
+
+Idempotence: the Slurm job is named ``wanka-JOB-RUN``; before submitting, the backend looks the name
+up in Slurm, so a server that crashed between ``sbatch`` and recording the id submits nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus
+from wanka.backends.local import _catalog_id
+from wanka.models.hardware import default_catalog
+
+LAUNCHER = Path(__file__).with_name("_slurm_task.py")
+# Slurm job states: still going (not started counts as going: wanka already holds its cards)
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING"}
+UNHEALTHY = {"DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "INVALID_REG", "POWERED_DOWN"}
+WANKA_REASON = "wanka: "  # drains wanka asked for: not a fault of the node
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    def __init__(
+        self, home: Path, conf: str | None = None, partition: str | None = None, python: str = "python3"
+    ):
+        self.home = Path(home)
+        self.runs, self.checkpoints = self.home / "runs", self.home / "checkpoints"
+        self.runs.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ)
+        if conf:
+            self.env["SLURM_CONF"] = conf
+        self.partition, self.python = partition, python
+        if shutil.which("sbatch", path=self.env.get("PATH")) is None:
+            raise ValueError("backend: the Slurm commands (sbatch, squeue, sinfo, scancel) are not on PATH")
+        self._jobs: dict[str, dict] = {}
+        self._jobs_at = 0.0
+        self._nodes = self._sinfo()
+        self.addresses = {n["name"]: n.get("address") or n["name"] for n in self._nodes}
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _run(self, *argv: str, check: bool = True) -> str:
+        out = subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=60)
+        if check and out.returncode != 0:
+            raise SlurmError(f"{argv[0]} failed ({out.returncode}): {out.stderr.strip()}")
+        return out.stdout
+
+    def _sinfo(self) -> list[dict]:
+        nodes = json.loads(self._run("sinfo", "--json"))["nodes"]
+        if self.partition:
+            nodes = [n for n in nodes if self.partition in n.get("partitions", [])]
+        return nodes
+
+    def _squeue(self, fresh: bool = False) -> dict[str, dict]:
+        """Every job Slurm still knows (finished ones stay for MinJobAge), by name; read at most
+        every 0.1 s, as one tick asks about many jobs."""
+        if fresh or time.monotonic() - self._jobs_at > 0.1:
+            jobs = json.loads(self._run("squeue", "--json", "--states=all"))["jobs"]
+            self._jobs = {j["name"]: j for j in jobs if j["name"].startswith("wanka-")}
+            self._jobs_at = time.monotonic()
+        return self._jobs
+
+    # --- inventory -----------------------------------------------------------------------------
+
+    def cluster_spec(self) -> dict:
+        """Slurm's nodes as pools of identical nodes (same GPU model and count, CPUs, memory);
+        nodes down or drained in Slurm start out down in wanka."""
+        catalog = default_catalog()
+        pools: dict[tuple, list[str]] = {}
+        states = {}
+        for n in self._nodes:
+            model, cards = _gpus(n.get("gres", ""), catalog)
+            if not model or not cards:
+                continue  # no accelerators wanka knows: not schedulable by it
+            key = (model, cards, int(n.get("cpus", 0)), int(n.get("real_memory", 0)) // 1024)
+            pools.setdefault(key, []).append(n["name"])
+            if _unhealthy(n):
+                states[n["name"]] = "down"
+        if not pools:
+            raise ValueError("backend: Slurm reports no node with GPUs of a known model (gres gpu:TYPE:N)")
+        return {
+            "name": "slurm",
+            "description": f"Slurm: {sum(len(v) for v in pools.values())} nodes",
+            "tiers": [],
+            "pools": [
+                {
+                    "name": f"slurm-{i}",
+                    "accelerator": model,
+                    "nodes": len(names),
+                    "cards_per_node": cards,
+                    "cpus": cpus,
+                    "memory_gib": mem,
+                    "node_names": names,
+                }
+                for i, ((model, cards, cpus, mem), names) in enumerate(sorted(pools.items()), 1)
+            ],
+            "node_states": states,
+        }
+
+    def node_address(self, node: str) -> str:
+        return self.addresses.get(node, node)
+
+    def free_port(self, node: str) -> int:
+        if self.node_address(node) in ("127.0.0.1", "localhost"):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+        return random.randrange(20000, 60000)  # cannot ask a remote node; collisions are rare
+
+    def checkpoint_dir(self, job_id: int) -> str:
+        return str(self.checkpoints / str(job_id))
+
+    def run_dir(self, job_id: int, run: int) -> Path:
+        return self.runs / str(job_id) / str(run)
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        name = f"wanka-{launch.job_id}-{launch.run}"
+        rundir = self.run_dir(launch.job_id, launch.run)
+        if (rundir / "slurm-id").exists() or name in self._squeue(True):
+            return  # submitted before (maybe just before a crash): never twice
+        rundir.mkdir(parents=True, exist_ok=True)
+        Path(launch.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        base = {k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ}
+        (rundir / "tasks.json").write_text(
+            json.dumps(
+                {
+                    "argv": list(launch.argv),
+                    "env": [{**base, **launch.user_env, **t.env} for t in launch.tasks],
+                }
+            )
+        )
+        shutil.copyfile(LAUNCHER, rundir / "wanka-task.py")
+        nodes = [t.node for t in launch.tasks]  # rank order
+        (rundir / "hostfile").write_text("".join(f"{n}\n" for n in nodes))
+        per_node: dict[str, int] = {}
+        for t in launch.tasks:
+            per_node[t.node] = per_node.get(t.node, 0) + len(t.devices)
+        gpus = max(per_node.values())  # GPU models: one device per card
+        q = shlex.quote
+        script = (
+            "#!/bin/sh\n"
+            f"export SLURM_HOSTFILE={q(str(rundir / 'hostfile'))}\n"
+            f"exec srun --kill-on-bad-exit=1 --distribution=arbitrary --ntasks={len(launch.tasks)} "
+            f"--output={q(str(rundir / 'task-%t.log'))} "
+            f"{q(self.python)} -I -S {q(str(rundir / 'wanka-task.py'))} {q(str(rundir / 'tasks.json'))}\n"
+        )
+        (rundir / "job.sh").write_text(script)
+        argv = [
+            "sbatch",
+            "--parsable",
+            f"--job-name={name}",
+            f"--nodelist={','.join(sorted(per_node))}",
+            f"--nodes={len(per_node)}",
+            f"--ntasks={len(launch.tasks)}",
+            f"--output={rundir / 'batch.log'}",
+            f"--chdir={launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else rundir}",
+            "--export=PATH,LANG",
+            "--no-requeue",
+        ]
+        if gpus:
+            argv.append(f"--gres=gpu:{gpus}")
+        if self.partition:
+            argv.append(f"--partition={self.partition}")
+        argv.append(str(rundir / "job.sh"))
+        slurm_id = self._run(*argv).strip().split(";")[0]
+        tmp = rundir / "slurm-id.tmp"
+        tmp.write_text(slurm_id)
+        os.replace(tmp, rundir / "slurm-id")
+        self._jobs_at = 0.0
+
+    def _job(self, job_id: int, run: int) -> dict | None:
+        return self._squeue().get(f"wanka-{job_id}-{run}")
+
+    def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
+        job = self._job(job_id, run)
+        if job is None:
+            if (self.run_dir(job_id, run) / "slurm-id").exists():  # submitted, and Slurm forgot it
+                return [TaskStatus(i, TaskState.EXITED, None) for i in range(tasks)]
+            return [TaskStatus(i, TaskState.ABSENT) for i in range(tasks)]
+        state = job["job_state"]
+        if state in ACTIVE:
+            return [TaskStatus(i, TaskState.RUNNING) for i in range(tasks)]
+        code = int(job.get("exit_code") or 0)
+        if state == "COMPLETED":
+            exit_code = 0
+        elif state in ("FAILED", "OUT_OF_MEMORY") and code >> 8:
+            exit_code = code >> 8
+        elif code & 0x7F:
+            exit_code = 128 + (code & 0x7F)
+        else:
+            exit_code = None  # NODE_FAIL, TIMEOUT, CANCELLED, PREEMPTED: ended by Slurm
+        return [TaskStatus(i, TaskState.EXITED, exit_code) for i in range(tasks)]
+
+    def slurm_state(self, job_id: int, run: int) -> str | None:
+        job = self._job(job_id, run)
+        return job["job_state"] if job else None
+
+    def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
+        job = self._job(job_id, run)
+        if job is None or job["job_state"] not in ACTIVE:
+            return
+        if sig == signal.SIGTERM:  # Slurm's own cancel: SIGTERM to every step, SIGKILL after KillWait
+            self._run("scancel", str(job["job_id"]), check=False)
+        else:
+            name = signal.Signals(sig).name.removeprefix("SIG")
+            self._run("scancel", "--full", f"--signal={name}", str(job["job_id"]), check=False)
+        self._jobs_at = 0.0
+
+    def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
+        path = self.run_dir(job_id, run) / f"task-{task}.log"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(limit)
+        except FileNotFoundError:
+            return b"", offset
+        return data, offset + len(data)
+
+    def set_node_state(self, node: str, state: str, reason: str) -> None:
+        if state == "draining":
+            self._run(
+                "scontrol",
+                "update",
+                f"nodename={node}",
+                "state=DRAIN",
+                f"reason={WANKA_REASON}{reason or 'drained'}",
+            )
+        elif state == "up":
+            self._run("scontrol", "update", f"nodename={node}", "state=RESUME", check=False)
+
+    def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
+        """Nodes Slurm reports down, failed or drained (except drains wanka asked for)."""
+        wanted = set(nodes)
+        bad = {}
+        for n in self._sinfo():
+            if n["name"] in wanted and _unhealthy(n):
+                bad[n["name"]] = f"Slurm: {'+'.join(_states(n))} {n.get('reason', '')}".strip()
+        return bad
+
+
+def _gpus(gres: str, catalog) -> tuple[str | None, int]:
+    """('h100', 8) from 'gpu:h100:8' (or 'gpu:h100:8(S:0-1)'); (None, 0) without a known type."""
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) == 3 and parts[2].isdigit():
+            return _catalog_id(catalog, parts[1]), int(parts[2])
+    return None, 0
+
+
+def _states(node: dict) -> list[str]:
+    return [s.upper() for s in [node.get("state", ""), *node.get("state_flags", [])] if s]
+
+
+def _unhealthy(node: dict) -> bool:
+    states = set(_states(node))
+    if states & UNHEALTHY - {"DRAIN"}:
+        return True
+    return "DRAIN" in states and not str(node.get("reason", "")).startswith(WANKA_REASON)
