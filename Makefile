@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/wanka bench twin
 	$(BIN)/wanka bench api
 	$(BIN)/wanka bench local
+	-$(BIN)/wanka bench slurm  # needs root, slurm-wlm and munge (as .ci/run installs)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

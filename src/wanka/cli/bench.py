@@ -315,3 +315,37 @@ def local(
         "all succeed",
     )
     console.print(table)
+
+
+@app.command("slurm")
+def slurm(
+    nodes: int = typer.Option(64, "--nodes", min=1, help="Virtual Slurm nodes."),
+    gpus: int = typer.Option(8, "--gpus", min=1, max=64, help="Fake GPUs per node."),
+    jobs: int = typer.Option(500, "--jobs", min=1, help="Single-GPU jobs in the burst."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The server with the Slurm backend on a real Slurm started here (root, slurm-wlm and munge
+    installed): decision-to-running latency and dispatch throughput."""
+    from wanka.server.bench import bench_slurm
+
+    try:
+        out = bench_slurm(nodes, gpus, jobs)
+    except RuntimeError as exc:
+        fail(str(exc), 1)
+    if json_out:
+        emit_json({"machine": machine(), "slurm": out})
+        return
+    title = f"Slurm backend ({nodes} virtual nodes x {gpus} GPUs, Slurm up in {out['slurm_up_s']:.1f} s)"
+    table = Table(title=title)
+    for col in ("figure", "value"):
+        table.add_column(col)
+    table.add_row(
+        "wanka's decision to the task running under Slurm",
+        f"median {out['admission_to_start_ms_median']:.0f} ms, p90 {out['admission_to_start_ms_p90']:.0f} ms",
+    )
+    states = ", ".join(f"{n} {s}" for s, n in sorted(out["burst_states"].items()))
+    table.add_row(
+        f"{out['burst_jobs']} single-GPU jobs dispatched",
+        f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}",
+    )
+    console.print(table)

@@ -34,8 +34,8 @@ def _port() -> int:
 
 
 class _Server:
-    def __init__(self, home: Path):
-        self.home, self.port = home, _port()
+    def __init__(self, home: Path, args: tuple[str, ...] = ("--virtual-cards", "8")):
+        self.home, self.port, self.args = home, _port(), args
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
@@ -43,16 +43,7 @@ class _Server:
         """Start it; seconds until it answers /healthz."""
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wanka.cli.main",
-                "server",
-                "--port",
-                str(self.port),
-                "--virtual-cards",
-                "8",
-            ],
+            [sys.executable, "-m", "wanka.cli.main", "server", "--port", str(self.port), *self.args],
             env={**os.environ, "WANKA_HOME": str(self.home)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -306,48 +297,71 @@ def bench_local(jobs: int = 200, samples: int = 30) -> dict:
     """The local backend under the real server: how long from a job's admission (committed) to its
     process running, and how fast a burst of single-card jobs goes through, all succeeding."""
     with tempfile.TemporaryDirectory(prefix="wanka-bench-local-") as tmp:
-        home = Path(tmp)
-        server = _Server(home)
+        return _dispatch(_Server(Path(tmp)), jobs, samples)
+
+
+def bench_slurm(nodes: int = 64, gpus: int = 8, jobs: int = 500, samples: int = 20) -> dict:
+    """The Slurm backend against a real Slurm on this machine (``nodes`` virtual nodes of ``gpus``
+    fake GPUs): from wanka's decision to the task's process running under Slurm, and a burst of
+    single-GPU jobs dispatched through it."""
+    from wanka.backends.slurm_testbed import SlurmCluster, available
+
+    why = available()
+    if why:
+        raise RuntimeError(f"no Slurm here: {why}")
+    with tempfile.TemporaryDirectory(prefix="wanka-bench-slurm-") as tmp:
+        cluster = SlurmCluster(Path(tmp) / "slurm", nodes, gpus)
+        t0 = time.perf_counter()
+        cluster.start()
+        up = time.perf_counter() - t0
         try:
-            server.start()
-            admin = (home / "admin-token").read_text().strip()
-            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as a:
-                a.post("/v1/tenants", json={"name": "bench"})
-                a.post("/v1/users", json={"name": "bench-user", "role": "member", "tenant": "bench"})
-                token = a.post("/v1/users/bench-user/tokens", json={"label": "bench"}).json()["token"]
-            with httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as c:
-                # 1. latency, one job at a time: `date` prints the moment its process runs
-                latencies = []
-                for _ in range(samples):
-                    spec = {**JOB, "command": ["date", "+%s.%N"]}
-                    jid = c.post("/v1/jobs", json=spec).json()["id"]
-                    while c.get(f"/v1/jobs/{jid}").json()["state"] not in ("succeeded", "failed"):
-                        time.sleep(0.01)
-                    started = float(c.get(f"/v1/jobs/{jid}/logs").json()["data"])
-                    admitted = next(
-                        e["time"] for e in c.get(f"/v1/jobs/{jid}/events").json() if e["state"] == "admitted"
-                    )
-                    latencies.append(started - admitted)
-                # 2. a burst of single-card jobs, submitted at once, until all have ended
-                t0 = time.perf_counter()
-                ids = [
-                    c.post("/v1/jobs", json={**JOB, "command": ["true"]}).json()["id"] for _ in range(jobs)
-                ]
-                submitted = time.perf_counter() - t0
-                states: dict[str, int] = {}
-                while True:
-                    page = c.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
-                    mine = [j for j in page if j["id"] >= ids[0]]
-                    if all(j["state"] in ("succeeded", "failed", "cancelled") for j in mine):
-                        for j in mine:
-                            states[j["state"]] = states.get(j["state"], 0) + 1
-                        break
-                    time.sleep(0.05)
-                wall = time.perf_counter() - t0
+            home = Path(tmp) / "home"
+            home.mkdir()
+            server = _Server(home, ("--backend", "slurm", "--slurm-conf", str(cluster.conf)))
+            out = _dispatch(server, jobs, samples)
         finally:
-            server.stop()
+            cluster.stop()
+    return {"slurm_nodes": nodes, "gpus_per_node": gpus, "slurm_up_s": up, **out}
+
+
+def _dispatch(server: _Server, jobs: int, samples: int) -> dict:
+    """Admission-to-start latency (one job at a time) and a burst of single-card jobs."""
+    try:
+        server.start()
+        admin = (server.home / "admin-token").read_text().strip()
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as a:
+            a.post("/v1/tenants", json={"name": "bench"})
+            a.post("/v1/users", json={"name": "bench-user", "role": "member", "tenant": "bench"})
+            token = a.post("/v1/users/bench-user/tokens", json={"label": "bench"}).json()["token"]
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            # 1. latency, one job at a time: `date` prints the moment its process runs
+            latencies = []
+            for _ in range(samples):
+                spec = {**JOB, "command": ["date", "+%s.%N"]}
+                jid = c.post("/v1/jobs", json=spec).json()["id"]
+                while c.get(f"/v1/jobs/{jid}").json()["state"] not in ("succeeded", "failed"):
+                    time.sleep(0.01)
+                started = float(c.get(f"/v1/jobs/{jid}/logs").json()["data"])
+                admitted = next(
+                    e["time"] for e in c.get(f"/v1/jobs/{jid}/events").json() if e["state"] == "admitted"
+                )
+                latencies.append(started - admitted)
+            # 2. a burst of single-card jobs, submitted at once, until all have ended
+            t0 = time.perf_counter()
+            ids = [c.post("/v1/jobs", json={**JOB, "command": ["true"]}).json()["id"] for _ in range(jobs)]
+            submitted = time.perf_counter() - t0
+            states: dict[str, int] = {}
+            while True:
+                page = c.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
+                mine = [j for j in page if j["id"] >= ids[0]]
+                if all(j["state"] in ("succeeded", "failed", "cancelled") for j in mine):
+                    for j in mine:
+                        states[j["state"]] = states.get(j["state"], 0) + 1
+                    break
+                time.sleep(0.1)
+            wall = time.perf_counter() - t0
+    finally:
+        server.stop()
     latencies.sort()
     return {
         "admission_to_start_ms_median": statistics.median(latencies) * 1e3,
