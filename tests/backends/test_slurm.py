@@ -122,7 +122,8 @@ def test_a_node_downed_in_slurm_is_down_in_wanka_and_its_job_resumes_elsewhere(s
         try:
             wait_for(lambda: {n["name"]: n for n in admin.get("/v1/nodes").json()}[node]["state"] == "down")
             job = ended(c, jid, 60)
-            assert job["state"] == "succeeded" and job["runs"] == 2, job
+            events = c.get(f"/v1/jobs/{jid}/events").json()
+            assert job["state"] == "succeeded" and job["runs"] == 2, events
             assert placed_on(c, jid) != [node]
             assert int(log_of(c, jid, run=2).split("resumes at step ")[1].split()[0]) >= 5
         finally:

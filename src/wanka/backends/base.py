@@ -154,3 +154,14 @@ def task_launches(
             TaskLaunch(rank, role, cluster.node_names[node], devices, env, group.cpus, group.memory_gib)
         )
     return tuple(out)
+
+
+def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of a log file from ``offset`` and the next offset (nothing yet: none)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(limit)
+    except FileNotFoundError:
+        return b"", offset
+    return data, offset + len(data)

@@ -30,7 +30,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wanka.backends.base import Backend, Launch, TaskState, TaskStatus
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log
 from wanka.models.hardware import default_catalog
 
 SUPERVISOR = Path(__file__).with_name("_task.py")
@@ -324,14 +324,7 @@ class LocalBackend(Backend):
                     os.killpg(pid, sig)
 
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
-        path = self.run_dir(job_id, run) / f"task-{task}.log"
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(limit)
-        except FileNotFoundError:
-            return b"", offset
-        return data, offset + len(data)
+        return read_log(self.run_dir(job_id, run) / f"task-{task}.log", offset, limit)
 
     def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
         """Runs the operator's health check once per node (WANKA_NODE names it); a non-zero exit

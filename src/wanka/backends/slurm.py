@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from wanka.backends.base import Backend, Launch, TaskState, TaskStatus
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log
 from wanka.backends.local import _catalog_id
 from wanka.models.hardware import default_catalog
 
@@ -233,14 +233,7 @@ class SlurmBackend(Backend):
         self._jobs_at = 0.0
 
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
-        path = self.run_dir(job_id, run) / f"task-{task}.log"
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(limit)
-        except FileNotFoundError:
-            return b"", offset
-        return data, offset + len(data)
+        return read_log(self.run_dir(job_id, run) / f"task-{task}.log", offset, limit)
 
     def set_node_state(self, node: str, state: str, reason: str) -> None:
         if state == "draining":

@@ -50,6 +50,16 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
     console.print(table)
 
 
+def _document(path: Path) -> dict:
+    """A YAML document from a file, or one clear error naming the file and the problem."""
+    from wanka.models.errors import SpecError, load_yaml
+
+    try:
+        return load_yaml(path)
+    except SpecError as exc:
+        fail(str(exc))
+
+
 def login(
     url: str = typer.Option("http://127.0.0.1:8421", "--url", help="The server."),
     token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="Your API token."),
@@ -213,12 +223,7 @@ def usage(
 @prices_app.command("apply")
 def prices_apply(path: Path = typer.Argument(..., help="A price table YAML: currency, card_hour.")) -> None:
     """Set the price per card-hour of each accelerator model (admins)."""
-    from wanka.models.errors import SpecError, load_yaml
-
-    try:
-        doc = load_yaml(path)
-    except SpecError as exc:
-        fail(str(exc))
+    doc = _document(path)
     table = _run(lambda c: c.apply_prices(doc))
     console.print(f"prices in force ({table['currency']}): {len(table['card_hour'])} models")
 
@@ -364,12 +369,7 @@ def tokens_revoke(token_id: int = typer.Argument(..., help="Token id (see `wanka
 @quotas_app.command("apply")
 def quotas_apply(path: Path = typer.Argument(..., help="A queues YAML file (docs/specs.md).")) -> None:
     """Replace the quota tree; a bad file changes nothing and every problem is named."""
-    from wanka.models.errors import SpecError, load_yaml
-
-    try:
-        doc = load_yaml(path)
-    except SpecError as exc:
-        fail(str(exc))
+    doc = _document(path)
     applied = _run(lambda c: c.apply_quotas(doc))
     console.print(f"quota document {applied['document']} in force: {applied['queues']} queues")
 

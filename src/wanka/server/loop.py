@@ -60,6 +60,7 @@ log = logging.getLogger("wanka.loop")
 
 MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
 CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
+POSITIONS_EVERY_S = 1.0  # queue positions listed at most this often when many jobs wait
 HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -208,6 +209,7 @@ class ControlLoop:
         self._next_health = 0.0
         self.dirty = True  # something changed since the last cycle
         self._last_tick = 0.0
+        self._positions_at = 0.0
         self.load()
 
     # --- state from the database ---------------------------------------------------------------
@@ -337,6 +339,7 @@ class ControlLoop:
         with self.sessions() as session:
             self._health(session, now)
             self._reconcile(session, now)
+            self._health(session, now)  # again, at once, when a task broke (its node may be down)
             self._limits(now)
             result = None
             # a cycle when something changed, and now and then anyway: estimates, fair share and
@@ -464,6 +467,7 @@ class ControlLoop:
                     else f"task {t.index} exited with code {t.exit_code}"
                 )
                 self._stop(job_id, a, *self._after_failure(a, why), now, failure=True)
+                self._next_health = 0.0  # a node may have failed: look before placing anything again
             elif not alive:
                 self._finish(session, job_id, a, JobState.SUCCEEDED, "every task exited with code 0", now)
 
@@ -560,8 +564,11 @@ class ControlLoop:
         self.cycles.inc()
         self.cycle_count += 1
         self.last_cycle = now
-        order = result.order  # before the index changes below
-        self.positions = {int(j): i + 1 for i, j in enumerate(order)}
+        # queue positions: O(waiting jobs) to list, so at most once a second (read before the
+        # index changes below); between two listings they are up to a second old
+        if now - self._positions_at >= POSITIONS_EVERY_S or len(self.pending) < 1000:
+            self.positions = {int(j): i + 1 for i, j in enumerate(result.order)}
+            self._positions_at = now
         for d in result.stops:
             self.decisions.labels("stop").inc()
             self.decision_count += 1
@@ -665,7 +672,8 @@ class ControlLoop:
             except Exception as exc:  # the backend could not start it: fail that run
                 log.exception("launch of job %s failed", a.job.id)
                 a.launched = True
-                a.stopping = Stopping(JobState.FAILED, f"backend could not start it: {exc}", time.time())
+                target, why = self._after_failure(a, f"the backend could not start it: {exc}")
+                a.stopping = Stopping(target, why, time.time(), failure=True)
                 continue
             a.launched = True
             started.append(a)
