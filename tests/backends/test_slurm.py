@@ -20,7 +20,7 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=4, gpus=8).start()
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=4, gpus=8, leaf_size=2).start()
     yield cluster
     cluster.stop()
 
@@ -51,6 +51,8 @@ def test_the_inventory_is_slurms(server, slurm):
     assert [(n["name"], n["model"], n["cards"], n["state"]) for n in nodes] == [
         (name, "h100", 8, "up") for name in slurm.names
     ]
+    # topology.conf: two leaf switches of two nodes under one top switch (the cluster)
+    assert [n["domain"] for n in nodes] == [["leaf0"], ["leaf0"], ["leaf1"], ["leaf1"]]
 
 
 def test_a_two_node_gang_runs_where_wanka_placed_it_with_its_ranks_and_cards(server, slurm):
@@ -61,7 +63,7 @@ def test_a_two_node_gang_runs_where_wanka_placed_it_with_its_ranks_and_cards(ser
         assert ended(c, jid)["state"] == "succeeded"
         nodes = placed_on(c, jid)
         envs = [json.loads(log_of(c, jid, task)) for task in (0, 1)]
-    assert len(nodes) == 2
+    assert len(nodes) == 2 and nodes in (slurm.names[:2], slurm.names[2:])  # inside one leaf switch
     record = slurm_job(slurm, jid)
     assert record["job_state"] == "COMPLETED"
     assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(nodes)

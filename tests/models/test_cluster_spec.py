@@ -86,3 +86,23 @@ def test_a_file_that_is_not_yaml_says_where(tmp_path):
         load_cluster(f)
     with pytest.raises(SpecError, match="neither a preset"):
         load_cluster(tmp_path / "missing.yaml")
+
+
+def test_nodes_can_be_named_and_placed_in_the_network_tree_one_by_one():
+    spec = {
+        "name": "named",
+        "tiers": ["leaf"],
+        "pools": [
+            {"name": "p", "accelerator": "h100", "nodes": 3, "cards_per_node": 8, "node_names": ["a", "b", "c"]}
+        ],
+        "node_domains": {"a": ["sw1"], "b": ["sw1"], "c": ["sw2"]},
+    }
+    cluster = parse_cluster(spec)
+    assert cluster.node_names == ["a", "b", "c"]
+    assert [r.domains for r in cluster.nodes] == [("sw1",), ("sw1",), ("sw2",)]
+    bad = {**spec, "node_domains": {"a": ["sw1", "x"], "z": ["sw9"]}}
+    with pytest.raises(SpecError) as err:
+        parse_cluster(bad)
+    assert "node_domains.a" in str(err.value) and "node_domains.z" in str(err.value)
+    with pytest.raises(SpecError, match="node_names"):
+        parse_cluster({**spec, "pools": [{**spec["pools"][0], "node_names": ["a"]}]})

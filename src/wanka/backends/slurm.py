@@ -102,10 +102,12 @@ class SlurmBackend(Backend):
                 states[n["name"]] = "down"
         if not pools:
             raise ValueError("backend: Slurm reports no node with GPUs of a known model (gres gpu:TYPE:N)")
+        tiers, domains = self._topology({name for names in pools.values() for name in names})
         return {
             "name": "slurm",
             "description": f"Slurm: {sum(len(v) for v in pools.values())} nodes",
-            "tiers": [],
+            "tiers": tiers,
+            "node_domains": domains,
             "pools": [
                 {
                     "name": f"slurm-{i}",
@@ -120,6 +122,44 @@ class SlurmBackend(Backend):
             ],
             "node_states": states,
         }
+
+    def _topology(self, nodes: set[str]) -> tuple[list[str], dict[str, list[str]]]:
+        """The network tree of topology.conf (next to slurm.conf), when there is one: each node's
+        switches from its leaf switch up, one tier per level (the single top switch is the
+        cluster itself). Names are expanded by Slurm (`scontrol show hostnames`)."""
+        conf = self.env.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+        path = Path(conf).with_name("topology.conf")
+        if not path.exists():
+            return [], {}
+        parent: dict[str, str] = {}
+        leaf: dict[str, str] = {}
+        for line in path.read_text().splitlines():
+            fields = dict(f.split("=", 1) for f in line.split("#")[0].split() if "=" in f)
+            switch = fields.get("SwitchName")
+            if not switch:
+                continue
+            if "Nodes" in fields:
+                for node in self._run("scontrol", "show", "hostnames", fields["Nodes"]).split():
+                    leaf[node] = switch
+            if "Switches" in fields:
+                for child in self._run("scontrol", "show", "hostnames", fields["Switches"]).split():
+                    parent[child] = switch
+        chains = {}
+        for node, switch in leaf.items():
+            if node not in nodes:
+                continue
+            chain = [switch]
+            while chain[-1] in parent and len(chain) < 16:
+                chain.append(parent[chain[-1]])
+            chains[node] = chain
+        roots = {c[-1] for c in chains.values()}
+        if len(roots) == 1:  # one top switch: that is the whole cluster
+            chains = {n: c[:-1] for n, c in chains.items()}
+        depth = max((len(c) for c in chains.values()), default=0)
+        if depth == 0:
+            return [], {}
+        tiers = [f"switch-level{i}" for i in range(1, depth + 1)]
+        return tiers, {n: c + [c[-1]] * (depth - len(c)) for n, c in chains.items() if c}
 
     def node_address(self, node: str) -> str:
         return self.addresses.get(node, node)

@@ -39,8 +39,11 @@ def _ports_free(base: int, count: int) -> bool:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path, nodes: int, gpus: int = 8, gpu_type: str = "h100"):
+    def __init__(self, root: Path, nodes: int, gpus: int = 8, gpu_type: str = "h100", leaf_size: int = 0):
+        """``leaf_size`` > 0 writes a topology.conf: leaf switches of that many nodes under one top
+        switch."""
         self.root, self.nodes, self.gpus, self.gpu_type = Path(root), nodes, gpus, gpu_type
+        self.leaf_size = leaf_size
         self.conf = self.root / "etc" / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.names = [f"node{i:04d}" for i in range(1, nodes + 1)]
@@ -74,8 +77,16 @@ class SlurmCluster:
             f"CoresPerSocket=16 ThreadsPerCore=1 RealMemory=100000 Gres=gpu:{self.gpu_type}:{self.gpus} "
             "State=UNKNOWN"
         )
+        topology = ""
+        if self.leaf_size:
+            leaves = [self.names[i : i + self.leaf_size] for i in range(0, self.nodes, self.leaf_size)]
+            lines = [f"SwitchName=leaf{k} Nodes={','.join(group)}" for k, group in enumerate(leaves)]
+            lines.append(f"SwitchName=top Switches=leaf[0-{len(leaves) - 1}]")
+            (r / "etc" / "topology.conf").write_text("\n".join(lines) + "\n")
+            topology = "TopologyPlugin=topology/tree\n"
         self.conf.write_text(
-            f"""ClusterName=wanka-test
+            topology
+            + f"""ClusterName=wanka-test
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={self.port}
 SlurmUser=root

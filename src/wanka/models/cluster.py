@@ -61,6 +61,11 @@ class ClusterSpec(BaseModel):
     tiers: list[str] = Field(default=[], description="tiers between node and cluster, innermost first")
     pools: list[PoolSpec] = Field(min_length=1)
     node_states: dict[str, NodeState] = {}
+    node_domains: dict[str, list[str]] = Field(
+        default={},
+        description="a node's network domains, one per tier, innermost first (e.g. from Slurm's "
+        "topology.conf); they replace what the pool's layout would give that node",
+    )
     published: PublishedCapacity | None = None
     notes: list[str] = []
 
@@ -126,6 +131,8 @@ def build_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: str
             for tier in spec.tiers:  # innermost first: divide down the layout
                 index //= pool.layout.get(tier, 1)
                 domains.append(f"{pool.name}-{tier}{index + 1:03d}")
+            if name in spec.node_domains:
+                domains = list(spec.node_domains[name])
             state = spec.node_states.get(name, NodeState.UP)
             records.append(
                 NodeRecord(
@@ -141,6 +148,11 @@ def build_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: str
                 )
             )
     known = {r.name for r in records}
+    for node, domains in spec.node_domains.items():
+        if node not in known:
+            problems.append((f"node_domains.{node}", "no such node"))
+        elif len(domains) != len(spec.tiers):
+            problems.append((f"node_domains.{node}", f"give one domain per tier ({len(spec.tiers)})"))
     for node in spec.node_states:
         if node not in known:
             problems.append((f"node_states.{node}", "no such node (names are POOL-NNNN)"))
