@@ -93,7 +93,13 @@ def test_nodes_can_be_named_and_placed_in_the_network_tree_one_by_one():
         "name": "named",
         "tiers": ["leaf"],
         "pools": [
-            {"name": "p", "accelerator": "h100", "nodes": 3, "cards_per_node": 8, "node_names": ["a", "b", "c"]}
+            {
+                "name": "p",
+                "accelerator": "h100",
+                "nodes": 3,
+                "cards_per_node": 8,
+                "node_names": ["a", "b", "c"],
+            }
         ],
         "node_domains": {"a": ["sw1"], "b": ["sw1"], "c": ["sw2"]},
     }
