@@ -209,7 +209,7 @@ def usage(
         return
     cur = out["currency"] or ""
     rows = [
-        [b["tenant"], f"{b['card_hours']:.2f}", f"{b['pflop_hours']:.3f}", f"{b['cost']:.2f} {cur}".strip()]
+        [b["tenant"], f"{b['card_hours']:.4f}", f"{b['pflop_hours']:.4f}", f"{b['cost']:.2f} {cur}".strip()]
         for b in out["bills"]
     ]
     _table(f"usage {out['month']}", ["tenant", "card-hours", "PFLOP-hours", "bill"], rows)
