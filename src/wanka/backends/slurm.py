@@ -257,10 +257,6 @@ class SlurmBackend(Backend):
             exit_code = None  # NODE_FAIL, TIMEOUT, CANCELLED, PREEMPTED: ended by Slurm
         return [TaskStatus(i, TaskState.EXITED, exit_code) for i in range(tasks)]
 
-    def slurm_state(self, job_id: int, run: int) -> str | None:
-        job = self._job(job_id, run)
-        return job["job_state"] if job else None
-
     def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
         job = self._job(job_id, run)
         if job is None or job["job_state"] not in ACTIVE:

@@ -300,20 +300,24 @@ def local(
     if json_out:
         emit_json({"machine": machine(), "local": out, "goals": LOCAL_GOALS})
         return
-    table = Table(title="local backend (8 virtual cards)")
+    _dispatch_table(
+        "local backend (8 virtual cards)",
+        out,
+        ("admission to process start", "median ≤ 100 ms"),
+        (f"{out['burst_jobs']} single-card jobs", "all succeed"),
+    )
+
+
+def _dispatch_table(title: str, out: dict, latency: tuple[str, str], burst: tuple[str, str]) -> None:
+    """What `wanka.server.bench._dispatch` measured, as (figure, value, goal) rows."""
+    table = Table(title=title)
     for col in ("figure", "value", "goal"):
         table.add_column(col)
-    table.add_row(
-        "admission to process start",
-        f"median {out['admission_to_start_ms_median']:.1f} ms, p90 {out['admission_to_start_ms_p90']:.1f} ms",
-        "median ≤ 100 ms",
-    )
+    median, p90 = out["admission_to_start_ms_median"], out["admission_to_start_ms_p90"]
+    table.add_row(latency[0], f"median {median:.1f} ms, p90 {p90:.1f} ms", latency[1])
     states = ", ".join(f"{n} {s}" for s, n in sorted(out["burst_states"].items()))
-    table.add_row(
-        f"{out['burst_jobs']} single-card jobs",
-        f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}",
-        "all succeed",
-    )
+    rate = f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}"
+    table.add_row(burst[0], rate, burst[1])
     console.print(table)
 
 
@@ -335,17 +339,9 @@ def slurm(
     if json_out:
         emit_json({"machine": machine(), "slurm": out})
         return
-    title = f"Slurm backend ({nodes} virtual nodes x {gpus} GPUs, Slurm up in {out['slurm_up_s']:.1f} s)"
-    table = Table(title=title)
-    for col in ("figure", "value"):
-        table.add_column(col)
-    table.add_row(
-        "wanka's decision to the task running under Slurm",
-        f"median {out['admission_to_start_ms_median']:.0f} ms, p90 {out['admission_to_start_ms_p90']:.0f} ms",
+    _dispatch_table(
+        f"Slurm backend ({nodes} virtual nodes x {gpus} GPUs, Slurm up in {out['slurm_up_s']:.1f} s)",
+        out,
+        ("wanka's decision to the task running under Slurm", ""),
+        (f"{out['burst_jobs']} single-GPU jobs dispatched", ""),
     )
-    states = ", ".join(f"{n} {s}" for s, n in sorted(out["burst_states"].items()))
-    table.add_row(
-        f"{out['burst_jobs']} single-GPU jobs dispatched",
-        f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}",
-    )
-    console.print(table)

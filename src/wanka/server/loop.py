@@ -190,7 +190,6 @@ class ControlLoop:
         self.positions: dict[int, int] = {}
         self.estimates: dict[int, float] = {}
         self.last_cycle: float | None = None
-        self.ticks = 0
         self.cycle_count = 0  # cycles run and decisions made since this server started
         self.decision_count = 0
         self.cycle_seconds = Histogram(
@@ -331,26 +330,21 @@ class ControlLoop:
 
     def tick(self) -> None:
         now = time.time()
-        self.ticks += 1
         reload, submitted, cancelled = self._messages()
         if reload:  # a new quota tree (or a new tenant's default queue)
             self._retree(now)
         self._take_in(submitted, cancelled)
         with self.sessions() as session:
-            self._health(session, now)
             self._reconcile(session, now)
-            self._health(session, now)  # again, at once, when a task broke (its node may be down)
+            self._health(session, now)  # after reconcile: a broken task asks for a look at once
             self._limits(now)
-            result = None
             # a cycle when something changed, and now and then anyway: estimates, fair share and
             # preemption depend on the time too
             if self.dirty or now - (self.last_cycle or 0.0) >= CYCLE_EVERY_S:
                 self.dirty = False
-                result = self._cycle(session, now)
+                self._cycle(session, now)
             session.commit()
         self._launch_ready()
-        if result is not None:
-            self._publish(result)
 
     def _retree(self, now: float) -> None:
         """Re-index waiting and running jobs under the tree now in force; what runs, and what is
@@ -531,10 +525,10 @@ class ControlLoop:
 
     # --- the cycle -----------------------------------------------------------------------------
 
-    def _cycle(self, session, now: float):
+    def _cycle(self, session, now: float) -> None:
         if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
             self.positions, self.estimates = {}, {}
-            return None
+            return
         rates: dict[str, list[float]] = {}
         for job in self.running.values():
             p = job.placement
@@ -569,6 +563,7 @@ class ControlLoop:
         if now - self._positions_at >= POSITIONS_EVERY_S or len(self.pending) < 1000:
             self.positions = {int(j): i + 1 for i, j in enumerate(result.order)}
             self._positions_at = now
+        self.estimates = {int(r.job_id): r.start for r in result.reservations}
         for d in result.stops:
             self.decisions.labels("stop").inc()
             self.decision_count += 1
@@ -605,7 +600,6 @@ class ControlLoop:
                     end_time=now,
                 )
         self.per_cycle.observe(len(result.decisions))
-        return result
 
     def _admit(self, session, job_id: int, p: Placement, backfilled: bool, now: float) -> bool:
         row = session.execute(
@@ -739,9 +733,6 @@ class ControlLoop:
         if done:
             session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
         return bool(done)
-
-    def _publish(self, result) -> None:
-        self.estimates = {int(r.job_id): r.start for r in result.reservations}
 
 
 def _restarts(spec: dict) -> int:
