@@ -67,32 +67,34 @@ def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
     database = f"sqlite:///{home / 'wanka.db'}"
     if top.PG_BASE is not None:
         database = top.new_database(home)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wanka.cli.main",
-            "server",
-            "--port",
-            str(port),
-            "--database",
-            database,
-            "--tick",
-            "0.1",
-            "--grace",
-            "2",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # a file, not a pipe: a chatty server never blocks on it (the server keeps its own copy)
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.log", "a") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wanka.cli.main",
+                "server",
+                "--port",
+                str(port),
+                "--database",
+                database,
+                "--tick",
+                "0.1",
+                "--grace",
+                "2",
+                *extra,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read()}")
+            raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-4000:]}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                 break
@@ -113,7 +115,6 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
-    server.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,6 @@ def test_sigkill_at_random_moments_loses_no_job_and_starts_none_twice(tmp_path):
             time.sleep(rng.uniform(0.05, 1.5))
             server.proc.kill()  # SIGKILL: no clean-up of any kind
             server.proc.wait()
-            server.proc.stdout.close()
             kills += 1
             server = start_server(home, options)
         with server.client(token) as c:
