@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -20,7 +21,8 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=4, gpus=8, leaf_size=2).start()
+    # a fifth node is configured for the future: it joins in the last test
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=4, gpus=8, leaf_size=2, future=1).start()
     yield cluster
     cluster.stop()
 
@@ -92,19 +94,33 @@ def test_hostile_strings_stay_inert_under_slurm(server, tmp_path):
     assert not canary.exists()
 
 
-def test_cancel_and_time_limit_become_scancel(server, slurm):
+def test_cancel_and_time_limit_become_scancel_whose_grace_signal_reaches_the_job(server, slurm):
     user = make_member(server, "stop-slurm", "stop-slurm-user")
     sleeper = [PY, "-c", "import time; time.sleep(600)"]
+    graceful = [PY, "-c", WORKER, "100000", "0.05"]  # saves its step on SIGTERM
     with server.client(user) as c:
-        cancelled = submit(c, command=sleeper)
+        cancelled = submit(c, command=graceful)
         limited = submit(c, command=sleeper, time_limit_s=2)
-        wait_for(lambda: job_state(c, cancelled)["state"] == "running")
+        wait_for(lambda: "resumes at step" in log_of(c, cancelled))
         c.post(f"/v1/jobs/{cancelled}/cancel")
         assert ended(c, cancelled)["state"] == "cancelled"
+        assert "SIGTERM: saved step" in log_of(c, cancelled)
         job = ended(c, limited)
         assert job["state"] == "failed" and "time limit of 2 s" in job["reason"]
     assert slurm_job(slurm, cancelled)["job_state"] == "CANCELLED"
     assert slurm_job(slurm, limited)["job_state"] == "CANCELLED"
+
+
+def test_the_failing_rank_is_named_with_its_own_exit_code(server, slurm):
+    user = make_member(server, "rank-slurm", "rank-slurm-user")
+    program = (
+        "import os, sys, time; time.sleep(0.5); sys.exit(3) if os.environ['RANK'] == '1' else time.sleep(600)"
+    )
+    with server.client(user) as c:
+        jid = submit(c, command=[PY, "-c", program], task_groups=[{"replicas": 2, "cards": 8}])
+        job = ended(c, jid, 60)
+    assert job["state"] == "failed" and job["reason"] == "task 1 exited with code 3", job
+    assert slurm_job(slurm, jid)["job_state"] == "FAILED"  # rank 0 was killed by Slurm, not by its code
 
 
 def test_a_node_downed_in_slurm_is_down_in_wanka_and_its_job_resumes_elsewhere(server, slurm):
@@ -125,7 +141,7 @@ def test_a_node_downed_in_slurm_is_down_in_wanka_and_its_job_resumes_elsewhere(s
             wait_for(lambda: {n["name"]: n for n in admin.get("/v1/nodes").json()}[node]["state"] == "down")
             job = ended(c, jid, 60)
             events = c.get(f"/v1/jobs/{jid}/events").json()
-            assert job["state"] == "succeeded" and job["runs"] == 2, events
+            assert job["state"] == "succeeded" and job["runs"] == 2, [e["reason"] for e in events]
             assert placed_on(c, jid) != [node]
             assert int(log_of(c, jid, run=2).split("resumes at step ")[1].split()[0]) >= 5
         finally:
@@ -143,3 +159,79 @@ def test_a_drain_in_wanka_is_a_drain_in_slurm(server, slurm):
         admin.post(f"/v1/nodes/{node}/undrain")
         info = {n["name"]: n for n in json.loads(slurm.run("sinfo", "--json"))["nodes"]}[node]
         assert "DRAIN" not in info["state_flags"]
+
+
+def test_a_slurm_controller_restart_fails_nothing(server, slurm):
+    """While slurmctld is away wanka changes nothing (no run is failed for it); a job submitted
+    then starts once it is back, and the running one carries on."""
+    user = make_member(server, "ctld-slurm", "ctld-slurm-user")
+    with server.client(user) as c:
+        running = submit(c, command=[PY, "-c", "import time; time.sleep(15); print('finished')"])
+        wait_for(lambda: job_state(c, running)["state"] == "running")
+        slurm.stop_controller()
+        try:
+            waiting = submit(c, command=[PY, "-c", "print('hello')"])
+            # longer than the commands wait for a controller (~9 s): squeue and sinfo answer with
+            # empty lists and an error, which must not read as "every job and node is gone"
+            time.sleep(12)
+            assert job_state(c, waiting)["state"] in ("pending", "admitted")
+            assert job_state(c, running)["state"] == "running"
+        finally:
+            slurm.start_controller()
+        for jid, output in ((waiting, "hello"), (running, "finished")):
+            job = ended(c, jid, 60)
+            assert (job["state"], job["runs"], log_of(c, jid).strip()) == ("succeeded", 1, output), job
+
+
+def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
+    """Last: the cluster grows and shrinks while jobs run. A five-node gang is refused on four
+    nodes. A fifth node joins under the first leaf switch (so the nodes after it move in wanka's
+    arrays, under two running gangs); wanka lists it, places a job on it (the only free node) and
+    then runs the five-node gang. When the node leaves it is down in wanka; back, it runs again."""
+    user = make_member(server, "grow-slurm", "grow-slurm-user")
+    five = [{"replicas": 5, "cards": 8}]
+    pair = [{"replicas": 2, "cards": 8}]
+    show = "import os; print(os.environ['WANKA_NODE'])"
+    sleeper = [PY, "-c", "import time; time.sleep(600)"]
+    with server.client(user) as c, server.client(server.admin_token) as admin:
+
+        def node(name):
+            return {n["name"]: n for n in admin.get("/v1/nodes").json()}.get(name)
+
+        r = c.post("/v1/jobs", json={"command": [PY, "-c", show], "task_groups": five})
+        assert r.status_code == 422 and "can never run" in r.text, r.text
+        gangs = [submit(c, command=sleeper, task_groups=pair) for _ in range(2)]  # every card busy
+        for jid in gangs:
+            wait_for(lambda jid=jid: job_state(c, jid)["state"] == "running")
+        name = slurm.join()
+        joined = wait_for(lambda: node(name), 30)
+        assert (joined["model"], joined["cards"], joined["state"], joined["domain"]) == (
+            "h100",
+            8,
+            "up",
+            ["leaf0"],
+        )
+        assert admin.get("/v1/cluster").json()["cards"] == 40
+        single = submit(c, command=[PY, "-c", show], task_groups=[{"replicas": 1, "cards": 8}])
+        assert ended(c, single, 60)["state"] == "succeeded"
+        assert log_of(c, single).strip() == name
+        assert all(job_state(c, jid)["state"] == "running" for jid in gangs), [
+            [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()] for jid in gangs
+        ]
+        for jid in gangs:
+            c.post(f"/v1/jobs/{jid}/cancel")
+        jid = submit(c, command=[PY, "-c", show], task_groups=five)
+        assert ended(c, jid, 60)["state"] == "succeeded"
+        assert sorted(log_of(c, jid, task).strip() for task in range(5)) == sorted(slurm.names)
+        record = slurm_job(slurm, jid)
+        assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(slurm.names)
+
+        slurm.leave(name)
+        wait_for(lambda: node(name)["state"] == "down", 30)
+        assert node(name)["reason"].startswith("gone:")
+        waiting = submit(c, command=[PY, "-c", show], task_groups=five)  # the node may come back
+        time.sleep(1)
+        assert job_state(c, waiting)["state"] == "pending"
+        assert slurm.join() == name
+        wait_for(lambda: node(name)["state"] == "up", 30)
+        assert ended(c, waiting, 60)["state"] == "succeeded"

@@ -18,6 +18,11 @@ from enum import StrEnum
 from wanka.core import Cluster, Placement
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot be reached now (its controller restarting, say): try again later; nothing
+    about the job is wrong."""
+
+
 class TaskState(StrEnum):
     RUNNING = "running"
     EXITED = "exited"  # with an exit code (128 + N for signal N, as shells report it)
@@ -58,6 +63,8 @@ class Backend(ABC):
     """Where tasks really run. One instance per control plane; called from the control loop only."""
 
     name: str = ""
+    # whether cluster_spec() may change while the server runs (the control loop then follows it)
+    inventory_may_change: bool = False
     # called (from any thread) when a task may have changed state: the control loop wakes up
     on_change: Callable[[], None] = staticmethod(lambda: None)
 

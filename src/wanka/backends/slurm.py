@@ -25,15 +25,26 @@ import subprocess
 import time
 from pathlib import Path
 
-from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log
+from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, TaskStatus, read_log
 from wanka.backends.local import _catalog_id
 from wanka.models.hardware import default_catalog
 
 LAUNCHER = Path(__file__).with_name("_slurm_task.py")
 # Slurm job states: still going (not started counts as going: wanka already holds its cards)
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING"}
-UNHEALTHY = {"DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "INVALID_REG", "POWERED_DOWN"}
+# not NOT_RESPONDING: Slurm sets it for a moment on every resume, and a node that stays silent is
+# set DOWN by Slurm itself after SlurmdTimeout
+UNHEALTHY = {"DOWN", "DRAIN", "FAIL", "INVALID_REG", "POWERED_DOWN"}
 WANKA_REASON = "wanka: "  # drains wanka asked for: not a fault of the node
+
+
+# what the Slurm commands say while slurmctld cannot be reached (restarting, failing over)
+UNREACHABLE = (
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "Zero Bytes were transmitted",
+    "backup controller in standby mode",
+)
 
 
 class SlurmError(RuntimeError):
@@ -42,6 +53,7 @@ class SlurmError(RuntimeError):
 
 class SlurmBackend(Backend):
     name = "slurm"
+    inventory_may_change = True  # nodes join (FUTURE nodes resumed, new slurmds) and leave
 
     def __init__(
         self, home: Path, conf: str | None = None, partition: str | None = None, python: str = "python3"
@@ -58,28 +70,50 @@ class SlurmBackend(Backend):
             raise ValueError("backend: the Slurm commands (sbatch, squeue, sinfo, scancel) are not on PATH")
         self._jobs: dict[str, dict] = {}
         self._jobs_at = 0.0
-        self._nodes = self._sinfo()
-        self.addresses = {n["name"]: n.get("address") or n["name"] for n in self._nodes}
+        self._nodes: list[dict] = []
+        self._nodes_at = -1.0
+        self._topology_key: tuple | None = None
+        self._topology_value: tuple[list[str], dict[str, list[str]]] = ([], {})
+        self.addresses: dict[str, str] = {}
+        self._sinfo()  # fails here, at start, when Slurm cannot be reached
 
     # --- commands ------------------------------------------------------------------------------
 
     def _run(self, *argv: str, check: bool = True) -> str:
-        out = subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=60)
+        try:
+            out = subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            raise BackendUnavailable(f"{argv[0]} did not answer in 60 s") from exc
+        if out.returncode != 0 and any(s in out.stderr for s in UNREACHABLE):
+            raise BackendUnavailable(f"{argv[0]}: {out.stderr.strip()}")
         if check and out.returncode != 0:
             raise SlurmError(f"{argv[0]} failed ({out.returncode}): {out.stderr.strip()}")
         return out.stdout
 
-    def _sinfo(self) -> list[dict]:
-        nodes = json.loads(self._run("sinfo", "--json"))["nodes"]
-        if self.partition:
-            nodes = [n for n in nodes if self.partition in n.get("partitions", [])]
-        return nodes
+    def _json(self, *argv: str) -> dict:
+        """A ``--json`` command's document. Without a controller, squeue and sinfo exit 0 with
+        empty lists and an ``errors`` entry: that is no answer, not an empty cluster."""
+        data = json.loads(self._run(*argv))
+        if data.get("errors"):
+            raise BackendUnavailable(f"{argv[0]}: {data['errors']}")
+        return data
+
+    def _sinfo(self, fresh: bool = True) -> list[dict]:
+        """Slurm's nodes (of the partition). The health check reads them fresh; the inventory,
+        read right after it in the same tick, may take them from up to a second ago."""
+        if fresh or time.monotonic() - self._nodes_at > 1.0:
+            nodes = self._json("sinfo", "--json")["nodes"]
+            if self.partition:
+                nodes = [n for n in nodes if self.partition in n.get("partitions", [])]
+            self._nodes, self._nodes_at = nodes, time.monotonic()
+            self.addresses.update({n["name"]: n.get("address") or n["name"] for n in nodes})
+        return self._nodes
 
     def _squeue(self, fresh: bool = False) -> dict[str, dict]:
         """Every job Slurm still knows (finished ones stay for MinJobAge), by name; read at most
         every 0.1 s, as one tick asks about many jobs."""
         if fresh or time.monotonic() - self._jobs_at > 0.1:
-            jobs = json.loads(self._run("squeue", "--json", "--states=all"))["jobs"]
+            jobs = self._json("squeue", "--json", "--states=all")["jobs"]
             self._jobs = {j["name"]: j for j in jobs if j["name"].startswith("wanka-")}
             self._jobs_at = time.monotonic()
         return self._jobs
@@ -92,7 +126,7 @@ class SlurmBackend(Backend):
         catalog = default_catalog()
         pools: dict[tuple, list[str]] = {}
         states = {}
-        for n in self._nodes:
+        for n in self._sinfo(fresh=False):
             model, cards = _gpus(n.get("gres", ""), catalog)
             if not model or not cards:
                 continue  # no accelerators wanka knows: not schedulable by it
@@ -129,8 +163,16 @@ class SlurmBackend(Backend):
         cluster itself). Names are expanded by Slurm (`scontrol show hostnames`)."""
         conf = self.env.get("SLURM_CONF", "/etc/slurm/slurm.conf")
         path = Path(conf).with_name("topology.conf")
-        if not path.exists():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
             return [], {}
+        key = (stat.st_mtime_ns, stat.st_size, frozenset(nodes))
+        if key != self._topology_key:  # read again only when the file or the nodes changed
+            self._topology_value, self._topology_key = self._read_topology(path, nodes), key
+        return self._topology_value
+
+    def _read_topology(self, path: Path, nodes: set[str]) -> tuple[list[str], dict[str, list[str]]]:
         parent: dict[str, str] = {}
         leaf: dict[str, str] = {}
         for line in path.read_text().splitlines():
@@ -255,7 +297,14 @@ class SlurmBackend(Backend):
             exit_code = 128 + (code & 0x7F)
         else:
             exit_code = None  # NODE_FAIL, TIMEOUT, CANCELLED, PREEMPTED: ended by Slurm
-        return [TaskStatus(i, TaskState.EXITED, exit_code) for i in range(tasks)]
+        # each rank's own code, as its launcher wrote it (Slurm keeps one per step); a rank that
+        # wrote none was killed outright (its node failed, or another rank failed first). When no
+        # rank wrote one (the run directory is not shared, say), Slurm's code stands for all.
+        rundir = self.run_dir(job_id, run)
+        codes = [_exit_code(rundir / f"exit-{i}") for i in range(tasks)]
+        if all(c is None for c in codes):
+            codes = [exit_code] * tasks
+        return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
 
     def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
         job = self._job(job_id, run)
@@ -291,6 +340,13 @@ class SlurmBackend(Backend):
             if n["name"] in wanted and _unhealthy(n):
                 bad[n["name"]] = f"Slurm: {'+'.join(_states(n))} {n.get('reason', '')}".strip()
         return bad
+
+
+def _exit_code(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _gpus(gres: str, catalog) -> tuple[str | None, int]:

@@ -39,17 +39,28 @@ def _ports_free(base: int, count: int) -> bool:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path, nodes: int, gpus: int = 8, gpu_type: str = "h100", leaf_size: int = 0):
+    def __init__(
+        self,
+        root: Path,
+        nodes: int,
+        gpus: int = 8,
+        gpu_type: str = "h100",
+        leaf_size: int = 0,
+        future: int = 0,
+    ):
         """``leaf_size`` > 0 writes a topology.conf: leaf switches of that many nodes under one top
-        switch."""
+        switch. ``future`` more nodes are configured with State=FUTURE, Slurm's way to add nodes
+        without a restart (under the first leaf switch): they join when :meth:`join` starts their
+        slurmd."""
         self.root, self.nodes, self.gpus, self.gpu_type = Path(root), nodes, gpus, gpu_type
         self.leaf_size = leaf_size
         self.conf = self.root / "etc" / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        self.names = [f"node{i:04d}" for i in range(1, nodes + 1)]
+        every = [f"node{i:04d}" for i in range(1, nodes + future + 1)]
+        self.names, self.future = every[:nodes], every[nodes:]
         for _ in range(50):
             self.port = random.randrange(20000, 50000)
-            if _ports_free(self.port, 1) and _ports_free(self.port + 1001, nodes):
+            if _ports_free(self.port, 1) and _ports_free(self.port + 1001, nodes + future):
                 break
 
     # --- start -------------------------------------------------------------------------------
@@ -70,16 +81,17 @@ class SlurmCluster:
                 link.symlink_to("/dev/null")
         self._munge()
         host = socket.gethostname()
-        last = f"{self.nodes:04d}"
-        nodes_line = (
-            f"NodeName=node[0001-{last}] NodeHostname={host} NodeAddr=127.0.0.1 "
-            f"Port=[{self.port + 1001}-{self.port + 1000 + self.nodes}] CPUs=32 Boards=1 SocketsPerBoard=2 "
-            f"CoresPerSocket=16 ThreadsPerCore=1 RealMemory=100000 Gres=gpu:{self.gpu_type}:{self.gpus} "
-            "State=UNKNOWN"
+        every = self.names + self.future
+        nodes_line = "".join(
+            f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={self.port + 1001 + i} "
+            f"CPUs=32 Boards=1 SocketsPerBoard=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=100000 "
+            f"Gres=gpu:{self.gpu_type}:{self.gpus} State={'UNKNOWN' if name in self.names else 'FUTURE'}\n"
+            for i, name in enumerate(every)
         )
         topology = ""
         if self.leaf_size:
             leaves = [self.names[i : i + self.leaf_size] for i in range(0, self.nodes, self.leaf_size)]
+            leaves[0] = leaves[0] + self.future  # spare slots of the first leaf switch
             lines = [f"SwitchName=leaf{k} Nodes={','.join(group)}" for k, group in enumerate(leaves)]
             lines.append(f"SwitchName=top Switches=leaf[0-{len(leaves) - 1}]")
             (r / "etc" / "topology.conf").write_text("\n".join(lines) + "\n")
@@ -119,30 +131,54 @@ MinJobAge=600
 MaxJobCount=100000
 KillWait=2
 SlurmdParameters=config_overrides
-{nodes_line}
-PartitionName=wanka Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{nodes_line}PartitionName=wanka Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
         (r / "etc" / "gres.conf").write_text(
-            f"AutoDetect=off\nNodeName=node[0001-{last}] Name=gpu Type={self.gpu_type} "
+            f"AutoDetect=off\nNodeName={','.join(every)} Name=gpu Type={self.gpu_type} "
             f"File={r}/dev/nvidia[0-{self.gpus - 1}]\n"
         )
         # argv[0] must be exactly slurmctld / slurmd, or the GRES of slurm.conf are ignored
-        subprocess.run(["slurmctld", "-c"], executable=SLURMCTLD, env=self.env, check=True)
+        self.start_controller(clear=True)
         for name in self.names:
-            subprocess.run(
-                ["slurmd", "-N", name, "-d", SLURMSTEPD], executable=SLURMD, env=self.env, check=True
-            )
+            self._slurmd(name)
+        if not self._idle(self.nodes, timeout):
+            self.stop()
+            raise RuntimeError(f"Slurm did not bring {self.nodes} nodes up; see {r}/log")
+        return self
+
+    def start_controller(self, clear: bool = False) -> None:
+        """slurmctld; ``clear`` forgets saved state (the first start), otherwise it recovers it."""
+        argv = ["slurmctld", "-c"] if clear else ["slurmctld"]
+        subprocess.run(argv, executable=SLURMCTLD, env=self.env, check=True)
+
+    def stop_controller(self) -> None:
+        """slurmctld only, as in an upgrade or a fail-over: the nodes and their jobs carry on."""
+        self._kill(self.root / "run" / "slurmctld.pid")
+
+    def _slurmd(self, name: str) -> None:
+        subprocess.run(["slurmd", "-N", name, "-d", SLURMSTEPD], executable=SLURMD, env=self.env, check=True)
+
+    def _idle(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(
                 ["sinfo", "-h", "-t", "idle", "-o", "%D"], env=self.env, capture_output=True, text=True
             ).stdout.split()
-            if out and int(out[0]) == self.nodes:
-                return self
+            if out and int(out[0]) >= count:
+                return True
             time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"Slurm did not bring {self.nodes} nodes up; see {r}/log")
+        return False
+
+    def join(self, timeout: float = 60) -> str:
+        """The next FUTURE node joins, as an operator adds one: its slurmd starts and registers
+        (slurmctld then makes it available). Returns its name once Slurm reports it idle."""
+        name = self.future.pop(0)
+        self._slurmd(name)
+        self.names.append(name)
+        if not self._idle(len(self.names), timeout):
+            raise RuntimeError(f"node {name} did not join; see {self.root}/log")
+        return name
 
     def _munge(self) -> None:
         m = self.munge
@@ -173,6 +209,14 @@ PartitionName=wanka Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             check=True,
         )
 
+    def leave(self, name: str) -> None:
+        """``name`` leaves the cluster, as an operator retires a node without a restart: its slurmd
+        stops and the node goes back to FUTURE (no Slurm command lists it then)."""
+        self._kill(self.root / "run" / f"slurmd-{name}.pid")
+        self.run("scontrol", "update", f"nodename={name}", "state=future")
+        self.names.remove(name)
+        self.future.insert(0, name)
+
     # --- use and stop ------------------------------------------------------------------------
 
     def run(self, *argv: str) -> str:
@@ -186,22 +230,26 @@ PartitionName=wanka Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         if munge is not None:
             pids.append(munge / "run" / "munged.pid")
         for pid_file in pids:
-            try:
-                pid = int(pid_file.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            self._kill(pid_file)
         if munge is not None:
             shutil.rmtree(munge, ignore_errors=True)
+
+    @staticmethod
+    def _kill(pid_file: Path) -> None:
+        """SIGTERM the daemon of ``pid_file``; SIGKILL if it is still there after 5 s."""
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

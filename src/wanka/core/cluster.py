@@ -123,6 +123,11 @@ class Cluster:
         self._capacity: dict[Precision, float] = {}
         self.domain_cards = [np.add.reduceat(self.node_cards.astype(np.int64), s) for s in self.domain_starts]
 
+    def become(self, other: Cluster) -> None:
+        """Take ``other``'s structure in place: everything holding this cluster sees the new
+        inventory. Node indices change with it; callers re-map what they keep by node name."""
+        self.__dict__ = other.__dict__  # one swap, not attribute by attribute
+
     def _domain_label(self, tier: int, key: tuple[str, ...]) -> str:
         return "cluster" if self.tiers[tier] == "cluster" else "/".join(key)
 

@@ -48,8 +48,9 @@ class ClusterOut(BaseModel):
     pending_jobs: int = Field(description="waiting jobs (of the tenants you see)")
 
 
-def sync_nodes(sessions: sessionmaker, cluster: Cluster) -> None:
-    """Rows for nodes new to the database; the states recorded for known ones onto the cluster."""
+def sync_nodes(sessions: sessionmaker, cluster: Cluster, down_reason: str = "") -> None:
+    """Rows for nodes new to the database (``down_reason`` for those that start down); the states
+    recorded for known ones onto the cluster."""
     with sessions() as session:
         known = {n.name: n for n in session.scalars(select(tables.Node))}
         now = time.time()
@@ -57,7 +58,8 @@ def sync_nodes(sessions: sessionmaker, cluster: Cluster) -> None:
             row = known.get(name)
             if row is None:
                 state = NodeState(int(cluster.node_state[i])).name.lower()
-                session.add(tables.Node(name=name, state=state, reason="", changed_at=now))
+                reason = down_reason if state == "down" else ""
+                session.add(tables.Node(name=name, state=state, reason=reason, changed_at=now))
             else:
                 cluster.node_state[i] = int(NodeState[row.state.upper()])
         session.commit()

@@ -25,13 +25,14 @@ import queue as queue_mod
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import sessionmaker
 
-from wanka.backends.base import Backend, Launch, TaskState, task_launches
+from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
 from wanka.core import (
     PRIORITY_CLASSES,
     Action,
@@ -54,6 +55,7 @@ from wanka.core import (
 )
 from wanka.core.decisions import StopReason
 from wanka.core.jobs import check_transition
+from wanka.models.cluster import parse_cluster
 from wanka.server import tables
 
 log = logging.getLogger("wanka.loop")
@@ -176,8 +178,14 @@ class ControlLoop:
         interval_s: float = 1.0,
         grace_s: float = 10.0,
         health_every_s: float = 10.0,
+        inventory: dict | None = None,
+        on_cluster_change: Callable[[], None] = lambda: None,
     ):
         self.sessions, self.cluster, self.backend = sessions, cluster, backend
+        # the backend's inventory the cluster was built from; followed while the server runs
+        # (None: the operator gave the cluster, or the backend's never changes)
+        self.inventory = _shape(inventory) if inventory and backend.inventory_may_change else None
+        self.on_cluster_change = on_cluster_change  # the API's caches of cluster-derived verdicts
         self.policy = server_policy(policy)
         self.tree_of = tree_of  # session -> the quota tree in force
         self.wake = threading.Event()
@@ -206,6 +214,7 @@ class ControlLoop:
             registry=None,
         )
         self._next_health = 0.0
+        self._unavailable_said = -1e9
         self.dirty = True  # something changed since the last cycle
         self._last_tick = 0.0
         self._positions_at = 0.0
@@ -323,6 +332,10 @@ class ControlLoop:
             self._last_tick = time.monotonic()
             try:
                 self.tick()
+            except BackendUnavailable as exc:  # the tick changed nothing; say so now and then
+                if time.monotonic() - self._unavailable_said > 30:
+                    log.warning("the %s backend cannot be reached; retrying: %s", self.backend.name, exc)
+                    self._unavailable_said = time.monotonic()
             except Exception:  # a bad tick must not stop scheduling; the next one retries
                 log.exception("control loop tick failed")
 
@@ -404,7 +417,11 @@ class ControlLoop:
         if now < self._next_health:
             return
         self._next_health = now + self.health_every_s
-        bad = self.backend.unhealthy_nodes(self.cluster.node_names)
+        try:
+            bad = self.backend.unhealthy_nodes(self.cluster.node_names)
+        except Exception as exc:  # the backend cannot tell now (Slurm restarting, say)
+            log.warning("health check failed; nodes keep their states: %s", exc)
+            return
         rows = {r.name: r for r in session.scalars(select(tables.Node))}
         for name, row in rows.items():
             i = self.cluster.node_index.get(name)
@@ -419,14 +436,79 @@ class ControlLoop:
                 row.state, row.reason, row.changed_at = "up", "", now
                 self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.UP)
+        if self.inventory is not None:  # new nodes are checked from the next period on
+            self._follow_inventory(session, now)
+
+    def _follow_inventory(self, session, now: float) -> None:
+        """Nodes that joined the backend are added, nodes that left it go down (their jobs are
+        recovered like a failed node's; they come back if they return). The cluster changes in
+        place, and everything kept by node index is re-mapped by node name."""
+        try:
+            spec = self.backend.cluster_spec()
+            if _shape(spec) == self.inventory:
+                return
+            new = parse_cluster(spec, f"the {self.backend.name} backend's inventory")
+        except Exception:  # unreadable or unusable now: keep the cluster as it is, try next period
+            log.exception("the %s inventory could not be read; the cluster stays as it is", self.backend.name)
+            return
+        grown = merge_inventory(self.cluster, new)
+        old_names = self.cluster.node_names
+        self.cluster.become(grown)
+        self.inventory = _shape(spec)
+        index = self.cluster.node_index
+        rows = {r.name: r for r in session.scalars(select(tables.Node))}
+        present = spec_names(spec)
+        for i, record in enumerate(self.cluster.nodes):
+            row = rows.get(record.name)
+            if record.name not in present:
+                if row is not None and row.reason != GONE:  # not "unhealthy": no check revives it
+                    row.state, row.reason, row.changed_at = "down", GONE, now
+                    log.warning("node %s left the %s inventory", record.name, self.backend.name)
+            elif row is None:  # a new node: as the backend reports it (the health check follows)
+                down = record.state is NodeState.DOWN
+                session.add(
+                    tables.Node(
+                        name=record.name,
+                        state="down" if down else "up",
+                        reason=DOWN_IN_INVENTORY if down else "",
+                        changed_at=now,
+                    )
+                )
+                log.info("node %s joined with %d %s cards", record.name, record.cards, record.accelerator.id)
+            elif row.reason == GONE:  # back again
+                row.state, row.reason, row.changed_at = "up", "", now
+            if row is not None:
+                self.cluster.node_state[i] = int(NodeState[row.state.upper()])
+        session.flush()
+
+        def moved(p: Placement) -> Placement:
+            return Placement(
+                p.model,
+                tuple(replace(g, nodes=tuple(index[old_names[n]] for n in g.nodes)) for g in p.groups),
+            )
+
+        for a in self.active.values():
+            a.placement = moved(a.placement)
+            a.job.placement = a.placement
+        self.busy = {index[old_names[n]]: mask for n, mask in self.busy.items()}
+        self.state = ClusterState.with_placements(self.cluster, [j.placement for j in self.running.values()])
+        self.on_cluster_change()
+        self._retree(now)
 
     def _reconcile(self, session, now: float) -> None:
+        # every status first: a backend that cannot answer (Slurm restarting, say) fails the tick
+        # before anything changed, in memory or in the database
+        statuses = {
+            job_id: self.backend.status(job_id, a.run, a.tasks)
+            for job_id, a in self.active.items()
+            if a.launched
+        }
         for job_id, a in list(self.active.items()):
             if not a.launched:  # nothing started yet: a stop is immediate
                 if a.stopping is not None:
                     self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, now)
                 continue
-            tasks = self.backend.status(job_id, a.run, a.tasks)
+            tasks = statuses[job_id]
             alive = [t for t in tasks if t.state is TaskState.RUNNING]
             if a.stopping is not None:
                 if not alive:
@@ -452,7 +534,9 @@ class ControlLoop:
                 if t.state is TaskState.ABSENT or (t.state is TaskState.EXITED and t.exit_code != 0)
             ]
             if broken:
-                t = broken[0]
+                # the cause first: a task that exited with an error of its own, not one killed
+                # (by a signal, or lost) because another failed
+                t = min(broken, key=lambda t: (not (t.exit_code and t.exit_code < 128), t.index))
                 why = (
                     f"task {t.index} was lost"
                     if t.state is TaskState.ABSENT
@@ -663,6 +747,9 @@ class ControlLoop:
                 continue
             try:
                 self._launch(a)
+            except BackendUnavailable as exc:  # not the job's fault: launch it at a later tick
+                log.warning("launch of job %s deferred: %s", a.job.id, exc)
+                break
             except Exception as exc:  # the backend could not start it: fail that run
                 log.exception("launch of job %s failed", a.job.id)
                 a.launched = True
@@ -733,6 +820,36 @@ class ControlLoop:
         if done:
             session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
         return bool(done)
+
+
+GONE = "gone: no longer in the backend's inventory"
+DOWN_IN_INVENTORY = "unhealthy: down in the backend's inventory"  # the health check revives it
+
+
+def _shape(spec: dict) -> dict:
+    """What of an inventory makes the cluster's structure (node states are the health check's)."""
+    return {k: v for k, v in spec.items() if k != "node_states"}
+
+
+def spec_names(spec: dict) -> set[str]:
+    return {n for pool in spec["pools"] for n in pool.get("node_names", ())}
+
+
+def merge_inventory(old: Cluster, new: Cluster) -> Cluster:
+    """``new``, plus the nodes of ``old`` it lacks, kept as DOWN: a node that left may hold jobs
+    (they are recovered) and may come back. Tiers follow ``new``."""
+    names = set(new.node_names)
+    inner = len(new.tiers) - 2
+    kept = [
+        replace(
+            r,
+            state=NodeState.DOWN,
+            domains=r.domains if len(r.domains) == inner else tuple(f"gone-{t}" for t in new.tiers[1:-1]),
+        )
+        for r in old.nodes
+        if r.name not in names
+    ]
+    return Cluster(new.name, new.tiers, [*new.nodes, *kept]) if kept else new
 
 
 def _restarts(spec: dict) -> int:

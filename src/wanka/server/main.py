@@ -14,7 +14,7 @@ from wanka.core import get_policy
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
 from wanka.server.app import AppState, TreeCache, create_app
-from wanka.server.loop import ControlLoop
+from wanka.server.loop import DOWN_IN_INVENTORY, ControlLoop
 
 DEFAULT_PORT = 8421
 
@@ -86,11 +86,14 @@ def build(settings: Settings):
     elif settings.backend == "slurm":
         options = {"conf": settings.slurm_conf, "partition": settings.slurm_partition}
     backend = make_backend(settings.backend, settings.home, **options)
+    inventory = None
     if settings.cluster:
         cluster = load_cluster(settings.cluster)
     else:
-        cluster = parse_cluster(backend.cluster_spec(), f"the {backend.name} backend's inventory")
-    cluster_api.sync_nodes(sessions, cluster)  # drains recorded before a restart still hold
+        inventory = backend.cluster_spec()
+        cluster = parse_cluster(inventory, f"the {backend.name} backend's inventory")
+    # drains recorded before a restart still hold
+    cluster_api.sync_nodes(sessions, cluster, DOWN_IN_INVENTORY if inventory else "down in the cluster spec")
     trees = TreeCache(cluster)
     loop = ControlLoop(
         sessions,
@@ -101,5 +104,7 @@ def build(settings: Settings):
         interval_s=settings.tick_s,
         grace_s=settings.grace_s,
         health_every_s=settings.health_every_s,
+        inventory=inventory,
+        on_cluster_change=trees.invalidate,
     )
     return create_app(AppState(sessions, cluster, loop, trees)), token_file
