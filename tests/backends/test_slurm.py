@@ -161,6 +161,33 @@ def test_a_drain_in_wanka_is_a_drain_in_slurm(server, slurm):
         assert "DRAIN" not in info["state_flags"]
 
 
+def test_preemption_is_a_scancel_with_a_grace_signal_and_the_victim_resumes(server, slurm):
+    user = make_member(server, "preempt-slurm", "preempt-slurm-user")
+    every_gpu = [{"replicas": 4, "cards": 8}]
+    with server.client(user) as c:
+        low = submit(
+            c,
+            command=[PY, "-c", WORKER, "100", "0.05"],
+            task_groups=every_gpu,
+            priority_class="low",
+            env={"EXIT_ON_TERM": "0"},
+        )
+        wait_for(lambda: job_state(c, low)["state"] == "running")
+        step = server.home / "checkpoints" / str(low) / "step"
+        wait_for(lambda: step.exists() and int(step.read_text()) >= 5)
+        high = submit(
+            c, command=[PY, "-c", "print('urgent')"], task_groups=[{"cards": 8}], priority_class="high"
+        )
+        assert ended(c, high, 60)["state"] == "succeeded"
+        job = ended(c, low, 90)
+        events = c.get(f"/v1/jobs/{low}/events").json()
+        assert job["state"] == "succeeded" and job["runs"] == 2, [e["reason"] for e in events]
+        assert [e["state"] for e in events][:5] == ["pending", "admitted", "running", "preempted", "pending"]
+        assert "SIGTERM: saved step" in log_of(c, low, run=1)  # Slurm's SIGTERM reached it in time
+        assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) >= 5
+    assert slurm_job(slurm, low, run=1)["job_state"] in ("CANCELLED", "COMPLETED")
+
+
 def test_a_slurm_controller_restart_fails_nothing(server, slurm):
     """While slurmctld is away wanka changes nothing (no run is failed for it); a job submitted
     then starts once it is back, and the running one carries on."""

@@ -65,7 +65,8 @@ def test_the_ddp_example_runs_as_a_two_task_gang_each_task_on_its_own_card(serve
         assert r.status_code == 201, r.text
         jid = r.json()["id"]
         job = ended(c, jid)
-        assert job["state"] == "succeeded" and job["runs"] == 1, (job, logs(c, jid, 0), logs(c, jid, 1))
+        events = [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()]
+        assert job["state"] == "succeeded" and job["runs"] == 1, (events, logs(c, jid, 0, 1))
         out = [logs(c, jid, task) for task in (0, 1)]
     devices = []
     for rank, text in enumerate(out):

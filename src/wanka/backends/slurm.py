@@ -5,8 +5,8 @@ Each run of a job becomes one Slurm batch job pinned to exactly the nodes wanka 
 in the order wanka placed them (``--distribution=arbitrary`` with a host file). The job's argv and
 environment never appear in the script: they are in a JSON file that a small launcher
 (``_slurm_task.py``) reads on each node, picking its rank's contract by ``SLURM_PROCID`` and
-executing the argv directly — hostile strings stay data. Everything about a run is under
-``$WANKA_HOME/runs/JOB/RUN`` on a file system the nodes share (task logs included).
+starting the argv directly (no shell) — hostile strings stay data. Everything about a run is under
+``$WANKA_HOME/runs/JOB/RUN`` on a file system the nodes share (task logs and exit codes included).
 
 Idempotence: the Slurm job is named ``wanka-JOB-RUN``; before submitting, the backend looks the name
 up in Slurm, so a server that crashed between ``sbatch`` and recording the id submits nothing twice.

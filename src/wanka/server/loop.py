@@ -475,8 +475,10 @@ class ControlLoop:
                     )
                 )
                 log.info("node %s joined with %d %s cards", record.name, record.cards, record.accelerator.id)
-            elif row.reason == GONE:  # back again
-                row.state, row.reason, row.changed_at = "up", "", now
+            elif row.reason == GONE:  # back again (down if the backend has it down)
+                down = record.state is NodeState.DOWN
+                row.state, row.reason = ("down", DOWN_IN_INVENTORY) if down else ("up", "")
+                row.changed_at = now
             if row is not None:
                 self.cluster.node_state[i] = int(NodeState[row.state.upper()])
         session.flush()
