@@ -9,7 +9,11 @@ launch again without starting anything twice.
 
 from __future__ import annotations
 
+import contextlib
+import random
 import signal
+import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,3 +176,31 @@ def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
     except FileNotFoundError:
         return b"", offset
     return data, offset + len(data)
+
+
+# Rendezvous ports come from below Linux's default ephemeral range (32768-60999): a port picked
+# there could be taken, between the pick and the job's bind, by any outgoing connection.
+PORTS = range(20000, 32768)
+_handed: dict[int, float] = {}  # port -> when: not handed out again for a minute
+
+
+def rendezvous_port(local: bool = True) -> int:
+    """A port for a job's MASTER_PORT. ``local``: checked free on this machine now; otherwise (a
+    remote node) only not handed out here recently."""
+    now = time.monotonic()
+    for port, at in list(_handed.items()):
+        if now - at > 60:
+            del _handed[port]
+    for _ in range(200):
+        port = random.choice(PORTS)
+        if port in _handed:
+            continue
+        if local:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind(("", port))
+                _handed[port] = now
+                return port
+            continue
+        _handed[port] = now
+        return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")

@@ -24,13 +24,12 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log, rendezvous_port
 from wanka.models.hardware import default_catalog
 
 SUPERVISOR = Path(__file__).with_name("_task.py")
@@ -187,9 +186,7 @@ class LocalBackend(Backend):
         return "127.0.0.1"  # every virtual node is this machine
 
     def free_port(self, node: str) -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        return rendezvous_port()
 
     def checkpoint_dir(self, job_id: int) -> str:
         return str(self.checkpoints / str(job_id))

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, TaskStatus, read_log
+from wanka.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Launch,
+    TaskState,
+    TaskStatus,
+    read_log,
+    rendezvous_port,
+)
 from wanka.backends.local import _catalog_id
 from wanka.models.hardware import default_catalog
 
@@ -207,11 +213,8 @@ class SlurmBackend(Backend):
         return self.addresses.get(node, node)
 
     def free_port(self, node: str) -> int:
-        if self.node_address(node) in ("127.0.0.1", "localhost"):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return s.getsockname()[1]
-        return random.randrange(20000, 60000)  # cannot ask a remote node; collisions are rare
+        # a remote node cannot be asked; collisions there are rare below its ephemeral range
+        return rendezvous_port(local=self.node_address(node) in ("127.0.0.1", "localhost"))
 
     def checkpoint_dir(self, job_id: int) -> str:
         return str(self.checkpoints / str(job_id))
