@@ -457,7 +457,7 @@ class ControlLoop:
         self.inventory = _shape(spec)
         index = self.cluster.node_index
         rows = {r.name: r for r in session.scalars(select(tables.Node))}
-        present = spec_names(spec)
+        present = _spec_names(spec)
         for i, record in enumerate(self.cluster.nodes):
             row = rows.get(record.name)
             if record.name not in present:
@@ -833,7 +833,7 @@ def _shape(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k != "node_states"}
 
 
-def spec_names(spec: dict) -> set[str]:
+def _spec_names(spec: dict) -> set[str]:
     return {n for pool in spec["pools"] for n in pool.get("node_names", ())}
 
 
