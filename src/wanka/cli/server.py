@@ -108,3 +108,40 @@ def upgrade(
     with errors.status(f"migrating {settings.database}"):
         db.upgrade(settings.database, revision)
     console.print(f"database {settings.database} is at {revision}")
+
+
+@app.command("admin-token")
+def admin_token(
+    database: str = typer.Option(
+        None, "--database", help="SQLAlchemy URL (default: SQLite under $WANKA_HOME)."
+    ),
+    user: str = typer.Option("admin", "--user", help="The admin to issue it for (created if missing)."),
+    label: str = typer.Option("recovery token", "--label", help="A label to tell it apart."),
+) -> None:
+    """Issue an admin token straight into the database, for an operator with local access to it
+    (every admin token revoked or expired, the token file lost). Prints the token once; the admin
+    is re-enabled if it was disabled."""
+    import time
+
+    from sqlalchemy import select
+
+    from wanka.server import auth, db, tables
+    from wanka.server.main import Settings
+
+    settings = Settings.default(database=database)
+    engine = db.make_engine(settings.database)
+    if db.current_revision(engine) is None:
+        fail(f"{settings.database} holds no wanka database; start the server once, or give --database")
+    with db.sessions(engine)() as session:
+        row = session.scalar(select(tables.User).where(tables.User.name == user))
+        if row is None:
+            row = tables.User(name=user, role="admin", tenant_id=None, created_at=time.time())
+            session.add(row)
+            session.flush()
+        elif row.role != "admin":
+            fail(f"{user} is a member of a tenant, not an admin; choose another --user")
+        row.disabled_at = None
+        _, token = auth.issue(session, row, label)
+        session.commit()
+    engine.dispose()
+    print(token)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from wanka.core.cluster import Cluster
 from wanka.core.hardware import normalise_name
 from wanka.core.jobs import Job
@@ -53,18 +55,15 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
         return Feasibility(False, f"no node offers {', '.join(wanted)}; this cluster has {have}")
     q = tree.index[job.queue]
     reasons, largest = [], 0
-    biggest_task = max((g.cards for g in job.groups), default=0)
     for f in flavors:
         model = cluster.models[f]
         on_model = cluster.node_model == f
-        node_max = int(cluster.node_cards[on_model].max())
         capacity = int(cluster.node_cards[on_model].sum())
         limit = min(capacity, potential_available(tree, q, tree.flavor_index[model.id]))
         largest = max(largest, limit)
-        if biggest_task > node_max:
-            reasons.append(
-                f"a task asks for {biggest_task} cards; the largest {model.id} node has {node_max}"
-            )
+        why = _never_on_nodes(cluster, job, on_model, model.id)
+        if why:
+            reasons.append(why)
         elif job.min_cards > capacity:
             reasons.append(f"needs {job.min_cards} {model.id} cards; the cluster has {capacity}")
         elif job.min_cards > limit:
@@ -76,3 +75,42 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
     return Feasibility(
         False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards)", largest
     )
+
+
+def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str) -> str:
+    """Why no set of ``model`` nodes could ever hold the job's tasks, judged on every resource a
+    task asks for (cards, CPUs, memory) together on one node, and on the CPUs and memory of all
+    those nodes for the gang's minimum; "" when they could."""
+    cards, cpus, memory = (
+        cluster.node_cards[on_model],
+        cluster.node_cpus[on_model],
+        cluster.node_memory[on_model],
+    )
+    for g in job.groups:
+        fits = (cards >= g.cards) & (cpus >= g.cpus) & (memory >= g.memory_gib)
+        if not fits.any():
+            for asked, have, unit in (
+                (g.cards, cards, "cards"),
+                (g.cpus, cpus, "CPUs"),
+                (g.memory_gib, memory, "GiB of memory"),
+            ):
+                most = int(have.max())
+                if asked > most:
+                    return (
+                        f"a task of {g.role!r} asks for {asked} {unit}; the largest {model} node has {most}"
+                    )
+            return (
+                f"no {model} node has {g.cards} cards, {g.cpus} CPUs and {g.memory_gib} GiB "
+                f"together, as a task of {g.role!r} asks"
+            )
+    for asked, have, unit in (
+        (sum(g.gang_min * g.cpus for g in job.groups), int(cpus.sum(dtype=np.int64)), "CPUs"),
+        (
+            sum(g.gang_min * g.memory_gib for g in job.groups),
+            int(memory.sum(dtype=np.int64)),
+            "GiB of memory",
+        ),
+    ):
+        if asked > have:
+            return f"needs {asked} {unit} on {model} nodes; the cluster has {have}"
+    return ""

@@ -9,6 +9,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wanka.core.hardware import UnknownAccelerator
 from wanka.core.jobs import PRIORITY_CLASSES, Job, JobKind, TaskGroup
+from wanka.models.bounds import (
+    MAX_ARGS,
+    MAX_CPUS_PER_TASK,
+    MAX_ENV_VARS,
+    MAX_EXEC_BYTES,
+    MAX_MEMORY_GIB_PER_TASK,
+    MAX_REPLICAS,
+    MAX_SECONDS,
+    ArgText,
+    NameText,
+    Text,
+    exec_bytes,
+)
 from wanka.models.errors import from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
@@ -18,13 +31,15 @@ _ids = itertools.count(1)
 
 class TaskGroupSpec(BaseModel):
     model_config = STRICT
-    role: str = Field(default="worker", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    replicas: int = Field(default=1, ge=1, le=100_000)
-    min_replicas: int | None = Field(default=None, ge=1)
+    role: str = Field(default="worker", max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    min_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     cards: int = Field(default=1, ge=0, le=64)
-    accelerators: list[str] = Field(default=[], description="accepted models or vendors; empty = any")
-    cpus: int = Field(default=0, ge=0)
-    memory_gib: int = Field(default=0, ge=0)
+    accelerators: list[Text] = Field(
+        default=[], max_length=64, description="accepted models or vendors; empty = any"
+    )
+    cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, description="CPUs per task")
+    memory_gib: int = Field(default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, description="GiB per task")
 
     @field_validator("accelerators")
     @classmethod
@@ -48,24 +63,29 @@ class RestartSpec(BaseModel):
     max: int = Field(default=0, ge=0, le=1000, description="restarts after a failure before it fails")
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class JobSpec(BaseModel):
     model_config = STRICT
-    name: str = Field(default="", max_length=200)
-    tenant: str = Field(default="default")
-    queue: str = Field(default="default")
+    name: Text = Field(default="", max_length=200)
+    tenant: NameText = Field(default="default", pattern=NAME_PATTERN)
+    queue: NameText = Field(default="default", pattern=NAME_PATTERN)
     kind: JobKind = JobKind.TRAINING
-    priority_class: str = "normal"
-    task_groups: list[TaskGroupSpec] = Field(min_length=1)
-    time_limit_s: float | None = Field(default=None, gt=0)
+    priority_class: str = Field(default="normal", max_length=32)
+    task_groups: list[TaskGroupSpec] = Field(min_length=1, max_length=64)
+    time_limit_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="seconds")
     preemptible: bool | None = None
-    checkpoint_interval_s: float | None = Field(default=None, gt=0)
-    command: list[str] = Field(
+    checkpoint_interval_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    command: list[ArgText] = Field(
         default=[],
-        max_length=4096,
+        max_length=MAX_ARGS,
         description="argv of every task, run without a shell (the twin ignores it)",
     )
-    env: dict[str, str] = Field(default={}, description="extra environment variables of every task")
-    workdir: str | None = Field(
+    env: dict[ArgText, ArgText] = Field(
+        default={}, max_length=MAX_ENV_VARS, description="extra environment variables of every task"
+    )
+    workdir: Text | None = Field(
         default=None,
         max_length=4096,
         pattern=r"^/",
@@ -91,6 +111,16 @@ class JobSpec(BaseModel):
             if name.startswith("WANKA_"):
                 raise ValueError(f"environment variable {name!r}: WANKA_* names are set by wanka")
         return v
+
+    @model_validator(mode="after")
+    def _exec_size(self):
+        size = exec_bytes(self.command, self.env)
+        if size > MAX_EXEC_BYTES:
+            raise ValueError(
+                f"command and env take {size} bytes; a task's argv and environment together may "
+                f"take at most {MAX_EXEC_BYTES} (the kernel's ARG_MAX leaves room for wanka's own)"
+            )
+        return self
 
     @field_validator("priority_class")
     @classmethod

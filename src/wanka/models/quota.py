@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wanka.core.cluster import Cluster
 from wanka.core.hardware import UnknownAccelerator
+from wanka.core.jobs import PRIORITY_CLASSES
 from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError
+from wanka.models.bounds import NAME_LEN
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
 STRICT = ConfigDict(extra="forbid")
+MAX_CARDS = 10_000_000  # quota figures: far above any cluster, well inside the core's int64 sums
+#: What a queue may use when no document grants more: critical jobs are never preempted, so only an
+#: admin grants them (Kubernetes keeps system-critical classes to kube-system the same way)
+DEFAULT_PRIORITY_CLASSES = frozenset(c for c in PRIORITY_CLASSES if c != "critical")
 
 
 class QuotaSpec(BaseModel):
     model_config = STRICT
-    nominal: int = Field(default=0, ge=0)
-    borrowing_limit: int | None = Field(default=None, ge=0)
-    lending_limit: int | None = Field(default=None, ge=0)
+    nominal: int = Field(default=0, ge=0, le=MAX_CARDS)
+    borrowing_limit: int | None = Field(default=None, ge=0, le=MAX_CARDS)
+    lending_limit: int | None = Field(default=None, ge=0, le=MAX_CARDS)
 
 
 class QueueSpec(BaseModel):
@@ -27,15 +33,31 @@ class QueueSpec(BaseModel):
     model to its quota; an organisation's nominal includes its queues' nominal."""
 
     model_config = STRICT
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    weight: float = Field(default=1.0, gt=0)
-    quota: dict[str, QuotaSpec] = {}
-    queues: list[QueueSpec] = []
+    name: str = Field(max_length=NAME_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    weight: float = Field(default=1.0, gt=0, le=1e6)
+    quota: dict[str, QuotaSpec] = Field(default={}, max_length=64)
+    queues: list[QueueSpec] = Field(default=[], max_length=1000)
+    priority_classes: list[str] | None = Field(
+        default=None,
+        max_length=len(PRIORITY_CLASSES),
+        description="classes this queue's jobs may use (default: its parent's; at the top, every "
+        "class but critical, which an admin grants)",
+    )
+
+    @field_validator("priority_classes")
+    @classmethod
+    def _known_classes(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or ():
+            if name not in PRIORITY_CLASSES:
+                raise ValueError(
+                    f"unknown priority class {name!r}; choose from {', '.join(PRIORITY_CLASSES)}"
+                )
+        return v
 
 
 class QueueTreeSpec(BaseModel):
     model_config = STRICT
-    organisations: list[QueueSpec] = Field(min_length=1)
+    organisations: list[QueueSpec] = Field(min_length=1, max_length=10_000)
 
     @model_validator(mode="after")
     def _unique(self):
@@ -88,6 +110,22 @@ def build_queue_tree(spec: QueueTreeSpec, cluster: Cluster, source: str = "queue
         return QueueTree(nodes, flavors)
     except QuotaError as exc:
         raise SpecError(source, [("organisations", str(exc))]) from exc
+
+
+def granted_priority_classes(spec: QueueTreeSpec) -> dict[str, frozenset[str]]:
+    """Queue name -> the priority classes its jobs may use: its own list, else its parent's, else
+    :data:`DEFAULT_PRIORITY_CLASSES`."""
+    out: dict[str, frozenset[str]] = {}
+
+    def walk(q: QueueSpec, inherited: frozenset[str]):
+        mine = inherited if q.priority_classes is None else frozenset(q.priority_classes)
+        out[q.name] = mine
+        for child in q.queues:
+            walk(child, mine)
+
+    for org in spec.organisations:
+        walk(org, DEFAULT_PRIORITY_CLASSES)
+    return out
 
 
 def parse_queue_tree(data: dict, cluster: Cluster, source: str = "queues") -> QueueTree:

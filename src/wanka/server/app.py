@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -18,14 +18,21 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from wanka.core import Cluster, Feasibility, JobState, QueueTree, check_feasibility
+from wanka.core import PRIORITY_CLASSES, Cluster, Feasibility, JobState, QueueTree, check_feasibility
 from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.core.pending import feasibility_shape
+from wanka.models.bounds import MAX_SECONDS, NameText, Text
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
-from wanka.models.quota import parse_queue_tree
+from wanka.models.quota import (
+    DEFAULT_PRIORITY_CLASSES,
+    QueueTreeSpec,
+    granted_priority_classes,
+    parse_queue_tree,
+)
 from wanka.server import auth, cluster_api, quota_api, tables, usage_api
 from wanka.server.auth import Principal
+from wanka.server.limits import Limits, RequestGuard
 
 if TYPE_CHECKING:
     from wanka.server.loop import ControlLoop
@@ -41,18 +48,25 @@ class TreeCache:
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
-        self._tree: QueueTree | None = None
+        self._tree: tuple[QueueTree, dict[str, frozenset[str]]] | None = None
         self._generation = 0
         self._verdicts: dict[tuple, Feasibility] = {}
 
-    def get(self, session: Session) -> QueueTree:
-        tree = self._tree
-        if tree is None:
+    def _load(self, session: Session) -> tuple[QueueTree, dict[str, frozenset[str]]]:
+        loaded = self._tree
+        if loaded is None:
             generation = self._generation
-            tree = queue_tree(session, self.cluster)
+            loaded = queue_tree(session, self.cluster, with_grants=True)
             if generation == self._generation:  # not invalidated while it was being read
-                self._tree = tree
-        return tree
+                self._tree = loaded
+        return loaded
+
+    def get(self, session: Session) -> QueueTree:
+        return self._load(session)[0]
+
+    def priority_classes(self, session: Session, queue: str) -> frozenset[str]:
+        """The priority classes a member may use in ``queue`` (the quota document grants them)."""
+        return self._load(session)[1].get(queue, DEFAULT_PRIORITY_CLASSES)
 
     def feasibility(self, session: Session, job) -> Feasibility:
         """Whether ``job`` could ever run under the tree in force (one verdict per job shape)."""
@@ -81,6 +95,7 @@ class AppState:
     cluster: Cluster
     loop: ControlLoop
     trees: TreeCache
+    limits: Limits = field(default_factory=Limits)
 
 
 class TenantIn(BaseModel):
@@ -90,12 +105,13 @@ class TenantIn(BaseModel):
 class TenantOut(BaseModel):
     id: int
     name: str
+    disabled: bool = False
 
 
 class UserIn(BaseModel):
     name: str = NAME
     role: str = Field(pattern=r"^(admin|member)$", description="admin or member")
-    tenant: str | None = Field(default=None, description="the tenant of a member")
+    tenant: NameText | None = Field(default=None, description="the tenant of a member")
 
 
 class UserOut(BaseModel):
@@ -103,10 +119,14 @@ class UserOut(BaseModel):
     name: str
     role: str
     tenant: str | None
+    disabled: bool = False
 
 
 class TokenIn(BaseModel):
-    label: str = Field(default="", max_length=200)
+    label: Text = Field(default="", max_length=200)
+    expires_in_s: float | None = Field(
+        default=None, gt=0, le=MAX_SECONDS, description="seconds until it stops working; null: never"
+    )
 
 
 class TokenOut(BaseModel):
@@ -116,6 +136,7 @@ class TokenOut(BaseModel):
     label: str
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None
 
 
 class NewToken(TokenOut):
@@ -175,6 +196,7 @@ def create_app(state: AppState) -> FastAPI:
 
     app = FastAPI(title="wanka", version="0.1.0", description="The wanka control plane.", lifespan=lifespan)
     app.state.wanka = state
+    app.add_middleware(RequestGuard, max_body_bytes=state.limits.max_body_bytes)
     bearer = HTTPBearer(auto_error=False)
 
     @app.exception_handler(RequestValidationError)
@@ -234,13 +256,57 @@ def create_app(state: AppState) -> FastAPI:
         session.add(t)
         session.commit()
         changed_tree()  # before any quota document, each tenant has a default queue
-        return TenantOut(id=t.id, name=t.name)
+        return _tenant_out(t)
 
     @app.get("/v1/tenants", response_model=list[TenantOut])
     def list_tenants(_: Principal = Depends(admin), session: Session = Depends(db)):
-        return [
-            TenantOut(id=t.id, name=t.name) for t in session.scalars(select(tables.Tenant).order_by("id"))
-        ]
+        return [_tenant_out(t) for t in session.scalars(select(tables.Tenant).order_by("id"))]
+
+    @app.post("/v1/tenants/{name}/disable", response_model=TenantOut)
+    def disable_tenant(name: str, who: Principal = Depends(admin), session: Session = Depends(db)):
+        """Its members' tokens stop working and its jobs are cancelled; its history and bills stay."""
+        t = _named(session, tables.Tenant, name, "tenant")
+        if t.disabled_at is None:
+            t.disabled_at = time.time()
+            jobs = session.scalars(
+                select(tables.Job.id).where(
+                    tables.Job.tenant_id == t.id,
+                    tables.Job.state.not_in([s.value for s in TERMINAL_STATES]),
+                )
+            ).all()
+            for job_id in jobs:
+                request_cancel(session, job_id, f"cancelled: tenant {name} disabled by {who.name}")
+            session.commit()
+            for job_id in jobs:
+                state.loop.notify("cancelled", job_id)
+        return _tenant_out(t)
+
+    @app.post("/v1/tenants/{name}/enable", response_model=TenantOut)
+    def enable_tenant(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
+        t = _named(session, tables.Tenant, name, "tenant")
+        t.disabled_at = None
+        session.commit()
+        return _tenant_out(t)
+
+    @app.post("/v1/users/{name}/disable", response_model=UserOut)
+    def disable_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
+        """Its tokens stop working at once (its jobs run on: they are its tenant's)."""
+        u = _named(session, tables.User, name, "user")
+        if u.disabled_at is None:
+            u.disabled_at = time.time()
+            session.flush()
+            if u.role == "admin" and not auth.live_admin_tokens(session):
+                session.rollback()
+                raise HTTPException(409, f"{name} holds the last working admin token; keep one admin")
+            session.commit()
+        return _user_out(session, u)
+
+    @app.post("/v1/users/{name}/enable", response_model=UserOut)
+    def enable_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
+        u = _named(session, tables.User, name, "user")
+        u.disabled_at = None
+        session.commit()
+        return _user_out(session, u)
 
     @app.post("/v1/users", response_model=UserOut, status_code=201)
     def create_user(body: UserIn, _: Principal = Depends(admin), session: Session = Depends(db)):
@@ -268,7 +334,7 @@ def create_app(state: AppState) -> FastAPI:
         user = session.scalar(select(tables.User).where(tables.User.name == name))
         if user is None or (not who.is_admin and user.id != who.user_id):
             raise HTTPException(404, f"no user {name!r}")
-        row, token = auth.issue(session, user, body.label)
+        row, token = auth.issue(session, user, body.label, body.expires_in_s)
         session.commit()
         return NewToken(**_token_out(row, user.name).model_dump(), token=token)
 
@@ -286,6 +352,14 @@ def create_app(state: AppState) -> FastAPI:
             raise HTTPException(404, f"no token {token_id}")
         if row.revoked_at is None:
             row.revoked_at = time.time()
+            session.flush()
+            if not auth.live_admin_tokens(session):
+                session.rollback()
+                raise HTTPException(
+                    409,
+                    f"token {token_id} is the last working admin token; create another first "
+                    "(or, with local access to the database, `wanka db admin-token`)",
+                )
             session.commit()
         return _token_out(row, session.get(tables.User, row.user_id).name)
 
@@ -298,6 +372,18 @@ def create_app(state: AppState) -> FastAPI:
                 422,
                 [{"field": "command", "message": "give the argv every task runs, e.g. [python, train.py]"}],
             )
+        tasks = sum(g.replicas for g in spec.task_groups)
+        if tasks > state.limits.max_tasks_per_job:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "task_groups[*].replicas",
+                        "message": f"{tasks} tasks in all; this server runs at most "
+                        f"{state.limits.max_tasks_per_job} tasks per job (--max-tasks-per-job)",
+                    }
+                ],
+            )
         tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
         queue = tenant if spec.queue == "default" else spec.queue
         spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
@@ -305,6 +391,20 @@ def create_app(state: AppState) -> FastAPI:
         if queue not in _tenant_queues(tree, tenant):
             allowed = ", ".join(sorted(_tenant_queues(tree, tenant))) or "none"
             raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant}; yours: {allowed}")
+        if not who.is_admin:
+            granted = state.trees.priority_classes(session, queue)
+            if spec.priority_class not in granted:
+                raise HTTPException(
+                    403,
+                    [
+                        {
+                            "field": "priority_class",
+                            "message": f"{spec.priority_class!r} is not granted to queue {queue!r}; "
+                            f"granted: {', '.join(c for c in PRIORITY_CLASSES if c in granted)} "
+                            "(an admin grants classes in the quota document)",
+                        }
+                    ],
+                )
         core_job = spec.to_job("0")
         verdict = state.trees.feasibility(session, core_job)
         if not verdict.ok:
@@ -394,20 +494,7 @@ def create_app(state: AppState) -> FastAPI:
         job, tenant = _visible_job(session, who, job_id)
         if JobState(job.state) in TERMINAL_STATES:
             raise HTTPException(409, f"job {job_id} is already {job.state}")
-        now, reason = time.time(), f"cancelled by {who.name}"
-        check_transition(str(job.id), JobState.PENDING, JobState.CANCELLED)
-        # compare-and-set: if the control loop admitted it meanwhile, it stops its tasks instead
-        cancelled = session.execute(
-            update(tables.Job)
-            .where(tables.Job.id == job_id, tables.Job.state == JobState.PENDING.value)
-            .values(state=JobState.CANCELLED.value, end_time=now, reason=reason, cancel_requested=True)
-        ).rowcount
-        if cancelled:
-            session.add(
-                tables.JobEvent(job_id=job_id, time=now, state=JobState.CANCELLED.value, reason=reason)
-            )
-        else:
-            session.execute(update(tables.Job).where(tables.Job.id == job_id).values(cancel_requested=True))
+        request_cancel(session, job_id, f"cancelled by {who.name}")
         session.commit()
         state.loop.notify("cancelled", job_id)
         session.refresh(job)
@@ -453,14 +540,55 @@ def create_app(state: AppState) -> FastAPI:
 # --- helpers -------------------------------------------------------------------------------------
 
 
+def request_cancel(session: Session, job_id: int, reason: str) -> bool:
+    """Cancel a job in any state (the caller commits, then notifies the loop). A waiting job is
+    cancelled here, by compare-and-set; one the control loop admitted meanwhile, or that holds
+    cards, is marked, and the loop stops its tasks. True when it was cancelled here."""
+    now = time.time()
+    check_transition(str(job_id), JobState.PENDING, JobState.CANCELLED)
+    cancelled = session.execute(
+        update(tables.Job)
+        .where(tables.Job.id == job_id, tables.Job.state == JobState.PENDING.value)
+        .values(state=JobState.CANCELLED.value, end_time=now, reason=reason, cancel_requested=True)
+    ).rowcount
+    if cancelled:
+        session.add(tables.JobEvent(job_id=job_id, time=now, state=JobState.CANCELLED.value, reason=reason))
+    else:
+        session.execute(update(tables.Job).where(tables.Job.id == job_id).values(cancel_requested=True))
+    return bool(cancelled)
+
+
+def _named(session: Session, table, name: str, what: str):
+    row = session.scalar(select(table).where(table.name == name))
+    if row is None:
+        raise HTTPException(404, f"no {what} {name!r}")
+    return row
+
+
+def _tenant_out(t: tables.Tenant) -> TenantOut:
+    return TenantOut(id=t.id, name=t.name, disabled=t.disabled_at is not None)
+
+
 def _user_out(session: Session, u: tables.User) -> UserOut:
     tenant = session.get(tables.Tenant, u.tenant_id) if u.tenant_id else None
-    return UserOut(id=u.id, name=u.name, role=u.role, tenant=tenant.name if tenant else None)
+    return UserOut(
+        id=u.id,
+        name=u.name,
+        role=u.role,
+        tenant=tenant.name if tenant else None,
+        disabled=u.disabled_at is not None,
+    )
 
 
 def _token_out(t: tables.Token, user: str) -> TokenOut:
     return TokenOut(
-        id=t.id, user=user, prefix=t.prefix, label=t.label, created_at=t.created_at, revoked_at=t.revoked_at
+        id=t.id,
+        user=user,
+        prefix=t.prefix,
+        label=t.label,
+        created_at=t.created_at,
+        revoked_at=t.revoked_at,
+        expires_at=t.expires_at,
     )
 
 
@@ -492,10 +620,14 @@ def _acting_tenant(session: Session, who: Principal, named: str) -> tuple[int, s
             raise HTTPException(403, f"tenant: you act for {who.tenant_name}, not {named!r}")
         return who.tenant_id, who.tenant_name
     row = session.execute(
-        select(tables.Tenant.id, tables.Tenant.name).where(tables.Tenant.name == named)
+        select(tables.Tenant.id, tables.Tenant.name, tables.Tenant.disabled_at).where(
+            tables.Tenant.name == named
+        )
     ).first()
     if row is None:
         raise HTTPException(422, f"tenant: no tenant {named!r}; an admin submits for a named tenant")
+    if row.disabled_at is not None:
+        raise HTTPException(403, f"tenant: {named} is disabled; enable it first")
     return row.id, row.name
 
 
@@ -510,15 +642,21 @@ def _visible_job(session: Session, who: Principal, job_id: int, lock: bool = Fal
     return row[0], row[1]
 
 
-def queue_tree(session: Session, cluster: Cluster) -> QueueTree:
+def queue_tree(session: Session, cluster: Cluster, with_grants: bool = False):
     """The quota tree in force: the newest applied document, or one queue per tenant (named like
-    it, no nominal quota: everyone borrows from the whole cluster) before any is applied."""
+    it, no nominal quota: everyone borrows from the whole cluster) before any is applied. With
+    ``with_grants``: (tree, queue -> priority classes its members may use)."""
     doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
     if doc is not None:
-        return parse_queue_tree(doc.body, cluster, f"quota document {doc.id}")
-    names = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.id)))
-    body = {"organisations": [{"name": n} for n in names] or [{"name": "nobody"}]}
-    return parse_queue_tree(body, cluster, "default queues")
+        body, source = doc.body, f"quota document {doc.id}"
+    else:
+        names = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.id)))
+        body = {"organisations": [{"name": n} for n in names] or [{"name": "nobody"}]}
+        source = "default queues"
+    tree = parse_queue_tree(body, cluster, source)
+    if not with_grants:
+        return tree
+    return tree, granted_priority_classes(QueueTreeSpec.model_validate(body))
 
 
 def _tenant_queues(tree: QueueTree, tenant: str) -> set[str]:

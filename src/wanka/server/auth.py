@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from wanka.server.tables import Tenant, Token, User
@@ -36,10 +36,19 @@ class Principal:
         return self.role == "admin"
 
 
-def issue(db: Session, user: User, label: str = "") -> tuple[Token, str]:
-    """A new token for ``user``: the row and the token itself, which is never stored."""
+def issue(db: Session, user: User, label: str = "", expires_in_s: float | None = None) -> tuple[Token, str]:
+    """A new token for ``user``: the row and the token itself, which is never stored. With
+    ``expires_in_s`` it stops working that many seconds from now."""
     token = new_token()
-    row = Token(user_id=user.id, digest=digest(token), prefix=token[:10], label=label, created_at=time.time())
+    now = time.time()
+    row = Token(
+        user_id=user.id,
+        digest=digest(token),
+        prefix=token[:10],
+        label=label,
+        created_at=now,
+        expires_at=None if expires_in_s is None else now + expires_in_s,
+    )
     db.add(row)
     db.flush()
     return row, token
@@ -47,7 +56,17 @@ def issue(db: Session, user: User, label: str = "") -> tuple[Token, str]:
 
 # built once: this runs on every request (columns on the connection, no ORM, no statement rebuild)
 LOOKUP = (
-    select(User.id, User.name, User.role, User.tenant_id, Tenant.name.label("tenant"), Token.revoked_at)
+    select(
+        User.id,
+        User.name,
+        User.role,
+        User.tenant_id,
+        Tenant.name.label("tenant"),
+        Token.revoked_at,
+        Token.expires_at,
+        User.disabled_at,
+        Tenant.disabled_at.label("tenant_disabled_at"),
+    )
     .join(User, Token.user_id == User.id)
     .outerjoin(Tenant, User.tenant_id == Tenant.id)
     .where(Token.digest == bindparam("digest"))
@@ -55,9 +74,26 @@ LOOKUP = (
 
 
 def authenticate(db: Session, token: str) -> Principal | None:
-    """The principal of a live token; revoked or unknown tokens give None (checked on every request,
-    so a revocation takes effect at once)."""
+    """The principal of a live token: not revoked, not expired, its user and tenant not disabled.
+    Anything else gives None (checked on every request, so a revocation takes effect at once)."""
     row = db.connection().execute(LOOKUP, {"digest": digest(token)}).first()
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or row.disabled_at is not None:
+        return None
+    if row.tenant_disabled_at is not None or (row.expires_at is not None and row.expires_at <= time.time()):
         return None
     return Principal(row.id, row.name, row.role, row.tenant_id, row.tenant)
+
+
+def live_admin_tokens(db: Session, now: float | None = None) -> int:
+    """Tokens that would let an admin in now: the operator must always keep one."""
+    now = time.time() if now is None else now
+    return db.scalar(
+        select(func.count(Token.id))
+        .join(User, Token.user_id == User.id)
+        .where(
+            User.role == "admin",
+            User.disabled_at.is_(None),
+            Token.revoked_at.is_(None),
+            or_(Token.expires_at.is_(None), Token.expires_at > now),
+        )
+    )

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import Cluster, JobState, NodeState
+from wanka.models.bounds import Text
 from wanka.server import tables
 from wanka.server.auth import Principal
 
@@ -36,7 +37,7 @@ class NodeOut(BaseModel):
 
 
 class DrainIn(BaseModel):
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
 
 class ClusterOut(BaseModel):

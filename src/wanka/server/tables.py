@@ -23,6 +23,7 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    disabled_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # its users' tokens stop
 
 
 class User(Base):
@@ -35,6 +36,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    disabled_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # its tokens stop working
 
 
 class Token(Base):
@@ -49,6 +51,7 @@ class Token(Base):
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # null: never
 
 
 class QuotaDocument(Base):
@@ -130,10 +133,24 @@ class JobRun(Base):
 
 
 class PriceDocument(Base):
-    """Every price table applied (price per card-hour by accelerator model); the newest is in force."""
+    """Every price table applied (price per card-hour by accelerator model). Each is in force from
+    ``effective_from`` until the next one's: a change never re-prices the past."""
 
     __tablename__ = "price_documents"
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     body: Mapped[dict] = mapped_column(JSON)
     applied_at: Mapped[float] = mapped_column(Float)
     applied_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    effective_from: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SchedulerLease(Base):
+    """The right to schedule: one row, held by one server at a time. The holder renews
+    ``expires_at`` in every transaction that records decisions, guarded by its ``epoch`` (a fencing
+    token): once another server has taken the lease, the old holder's writes match no row."""
+
+    __tablename__ = "scheduler_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import time
+from bisect import bisect_right
 from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from wanka.models.bounds import MAX_TIME, Text
 from wanka.models.hardware import default_catalog
 from wanka.server import tables
 from wanka.server.auth import Principal
@@ -25,23 +29,45 @@ from wanka.server.auth import Principal
 DAY = 86400.0
 
 
+Price = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
 class PriceTable(BaseModel):
-    """Price per card-hour by accelerator model (catalog ids), in one currency."""
+    """Price per card-hour by accelerator model, in one currency, from ``effective_from`` on.
+
+    Models may be named by catalog id, name or alias; they are stored under the catalog's id, which
+    is what metering records (so a price is never keyed by a name nothing matches)."""
 
     model_config = ConfigDict(extra="forbid")
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. CNY")
-    card_hour: dict[str, float] = Field(description="accelerator model -> price of one card-hour")
+    card_hour: dict[Text, Price] = Field(
+        max_length=256, description="accelerator model -> price of one card-hour (finite, 0 to 1e9)"
+    )
+    effective_from: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TIME,
+        allow_inf_nan=False,
+        description="UNIX seconds from which these prices apply (default: when applied; never in the "
+        "past, so bills already run up do not move)",
+    )
 
     @field_validator("card_hour")
     @classmethod
-    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+    def _canonical(cls, v: dict[str, float]) -> dict[str, float]:
         catalog = default_catalog()
-        for model, price in v.items():
-            if model not in catalog:
-                raise ValueError(f"unknown accelerator model {model!r}; known: {', '.join(catalog.ids())}")
-            if not price >= 0:
-                raise ValueError(f"the price of {model} is 0 or more, not {price}")
-        return v
+        out: dict[str, float] = {}
+        for name, price in v.items():
+            try:
+                model = catalog.get(name).id
+            except Exception:
+                raise ValueError(
+                    f"unknown accelerator model {name!r}; known: {', '.join(catalog.ids())}"
+                ) from None
+            if model in out:
+                raise ValueError(f"{name!r} and another key both name {model}; give each model once")
+            out[model] = price
+        return out
 
 
 class UsageRow(BaseModel):
@@ -76,9 +102,31 @@ def month_bounds(month: str) -> tuple[float, float]:
     return float(start), float(start + days * DAY)
 
 
+def price_timeline(session: Session) -> list[tuple[float, PriceTable]]:
+    """Every price table with the time it takes effect, in order; each is in force until the next.
+    Of two with the same time, the one applied later."""
+    docs = session.scalars(
+        select(tables.PriceDocument).order_by(tables.PriceDocument.effective_from, tables.PriceDocument.id)
+    )
+    out: list[tuple[float, PriceTable]] = []
+    for doc in docs:
+        at = doc.effective_from if doc.effective_from is not None else doc.applied_at
+        table = PriceTable.model_validate({**doc.body, "effective_from": at})
+        if out and out[-1][0] == at:
+            out.pop()
+        out.append((at, table))
+    return out
+
+
+def prices_at(timeline: list[tuple[float, PriceTable]], t: float) -> tuple[PriceTable | None, float]:
+    """The table in force at ``t`` and when the next one takes over (inf: none does)."""
+    i = bisect_right([at for at, _ in timeline], t)
+    following = timeline[i][0] if i < len(timeline) else math.inf
+    return (timeline[i - 1][1] if i else None), following
+
+
 def current_prices(session: Session) -> PriceTable | None:
-    doc = session.scalar(select(tables.PriceDocument).order_by(tables.PriceDocument.id.desc()).limit(1))
-    return PriceTable.model_validate(doc.body) if doc else None
+    return prices_at(price_timeline(session), time.time())[0]
 
 
 def usage(session: Session, month: str, tenant_id: int | None, now: float) -> UsageOut:
@@ -90,23 +138,28 @@ def usage(session: Session, month: str, tenant_id: int | None, now: float) -> Us
     )
     if tenant_id is not None:
         q = q.where(tables.JobRun.tenant_id == tenant_id)
-    prices = current_prices(session)
+    timeline = price_timeline(session)
+    # (tenant, queue, model, day) -> [card-hours, PFLOP-hours, cost, unpriced card-hours]
     cells: dict[tuple[str, str, str, str], list[float]] = {}
     for run, tenant in session.execute(q):
         begin, end = max(run.start, lo), min(run.end if run.end is not None else now, hi)
         t = begin
-        while t < end:  # split at UTC midnights
-            day_end = min(end, (t // DAY + 1) * DAY)
+        while t < end:  # split at UTC midnights and where another price table takes over
+            table, next_price = prices_at(timeline, t)
+            piece_end = min(end, (t // DAY + 1) * DAY, next_price)
             day = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
-            cell = cells.setdefault((tenant, run.queue, run.model, day), [0.0, 0.0])
-            hours = run.cards * (day_end - t) / 3600.0
+            cell = cells.setdefault((tenant, run.queue, run.model, day), [0.0, 0.0, 0.0, 0.0])
+            hours = run.cards * (piece_end - t) / 3600.0
             cell[0] += hours
             cell[1] += hours * run.tflops_per_card / 1000.0
-            t = day_end
+            price = table.card_hour.get(run.model) if table else None
+            if price is None:
+                cell[3] += hours
+            else:
+                cell[2] += hours * price
+            t = piece_end
     rows, bills = [], {}
-    for (tenant, queue, model, day), (card_h, pflop_h) in sorted(cells.items()):
-        price = prices.card_hour.get(model) if prices else None
-        cost = None if price is None else card_h * price
+    for (tenant, queue, model, day), (card_h, pflop_h, cost, unpriced_h) in sorted(cells.items()):
         rows.append(
             UsageRow(
                 tenant=tenant,
@@ -115,7 +168,7 @@ def usage(session: Session, month: str, tenant_id: int | None, now: float) -> Us
                 day=day,
                 card_hours=card_h,
                 pflop_hours=pflop_h,
-                cost=cost,
+                cost=None if unpriced_h >= card_h else cost,
             )
         )
         b = bills.setdefault(
@@ -123,12 +176,11 @@ def usage(session: Session, month: str, tenant_id: int | None, now: float) -> Us
         )
         b.card_hours += card_h
         b.pflop_hours += pflop_h
-        if cost is None:
-            b.unpriced_card_hours += card_h
-        else:
-            b.cost += cost
+        b.cost += cost
+        b.unpriced_card_hours += unpriced_h
+    current = prices_at(timeline, min(now, hi - 1))[0]
     return UsageOut(
-        month=month, currency=prices.currency if prices else None, rows=rows, bills=list(bills.values())
+        month=month, currency=current.currency if current else None, rows=rows, bills=list(bills.values())
     )
 
 
@@ -163,9 +215,37 @@ def router(db: Callable, principal: Callable, admin: Callable) -> APIRouter:
 
     @api.put("/v1/prices", response_model=PriceTable)
     def put_prices(body: PriceTable, who: Principal = Depends(admin), session: Session = Depends(db)):
+        """A new price table, in force from ``effective_from`` (default now) until the next one."""
+        now = time.time()
+        if body.effective_from is not None and body.effective_from < now - 1:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "effective_from",
+                        "message": f"{body.effective_from} is in the past (now {now:.0f}); prices apply "
+                        "from now on, so bills already run up do not move",
+                    }
+                ],
+            )
+        timeline = price_timeline(session)
+        if timeline and timeline[-1][1].currency != body.currency:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "currency",
+                        "message": f"bills are in {timeline[-1][1].currency}; every price table uses it",
+                    }
+                ],
+            )
+        body = body.model_copy(update={"effective_from": body.effective_from or now})
         session.add(
             tables.PriceDocument(
-                body=body.model_dump(mode="json"), applied_at=time.time(), applied_by=who.user_id
+                body=body.model_dump(mode="json", exclude={"effective_from"}),
+                applied_at=now,
+                applied_by=who.user_id,
+                effective_from=body.effective_from,
             )
         )
         session.commit()

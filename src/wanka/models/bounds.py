@@ -1,0 +1,56 @@
+"""Bounds on what a user may send: every string and number that enters wanka has one.
+
+A string must fit what both databases store and what the kernel passes to a process; a number
+must fit the core's arrays. What no cluster could ever give is refused here, before anything is
+stored; what this cluster cannot give is the feasibility check's (``core.feasibility``).
+
+Sources: Linux ``MAX_ARG_STRLEN`` (one argv or environment string, 32 pages = 128 KiB with its NUL)
+and the default ``ARG_MAX`` (a quarter of the 8 MiB stack, 2 MiB for argv and environment
+together, pointers included); PostgreSQL refuses NUL in ``text`` and ``varchar``
+(postgresql.org/docs/current/datatype-character.html).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+MAX_ARG_STRLEN = 128 * 1024  # bytes of one argv or environment string, its NUL included
+MAX_EXEC_BYTES = 1024 * 1024  # argv + environment of one task, under ARG_MAX with room for pointers
+MAX_ENV_VARS = 1024
+MAX_ARGS = 4096
+MAX_CPUS_PER_TASK = 65_536  # no node has more; the core counts CPUs in int32
+MAX_MEMORY_GIB_PER_TASK = 1 << 20  # 1 PiB
+MAX_REPLICAS = 100_000  # the spec's ceiling; a server's --max-tasks-per-job is usually lower
+MAX_SECONDS = 10 * 366 * 86400.0  # time limits and intervals: ten years
+MAX_TIME = 2.0**40  # UNIX seconds: some 34,000 years on
+NAME_LEN = 64  # tenants, users, queues: String(64) in both databases
+
+
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\0), which is not accepted in any string")
+    return value
+
+
+def finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}")
+    return value
+
+
+#: Any user string: no NUL (PostgreSQL cannot store one, and the kernel would cut an argv there).
+Text = Annotated[str, AfterValidator(no_nul)]
+#: One argv or environment string, as the kernel accepts it.
+ArgText = Annotated[str, AfterValidator(no_nul), Field(max_length=MAX_ARG_STRLEN - 1)]
+#: A name of a tenant, user or queue.
+NameText = Annotated[str, AfterValidator(no_nul), Field(max_length=NAME_LEN)]
+
+
+def exec_bytes(argv: list[str], env: dict[str, str]) -> int:
+    """Bytes that ``execve`` copies for ``argv`` and ``env`` (each string with its NUL, ``=``)."""
+    return sum(len(a.encode()) + 1 for a in argv) + sum(
+        len(k.encode()) + len(v.encode()) + 2 for k, v in env.items()
+    )
