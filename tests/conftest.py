@@ -19,6 +19,22 @@ PG_BASE: str | None = None  # postgresql+psycopg://postgres@127.0.0.1:PORT while
 _databases: dict[str, str] = {}
 
 
+def reachable_by_tasks(path: Path) -> Path:
+    """As root, the server runs tasks under tenant accounts, which must pass through every
+    directory above the server's home (pytest makes its temporary directories 0700)."""
+    if os.geteuid() == 0:
+        for d in [*reversed(path.parents), path]:
+            if d.exists() and str(d).startswith(tempfile.gettempdir()):
+                d.chmod(d.stat().st_mode | 0o001)
+    return path
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's, passable by tasks that run under tenant accounts (see reachable_by_tasks)."""
+    return reachable_by_tasks(tmp_path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_a_task_gets_its_cpu_share_and_memory_limit(tmp_path):
 
 def test_a_launch_repeated_starts_nothing_twice_and_signals_reach_the_group(tmp_path):
     backend = LocalBackend(tmp_path, virtual_cards=1)
-    count = tmp_path / "starts"
+    count = Path(backend.checkpoint_dir(7)) / "starts"  # the job's own: writable under any account
     program = f"open({str(count)!r}, 'a').write('x'); import time; time.sleep(600)"
     launch = _launch(backend, 7, [sys.executable, "-c", program])
     backend.launch(launch)

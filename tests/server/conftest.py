@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 import tests.conftest as top
+from wanka.backends.local import MARKER
 
 # a job that runs until it is stopped (two cards, one task)
 SLEEP = {
@@ -62,6 +64,8 @@ class Server:
 def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
     """The embedded SQLite database under ``home``, or (WANKA_TEST_POSTGRES=1) a PostgreSQL database
     of this home's own."""
+    home.mkdir(parents=True, exist_ok=True)
+    top.reachable_by_tasks(home)
     port = free_port()
     env = {**os.environ, "WANKA_HOME": str(home)}
     database = f"sqlite:///{home / 'wanka.db'}"
@@ -107,7 +111,9 @@ def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
     return Server(url, home, token, proc, database)
 
 
-def stop_server(server: Server) -> None:
+def stop_server(server: Server, tasks_too: bool = True) -> None:
+    """Stop the server by its pid; with ``tasks_too``, also what its tasks still run (a stopped
+    server leaves them running, for its successor to adopt; a test's leave nothing behind)."""
     if server.proc.poll() is None:
         os.kill(server.proc.pid, signal.SIGTERM)
         try:
@@ -115,6 +121,24 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
+    if tasks_too:
+        kill_tasks(server.home)
+
+
+def kill_tasks(home: Path) -> None:
+    """Every task process group of ``home``'s supervisors (found by the marker they carry)."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    marker = f"{MARKER}={digest}:".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if not any(v.startswith(marker) for v in fh.read().split(b"\0")):
+                    continue
+            os.killpg(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 @pytest.fixture(scope="module")

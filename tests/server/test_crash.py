@@ -34,6 +34,7 @@ def test_sigkill_at_random_moments_loses_no_job_and_starts_none_twice(tmp_path):
     home, marks = tmp_path / "home", tmp_path / "marks"
     home.mkdir()
     marks.mkdir()
+    marks.chmod(0o1777)  # tasks run under their tenant's account (as root): like /tmp, for anyone
     options = ("--virtual-cards", "8")
     server = start_server(home, options)
     token = make_member(server, "crash", "crash-user")

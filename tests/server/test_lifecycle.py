@@ -236,11 +236,6 @@ def test_waiting_jobs_show_their_position_and_estimated_start(cluster):
 def test_usage_and_the_bill_follow_what_ran(cluster):
     user = make_member(cluster, "billing", "billing-user")
     with cluster.client(user) as c, cluster.client(cluster.admin_token) as admin:
-        jid = submit(
-            c, command=[PY, "-c", "import time; time.sleep(1)"], task_groups=[{"replicas": 1, "cards": 2}]
-        )
-        job = ended(c, jid)
-        held = job["end_time"] - job["start_time"]
         assert (
             c.put("/v1/prices", json={"currency": "CNY", "card_hour": {"ascend-910c": 36.0}}).status_code
             == 403
@@ -249,6 +244,11 @@ def test_usage_and_the_bill_follow_what_ran(cluster):
         assert r.status_code == 200, r.text
         bad = admin.put("/v1/prices", json={"currency": "CNY", "card_hour": {"h900": 1.0}})
         assert bad.status_code == 422 and "card_hour" in bad.text and "ascend-910c" in bad.text
+        jid = submit(
+            c, command=[PY, "-c", "import time; time.sleep(1)"], task_groups=[{"replicas": 1, "cards": 2}]
+        )
+        job = ended(c, jid)
+        held = job["end_time"] - job["start_time"]
         usage = c.get("/v1/usage").json()
         assert [b["tenant"] for b in usage["bills"]] == ["billing"]  # its own only
         bill = usage["bills"][0]
@@ -270,7 +270,7 @@ def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_pa
             jid = submit(c, command=[PY, "-c", WORKER, "60", "0.05"])
             wait_for(lambda: job_state(c, jid)["state"] == "running")
     finally:
-        stop_server(server)  # a clean stop: tasks keep running
+        stop_server(server, tasks_too=False)  # a clean stop: tasks keep running
     ckpt = tmp_path / "checkpoints" / str(jid)
     step = int((ckpt / "step").read_text())
     server = start_server(tmp_path, ("--virtual-cards", "2"))
@@ -293,7 +293,7 @@ def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_pa
             jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"])
             wait_for(lambda: job_state(c, jid)["state"] == "running")
     finally:
-        stop_server(server)
+        stop_server(server, tasks_too=False)
     pid = int((tmp_path / "runs" / str(jid) / "1" / "task-0.pid").read_text().split()[0])
     os.killpg(pid, signal.SIGKILL)  # supervisor and task die while nobody watches: no exit code
     wait_for(lambda: not _alive(pid), 10)
@@ -302,6 +302,44 @@ def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_pa
         with server.client(user) as c:
             job = ended(c, jid)
             assert job["state"] == "failed" and job["reason"] == "task 0 was killed" and job["runs"] == 1
+    finally:
+        stop_server(server)
+
+
+# ends when a file named "stop" appears in its checkpoint directory
+UNTIL_STOP = (
+    "import os, time\n"
+    "stop = os.path.join(os.environ['WANKA_CHECKPOINT_DIR'], 'stop')\n"
+    "print('waiting', flush=True)\n"
+    "while not os.path.exists(stop):\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def test_a_task_that_ends_while_the_server_is_down_is_billed_until_it_ended(tmp_path):
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        user = make_member(server, "downtime", "downtime-user")
+        with server.client(user) as c:
+            jid = submit(c, command=[PY, "-c", UNTIL_STOP], task_groups=[{"cards": 2}])
+            wait_for(lambda: "waiting" in log_of(c, jid))
+            start = job_state(c, jid)["start_time"]
+    finally:
+        stop_server(server, tasks_too=False)
+    (tmp_path / "checkpoints" / str(jid) / "stop").touch()
+    record = tmp_path / "runs" / str(jid) / "1" / "task-0.exit"
+    wait_for(record.exists)
+    code, ended_at = record.read_text().split()
+    assert code == "0"
+    wait_for(lambda: time.time() > float(ended_at) + 2)  # the server stays down a while after
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        with server.client(user) as c:
+            job = ended(c, jid)
+            assert job["state"] == "succeeded"
+            assert job["end_time"] == pytest.approx(float(ended_at), abs=1e-3)
+            bill = c.get("/v1/usage").json()["bills"][0]
+            assert bill["card_hours"] == pytest.approx(2 * (float(ended_at) - start) / 3600, rel=1e-3)
     finally:
         stop_server(server)
 

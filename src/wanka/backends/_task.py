@@ -1,9 +1,17 @@
 """The supervisor of one task process (the local backend runs it as ``python -I -S _task.py SPEC``).
 
 It is the leader of the task's process group: the backend signals the group, so SIGTERM reaches the
-task and everything it started. It applies CPU affinity and a memory limit, starts the task's argv
-without a shell, waits, and writes the exit code next to the log. That file outlives a crash of the
-control plane, so a restarted server learns how a task ended while it was down.
+task and everything it started. It applies CPU affinity and limits, starts the task's argv without a
+shell (as the tenant's own account when the server runs as root), waits, stops whatever the task
+left behind, and records the exit code and the end time next to the log. That record outlives a
+crash of the control plane, so a restarted server learns how a task ended while it was down.
+
+What the server trusts comes from here, never from the task: the exit status is the supervisor's
+own ``waitpid`` of its child, and the record lies in a directory only the server's account can
+write. The log is opened here, without following links, and handed to the task as its stdout.
+
+With a cgroup (``spec["cgroup"]``), the task is born inside it (the supervisor enters it, forks the
+task, and leaves), so ``cgroup.kill`` ends every process the task started, however it detached.
 
 Standard library only, imported by nothing: it must start fast and must not depend on wanka.
 """
@@ -15,15 +23,88 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 
 def _write_atomic(path: str, text: str) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _finish(spec: dict, code: int) -> int:
+    _write_atomic(spec["exit"], f"{code} {time.time():.6f}\n")
+    return code
+
+
+def _own_cgroup() -> str | None:
+    """This process's cgroup v2 directory, from /proc/self/cgroup's ``0::`` line."""
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as fh:
+        for line in fh:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return None
+
+
+def _enter_cgroup(spec: dict) -> str | None:
+    """Create the task's cgroup with its limits and move this process into it (the task forked
+    next is born there). Returns the cgroup to go back to, or None without a cgroup."""
+    group = spec.get("cgroup")
+    if not group:
+        return None
+    back = _own_cgroup()
+    try:
+        os.makedirs(group, exist_ok=True)
+        limits = {"pids.max": spec.get("pids_max")}
+        if spec.get("memory_bytes"):
+            limits["memory.max"] = spec["memory_bytes"]
+        if spec.get("cpus"):  # a quota of that many CPUs per 100 ms period
+            limits["cpu.max"] = f"{len(spec['cpus']) * 100000} 100000"
+        for name, value in limits.items():
+            if value and os.path.exists(os.path.join(group, name)):
+                with open(os.path.join(group, name), "w") as fh:
+                    fh.write(str(value))
+        with open(os.path.join(group, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    except OSError as exc:
+        sys.stderr.write(f"wanka: no cgroup for this task ({exc}); process limits only\n")
+        return None
+    return back
+
+
+def _leave_cgroup(spec: dict, back: str | None) -> None:
+    if back is None:
+        return
+    root = spec["cgroup_mount"]
+    with contextlib.suppress(OSError), open(os.path.join(root, back.lstrip("/"), "cgroup.procs"), "w") as fh:
+        fh.write(str(os.getpid()))
+
+
+def _kill_leftovers(spec: dict, entered: bool) -> None:
+    """Whatever the task started and left running dies with it (Slurm's proctrack does the same):
+    no process keeps a card after its task ended and stopped being billed."""
+    group = spec.get("cgroup")
+    if entered and group:
+        with contextlib.suppress(OSError):
+            with open(os.path.join(group, "cgroup.kill"), "w") as fh:
+                fh.write("1")
+            for _ in range(200):  # until empty (a killed process is gone within milliseconds)
+                with open(os.path.join(group, "cgroup.procs")) as fh:
+                    if not fh.read().strip():
+                        break
+                time.sleep(0.01)
+            os.rmdir(group)
+        return
+    me, pgid = os.getpid(), os.getpgid(0)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == pgid:
+                    os.kill(int(entry), signal.SIGKILL)
 
 
 def main() -> int:
@@ -38,31 +119,44 @@ def main() -> int:
     if spec.get("memory_bytes"):
         with contextlib.suppress(ValueError, OSError):  # above the hard limit: keep the hard limit
             resource.setrlimit(resource.RLIMIT_AS, (spec["memory_bytes"], spec["memory_bytes"]))
-    log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if spec.get("nproc"):  # counts every process of the task's account: a bound per tenant
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"], spec["nproc"]))
+    log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    uid, gid, cwd = spec.get("uid"), spec.get("gid"), spec["cwd"]
+
+    def enter_workdir():  # after the switch to the task's account: it may enter only what it may
+        os.chdir(cwd)
+
+    back = _enter_cgroup(spec)
     try:
         proc = subprocess.Popen(
             spec["argv"],
             env=spec["env"],
-            cwd=spec["cwd"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             close_fds=True,
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+            umask=0o077 if uid is not None else -1,
+            preexec_fn=enter_workdir,  # the supervisor has one thread: safe here
         )
+    except subprocess.SubprocessError:  # the workdir could not be entered (preexec_fn failed)
+        _leave_cgroup(spec, back)
+        os.write(log, f"wanka: cannot enter the workdir {cwd!r} as this job's account\n".encode())
+        return _finish(spec, 126)
     except OSError as exc:  # no such program, not executable: the task fails like a shell would say
+        _leave_cgroup(spec, back)
         os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())
-        _write_atomic(spec["exit"], "127\n")
-        return 127
+        return _finish(spec, 127)
+    _leave_cgroup(spec, back)
     os.close(log)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-            continue
+    code = proc.wait()
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report
-    _write_atomic(spec["exit"], f"{code}\n")
-    return code
+    _kill_leftovers(spec, back is not None)
+    return _finish(spec, code)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ launch again without starting anything twice.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import socket
+import stat
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -38,6 +40,7 @@ class TaskStatus:
     index: int
     state: TaskState
     exit_code: int | None = None
+    ended_at: float | None = None  # UNIX seconds, as the backend saw it end (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,8 @@ class Launch:
     checkpoint_dir: str
     user_env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    tenant: str = ""  # whose job: backends that isolate tenants run it under the tenant's identity
+    tenant_id: int = 0
 
 
 class Backend(ABC):
@@ -103,6 +108,12 @@ class Backend(ABC):
     @abstractmethod
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
         """Up to ``limit`` bytes of a task's output from ``offset``; the data and the next offset."""
+
+    def adopt(self) -> None:
+        """This server takes over scheduling (at start, or from a leader that died): find the
+        tasks still running that an earlier server started. Default: nothing to find (status()
+        asks the backend's own records)."""
+        return None
 
     def set_node_state(self, node: str, state: str, reason: str) -> None:
         """An operator drained (``draining``) or undrained (``up``) ``node`` in wanka; a backend with
@@ -168,13 +179,21 @@ def task_launches(
 
 
 def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
-    """Up to ``limit`` bytes of a log file from ``offset`` and the next offset (nothing yet: none)."""
+    """Up to ``limit`` bytes of a log file from ``offset`` and the next offset (nothing yet: none).
+
+    Never follows a link and reads only a regular file: a task that replaced its log with a link
+    to another file (the admin token, another tenant's log) gets nothing served."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return b"", offset
+    except OSError as exc:  # ELOOP: a link
+        raise PermissionError(f"{os.path.basename(path)} is not a log file the task wrote") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PermissionError(f"{os.path.basename(path)} is not a regular file")
+        fh.seek(offset)
+        data = fh.read(limit)
     return data, offset + len(data)
 
 

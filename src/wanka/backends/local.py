@@ -8,10 +8,17 @@ process group; everything about a run lives in files under ``$WANKA_HOME/runs/JO
     task-N.json   what the supervisor starts (argv, environment, limits)
     task-N.pid    the supervisor's pid and start time (guards against pid reuse)
     task-N.log    the task's stdout and stderr
-    task-N.exit   its exit code, written by the supervisor when the task ends
+    task-N.exit   its exit code and end time, written by the supervisor when the task ends
 
 Those files, and the marker each supervisor carries in its environment, let a restarted server
 adopt tasks still running and learn how the others ended, without starting any of them twice.
+
+Run as root, the backend isolates tenants (``backends.isolation``): a task runs under its tenant's
+own account, in its job's own directories (``work/JOB`` as its cwd, HOME and TMPDIR, and
+``checkpoints/JOB``, 0700 and the tenant's), while the run directory above stays the server's
+(0700): a task can neither read another job's environment nor forge its own exit record. Not root,
+or with ``single_user``, every task runs as the server's own user and can read everything the
+server can: such a server refuses a second tenant's jobs unless ``single_user`` says so knowingly.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import select
@@ -29,8 +37,11 @@ import sys
 import threading
 from pathlib import Path
 
+from wanka.backends import isolation
 from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log, rendezvous_port
 from wanka.models.hardware import default_catalog
+
+log = logging.getLogger("wanka.local")
 
 SUPERVISOR = Path(__file__).with_name("_task.py")
 MARKER = "WANKA_LOCAL_TASK"  # in each supervisor's environment: HOME-DIGEST:JOB:RUN:TASK
@@ -125,12 +136,52 @@ class LocalBackend(Backend):
         accelerator: str | None = None,
         health_check: list[str] | None = None,
         dev: str = "/dev",
+        single_user: bool = False,
+        task_uids: tuple[int, int] = (2_000_000, 2_099_999),
+        pids_per_task: int = 4096,
+        processes_per_tenant: int = 16384,
     ):
         self.home = Path(home)
         self.runs = self.home / "runs"
         self.checkpoints = self.home / "checkpoints"
-        self.runs.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.work = self.home / "work"
+        self.single_user = single_user
+        self.isolated = os.geteuid() == 0 and not single_user
+        self.task_uids = task_uids
+        self.pids_per_task, self.processes_per_tenant = pids_per_task, processes_per_tenant
+        for d in (self.runs, self.checkpoints, self.work):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.isolated:  # tasks pass through to their own directories, and list nothing
+            for d in (self.home, self.runs, self.checkpoints, self.work):
+                os.chmod(d, 0o711)
+            blocked = isolation.traversable(self.home)
+            if blocked is not None:
+                raise ValueError(
+                    f"home: tasks run under their tenants' accounts and cannot pass through {blocked}; "
+                    f"`chmod o+x {blocked}`, or choose a home they can reach (WANKA_HOME=/var/lib/wanka)"
+                )
+            blocked = isolation.traversable(Path(sys.executable))
+            if blocked is not None:
+                log.warning(
+                    "tasks run under their tenants' accounts and cannot reach %s (through %s): "
+                    "`python` in a command will not start; `chmod o+x %s` or install Python elsewhere",
+                    sys.executable,
+                    blocked,
+                    blocked,
+                )
+        # tells this home's tasks from those of other servers on the machine
+        self.digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
+        self.cgroups = None
+        root = isolation.cgroup_root() if os.geteuid() == 0 else None
+        if root is not None:
+            self.cgroups = root / f"wanka-{self.digest}"
+            with contextlib.suppress(OSError):
+                self.cgroups.mkdir(exist_ok=True)
+                isolation.enable_controllers(root)
+                isolation.enable_controllers(self.cgroups)
+            self.cgroup_mount = root
+            if not self.cgroups.is_dir():
+                self.cgroups = None
         catalog = default_catalog()
         found = None if virtual_cards else discover(catalog, dev)
         if found is not None:
@@ -148,8 +199,6 @@ class LocalBackend(Backend):
             )
         self.nodes = virtual_nodes
         self.health_check = health_check
-        # tells this home's tasks from those of other servers on the machine
-        self.digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
         self.children: dict[int, subprocess.Popen] = {}
         self.adoptable = self._scan()
         # a task's end wakes the control loop at once (pidfds in one epoll, one watcher thread)
@@ -194,15 +243,50 @@ class LocalBackend(Backend):
     def run_dir(self, job_id: int, run: int) -> Path:
         return self.runs / str(job_id) / str(run)
 
+    def cgroup(self, job_id: int, run: int, task: int) -> Path | None:
+        return None if self.cgroups is None else self.cgroups / f"job{job_id}-run{run}-task{task}"
+
+    def _identity(self, launch: Launch) -> isolation.Account | None:
+        """The account the job's tasks run as (None: this server's own user). Raises ValueError
+        when this server must not run the job at all."""
+        if self.isolated:
+            try:
+                return isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
+            except isolation.IsolationError as exc:
+                raise ValueError(str(exc)) from None
+        if not self.single_user and launch.tenant:  # one tenant only: a second could read the first
+            first = self.home / "only-tenant"
+            try:
+                fd = os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, launch.tenant.encode())
+                os.close(fd)
+            except FileExistsError:
+                owner = first.read_text()
+                if owner != launch.tenant:
+                    raise ValueError(
+                        f"this server runs as uid {os.geteuid()}, not root: its tasks run as one user "
+                        f"and could read each other's files, so it runs {owner}'s jobs only. Run it as "
+                        "root to isolate tenants, or start it with --single-user to accept that"
+                    ) from None
+        return None
+
     # --- tasks ---------------------------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
+        if launch.workdir and not os.path.isdir(launch.workdir):
+            raise ValueError(f"workdir {launch.workdir!r} is no directory on this machine")
+        account = self._identity(launch)
         rundir = self.run_dir(launch.job_id, launch.run)
-        rundir.mkdir(parents=True, exist_ok=True)
-        Path(launch.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        isolation.private_dir(rundir.parent, None)
+        isolation.private_dir(rundir, None)
+        workdir = self.work / str(launch.job_id)
+        isolation.private_dir(workdir, account)
+        isolation.private_dir(Path(launch.checkpoint_dir), account)
         base = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
         # `python` in a command is the server's own interpreter (its virtual environment) first
         base["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), base.get("PATH", os.defpath)])
+        if account is not None:  # nothing of the server's account: the job's own home and names
+            base.update(HOME=str(workdir), TMPDIR=str(workdir), USER=account.name, LOGNAME=account.name)
         cpus = sorted(os.sched_getaffinity(0))
         next_cpu = 0
         for task in launch.tasks:
@@ -213,18 +297,26 @@ class LocalBackend(Backend):
                 pinned = [cpus[(next_cpu + i) % len(cpus)] for i in range(min(task.cpus, len(cpus)))]
                 next_cpu += task.cpus
             stem = rundir / f"task-{task.index}"
+            cgroup = self.cgroup(launch.job_id, launch.run, task.index)
             spec = {
                 "argv": list(launch.argv),
                 "env": {**base, **launch.user_env, **task.env},
-                "cwd": launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else str(rundir),
+                "cwd": launch.workdir or str(workdir),
                 "log": str(stem) + ".log",
                 "exit": str(stem) + ".exit",
                 "cpus": pinned,
                 "memory_bytes": task.memory_gib * 2**30,
+                "uid": account.uid if account else None,
+                "gid": account.gid if account else None,
+                "cgroup": str(cgroup) if cgroup else None,
+                "cgroup_mount": str(self.cgroup_mount) if cgroup else None,
+                "pids_max": self.pids_per_task,
+                "nproc": self.processes_per_tenant if account else None,
             }
             _write(stem.with_suffix(".json"), json.dumps(spec))
             # the supervisor's own complaints land in the task's log too
-            with open(str(stem) + ".log", "ab") as log:
+            fd = os.open(str(stem) + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "ab") as log_file:
                 proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", str(SUPERVISOR), str(stem) + ".json"],
                     env={
@@ -233,13 +325,21 @@ class LocalBackend(Backend):
                     },
                     cwd=rundir,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
+                    stdout=log_file,
+                    stderr=log_file,
                     start_new_session=True,  # its own process group: signals reach the whole task
                 )
             self.children[proc.pid] = proc
             self._watch(proc.pid)
             _write(stem.with_suffix(".pid"), f"{proc.pid} {_start_time(proc.pid) or ''}\n")
+
+    def adopt(self) -> None:
+        """Supervisors of this home that another server process started (one that crashed, or a
+        leader this standby replaces) are watched like this process's own."""
+        self.adoptable = self._scan()
+        for pid in self.adoptable.values():
+            if pid not in self.children:
+                self._watch(pid)
 
     def _watch(self, pid: int) -> None:
         try:
@@ -267,18 +367,20 @@ class LocalBackend(Backend):
         return [self._task_status(job_id, run, i) for i in range(tasks)]
 
     def _task_status(self, job_id: int, run: int, task: int) -> TaskStatus:
+        """Running while its supervisor lives (whatever files say); then the supervisor's record of
+        how it ended, or, for a supervisor this process started, its own exit status."""
         stem = self.run_dir(job_id, run) / f"task-{task}"
-        code = _read(str(stem) + ".exit")
-        if code is not None:
-            self._reap(job_id, run, task)
-            return TaskStatus(task, TaskState.EXITED, int(code))
         pid = self._live_pid(job_id, run, task)
         if pid is not None:
             return TaskStatus(task, TaskState.RUNNING)
+        record = _read(str(stem) + ".exit")
+        if record is not None:
+            self._reap(job_id, run, task)
+            code, _, ended = record.partition(" ")
+            return TaskStatus(task, TaskState.EXITED, int(code), float(ended) if ended else None)
         if _read(str(stem) + ".pid") is not None:
-            # the supervisor is gone without writing an exit code: it was killed (SIGKILL)
-            code = _read(str(stem) + ".exit")  # it may have finished just now
-            return TaskStatus(task, TaskState.EXITED, int(code) if code is not None else None)
+            # the supervisor is gone without writing a record: it was killed (SIGKILL)
+            return TaskStatus(task, TaskState.EXITED, None)
         return TaskStatus(task, TaskState.ABSENT)
 
     def _live_pid(self, job_id: int, run: int, task: int) -> int | None:
@@ -306,17 +408,26 @@ class LocalBackend(Backend):
                 child.wait()
 
     def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
+        """``sig`` to every task's process group; SIGKILL, where tasks have cgroups, to every
+        process in them instead (a task that left its group dies too; its supervisor survives
+        to record the end)."""
         rundir = self.run_dir(job_id, run)
         if not rundir.exists():
             return
         for pid_file in rundir.glob("task-*.pid"):
             task = int(pid_file.name.split("-")[1].split(".")[0])
             pid = self._live_pid(job_id, run, task)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, sig)
+            if pid is None:
+                continue
+            group = self.cgroup(job_id, run, task)
+            if sig == signal.SIGKILL and group is not None and group.is_dir():
+                with contextlib.suppress(OSError):
+                    (group / "cgroup.kill").write_text("1")
+                    continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
         for (j, r, _), pid in self.adoptable.items():
-            if (j, r) == (job_id, run) and _start_time(pid) is not None:
+            if (j, r) == (job_id, run) and _start_time(pid) is not None and sig != signal.SIGKILL:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, sig)
 
@@ -350,10 +461,13 @@ class LocalBackend(Backend):
         """Supervisors of this home still alive (from an earlier server), by (job, run, task)."""
         found = {}
         prefix = f"{MARKER}={self.digest}:".encode()
+        me = os.geteuid()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
+                if os.stat(f"/proc/{entry}").st_uid != me:  # a task's process, not a supervisor
+                    continue
                 with open(f"/proc/{entry}/environ", "rb") as fh:
                     env = fh.read()
             except OSError:

@@ -55,12 +55,50 @@ def server(
     grace: float = typer.Option(
         10.0, "--grace", min=0, max=3600, help="Seconds from SIGTERM to SIGKILL when stopping tasks."
     ),
+    single_user: bool = typer.Option(
+        False,
+        "--single-user",
+        help="local: run every task as this server's own user, with no isolation between tenants "
+        "(what a non-root server does anyway; without this flag it runs one tenant's jobs only).",
+    ),
+    task_uids: str = typer.Option(
+        "2000000-2099999",
+        "--task-uids",
+        help="local, as root: the uid range of tenant accounts (uid = first + tenant id).",
+    ),
+    max_processes: int = typer.Option(
+        16384,
+        "--max-processes-per-tenant",
+        min=16,
+        max=4_194_304,
+        help="local, as root: most processes one tenant's tasks may have at once (RLIMIT_NPROC).",
+    ),
+    max_body: int = typer.Option(
+        1024 * 1024, "--max-body-bytes", min=1024, max=1 << 30, help="Largest request body accepted."
+    ),
+    max_tasks: int = typer.Option(
+        2048, "--max-tasks-per-job", min=1, max=100_000, help="Most tasks one job may ask for."
+    ),
+    max_running: int = typer.Option(
+        4096,
+        "--max-running-tasks-per-tenant",
+        min=1,
+        max=1_000_000,
+        help="Most tasks of one tenant running at once; its other jobs wait.",
+    ),
 ) -> None:
     """Start the control plane: migrate the database, create the first admin, run the control loop
     and serve the REST API."""
+    import os
+
     import uvicorn
 
+    from wanka.server.limits import Limits
     from wanka.server.main import Settings, build
+
+    first, _, last = task_uids.partition("-")
+    if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last)):
+        fail(f"--task-uids: {task_uids!r} is not a range FIRST-LAST of uids above 0")
 
     settings = Settings.default(
         home=home,
@@ -79,11 +117,25 @@ def server(
         health_every_s=health_every,
         slurm_conf=slurm_conf,
         slurm_partition=partition,
+        single_user=single_user,
+        task_uids=(int(first), int(last)),
+        processes_per_tenant=max_processes,
+        limits=Limits(max_body, max_tasks, max_running),
     )
     try:
         app, token_file = build(settings)
     except ValueError as exc:  # a bad option or spec: say which, start nothing
         fail(str(exc))
+    if backend == "local" and (single_user or os.geteuid() != 0):
+        console.print(
+            f"[bold yellow]tasks run as this server's own user (uid {os.geteuid()})[/]: a task can read "
+            "the database, the admin token and every other job's environment, logs and checkpoints. "
+            + (
+                "--single-user accepts that for every tenant."
+                if single_user
+                else "Without root or --single-user, this server runs one tenant's jobs only."
+            )
+        )
     if token_file is not None:
         console.print(
             f"first start: the admin token is in {token_file} (only you can read it): `cat {token_file}`"

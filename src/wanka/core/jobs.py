@@ -26,13 +26,15 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     PREEMPTED = "preempted"  # stopped to make room; goes back to PENDING
+    HELD = "held"  # waiting, but not considered until released (by its owner or the operator)
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 # Every allowed transition. RUNNING/ADMITTED -> PENDING is a requeue (node failure, restart policy).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.ADMITTED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.PENDING: frozenset({JobState.ADMITTED, JobState.CANCELLED, JobState.FAILED, JobState.HELD}),
+    JobState.HELD: frozenset({JobState.PENDING, JobState.CANCELLED}),
     JobState.ADMITTED: frozenset(
         {JobState.RUNNING, JobState.PENDING, JobState.PREEMPTED, JobState.CANCELLED, JobState.FAILED}
     ),

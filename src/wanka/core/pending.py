@@ -176,6 +176,11 @@ class PendingIndex:
         else:
             self.rejected[job.id] = verdict.reason
 
+    def get(self, job_id: str) -> Job:
+        """The waiting job ``job_id`` (KeyError when it is not waiting)."""
+        key = self._key[job_id]
+        return self._all.jobs[bisect_left(self._all.keys, key)]
+
     def remove(self, job_id: str) -> Job:
         key = self._key.pop(job_id)
         job = self._all.remove(key)

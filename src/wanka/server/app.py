@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import PRIORITY_CLASSES, Cluster, Feasibility, JobState, QueueTree, check_feasibility
@@ -43,16 +43,27 @@ NAME = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="lower-case lette
 
 
 class TreeCache:
-    """The quota tree in force, parsed once and kept until this server changes it (quota apply,
-    a new tenant). This process is the only writer of both, so the cache is never stale."""
+    """The quota tree in force, parsed once and kept until it changes (quota apply, a new tenant):
+    this server's own changes invalidate it at once, another server's within a second."""
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
         self._tree: tuple[QueueTree, dict[str, frozenset[str]]] | None = None
         self._generation = 0
         self._verdicts: dict[tuple, Feasibility] = {}
+        self._checked_at = 0.0
+        self._version: tuple | None = None
 
     def _load(self, session: Session) -> tuple[QueueTree, dict[str, frozenset[str]]]:
+        if time.monotonic() - self._checked_at > 1.0:  # another server on the database may write
+            self._checked_at = time.monotonic()
+            version = (
+                session.scalar(select(func.max(tables.QuotaDocument.id))),
+                session.scalar(select(func.max(tables.Tenant.id))),
+            )
+            if version != self._version:
+                self._version = version
+                self.invalidate()
         loaded = self._tree
         if loaded is None:
             generation = self._generation
@@ -234,6 +245,7 @@ def create_app(state: AppState) -> FastAPI:
         loop = state.loop
         return {
             "status": "ok",
+            "role": loop.role,  # leader: this server schedules; standby: another does
             "scheduler": {
                 "cycles": loop.cycle_count,
                 "decisions": loop.decision_count,
@@ -520,7 +532,10 @@ def create_app(state: AppState) -> FastAPI:
         tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 1
         if task >= tasks:
             raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
-        data, nxt = state.loop.backend.logs(job_id, run, task, offset, limit)
+        try:
+            data, nxt = state.loop.backend.logs(job_id, run, task, offset, limit)
+        except PermissionError as exc:  # the task tampered with its log (a link in its place)
+            raise HTTPException(403, f"job {job_id} task {task}: {exc}") from None
         return LogChunk(
             job=job_id,
             run=run,
@@ -540,6 +555,9 @@ def create_app(state: AppState) -> FastAPI:
 # --- helpers -------------------------------------------------------------------------------------
 
 
+WAITING_STATES = (JobState.PENDING.value, JobState.HELD.value)  # cancelled at once: nothing runs
+
+
 def request_cancel(session: Session, job_id: int, reason: str) -> bool:
     """Cancel a job in any state (the caller commits, then notifies the loop). A waiting job is
     cancelled here, by compare-and-set; one the control loop admitted meanwhile, or that holds
@@ -548,13 +566,17 @@ def request_cancel(session: Session, job_id: int, reason: str) -> bool:
     check_transition(str(job_id), JobState.PENDING, JobState.CANCELLED)
     cancelled = session.execute(
         update(tables.Job)
-        .where(tables.Job.id == job_id, tables.Job.state == JobState.PENDING.value)
+        .where(tables.Job.id == job_id, tables.Job.state.in_(WAITING_STATES))
         .values(state=JobState.CANCELLED.value, end_time=now, reason=reason, cancel_requested=True)
     ).rowcount
     if cancelled:
         session.add(tables.JobEvent(job_id=job_id, time=now, state=JobState.CANCELLED.value, reason=reason))
     else:
-        session.execute(update(tables.Job).where(tables.Job.id == job_id).values(cancel_requested=True))
+        session.execute(
+            update(tables.Job)
+            .where(tables.Job.id == job_id)
+            .values(cancel_requested=True, cancel_reason=reason)
+        )
     return bool(cancelled)
 
 

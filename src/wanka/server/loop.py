@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
@@ -57,12 +57,17 @@ from wanka.core.decisions import StopReason
 from wanka.core.jobs import check_transition
 from wanka.models.cluster import parse_cluster
 from wanka.server import tables
+from wanka.server.faults import find_culprits
+from wanka.server.lease import LeaseLost, SchedulerLease
+from wanka.server.limits import Limits
 
 log = logging.getLogger("wanka.loop")
 
 MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
 CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
 POSITIONS_EVERY_S = 1.0  # queue positions listed at most this often when many jobs wait
+FOLLOW_EVERY_S = 1.0  # how often the leader looks for what other servers' APIs wrote
+STANDBY_POLL_S = 1.0  # how often a standby tries for the scheduler lease
 HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -180,13 +185,19 @@ class ControlLoop:
         health_every_s: float = 10.0,
         inventory: dict | None = None,
         on_cluster_change: Callable[[], None] = lambda: None,
+        limits: Limits | None = None,
+        lease: SchedulerLease | None = None,
     ):
         self.sessions, self.cluster, self.backend = sessions, cluster, backend
+        self.lease = lease or SchedulerLease()
         # the backend's inventory the cluster was built from; followed while the server runs
         # (None: the operator gave the cluster, or the backend's never changes)
         self.inventory = _shape(inventory) if inventory and backend.inventory_may_change else None
         self.on_cluster_change = on_cluster_change  # the API's caches of cluster-derived verdicts
         self.policy = server_policy(policy)
+        self.limits = limits or Limits()
+        self.parked: dict[str, Job] = {}  # waiting, kept out of cycles by the tenant's task cap
+        self.unindexable: dict[int, Exception] = {}  # waiting jobs the core's index refused
         self.tree_of = tree_of  # session -> the quota tree in force
         self.wake = threading.Event()
         backend.on_change = self.wake.set  # a task ended: reconcile now, not at the next period
@@ -207,6 +218,9 @@ class ControlLoop:
             "wanka_decisions", "Decisions made by scheduling cycles", ["kind"], registry=None
         )
         self.cycles = Counter("wanka_cycles", "Scheduling cycles run", registry=None)
+        self.held = Counter(
+            "wanka_jobs_held", "Jobs held by the control loop, by why", ["reason"], registry=None
+        )
         self.per_cycle = Histogram(
             "wanka_cycle_decisions",
             "Decisions (starts and stops) per scheduling cycle",
@@ -218,7 +232,40 @@ class ControlLoop:
         self.dirty = True  # something changed since the last cycle
         self._last_tick = 0.0
         self._positions_at = 0.0
+        self._next_follow = 0.0
+        self._seen: tuple | None = None  # (newest quota document, newest tenant, newest node change)
+        self._stand_by()
+        self._lead()  # the first server on a database schedules from the start
+
+    @property
+    def role(self) -> str:
+        """``leader`` (this server schedules) or ``standby`` (it serves the API and waits)."""
+        return "leader" if self.lease.held else "standby"
+
+    def _stand_by(self) -> None:
+        """Hold nothing: another server schedules (its tasks run on; it adopts them)."""
+        self.pending: PendingIndex | list = []
+        self.active: dict[int, Active] = {}
+        self.running: dict[str, Job] = {}
+        self.parked, self.unindexable = {}, {}
+        self.positions, self.estimates = {}, {}
+
+    def _lead(self) -> bool:
+        """Take the scheduler lease if it is free; then rebuild from the database and adopt what
+        runs, as a restarted server does."""
+        with self.sessions() as session:
+            if not self.lease.try_acquire(session):
+                return False
+        self.backend.adopt()
         self.load()
+        log.info("this server schedules now (lease epoch %d)", self.lease.epoch)
+        return True
+
+    def _commit(self, session) -> None:
+        """Commit what the loop decided, fenced by the lease (raises LeaseLost, rolled back, when
+        another server schedules now)."""
+        self.lease.fence(session)
+        session.commit()
 
     # --- state from the database ---------------------------------------------------------------
 
@@ -239,6 +286,7 @@ class ControlLoop:
                     tables.Job.runs,
                     tables.Job.failures,
                     tables.Job.cancel_requested,
+                    tables.Job.cancel_reason,
                 ).where(
                     tables.Job.state.in_(
                         [
@@ -264,7 +312,7 @@ class ControlLoop:
         self.usage = {q: QueueUsage(as_of=now) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
-        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel in rows:
+        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why in rows:
             job = core_job(job_id, spec, queue, submit)
             state = JobState(state)
             if state is JobState.PENDING:
@@ -292,7 +340,7 @@ class ControlLoop:
                     self._launch(active)  # starts only tasks never started
                 active.launched = True
                 if cancel:  # cancelled before the restart; its tasks are stopped now
-                    self._stop(job_id, active, JobState.CANCELLED, "cancelled", now)
+                    self._stop(job_id, active, JobState.CANCELLED, why or "cancelled", now)
         self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, waiting)
         self.dirty = True
         self.known_max_id = max((r[0] for r in rows), default=0)
@@ -300,7 +348,7 @@ class ControlLoop:
             with self.sessions() as session:
                 for job_id, why in lost:
                     self._transition(session, job_id, None, JobState.FAILED, f"lost: {why}", now)
-                session.commit()
+                self._commit(session)
         log.info("loaded %d waiting and %d active jobs", len(self.pending), len(self.active))
 
     # --- the thread ----------------------------------------------------------------------------
@@ -314,6 +362,11 @@ class ControlLoop:
         self.wake.set()
         if self.thread is not None:
             self.thread.join(timeout=30)
+        try:  # a standby takes over at once, not after the lease expires
+            with self.sessions() as session:
+                self.lease.release(session)
+        except Exception:
+            log.exception("could not release the scheduler lease; a standby takes over when it expires")
 
     def notify(self, kind: str, job_id: int) -> None:
         """From the API, after its transaction committed: ``submitted`` or ``cancelled``."""
@@ -322,8 +375,18 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self.stopped.is_set():
+            if not self.lease.held:  # standby: try for the lease now and then
+                if self.stopped.wait(STANDBY_POLL_S):
+                    break
+                try:
+                    self._lead()
+                except Exception:
+                    log.exception("taking over the scheduler lease failed; trying again")
+                    self._stand_by()
+                continue
             busy = any(a.stopping is not None or not a.launched for a in self.active.values())
-            self.wake.wait(min(self.interval_s, 0.2) if busy else self.interval_s)
+            period = min(self.interval_s, self.lease.ttl_s / 3)  # the lease is renewed each tick
+            self.wake.wait(min(period, 0.2) if busy else period)
             self.wake.clear()
             # a burst of submissions is taken in one tick, not one tick each
             gap = self._last_tick + MIN_GAP_S - time.monotonic()
@@ -332,6 +395,9 @@ class ControlLoop:
             self._last_tick = time.monotonic()
             try:
                 self.tick()
+            except LeaseLost:
+                log.warning("another server took the scheduler lease: standing by")
+                self._stand_by()
             except BackendUnavailable as exc:  # the tick changed nothing; say so now and then
                 if time.monotonic() - self._unavailable_said > 30:
                     log.warning("the %s backend cannot be reached; retrying: %s", self.backend.name, exc)
@@ -348,15 +414,18 @@ class ControlLoop:
             self._retree(now)
         self._take_in(submitted, cancelled)
         with self.sessions() as session:
+            self._follow_database(session, now)
             self._reconcile(session, now)
             self._health(session, now)  # after reconcile: a broken task asks for a look at once
             self._limits(now)
+            self._hold_unindexable(session, now)
+            self._commit(session)  # how tasks ended is on record whatever the cycle does
             # a cycle when something changed, and now and then anyway: estimates, fair share and
             # preemption depend on the time too
             if self.dirty or now - (self.last_cycle or 0.0) >= CYCLE_EVERY_S:
                 self.dirty = False
                 self._cycle(session, now)
-            session.commit()
+                self._commit(session)
         self._launch_ready()
 
     def _retree(self, now: float) -> None:
@@ -390,12 +459,22 @@ class ControlLoop:
 
     def _take_in(self, submitted: list[int], cancelled: list[int]) -> None:
         now = time.time()
+        holding = [i for i in cancelled if i in self.active]
+        reasons = {}
+        if holding:
+            with self.sessions() as session:
+                reasons = dict(
+                    session.execute(
+                        select(tables.Job.id, tables.Job.cancel_reason).where(tables.Job.id.in_(holding))
+                    ).all()
+                )
         for job_id in cancelled:
+            self.parked.pop(str(job_id), None)
             if str(job_id) in self.pending:
                 self.pending.remove(str(job_id))
             a = self.active.get(job_id)
             if a is not None and a.stopping is None:  # it holds cards: stop its tasks first
-                self._stop(job_id, a, JobState.CANCELLED, "cancelled", now)
+                self._stop(job_id, a, JobState.CANCELLED, reasons.get(job_id) or "cancelled", now)
         # new jobs: those the API told us of, and any committed since the last look (ids may commit
         # out of order on PostgreSQL, so the notices are what guarantees none is missed)
         with self.sessions() as session:
@@ -406,10 +485,74 @@ class ControlLoop:
             extra = [i for i in submitted if i <= self.known_max_id and str(i) not in self.pending]
             if extra:
                 fresh += session.execute(q.where(tables.Job.id.in_(extra))).all()
-        for job_id, spec, queue, submit in fresh:
+        self._index(fresh)
+
+    def _index(self, rows) -> None:
+        """Waiting jobs (id, spec, queue, submit time) into the index; one the core refuses is
+        held at the next commit, with why, and the others go on."""
+        for job_id, spec, queue, submit in rows:
             self.known_max_id = max(self.known_max_id, job_id)
             if str(job_id) not in self.pending and job_id not in self.active:
-                self.pending.add(core_job(job_id, spec, queue, submit))
+                try:
+                    self.pending.add(core_job(job_id, spec, queue, submit))
+                except Exception as exc:
+                    log.exception("job %s cannot be indexed", job_id)
+                    self.unindexable[job_id] = exc
+
+    def _follow_database(self, session, now: float) -> None:
+        """What other servers' APIs wrote (a standby serves the API too): jobs submitted or
+        cancelled there, a new quota tree or tenant, drains. This server's own API also tells the
+        loop at once (``notify``); this is the once-a-second catch-all."""
+        if now < self._next_follow:
+            return
+        self._next_follow = now + FOLLOW_EVERY_S
+        waiting = set(
+            session.scalars(select(tables.Job.id).where(tables.Job.state == JobState.PENDING.value))
+        )
+        for job in list(self.pending.jobs):
+            if int(job.id) not in waiting:  # cancelled elsewhere (or held)
+                self.pending.remove(job.id)
+        for job_id in [j for j in self.parked if int(j) not in waiting]:
+            del self.parked[job_id]
+        unknown = [
+            i
+            for i in waiting
+            if str(i) not in self.pending and str(i) not in self.parked and i not in self.active
+        ]
+        if unknown:
+            self._index(
+                session.execute(
+                    select(tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time).where(
+                        tables.Job.id.in_(unknown)
+                    )
+                ).all()
+            )
+        holding = (JobState.ADMITTED.value, JobState.RUNNING.value)
+        for job_id, why in session.execute(
+            select(tables.Job.id, tables.Job.cancel_reason).where(
+                tables.Job.cancel_requested.is_(True), tables.Job.state.in_(holding)
+            )
+        ):
+            a = self.active.get(job_id)
+            if a is not None and a.stopping is None:
+                self._stop(job_id, a, JobState.CANCELLED, why or "cancelled", now)
+        seen = (
+            session.scalar(select(func.max(tables.QuotaDocument.id))),
+            session.scalar(select(func.max(tables.Tenant.id))),
+            session.scalar(select(func.max(tables.Node.changed_at))),
+        )
+        if self._seen is not None and seen[:2] != self._seen[:2]:
+            self.on_cluster_change()
+            self._retree(now)
+        if self._seen is not None and seen[2] != self._seen[2]:
+            for name, state in session.execute(
+                select(tables.Node.name, tables.Node.state).where(tables.Node.changed_at > self._seen[2])
+            ):
+                i = self.cluster.node_index.get(name)
+                if i is not None and self.cluster.node_state[i] != int(NodeState[state.upper()]):
+                    self.cluster.node_state[i] = int(NodeState[state.upper()])
+                    self.dirty = True
+        self._seen = seen
 
     def _health(self, session, now: float) -> None:
         """Nodes failing the backend's health check go down (their jobs are recovered by the
@@ -514,7 +657,7 @@ class ControlLoop:
             alive = [t for t in tasks if t.state is TaskState.RUNNING]
             if a.stopping is not None:
                 if not alive:
-                    self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, now)
+                    self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, _ended(tasks, now))
                 elif not a.stopping.killed and now >= a.stopping.kill_at:
                     self.backend.signal(job_id, a.run, signal.SIGKILL)
                     a.stopping.killed = True
@@ -549,7 +692,8 @@ class ControlLoop:
                 self._stop(job_id, a, *self._after_failure(a, why), now, failure=True)
                 self._next_health = 0.0  # a node may have failed: look before placing anything again
             elif not alive:
-                self._finish(session, job_id, a, JobState.SUCCEEDED, "every task exited with code 0", now)
+                why = "every task exited with code 0"
+                self._finish(session, job_id, a, JobState.SUCCEEDED, why, _ended(tasks, now))
 
     def _after_failure(self, a: Active, why: str) -> tuple[JobState, str]:
         if a.failures < a.restarts:
@@ -574,10 +718,12 @@ class ControlLoop:
         """The job's processes are gone: free its cards, record how it ended (or requeue it)."""
         del self.active[job_id]
         self.dirty = True
-        if target is JobState.PENDING and session.scalar(
-            select(tables.Job.cancel_requested).where(tables.Job.id == job_id)
-        ):  # cancelled while it was being stopped: it ends here instead of waiting again
-            target, reason = JobState.CANCELLED, "cancelled"
+        if target is JobState.PENDING:
+            cancel, why = session.execute(
+                select(tables.Job.cancel_requested, tables.Job.cancel_reason).where(tables.Job.id == job_id)
+            ).one()
+            if cancel:  # cancelled while it was being stopped: it ends here instead of waiting again
+                target, reason = JobState.CANCELLED, why or "cancelled"
         if a.in_core:
             self._release(a.job)
         else:
@@ -612,6 +758,7 @@ class ControlLoop:
     # --- the cycle -----------------------------------------------------------------------------
 
     def _cycle(self, session, now: float) -> None:
+        self._park_over_cap()
         if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
             self.positions, self.estimates = {}, {}
             return
@@ -626,19 +773,10 @@ class ControlLoop:
         for q, u in self.usage.items():
             if now > u.as_of:
                 self.usage[q] = accrue(u, now, tuple(rates.get(q, (0.0, 0.0, 0.0))), HALF_LIFE_S)
-        snapshot = Snapshot(
-            now,
-            self.cluster,
-            self.state,
-            self.tree,
-            self.pending.jobs,
-            list(self.running.values()),
-            self.usage,
-            self.index,
-            self.pending,
-        )
         t0 = time.perf_counter()
-        result = run_cycle(snapshot, self.policy)
+        result = self._decide(session, now)
+        if result is None:
+            return
         elapsed = time.perf_counter() - t0
         self.cycle_seconds.observe(elapsed)
         self.cycles.inc()
@@ -667,8 +805,14 @@ class ControlLoop:
                 self._transition(session, job_id, a.state, JobState.PREEMPTED, d.reason.value, now)
                 a.state = JobState.PREEMPTED
                 self._stop(job_id, a, JobState.PENDING, f"requeued after being {d.reason.value}", now)
+        tasks = self._tasks_by_tenant()
+        cap = self.limits.max_running_tasks_per_tenant
         for d in result.starts:
             job_id = int(d.job_id)
+            tenant = self.pending.get(d.job_id).tenant
+            if tasks.get(tenant, 0) + d.placement.num_tasks > cap:  # several of one tenant this cycle
+                continue
+            tasks[tenant] = tasks.get(tenant, 0) + d.placement.num_tasks
             if self._admit(session, job_id, d.placement, d.backfilled, now):
                 self.decisions.labels("start").inc()
                 self.decision_count += 1
@@ -686,6 +830,77 @@ class ControlLoop:
                     end_time=now,
                 )
         self.per_cycle.observe(len(result.decisions))
+
+    def _snapshot(self, now: float) -> Snapshot:
+        return Snapshot(
+            now,
+            self.cluster,
+            self.state,
+            self.tree,
+            self.pending.jobs,
+            list(self.running.values()),
+            self.usage,
+            self.index,
+            self.pending,
+        )
+
+    def _decide(self, session, now: float):
+        """The cycle's result; when the core fails, the waiting jobs that make it fail are held
+        (with the error as the reason) and the cycle runs again without them. None: no cycle
+        this tick (the fault is not any one waiting job's; logged, retried next tick)."""
+        snapshot = self._snapshot(now)
+        try:
+            return run_cycle(snapshot, self.policy)
+        except Exception:
+            log.exception("scheduling cycle failed; looking for the job that causes it")
+        culprits = find_culprits(snapshot, self.policy)
+        for job_id, error in culprits.items():
+            self.pending.remove(job_id)
+            self._hold(session, int(job_id), error, now)
+        if not culprits:
+            return None
+        try:
+            return run_cycle(self._snapshot(now), self.policy)
+        except Exception:
+            log.exception("scheduling cycle failed again without the held jobs")
+            return None
+
+    def _hold(self, session, job_id: int, error: Exception, now: float) -> None:
+        """Hold a waiting job that the scheduler cannot handle: its owner and the operator read why
+        (its reason and events); ``wanka_jobs_held_total`` counts it."""
+        why = f"held: the scheduler failed on this job ({type(error).__name__}: {error})"[:2000]
+        self.held.labels("scheduler_error").inc()
+        self._transition(session, job_id, JobState.PENDING, JobState.HELD, why, now)
+        log.error("job %s %s", job_id, why)
+
+    def _hold_unindexable(self, session, now: float) -> None:
+        for job_id, error in self.unindexable.items():
+            self._hold(session, job_id, error, now)
+        self.unindexable = {}
+
+    def _tasks_by_tenant(self) -> dict[str, int]:
+        """Tasks of jobs holding cards or still running, by tenant."""
+        out: dict[str, int] = {}
+        for a in self.active.values():
+            out[a.job.tenant] = out.get(a.job.tenant, 0) + a.tasks
+        return out
+
+    def _park_over_cap(self) -> None:
+        """Keep out of the cycle the waiting jobs whose tenant would run more than
+        ``max_running_tasks_per_tenant`` tasks with them; they come back when its tasks end."""
+        cap = self.limits.max_running_tasks_per_tenant
+        tasks = self._tasks_by_tenant()
+        for job_id, job in list(self.parked.items()):
+            if tasks.get(job.tenant, 0) + _min_tasks(job) <= cap:
+                del self.parked[job_id]
+                self.pending.add(job)
+        # only a tenant within one job's size of its cap can have a job over it
+        tight = {t for t, n in tasks.items() if n + self.limits.max_tasks_per_job > cap}
+        if not tight:
+            return
+        for job in self.pending.jobs:
+            if job.tenant in tight and tasks[job.tenant] + _min_tasks(job) > cap:
+                self.parked[job.id] = self.pending.remove(job.id)
 
     def _admit(self, session, job_id: int, p: Placement, backfilled: bool, now: float) -> bool:
         row = session.execute(
@@ -770,12 +985,14 @@ class ControlLoop:
                         session, int(a.job.id), JobState.ADMITTED, JobState.RUNNING, reason, now
                     ):
                         a.state = JobState.RUNNING
-                session.commit()
+                self._commit(session)
 
     def _launch(self, a: Active) -> None:
         job_id = int(a.job.id)
         with self.sessions() as session:
-            spec = session.scalar(select(tables.Job.spec).where(tables.Job.id == job_id))
+            spec, tenant_id = session.execute(
+                select(tables.Job.spec, tables.Job.tenant_id).where(tables.Job.id == job_id)
+            ).one()
         first = self.cluster.node_names[next(iter(a.placement.groups[0].nodes))]
         ckpt = self.backend.checkpoint_dir(job_id)
         tasks = task_launches(
@@ -797,6 +1014,8 @@ class ControlLoop:
                 ckpt,
                 dict(spec.get("env", {})),
                 spec.get("workdir"),
+                tenant=spec.get("tenant", ""),
+                tenant_id=tenant_id,
             )
         )
 
@@ -852,6 +1071,19 @@ def merge_inventory(old: Cluster, new: Cluster) -> Cluster:
         if r.name not in names
     ]
     return Cluster(new.name, new.tiers, [*new.nodes, *kept]) if kept else new
+
+
+def _ended(tasks, now: float) -> float:
+    """When the last task ended, as the backend saw it (a task that ended while the server was down
+    is not billed until the server came back), else ``now``."""
+    times = [t.ended_at for t in tasks]
+    if not times or None in times:
+        return now
+    return min(now, max(times))
+
+
+def _min_tasks(job: Job) -> int:
+    return sum(g.gang_min for g in job.groups)
 
 
 def _restarts(spec: dict) -> int:

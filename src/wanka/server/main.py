@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -14,9 +14,11 @@ from wanka.core import get_policy
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
 from wanka.server.app import AppState, TreeCache, create_app
+from wanka.server.limits import Limits
 from wanka.server.loop import DOWN_IN_INVENTORY, ControlLoop
 
 DEFAULT_PORT = 8421
+DEFAULT_TASK_UIDS = (2_000_000, 2_099_999)  # far above the distribution's and LDAP's usual ranges
 
 
 def wanka_home() -> Path:
@@ -41,6 +43,10 @@ class Settings:
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
     grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
     health_every_s: float = 10.0  # between health checks of the nodes
+    limits: Limits = field(default_factory=Limits)  # request size, tasks per job, running tasks per tenant
+    single_user: bool = False  # local backend: every task runs as the server's own user (no isolation)
+    task_uids: tuple[int, int] = DEFAULT_TASK_UIDS  # local backend as root: tenant accounts' uids
+    processes_per_tenant: int = 16384  # local backend as root: RLIMIT_NPROC of a tenant's account
 
     @classmethod
     def default(cls, **overrides) -> Settings:
@@ -70,7 +76,12 @@ def bootstrap_admin(sessions, home: Path) -> Path | None:
 def build(settings: Settings):
     """Migrate, bootstrap, load the scheduler's state and return (app, admin-token file or None).
     The control loop starts with the app and stops with it."""
+    # everything the server creates is its own alone: database, tokens, logs, run records
+    os.umask(0o077)
     settings.home.mkdir(parents=True, exist_ok=True)
+    for entry in settings.home.iterdir():  # files an older version left readable
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(0o600)
     db.upgrade(settings.database)
     engine = db.make_engine(settings.database)
     sessions = db.sessions(engine)
@@ -82,6 +93,9 @@ def build(settings: Settings):
             "virtual_nodes": settings.virtual_nodes,
             "accelerator": settings.accelerator,
             "health_check": list(settings.health_check) or None,
+            "single_user": settings.single_user,
+            "task_uids": settings.task_uids,
+            "processes_per_tenant": settings.processes_per_tenant,
         }
     elif settings.backend == "slurm":
         options = {"conf": settings.slurm_conf, "partition": settings.slurm_partition}
@@ -106,5 +120,6 @@ def build(settings: Settings):
         health_every_s=settings.health_every_s,
         inventory=inventory,
         on_cluster_change=trees.invalidate,
+        limits=settings.limits,
     )
-    return create_app(AppState(sessions, cluster, loop, trees)), token_file
+    return create_app(AppState(sessions, cluster, loop, trees, settings.limits)), token_file

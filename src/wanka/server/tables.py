@@ -93,6 +93,7 @@ class Job(Base):
     runs: Mapped[int] = mapped_column(Integer, default=0)  # launches so far (restarts included)
     failures: Mapped[int] = mapped_column(Integer, default=0)  # runs that failed (restart budget)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # who, for the final record
 
     __table_args__ = (
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),  # a tenant's listing, newest first

@@ -8,6 +8,7 @@ Create Date: 2026-11-29
 ``tokens.expires_at`` (null: never); ``users.disabled_at`` and ``tenants.disabled_at`` (a disabled
 account's tokens stop working, its history stays for billing); ``price_documents.effective_from``
 (a price applies from then on; existing tables take effect when they were applied);
+``jobs.cancel_reason``: who cancelled a job that was running, for its final record;
 ``scheduler_lease``: the one row a scheduling server holds, renewed while it leads.
 """
 
@@ -30,6 +31,8 @@ def upgrade() -> None:
     with op.batch_alter_table("price_documents") as batch:
         batch.add_column(sa.Column("effective_from", sa.Float(), nullable=True))
     op.execute("UPDATE price_documents SET effective_from = applied_at")
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("cancel_reason", sa.Text(), nullable=True))
     op.create_table(
         "scheduler_lease",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -42,6 +45,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("scheduler_lease")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("cancel_reason")
     with op.batch_alter_table("price_documents") as batch:
         batch.drop_column("effective_from")
     with op.batch_alter_table("tenants") as batch:

@@ -1,0 +1,195 @@
+"""A member's job attacks the server and another tenant, as a hostile tenant would: every attempt
+fails, and the job itself still runs normally. Real server on loopback, real processes, as root (as
+CI runs): tasks run under their tenants' own accounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import start_server, stop_server, wait_for
+from tests.server.test_api import make_member
+from tests.server.test_lifecycle import ended, log_of, submit
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant accounts need a server run as root")
+
+PY = sys.executable
+
+VICTIM = r"""
+import os, time
+ckpt = os.environ["WANKA_CHECKPOINT_DIR"]
+with open(os.path.join(ckpt, "weights"), "w") as fh:
+    fh.write("victim's checkpoint")
+print("victim's log line", flush=True)
+time.sleep(600)
+"""
+
+# Each attack returns "blocked: …" or "DONE: …"; the report is the task's output.
+ATTACKER = r"""
+import json, os, signal, sys, time
+home = os.path.dirname(os.path.dirname(os.environ["WANKA_CHECKPOINT_DIR"]))
+me, victim = os.environ["WANKA_JOB_ID"], sys.argv[1]
+victim_pid, victim_supervisor = int(sys.argv[2]), int(sys.argv[3])
+report = {"uid": os.getuid(), "home": home}
+
+def attempt(name, action):
+    try:
+        out = action()
+        report[name] = "DONE: " + repr(out)[:200]
+    except Exception as exc:
+        report[name] = "blocked: " + type(exc).__name__
+
+def read(path):
+    with open(path, "rb") as fh:
+        return fh.read()
+
+attempt("read admin token", lambda: read(f"{home}/admin-token"))
+attempt("read victim env", lambda: read(f"{home}/runs/{victim}/1/task-0.json"))
+attempt("read victim log", lambda: read(f"{home}/runs/{victim}/1/task-0.log"))
+attempt("read victim checkpoint", lambda: read(f"{home}/checkpoints/{victim}/weights"))
+attempt("list victim checkpoints", lambda: os.listdir(f"{home}/checkpoints/{victim}"))
+attempt("list victim work dir", lambda: os.listdir(f"{home}/work/{victim}"))
+attempt("read victim environ", lambda: read(f"/proc/{victim_pid}/environ"))
+attempt("list runs", lambda: os.listdir(f"{home}/runs"))
+attempt("signal victim task", lambda: os.kill(victim_pid, signal.SIGKILL))
+attempt("signal victim group", lambda: os.killpg(victim_supervisor, signal.SIGKILL))
+attempt("write database", lambda: open(f"{home}/wanka.db", "r+b").write(b"x"))
+attempt("write database log", lambda: open(f"{home}/wanka.db-wal", "ab").write(b"x"))
+own = f"{home}/runs/{me}/1"
+def swap_log():
+    os.symlink(f"{home}/admin-token", f"{own}/link")
+    os.replace(f"{own}/link", f"{own}/task-0.log")
+attempt("swap own log for a link", swap_log)
+attempt("forge own exit record", lambda: open(f"{own}/task-0.exit", "w").write("0"))
+attempt("signal own supervisor", lambda: os.kill(os.getppid(), signal.SIGKILL))
+
+children = []
+def fork_bomb():
+    while len(children) < 100_000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        children.append(pid)
+attempt("fork without bound", fork_bomb)
+report["forked"] = len(children)
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print(json.dumps(report), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = start_server(
+        tmp_path_factory.mktemp("wanka-security-home"),
+        ("--virtual-cards", "4", "--virtual-nodes", "2", "--max-processes-per-tenant", "64"),
+    )
+    yield s
+    stop_server(s)
+
+
+def _task_pids(home: Path, job: int) -> tuple[int, int]:
+    """(the task's pid, its supervisor's pid), read as the server would (root)."""
+    supervisor = int((home / "runs" / str(job) / "1" / "task-0.pid").read_text().split()[0])
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return int(children[0]), supervisor
+
+
+def _uid_processes(uid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_members_job_can_reach_neither_the_server_nor_another_tenant(server):
+    victim_token = make_member(server, "victim", "victim-user")
+    attacker_token = make_member(server, "attacker", "attacker-user")
+    with server.client(victim_token) as v, server.client(attacker_token) as a:
+        victim = submit(v, command=[PY, "-c", VICTIM], env={"HF_TOKEN": "hf_victims_secret"})
+        wait_for(lambda: "victim's log line" in log_of(v, victim))
+        task_pid, supervisor = _task_pids(server.home, victim)
+        attacker = submit(a, command=[PY, "-c", ATTACKER, str(victim), str(task_pid), str(supervisor)])
+        job = ended(a, attacker, timeout=60)
+        output = log_of(a, attacker)
+        assert job["state"] == "succeeded", (job, output)  # the attacker's own job ran normally
+        report = json.loads(output.strip().splitlines()[-1])
+        # the two tenants' tasks run under two accounts, neither the server's
+        victim_uid = os.stat(f"/proc/{task_pid}").st_uid
+        assert report["uid"] not in (0, os.getuid(), victim_uid) and victim_uid != 0
+        done = {k: v for k, v in report.items() if isinstance(v, str) and v.startswith("DONE")}
+        assert not done, done
+        assert 0 < report["forked"] < 64  # the tenant's process limit stopped the fork bomb
+        # the victim still runs, untouched, and its secrets are where they were
+        assert v.get(f"/v1/jobs/{victim}").json()["state"] == "running"
+        assert "hf_victims_secret" not in output
+        assert Path(f"/proc/{task_pid}").exists()
+        v.post(f"/v1/jobs/{victim}/cancel")
+        assert ended(v, victim)["state"] == "cancelled"
+    # nothing of either tenant is left running
+    wait_for(lambda: not _uid_processes(victim_uid) and not _uid_processes(report["uid"]))
+
+
+def test_the_servers_files_are_its_own(server):
+    home = server.home
+    assert os.stat(home).st_mode & 0o777 == 0o711  # passable to reach a job's own directories, not listable
+    for name in ("wanka.db", "admin-token", "server.log"):
+        assert os.stat(home / name).st_mode & 0o077 == 0, name
+    for sub in ("runs", "checkpoints", "work"):
+        assert os.stat(home / sub).st_mode & 0o777 == 0o711
+
+
+def test_cancel_ends_every_process_a_task_started_even_one_that_left_its_group(server):
+    token = make_member(server, "escapee", "escapee-user")
+    escape = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"  # its own session and group: a group signal misses it
+        "    time.sleep(600)\n"
+        "print('forked', flush=True); time.sleep(600)\n"
+    )
+    with server.client(token) as c:
+        jid = submit(c, command=[PY, "-c", escape])
+        wait_for(lambda: "forked" in log_of(c, jid))
+        task_pid, _ = _task_pids(server.home, jid)
+        uid = os.stat(f"/proc/{task_pid}").st_uid
+        assert len(_uid_processes(uid)) == 2
+        c.post(f"/v1/jobs/{jid}/cancel")
+        assert ended(c, jid)["state"] == "cancelled"
+    wait_for(lambda: not _uid_processes(uid), timeout=30)
+
+
+def test_a_task_that_leaves_a_daemon_behind_is_not_billed_as_ended_while_it_runs(server):
+    """A task that daemonises and exits 0 has its leftovers stopped at its end: nothing holds the
+    card after the run stopped being billed."""
+    token = make_member(server, "daemoniser", "daemon-user")
+    daemon = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid(); time.sleep(600)\n"
+        "print('parent exits', flush=True)\n"
+    )
+    with server.client(token) as c:
+        jid = submit(c, command=[PY, "-c", daemon])
+        assert ended(c, jid)["state"] == "succeeded"
+        uid = os.stat(server.home / "work" / str(jid)).st_uid
+    wait_for(lambda: not _uid_processes(uid), timeout=30)
+
+
+def test_signals_from_a_task_reach_no_process_of_the_server(server):
+    token = make_member(server, "signaller", "signal-user")
+    with server.client(token) as c:
+        jid = submit(c, command=[PY, "-c", f"import os, signal; os.kill({server.proc.pid}, signal.SIGKILL)"])
+        job = ended(c, jid)
+    assert job["state"] == "failed" and "exited with code 1" in job["reason"]  # PermissionError
+    assert server.proc.poll() is None
+    assert os.kill(server.proc.pid, 0) is None
