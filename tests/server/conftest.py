@@ -61,9 +61,9 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
-def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
+def start_server(home: Path, extra: tuple[str, ...] = (), user: str | None = None) -> Server:
     """The embedded SQLite database under ``home``, or (WANKA_TEST_POSTGRES=1) a PostgreSQL database
-    of this home's own."""
+    of this home's own. ``user``: run it as that Unix user (the test runs as root)."""
     home.mkdir(parents=True, exist_ok=True)
     top.reachable_by_tasks(home)
     port = free_port()
@@ -76,6 +76,7 @@ def start_server(home: Path, extra: tuple[str, ...] = ()) -> Server:
     with open(home / "server.log", "a") as log:
         proc = subprocess.Popen(
             [
+                *(["runuser", "-u", user, "--"] if user else []),
                 sys.executable,
                 "-m",
                 "wanka.cli.main",

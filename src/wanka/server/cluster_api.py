@@ -164,7 +164,7 @@ def router(
         registry = CollectorRegistry()
         registry.register(_Figures(cluster, session))
         if loop is not None:  # the control loop's own figures: cycle latency, decisions
-            for collector in (loop.cycle_seconds, loop.decisions, loop.cycles, loop.per_cycle):
+            for collector in (loop.cycle_seconds, loop.decisions, loop.cycles, loop.per_cycle, loop.held):
                 registry.register(collector)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -52,9 +52,7 @@ class SchedulerLease:
         """Take the lease if it is free or expired (commits). True when this server holds it."""
         now = time.time()
         row = session.execute(
-            select(LeaseRow.holder, LeaseRow.epoch, LeaseRow.expires_at).where(
-                LeaseRow.id == LEASE_ID
-            )
+            select(LeaseRow.holder, LeaseRow.epoch, LeaseRow.expires_at).where(LeaseRow.id == LEASE_ID)
         ).first()
         if row is None:
             try:

@@ -485,6 +485,8 @@ class ControlLoop:
             extra = [i for i in submitted if i <= self.known_max_id and str(i) not in self.pending]
             if extra:
                 fresh += session.execute(q.where(tables.Job.id.in_(extra))).all()
+            if any(queue not in self.tree.index for _, _, queue, _ in fresh):
+                self._follow_tree(session, now)  # its queue came with a change another server made
         self._index(fresh)
 
     def _index(self, rows) -> None:
@@ -536,6 +538,10 @@ class ControlLoop:
             a = self.active.get(job_id)
             if a is not None and a.stopping is None:
                 self._stop(job_id, a, JobState.CANCELLED, why or "cancelled", now)
+        self._follow_tree(session, now)
+
+    def _follow_tree(self, session, now: float) -> None:
+        """A quota document, tenant or node change written by another server: re-index under it."""
         seen = (
             session.scalar(select(func.max(tables.QuotaDocument.id))),
             session.scalar(select(func.max(tables.Tenant.id))),

@@ -80,7 +80,7 @@ def build(settings: Settings):
     os.umask(0o077)
     settings.home.mkdir(parents=True, exist_ok=True)
     for entry in settings.home.iterdir():  # files an older version left readable
-        if entry.is_file() and not entry.is_symlink():
+        if entry.is_file() and not entry.is_symlink() and entry.stat().st_uid == os.geteuid():
             entry.chmod(0o600)
     db.upgrade(settings.database)
     engine = db.make_engine(settings.database)
