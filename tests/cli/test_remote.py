@@ -131,3 +131,25 @@ def test_an_unreachable_server_is_one_clear_line(tmp_path):
         timeout=60,
     )
     assert r.returncode == 1 and f"cannot reach {env_url}" in r.stderr
+
+
+def test_operators_disable_tenants_and_users_and_tokens_expire_through_the_cli(server, tmp_path):
+    def admin(*args, check=True):
+        return wanka(tmp_path, *args, token=server.admin_token, url=server.url, check=check)
+
+    admin("tenants", "create", "cli-off")
+    made = json.loads(admin("tokens", "create", "cli-off-user", "--tenant", "cli-off", "--json").stdout)
+    member = made["token"]
+    assert wanka(tmp_path, "jobs", token=member, url=server.url).returncode == 0
+    assert "disabled" in admin("tenants", "disable", "cli-off").stdout
+    tenants = json.loads(admin("tenants", "list", "--json").stdout)
+    assert next(t for t in tenants if t["name"] == "cli-off")["disabled"] is True
+    r = wanka(tmp_path, "jobs", token=member, url=server.url, check=False)
+    assert r.returncode == 1 and "401" in r.stderr
+    admin("tenants", "enable", "cli-off")
+    assert "disabled" in admin("users", "disable", "cli-off-user").stdout
+    assert wanka(tmp_path, "jobs", token=member, url=server.url, check=False).returncode == 1
+    admin("users", "enable", "cli-off-user")
+    assert wanka(tmp_path, "jobs", token=member, url=server.url).returncode == 0
+    short = json.loads(admin("tokens", "create", "cli-off-user", "--expires-in", "3600", "--json").stdout)
+    assert short["expires_at"] == pytest.approx(short["created_at"] + 3600)

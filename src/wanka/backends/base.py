@@ -181,8 +181,9 @@ def task_launches(
 def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
     """Up to ``limit`` bytes of a log file from ``offset`` and the next offset (nothing yet: none).
 
-    Never follows a link and reads only a regular file: a task that replaced its log with a link
-    to another file (the admin token, another tenant's log) gets nothing served."""
+    Never follows a link and reads only a regular file with no other name: a task that replaced
+    its log with a link to another file (the admin token, another tenant's log) gets nothing
+    served (PermissionError)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -190,8 +191,9 @@ def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
     except OSError as exc:  # ELOOP: a link
         raise PermissionError(f"{os.path.basename(path)} is not a log file the task wrote") from exc
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PermissionError(f"{os.path.basename(path)} is not a regular file")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link is another file's too
+            raise PermissionError(f"{os.path.basename(path)} is not a log file the task wrote")
         fh.seek(offset)
         data = fh.read(limit)
     return data, offset + len(data)

@@ -8,6 +8,11 @@ environment never appear in the script: they are in a JSON file that a small lau
 starting the argv directly (no shell) — hostile strings stay data. Everything about a run is under
 ``$WANKA_HOME/runs/JOB/RUN`` on a file system the nodes share (task logs and exit codes included).
 
+Identity: a server run as root submits each tenant's jobs under that tenant's own account
+(``sbatch --uid/--gid``, the accounts of ``backends.isolation``; the account must exist on the nodes,
+as with any Slurm user), so Slurm confines and accounts them as that user. The run and checkpoint
+directories are the account's (0700); the server's database and tokens never lie there.
+
 Idempotence: the Slurm job is named ``wanka-JOB-RUN``; before submitting, the backend looks the name
 up in Slurm, so a server that crashed between ``sbatch`` and recording the id submits nothing twice.
 """
@@ -23,6 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from wanka.backends import isolation
 from wanka.backends.base import (
     Backend,
     BackendUnavailable,
@@ -62,12 +68,23 @@ class SlurmBackend(Backend):
     inventory_may_change = True  # nodes join (FUTURE nodes resumed, new slurmds) and leave
 
     def __init__(
-        self, home: Path, conf: str | None = None, partition: str | None = None, python: str = "python3"
+        self,
+        home: Path,
+        conf: str | None = None,
+        partition: str | None = None,
+        python: str = "python3",
+        single_user: bool = False,
+        task_uids: tuple[int, int] = (2_000_000, 2_099_999),
     ):
         self.home = Path(home)
         self.runs, self.checkpoints = self.home / "runs", self.home / "checkpoints"
         self.runs.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.isolated = os.geteuid() == 0 and not single_user
+        self.task_uids = task_uids
+        if self.isolated:  # jobs pass through to their own directories, and list nothing
+            for d in (self.home, self.runs, self.checkpoints):
+                os.chmod(d, 0o711)
         self.env = dict(os.environ)
         if conf:
             self.env["SLURM_CONF"] = conf
@@ -229,8 +246,15 @@ class SlurmBackend(Backend):
         rundir = self.run_dir(launch.job_id, launch.run)
         if (rundir / "slurm-id").exists() or name in self._squeue(True):
             return  # submitted before (maybe just before a crash): never twice
-        rundir.mkdir(parents=True, exist_ok=True)
-        Path(launch.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        account = None
+        if self.isolated:
+            try:
+                account = isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
+            except isolation.IsolationError as exc:
+                raise ValueError(str(exc)) from None
+        isolation.private_dir(rundir.parent, None)
+        isolation.private_dir(rundir, account)
+        isolation.private_dir(Path(launch.checkpoint_dir), account)
         base = {k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ}
         (rundir / "tasks.json").write_text(
             json.dumps(
@@ -272,6 +296,10 @@ class SlurmBackend(Backend):
             argv.append(f"--gres=gpu:{gpus}")
         if self.partition:
             argv.append(f"--partition={self.partition}")
+        if account is not None:  # the job's files are its account's; Slurm runs it as that account
+            for f in ("tasks.json", "wanka-task.py", "hostfile", "job.sh"):
+                os.chown(rundir / f, account.uid, account.gid)
+            argv[1:1] = [f"--uid={account.uid}", f"--gid={account.gid}"]
         argv.append(str(rundir / "job.sh"))
         slurm_id = self._run(*argv).strip().split(";")[0]
         tmp = rundir / "slurm-id.tmp"
@@ -305,7 +333,9 @@ class SlurmBackend(Backend):
         # rank wrote one (the run directory is not shared, say), Slurm's code stands for all.
         rundir = self.run_dir(job_id, run)
         codes = [_exit_code(rundir / f"exit-{i}") for i in range(tasks)]
-        if all(c is None for c in codes):
+        if all(c is None for c in codes) or (state != "COMPLETED" and not any(codes)):
+            # the ranks' files are the job's own: they name the failing rank, but never turn a run
+            # Slurm saw fail into a success
             codes = [exit_code] * tasks
         return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
 

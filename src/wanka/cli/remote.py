@@ -15,6 +15,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
 tenants_app = typer.Typer(help="Tenants (organisations) — admins.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+users_app = typer.Typer(help="Users: disable and enable (admins).", no_args_is_help=True)
 quotas_app = typer.Typer(help="The quota tree — admins.", no_args_is_help=True)
 prices_app = typer.Typer(help="The price table: apply (admins), show.", no_args_is_help=True)
 nodes_app = typer.Typer(help="Nodes: list; drain and undrain (admins).", invoke_without_command=True)
@@ -319,7 +320,37 @@ def tenants_list(json_out: bool = JSON) -> None:
     if json_out:
         emit_json(rows)
     else:
-        _table("tenants", ["id", "name"], [[t["id"], t["name"]] for t in rows])
+        _table(
+            "tenants",
+            ["id", "name", "state"],
+            [[t["id"], t["name"], "disabled" if t.get("disabled") else "enabled"] for t in rows],
+        )
+
+
+@tenants_app.command("disable")
+def tenants_disable(name: str = typer.Argument(..., help="Tenant name.")) -> None:
+    """Its members' tokens stop working and its jobs are cancelled; its history and bills stay."""
+    t = _run(lambda c: c.set_tenant_enabled(name, False))
+    console.print(f"tenant {t['name']} disabled")
+
+
+@tenants_app.command("enable")
+def tenants_enable(name: str = typer.Argument(..., help="Tenant name.")) -> None:
+    t = _run(lambda c: c.set_tenant_enabled(name, True))
+    console.print(f"tenant {t['name']} enabled")
+
+
+@users_app.command("disable")
+def users_disable(name: str = typer.Argument(..., help="User name.")) -> None:
+    """Its tokens stop working at once (the last working admin cannot be disabled)."""
+    u = _run(lambda c: c.set_user_enabled(name, False))
+    console.print(f"user {u['name']} disabled")
+
+
+@users_app.command("enable")
+def users_enable(name: str = typer.Argument(..., help="User name.")) -> None:
+    u = _run(lambda c: c.set_user_enabled(name, True))
+    console.print(f"user {u['name']} enabled")
 
 
 @tokens_app.command("create")
@@ -327,6 +358,9 @@ def tokens_create(
     user: str = typer.Argument(..., help="The user the token is for."),
     label: str = typer.Option("", "--label", help="What it is for."),
     tenant: str = typer.Option(None, "--tenant", help="Create the user first, as a member of this tenant."),
+    expires_in: float = typer.Option(
+        None, "--expires-in", min=1, max=10 * 366 * 86400, help="Seconds until it stops working."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """A new API token (shown this once; the server keeps only its hash)."""
@@ -334,7 +368,7 @@ def tokens_create(
     def create(c):
         if tenant is not None:
             c.create_user(user, "member", tenant)
-        return c.create_token(user, label)
+        return c.create_token(user, label, expires_in)
 
     t = _run(create)
     if json_out:
@@ -352,9 +386,17 @@ def tokens_list(json_out: bool = JSON) -> None:
     else:
         _table(
             "tokens",
-            ["id", "user", "prefix", "label", "created", "revoked"],
+            ["id", "user", "prefix", "label", "created", "revoked", "expires"],
             [
-                [t["id"], t["user"], t["prefix"], t["label"], _when(t["created_at"]), _when(t["revoked_at"])]
+                [
+                    t["id"],
+                    t["user"],
+                    t["prefix"],
+                    t["label"],
+                    _when(t["created_at"]),
+                    _when(t["revoked_at"]),
+                    _when(t.get("expires_at")),
+                ]
                 for t in rows
             ],
         )
@@ -387,4 +429,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(users_app, name="users")
     app.add_typer(quotas_app, name="quotas")

@@ -103,9 +103,20 @@ class Client:
     def create_user(self, name: str, role: str = "member", tenant: str | None = None) -> dict:
         return self._call("POST", "/v1/users", json={"name": name, "role": role, "tenant": tenant})
 
-    def create_token(self, user: str, label: str = "") -> dict:
-        """A new token for ``user``; the ``token`` field is shown this once."""
-        return self._call("POST", f"/v1/users/{user}/tokens", json={"label": label})
+    def create_token(self, user: str, label: str = "", expires_in_s: float | None = None) -> dict:
+        """A new token for ``user``; the ``token`` field is shown this once. With
+        ``expires_in_s`` it stops working that many seconds from now."""
+        body = {"label": label, "expires_in_s": expires_in_s}
+        return self._call("POST", f"/v1/users/{_segment(user)}/tokens", json=body)
+
+    def set_tenant_enabled(self, name: str, enabled: bool) -> dict:
+        """Disable (its members' tokens stop, its jobs are cancelled, its bills stay) or enable."""
+        verb = "enable" if enabled else "disable"
+        return self._call("POST", f"/v1/tenants/{_segment(name)}/{verb}")
+
+    def set_user_enabled(self, name: str, enabled: bool) -> dict:
+        verb = "enable" if enabled else "disable"
+        return self._call("POST", f"/v1/users/{_segment(name)}/{verb}")
 
     def tokens(self) -> list[dict]:
         return self._call("GET", "/v1/tokens")

@@ -98,7 +98,12 @@ def build(settings: Settings):
             "processes_per_tenant": settings.processes_per_tenant,
         }
     elif settings.backend == "slurm":
-        options = {"conf": settings.slurm_conf, "partition": settings.slurm_partition}
+        options = {
+            "conf": settings.slurm_conf,
+            "partition": settings.slurm_partition,
+            "single_user": settings.single_user,
+            "task_uids": settings.task_uids,
+        }
     backend = make_backend(settings.backend, settings.home, **options)
     inventory = None
     if settings.cluster:
