@@ -21,11 +21,13 @@ lint: install
 	$(BIN)/ruff check src tests
 
 test: lint
+	@bash .ci/reachable  # as root, tasks run under tenant accounts: they must reach the venv
 	$(BIN)/python -m pytest -q
 
 # the control-plane tests again, on a throwaway PostgreSQL (needs Debian's postgresql package)
 test-postgres: install
-	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q tests/server tests/cli/test_remote.py
+	@bash .ci/reachable
+	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q tests/server tests/security tests/cli/test_remote.py
 
 bench: install
 	$(BIN)/wanka bench core

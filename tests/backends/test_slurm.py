@@ -5,11 +5,13 @@ fake GPUs, all on 127.0.0.1, stopped by their pids) and a real wanka server driv
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import pytest
 
+import tests.conftest as top
 from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.test_api import make_member
 from tests.server.test_lifecycle import WORKER, ended, job_state, log_of, submit
@@ -22,7 +24,9 @@ PY = sys.executable
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     # a fifth node is configured for the future: it joins in the last test
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=4, gpus=8, leaf_size=2, future=1).start()
+    # jobs run as tenant accounts (the server is root): they pass through to slurmd's spool
+    root = top.reachable_by_tasks(tmp_path_factory.mktemp("slurm"))
+    cluster = SlurmCluster(root, nodes=4, gpus=8, leaf_size=2, future=1).start()
     yield cluster
     cluster.stop()
 
@@ -79,6 +83,10 @@ def test_a_two_node_gang_runs_where_wanka_placed_it_with_its_ranks_and_cards(ser
         assert env["SLURMD_NODENAME"] == env["WANKA_NODE"] == nodes[rank]  # rank r on wanka's node r
         assert env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
         assert env["MASTER_ADDR"] == "127.0.0.1" and env["WANKA_JOB_ID"] == str(jid)
+        if os.geteuid() == 0:  # submitted under the tenant's own account, which owns its run
+            assert env["SLURM_JOB_USER"].startswith("wk") and env["SLURM_JOB_UID"] != "0"
+            run = server.home / "runs" / str(jid) / "1"
+            assert str(run.stat().st_uid) == env["SLURM_JOB_UID"] and run.stat().st_mode & 0o077 == 0
 
 
 def test_hostile_strings_stay_inert_under_slurm(server, tmp_path):

@@ -116,17 +116,17 @@ def _create(uid: int, name: str, tenant: str) -> None:
     log.info("created account %s (uid %d) for tenant %s's tasks", name, uid, tenant)
 
 
-def private_dir(path: Path, account: Account | None) -> None:
-    """``path`` exists, is a real directory (not a link), mode 0700, owned by ``account`` (None:
-    this process's user)."""
+def private_dir(path: Path, account: Account | None, mode: int = 0o700) -> None:
+    """``path`` exists, is a real directory (not a link), of ``mode`` (0700; 0711 for one others
+    only pass through), owned by ``account`` (None: this process's user)."""
     path.mkdir(parents=True, exist_ok=True)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise IsolationError(f"{path} is not a directory")
     if account is not None and (st.st_uid, st.st_gid) != (account.uid, account.gid):
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def traversable(path: Path) -> Path | None:

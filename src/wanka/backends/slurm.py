@@ -252,7 +252,7 @@ class SlurmBackend(Backend):
                 account = isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
             except isolation.IsolationError as exc:
                 raise ValueError(str(exc)) from None
-        isolation.private_dir(rundir.parent, None)
+        isolation.private_dir(rundir.parent, None, 0o711)  # the job passes through to its run
         isolation.private_dir(rundir, account)
         isolation.private_dir(Path(launch.checkpoint_dir), account)
         base = {k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ}

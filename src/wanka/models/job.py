@@ -36,7 +36,7 @@ class TaskGroupSpec(BaseModel):
     min_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     cards: int = Field(default=1, ge=0, le=64)
     accelerators: list[Text] = Field(
-        default=[], max_length=64, description="accepted models or vendors; empty = any"
+        default=[], max_length=32, description="accepted models or vendors; empty = any"
     )
     cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, description="CPUs per task")
     memory_gib: int = Field(default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, description="GiB per task")

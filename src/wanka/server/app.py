@@ -385,14 +385,15 @@ def create_app(state: AppState) -> FastAPI:
                 [{"field": "command", "message": "give the argv every task runs, e.g. [python, train.py]"}],
             )
         tasks = sum(g.replicas for g in spec.task_groups)
-        if tasks > state.limits.max_tasks_per_job:
+        most = min(state.limits.max_tasks_per_job, state.limits.max_running_tasks_per_tenant)
+        if tasks > most:
             raise HTTPException(
                 422,
                 [
                     {
                         "field": "task_groups[*].replicas",
-                        "message": f"{tasks} tasks in all; this server runs at most "
-                        f"{state.limits.max_tasks_per_job} tasks per job (--max-tasks-per-job)",
+                        "message": f"{tasks} tasks in all; this server runs at most {most} tasks per "
+                        "job (--max-tasks-per-job, --max-running-tasks-per-tenant)",
                     }
                 ],
             )
