@@ -144,7 +144,7 @@ def test_a_members_job_can_reach_neither_the_server_nor_another_tenant(server):
 def test_the_servers_files_are_its_own(server):
     home = server.home
     assert os.stat(home).st_mode & 0o777 == 0o711  # passable to reach a job's own directories, not listable
-    for name in ("wanka.db", "admin-token", "server.log"):
+    for name in ("wanka.db", "admin-token", "server.log") if server.embedded else ("admin-token",):
         assert os.stat(home / name).st_mode & 0o077 == 0, name
     for sub in ("runs", "checkpoints", "work"):
         assert os.stat(home / sub).st_mode & 0o777 == 0o711

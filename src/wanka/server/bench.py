@@ -310,6 +310,7 @@ def bench_slurm(nodes: int = 64, gpus: int = 8, jobs: int = 500, samples: int = 
     if why:
         raise RuntimeError(f"no Slurm here: {why}")
     with tempfile.TemporaryDirectory(prefix="wanka-bench-slurm-") as tmp:
+        os.chmod(tmp, 0o711)  # as root, jobs run under tenant accounts: they pass through to theirs
         cluster = SlurmCluster(Path(tmp) / "slurm", nodes, gpus)
         t0 = time.perf_counter()
         cluster.start()

@@ -508,27 +508,10 @@ class ControlLoop:
         if now < self._next_follow:
             return
         self._next_follow = now + FOLLOW_EVERY_S
-        waiting = set(
-            session.scalars(select(tables.Job.id).where(tables.Job.state == JobState.PENDING.value))
-        )
-        for job in list(self.pending.jobs):
-            if int(job.id) not in waiting:  # cancelled elsewhere (or held)
-                self.pending.remove(job.id)
-        for job_id in [j for j in self.parked if int(j) not in waiting]:
-            del self.parked[job_id]
-        unknown = [
-            i
-            for i in waiting
-            if str(i) not in self.pending and str(i) not in self.parked and i not in self.active
-        ]
-        if unknown:
-            self._index(
-                session.execute(
-                    select(tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time).where(
-                        tables.Job.id.in_(unknown)
-                    )
-                ).all()
-            )
+        is_waiting = tables.Job.state == JobState.PENDING.value
+        count, newest = session.execute(select(func.count(), func.max(tables.Job.id)).where(is_waiting)).one()
+        if count != len(self.pending) + len(self.parked) or (newest or 0) > self.known_max_id:
+            self._follow_waiting(session, set(session.scalars(select(tables.Job.id).where(is_waiting))))
         holding = (JobState.ADMITTED.value, JobState.RUNNING.value)
         for job_id, why in session.execute(
             select(tables.Job.id, tables.Job.cancel_reason).where(
@@ -539,6 +522,23 @@ class ControlLoop:
             if a is not None and a.stopping is None:
                 self._stop(job_id, a, JobState.CANCELLED, why or "cancelled", now)
         self._follow_tree(session, now)
+
+    def _follow_waiting(self, session, waiting: set[int]) -> None:
+        """The index holds exactly the jobs the database has waiting (O(waiting): only when the
+        counts say another server submitted or cancelled)."""
+        for job in list(self.pending.jobs):
+            if int(job.id) not in waiting:  # cancelled elsewhere
+                self.pending.remove(job.id)
+        for job_id in [j for j in self.parked if int(j) not in waiting]:
+            del self.parked[job_id]
+        unknown = [
+            i
+            for i in waiting
+            if str(i) not in self.pending and str(i) not in self.parked and i not in self.active
+        ]
+        if unknown:
+            columns = (tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time)
+            self._index(session.execute(select(*columns).where(tables.Job.id.in_(unknown))).all())
 
     def _follow_tree(self, session, now: float) -> None:
         """A quota document, tenant or node change written by another server: re-index under it."""
