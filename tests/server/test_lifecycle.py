@@ -262,25 +262,52 @@ def test_usage_and_the_bill_follow_what_ran(cluster):
         assert admin.get("/v1/usage", params={"month": "1999-01"}).json()["bills"] == []
 
 
+# counts steps in its checkpoint directory until a file named "stop" appears there
+COUNT_UNTIL_STOP = r"""
+import os, time
+ckpt = os.environ["WANKA_CHECKPOINT_DIR"]
+with open(os.path.join(ckpt, "starts"), "a") as fh:
+    fh.write(os.environ["WANKA_RUN"] + "\n")
+step = 0
+while not os.path.exists(os.path.join(ckpt, "stop")):
+    step += 1
+    with open(os.path.join(ckpt, "step.tmp"), "w") as fh:
+        fh.write(str(step))
+    os.replace(os.path.join(ckpt, "step.tmp"), os.path.join(ckpt, "step"))
+    time.sleep(0.05)
+"""
+
+# ends when a file named "stop" appears in its checkpoint directory
+UNTIL_STOP = (
+    "import os, time\n"
+    "stop = os.path.join(os.environ['WANKA_CHECKPOINT_DIR'], 'stop')\n"
+    "print('waiting', flush=True)\n"
+    "while not os.path.exists(stop):\n"
+    "    time.sleep(0.05)\n"
+)
+
+
 def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_path):
     server = start_server(tmp_path, ("--virtual-cards", "2"))
     try:
         user = make_member(server, "adopt", "adopt-user")
         with server.client(user) as c:
-            jid = submit(c, command=[PY, "-c", WORKER, "60", "0.05"])
+            jid = submit(c, command=[PY, "-c", COUNT_UNTIL_STOP])
             wait_for(lambda: job_state(c, jid)["state"] == "running")
     finally:
         stop_server(server, tasks_too=False)  # a clean stop: tasks keep running
     ckpt = tmp_path / "checkpoints" / str(jid)
+    wait_for(lambda: (ckpt / "step").exists())
     step = int((ckpt / "step").read_text())
     server = start_server(tmp_path, ("--virtual-cards", "2"))
     try:
         with server.client(user) as c:
-            assert job_state(c, jid)["state"] == "running"
+            assert job_state(c, jid)["state"] == "running"  # it runs until told to stop
+            wait_for(lambda: int((ckpt / "step").read_text()) > step)  # counting on, adopted
+            (ckpt / "stop").touch()
             job = ended(c, jid)
             assert job["state"] == "succeeded" and job["runs"] == 1
         assert (ckpt / "starts").read_text().split() == ["1"]  # one start, adopted across the restart
-        assert int((ckpt / "step").read_text()) == 60 > step
     finally:
         stop_server(server)
 
@@ -304,16 +331,6 @@ def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_pa
             assert job["state"] == "failed" and job["reason"] == "task 0 was killed" and job["runs"] == 1
     finally:
         stop_server(server)
-
-
-# ends when a file named "stop" appears in its checkpoint directory
-UNTIL_STOP = (
-    "import os, time\n"
-    "stop = os.path.join(os.environ['WANKA_CHECKPOINT_DIR'], 'stop')\n"
-    "print('waiting', flush=True)\n"
-    "while not os.path.exists(stop):\n"
-    "    time.sleep(0.05)\n"
-)
 
 
 def test_a_task_that_ends_while_the_server_is_down_is_billed_until_it_ended(tmp_path):

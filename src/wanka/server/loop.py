@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
@@ -188,7 +188,7 @@ class ControlLoop:
         limits: Limits | None = None,
         lease: SchedulerLease | None = None,
     ):
-        self.sessions, self.cluster, self.backend = sessions, cluster, backend
+        self.sessions, self.cluster, self.backend = _tracking_writes(sessions), cluster, backend
         self.lease = lease or SchedulerLease()
         # the backend's inventory the cluster was built from; followed while the server runs
         # (None: the operator gave the cluster, or the backend's never changes)
@@ -263,9 +263,13 @@ class ControlLoop:
 
     def _commit(self, session) -> None:
         """Commit what the loop decided, fenced by the lease (raises LeaseLost, rolled back, when
-        another server schedules now)."""
-        self.lease.fence(session)
+        another server schedules now). A transaction that wrote nothing renews the lease only when
+        due: an idle tick takes no write lock (SQLite has one writer, shared with the API)."""
+        session.flush()  # ORM changes count as writes too
+        if session.info.pop("wrote", False) or self.lease.due():
+            self.lease.fence(session)
         session.commit()
+        session.info.pop("wrote", None)
 
     # --- state from the database ---------------------------------------------------------------
 
@@ -1077,6 +1081,23 @@ def merge_inventory(old: Cluster, new: Cluster) -> Cluster:
         if r.name not in names
     ]
     return Cluster(new.name, new.tiers, [*new.nodes, *kept]) if kept else new
+
+
+def _tracking_writes(sessions: sessionmaker) -> sessionmaker:
+    """A session factory like ``sessions`` whose sessions note in ``info["wrote"]`` that they
+    wrote (an INSERT, UPDATE or DELETE statement, or a flush of ORM objects)."""
+    maker = sessionmaker(**sessions.kw)
+
+    @event.listens_for(maker, "do_orm_execute")
+    def _statement(state) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            state.session.info["wrote"] = True
+
+    @event.listens_for(maker, "after_flush")
+    def _flush(session, _context) -> None:
+        session.info["wrote"] = True
+
+    return maker
 
 
 def _ended(tasks, now: float) -> float:
