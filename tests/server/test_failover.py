@@ -31,6 +31,16 @@ time.sleep(seconds)
 """
 
 
+def submit_marking(client, marks, seconds: float) -> int:
+    spec = {
+        "task_groups": [{"cards": 1}],
+        "command": [sys.executable, "-c", TASK, str(marks), f"{seconds:.2f}"],
+    }
+    r = client.post("/v1/jobs", json=spec)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def role(server) -> str:
     try:
         return httpx.get(server.url + "/healthz", timeout=2).json()["role"]
@@ -76,14 +86,7 @@ def test_two_servers_on_one_database_schedule_as_one(tmp_path):
         ids = []
         for i in range(24):  # through both APIs
             with (first if i % 2 else second).client(token) as c:
-                seconds = f"{rng.uniform(0.1, 0.6):.2f}"
-                spec = {
-                    "task_groups": [{"cards": 1}],
-                    "command": [sys.executable, "-c", TASK, str(marks), seconds],
-                }
-                r = c.post("/v1/jobs", json=spec)
-                assert r.status_code == 201, r.text
-                ids.append(r.json()["id"])
+                ids.append(submit_marking(c, marks, rng.uniform(0.1, 0.6)))
         with second.client(token) as c:
             wait_for(
                 lambda: all(c.get(f"/v1/jobs/{i}").json()["state"] == "succeeded" for i in ids), timeout=120
@@ -111,16 +114,7 @@ def test_the_standby_takes_over_within_15_s_when_the_leader_dies(tmp_path):
         token = make_member(standby, "failover", "failover-user")
         rng = random.Random(20261129)
         with standby.client(token) as c:
-            ids = []
-            for _ in range(100):
-                seconds = f"{rng.uniform(0.2, 1.5):.2f}"
-                spec = {
-                    "task_groups": [{"cards": 1}],
-                    "command": [sys.executable, "-c", TASK, str(marks), seconds],
-                }
-                r = c.post("/v1/jobs", json=spec)
-                assert r.status_code == 201, r.text
-                ids.append(r.json()["id"])
+            ids = [submit_marking(c, marks, rng.uniform(0.2, 1.5)) for _ in range(100)]
 
             def done() -> int:
                 jobs = c.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]
