@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -17,8 +18,9 @@ def server(
     database: str = typer.Option(
         None,
         "--database",
-        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@127.0.0.1/wanka "
-        "(default: SQLite under $WANKA_HOME).",
+        envvar="WANKA_DATABASE",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@127.0.0.1/wanka (default: SQLite under "
+        "$WANKA_HOME). A password belongs in WANKA_DATABASE or ~/.pgpass: a command line is world-readable.",
     ),
     cluster: str = typer.Option(
         None, "--cluster", help="Cluster preset or spec file (default: what the backend finds here)."
@@ -92,10 +94,16 @@ def server(
     import os
 
     import uvicorn
+    from sqlalchemy.engine import make_url
 
     from wanka.server.limits import Limits
     from wanka.server.main import Settings, build
 
+    if database and "--database" in " ".join(sys.argv) and make_url(database).password:
+        console.print(
+            "[bold yellow]--database carries a password[/]: every local user (and every task) can read "
+            "a command line in /proc; give it in WANKA_DATABASE or ~/.pgpass instead"
+        )
     first, _, last = task_uids.partition("-")
     if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last)):
         fail(f"--task-uids: {task_uids!r} is not a range FIRST-LAST of uids above 0")
@@ -140,14 +148,18 @@ def server(
         console.print(
             f"first start: the admin token is in {token_file} (only you can read it): `cat {token_file}`"
         )
-    console.print(f"wanka server on http://{host}:{port} (API docs: /docs), database {settings.database}")
+    shown = make_url(settings.database).render_as_string(hide_password=True)
+    console.print(f"wanka server on http://{host}:{port} (API docs: /docs), database {shown}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @app.command("upgrade")
 def upgrade(
     database: str = typer.Option(
-        None, "--database", help="SQLAlchemy URL (default: SQLite under $WANKA_HOME)."
+        None,
+        "--database",
+        envvar="WANKA_DATABASE",
+        help="SQLAlchemy URL (default: SQLite under $WANKA_HOME).",
     ),
     revision: str = typer.Option("head", "--revision", help="Target revision."),
 ) -> None:
@@ -165,7 +177,10 @@ def upgrade(
 @app.command("admin-token")
 def admin_token(
     database: str = typer.Option(
-        None, "--database", help="SQLAlchemy URL (default: SQLite under $WANKA_HOME)."
+        None,
+        "--database",
+        envvar="WANKA_DATABASE",
+        help="SQLAlchemy URL (default: SQLite under $WANKA_HOME).",
     ),
     user: str = typer.Option("admin", "--user", help="The admin to issue it for (created if missing)."),
     label: str = typer.Option("recovery token", "--label", help="A label to tell it apart."),
