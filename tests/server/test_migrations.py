@@ -101,6 +101,16 @@ def test_wanka_db_upgrade_creates_the_database_under_wanka_home(tmp_path):
         [sys.executable, "-m", "wanka.cli.main", "db", "upgrade"], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
+    assert (tmp_path / "home" / "wanka.db").stat().st_mode & 0o077 == 0  # every tenant's jobs: owner only
     engine = db.make_engine(f"sqlite:///{tmp_path / 'home' / 'wanka.db'}")
     assert "jobs" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_the_database_url_may_come_from_the_environment(tmp_path):
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    env = {**os.environ, "WANKA_HOME": str(tmp_path / "home"), "WANKA_DATABASE": url}
+    out = subprocess.run(
+        [sys.executable, "-m", "wanka.cli.main", "db", "upgrade"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and (tmp_path / "from-env.db").exists(), out.stderr

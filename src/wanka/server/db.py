@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,8 +43,18 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (run on every server start and by ``wanka db upgrade``)."""
-    command.upgrade(alembic_config(url), revision)
+    """Bring the schema up to ``revision`` (run on every server start and by ``wanka db upgrade``).
+    An SQLite file is made (or kept) readable by its owner only: it holds every tenant's jobs."""
+    old = os.umask(0o077)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    finally:
+        os.umask(old)
+    path = make_url(url).database if url.startswith("sqlite") else None
+    for name in (path, f"{path}-wal", f"{path}-shm") if path else ():
+        with contextlib.suppress(OSError):
+            if os.stat(name).st_uid == os.geteuid():
+                os.chmod(name, 0o600)
 
 
 def downgrade(url: str, revision: str) -> None:
