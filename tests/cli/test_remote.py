@@ -153,3 +153,14 @@ def test_operators_disable_tenants_and_users_and_tokens_expire_through_the_cli(s
     assert wanka(tmp_path, "jobs", token=member, url=server.url).returncode == 0
     short = json.loads(admin("tokens", "create", "cli-off-user", "--expires-in", "3600", "--json").stdout)
     assert short["expires_at"] == pytest.approx(short["created_at"] + 3600)
+    # a member's strings are data in every table: a job named like markup breaks nobody's listing
+    r = wanka(tmp_path, "submit", "--cards", "1", "--name", "[/]", "--", "true", token=member, url=server.url)
+    assert (
+        "[/]" in admin("jobs").stdout
+        and "[/]" in wanka(tmp_path, "jobs", token=member, url=server.url).stdout
+    )
+    # a price that is not a number is the server's to refuse, naming the field
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: CNY\ncard_hour: {ascend-910c: .nan}\n")
+    r = admin("prices", "apply", str(prices), check=False)
+    assert r.returncode == 1 and "card_hour" in r.stderr and "Traceback" not in r.stderr

@@ -18,18 +18,25 @@ PY = sys.executable
 SLEEP = [PY, "-c", "import time; time.sleep(600)"]
 
 
-def test_a_tenant_over_its_running_task_cap_waits_and_others_do_not(tmp_path):
-    server = start_server(tmp_path, ("--virtual-cards", "8", "--max-running-tasks-per-tenant", "2"))
+def test_a_tenant_over_its_task_and_waiting_caps_waits_and_others_do_not(tmp_path):
+    server = start_server(
+        tmp_path,
+        ("--virtual-cards", "8", "--max-running-tasks-per-tenant", "2", "--max-waiting-jobs-per-tenant", "2"),
+    )
     try:
         busy = make_member(server, "lab-busy", "busy-user")
         other = make_member(server, "lab-other", "other-user")
         with server.client(busy) as b, server.client(other) as o:
             first = [submit(b, command=SLEEP) for _ in range(2)]
+            wait_for(lambda: all(job_state(b, j)["state"] == "running" for j in first))
             third = submit(b, command=SLEEP)
             theirs = submit(o, command=SLEEP)
-            wait_for(lambda: all(job_state(b, j)["state"] == "running" for j in first))
             wait_for(lambda: job_state(o, theirs)["state"] == "running")
             assert job_state(b, third)["state"] == "pending"  # 5 free cards, but the cap holds it
+            fourth = submit(b, command=SLEEP)  # two waiting now: the most it may keep
+            r = b.post("/v1/jobs", json={"task_groups": [{"cards": 1}], "command": SLEEP})
+            assert r.status_code == 429 and "--max-waiting-jobs-per-tenant" in r.text
+            b.post(f"/v1/jobs/{fourth}/cancel")
             r = b.post("/v1/jobs", json={"task_groups": [{"replicas": 3, "cards": 1}], "command": SLEEP})
             assert r.status_code == 422 and "task_groups[*].replicas" in r.text  # could never run
             b.post(f"/v1/jobs/{first[0]}/cancel")

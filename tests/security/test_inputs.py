@@ -82,6 +82,10 @@ def spec(**changes) -> dict:
         pytest.param(spec(queue="q" * 65), 422, "queue", id="queue name too long"),
         pytest.param(spec(time_limit_s=1e300), 422, "time_limit_s", id="time limit past ten years"),
         pytest.param(spec(priority_class="critical"), 403, "priority_class", id="critical not granted"),
+        pytest.param(spec(preemptible=False), 403, "preemptible", id="never preempted, not granted"),
+        pytest.param(
+            spec(env={f"V{i}": "x" * 100_000 for i in range(3)}), 422, "256 KiB", id="env past 256 KiB"
+        ),
     ],
 )
 def test_a_bad_submission_is_refused_naming_the_field_and_nothing_is_stored(
@@ -126,6 +130,22 @@ def test_nul_is_refused_in_every_string_the_api_takes(server, method, path, body
         r = admin.request(method.upper(), path, json=body)
     assert r.status_code == 422, r.text
     assert field in r.text and says in r.text
+
+
+def test_a_page_of_the_job_list_is_bounded_in_bytes_and_a_log_offset_in_range(server, member):
+    big = spec(env={"A": "x" * 100_000, "B": "y" * 100_000})
+    with server.client(member) as c:
+        ids = [submit(c, **big) for _ in range(30)]
+        page = c.get("/v1/jobs", params={"limit": 1000}).json()
+        assert 15 <= len(page["jobs"]) < 30 and page["next_before_id"] is not None
+        rest = c.get("/v1/jobs", params={"limit": 1000, "before_id": page["next_before_id"]}).json()
+        assert {j["id"] for j in page["jobs"] + rest["jobs"]} >= set(ids)
+        for jid in ids:
+            c.post(f"/v1/jobs/{jid}/cancel")
+        done = submit(c, **OK)
+        assert ended(c, done)["state"] == "succeeded"
+        r = c.get(f"/v1/jobs/{done}/logs", params={"offset": 2**62})
+        assert r.status_code == 200 and r.json()["data"] == "", r.text
 
 
 def test_queue_names_are_bounded_to_what_the_database_stores(server):
@@ -224,6 +244,7 @@ def test_tokens_expire(server, member):
         short = r.json()["token"]
     with server.client(short) as s:
         wait_for(lambda: s.get("/v1/whoami").status_code == 401, timeout=10)
+        assert "expired" in s.get("/v1/whoami").text
     with server.client(member) as c:
         r = c.post(
             "/v1/users/inputs-user/tokens",
@@ -240,7 +261,8 @@ def test_a_disabled_tenant_loses_access_and_its_jobs_but_keeps_its_bills(server,
         wait_for(lambda: c.get(f"/v1/jobs/{sleeper}").json()["state"] == "running")
         r = admin.post("/v1/tenants/lab-gone/disable")
         assert r.status_code == 200 and r.json()["disabled"]
-        assert c.get("/v1/whoami").status_code == 401
+        r = c.get("/v1/whoami")
+        assert r.status_code == 401 and "tenant lab-gone is disabled" in r.text
         job = wait_for(
             lambda: (j := admin.get(f"/v1/jobs/{sleeper}").json())["state"] == "cancelled" and j, timeout=30
         )

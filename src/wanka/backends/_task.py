@@ -36,8 +36,9 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _finish(spec: dict, code: int) -> int:
-    _write_atomic(spec["exit"], f"{code} {time.time():.6f}\n")
+def _finish(spec: dict, code: int, note: str = "") -> int:
+    """The record the server trusts: exit code, end time and, when the task never started, why."""
+    _write_atomic(spec["exit"], f"{code} {time.time():.6f} {note}".rstrip() + "\n")
     return code
 
 
@@ -145,8 +146,9 @@ def main() -> int:
         )
     except subprocess.SubprocessError:  # the workdir could not be entered (preexec_fn failed)
         _leave_cgroup(spec, back)
-        os.write(log, f"wanka: cannot enter the workdir {cwd!r} as this job's account\n".encode())
-        return _finish(spec, 126)
+        why = f"could not enter its workdir {cwd!r} (missing, or closed to this job's account)"
+        os.write(log, f"wanka: {why}\n".encode())
+        return _finish(spec, 126, why)
     except OSError as exc:  # no such program, not executable: the task fails like a shell would say
         _leave_cgroup(spec, back)
         os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())

@@ -41,6 +41,7 @@ class TaskStatus:
     state: TaskState
     exit_code: int | None = None
     ended_at: float | None = None  # UNIX seconds, as the backend saw it end (None: unknown)
+    note: str = ""  # why it never started, in words (from the backend, never from the task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,8 @@ def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link is another file's too
             raise PermissionError(f"{os.path.basename(path)} is not a log file the task wrote")
+        if offset >= st.st_size:  # nothing there yet (and no seek past what a file can hold)
+            return b"", offset
         fh.seek(offset)
         data = fh.read(limit)
     return data, offset + len(data)

@@ -273,7 +273,9 @@ class LocalBackend(Backend):
     # --- tasks ---------------------------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
-        if launch.workdir and not os.path.isdir(launch.workdir):
+        # isolated, the supervisor enters the workdir as the job's account, which says only "cannot
+        # enter" (root's look would tell a tenant whether any path exists)
+        if not self.isolated and launch.workdir and not os.path.isdir(launch.workdir):
             raise ValueError(f"workdir {launch.workdir!r} is no directory on this machine")
         account = self._identity(launch)
         rundir = self.run_dir(launch.job_id, launch.run)
@@ -376,8 +378,8 @@ class LocalBackend(Backend):
         record = _read(str(stem) + ".exit")
         if record is not None:
             self._reap(job_id, run, task)
-            code, _, ended = record.partition(" ")
-            return TaskStatus(task, TaskState.EXITED, int(code), float(ended) if ended else None)
+            code, ended, note = [*record.split(" ", 2), "", ""][:3]
+            return TaskStatus(task, TaskState.EXITED, int(code), float(ended) if ended else None, note)
         if _read(str(stem) + ".pid") is not None:
             # the supervisor is gone without writing a record: it was killed (SIGKILL)
             return TaskStatus(task, TaskState.EXITED, None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from wanka.cli.output import console, emit_json, fail
 
@@ -42,13 +43,19 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
 
 
+def say(*objects, **kwargs) -> None:
+    """Print what the server sent as it is: user strings (job names, commands, reasons) are never
+    read as rich markup."""
+    console.print(*objects, markup=False, highlight=False, **kwargs)
+
+
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
     table = Table(title=title)
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+        table.add_row(*(Text(str(v)) for v in row))  # data, never markup: a job named "[/]" is text
+    say(table)
 
 
 def _document(path: Path) -> dict:
@@ -74,7 +81,7 @@ def login(
     except WankaError as exc:
         fail(f"login failed: {exc}", 1)
     path = save_login(url, token)
-    console.print(f"logged in to {url} as {who['name']} ({who['role']}); stored in {path}")
+    say(f"logged in to {url} as {who['name']} ({who['role']}); stored in {path}")
 
 
 def submit(
@@ -115,7 +122,7 @@ def submit(
     if json_out:
         emit_json(job)
     else:
-        console.print(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
+        say(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
 
 
 def jobs(
@@ -137,7 +144,7 @@ def jobs(
     ]
     _table("jobs", ["id", "tenant", "queue", "name", "state", "cards", "submitted"], rows)
     if page["next_before_id"]:
-        console.print(f"more: --before {page['next_before_id']}")
+        say(f"more: --before {page['next_before_id']}")
 
 
 def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
@@ -150,14 +157,14 @@ def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSO
     if json_out:
         emit_json({**job, "events": events})
         return
-    console.print(
+    say(
         f"job {job['id']} {job['name']!r} — {job['state']}, {job['cards']} cards, tenant {job['tenant']}, "
         f"queue {job['queue']}"
     )
-    console.print(f"command: {job['spec'].get('command')}")
+    say(f"command: {job['spec'].get('command')}")
     if job.get("queue_position"):
         when = f", starts by {_when(job['estimated_start'])}" if job.get("estimated_start") else ""
-        console.print(f"waiting: position {job['queue_position']} in the scheduling order{when}")
+        say(f"waiting: position {job['queue_position']} in the scheduling order{when}")
     _table(
         "events", ["time", "state", "reason"], [[_when(e["time"]), e["state"], e["reason"]] for e in events]
     )
@@ -169,7 +176,7 @@ def cancel(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = J
     if json_out:
         emit_json(job)
     else:
-        console.print(f"job {job['id']}: {job['state']}")
+        say(f"job {job['id']}: {job['state']}")
 
 
 def logs(
@@ -215,10 +222,10 @@ def usage(
     ]
     _table(f"usage {out['month']}", ["tenant", "card-hours", "PFLOP-hours", "bill"], rows)
     if not out["currency"]:
-        console.print("no price table yet: `wanka prices apply FILE` (admins)")
+        say("no price table yet: `wanka prices apply FILE` (admins)")
     unpriced = sum(b["unpriced_card_hours"] for b in out["bills"])
     if out["currency"] and unpriced:
-        console.print(f"{unpriced:.2f} card-hours are on models without a price")
+        say(f"{unpriced:.2f} card-hours ran while no price was in force for their model")
 
 
 @prices_app.command("apply")
@@ -226,7 +233,9 @@ def prices_apply(path: Path = typer.Argument(..., help="A price table YAML: curr
     """Set the price per card-hour of each accelerator model (admins)."""
     doc = _document(path)
     table = _run(lambda c: c.apply_prices(doc))
-    console.print(f"prices in force ({table['currency']}): {len(table['card_hour'])} models")
+    when = table.get("effective_from")
+    start = "now" if when is None or when <= time.time() else f"from {_when(when)}"
+    say(f"prices in force {start} ({table['currency']}): {len(table['card_hour'])} models")
 
 
 @prices_app.command("show")
@@ -236,7 +245,7 @@ def prices_show(json_out: bool = JSON) -> None:
     if json_out:
         emit_json(table)
     elif table is None:
-        console.print("no price table yet")
+        say("no price table yet")
     else:
         _table(
             f"prices ({table['currency']})", ["model", "per card-hour"], sorted(table["card_hour"].items())
@@ -297,13 +306,13 @@ def nodes_drain(
 ) -> None:
     """Running jobs keep running; nothing new is placed on the node."""
     n = _run(lambda c: c.drain(node, reason))
-    console.print(f"node {n['name']}: {n['state']} ({n['reason']})")
+    say(f"node {n['name']}: {n['state']} ({n['reason']})")
 
 
 @nodes_app.command("undrain")
 def nodes_undrain(node: str = typer.Argument(..., help="Node name.")) -> None:
     n = _run(lambda c: c.undrain(node))
-    console.print(f"node {n['name']}: {n['state']}")
+    say(f"node {n['name']}: {n['state']}")
 
 
 @tenants_app.command("create")
@@ -311,7 +320,7 @@ def tenants_create(
     name: str = typer.Argument(..., help="Tenant name: lower-case letters, digits, -"),
 ) -> None:
     t = _run(lambda c: c.create_tenant(name))
-    console.print(f"tenant {t['name']} created (id {t['id']})")
+    say(f"tenant {t['name']} created (id {t['id']})")
 
 
 @tenants_app.command("list")
@@ -331,26 +340,26 @@ def tenants_list(json_out: bool = JSON) -> None:
 def tenants_disable(name: str = typer.Argument(..., help="Tenant name.")) -> None:
     """Its members' tokens stop working and its jobs are cancelled; its history and bills stay."""
     t = _run(lambda c: c.set_tenant_enabled(name, False))
-    console.print(f"tenant {t['name']} disabled")
+    say(f"tenant {t['name']} disabled")
 
 
 @tenants_app.command("enable")
 def tenants_enable(name: str = typer.Argument(..., help="Tenant name.")) -> None:
     t = _run(lambda c: c.set_tenant_enabled(name, True))
-    console.print(f"tenant {t['name']} enabled")
+    say(f"tenant {t['name']} enabled")
 
 
 @users_app.command("disable")
 def users_disable(name: str = typer.Argument(..., help="User name.")) -> None:
     """Its tokens stop working at once (the last working admin cannot be disabled)."""
     u = _run(lambda c: c.set_user_enabled(name, False))
-    console.print(f"user {u['name']} disabled")
+    say(f"user {u['name']} disabled")
 
 
 @users_app.command("enable")
 def users_enable(name: str = typer.Argument(..., help="User name.")) -> None:
     u = _run(lambda c: c.set_user_enabled(name, True))
-    console.print(f"user {u['name']} enabled")
+    say(f"user {u['name']} enabled")
 
 
 @tokens_app.command("create")
@@ -374,8 +383,8 @@ def tokens_create(
     if json_out:
         emit_json(t)
     else:
-        console.print(f"token {t['id']} for {t['user']} (shown once, store it now):")
-        console.print(t["token"], highlight=False)
+        say(f"token {t['id']} for {t['user']} (shown once, store it now):")
+        say(t["token"])
 
 
 @tokens_app.command("list")
@@ -405,7 +414,7 @@ def tokens_list(json_out: bool = JSON) -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int = typer.Argument(..., help="Token id (see `wanka tokens list`).")) -> None:
     t = _run(lambda c: c.revoke_token(token_id))
-    console.print(f"token {t['id']} of {t['user']} revoked")
+    say(f"token {t['id']} of {t['user']} revoked")
 
 
 @quotas_app.command("apply")
@@ -413,7 +422,7 @@ def quotas_apply(path: Path = typer.Argument(..., help="A queues YAML file (docs
     """Replace the quota tree; a bad file changes nothing and every problem is named."""
     doc = _document(path)
     applied = _run(lambda c: c.apply_quotas(doc))
-    console.print(f"quota document {applied['document']} in force: {applied['queues']} queues")
+    say(f"quota document {applied['document']} in force: {applied['queues']} queues")
 
 
 def register(app: typer.Typer) -> None:

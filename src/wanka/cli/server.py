@@ -11,6 +11,11 @@ from wanka.cli.output import console, errors, fail
 
 app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
 
+# The local backend runs every task on this one machine, each under a supervisor process (~10 MB):
+# its defaults keep a wide job from costing the machine more than its cards are worth.
+LOCAL_TASKS_PER_JOB = 256
+LOCAL_RUNNING_PER_TENANT = 512
+
 
 def server(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
@@ -75,18 +80,36 @@ def server(
         max=4_194_304,
         help="local, as root: most processes one tenant's tasks may have at once (RLIMIT_NPROC).",
     ),
+    max_connections: int = typer.Option(
+        1024,
+        "--max-connections",
+        min=16,
+        max=1_000_000,
+        help="Open connections at most (503 past it), kept below the descriptor limit.",
+    ),
     max_body: int = typer.Option(
         1024 * 1024, "--max-body-bytes", min=1024, max=1 << 30, help="Largest request body accepted."
     ),
     max_tasks: int = typer.Option(
-        2048, "--max-tasks-per-job", min=1, max=100_000, help="Most tasks one job may ask for."
+        None,
+        "--max-tasks-per-job",
+        min=1,
+        max=100_000,
+        help="Most tasks one job may ask for (default 2048; 256 on the local backend).",
     ),
     max_running: int = typer.Option(
-        4096,
+        None,
         "--max-running-tasks-per-tenant",
         min=1,
         max=1_000_000,
-        help="Most tasks of one tenant running at once; its other jobs wait.",
+        help="Most tasks of one tenant running at once; its other jobs wait (default 4096; 512 local).",
+    ),
+    max_waiting: int = typer.Option(
+        10_000,
+        "--max-waiting-jobs-per-tenant",
+        min=1,
+        max=10_000_000,
+        help="Most jobs one tenant may have waiting; past it a submission is refused (429).",
     ),
 ) -> None:
     """Start the control plane: migrate the database, create the first admin, run the control loop
@@ -104,6 +127,9 @@ def server(
             "[bold yellow]--database carries a password[/]: every local user (and every task) can read "
             "a command line in /proc; give it in WANKA_DATABASE or ~/.pgpass instead"
         )
+    local = backend == "local"
+    tasks_default = LOCAL_TASKS_PER_JOB if local else Limits.max_tasks_per_job
+    running_default = LOCAL_RUNNING_PER_TENANT if local else Limits.max_running_tasks_per_tenant
     first, _, last = task_uids.partition("-")
     if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last)):
         fail(f"--task-uids: {task_uids!r} is not a range FIRST-LAST of uids above 0")
@@ -128,7 +154,7 @@ def server(
         single_user=single_user,
         task_uids=(int(first), int(last)),
         processes_per_tenant=max_processes,
-        limits=Limits(max_body, max_tasks, max_running),
+        limits=Limits(max_body, max_tasks or tasks_default, max_running or running_default, max_waiting),
     )
     try:
         app, token_file = build(settings)
@@ -150,7 +176,20 @@ def server(
         )
     shown = make_url(settings.database).render_as_string(hide_password=True)
     console.print(f"wanka server on http://{host}:{port} (API docs: /docs), database {shown}")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    from wanka.server.http import BoundedHttp, raise_descriptor_limit
+
+    descriptors = raise_descriptor_limit()
+    # the control loop and the tasks' supervisors need descriptors too
+    connections = max(16, min(max_connections, descriptors - 512))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=BoundedHttp,
+        limit_concurrency=connections,
+        timeout_keep_alive=5,
+    )
 
 
 @app.command("upgrade")

@@ -77,6 +77,9 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs) -> Any:
+        if "json" in kwargs:  # NaN and infinities go as JSON5 literals: the server names the field
+            kwargs["content"] = json.dumps(kwargs.pop("json"), allow_nan=True)
+            kwargs["headers"] = {**kwargs.get("headers", {}), "content-type": "application/json"}
         try:
             r = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 MAX_ARG_STRLEN = 128 * 1024  # bytes of one argv or environment string, its NUL included
-MAX_EXEC_BYTES = 1024 * 1024  # argv + environment of one task, under ARG_MAX with room for pointers
+MAX_EXEC_BYTES = 256 * 1024  # argv + environment of a job: well under ARG_MAX, and what a job stores
 MAX_ENV_VARS = 1024
 MAX_ARGS = 4096
 MAX_CPUS_PER_TASK = 65_536  # no node has more; the core counts CPUs in int32

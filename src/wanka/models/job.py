@@ -5,7 +5,15 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from wanka.core.hardware import UnknownAccelerator
 from wanka.core.jobs import PRIORITY_CLASSES, Job, JobKind, TaskGroup
@@ -112,15 +120,16 @@ class JobSpec(BaseModel):
                 raise ValueError(f"environment variable {name!r}: WANKA_* names are set by wanka")
         return v
 
-    @model_validator(mode="after")
-    def _exec_size(self):
-        size = exec_bytes(self.command, self.env)
+    @field_validator("env")
+    @classmethod
+    def _exec_size(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        size = exec_bytes(info.data.get("command") or [], v)  # command is validated before env
         if size > MAX_EXEC_BYTES:
             raise ValueError(
-                f"command and env take {size} bytes; a task's argv and environment together may "
-                f"take at most {MAX_EXEC_BYTES} (the kernel's ARG_MAX leaves room for wanka's own)"
+                f"command and env take {size} bytes; a job's argv and environment together may take "
+                f"at most {MAX_EXEC_BYTES} ({MAX_EXEC_BYTES // 1024} KiB, well under the kernel's ARG_MAX)"
             )
-        return self
+        return v
 
     @field_validator("priority_class")
     @classmethod

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from wanka.core import PRIORITY_CLASSES, Cluster, Feasibility, JobState, QueueTree, check_feasibility
 from wanka.core.jobs import TERMINAL_STATES
 from wanka.core.pending import feasibility_shape
+from wanka.models.bounds import exec_bytes
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
 from wanka.models.quota import (
@@ -30,7 +31,7 @@ from wanka.models.quota import (
 )
 from wanka.server import accounts_api, auth, cluster_api, quota_api, tables, usage_api
 from wanka.server.auth import Principal
-from wanka.server.job_service import request_cancel
+from wanka.server.job_service import WAITING_STATES, request_cancel
 from wanka.server.limits import Limits, RequestGuard
 from wanka.server.params import ID, MAX_ID
 
@@ -92,6 +93,7 @@ class TreeCache:
         self._verdicts = {}
 
 
+PAGE_BYTES = 4 * 1024 * 1024  # argv and environment in one page of the job list, at most
 INSERT_JOB = insert(tables.Job).returning(tables.Job.id)
 INSERT_EVENT = insert(tables.JobEvent)
 
@@ -182,7 +184,8 @@ def create_app(state: AppState) -> FastAPI:
     ) -> Principal:
         who = auth.authenticate(session, creds.credentials) if creds else None
         if who is None:
-            raise HTTPException(401, "missing, unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+            why = auth.refusal(session, creds.credentials) if creds else "missing, unknown or revoked token"
+            raise HTTPException(401, why, {"WWW-Authenticate": "Bearer"})
         return who
 
     async def admin(who: Principal = Depends(principal)) -> Principal:
@@ -228,6 +231,17 @@ def create_app(state: AppState) -> FastAPI:
                 ],
             )
         tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(tables.Job)
+            .where(tables.Job.tenant_id == tenant_id, tables.Job.state.in_(WAITING_STATES))
+        )
+        if waiting >= state.limits.max_waiting_jobs_per_tenant:
+            raise HTTPException(
+                429,
+                f"{tenant} has {waiting} jobs waiting, the most this server keeps per tenant "
+                "(--max-waiting-jobs-per-tenant); cancel some or wait for them to start",
+            )
         queue = tenant if spec.queue == "default" else spec.queue
         spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
         tree = state.trees.get(session)
@@ -236,6 +250,18 @@ def create_app(state: AppState) -> FastAPI:
             raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant}; yours: {allowed}")
         if not who.is_admin:
             granted = state.trees.priority_classes(session, queue)
+            never_preempted = spec.preemptible is False and PRIORITY_CLASSES[spec.priority_class].preemptible
+            if never_preempted and "critical" not in granted:
+                raise HTTPException(
+                    403,
+                    [
+                        {
+                            "field": "preemptible",
+                            "message": "a job that is never preempted holds what it has like a critical "
+                            f"one; queue {queue!r} is not granted critical (leave preemptible out)",
+                        }
+                    ],
+                )
             if spec.priority_class not in granted:
                 raise HTTPException(
                     403,
@@ -316,6 +342,12 @@ def create_app(state: AppState) -> FastAPI:
         rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
         more = len(rows) > limit
         rows = rows[:limit]
+        size = 0  # a page ends early past PAGE_BYTES of argv and environment: bounded replies
+        for i, (j, _) in enumerate(rows):
+            size += exec_bytes(j.spec.get("command") or [], j.spec.get("env") or {})
+            if size > PAGE_BYTES and i:
+                rows, more = rows[:i], True
+                break
         return JobPage(
             jobs=[_job_out(j, n, state.loop) for j, n in rows],
             next_before_id=rows[-1][0].id if more else None,

@@ -84,6 +84,21 @@ def authenticate(db: Session, token: str) -> Principal | None:
     return Principal(row.id, row.name, row.role, row.tenant_id, row.tenant)
 
 
+def refusal(db: Session, token: str) -> str:
+    """Why ``token`` does not let its holder in (asked only after authenticate refused it; only the
+    holder of a real token learns more than that it is unknown)."""
+    row = db.connection().execute(LOOKUP, {"digest": digest(token)}).first()
+    if row is None or row.revoked_at is not None:
+        return "missing, unknown or revoked token"
+    if row.expires_at is not None and row.expires_at <= time.time():
+        return "this token has expired; ask for a new one"
+    if row.disabled_at is not None:
+        return f"user {row.name} is disabled"
+    if row.tenant_disabled_at is not None:
+        return f"tenant {row.tenant} is disabled"
+    return "missing, unknown or revoked token"
+
+
 def live_admin_tokens(db: Session, now: float | None = None) -> int:
     """Tokens that would let an admin in now: the operator must always keep one."""
     now = time.time() if now is None else now

@@ -24,6 +24,7 @@ class Limits:
     max_body_bytes: int = MIB
     max_tasks_per_job: int = 2048
     max_running_tasks_per_tenant: int = 4096
+    max_waiting_jobs_per_tenant: int = 10_000  # each may store up to MAX_EXEC_BYTES of argv and env
 
 
 def _reply(send, status: int, field: str, message: str):

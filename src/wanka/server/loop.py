@@ -695,6 +695,8 @@ class ControlLoop:
                 why = (
                     f"task {t.index} was lost"
                     if t.state is TaskState.ABSENT
+                    else f"task {t.index} {t.note}"
+                    if t.note
                     else f"task {t.index} was killed"
                     if t.exit_code is None
                     else f"task {t.index} exited with code {t.exit_code}"

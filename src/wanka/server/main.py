@@ -73,12 +73,21 @@ def bootstrap_admin(sessions, home: Path) -> Path | None:
         return path
 
 
+def _make_passable(home: Path) -> None:
+    """Create ``home`` and any missing directory above it passable by others (0711: tasks under
+    tenant accounts reach their own directories below; nobody lists anything)."""
+    missing = [d for d in (home, *home.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(d, 0o711)  # mkdir's mode passes through the umask
+
+
 def build(settings: Settings):
     """Migrate, bootstrap, load the scheduler's state and return (app, admin-token file or None).
     The control loop starts with the app and stops with it."""
     # everything the server creates is its own alone: database, tokens, logs, run records
     os.umask(0o077)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    _make_passable(settings.home)
     for entry in settings.home.iterdir():  # files an older version left readable
         if entry.is_file() and not entry.is_symlink() and entry.stat().st_uid == os.geteuid():
             entry.chmod(0o600)

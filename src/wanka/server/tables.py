@@ -98,6 +98,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),  # a tenant's listing, newest first
         Index("ix_jobs_state", "state"),  # the control loop's pending and running sets
+        Index("ix_jobs_tenant_id_state", "tenant_id", "state"),  # a tenant's waiting jobs, counted
     )
 
 
