@@ -33,10 +33,22 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(slurm, tmp_path_factory):
+    # what the nodes share (runs, checkpoints) apart from the home with the database and tokens
+    shared = top.reachable_by_tasks(tmp_path_factory.mktemp("wanka-slurm-shared"))
     s = start_server(
         tmp_path_factory.mktemp("wanka-slurm-home"),
-        ("--backend", "slurm", "--slurm-conf", str(slurm.conf), "--health-every", "0.3"),
+        (
+            "--backend",
+            "slurm",
+            "--slurm-conf",
+            str(slurm.conf),
+            "--health-every",
+            "0.3",
+            "--shared-dir",
+            str(shared),
+        ),
     )
+    s.shared = shared
     yield s
     stop_server(s)
 
@@ -85,7 +97,8 @@ def test_a_two_node_gang_runs_where_wanka_placed_it_with_its_ranks_and_cards(ser
         assert env["MASTER_ADDR"] == "127.0.0.1" and env["WANKA_JOB_ID"] == str(jid)
         if os.geteuid() == 0:  # submitted under the tenant's own account, which owns its run
             assert env["SLURM_JOB_USER"].startswith("wk") and env["SLURM_JOB_UID"] != "0"
-            run = server.home / "runs" / str(jid) / "1"
+            run = server.shared / "runs" / str(jid) / "1"
+            assert not (server.home / "runs").exists()  # nothing of a job's lies with the server's state
             assert str(run.stat().st_uid) == env["SLURM_JOB_UID"] and run.stat().st_mode & 0o077 == 0
 
 
@@ -141,7 +154,7 @@ def test_a_node_downed_in_slurm_is_down_in_wanka_and_its_job_resumes_elsewhere(s
             restart={"max": 1},
         )
         wait_for(lambda: job_state(c, jid)["state"] == "running")
-        ckpt = server.home / "checkpoints" / str(jid)
+        ckpt = server.shared / "checkpoints" / str(jid)
         wait_for(lambda: (ckpt / "step").exists() and int((ckpt / "step").read_text()) >= 5)
         (node,) = placed_on(c, jid)
         slurm.run("scontrol", "update", f"nodename={node}", "state=down", "reason=PSU failure")
@@ -181,7 +194,7 @@ def test_preemption_is_a_scancel_with_a_grace_signal_and_the_victim_resumes(serv
             env={"EXIT_ON_TERM": "0"},
         )
         wait_for(lambda: job_state(c, low)["state"] == "running")
-        step = server.home / "checkpoints" / str(low) / "step"
+        step = server.shared / "checkpoints" / str(low) / "step"
         wait_for(lambda: step.exists() and int(step.read_text()) >= 5)
         high = submit(
             c, command=[PY, "-c", "print('urgent')"], task_groups=[{"cards": 8}], priority_class="high"

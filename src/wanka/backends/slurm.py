@@ -75,15 +75,17 @@ class SlurmBackend(Backend):
         python: str = "python3",
         single_user: bool = False,
         task_uids: tuple[int, int] = (2_000_000, 2_099_999),
+        shared: Path | None = None,
     ):
         self.home = Path(home)
-        self.runs, self.checkpoints = self.home / "runs", self.home / "checkpoints"
+        shared = Path(shared) if shared else self.home  # what the nodes see: runs, checkpoints
+        self.runs, self.checkpoints = shared / "runs", shared / "checkpoints"
         self.runs.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.isolated = os.geteuid() == 0 and not single_user
         self.task_uids = task_uids
         if self.isolated:  # jobs pass through to their own directories, and list nothing
-            for d in (self.home, self.runs, self.checkpoints):
+            for d in (shared, self.runs, self.checkpoints):
                 os.chmod(d, 0o711)
         self.env = dict(os.environ)
         if conf:

@@ -35,6 +35,12 @@ def server(
     ),
     backend: str = typer.Option("local", "--backend", help="Where jobs run: local or slurm."),
     slurm_conf: str = typer.Option(None, "--slurm-conf", help="slurm: the slurm.conf (default $SLURM_CONF)."),
+    shared_dir: Path = typer.Option(
+        None,
+        "--shared-dir",
+        help="slurm: where runs and checkpoints live, on a file system the nodes share (default: the "
+        "home; keep the home itself, with the database and tokens, off the shared file system).",
+    ),
     partition: str = typer.Option(None, "--partition", help="slurm: schedule only this partition's nodes."),
     virtual_cards: int = typer.Option(
         None,
@@ -151,6 +157,7 @@ def server(
         health_every_s=health_every,
         slurm_conf=slurm_conf,
         slurm_partition=partition,
+        shared_dir=shared_dir,
         single_user=single_user,
         task_uids=(int(first), int(last)),
         processes_per_tenant=max_processes,

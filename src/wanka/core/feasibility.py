@@ -64,8 +64,6 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
         why = _never_on_nodes(cluster, job, on_model, model.id)
         if why:
             reasons.append(why)
-        elif job.min_cards > capacity:
-            reasons.append(f"needs {job.min_cards} {model.id} cards; the cluster has {capacity}")
         elif job.min_cards > limit:
             reasons.append(
                 f"needs {job.min_cards} {model.id} cards; queue {job.queue!r} may hold at most {limit}"
@@ -103,6 +101,19 @@ def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str
                 f"no {model} node has {g.cards} cards, {g.cpus} CPUs and {g.memory_gib} GiB "
                 f"together, as a task of {g.role!r} asks"
             )
+    if job.min_cards > int(cards.sum(dtype=np.int64)):
+        return f"needs {job.min_cards} {model} cards; the cluster has {int(cards.sum(dtype=np.int64))}"
+    for g in job.groups:  # how many of the group's tasks the nodes hold at most, each on one node
+        room = [
+            have // need for have, need in ((cards, g.cards), (cpus, g.cpus), (memory, g.memory_gib)) if need
+        ]
+        if room:
+            most = int(np.minimum.reduce(room).sum(dtype=np.int64))
+            if g.gang_min > most:
+                return (
+                    f"{g.role!r} needs {g.gang_min} tasks at once; the {model} nodes hold at most "
+                    f"{most} of them (cards, CPUs and memory per node)"
+                )
     for asked, have, unit in (
         (sum(g.gang_min * g.cpus for g in job.groups), int(cpus.sum(dtype=np.int64)), "CPUs"),
         (

@@ -39,6 +39,7 @@ class Settings:
     health_check: tuple[str, ...] = ()  # local backend: argv run per node; non-zero marks it down
     slurm_conf: str | None = None  # slurm backend: SLURM_CONF (default: the environment's)
     slurm_partition: str | None = None  # slurm backend: only this partition's nodes
+    shared_dir: Path | None = None  # slurm backend: runs and checkpoints (default: the home)
     policy: str = "wanka"
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
     grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
@@ -110,6 +111,7 @@ def build(settings: Settings):
         options = {
             "conf": settings.slurm_conf,
             "partition": settings.slurm_partition,
+            "shared": settings.shared_dir,
             "single_user": settings.single_user,
             "task_uids": settings.task_uids,
         }
