@@ -102,7 +102,7 @@ def test_a_revoked_token_stops_working_at_once(server):
     ("change", "field", "says"),
     [
         ({"task_groups": [{"cards": 2, "accelerators": ["h900"]}]}, "accelerators", "ascend-910c"),
-        ({"task_groups": [{"replicas": 1000, "cards": 8}]}, "task_groups", "largest request that could fit"),
+        ({"task_groups": [{"replicas": 200, "cards": 8}]}, "task_groups", "largest request that could fit"),
         ({"priority_class": "urgent"}, "priority_class", "critical"),
         ({"env": {"WANKA_JOB_ID": "x"}}, "env", "set by wanka"),
         ({"task_groups": []}, "task_groups", "at least 1"),
