@@ -370,7 +370,8 @@ class LocalBackend(Backend):
 
     def _task_status(self, job_id: int, run: int, task: int) -> TaskStatus:
         """Running while its supervisor lives (whatever files say); then the supervisor's record of
-        how it ended, or, for a supervisor this process started, its own exit status."""
+        how it ended (exit code from its own ``waitpid``, end time, why it never started), written
+        where only the server's account can write when tenants are isolated."""
         stem = self.run_dir(job_id, run) / f"task-{task}"
         pid = self._live_pid(job_id, run, task)
         if pid is not None:
