@@ -1,15 +1,19 @@
 """The control loop: database → snapshot → ``core.run_cycle`` → decisions → database → backend →
 reconcile. It runs in one thread of the server and is the only writer of job state transitions
-besides the API's submit and its cancel of a waiting job.
+besides the API's submit and its cancel of a waiting job. Of several servers on one database, only
+the holder of the scheduler lease runs it (``server/lease.py``; every commit of decisions is fenced
+by it); the others stand by and take over, as a restarted server does, when the lease expires.
 
 The database is the truth; what the loop keeps in memory (the core's indexes, the cards in use) is
 rebuilt from it on start. Each tick:
 
-1. take in what the API did (jobs submitted, waiting jobs cancelled);
+1. take in what the API did (jobs submitted, waiting jobs cancelled; once a second, also what other
+   servers' APIs wrote);
 2. reconcile what the backend reports: tasks running, ended, lost; stop what must stop (cancel
    requests, time limits, failed gangs) — SIGTERM, then SIGKILL after the grace period;
-3. run a cycle over the kept indexes; record every decision and transition in one transaction,
-   with compare-and-set updates so a job cancelled meanwhile is never started;
+3. commit that; run a cycle over the kept indexes (a cycle that raises has the waiting job that
+   causes it held, and runs again without it); record every decision and transition in one
+   transaction, with compare-and-set updates so a job cancelled meanwhile is never started;
 4. hand the new placements to the backend, and publish queue positions and estimated starts.
 
 A job's processes are started only after its admission is committed, and a backend starts a task
