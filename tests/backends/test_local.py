@@ -4,6 +4,7 @@ real processes."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,3 +116,41 @@ def test_a_launch_repeated_starts_nothing_twice_and_signals_reach_the_group(tmp_
     assert again.status(7, 1, 1)[0].state is TaskState.RUNNING
     again.signal(7, 1)  # SIGTERM to the group
     assert _wait_exit(again, 7) == 143  # 128 + SIGTERM, as a shell reports it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands device files to tenant accounts")
+def test_a_task_can_open_its_own_cards_device_files_only(tmp_path, monkeypatch):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for i in range(4):  # stand-ins for /dev/davinciN, as readable by all as a driver may leave them
+        (dev / f"davinci{i}").write_text("")
+        (dev / f"davinci{i}").chmod(0o666)
+    monkeypatch.setenv("PATH", fake_tool(tmp_path, "npu-smi", "ok") + os.pathsep + os.environ["PATH"])
+    backend = LocalBackend(tmp_path / "home", dev=str(dev))
+    assert not backend.virtual and backend.devices == [str(dev / f"davinci{i}") for i in range(4)]
+    probe = (
+        "import json, os, sys\n"
+        "def opens(p):\n"
+        "    try:\n"
+        "        open(p, 'r+').close(); return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        f"print(json.dumps([opens(os.path.join({str(dev)!r}, f'davinci{{i}}')) for i in range(4)]))\n"
+    )
+    task = TaskLaunch(0, "worker", "local-0001", (1, 2), {"WANKA_JOB_ID": "9", "RANK": "0"})
+    launch = Launch(
+        9,
+        1,
+        "t",
+        (sys.executable, "-c", probe),
+        (task,),
+        backend.checkpoint_dir(9),
+        tenant="lab",
+        tenant_id=7,
+    )
+    backend.launch(launch)
+    assert _wait_exit(backend, 9) == 0
+    assert json.loads(backend.logs(9, 1, 0, 0, 4096)[0]) == [False, True, True, False]
+    for i in range(4):  # every card root's again once the task ended
+        st = (dev / f"davinci{i}").stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)

@@ -85,6 +85,16 @@ def _leave_cgroup(spec: dict, back: str | None) -> None:
         fh.write(str(os.getpid()))
 
 
+def _hand_devices(spec: dict, uid: int) -> None:
+    """The task's cards' device files to ``uid`` alone (0600), or back to root's when it ended: a
+    task opens its own cards only, whatever visibility variable it sets (the device plugin's and
+    Slurm ConstrainDevices' job, for a machine without either)."""
+    for path in spec.get("devices") or ():
+        with contextlib.suppress(OSError):
+            os.chown(path, uid, -1)
+            os.chmod(path, 0o600)
+
+
 def _kill_leftovers(spec: dict, entered: bool) -> None:
     """Whatever the task started and left running dies with it (Slurm's proctrack does the same):
     no process keeps a card after its task ended and stopped being billed."""
@@ -129,6 +139,8 @@ def main() -> int:
     def enter_workdir():  # after the switch to the task's account: it may enter only what it may
         os.chdir(cwd)
 
+    if uid is not None:
+        _hand_devices(spec, uid)
     back = _enter_cgroup(spec)
     try:
         proc = subprocess.Popen(
@@ -146,11 +158,13 @@ def main() -> int:
         )
     except subprocess.SubprocessError:  # the workdir could not be entered (preexec_fn failed)
         _leave_cgroup(spec, back)
+        _hand_devices(spec, 0)
         why = f"could not enter its workdir {cwd!r} (missing, or closed to this job's account)"
         os.write(log, f"wanka: {why}\n".encode())
         return _finish(spec, 126, why)
     except OSError as exc:  # no such program, not executable: the task fails like a shell would say
         _leave_cgroup(spec, back)
+        _hand_devices(spec, 0)
         os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
@@ -158,6 +172,7 @@ def main() -> int:
     code = proc.wait()
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report
     _kill_leftovers(spec, back is not None)
+    _hand_devices(spec, 0)  # nothing of the task is left to use them
     return _finish(spec, code)
 
 

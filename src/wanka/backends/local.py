@@ -92,6 +92,22 @@ def discover(catalog=None, dev: str = "/dev") -> tuple[str, int] | None:
     return None
 
 
+def device_files(dev: str) -> list[str]:
+    """The device files of the first vendor whose tool is here, in device-id order (device id d is
+    the d-th), or [] (virtual cards, or a driver that shows none)."""
+    for tool, pattern, _ in VENDORS:
+        if shutil.which(tool) is None:
+            continue
+        folder, _, name = pattern.rpartition("/")
+        try:
+            entries = [e for e in os.listdir(os.path.join(dev, folder)) if re.fullmatch(name, e)]
+        except OSError:
+            return []
+        number = re.compile(r"\d+$")
+        return [os.path.join(dev, folder, e) for e in sorted(entries, key=lambda e: int(number.search(e)[0]))]
+    return []
+
+
 def _count_devices(dev: str, pattern: str) -> int:
     folder, _, name = pattern.rpartition("/")
     try:
@@ -184,9 +200,16 @@ class LocalBackend(Backend):
                 self.cgroups = None
         catalog = default_catalog()
         found = None if virtual_cards else discover(catalog, dev)
+        self.devices: list[str] = []  # device files by device id, where the cards are real
         if found is not None:
             self.model, self.cards = found
             self.virtual = False
+            self.devices = device_files(dev)
+            if self.isolated:  # an idle card is root's alone: a task gets its own cards' for its run
+                for path in self.devices:
+                    with contextlib.suppress(OSError):
+                        if os.stat(path).st_uid == 0:
+                            os.chmod(path, 0o600)
         else:
             self.model, self.cards = (accelerator or "ascend-910c"), (virtual_cards or 8)
             self.virtual = True
@@ -314,6 +337,10 @@ class LocalBackend(Backend):
                 "cgroup_mount": str(self.cgroup_mount) if cgroup else None,
                 "pids_max": self.pids_per_task,
                 "nproc": self.processes_per_tenant if account else None,
+                # its cards' device files: the job's account's while it runs, root's otherwise
+                "devices": [self.devices[d] for d in task.devices if d < len(self.devices)]
+                if account
+                else [],
             }
             _write(stem.with_suffix(".json"), json.dumps(spec))
             # the supervisor's own complaints land in the task's log too
