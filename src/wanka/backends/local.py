@@ -127,6 +127,14 @@ def _catalog_id(catalog, name: str) -> str | None:
     return None
 
 
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 32768  # the kernel's default
+
+
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None
     when there is no such live process (a zombie counts as gone)."""
@@ -155,7 +163,7 @@ class LocalBackend(Backend):
         single_user: bool = False,
         task_uids: tuple[int, int] = (2_000_000, 2_099_999),
         pids_per_task: int = 4096,
-        processes_per_tenant: int = 16384,
+        processes_per_tenant: int | None = None,
     ):
         self.home = Path(home)
         self.runs = self.home / "runs"
@@ -164,7 +172,9 @@ class LocalBackend(Backend):
         self.single_user = single_user
         self.isolated = os.geteuid() == 0 and not single_user
         self.task_uids = task_uids
-        self.pids_per_task, self.processes_per_tenant = pids_per_task, processes_per_tenant
+        # a tenant may not use up the machine's pids: a quarter of pid_max at most (default 16384)
+        self.pids_per_task = pids_per_task
+        self.processes_per_tenant = processes_per_tenant or min(16384, _pid_max() // 4)
         for d in (self.runs, self.checkpoints, self.work):
             d.mkdir(parents=True, exist_ok=True)
         if self.isolated:  # tasks pass through to their own directories, and list nothing

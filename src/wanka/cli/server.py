@@ -80,11 +80,12 @@ def server(
         help="local, as root: the uid range of tenant accounts (uid = first + tenant id).",
     ),
     max_processes: int = typer.Option(
-        16384,
+        None,
         "--max-processes-per-tenant",
         min=16,
         max=4_194_304,
-        help="local, as root: most processes one tenant's tasks may have at once (RLIMIT_NPROC).",
+        help="local, as root: most processes one tenant's tasks may have at once (RLIMIT_NPROC; "
+        "default a quarter of kernel.pid_max, at most 16384).",
     ),
     max_connections: int = typer.Option(
         1024,

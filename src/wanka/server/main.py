@@ -47,7 +47,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)  # request size, tasks per job, running tasks per tenant
     single_user: bool = False  # local backend: every task runs as the server's own user (no isolation)
     task_uids: tuple[int, int] = DEFAULT_TASK_UIDS  # local backend as root: tenant accounts' uids
-    processes_per_tenant: int = 16384  # local backend as root: RLIMIT_NPROC of a tenant's account
+    processes_per_tenant: int | None = None  # local backend as root: RLIMIT_NPROC of a tenant's account
 
     @classmethod
     def default(cls, **overrides) -> Settings:
