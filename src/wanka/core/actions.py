@@ -144,8 +144,10 @@ def _preempt_for(
     ``chosen`` lists candidate victims in victim order (cheapest first). Fitting is monotone in how
     many of them leave, so a binary search over what-if states finds the shortest prefix after
     which the job fits (room and quota). If even all of them are not enough, nobody is evicted
-    ("never preempt for a job that would still not fit"). Of that prefix only the victims on the
-    nodes the job would use are evicted, plus more while quota is still short.
+    ("never preempt for a job that would still not fit"). Then the reprieve (kube-scheduler's and
+    Kueue's): each victim of that prefix, most valuable first, is given back if the job still fits
+    without it. Of those left only the victims on the nodes the job would use are evicted, plus
+    more while quota is still short.
     """
     if len(chosen) == 0:
         return None
@@ -158,25 +160,37 @@ def _preempt_for(
     table, task_pos = pool.table.subset(chosen)
     queues = len(s.tree.names)
 
-    def fits_without(k: int):
-        released = np.bincount(pool.queue[chosen[:k]], pool.cards[chosen[:k]], minlength=queues)
+    def fits_evicting(ranks: np.ndarray):
+        """Where the job would go with the victims at ``ranks`` (positions in ``chosen``) gone."""
+        released = np.bincount(pool.queue[chosen[ranks]], pool.cards[chosen[ranks]], minlength=queues)
         quota = s.quota.copy()
         for q in np.flatnonzero(released):
             add_usage(quota, int(q), tf, -int(released[q]))
         if available(quota, queue, tf) < need:
             return None
-        free = table.free_without(s.free, task_pos, k)
+        gone = np.zeros(len(chosen), dtype=bool)
+        gone[ranks] = True
+        free = table.free_where(s.free, gone[task_pos])
         return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
+
+    def fits_without(k: int):
+        return fits_evicting(np.arange(k))
 
     if fits_without(len(chosen)) is None:
         return None
     # fewer victims than this cannot free enough cards: search up from there
     lower = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
     lo, target = shortest_prefix(fits_without, lower, len(chosen))
+    evicted = list(range(lo))
+    for r in reversed(range(lo)):  # the reprieve: most valuable victim first
+        trial = [x for x in evicted if x != r]
+        found = fits_evicting(np.asarray(trial, dtype=np.int64)) if trial else None
+        if found is not None:
+            evicted, target = trial, found
     target_nodes = target.node_set()
     cp = s.stmt.checkpoint()
     rest = []
-    for i in chosen[:lo]:
+    for i in chosen[evicted]:
         victim = pool.entries[i]
         if not still_eligible(victim):
             continue

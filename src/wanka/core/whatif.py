@@ -98,7 +98,10 @@ class TaskTable:
 
     def free_without(self, free: FreeArrays, task_pos: np.ndarray, k: int) -> FreeArrays:
         """``free`` plus everything the first k chosen entries hold (counts only, no card masks)."""
-        sel = task_pos < k
+        return self.free_where(free, task_pos < k)
+
+    def free_where(self, free: FreeArrays, sel: np.ndarray) -> FreeArrays:
+        """``free`` plus everything the tasks where ``sel`` holds hold (counts only, no card masks)."""
         nodes = self.task_node[sel]
         n = len(free.cards)
         return FreeArrays(
