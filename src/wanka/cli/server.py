@@ -16,6 +16,11 @@ app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
 LOCAL_TASKS_PER_JOB = 256
 LOCAL_RUNNING_PER_TENANT = 512
 
+# the database of `wanka db …` (a password belongs in WANKA_DATABASE or ~/.pgpass, never argv)
+DATABASE = typer.Option(
+    None, "--database", envvar="WANKA_DATABASE", help="SQLAlchemy URL (default: SQLite under $WANKA_HOME)."
+)
+
 
 def server(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
@@ -202,12 +207,7 @@ def server(
 
 @app.command("upgrade")
 def upgrade(
-    database: str = typer.Option(
-        None,
-        "--database",
-        envvar="WANKA_DATABASE",
-        help="SQLAlchemy URL (default: SQLite under $WANKA_HOME).",
-    ),
+    database: str = DATABASE,
     revision: str = typer.Option("head", "--revision", help="Target revision."),
 ) -> None:
     """Run the database migrations up to REVISION."""
@@ -216,19 +216,17 @@ def upgrade(
 
     settings = Settings.default(database=database)
     settings.home.mkdir(parents=True, exist_ok=True)
-    with errors.status(f"migrating {settings.database}"):
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(settings.database).render_as_string(hide_password=True)
+    with errors.status(f"migrating {shown}"):
         db.upgrade(settings.database, revision)
-    console.print(f"database {settings.database} is at {revision}")
+    console.print(f"database {shown} is at {revision}")
 
 
 @app.command("admin-token")
 def admin_token(
-    database: str = typer.Option(
-        None,
-        "--database",
-        envvar="WANKA_DATABASE",
-        help="SQLAlchemy URL (default: SQLite under $WANKA_HOME).",
-    ),
+    database: str = DATABASE,
     user: str = typer.Option("admin", "--user", help="The admin to issue it for (created if missing)."),
     label: str = typer.Option("recovery token", "--label", help="A label to tell it apart."),
 ) -> None:
