@@ -210,8 +210,15 @@ def _preempt_for(
 
 
 def _waiting(s: Session) -> Iterator[Job]:
-    """Jobs still waiting after allocate/backfill, in policy order, bounded per cycle."""
-    return itertools.islice(s.waiting(), s.config.max_preemptors)
+    """Jobs still waiting after allocate/backfill, in policy order, at most ``max_preemptors`` of
+    them (the bound keeps a cycle's cost flat). When the bound cut the walk short after some job
+    evicted others, ``s.more_preemptors`` asks the caller for another cycle at once, so a burst of
+    more than ``max_preemptors`` preemptors is served in follow-up rounds, not one per event."""
+    waiting = s.waiting()
+    evicted_before = len(s.evicted)
+    yield from itertools.islice(waiting, s.config.max_preemptors)
+    if len(s.evicted) > evicted_before and next(waiting, None) is not None:
+        s.more_preemptors = True
 
 
 def _victims(s: Session) -> VictimPool | None:

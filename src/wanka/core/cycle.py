@@ -55,6 +55,7 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         tasks_placed=sum(d.placement.num_tasks for d in starts),
         placement_attempts=session.stats_attempts,
         quick_rejects=session.stats_rejects,
+        more_preemptors=session.more_preemptors,
         phase_ms=phase_ms,
     )
     if clock:

@@ -103,6 +103,9 @@ class CycleStats:
     tasks_placed: int = 0
     placement_attempts: int = 0
     quick_rejects: int = 0
+    # reclaim/preempt stopped at ``max_preemptors`` waiting jobs after evicting for some of them:
+    # more may be able to preempt now, so the caller should run another cycle at once
+    more_preemptors: bool = False
     phase_ms: dict[str, float] = field(default_factory=dict)
 
 

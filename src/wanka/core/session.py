@@ -112,6 +112,7 @@ class Session:
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.stats_attempts = 0
         self.stats_rejects = 0
+        self.more_preemptors = False  # the preemptor bound cut reclaim or preempt short
         self.victim_pool = None  # built on first use by reclaim/preempt
         self._initial_table: TaskTable | None = None
         self._job_flavors: dict[str, tuple[int, ...]] = {}
