@@ -1,7 +1,8 @@
 """Declarative scheduling scenarios: a YAML file of nodes, queues and jobs, and the decisions expected.
 
 name: …                      # what the scenario shows
-policy: wanka                # a preset; `config:` overrides fields (job_order: shortest, …)
+policy: wanka                # a preset (or `policies: [fifo, slurm, …]`: each in turn);
+                             # `config:` overrides fields (job_order: shortest, …)
 now: 1000
 cluster: {…}                 # a cluster spec, as `wanka cluster show` reads
 node_states: {a-0001: down}  # optional
@@ -12,6 +13,8 @@ expect:
   start: {job: [node, …] | any}   # exactly these jobs start (on exactly these nodes)
   stop: {job: reason}             # exactly these jobs stop
   resize: {job: replicas}
+  tasks: {job: {role: tasks}}     # tasks per group of a started job
+  same_domain: {job: tier}        # every task of a started job in one domain of that tier
   reservations: {job: start_time}
   unschedulable: {job: "text in the reason"}
 """
@@ -154,6 +157,15 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
             if nodes != "any":
                 got = sorted(cluster.node_names[n] for n in starts[job_id].placement.node_set())
                 assert got == sorted(set(nodes)), f"{job_id} placed on {got}, expected {sorted(set(nodes))}"
+    for job_id, per_role in expect.get("tasks", {}).items():
+        got = {g.role: g.replicas for g in starts[job_id].placement.groups}
+        assert got == per_role, f"{job_id} started with {got} tasks per group, expected {per_role}"
+    for job_id, tier in expect.get("same_domain", {}).items():
+        t = cluster.tiers.index(tier)
+        domains = {
+            cluster.domain_names[t][cluster.domain_of[t][n]] for n in starts[job_id].placement.node_set()
+        }
+        assert len(domains) == 1, f"{job_id} spans {sorted(domains)} at tier {tier}"
     if "stop" in expect:
         got = {d.job_id: d.reason.value for d in result.stops}
         assert got == expect["stop"], f"stopped {got}, expected {expect['stop']}"
@@ -173,7 +185,13 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
 
 
 def run_file(path: Path) -> None:
+    """Run the scenario under its ``policy``, or under each of its ``policies`` in turn."""
     doc = yaml.safe_load(path.read_text())
-    snapshot, config = build(doc)
-    result = run_cycle(snapshot, config)
-    check(doc, result, snapshot)
+    for policy in doc.get("policies") or [doc.get("policy", "wanka")]:
+        one = {**doc, "policy": policy}
+        snapshot, config = build(one)
+        result = run_cycle(snapshot, config)
+        try:
+            check(one, result, snapshot)
+        except AssertionError as exc:
+            raise AssertionError(f"under policy {policy}: {exc}") from None

@@ -20,6 +20,6 @@ def test_every_action_and_preset_has_a_scenario() -> None:
     from wanka.core import POLICIES
 
     docs = [yaml.safe_load(p.read_text()) for p in SCENARIOS]
-    assert {d.get("policy", "wanka") for d in docs} >= set(POLICIES)
+    assert set().union(*(d.get("policies") or [d.get("policy", "wanka")] for d in docs)) >= set(POLICIES)
     expects = set().union(*(d.get("expect", {}).keys() for d in docs))
     assert {"start", "stop", "resize", "reservations", "unschedulable"} <= expects

@@ -13,7 +13,8 @@ Replicas of an inference service are *spread*: one per node, over as many leaf d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
@@ -76,6 +77,8 @@ def place_group(
     if total < req.min_replicas:
         return None
     want = min(req.replicas, total)
+    if want == 0:
+        return []
     if strategy is PlacementStrategy.FIRST_FIT:
         return _first_fit(cap, want)
     if req.spread:
@@ -171,42 +174,123 @@ def place_gang(
     """All groups or nothing. ``free`` is left unchanged either way.
 
     With ``choose_cards`` the exact cards are picked (aligned blocks first); without, masks are 0 and
-    only the nodes matter (what-if placements for reservations and victim search)."""
+    only the nodes matter (what-if placements for reservations and victim search).
+
+    A gang of several groups chooses its network domain as a whole: the smallest domain (tier by
+    tier from the node up, tightest first) in which every group's minimum fits together, never one
+    domain per group. Inside it every group first gets its minimum, then elastic groups grow with
+    what is left there, so one elastic group never takes room another group of the gang needs."""
     choose_cards = choose_cards and free.masks is not None
-    multi = len(groups) > 1  # later groups must see earlier groups' tasks as taken
-    if not choose_cards and not multi:  # a what-if: only which nodes matter, no per-task work
+    if len(groups) == 1:
         req = groups[0]
-        nodes = place_group(cluster, free, usable, req, strategy)
-        if nodes is None:
-            return None
-        return Placement(
-            model,
-            (GroupPlacement(req.role, tuple(nodes), (0,) * len(nodes), req.cards, req.cpus, req.memory_gib),),
-        )
-    placed: list[GroupPlacement] = []
-    taken: list[tuple[int, int, GroupRequest]] = []
-    try:
-        for req in groups:
+        if not choose_cards:  # a what-if: only which nodes matter, no per-task work
             nodes = place_group(cluster, free, usable, req, strategy)
             if nodes is None:
                 return None
-            masks = []
-            for node in nodes:
-                mask = 0
-                if choose_cards:
-                    # tasks sharing a node must get different cards, so the mask is updated as we go
-                    mask = take_cards(free.masks[node], req.cards, int(cluster.node_cards[node]))
-                    free.masks[node] &= ~mask
-                if multi:
-                    free.cards[node] -= req.cards
-                    free.cpus[node] -= req.cpus
-                    free.memory[node] -= req.memory_gib
-                masks.append(mask)
-                taken.append((node, mask, req))
-            placed.append(
-                GroupPlacement(req.role, tuple(nodes), tuple(masks), req.cards, req.cpus, req.memory_gib)
+            return Placement(
+                model,
+                (
+                    GroupPlacement(
+                        req.role, tuple(nodes), (0,) * len(nodes), req.cards, req.cpus, req.memory_gib
+                    ),
+                ),
             )
-        return Placement(model, tuple(placed))
+        return _place_groups(cluster, free, usable, model, groups, strategy, choose_cards)
+    for within in _gang_domains(cluster, free, usable, groups, strategy):
+        placement = _place_groups(cluster, free, within, model, groups, strategy, choose_cards)
+        if placement is not None:
+            return placement
+    return None
+
+
+_DOMAINS_TRIED_PER_TIER = 4  # bounds a multi-group gang's placement cost on a fragmented cluster
+
+
+def _gang_domains(
+    cluster: Cluster, free: FreeArrays, usable: np.ndarray, groups: list[GroupRequest], strategy
+) -> Iterator[np.ndarray]:
+    """Usable-node masks of the domains worth trying for a multi-group gang, smallest tier first and
+    tightest domain first within a tier. A domain qualifies when each group's minimum fits it on its
+    own and the gang's minimum cards fit its free cards (necessary, not sufficient: the groups share
+    nodes, so each is then tried for real). The whole cluster comes last."""
+    if strategy is PlacementStrategy.TOPOLOGY:
+        caps = [
+            task_capacity(
+                free,
+                usable,
+                GroupRequest(g.role, g.min_replicas, g.min_replicas, g.cards, g.cpus, g.memory_gib, g.spread),
+            )
+            for g in groups
+        ]
+        need = sum(g.min_replicas * g.cards for g in groups)
+        cards = np.where(usable, free.cards, 0).astype(np.int64)
+        for t in range(len(cluster.tiers) - 1):
+            starts = cluster.domain_starts[t]
+            room = np.add.reduceat(cards, starts)
+            ok = room >= need
+            for cap, g in zip(caps, groups, strict=True):
+                ok &= np.add.reduceat(cap.astype(np.int64), starts) >= g.min_replicas
+            candidates = np.flatnonzero(ok)
+            for d in candidates[np.argsort(room[candidates], kind="stable")][:_DOMAINS_TRIED_PER_TIER]:
+                within = np.zeros_like(usable)
+                lo, hi = int(starts[d]), int(cluster.domain_ends[t][d])
+                within[lo:hi] = usable[lo:hi]
+                yield within
+    yield usable
+
+
+def _place_groups(
+    cluster: Cluster,
+    free: FreeArrays,
+    usable: np.ndarray,
+    model: str,
+    groups: list[GroupRequest],
+    strategy: PlacementStrategy,
+    choose_cards: bool,
+) -> Placement | None:
+    """Every group's minimum on ``usable`` nodes, then the elastic groups' extra tasks there; None
+    if a minimum does not fit. ``free`` is restored before returning."""
+    multi = len(groups) > 1  # later groups must see earlier groups' tasks as taken
+    placed: list[list[int]] = [[] for _ in groups]
+    masks: list[list[int]] = [[] for _ in groups]
+    taken: list[tuple[int, int, GroupRequest]] = []
+    first = [replace(g, replicas=g.min_replicas) for g in groups] if multi else groups
+    # larger tasks first (first-fit decreasing): small ones then fill the gaps big ones leave
+    order = sorted(range(len(groups)), key=lambda i: -groups[i].cards)
+    try:
+        for phase, reqs in enumerate((first, groups) if multi else (first,)):
+            for gi in order:
+                req = reqs[gi]
+                if phase == 1:  # the elastic groups grow with what the minimums left
+                    extra = req.replicas - req.min_replicas
+                    if extra <= 0:
+                        continue
+                    req = replace(req, replicas=extra, min_replicas=0)
+                nodes = place_group(cluster, free, usable, req, strategy)
+                if nodes is None:
+                    if phase == 1:
+                        continue
+                    return None
+                for node in nodes:
+                    mask = 0
+                    if choose_cards:
+                        # tasks sharing a node must get different cards, so the mask is updated as we go
+                        mask = take_cards(free.masks[node], req.cards, int(cluster.node_cards[node]))
+                        free.masks[node] &= ~mask
+                    if multi:
+                        free.cards[node] -= req.cards
+                        free.cpus[node] -= req.cpus
+                        free.memory[node] -= req.memory_gib
+                    masks[gi].append(mask)
+                    taken.append((node, mask, req))
+                placed[gi].extend(nodes)
+        return Placement(
+            model,
+            tuple(
+                GroupPlacement(g.role, tuple(n), tuple(m), g.cards, g.cpus, g.memory_gib)
+                for g, n, m in zip(groups, placed, masks, strict=True)
+            ),
+        )
     finally:
         for node, mask, req in taken:
             if choose_cards:

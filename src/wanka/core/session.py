@@ -286,12 +286,17 @@ class Session:
         return found
 
     def requests(self, job: Job, max_cards: int | None = None) -> list[GroupRequest]:
+        """One request per task group. With ``max_cards`` (the quota left), elastic groups are
+        trimmed so the whole gang asks for at most that many cards: every group keeps its minimum,
+        and the surplus goes to the elastic groups in the job's order."""
         spread = job.kind is JobKind.INFERENCE
+        surplus = None if max_cards is None else max(0, max_cards - job.min_cards)
         reqs = []
         for g in job.groups:
             replicas = g.replicas
-            if g.elastic and max_cards is not None and g.cards > 0 and len(job.groups) == 1:
-                replicas = max(g.gang_min, min(replicas, max_cards // g.cards))
+            if g.elastic and surplus is not None and g.cards > 0:
+                replicas = g.gang_min + min(g.replicas - g.gang_min, surplus // g.cards)
+                surplus -= (replicas - g.gang_min) * g.cards
             reqs.append(GroupRequest(g.role, replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, spread))
         return reqs
 

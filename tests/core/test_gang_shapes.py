@@ -1,0 +1,128 @@
+"""Properties of multi-group and elastic gangs (issue 14, items 1 and 7): a gang whose minimum fits
+its quota starts, trimmed as a whole; a gang that fits one network domain is placed in one."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wanka.core import (
+    POLICIES,
+    Cluster,
+    ClusterState,
+    FlavorQuota,
+    Job,
+    NodeRecord,
+    QueueNode,
+    QueueTree,
+    Snapshot,
+    TaskGroup,
+    get_policy,
+    run_cycle,
+)
+from wanka.core.state import Placement, take_cards
+from wanka.models.hardware import default_catalog
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def leaves_cluster(sizes: list[int]) -> Cluster:
+    acc = default_catalog().get("h100")
+    records = [
+        NodeRecord(f"l{leaf}n{i}", acc, 8, (f"leaf{leaf}",))
+        for leaf, size in enumerate(sizes)
+        for i in range(size)
+    ]
+    return Cluster("c", ("node", "leaf", "cluster"), records)
+
+
+@st.composite
+def gangs(draw, elastic: bool) -> tuple[TaskGroup, ...]:
+    groups = []
+    for i in range(draw(st.integers(2, 3))):
+        replicas = draw(st.integers(1, 4))
+        low = draw(st.integers(1, replicas)) if elastic and draw(st.booleans()) else None
+        groups.append(TaskGroup(f"g{i}", replicas, draw(st.sampled_from([1, 2, 4, 8])), min_replicas=low))
+    return tuple(groups)
+
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@SETTINGS
+def test_an_elastic_gang_whose_minimum_fits_its_quota_starts_trimmed_to_it(data, policy) -> None:
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    cluster = leaves_cluster(sizes)
+    total = 8 * sum(sizes)
+    groups = data.draw(gangs(elastic=True))
+    job = Job("j", "t", "team", groups)
+    if job.min_cards > total:
+        return
+    nominal = data.draw(st.integers(job.min_cards, total))
+    tree = QueueTree(
+        [
+            QueueNode("cluster", None, {"h100": FlavorQuota(total)}),
+            QueueNode("team", "cluster", {"h100": FlavorQuota(nominal, borrowing_limit=0)}),
+        ],
+        ["h100"],
+    )
+    result = run_cycle(
+        Snapshot(0.0, cluster, ClusterState.empty(cluster), tree, [job], []), get_policy(policy)
+    )
+    assert [d.job_id for d in result.starts] == ["j"], result.unschedulable
+    placement = result.starts[0].placement
+    assert placement.total_cards <= nominal
+    for spec, got in zip(groups, placement.groups, strict=True):
+        assert spec.gang_min <= got.replicas <= spec.replicas
+
+
+def fits_by_ffd(free: list[int], groups: tuple[TaskGroup, ...]) -> bool:
+    """Whether the tasks fit the free cards (first-fit decreasing: exact for power-of-two sizes)."""
+    room = sorted(free, reverse=True)
+    for cards in sorted((g.cards for g in groups for _ in range(g.replicas)), reverse=True):
+        for i, r in enumerate(room):
+            if r >= cards:
+                room[i] -= cards
+                break
+        else:
+            return False
+    return True
+
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@SETTINGS
+def test_a_gang_that_fits_one_leaf_is_placed_in_one_leaf(data, policy) -> None:
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=2, max_size=4))
+    cluster = leaves_cluster(sizes)
+    state = ClusterState.empty(cluster)
+    busy = []
+    for n in range(cluster.num_nodes):  # random load, held by running jobs of another queue
+        used = data.draw(st.sampled_from([0, 0, 2, 4, 6, 8]))
+        if used:
+            mask = take_cards(state.free_mask[n], used, 8)
+            placement = Placement("h100", (_group(n, mask, used),))
+            state.allocate(placement)
+            busy.append(Job(f"b{n}", "o", "team", (TaskGroup("w", 1, used),), placement=placement))
+    for job in busy:
+        job.state = job.state.RUNNING
+        job.start_time = 0.0
+    groups = data.draw(gangs(elastic=False))
+    job = Job("j", "t", "team", groups, priority=0)
+    tree = QueueTree.flat(["h100"], {"h100": 8 * cluster.num_nodes}, ["team"])
+    result = run_cycle(Snapshot(0.0, cluster, state, tree, [job], busy), get_policy(policy))
+    leaf_fits = any(
+        fits_by_ffd(
+            [int(state.free_cards[n]) for n in range(cluster.num_nodes) if cluster.domain_of[1][n] == d],
+            groups,
+        )
+        for d in range(cluster.domain_count(1))
+    )
+    starts = [d for d in result.starts if d.job_id == "j"]
+    if leaf_fits:
+        assert starts, "a gang that fits one leaf must start"
+        leaves = {int(cluster.domain_of[1][n]) for n in starts[0].placement.node_set()}
+        assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
+
+
+def _group(node: int, mask: int, cards: int):
+    from wanka.core.state import GroupPlacement
+
+    return GroupPlacement("w", (node,), (mask,), cards)
