@@ -90,3 +90,20 @@ def test_failure_model_file(tmp_path):
     f.write_text("daily_rate_per_card: -1\n")
     r = wanka("simulate", "--days", "0.2", "--failures", str(f), check=False)
     assert r.returncode == 2 and "daily_rate_per_card" in r.stderr
+
+
+def test_a_bad_trace_is_one_line_on_stderr_and_exit_2(tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("job_id,submit_s,duration_s,cards,tenant\na,0,10,1,t\na,5,10,1,t\n")
+    r = wanka("simulate", "--cluster", "dev", "--workload", f"trace:wanka:{dup}", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {dup}, line 3, column 'job_id': duplicate job id 'a' (first on line 2)"
+        " (--skip-bad-rows skips and counts such rows)"
+    ]
+
+
+def test_help_lists_every_trace_format():
+    text = " ".join(wanka("simulate", "--help").stdout.split())
+    for fmt in ("philly", "itp", "helios", "pai", "openb", "acme", "wanka"):
+        assert fmt in text

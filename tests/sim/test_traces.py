@@ -163,3 +163,74 @@ def test_every_reader_reports_bad_rows_by_line_and_column(tmp_path):
     with pytest.raises(TraceError) as err:
         read_helios(p)
     assert (err.value.line, err.value.column) == (2, "submit_time")
+
+
+def test_an_error_names_file_line_and_column_once(tmp_path):
+    p = write(tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-09 07:01:55,66,abc,66,a\n")
+    with pytest.raises(TraceError) as err:
+        read_philly(p)
+    assert str(err.value) == f"{p}, line 2, column 'num_gpus': 'abc' is not a number"
+    assert err.value.in_row  # a bad row: --skip-bad-rows would skip it
+    trace = read_philly(p, skip_bad_rows=True)
+    assert trace.problems == ["line 2, column 'num_gpus': 'abc' is not a number"]
+
+
+def copy_with_first_row_twice(sample: Path, to: Path, header: bool = True) -> Path:
+    lines = sample.read_text().splitlines(keepends=True)
+    first = 1 if header else 0
+    to.write_text("".join([*lines[: first + 1], lines[first], *lines[first + 1 :]]))
+    return to
+
+
+@pytest.mark.parametrize(
+    "reader, sample, column",
+    [
+        (read_itp, "itp_sample.csv", "job_id"),
+        (read_helios, "helios_cluster_log_sample.csv", "job_id"),
+        (read_acme, "acme_trace_kalos_sample.csv", "job_id"),
+        (read_openb, "openb_pod_list_sample.csv", "name"),
+        (read_wanka, None, "job_id"),
+    ],
+    ids=["itp", "helios", "acme", "openb", "wanka"],
+)
+def test_a_duplicate_job_id_is_a_bad_row_named_by_line_and_column(tmp_path, reader, sample, column):
+    if sample is None:
+        src = write(tmp_path, "job_id,submit_s,duration_s,cards,tenant\nj1,0,60,1,t\nj2,5,60,1,t\n")
+    else:
+        src = DATA / sample
+    p = copy_with_first_row_twice(src, tmp_path / "dup.csv")
+    with pytest.raises(TraceError) as err:
+        reader(p)
+    assert (err.value.line, err.value.column) == (3, column) and err.value.in_row
+    assert str(err.value).startswith(f"{p}, line 3, column '{column}': duplicate job id ")
+    assert str(err.value).endswith("(first on line 2)")
+    assert reader(p, skip_bad_rows=True).skipped == 1
+
+
+def test_a_duplicate_pai_job_names_its_table_line(tmp_path):
+    folder = tmp_path / "pai"
+    folder.mkdir()
+    (folder / "pai_task_table.csv").write_text((DATA / "pai_sample" / "pai_task_table.csv").read_text())
+    copy_with_first_row_twice(
+        DATA / "pai_sample" / "pai_job_table.csv", folder / "pai_job_table.csv", header=False
+    )
+    with pytest.raises(TraceError, match=r"pai_job_table\.csv, line 2, column 'job_name': duplicate job id"):
+        read_pai(folder)
+
+
+def test_a_file_that_is_not_text_is_one_error_without_a_row(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_bytes(b"job_id,submit_s,duration_s,cards,tenant\nj1,0,60,1,t\n\xff\xfe,1,1,1,t\n")
+    with pytest.raises(TraceError) as err:
+        read_wanka(p)
+    assert str(err.value) == f"{p}: not UTF-8 text (byte ff cannot be decoded)" and not err.value.in_row
+
+
+def test_a_parquet_file_without_a_column_names_the_column_not_a_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"job_id": ["a"], "submit_s": [0.0]}), tmp_path / "t.parquet")
+    with pytest.raises(TraceError) as err:
+        read_wanka(tmp_path / "t.parquet")
+    assert str(err.value).startswith(f"{tmp_path / 't.parquet'}, column 'duration_s': missing column")

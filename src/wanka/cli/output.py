@@ -18,5 +18,6 @@ def emit_json(data) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    errors.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    # one line, however narrow the terminal: scripts and people grep for it
+    errors.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise SystemExit(code)

@@ -111,7 +111,7 @@ def _scenario(
     try:
         trace = READERS[fmt](path, skip_bad_rows=skip)
     except TraceError as exc:
-        fail(f"{exc} (use --skip-bad-rows to skip and count such rows)")
+        fail(f"{exc} (--skip-bad-rows skips and counts such rows)" if exc.in_row else str(exc))
     except OSError as exc:
         fail(f"--workload: cannot read {path}: {exc.strerror}")
     if days:
@@ -149,7 +149,7 @@ def simulate(
     workload: str = typer.Option(
         "synthetic:month",
         "--workload",
-        help="synthetic:month, or trace:FORMAT:PATH (formats: philly, wanka).",
+        help=f"synthetic:month, or trace:FORMAT:PATH (formats: {', '.join(READERS)}; see docs/twin.md).",
     ),
     policy: str = typer.Option("wanka", "--policy", help="Policy preset."),
     compare: str = typer.Option(

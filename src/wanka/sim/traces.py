@@ -39,9 +39,26 @@ class NotACardJob(Exception):
 
 
 class TraceError(ValueError):
+    """One line: the file, the line (or Parquet row) and the column, each named once, then what is
+    wrong. Row parsers raise it without a place (``path`` empty, ``line`` 0); the reader adds it.
+    ``line`` 0 or an empty ``column`` means the problem is not in one row or column."""
+
     def __init__(self, path: str, line: int, column: str, message: str, unit: str = "line"):
-        self.path, self.line, self.column = path, line, column
-        super().__init__(f"{path}, {unit} {line}, column {column!r}: {message}")
+        self.path, self.line, self.column, self.unit = path, line, column, unit
+        self.in_row = False  # a bad row, which ``skip_bad_rows`` would skip (not a bad file)
+        self.message = " ".join(message.split())  # one line, whatever the cause's text held
+        where = [path] if path else []
+        if line:
+            where.append(f"{unit} {line}")
+        if column:
+            where.append(f"column {column!r}")
+        super().__init__(", ".join(where) + ": " + self.message if where else self.message)
+
+    def at(self, path: str, line: int, unit: str) -> TraceError:
+        """The same problem of one row, placed in ``path`` at ``line``."""
+        placed = TraceError(path, line, self.column, self.message, unit)
+        placed.in_row = True
+        return placed
 
 
 def _read_csv(
@@ -50,14 +67,22 @@ def _read_csv(
     parse: Callable[[dict[str, str], int], TraceJob],
     skip_bad_rows: bool,
     fieldnames: tuple[str, ...] | None = None,
+    id_column: str = "",
 ) -> Trace:
-    """Rows of a CSV file (``fieldnames`` for headerless files) through ``parse``."""
+    """Rows of a CSV file (``fieldnames`` for headerless files) through ``parse``; ``id_column`` is
+    the column the job id comes from (a repeated id is a bad row)."""
     p = Path(path)
     with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh, fieldnames=list(fieldnames) if fieldnames else None)
-        _require(p, reader.fieldnames or [], required, "line")
-        rows = ((reader.line_num, row) for row in reader)
-        return _parse_rows(p, rows, parse, skip_bad_rows, "line")
+        try:
+            _require(p, reader.fieldnames or [], required, 1, "line")
+            rows = ((reader.line_num, row) for row in reader)
+            return _parse_rows(p, rows, parse, skip_bad_rows, "line", id_column)
+        except csv.Error as exc:
+            raise TraceError(str(p), reader.line_num, "", f"not a readable CSV file ({exc})") from None
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start : exc.start + 1]
+            raise TraceError(str(p), 0, "", f"not UTF-8 text (byte {byte.hex()} cannot be decoded)") from None
 
 
 def _read_parquet(
@@ -65,6 +90,7 @@ def _read_parquet(
     required: tuple[str, ...],
     parse: Callable[[dict[str, str], int], TraceJob],
     skip_bad_rows: bool,
+    id_column: str = "",
 ) -> Trace:
     """Rows of a Parquet file through the same ``parse`` as CSV (values as text; nulls empty), so
     both carry the same checks. Errors name the row (1 = the first)."""
@@ -75,7 +101,7 @@ def _read_parquet(
         table = pq.read_table(p)
     except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
         raise TraceError(str(p), 0, "", f"not a readable Parquet file ({exc})", "row") from None
-    _require(p, table.column_names, required, "row")
+    _require(p, table.column_names, required, 0, "row")
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     names = list(columns)
 
@@ -83,29 +109,39 @@ def _read_parquet(
         for i in range(table.num_rows):
             yield i + 1, {n: "" if columns[n][i] is None else str(columns[n][i]) for n in names}
 
-    return _parse_rows(p, rows(), parse, skip_bad_rows, "row")
+    return _parse_rows(p, rows(), parse, skip_bad_rows, "row", id_column)
 
 
-def _require(p: Path, have, required: tuple[str, ...], unit: str) -> None:
+def _require(p: Path, have, required: tuple[str, ...], header_line: int, unit: str) -> None:
     missing = [c for c in required if c not in have]
     if missing:
-        raise TraceError(str(p), 1, missing[0], f"missing column; the file needs {', '.join(required)}", unit)
+        raise TraceError(
+            str(p), header_line, missing[0], f"missing column; the file needs {', '.join(required)}", unit
+        )
 
 
-def _parse_rows(p: Path, rows, parse, skip_bad_rows: bool, unit: str) -> Trace:
+def _parse_rows(p: Path, rows, parse, skip_bad_rows: bool, unit: str, id_column: str) -> Trace:
     jobs: list[TraceJob] = []
+    first_seen: dict[str, int] = {}  # job id -> the line it first appeared on
     skipped, filtered, problems = 0, 0, []
     for line, row in rows:
         try:
-            jobs.append(parse(row, line))
+            job = parse(row, line)
+            if job.id in first_seen:
+                raise TraceError(
+                    "", 0, id_column, f"duplicate job id {job.id!r} (first on {unit} {first_seen[job.id]})"
+                )
+            first_seen[job.id] = line
+            jobs.append(job)
         except NotACardJob:
             filtered += 1
         except TraceError as exc:
+            placed = exc.at(str(p), line, unit)
             if not skip_bad_rows:
-                raise TraceError(str(p), line, exc.column, str(exc.args[0]), unit) from None
+                raise placed from None
             skipped += 1
             if len(problems) < 5:
-                problems.append(f"{unit} {line}, column {exc.column!r}: {exc.args[0]}")
+                problems.append(str(exc.at("", line, unit)))
     return _rebase(jobs, str(p), skipped, problems, filtered)
 
 
@@ -181,8 +217,8 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
 
     required = WANKA_COLUMNS[:5]
     if Path(path).suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet(path, required, parse, skip_bad_rows)
-    return _read_csv(path, required, parse, skip_bad_rows)
+        return _read_parquet(path, required, parse, skip_bad_rows, "job_id")
+    return _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
 
 
 def write_wanka(trace: Trace, path: str | Path) -> None:
@@ -240,7 +276,8 @@ def read_itp(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             "itp",
         )
 
-    return _read_csv(path, ("job_id", "submission_time", "duration", "num_gpu"), parse, skip_bad_rows)
+    required = ("job_id", "submission_time", "duration", "num_gpu")
+    return _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
 
 
 def _dated_gpu_jobs(path: str | Path, prefix: str, tenant: str, skip_bad_rows: bool) -> Trace:
@@ -255,7 +292,8 @@ def _dated_gpu_jobs(path: str | Path, prefix: str, tenant: str, skip_bad_rows: b
         job_id = f"{prefix}-{_text(row, 'job_id')}"
         return TraceJob(job_id, _when(row, "submit_time"), _number(row, "duration"), cards, who, who)
 
-    return _read_csv(path, ("job_id", tenant, "gpu_num", "submit_time", "duration"), parse, skip_bad_rows)
+    required = ("job_id", tenant, "gpu_num", "submit_time", "duration")
+    return _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
 
 
 def read_helios(path: str | Path, skip_bad_rows: bool = False) -> Trace:
@@ -294,6 +332,7 @@ def read_openb(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         ("name", "num_gpu", "qos", "creation_time", "deletion_time", "scheduled_time"),
         parse,
         skip_bad_rows,
+        id_column="name",
     )
 
 
@@ -346,7 +385,7 @@ def read_pai(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         return TraceJob(f"pai-{name}", submit, max(0.0, last - first), sum(t[2] for t in mine), user, user)
 
     trace = _read_csv(
-        folder / "pai_job_table.csv", PAI_JOB_COLUMNS, parse_job, skip_bad_rows, PAI_JOB_COLUMNS
+        folder / "pai_job_table.csv", PAI_JOB_COLUMNS, parse_job, skip_bad_rows, PAI_JOB_COLUMNS, "job_name"
     )
     trace.skipped += task_trace.skipped
     trace.problems = (task_trace.problems + trace.problems)[:5]
