@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from wanka.models import load_cluster
-from wanka.sim.models import DAY, LLAMA3_CAUSES, CheckpointModel, FailureModel, PerformanceModel
+from wanka.sim.models import DAY, LLAMA3_CAUSES, CheckpointModel, FailureModel, Models, PerformanceModel
 
 
 @pytest.mark.parametrize("preset, per_card_day", [("llama3", 419 / (16384 * 54)), ("shenzhen", 0.0003)])
@@ -63,3 +63,15 @@ def test_synthetic_job_count_target_scales_only_small_jobs():
     assert abs(len(more.jobs) - 6000) < 4 * math.sqrt(6000)
     big = [j.total_cards for j, _ in more.jobs if j.total_cards >= 256]
     assert len(big) == len([j for j, _ in base.jobs if j.total_cards >= 256])  # gangs untouched
+
+
+def test_overheads_off_and_the_line_that_says_so():
+    assert Models().describe_overheads() == (
+        "overheads: checkpoint writes 60 s each; restarts 1020 s; topology penalty 10% per extra tier"
+    )
+    off = Models().without_overheads()
+    assert off.describe_overheads() == "overheads: none"
+    assert off.overheads() == {"checkpoint_write_s": 0.0, "restart_s": 0.0, "topology_penalty": 0.0}
+    assert off.checkpoints.efficiency(3600.0) == 1.0
+    some = Models(checkpoints=CheckpointModel(restart_s=0.0))
+    assert some.describe_overheads().endswith("per extra tier (off: restarts)")

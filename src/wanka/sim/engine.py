@@ -19,7 +19,10 @@ class EventKind(IntEnum):
     FAILURE = 1
     FINISH = 2
     ARRIVAL = 3
-    CYCLE = 4
+    LAS_QUEUE = (
+        4  # a job changes Tiresias LAS queue: its attained service crosses a threshold, or it is promoted
+    )
+    CYCLE = 5
 
 
 class EventQueue:

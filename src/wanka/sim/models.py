@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -140,3 +140,35 @@ class Models:
     failures: FailureModel = field(default_factory=FailureModel)
     checkpoints: CheckpointModel = field(default_factory=CheckpointModel)
     performance: PerformanceModel = field(default_factory=PerformanceModel)
+
+    def without_overheads(self) -> Models:
+        """No checkpoint writes, restart delay or topology penalty: a job runs exactly its stated
+        duration (on a reference card), as in the published simulators. Failures are kept; work
+        since the last checkpoint is still lost on a stop."""
+        return replace(
+            self,
+            checkpoints=replace(self.checkpoints, write_s=0.0, restart_s=0.0),
+            performance=replace(self.performance, topology_penalty=0.0),
+        )
+
+    def overheads(self) -> dict[str, float]:
+        """The overheads a job pays (0: off), as ``--json`` reports them."""
+        return {
+            "checkpoint_write_s": self.checkpoints.write_s,
+            "restart_s": self.checkpoints.restart_s,
+            "topology_penalty": self.performance.topology_penalty,
+        }
+
+    def describe_overheads(self) -> str:
+        """One line for reports: which overheads were on, and how large."""
+        ckpt, penalty = self.checkpoints, self.performance.topology_penalty
+        items = (
+            ("checkpoint writes", ckpt.write_s, f"{ckpt.write_s:g} s each"),
+            ("restarts", ckpt.restart_s, f"{ckpt.restart_s:g} s"),
+            ("topology penalty", penalty, f"{penalty:.0%} per extra tier"),
+        )
+        on = [f"{name} {size}" for name, value, size in items if value > 0]
+        off = [name for name, value, _ in items if value <= 0]
+        if not on:
+            return "overheads: none"
+        return "overheads: " + "; ".join(on) + (f" (off: {', '.join(off)})" if off else "")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from wanka.core import Cluster, Job, QueueTree, get_policy
+from wanka.core import Cluster, CycleConfig, Job, QueueTree, get_policy
 from wanka.sim.models import Models
 from wanka.sim.replay import tenant_queues, trace_jobs
 from wanka.sim.synthetic import contract_queues, synthetic_month
@@ -20,6 +20,16 @@ from wanka.sim.traces import Trace
 from wanka.sim.twin import SimConfig, SimResult, Twin
 
 Jobs = list[tuple[Job, float]]
+
+# Tiresias' LAS queue thresholds in card-seconds, by source (docs/policies.md cites each):
+LAS_THRESHOLDS: dict[str, tuple[float, ...]] = {
+    # the core's default (LasConfig): two queues, one threshold of 3,600 GPU-seconds, as in the
+    # Tiresias simulator README's first example
+    "wanka": (3600.0,),
+    # the released simulator (SymbioticLab/Tiresias simulator/jobs.py): num_queue = 3 and
+    # queue_limit = [3250, 7200, 18000], of which dlas-gpu uses the first num_queue - 1
+    "tiresias-released": (3250.0, 7200.0),
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def replay(cluster: Cluster, trace: Trace, name: str) -> Scenario:
 
 def run(
     scenario: Scenario,
-    policy: str,
+    policy: str | CycleConfig,
     config: SimConfig,
     models: Models,
     progress: Callable[[float, int], None] | None = None,
@@ -73,7 +83,7 @@ def run(
         scenario.cluster,
         scenario.queues,
         scenario.make_jobs(),
-        get_policy(policy),
+        get_policy(policy) if isinstance(policy, str) else policy,
         config,
         models,
         progress,
@@ -83,7 +93,7 @@ def run(
 
 
 def run_parallel(
-    runs: Sequence[tuple[Scenario, str]],
+    runs: Sequence[tuple[Scenario, str | CycleConfig]],
     config: SimConfig,
     models: Models,
     heatmap_at: tuple[float, ...] = (),

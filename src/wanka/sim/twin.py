@@ -4,7 +4,11 @@ Events (failures, repairs, finishes, arrivals, scheduling rounds) come off a det
 round runs only when something changed since the last one, and at most once per
 ``cycle_interval_s``, so the cost follows the number of jobs, not the length of the simulated period.
 The twin applies the core's decisions the way the control plane will: stops first (the victim loses
-the work since its last checkpoint and waits again), then starts and resizes.
+the work since its last checkpoint and waits again), then starts and resizes. A round that the core
+cut short at its bound on preemptors (``CycleStats.more_preemptors``) is followed at once by another at
+the same instant. Under Tiresias' LAS order, a running job's attained service crossing a queue
+threshold (and, with starvation promotion on, a waiting job becoming due for it) is an event too, so
+a round sees the new order when it happens rather than at the next arrival or finish.
 
 Progress is booked in *reference seconds* (a job's stated duration); a placed job advances at
 ``speed`` reference seconds per second (heterogeneity, topology penalty, elastic share and the time
@@ -39,6 +43,7 @@ from wanka.core import (
     accrue,
     run_cycle,
 )
+from wanka.core.fairshare import las_queue
 from wanka.core.placement import needed_tier
 from wanka.sim.engine import EventKind, EventQueue
 from wanka.sim.models import Models
@@ -142,7 +147,9 @@ class Twin:
         self.index = RunningIndex(self.cluster, queues, policy.default_time_limit_s)
         # attained service of running jobs matters to a round only under Tiresias' LAS order;
         # otherwise progress is booked when a job stops, finishes or is resized
-        self.book_every_round = policy.job_order is JobOrder.LAS
+        self.las = policy.las if policy.job_order is JobOrder.LAS else None
+        self.book_every_round = self.las is not None
+        self.more_preemptors = False  # the last round stopped at the bound on preemptors
         self.on_node: dict[int, set[str]] = {}  # node -> running jobs with a task there
         leaves = [n for n in queues.names if queues.is_leaf(n)]
         self.usage = {q: QueueUsage() for q in leaves}
@@ -207,11 +214,16 @@ class Twin:
             elif kind is EventKind.REPAIR:
                 self._repair(payload)
                 changed = True
+            elif kind is EventKind.LAS_QUEUE:
+                changed = self._las_queue_change(now, *payload)
             else:
                 round_queued = False
                 last_round = now
                 cycles += 1
                 open_jobs -= self._round(now)
+                if self.more_preemptors:  # more waiting jobs may preempt now: a follow-up round
+                    self.events.push(now, EventKind.CYCLE)
+                    round_queued = True
                 if self.progress is not None and cycles % 64 == 0:
                     self.progress(now, events)
             if changed and not round_queued and self.pending:
@@ -258,6 +270,7 @@ class Twin:
             self.pending,
         )
         result = self._decide(snapshot)
+        self.more_preemptors = result.stats.more_preemptors
         for d in result.stops:
             self._stop(self.stats[d.job_id], now)
             self.stats[d.job_id].preemptions += 1
@@ -299,6 +312,56 @@ class Twin:
                 tenants,
             )
         )
+
+    # --- Tiresias' LAS queues ------------------------------------------------------------------
+
+    def _push_las_crossing(self, st: JobStats) -> None:
+        """Under LAS order, an event when the running job's attained service (booked up to now,
+        ``st.run_since``) reaches the next threshold, unless it finishes first."""
+        if self.las is None:
+            return
+        attained = st.job.attained_service
+        threshold = next((t for t in self.las.thresholds if t > attained), None)
+        if threshold is None:
+            return
+        cards = st.job.placement.total_cards
+        at = st.run_since + (threshold - attained) / cards
+        while attained + cards * (at - st.run_since) < threshold:  # rounding: never a hair early
+            at = math.nextafter(at, math.inf)
+        if at < max(st.run_since, st.compute_from) + st.remaining_s / st.speed:
+            self.events.push(at, EventKind.LAS_QUEUE, (st.job.id, st.epoch, threshold))
+
+    def _push_las_promotion(self, st: JobStats, now: float) -> None:
+        """With starvation promotion on, an event when the job that stopped ``now`` will have waited
+        ``starvation_factor`` times its executed time (core.ordering promotes it then)."""
+        las, job = self.las, st.job
+        if las is None or las.starvation_factor <= 0 or not job.total_cards:
+            return
+        if las_queue(job.attained_service, las.thresholds) == 0:
+            return
+        wait = las.starvation_factor * job.attained_service / job.total_cards
+        at = now + wait
+        while at - now < wait:
+            at = math.nextafter(at, math.inf)
+        self.events.push(at, EventKind.LAS_QUEUE, (job.id, st.epoch, None))
+
+    def _las_queue_change(self, now: float, job_id: str, epoch: int, threshold: float | None) -> bool:
+        """A job's LAS queue changes now: it crossed ``threshold``, or (None) it is due for promotion.
+        Returns whether a round should look again; a job stopped, restarted or resized since the
+        event was pushed has a fresh one instead."""
+        st = self.stats[job_id]
+        if st.epoch != epoch:
+            return False
+        if threshold is None:
+            return job_id in self.pending
+        if job_id not in self.running:
+            return False
+        self._book(st, now)
+        # the event time was computed in one step, the booking summed over rounds: allow for rounding
+        if st.job.attained_service < threshold and threshold - st.job.attained_service <= 1e-9 * threshold:
+            st.job.attained_service = threshold
+        self._push_las_crossing(st)
+        return True
 
     # --- failures ------------------------------------------------------------------------------
 
@@ -379,6 +442,7 @@ class Twin:
         st.runs += 1
         self._set_speed(st, placement)
         self._schedule_finish(st, now)
+        self._push_las_crossing(st)
 
     def _set_speed(self, st: JobStats, placement: Placement) -> None:
         job = st.job
@@ -433,6 +497,7 @@ class Twin:
         st.epoch += 1  # the pending finish event is stale now
         job.state = JobState.PENDING
         self.pending.add(job)
+        self._push_las_promotion(st, now)
 
     def _resize(self, st: JobStats, placement: Placement, now: float) -> None:
         job = st.job
@@ -448,3 +513,4 @@ class Twin:
         self._hold(job, +1)
         self._set_speed(st, placement)
         self._schedule_finish(st, now)
+        self._push_las_crossing(st)
