@@ -1,3 +1,4 @@
+import csv
 import json
 from pathlib import Path
 
@@ -107,3 +108,46 @@ def test_help_lists_every_trace_format():
     text = " ".join(wanka("simulate", "--help").stdout.split())
     for fmt in ("philly", "itp", "helios", "pai", "openb", "acme", "wanka"):
         assert fmt in text
+
+
+def one_job_trace(tmp_path: Path, rows: str) -> Path:
+    p = tmp_path / "jobs.csv"
+    p.write_text("job_id,submit_s,duration_s,cards,tenant\n" + rows)
+    return p
+
+
+def test_each_overhead_is_a_flag_and_the_report_says_which_were_on(tmp_path):
+    trace = one_job_trace(tmp_path, "a,0,1000,1,t\n")
+    args = ("simulate", "--cluster", "dev", "--workload", f"trace:wanka:{trace}", "--interval", "1")
+    on = json.loads(wanka(*args, "--json").stdout)
+    assert on["overheads"] == {"checkpoint_write_s": 60.0, "restart_s": 1020.0, "topology_penalty": 0.1}
+    assert on["results"][0]["avg_jct_s"] > 1016  # a checkpoint write every hour of compute
+    off = ("--checkpoint-write-s", "0", "--restart-s", "0", "--topology-penalty", "0")
+    r = json.loads(wanka(*args, *off, "--out", str(tmp_path / "report"), "--json").stdout)
+    assert r["overheads"] == {"checkpoint_write_s": 0.0, "restart_s": 0.0, "topology_penalty": 0.0}
+    assert r["results"][0]["avg_jct_s"] == 1000.0
+    assert "- overheads: none" in (tmp_path / "report" / "report.md").read_text()
+    table = wanka(*args).stdout
+    assert "overheads: checkpoint writes 60 s each; restarts 1020 s; topology penalty 10%" in table
+
+
+def test_las_thresholds_of_the_released_tiresias_simulator(tmp_path):
+    # issue 14, item 9: eight 1-card jobs of 10,000 s fill `dev`; b arrives at 100 s and starts when
+    # they cross the first threshold, 3,250 card-s with the released simulator's limits
+    rows = "".join(f"a{i},0,10000,1,t\n" for i in range(8)) + "b,100,100,1,t\n"
+    trace = one_job_trace(tmp_path, rows)
+    args = ("simulate", "--cluster", "dev", "--workload", f"trace:wanka:{trace}", "--policy", "tiresias")
+    off = ("--checkpoint-write-s", "0", "--restart-s", "0", "--topology-penalty", "0", "--interval", "1")
+    out = tmp_path / "report"
+    r = json.loads(
+        wanka(*args, *off, "--las-thresholds", "tiresias-released", "--out", str(out), "--json").stdout
+    )
+    assert r["las_thresholds"] == [[3250.0, 7200.0]]
+    with (out / "jobs_tiresias.csv").open() as fh:
+        b = next(row for row in csv.DictReader(fh) if row["job_id"] == "b")
+    assert float(b["first_start_s"]) == 3250.0
+    assert "- LAS thresholds (card-seconds): 3250, 7200" in (out / "report.md").read_text()
+    bad = wanka(*args, "--las-thresholds", "7200,3250", check=False)
+    assert bad.returncode == 2 and "ascending positive card-seconds" in bad.stderr
+    fifo = wanka(*args[:-1], "fifo", "--las-thresholds", "3600", check=False)
+    assert fifo.returncode == 2 and "none of the policies run orders jobs by LAS" in fifo.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from contextlib import nullcontext
@@ -13,13 +14,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from wanka.cli.output import console, emit_json, errors, fail
-from wanka.core import POLICIES, Cluster
+from wanka.core import POLICIES, Cluster, CycleConfig, JobOrder, LasConfig, get_policy
 from wanka.models.cluster import cluster_spec_data, parse_cluster
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.quota import load_queue_tree
 from wanka.sim import scenario as sc
 from wanka.sim.metrics import summarize
-from wanka.sim.models import LLAMA3_CAUSES, FailureModel, Models
+from wanka.sim.models import LLAMA3_CAUSES, CheckpointModel, FailureModel, Models, PerformanceModel
 from wanka.sim.report import write_report
 from wanka.sim.traces import READERS, Trace, TraceError
 from wanka.sim.twin import SimConfig
@@ -75,6 +76,32 @@ def _failures(spec: str, hot_spares: int) -> FailureModel:
         fail(str(exc))
     causes = tuple((c.cause, c.weight, c.repair_s) for c in f.causes) or LLAMA3_CAUSES
     return FailureModel(f.name, f.daily_rate_per_card / DAY, causes, hot_spares or f.hot_spares)
+
+
+def _las_thresholds(text: str) -> tuple[float, ...] | None:
+    """A named set (scenario.LAS_THRESHOLDS) or ascending card-seconds, comma-separated."""
+    if not text:
+        return None
+    if text in sc.LAS_THRESHOLDS:
+        return sc.LAS_THRESHOLDS[text]
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < math.inf for v in values) or list(values) != sorted(set(values)):
+        fail(
+            f"--las-thresholds: expected ascending positive card-seconds such as 3250,7200, or one of "
+            f"{', '.join(sc.LAS_THRESHOLDS)}; got {text!r}"
+        )
+    return values
+
+
+def _policy(name: str, las_thresholds: tuple[float, ...] | None) -> CycleConfig:
+    """The preset, with the LAS thresholds given (if any) when it orders jobs by LAS."""
+    preset = get_policy(name)
+    if las_thresholds is None or preset.job_order is not JobOrder.LAS:
+        return preset
+    return preset.with_(las=LasConfig(las_thresholds, preset.las.starvation_factor))
 
 
 def _cluster(ref: str) -> tuple[Cluster, dict]:
@@ -175,6 +202,30 @@ def simulate(
     out: Path | None = typer.Option(None, "--out", help="Write report.md/.html, CSVs and plots here."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed trace rows."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes for several runs (0: one per core)."),
+    las_thresholds: str = typer.Option(
+        "",
+        "--las-thresholds",
+        help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias): e.g. 3250,7200, "
+        f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: the preset's, 3600).",
+    ),
+    checkpoint_write: float = typer.Option(
+        CheckpointModel().write_s,
+        "--checkpoint-write-s",
+        min=0.0,
+        help="Cost of one checkpoint write (0: off).",
+    ),
+    restart: float = typer.Option(
+        CheckpointModel().restart_s,
+        "--restart-s",
+        min=0.0,
+        help="Delay before a stopped job computes again (0: off).",
+    ),
+    topology_penalty: float = typer.Option(
+        PerformanceModel().topology_penalty,
+        "--topology-penalty",
+        min=0.0,
+        help="Extra run time per network tier a gang spans beyond the one it needs (0.1 = 10%; 0: off).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Replay a month (or a trace) through the real scheduling core; compare policies and what-ifs."""
@@ -182,15 +233,26 @@ def simulate(
     for p in policies:
         if p not in POLICIES:
             fail(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+    thresholds = _las_thresholds(las_thresholds)
     cluster, spec = _cluster(cluster_ref)
     base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs, same_work)
-    models = Models(failures=_failures(failures, hot_spares))
+    models = Models(
+        failures=_failures(failures, hot_spares),
+        checkpoints=CheckpointModel(write_s=checkpoint_write, restart_s=restart),
+        performance=PerformanceModel(topology_penalty=topology_penalty),
+    )
     horizon = (days or 30.0) * DAY
     config = SimConfig(cycle_interval_s=interval, seed=seed)
-    runs: list[tuple[str, sc.Scenario, str]] = [(p, base, p) for p in policies]
+    named: list[tuple[str, sc.Scenario, str]] = [(p, base, p) for p in policies]
     if what_if:
         changed, p2, label = _what_if(what_if, base, spec, policies[0])
-        runs = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
+        named = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
+    runs = [(label, scen, _policy(p, thresholds)) for label, scen, p in named]
+    las = sorted({r[2].las.thresholds for r in runs if r[2].job_order is JobOrder.LAS})
+    if thresholds is not None and not las:
+        fail("--las-thresholds: none of the policies run orders jobs by LAS (tiresias does)")
+    notes = [models.describe_overheads()]
+    notes += [f"LAS thresholds (card-seconds): {', '.join(f'{t:g}' for t in ts)}" for ts in las]
     started = time.perf_counter()
     heat = tuple(horizon * f for f in (0.25, 0.5, 0.75))
     if len(runs) > 1 and workers != 1:
@@ -215,12 +277,15 @@ def simulate(
         "workload": base.name,
         "cluster": cluster.name,
         "failures": models.failures.name,
+        "overheads": models.overheads(),
+        **({"las_thresholds": [list(ts) for ts in las]} if las else {}),
         "seed": seed,
         "results": summaries,
         "wall_s": round(time.perf_counter() - started, 2),
     }
     if out is not None:
-        files = write_report(out, f"wanka simulate — {base.name} on {cluster.name}", results, summaries)
+        title = f"wanka simulate — {base.name} on {cluster.name}"
+        files = write_report(out, title, results, summaries, notes)
         report["report"] = str(files[0])
     if json_out:
         emit_json(report)
@@ -233,6 +298,8 @@ def simulate(
     for r in summaries:
         table.add_row(r["policy"], *(_cell(r, key, fmt, div) for key, _, fmt, div in COLUMNS))
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
     if what_if:
         _print_delta(summaries)
     if out is not None:

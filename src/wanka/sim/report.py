@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +38,11 @@ SUMMARY_KEYS = (
 )
 
 
-def write_report(out: Path, title: str, results: list[SimResult], summaries: list[dict]) -> list[Path]:
+def write_report(
+    out: Path, title: str, results: list[SimResult], summaries: list[dict], notes: Sequence[str] = ()
+) -> list[Path]:
+    """``notes``: lines under the title that say how the runs were set up (e.g. which overheads
+    were on)."""
     out.mkdir(parents=True, exist_ok=True)
     written = [_summary_csv(out, summaries)]
     for r in results:
@@ -51,9 +56,10 @@ def write_report(out: Path, title: str, results: list[SimResult], summaries: lis
     ]
     plots = [p for p in plots if p is not None]
     written += plots
-    md = _markdown(title, summaries, [p.name for p in plots])
+    md = _markdown(title, summaries, [p.name for p in plots], notes)
     (out / "report.md").write_text(md, encoding="utf-8")
-    (out / "report.html").write_text(_html(title, summaries, [p.name for p in plots]), encoding="utf-8")
+    page = _html(title, summaries, [p.name for p in plots], notes)
+    (out / "report.html").write_text(page, encoding="utf-8")
     return [out / "report.md", out / "report.html", *written]
 
 
@@ -65,10 +71,10 @@ def _fmt(key: str, value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _markdown(title: str, summaries: list[dict], plots: list[str]) -> str:
-    lines = [
-        f"# {title}",
-        "",
+def _markdown(title: str, summaries: list[dict], plots: list[str], notes: Sequence[str]) -> str:
+    lines = [f"# {title}", ""]
+    lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    lines += [
         "| metric | " + " | ".join(s["policy"] for s in summaries) + " |",
         "| --- |" + " --- |" * len(summaries),
     ]
@@ -79,7 +85,7 @@ def _markdown(title: str, summaries: list[dict], plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, summaries: list[dict], plots: list[str]) -> str:
+def _html(title: str, summaries: list[dict], plots: list[str], notes: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(s['policy'])}</th>" for s in summaries)
     rows = "".join(
         f"<tr><td>{key}</td>"
@@ -87,12 +93,14 @@ def _html(title: str, summaries: list[dict], plots: list[str]) -> str:
         + "</tr>"
         for key in SUMMARY_KEYS
     )
+    listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    listed = f"<ul>{listed}</ul>" if notes else ""
     imgs = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in plots)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
         "td:first-child{text-align:left}img{max-width:900px}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><tr><th>metric</th>{head}</tr>{rows}</table>{imgs}</body></html>"
+        f"<h1>{html.escape(title)}</h1>{listed}<table><tr><th>metric</th>{head}</tr>{rows}</table>{imgs}</body></html>"
     )
 
 
