@@ -17,7 +17,7 @@ from wanka.core.quota import add_usage, available, borrowed
 from wanka.core.running import Running
 from wanka.core.session import Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
-from wanka.core.whatif import shortest_prefix
+from wanka.core.whatif import TaskTable, shortest_prefix
 
 
 def recover(s: Session) -> None:
@@ -91,37 +91,83 @@ def backfill(s: Session) -> None:
 
 
 class VictimPool:
-    """Preemptible jobs running when the cycle began, in victim order, cheapest first: lowest rank,
-    borrowed quota before nominal, least work lost since the last checkpoint (card-seconds), most
-    recently started, then job id. Arrays are indexed like ``Session.initial_running``."""
+    """Preemptible jobs that run now, in victim order, cheapest first: lowest rank, borrowed quota
+    before nominal, least work lost since the last checkpoint (card-seconds), most recently started,
+    then job id. Jobs this cycle started are victims too (they lose nothing: they are simply not
+    started), so no job is started in a cycle only to be evicted next cycle by a job that was already
+    waiting in it. ``entries[:n_initial]`` are ``Session.initial_running``; the rest were started by
+    this cycle. Arrays are indexed like ``entries``."""
 
     def __init__(self, s: Session):
         entries = s.initial_running
-        n = len(entries)
         self.table = s.initial_table
         self.entries = entries
+        self.n_initial = len(entries)
+        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
+        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
+        self.lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor)
+        self._columns(s, entries)
+        self.order = self._order()
+        self._fresh: tuple[int, VictimPool] = (-1, self)  # (Session.started_version, pool)
+
+    _COLUMNS = ("flavor", "queue", "cards", "rank", "not_borrowing", "lost", "started", "ids", "preemptible")
+
+    def _columns(self, s: Session, entries: list[Running]) -> None:
+        n = len(entries)
         self.flavor = np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n)
         self.queue = np.fromiter((e.queue for e in entries), dtype=np.int64, count=n)
         self.cards = np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n)
         self.rank = np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n)
-        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
-        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
-        lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor) borrows
         flavors = len(s.flavor_ids)
         for key in np.unique(self.queue * flavors + self.flavor).tolist():
             q, f = divmod(key, flavors)
-            lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
-        not_borrowing = ~lender[self.queue, self.flavor]
-        lost = lost_work_s([e.job for e in entries], s.now) * self.cards
-        started = np.fromiter(
+            self.lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
+        self.not_borrowing = ~self.lender[self.queue, self.flavor]
+        self.lost = lost_work_s([e.job for e in entries], s.now) * self.cards
+        self.started = np.fromiter(
             (s.now if e.job.start_time is None else e.job.start_time for e in entries),
             dtype=np.float64,
             count=n,
         )
-        ids = np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str)
-        order = np.lexsort((ids, -started, lost, not_borrowing, self.rank))
-        preemptible = np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n)
-        self.order = order[preemptible[order]].astype(np.int64)
+        self.ids = np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str)
+        self.preemptible = np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n)
+
+    def _order(self) -> np.ndarray:
+        order = np.lexsort((self.ids, -self.started, self.lost, self.not_borrowing, self.rank))
+        return order[self.preemptible[order]].astype(np.int64)
+
+    def with_fresh(self, s: Session) -> VictimPool:
+        """This pool plus the preemptible jobs this cycle has started so far; rebuilt only when
+        that set changed, reusing the initial jobs' columns."""
+        version, pool = self._fresh
+        if version == s.started_version:
+            return pool
+        fresh = [s.running[j] for j in sorted(s.started) if s.running[j].job.preemptible]
+        pool = self
+        if fresh:
+            pool = VictimPool.__new__(VictimPool)
+            pool.lender = self.lender
+            pool._columns(s, fresh)
+            for name in self._COLUMNS:
+                setattr(pool, name, np.concatenate([getattr(self, name), getattr(pool, name)]))
+            pool.entries = self.entries + fresh
+            pool.n_initial = self.n_initial
+            pool.table = TaskTable.concat(self.table, TaskTable(fresh))
+            pool.order = pool._order()
+        self._fresh = (s.started_version, pool)
+        return pool
+
+    def alive(self, s: Session) -> np.ndarray:
+        """Which entries still run (evictions and un-starts so far taken out)."""
+        alive = s.initial_alive()
+        if len(self.entries) > self.n_initial:
+            fresh = np.fromiter(
+                (e.job.id in s.running for e in self.entries[self.n_initial :]),
+                dtype=bool,
+                count=len(self.entries) - self.n_initial,
+            )
+            alive = np.concatenate([alive, fresh])
+        return alive
 
     def candidates(self, mask: np.ndarray) -> np.ndarray:
         """Indices where ``mask`` holds, in victim order."""
@@ -204,6 +250,7 @@ def _preempt_for(
         if still_eligible(victim):
             s.stmt.evict(victim, reason)
     if s.try_start(job, (flavor,)) is Fit.FIT:
+        s.preemptions += 1
         return True
     s.stmt.rollback(cp)
     return False
@@ -215,18 +262,20 @@ def _waiting(s: Session) -> Iterator[Job]:
     evicted others, ``s.more_preemptors`` asks the caller for another cycle at once, so a burst of
     more than ``max_preemptors`` preemptors is served in follow-up rounds, not one per event."""
     waiting = s.waiting()
-    evicted_before = len(s.evicted)
+    before = s.preemptions
     yield from itertools.islice(waiting, s.config.max_preemptors)
-    if len(s.evicted) > evicted_before and next(waiting, None) is not None:
+    if s.preemptions > before and next(waiting, None) is not None:
         s.more_preemptors = True
 
 
 def _victims(s: Session) -> VictimPool | None:
     """The session's victim pool (reclaim and preempt share one, built when a waiting job first
-    needs it: O(running)), or None when nobody could be evicted."""
+    needs it: O(running); extended by the jobs this cycle started), or None when nobody could be
+    evicted."""
     if s.victim_pool is None:
         s.victim_pool = VictimPool(s)
-    return s.victim_pool if len(s.victim_pool.order) else None
+    pool = s.victim_pool.with_fresh(s)
+    return pool if len(pool.order) else None
 
 
 def reclaim(s: Session) -> None:
@@ -241,7 +290,7 @@ def reclaim(s: Session) -> None:
             if pool is None:
                 return
             lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
-            mask = s.initial_alive() & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
+            mask = pool.alive(s) & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
             if _preempt_for(
                 s,
                 job,
@@ -274,7 +323,7 @@ def preempt(s: Session) -> None:
             key = (q, f, job.groups, job.kind)
             if hopeless.get(key, -np.inf) >= rank:
                 continue
-            mask = s.initial_alive() & (pool.rank < rank) & (pool.flavor == f)
+            mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
             if scope_queue:
                 mask &= pool.queue == q
             outcome = _preempt_for(

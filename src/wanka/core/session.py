@@ -64,19 +64,22 @@ class Statement:
         self._ops.append(("resize", entry, grown))
 
     def commit(self) -> list[Decision]:
-        """Stops first (victims must go before their replacements start), then starts, then resizes."""
+        """Stops first (victims must go before their replacements start), then starts, then resizes.
+        A job this cycle started and then evicted (for a job that was waiting) is simply not started."""
         stops: list[Decision] = []
-        starts: list[Decision] = []
         resizes: dict[str, Decision] = {}
+        starts: dict[str, Decision] = {}
         for op in self._ops:
+            job_id = op[1].job.id
             if op[0] == "evict":
-                stops.append(Stop(op[1].job.id, op[2]))
+                if starts.pop(job_id, None) is None:  # evicting a job this cycle started: un-start it
+                    stops.append(Stop(job_id, op[2]))
             elif op[0] == "start":
-                starts.append(Start(op[1].job.id, op[1].placement, op[2]))
+                starts[job_id] = Start(job_id, op[1].placement, op[2])
             else:
                 resizes[op[2].job.id] = Resize(op[2].job.id, op[2].placement)
         self._ops.clear()
-        return [*stops, *starts, *resizes.values()]
+        return [*stops, *starts.values(), *resizes.values()]
 
 
 class Session:
@@ -109,9 +112,11 @@ class Session:
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
+        self.started_version = 0  # changes whenever `started` does
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.stats_attempts = 0
         self.stats_rejects = 0
+        self.preemptions = 0  # waiting jobs started by reclaim or preempt
         self.more_preemptors = False  # the preemptor bound cut reclaim or preempt short
         self.victim_pool = None  # built on first use by reclaim/preempt
         self._initial_table: TaskTable | None = None
@@ -193,6 +198,7 @@ class Session:
             self.evicted.discard(entry.job.id)  # a rolled-back eviction
         else:
             self.started.add(entry.job.id)
+            self.started_version += 1
 
     def _give(self, entry: Running) -> None:
         free = self.free
@@ -207,7 +213,8 @@ class Session:
         self._account(entry, -1)
         del self.running[entry.job.id]
         if entry.job.id in self.started:
-            self.started.discard(entry.job.id)  # a rolled-back start
+            self.started.discard(entry.job.id)  # a rolled-back start, or an un-start
+            self.started_version += 1
         else:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
@@ -233,12 +240,18 @@ class Session:
         return mask
 
     def lowest_preemptible_priority(self, queue: int | None) -> float:
-        """Lowest priority of a preemptible job running when the cycle began, in ``queue`` (None:
-        anywhere); inf when there is none. Only evictions change that set, and they shrink it."""
+        """Lowest priority of a preemptible job running when the cycle began or started by it, in
+        ``queue`` (None: anywhere); inf when there is none."""
         by_queue = self.running_index.preemptible
         if queue is not None:
-            return min(by_queue.get(queue, ()), default=math.inf)
-        return min((min(p) for p in by_queue.values() if p), default=math.inf)
+            low = min(by_queue.get(queue, ()), default=math.inf)
+        else:
+            low = min((min(p) for p in by_queue.values() if p), default=math.inf)
+        for job_id in self.started:  # jobs this cycle started may be un-started for a waiting one
+            entry = self.running[job_id]
+            if entry.job.preemptible and (queue is None or entry.queue == queue):
+                low = min(low, entry.job.priority)
+        return low
 
     def reserved_jobs(self) -> set[str]:
         return {r.job_id for r in self.reservations}
