@@ -232,7 +232,9 @@ def test_cycles_keep_every_invariant(data, policy: str) -> None:
 @SETTINGS
 def test_queue_under_nominal_gets_its_cards_back_within_one_cycle(data) -> None:
     """Owner A lends everything; borrower B fills the cluster with preemptible jobs; A submits work
-    that fits its nominal quota: after one cycle A's job runs."""
+    that fits its nominal quota: after one cycle A's job runs. At every level of the tree (issue 14,
+    item 3): A's work may come from a team queue whose own nominal is smaller (the rest is A's pool
+    its queues share), and B's jobs may sit in team queues of their own."""
     catalog = default_catalog()
     nodes = data.draw(st.integers(2, 6))
     cluster = Cluster(
@@ -242,20 +244,30 @@ def test_queue_under_nominal_gets_its_cards_back_within_one_cycle(data) -> None:
     )
     total = nodes * 8
     a_nominal = data.draw(st.integers(8, total - 8))
-    tree = QueueTree(
-        [
-            QueueNode("cluster", None, {"h100": FlavorQuota(total)}),
-            QueueNode("a", "cluster", {"h100": FlavorQuota(a_nominal)}),
-            QueueNode("b", "cluster", {"h100": FlavorQuota(total - a_nominal)}),
-        ],
-        ["h100"],
-    )
+    queues = [
+        QueueNode("cluster", None, {"h100": FlavorQuota(total)}),
+        QueueNode("a", "cluster", {"h100": FlavorQuota(a_nominal)}),
+        QueueNode("b", "cluster", {"h100": FlavorQuota(total - a_nominal)}),
+    ]
+    a_queue = "a"
+    if data.draw(st.booleans()):  # A's work comes from a team queue with less nominal of its own
+        queues.append(QueueNode("a-team", "a", {"h100": FlavorQuota(data.draw(st.integers(0, a_nominal)))}))
+        a_queue = "a-team"
+    b_queues = ["b"]
+    if data.draw(st.booleans()):  # B's borrowers sit in team queues of B
+        split = data.draw(st.integers(0, total - a_nominal))
+        queues += [
+            QueueNode("b-x", "b", {"h100": FlavorQuota(split)}),
+            QueueNode("b-y", "b", {"h100": FlavorQuota(0)}),
+        ]
+        b_queues = ["b-x", "b-y"]
+    tree = QueueTree(queues, ["h100"])
     b_cards = data.draw(st.sampled_from([1, 2, 4, 8]))
     b_jobs = [
         Job(
             f"b{i}",
             "tb",
-            "b",
+            b_queues[i % len(b_queues)],
             (TaskGroup("w", 1, b_cards),),
             priority=PRIORITY_CLASSES["low"].value,
             submit_time=0.0,
@@ -269,7 +281,7 @@ def test_queue_under_nominal_gets_its_cards_back_within_one_cycle(data) -> None:
         j.last_checkpoint_time = data.draw(st.floats(0, 50))
     a_cards = data.draw(st.sampled_from([c for c in (1, 2, 4, 8, 16) if c <= a_nominal]))
     replicas, per_task = (a_cards // 8, 8) if a_cards > 8 else (1, a_cards)
-    a_job = Job("a-job", "ta", "a", (TaskGroup("w", replicas, per_task),), submit_time=90.0)
+    a_job = Job("a-job", "ta", a_queue, (TaskGroup("w", replicas, per_task),), submit_time=90.0)
     snap2 = Snapshot(100.0, cluster, state, tree, [a_job], running)
     result = run_cycle(snap2, get_policy("wanka"))
     assert [d.job_id for d in result.starts] == ["a-job"]

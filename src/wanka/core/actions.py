@@ -279,18 +279,24 @@ def _victims(s: Session) -> VictimPool | None:
 
 
 def reclaim(s: Session) -> None:
-    """A queue below its nominal quota takes back what it lent: borrowers in other queues are evicted."""
+    """A team or organisation below its nominal quota takes back what it lent, at every level of the
+    quota tree (Kueue's hierarchical cohorts). For a waiting job in queue q and a running job in
+    queue w, with L their lowest common ancestor and c_q, c_w the children of L on each side: the
+    running job is a victim when c_q stays within its nominal quota with the waiting job added and
+    c_w borrows (holds more than its nominal). Siblings are the case L = their parent; an
+    organisation whose queues have no nominal of their own defends its pool against other orgs."""
     for job in _waiting(s):
         q = s.queue_index(job)
         for f in s.flavors(job):
             tf = s.tree_flavor[f]
-            if s.quota.total[q][tf] + job.min_cards > s.tree.nominal[q][tf]:
-                continue  # it would borrow: nothing is owed to it
+            owed = _reclaimable_queues(s, q, tf, job.min_cards)
+            if owed is None:
+                continue  # it would borrow at every level: nothing is owed to it
             pool = _victims(s)
             if pool is None:
                 return
-            lenders = np.array([borrowed(s.quota, i, tf) > 0 for i in range(len(s.tree.names))])
-            mask = pool.alive(s) & (pool.flavor == f) & (pool.queue != q) & lenders[pool.queue]
+            sides = owed[1]
+            mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             if _preempt_for(
                 s,
                 job,
@@ -298,9 +304,40 @@ def reclaim(s: Session) -> None:
                 pool,
                 pool.candidates(mask),
                 StopReason.RECLAIMED,
-                lambda e, tf=tf: e.job.id in s.running and borrowed(s.quota, e.queue, tf) > 0,
+                lambda e, tf=tf, sides=sides: (
+                    e.job.id in s.running and borrowed(s.quota, sides[e.queue], tf) > 0
+                ),
             ):
                 break
+
+
+def _reclaimable_queues(s: Session, q: int, tf: int, need: int) -> tuple[np.ndarray, list[int]] | None:
+    """Which queues' running jobs a job of ``need`` cards in queue ``q`` may reclaim from (a bool
+    per tree node), and for each queue the node on its side below the lowest common ancestor
+    (c_w) whose borrowing makes it a victim; None when no level of q's path is owed anything."""
+    tree, quota = s.tree, s.quota
+    path = []  # q and its ancestors below the root, with whether each stays within nominal
+    node = q
+    while tree.parent[node] >= 0:
+        path.append((node, quota.total[node][tf] + need <= tree.nominal[node][tf]))
+        node = tree.parent[node]
+    if not any(ok for _, ok in path):
+        return None
+    within = dict(path)  # node on q's path -> the job keeps it within its nominal
+    eligible = np.zeros(len(tree.names), dtype=bool)
+    side = [-1] * len(tree.names)
+    for w in tree.leaves:
+        child, node = w, tree.parent[w]  # climb from w until we meet q's path: that is L
+        if w in within:
+            continue  # q itself
+        while node >= 0 and node not in within and tree.parent[node] >= 0:
+            child, node = node, tree.parent[node]
+        # node is L (on q's path, or the root); child is c_w; c_q is q's path node just below L
+        below = [n for n, _ in path]
+        c_q = below[below.index(node) - 1] if node in within else below[-1]
+        side[w] = child
+        eligible[w] = within[c_q] and borrowed(quota, child, tf) > 0
+    return (eligible, side) if eligible.any() else None
 
 
 def preempt(s: Session) -> None:
