@@ -66,3 +66,26 @@ def test_queue_tree_spec_builds_and_checks_models():
             {"organisations": [{"name": "x", "quota": {"ascend-910b3": {"nominal": -1}}}]}, cluster
         )
     assert "organisations[0].quota.ascend-910b3.nominal" in str(err.value)
+
+
+def test_queue_time_limits_are_inherited_and_checked():
+    cluster = load_cluster("dev")
+    doc = {
+        "organisations": [
+            {
+                "name": "lab",
+                "max_time_limit_s": 7200,
+                "queues": [{"name": "a", "default_time_limit_s": 600}, {"name": "b"}],
+            }
+        ]
+    }
+    tree = parse_queue_tree(doc, cluster)
+    a, b = tree.index["a"], tree.index["b"]
+    assert (tree.default_time_limit[a], tree.max_time_limit[a]) == (600, 7200)
+    assert (tree.default_time_limit[b], tree.max_time_limit[b]) == (7200, 7200)  # Slurm: MaxTime
+    doc["organisations"][0]["queues"][0]["default_time_limit_s"] = 0
+    with pytest.raises(SpecError, match="default_time_limit_s"):
+        parse_queue_tree(doc, cluster)
+    bad = {"organisations": [{"name": "x", "default_time_limit_s": 9000, "max_time_limit_s": 60}]}
+    with pytest.raises(SpecError, match="must not exceed max_time_limit_s"):
+        parse_queue_tree(bad, cluster)

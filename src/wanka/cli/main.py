@@ -151,7 +151,7 @@ def demo(
             else {
                 "job": res.job_id,
                 "cards": jobs[res.job_id].total_cards,
-                "starts_in_s": round(res.start - snap.now),
+                "starts_in_s": None if res.start is None else round(res.start - snap.now),
                 "nodes": len(res.nodes),
             },
             "unschedulable": len(main_result.unschedulable),
@@ -177,7 +177,13 @@ def demo(
     if res is not None:
         console.print(
             f"head of the queue: {res.job_id} ({jobs[res.job_id].total_cards:,} cards) is reserved "
-            f"{len(res.nodes)} nodes, estimated start in {res.start - snap.now:,.0f} s; "
+            f"{len(res.nodes)} nodes, "
+            + (
+                "start unknown (jobs it waits for give no time limit)"
+                if res.start is None
+                else f"estimated start in {res.start - snap.now:,.0f} s"
+            )
+            + "; "
             "backfill may not delay it"
         )
     cmp = Table(

@@ -85,10 +85,13 @@ Decision = Start | Stop | Resize
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """A blocked job's promised start: backfill may not delay it. ``start`` is the estimate from
-    running jobs' time limits; ``nodes`` are the nodes it would then use."""
+    running jobs' time limits (seconds, the snapshot's clock), or None when a job it waits for has
+    no limit: then the nodes are held outright, and the cards they free wait for it (freed
+    capacity is reserved, so a stream of small jobs cannot starve it). ``nodes`` are the nodes it
+    would then use."""
 
     job_id: str
-    start: float
+    start: float | None
     model: str
     nodes: frozenset[int]
 

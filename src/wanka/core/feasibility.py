@@ -40,7 +40,9 @@ def resolve_flavors(cluster: Cluster, accepted_per_group: Sequence[Sequence[str]
     return tuple(result or ())
 
 
-def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibility:
+def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: bool = True) -> Feasibility:
+    """Whether ``job`` could ever run in its queue on this cluster, or the reason it never can.
+    ``time_limit=False`` leaves out :func:`check_time_limit` (for verdicts shared by job shape)."""
     if job.queue not in tree.index:
         leaves = ", ".join(n for n in tree.names if tree.is_leaf(n))
         return Feasibility(False, f"unknown queue {job.queue!r}; queues: {leaves}")
@@ -48,12 +50,15 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
         return Feasibility(
             False, f"queue {job.queue!r} is an organisation, not a team queue; submit to one of its queues"
         )
+    q = tree.index[job.queue]
+    too_long = check_time_limit(tree, job) if time_limit else None
+    if too_long is not None:
+        return too_long
     flavors = resolve_flavors(cluster, [g.accelerators for g in job.groups])
     if not flavors:
         wanted = sorted({a for g in job.groups for a in g.accelerators})
         have = ", ".join(m.id for m in cluster.models)
         return Feasibility(False, f"no node offers {', '.join(wanted)}; this cluster has {have}")
-    q = tree.index[job.queue]
     reasons, largest = [], 0
     for f in flavors:
         model = cluster.models[f]
@@ -73,6 +78,18 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job) -> Feasibilit
     return Feasibility(
         False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards)", largest
     )
+
+
+def check_time_limit(tree: QueueTree, job: Job) -> Feasibility | None:
+    """The refusal of a time limit above the queue's maximum (Slurm's MaxTime), else None. Apart
+    from :func:`check_feasibility`'s shape-keyed verdicts, since limits vary job by job."""
+    q = tree.index.get(job.queue)
+    most = None if q is None else tree.max_time_limit[q]
+    if most is not None and job.time_limit_s is not None and job.time_limit_s > most:
+        return Feasibility(
+            False, f"time limit {job.time_limit_s:g} s exceeds queue {job.queue!r}'s maximum of {most:g} s"
+        )
+    return None
 
 
 def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str) -> str:

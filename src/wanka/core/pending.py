@@ -31,7 +31,7 @@ import numpy as np
 
 from wanka.core.cluster import Cluster
 from wanka.core.config import JobOrder
-from wanka.core.feasibility import Feasibility, check_feasibility
+from wanka.core.feasibility import Feasibility, check_feasibility, check_time_limit
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree
 
@@ -169,7 +169,11 @@ class PendingIndex:
         shape = feasibility_shape(job)
         verdict = self._verdicts.get(shape)
         if verdict is None:
-            verdict = self._verdicts[shape] = check_feasibility(self.cluster, self.tree, job)
+            verdict = self._verdicts[shape] = check_feasibility(
+                self.cluster, self.tree, job, time_limit=False
+            )
+        if verdict.ok and job.time_limit_s is not None:
+            verdict = check_time_limit(self.tree, job) or verdict
         if verdict.ok:
             need = job.min_cards
             self._needs[need] = self._needs.get(need, 0) + 1

@@ -38,6 +38,9 @@ class QueueNode:
     parent: str | None
     quotas: Mapping[str, FlavorQuota] = field(default_factory=dict)
     weight: float = 1.0  # fair-share weight among siblings
+    # Slurm's partition DefaultTime / MaxTime, in seconds (None: inherit the parent's; none at the top)
+    default_time_limit_s: float | None = None
+    max_time_limit_s: float | None = None
 
 
 class QuotaError(ValueError):
@@ -113,6 +116,25 @@ class QueueTree:
                 self.subtree[i][k] = sub
                 lend = self.lending_limit[i][k]
                 self.guaranteed[i][k] = max(0, sub - lend) if lend is not None and self.parent[i] >= 0 else 0
+        # time limits, inherited down the tree (parents come first in `order`)
+        self.default_time_limit: list[float | None] = [None] * q
+        self.max_time_limit: list[float | None] = [None] * q
+        for i, n in enumerate(order):
+            p = self.parent[i]
+            most = (
+                n.max_time_limit_s
+                if n.max_time_limit_s is not None
+                else (self.max_time_limit[p] if p >= 0 else None)
+            )
+            default = (
+                n.default_time_limit_s
+                if n.default_time_limit_s is not None
+                else (self.default_time_limit[p] if p >= 0 else None)
+            )
+            if default is None or (most is not None and default > most):
+                default = most  # Slurm: a job without a limit gets DefaultTime, else MaxTime
+            self.max_time_limit[i] = most
+            self.default_time_limit[i] = default
         self.leaves = [i for i in range(q) if not self.children[i]]
         # Slurm-style normalised shares: product down the path of weight / sum of sibling weights
         self.norm_share = [1.0] * q

@@ -41,8 +41,25 @@ class Running:
         return self.placement.total_memory
 
 
-def expected_end(job: Job, now: float, default_time_limit_s: float | None) -> float:
-    limit = job.time_limit_s if job.time_limit_s is not None else default_time_limit_s
+def effective_time_limit(
+    job: Job, tree: QueueTree | None, default_time_limit_s: float | None
+) -> float | None:
+    """The job's own time limit, else its queue's default (Slurm's DefaultTime, falling back to
+    MaxTime), else the policy's default; None when nothing bounds it. Seconds."""
+    if job.time_limit_s is not None:
+        return job.time_limit_s
+    if tree is not None:
+        q = tree.index.get(job.queue)
+        if q is not None and tree.default_time_limit[q] is not None:
+            return tree.default_time_limit[q]
+    return default_time_limit_s
+
+
+def expected_end(
+    job: Job, now: float, default_time_limit_s: float | None, tree: QueueTree | None = None
+) -> float:
+    """When ``job`` is due to end by its effective time limit; inf when unbounded."""
+    limit = effective_time_limit(job, tree, default_time_limit_s)
     if limit is None:
         return math.inf
     start = job.start_time if job.start_time is not None else now
@@ -92,7 +109,9 @@ class RunningIndex:
         if queue < 0:
             raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
         flavor = self.cluster.model_index[job.placement.model]
-        entry = Running(job, job.placement, flavor, queue, expected_end(job, now, self.default_time_limit_s))
+        entry = Running(
+            job, job.placement, flavor, queue, expected_end(job, now, self.default_time_limit_s, self.tree)
+        )
         self.entries[job.id] = entry
         key = (queue, flavor)
         self.held[key] = self.held.get(key, 0) + entry.cards

@@ -173,7 +173,7 @@ class Session:
         return self.tree.index.get(job.queue, -1)
 
     def expected_end(self, job: Job) -> float:
-        return expected_end(job, self.now, self.config.default_time_limit_s)
+        return expected_end(job, self.now, self.config.default_time_limit_s, self.tree)
 
     def _account(self, entry: Running, sign: int) -> None:
         add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * entry.cards)
@@ -353,8 +353,8 @@ class Session:
     def _place(self, job: Job, flavor: int, quota_left: int) -> tuple[Placement | None, Fit]:
         usable = self.usable[flavor]
         outcome = Fit.NO_FIT
-        reserved = self.reserved_nodes.get(flavor)
-        if reserved is not None and self.expected_end(job) > self.reserved_until[flavor]:
+        reserved, until = self._reserved_against(flavor, job)
+        if reserved is not None and self.expected_end(job) > until:
             # it would still run when a reserved job is due to start: keep off those nodes
             usable = usable & ~reserved
             outcome = Fit.RESERVED
@@ -369,6 +369,8 @@ class Session:
                 r.memory_gib,
                 r.spread,
                 reserved is not None and outcome is Fit.RESERVED,
+                # a reservation's own job sees fewer reserved nodes than the rest
+                any(res.job_id == job.id for res in self.reservations),
             )
             failed_at = self._fail_cache.get(key)
             if failed_at is not None and r.min_replicas >= failed_at:
@@ -392,6 +394,25 @@ class Session:
             )
             outcome = Fit.RESERVED if plain is not None else Fit.NO_FIT
         return placement, outcome
+
+    def _reserved_against(self, flavor: int, job: Job) -> tuple[np.ndarray | None, float]:
+        """Nodes of ``flavor`` reserved for other jobs still waiting, and the earliest reserved
+        start among them (now for an unknown start). A reservation ends once its job starts (by
+        reclaim or preempt), and never holds its own job off its nodes."""
+        reserved = self.reserved_nodes.get(flavor)
+        if reserved is None:
+            return None, math.inf
+        model = self.flavor_ids[flavor]
+        holders = [r for r in self.reservations if r.model == model]
+        live = [r for r in holders if r.job_id != job.id and r.job_id not in self.running]
+        if len(live) == len(holders):
+            return reserved, self.reserved_until[flavor]
+        if not live:
+            return None, math.inf
+        mask = np.zeros(self.cluster.num_nodes, dtype=bool)
+        for r in live:
+            mask[list(r.nodes)] = True
+        return mask, min(self.now if r.start is None else r.start for r in live)
 
     def fits_hypothetically(
         self, job: Job, flavor: int, free: FreeArrays, usable: np.ndarray
@@ -419,14 +440,10 @@ class Session:
 
     def _reserve_flavor(self, job: Job, flavor: int) -> Reservation | None:
         table = self.initial_table
-        old = np.flatnonzero(
-            self.initial_alive() & (self.initial_flavor == flavor) & np.isfinite(self.initial_end)
-        )
-        new = [
-            e
-            for e in self.running.values()
-            if e.job.id in self.started and e.flavor == flavor and e.end < np.inf
-        ]
+        # jobs without a time limit count too, as ending last (in snapshot order): where the job
+        # must wait for one of them its start is unknown, but its nodes are still held for it
+        old = np.flatnonzero(self.initial_alive() & (self.initial_flavor == flavor))
+        new = [e for e in self.running.values() if e.job.id in self.started and e.flavor == flavor]
         if len(old) == 0 and not new:
             return None
         table, _ = table.subset(old)
@@ -445,18 +462,21 @@ class Session:
             return self.fits_hypothetically(job, flavor, table.free_without(self.free, task_pos, k), usable)
 
         if fits_after(len(ending)) is None:
-            return None  # blocked by jobs without a time limit, or by down nodes: no estimate
+            return None  # blocked by down nodes or reserved ones: no estimate
         # fewer ended jobs than this cannot have freed enough cards: search up from there
         freed = np.cumsum([e.cards for e in ending])
         lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
         lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(ending))), len(ending))
-        start = max(self.now, ending[lo - 1].end)
+        last = ending[lo - 1].end
+        start = max(self.now, last) if math.isfinite(last) else None
         res = Reservation(
             job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())
         )
         n = self.cluster.num_nodes
         mask = self.reserved_nodes.setdefault(flavor, np.zeros(n, dtype=bool))
         mask[list(res.nodes)] = True
-        self.reserved_until[flavor] = min(self.reserved_until.get(flavor, float("inf")), start)
+        # an unknown start may be any moment: then no later job may take the reserved nodes' cards
+        due = start if start is not None else self.now
+        self.reserved_until[flavor] = min(self.reserved_until.get(flavor, float("inf")), due)
         self.reservations.append(res)
         return res

@@ -10,7 +10,7 @@ from wanka.core.cluster import Cluster
 from wanka.core.hardware import UnknownAccelerator
 from wanka.core.jobs import PRIORITY_CLASSES
 from wanka.core.quota import FlavorQuota, QueueNode, QueueTree, QuotaError
-from wanka.models.bounds import NAME_LEN
+from wanka.models.bounds import MAX_SECONDS, NAME_LEN
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.hardware import default_catalog
 
@@ -37,6 +37,20 @@ class QueueSpec(BaseModel):
     weight: float = Field(default=1.0, gt=0, le=1e6)
     quota: dict[str, QuotaSpec] = Field(default={}, max_length=64)
     queues: list[QueueSpec] = Field(default=[], max_length=1000)
+    default_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds a job without a time limit may run here (Slurm's DefaultTime; default: "
+        "its parent's, else max_time_limit_s)",
+    )
+    max_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="the longest time limit a job here may ask for, in seconds (Slurm's MaxTime; "
+        "default: its parent's)",
+    )
     priority_classes: list[str] | None = Field(
         default=None,
         max_length=len(PRIORITY_CLASSES),
@@ -98,7 +112,13 @@ def build_queue_tree(spec: QueueTreeSpec, cluster: Cluster, source: str = "queue
                 )
                 continue
             quotas[acc.id] = FlavorQuota(qs.nominal, qs.borrowing_limit, qs.lending_limit)
-        nodes.append(QueueNode(q.name, parent, quotas, q.weight))
+        if (
+            q.default_time_limit_s is not None
+            and q.max_time_limit_s is not None
+            and q.default_time_limit_s > q.max_time_limit_s
+        ):
+            problems.append((f"{where}.default_time_limit_s", "must not exceed max_time_limit_s"))
+        nodes.append(QueueNode(q.name, parent, quotas, q.weight, q.default_time_limit_s, q.max_time_limit_s))
         for i, child in enumerate(q.queues):
             walk(child, q.name, f"{where}.queues[{i}]")
 

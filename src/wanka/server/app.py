@@ -18,6 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import PRIORITY_CLASSES, Cluster, Feasibility, JobState, QueueTree, check_feasibility
+from wanka.core.feasibility import check_time_limit
 from wanka.core.jobs import TERMINAL_STATES
 from wanka.core.pending import feasibility_shape
 from wanka.models.bounds import exec_bytes
@@ -84,7 +85,9 @@ class TreeCache:
         if verdict is None:
             if len(self._verdicts) > 10_000:
                 self._verdicts.clear()
-            verdict = self._verdicts[key] = check_feasibility(self.cluster, tree, job)
+            verdict = self._verdicts[key] = check_feasibility(self.cluster, tree, job, time_limit=False)
+        if verdict.ok and job.time_limit_s is not None:
+            verdict = check_time_limit(tree, job) or verdict  # limits vary job by job: not cached
         return verdict
 
     def invalidate(self) -> None:

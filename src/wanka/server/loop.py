@@ -59,6 +59,7 @@ from wanka.core import (
 )
 from wanka.core.decisions import StopReason
 from wanka.core.jobs import check_transition
+from wanka.core.running import effective_time_limit
 from wanka.models.cluster import parse_cluster
 from wanka.server import tables
 from wanka.server.faults import find_culprits
@@ -720,7 +721,7 @@ class ControlLoop:
     def _limits(self, now: float) -> None:
         """Time limits of jobs holding cards."""
         for job_id, a in self.active.items():
-            limit = a.job.time_limit_s
+            limit = effective_time_limit(a.job, self.tree, None)  # its own, else its queue's default
             started = a.job.start_time
             if a.stopping is None and limit is not None and started is not None and now - started > limit:
                 self._stop(job_id, a, JobState.FAILED, f"time limit of {limit:g} s reached", now)
@@ -803,7 +804,7 @@ class ControlLoop:
         if now - self._positions_at >= POSITIONS_EVERY_S or len(self.pending) < 1000:
             self.positions = {int(j): i + 1 for i, j in enumerate(result.order)}
             self._positions_at = now
-        self.estimates = {int(r.job_id): r.start for r in result.reservations}
+        self.estimates = {int(r.job_id): r.start for r in result.reservations if r.start is not None}
         for d in result.stops:
             self.decisions.labels("stop").inc()
             self.decision_count += 1
