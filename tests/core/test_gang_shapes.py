@@ -20,7 +20,7 @@ from wanka.core import (
     get_policy,
     run_cycle,
 )
-from wanka.core.state import Placement, take_cards
+from wanka.core.state import GroupPlacement, Placement, take_cards
 from wanka.models.hardware import default_catalog
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,3 +126,48 @@ def _group(node: int, mask: int, cards: int):
     from wanka.core.state import GroupPlacement
 
     return GroupPlacement("w", (node,), (mask,), cards)
+
+
+@given(data=st.data(), policy=st.sampled_from(["slurm", "wanka"]))
+@SETTINGS
+def test_a_waiting_minimum_takes_running_elastic_surplus_before_anything_whole_stops(data, policy) -> None:
+    """Issue 14, item 2's kind: tasks above a running elastic job's minimum are lent, not owned. A
+    waiting job (no lower rank) whose minimum fits the surplus starts now, and only shrinks make
+    its room: no job is stopped whole."""
+    sizes = data.draw(st.lists(st.integers(1, 2), min_size=1, max_size=3))
+    cluster = leaves_cluster(sizes)
+    total = 8 * sum(sizes)
+    tree = QueueTree.flat(["h100"], {"h100": total}, ["team"])
+    state, running, used = ClusterState.empty(cluster), [], 0
+    while used < total:  # elastic 1-card-task jobs fill the cluster at full size
+        replicas = min(data.draw(st.integers(2, 8)), total - used)
+        low = data.draw(st.integers(1, replicas))
+        job = Job(
+            f"e{len(running)}", "t", "team", (TaskGroup("w", replicas, 1, min_replicas=low),), priority=100
+        )
+        free = [n for n in range(cluster.num_nodes) for _ in range(int(state.free_cards[n]))][:replicas]
+        taken: dict[int, int] = {}
+        masks = []
+        for n in free:  # one card each, distinct on a shared node
+            masks.append(take_cards(state.free_mask[n] & ~taken.get(n, 0), 1, 8))
+            taken[n] = taken.get(n, 0) | masks[-1]
+        job.placement = Placement("h100", (GroupPlacement("w", tuple(free), tuple(masks), 1),))
+        state.allocate(job.placement)
+        job.state, job.start_time = job.state.RUNNING, float(len(running))
+        running.append(job)
+        used += replicas
+    surplus = sum(j.groups[0].replicas - j.groups[0].gang_min for j in running)
+    if surplus == 0:
+        return
+    need = data.draw(st.integers(1, surplus))
+    waiting = Job(
+        "w", "t", "team", (TaskGroup("w", need + 2, 1, min_replicas=need),), priority=100, submit_time=50
+    )
+    result = run_cycle(Snapshot(100.0, cluster, state, tree, [waiting], running), get_policy(policy))
+    assert [d.job_id for d in result.starts] == ["w"], "its minimum fits the surplus"
+    assert not result.stops, "nothing whole is stopped while surplus remains"
+    assert all(d.shrink for d in result.resizes)
+    by_id = {j.id: j for j in running}
+    for d in result.resizes:
+        spec = by_id[d.job_id].groups[0]
+        assert spec.gang_min <= d.placement.num_tasks < by_id[d.job_id].placement.num_tasks

@@ -212,6 +212,35 @@ def test_preemption_gives_the_victim_its_grace_period_then_requeues_it(cluster):
         assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) > 0
 
 
+def test_a_running_elastic_job_gives_its_surplus_to_a_waiting_one_by_a_checkpointed_restart(cluster):
+    """Issue 14, item 2: J1 (4 one-card tasks, at least 2) holds every card; J2 (2 tasks) arrives.
+    J1 saves on SIGTERM and restarts with 2 tasks on cards it held; J2 starts on the others."""
+    user = make_member(cluster, "shrink", "shrink-user")
+    with cluster.client(user) as c:
+        j1 = submit(
+            c,
+            command=[PY, "-c", WORKER, "60", "0.05"],
+            task_groups=[{"replicas": 4, "min_replicas": 2, "cards": 1}],
+            env={"EXIT_ON_TERM": "0"},
+        )
+        wait_for(lambda: job_state(c, j1)["state"] == "running")
+        step = cluster.home / "checkpoints" / str(j1) / "step"
+        wait_for(lambda: step.exists() and int(step.read_text()) >= 5)
+        j2 = submit(c, command=[PY, "-c", "print('mine now')"], task_groups=[{"replicas": 2, "cards": 1}])
+        assert ended(c, j2)["state"] == "succeeded"
+        assert job_state(c, j1)["runs"] == 2
+        events = c.get(f"/v1/jobs/{j1}/events").json()
+        restart = next(
+            e for e in events if e["state"] == "pending" and "restarts with 2 task(s)" in e["reason"]
+        )
+        j2_runs = next(e for e in c.get(f"/v1/jobs/{j2}/events").json() if e["state"] == "running")
+        assert j2_runs["time"] >= restart["time"]  # J2's processes start once J1's old run is gone
+        assert c.get(f"/v1/jobs/{j1}/logs", params={"task": 3, "run": 2}).status_code != 200  # 2 tasks now
+        assert "SIGTERM: saved step" in log_of(c, j1, run=1)  # it had time to save
+        assert int(log_of(c, j1, run=2).split("resumes at step ")[1].split()[0]) > 0
+        assert ended(c, j1, 60)["state"] == "succeeded"
+
+
 def test_waiting_jobs_show_their_position_and_estimated_start(cluster):
     user = make_member(cluster, "position", "position-user")
     whole = [{"replicas": 2, "cards": 2}]

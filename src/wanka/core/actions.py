@@ -11,6 +11,7 @@ import numpy as np
 from wanka.core.cluster import NodeState
 from wanka.core.config import Action, JobOrder, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
+from wanka.core.elastic import donors_where, shrink_for
 from wanka.core.jobs import Job, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed
@@ -237,8 +238,8 @@ def _preempt_for(
     cp = s.stmt.checkpoint()
     rest = []
     for i in chosen[evicted]:
-        victim = pool.entries[i]
-        if not still_eligible(victim):
+        victim = s.running.get(pool.entries[i].job.id)  # as it stands now (it may have shrunk)
+        if victim is None or not still_eligible(victim):
             continue
         if target_nodes.isdisjoint(victim.placement.node_set()):
             rest.append(victim)
@@ -296,6 +297,11 @@ def reclaim(s: Session) -> None:
             if pool is None:
                 return
             sides = owed[1]
+            donors = donors_where(
+                s, f, lambda e, tf=tf, o=owed: o[0][e.queue] and borrowed(s.quota, o[1][e.queue], tf) > 0
+            )
+            if shrink_for(s, job, f, donors):
+                break  # borrowers' elastic surplus was enough: nothing whole is stopped
             mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             if _preempt_for(
                 s,
@@ -351,6 +357,22 @@ def preempt(s: Session) -> None:
     for job in _waiting(s):
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
+        # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
+        if any(
+            shrink_for(
+                s,
+                job,
+                f,
+                donors_where(
+                    s,
+                    f,
+                    lambda e, r=rank, q=q: s.ordering.rank(e.job) <= r and (not scope_queue or e.queue == q),
+                ),
+            )
+            for f in s.flavors(job)
+        ):
+            hopeless.clear()
+            continue
         if static_rank and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
             continue  # nobody it may evict was running when the cycle began
         pool = _victims(s)
@@ -377,8 +399,9 @@ def resize(s: Session) -> None:
     """Grow elastic jobs toward their full size with cards nobody else is waiting for."""
     for entry in s.initial_elastic:
         job = entry.job
-        if job.id not in s.running:
-            continue
+        if job.id not in s.running or job.id in s.shrunk:
+            continue  # gone, or it just gave its surplus to a waiting job
+        entry = s.running[job.id]
         f = entry.flavor
         usable = s.usable[f]
         if f in s.reserved_nodes:

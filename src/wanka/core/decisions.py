@@ -75,8 +75,13 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Resize:
+    """A running elastic job's new size. ``placement`` is its whole new placement: a superset of
+    the old one when it grows, a subset when it shrinks (``shrink``: it gives surplus tasks back to
+    a waiting job, so callers carry shrinks out before starts, and grows after them)."""
+
     job_id: str
-    placement: Placement  # the job's whole new placement
+    placement: Placement
+    shrink: bool = False
 
 
 Decision = Start | Stop | Resize

@@ -64,22 +64,29 @@ class Statement:
         self._ops.append(("resize", entry, grown))
 
     def commit(self) -> list[Decision]:
-        """Stops first (victims must go before their replacements start), then starts, then resizes.
-        A job this cycle started and then evicted (for a job that was waiting) is simply not started."""
+        """Stops first and shrinks next (victims must go before their replacements start), then
+        starts, then grows. A job this cycle started and then evicted (for a job that was waiting)
+        is simply not started; one it started and then shrank starts smaller."""
         stops: list[Decision] = []
         resizes: dict[str, Decision] = {}
         starts: dict[str, Decision] = {}
         for op in self._ops:
             job_id = op[1].job.id
             if op[0] == "evict":
+                resizes.pop(job_id, None)  # a job shrunk, then stopped, is simply stopped
                 if starts.pop(job_id, None) is None:  # evicting a job this cycle started: un-start it
                     stops.append(Stop(job_id, op[2]))
             elif op[0] == "start":
                 starts[job_id] = Start(job_id, op[1].placement, op[2])
+            elif job_id in starts:  # started this cycle, then shrunk: it simply starts smaller
+                starts[job_id] = Start(job_id, op[2].placement, starts[job_id].backfilled)
             else:
-                resizes[op[2].job.id] = Resize(op[2].job.id, op[2].placement)
+                before = op[2].job.placement.num_tasks if op[2].job.placement else 0
+                resizes[job_id] = Resize(job_id, op[2].placement, op[2].placement.num_tasks < before)
         self._ops.clear()
-        return [*stops, *starts.values(), *resizes.values()]
+        shrinks = [r for r in resizes.values() if r.shrink]
+        grows = [r for r in resizes.values() if not r.shrink]
+        return [*stops, *shrinks, *starts.values(), *grows]
 
 
 class Session:
@@ -117,6 +124,7 @@ class Session:
         self.stats_attempts = 0
         self.stats_rejects = 0
         self.preemptions = 0  # waiting jobs started by reclaim or preempt
+        self.shrunk: set[str] = set()  # elastic jobs this cycle gave surplus back (not regrown)
         self.more_preemptors = False  # the preemptor bound cut reclaim or preempt short
         self.victim_pool = None  # built on first use by reclaim/preempt
         self._initial_table: TaskTable | None = None

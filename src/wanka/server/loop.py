@@ -86,6 +86,7 @@ class Stopping:
     kill_at: float  # SIGKILL whatever is left then
     failure: bool = False  # counts against the restart budget
     killed: bool = False
+    shrink_to: Placement | None = None  # gave surplus back: restart at this smaller placement
 
 
 @dataclass
@@ -671,7 +672,9 @@ class ControlLoop:
             tasks = statuses[job_id]
             alive = [t for t in tasks if t.state is TaskState.RUNNING]
             if a.stopping is not None:
-                if not alive:
+                if not alive and a.stopping.shrink_to is not None:
+                    self._restart_smaller(session, job_id, a, _ended(tasks, now))
+                elif not alive:
                     self._finish(session, job_id, a, a.stopping.target, a.stopping.reason, _ended(tasks, now))
                 elif not a.stopping.killed and now >= a.stopping.kill_at:
                     self.backend.signal(job_id, a.run, signal.SIGKILL)
@@ -760,6 +763,51 @@ class ControlLoop:
             job.state, job.placement, job.start_time, job.last_run_end = JobState.PENDING, None, None, now
             self.pending.add(job)
 
+    def _shrink(self, session, job_id: int, a: Active, p: Placement, now: float) -> None:
+        """The core gave part of a running elastic job to a waiting one. A process gang cannot
+        change size in place, so this is a checkpointed restart at the smaller size (SIGTERM, the
+        grace period to save, then a new run on ``p``, a subset of its cards). The cards it gives
+        up count as busy until its old processes are gone, so whoever takes them waits for that."""
+        job = a.job
+        self.state.release(job.placement)
+        self.state.allocate(p)
+        self.index.remove(job.id)
+        job.placement = p
+        self.index.add(job, now)
+        if not a.launched:  # nothing runs yet: it simply starts smaller
+            a.placement, a.tasks = p, p.num_tasks
+            session.execute(
+                update(tables.Job)
+                .where(tables.Job.id == job_id)
+                .values(placement=placement_to_json(self.cluster, p))
+            )
+            return
+        self._occupy(a.placement, +1)
+        why = f"gives {a.placement.num_tasks - p.num_tasks} task(s) back to a waiting job"
+        self._stop(job_id, a, JobState.RUNNING, why, now)
+        a.stopping.shrink_to = p
+
+    def _restart_smaller(self, session, job_id: int, a: Active, now: float) -> None:
+        """The old run of a shrunk job is gone: end it, and admit a new run on the smaller
+        placement (launched once its cards are free of other jobs' processes)."""
+        p = a.stopping.shrink_to
+        self._occupy(a.placement, -1)
+        session.execute(
+            update(tables.JobRun)
+            .where(tables.JobRun.job_id == job_id, tables.JobRun.run == a.run, tables.JobRun.end.is_(None))
+            .values(end=now)
+        )
+        why = f"restarts with {p.num_tasks} task(s) after giving surplus back ({a.stopping.reason})"
+        self._transition(session, job_id, a.state, JobState.PENDING, why, now)
+        self.running.pop(a.job.id)  # _admit takes it from the waiting jobs, as any start
+        self.state.release(p)
+        self.index.remove(a.job.id)
+        del self.active[job_id]
+        self.pending.add(a.job)
+        a.job.state = JobState.PENDING
+        self._admit(session, job_id, p, False, now)
+        self.dirty = True
+
     def _release(self, job: Job) -> None:
         self.state.release(job.placement)
         self.index.remove(job.id)
@@ -822,6 +870,18 @@ class ControlLoop:
                 self._transition(session, job_id, a.state, JobState.PREEMPTED, d.reason.value, now)
                 a.state = JobState.PREEMPTED
                 self._stop(job_id, a, JobState.PENDING, f"requeued after being {d.reason.value}", now)
+        for d in result.resizes:  # shrinks only: the server's policy has no resize (grow) action
+            a = self.active.get(int(d.job_id))
+            if not d.shrink or a is None or not a.in_core:
+                continue
+            if a.stopping is not None:  # on its way out anyway: the core forgets it now
+                self._release(a.job)
+                a.in_core = False
+                self._occupy(a.placement, +1)
+            else:
+                self._shrink(session, int(d.job_id), a, d.placement, now)
+                self.decisions.labels("shrink").inc()
+                self.decision_count += 1
         tasks = self._tasks_by_tenant()
         cap = self.limits.max_running_tasks_per_tenant
         for d in result.starts:

@@ -274,10 +274,14 @@ class Twin:
         for d in result.stops:
             self._stop(self.stats[d.job_id], now)
             self.stats[d.job_id].preemptions += 1
+        for d in result.resizes:  # shrinks give back what starts then use
+            if d.shrink:
+                self._resize(self.stats[d.job_id], d.placement, now)
         for d in result.starts:
             self._start(self.stats[d.job_id], d.placement, now)
         for d in result.resizes:
-            self._resize(self.stats[d.job_id], d.placement, now)
+            if not d.shrink:
+                self._resize(self.stats[d.job_id], d.placement, now)
         closed = 0
         for job_id, why in result.unschedulable.items():
             if job_id in self.pending:
