@@ -94,69 +94,41 @@ def backfill(s: Session) -> None:
 class VictimPool:
     """Preemptible jobs that run now, in victim order, cheapest first: lowest rank, borrowed quota
     before nominal, least work lost since the last checkpoint (card-seconds), most recently started,
-    then job id. Jobs this cycle started are victims too (they lose nothing: they are simply not
-    started), so no job is started in a cycle only to be evicted next cycle by a job that was already
-    waiting in it. ``entries[:n_initial]`` are ``Session.initial_running``; the rest were started by
-    this cycle. Arrays are indexed like ``entries``."""
+    then job id. Jobs this cycle started before reclaim and preempt began (allocate, backfill) are
+    victims too: they lose nothing, they are simply not started, so no job is started in a cycle
+    only to be evicted next cycle by a job that was already waiting in it. (Jobs started by reclaim
+    or preempt themselves are not: a later preemptor ranks no higher.) ``entries[:n_initial]`` are
+    ``Session.initial_running``. Arrays are indexed like ``entries``. Built once per cycle."""
 
     def __init__(self, s: Session):
-        entries = s.initial_running
-        self.table = s.initial_table
+        fresh = [s.running[j] for j in sorted(s.started) if s.running[j].job.preemptible]
+        entries = s.initial_running + fresh
+        self.table = TaskTable.concat(s.initial_table, TaskTable(fresh)) if fresh else s.initial_table
         self.entries = entries
-        self.n_initial = len(entries)
-        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
-        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
-        self.lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor)
-        self._columns(s, entries)
-        self.order = self._order()
-        self._fresh: tuple[int, VictimPool] = (-1, self)  # (Session.started_version, pool)
-
-    _COLUMNS = ("flavor", "queue", "cards", "rank", "not_borrowing", "lost", "started", "ids", "preemptible")
-
-    def _columns(self, s: Session, entries: list[Running]) -> None:
+        self.n_initial = len(s.initial_running)
         n = len(entries)
         self.flavor = np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n)
         self.queue = np.fromiter((e.queue for e in entries), dtype=np.int64, count=n)
         self.cards = np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n)
         self.rank = np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n)
+        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
+        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
+        lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor) borrows
         flavors = len(s.flavor_ids)
         for key in np.unique(self.queue * flavors + self.flavor).tolist():
             q, f = divmod(key, flavors)
-            self.lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
-        self.not_borrowing = ~self.lender[self.queue, self.flavor]
-        self.lost = lost_work_s([e.job for e in entries], s.now) * self.cards
-        self.started = np.fromiter(
+            lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
+        not_borrowing = ~lender[self.queue, self.flavor]
+        lost = lost_work_s([e.job for e in entries], s.now) * self.cards
+        started = np.fromiter(
             (s.now if e.job.start_time is None else e.job.start_time for e in entries),
             dtype=np.float64,
             count=n,
         )
-        self.ids = np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str)
-        self.preemptible = np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n)
-
-    def _order(self) -> np.ndarray:
-        order = np.lexsort((self.ids, -self.started, self.lost, self.not_borrowing, self.rank))
-        return order[self.preemptible[order]].astype(np.int64)
-
-    def with_fresh(self, s: Session) -> VictimPool:
-        """This pool plus the preemptible jobs this cycle has started so far; rebuilt only when
-        that set changed, reusing the initial jobs' columns."""
-        version, pool = self._fresh
-        if version == s.started_version:
-            return pool
-        fresh = [s.running[j] for j in sorted(s.started) if s.running[j].job.preemptible]
-        pool = self
-        if fresh:
-            pool = VictimPool.__new__(VictimPool)
-            pool.lender = self.lender
-            pool._columns(s, fresh)
-            for name in self._COLUMNS:
-                setattr(pool, name, np.concatenate([getattr(self, name), getattr(pool, name)]))
-            pool.entries = self.entries + fresh
-            pool.n_initial = self.n_initial
-            pool.table = TaskTable.concat(self.table, TaskTable(fresh))
-            pool.order = pool._order()
-        self._fresh = (s.started_version, pool)
-        return pool
+        ids = np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str)
+        order = np.lexsort((ids, -started, lost, not_borrowing, self.rank))
+        preemptible = np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n)
+        self.order = order[preemptible[order]].astype(np.int64)
 
     def alive(self, s: Session) -> np.ndarray:
         """Which entries still run (evictions and un-starts so far taken out)."""
@@ -271,12 +243,10 @@ def _waiting(s: Session) -> Iterator[Job]:
 
 def _victims(s: Session) -> VictimPool | None:
     """The session's victim pool (reclaim and preempt share one, built when a waiting job first
-    needs it: O(running); extended by the jobs this cycle started), or None when nobody could be
-    evicted."""
+    needs it: O(running)), or None when nobody could be evicted."""
     if s.victim_pool is None:
         s.victim_pool = VictimPool(s)
-    pool = s.victim_pool.with_fresh(s)
-    return pool if len(pool.order) else None
+    return s.victim_pool if len(s.victim_pool.order) else None
 
 
 def reclaim(s: Session) -> None:

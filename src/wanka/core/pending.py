@@ -172,7 +172,7 @@ class PendingIndex:
             verdict = self._verdicts[shape] = check_feasibility(
                 self.cluster, self.tree, job, time_limit=False
             )
-        if verdict.ok and job.time_limit_s is not None:
+        if verdict.ok and job.time_limit_s is not None and self.tree.limits_time:
             verdict = check_time_limit(self.tree, job) or verdict
         if verdict.ok:
             need = job.min_cards

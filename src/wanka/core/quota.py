@@ -135,6 +135,7 @@ class QueueTree:
                 default = most  # Slurm: a job without a limit gets DefaultTime, else MaxTime
             self.max_time_limit[i] = most
             self.default_time_limit[i] = default
+        self.limits_time = any(m is not None for m in self.max_time_limit)
         self.leaves = [i for i in range(q) if not self.children[i]]
         # Slurm-style normalised shares: product down the path of weight / sum of sibling weights
         self.norm_share = [1.0] * q

@@ -119,7 +119,6 @@ class Session:
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
-        self.started_version = 0  # changes whenever `started` does
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.stats_attempts = 0
         self.stats_rejects = 0
@@ -206,7 +205,6 @@ class Session:
             self.evicted.discard(entry.job.id)  # a rolled-back eviction
         else:
             self.started.add(entry.job.id)
-            self.started_version += 1
 
     def _give(self, entry: Running) -> None:
         free = self.free
@@ -222,7 +220,6 @@ class Session:
         del self.running[entry.job.id]
         if entry.job.id in self.started:
             self.started.discard(entry.job.id)  # a rolled-back start, or an un-start
-            self.started_version += 1
         else:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit

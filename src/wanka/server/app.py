@@ -86,7 +86,7 @@ class TreeCache:
             if len(self._verdicts) > 10_000:
                 self._verdicts.clear()
             verdict = self._verdicts[key] = check_feasibility(self.cluster, tree, job, time_limit=False)
-        if verdict.ok and job.time_limit_s is not None:
+        if verdict.ok and job.time_limit_s is not None and tree.limits_time:
             verdict = check_time_limit(tree, job) or verdict  # limits vary job by job: not cached
         return verdict
 
