@@ -229,15 +229,19 @@ def _preempt_for(
     return False
 
 
-def _waiting(s: Session) -> Iterator[Job]:
+def _waiting(s: Session) -> tuple[list[Job], bool]:
     """Jobs still waiting after allocate/backfill, in policy order, at most ``max_preemptors`` of
-    them (the bound keeps a cycle's cost flat). When the bound cut the walk short after some job
-    evicted others, ``s.more_preemptors`` asks the caller for another cycle at once, so a burst of
-    more than ``max_preemptors`` preemptors is served in follow-up rounds, not one per event."""
+    them (the bound keeps a cycle's cost flat), and whether more wait beyond them."""
     waiting = s.waiting()
-    before = s.preemptions
-    yield from itertools.islice(waiting, s.config.max_preemptors)
-    if s.preemptions > before and next(waiting, None) is not None:
+    jobs = list(itertools.islice(waiting, s.config.max_preemptors))
+    return jobs, next(waiting, None) is not None
+
+
+def _ask_for_more(s: Session, more: bool, before: int) -> None:
+    """When the bound cut the walk short after some job evicted others, ask the caller for another
+    cycle at once: a burst of more than ``max_preemptors`` preemptors is served in follow-up rounds,
+    not one per event."""
+    if more and s.preemptions > before:
         s.more_preemptors = True
 
 
@@ -256,7 +260,14 @@ def reclaim(s: Session) -> None:
     running job is a victim when c_q stays within its nominal quota with the waiting job added and
     c_w borrows (holds more than its nominal). Siblings are the case L = their parent; an
     organisation whose queues have no nominal of their own defends its pool against other orgs."""
-    for job in _waiting(s):
+    jobs, more = _waiting(s)
+    before = s.preemptions
+    _reclaim_for(s, jobs)
+    _ask_for_more(s, more, before)
+
+
+def _reclaim_for(s: Session, jobs: list[Job]) -> None:
+    for job in jobs:
         q = s.queue_index(job)
         for f in s.flavors(job):
             tf = s.tree_flavor[f]
@@ -324,7 +335,19 @@ def preempt(s: Session) -> None:
     # the same shape in the same queue with no higher rank has only fewer victims to choose from, so
     # it cannot fit either while nothing changes; an eviction changes the state and clears this.
     hopeless: dict[tuple, float] = {}
-    for job in _waiting(s):
+    jobs, more = _waiting(s)
+    before = s.preemptions
+    # highest rank first (stable: policy order among equals), so no preemptor started here ranks
+    # below a later one, which could evict it next cycle (Slurm's multifactor order is not its rank)
+    jobs.sort(key=lambda j: -s.ordering.rank(j))
+    _preempt_for_each(s, jobs, scope_queue, static_rank, hopeless)
+    _ask_for_more(s, more, before)
+
+
+def _preempt_for_each(
+    s: Session, jobs: list[Job], scope_queue: bool, static_rank: bool, hopeless: dict
+) -> None:
+    for job in jobs:
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
