@@ -147,6 +147,9 @@ class VictimPool:
         return self.order[mask[self.order]]
 
 
+MAX_REPRIEVE_TRIALS = 32  # what-ifs the reprieve may spend per preemptor (bounds a cycle's cost)
+
+
 def _preempt_for(
     s: Session,
     job: Job,
@@ -179,33 +182,48 @@ def _preempt_for(
     table, task_pos = pool.table.subset(chosen)
     queues = len(s.tree.names)
 
-    def fits_evicting(ranks: np.ndarray):
-        """Where the job would go with the victims at ``ranks`` (positions in ``chosen``) gone."""
-        released = np.bincount(pool.queue[chosen[ranks]], pool.cards[chosen[ranks]], minlength=queues)
+    def fits_evicting(gone: np.ndarray):
+        """Where the job would go with the victims where ``gone`` holds (a mask over ``chosen``)."""
+        released = np.bincount(pool.queue[chosen[gone]], pool.cards[chosen[gone]], minlength=queues)
         quota = s.quota.copy()
         for q in np.flatnonzero(released):
             add_usage(quota, int(q), tf, -int(released[q]))
         if available(quota, queue, tf) < need:
             return None
-        gone = np.zeros(len(chosen), dtype=bool)
-        gone[ranks] = True
         free = table.free_where(s.free, gone[task_pos])
         return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
 
     def fits_without(k: int):
-        return fits_evicting(np.arange(k))
+        gone = np.zeros(len(chosen), dtype=bool)
+        gone[:k] = True
+        return fits_evicting(gone)
 
     if fits_without(len(chosen)) is None:
         return None
     # fewer victims than this cannot free enough cards: search up from there
     lower = max(1, min(int(np.searchsorted(held, need - s.free_by_flavor[flavor])) + 1, len(chosen)))
     lo, target = shortest_prefix(fits_without, lower, len(chosen))
-    evicted = list(range(lo))
-    for r in reversed(range(lo)):  # the reprieve: most valuable victim first
-        trial = [x for x in evicted if x != r]
-        found = fits_evicting(np.asarray(trial, dtype=np.int64)) if trial else None
-        if found is not None:
-            evicted, target = trial, found
+    # The reprieve, most valuable victim first. A victim holding more cards than the prefix frees
+    # beyond the need (the slack) is needed for the count alone: no what-if. The what-ifs are
+    # bounded, so a gang evicting hundreds of small jobs costs a few placements, not hundreds.
+    gone = np.zeros(len(chosen), dtype=bool)
+    gone[:lo] = True
+    slack = s.free_by_flavor[flavor] + int(held[lo - 1]) - need
+    trials = 0
+    for r in range(lo - 1, -1, -1):
+        cards = int(pool.cards[chosen[r]])
+        if cards > slack:
+            continue
+        if trials == MAX_REPRIEVE_TRIALS:
+            break
+        trials += 1
+        gone[r] = False
+        found = fits_evicting(gone) if gone.any() else None
+        if found is None:
+            gone[r] = True
+        else:
+            target, slack = found, slack - cards
+    evicted = np.flatnonzero(gone)
     target_nodes = target.node_set()
     cp = s.stmt.checkpoint()
     rest = []

@@ -448,7 +448,7 @@ class Session:
         # jobs without a time limit count too, as ending last (in snapshot order): where the job
         # must wait for one of them its start is unknown, but its nodes are still held for it
         old = np.flatnonzero(self.initial_alive() & (self.initial_flavor == flavor))
-        new = [e for e in self.running.values() if e.job.id in self.started and e.flavor == flavor]
+        new = [e for e in (self.running[j] for j in sorted(self.started)) if e.flavor == flavor]
         if len(old) == 0 and not new:
             return None
         table, _ = table.subset(old)
