@@ -13,7 +13,8 @@ def trace_jobs(
 ) -> list[tuple[Job, float]]:
     """(job, duration) per trace row. A request larger than a node becomes ceil(cards / node) tasks of
     equal size (12 cards on 8-card nodes: 2 tasks of 6; 9 cards: 2 tasks of 5, one card spare).
-    Traces carry no time limits; jobs get none (backfill then keeps long jobs off reserved nodes)."""
+    Traces carry no time limits; jobs get none. A blocked head job still gets a reservation (its
+    start unknown): the cards freed on its nodes wait for it, and backfill keeps off them."""
     node = int(cluster.node_cards.max())
     out = []
     for t in trace.jobs:
