@@ -16,12 +16,8 @@ EVICTING = ("slurm", "tiresias", "wanka")  # the presets that preempt or reclaim
 @given(data=st.data(), policy=st.sampled_from(EVICTING))
 @SETTINGS
 def test_no_job_is_evicted_within_a_cycle_of_its_start_by_a_job_waiting_at_its_start(data, policy) -> None:
-    cluster = data.draw(clusters())
-    tree = data.draw(queue_trees(cluster))
-    config = get_policy(policy)
-    now = 1000.0
-    snapshot = Snapshot(now, cluster, _empty(cluster), tree, data.draw(jobs(tree, "a-", now)), [])
-    state, pending, running = apply(snapshot, run_cycle(snapshot, config))
+    cluster, tree, config, now = _world(data, policy)
+    state, pending, running = _running(cluster, tree, config, now, data.draw(jobs(tree, "a-", now)))
     pending = pending + data.draw(jobs(tree, "b-", now))
     snapshot = Snapshot(now, cluster, state, tree, pending, running)
     waited = {j.id for j in pending}
@@ -51,15 +47,11 @@ def test_no_job_is_evicted_within_a_cycle_of_its_start_by_a_job_waiting_at_its_s
 @given(data=st.data(), policy=st.sampled_from(EVICTING))
 @SETTINGS
 def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) -> None:
-    cluster = data.draw(clusters())
-    tree = data.draw(queue_trees(cluster))
-    config = get_policy(policy)
-    now = 1000.0
+    cluster, tree, config, now = _world(data, policy)
     filler = data.draw(jobs(tree, "a-", now))
     for job in filler:  # the running work ranks low: it is what gets evicted
         job.priority, job.priority_class, job.attained_service = 100, "low", 1e7
-    snapshot = Snapshot(now, cluster, _empty(cluster), tree, filler, [])
-    state, _, running = apply(snapshot, run_cycle(snapshot, config))
+    state, _, running = _running(cluster, tree, config, now, filler)
     leaves = [n for n in tree.names if tree.is_leaf(n)]
     cards = data.draw(st.sampled_from([1, 2, 4, 8]))
     replicas = data.draw(st.integers(1, 3))
@@ -84,6 +76,17 @@ def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) 
         trial = Snapshot(now, cluster, _state_of(cluster, kept), tree, [preemptor], kept)
         fits = [d.job_id for d in run_cycle(trial, just_start).starts] == ["p"]
         assert not fits, f"{victim} was evicted, but p fits with it left running (evicted: {sorted(stopped)})"
+
+
+def _world(data, policy: str):
+    cluster = data.draw(clusters())
+    return cluster, data.draw(queue_trees(cluster)), get_policy(policy), 1000.0
+
+
+def _running(cluster, tree, config, now: float, jobs_: list[Job]):
+    """What one cycle on the empty cluster makes of ``jobs_``: (state, still waiting, running)."""
+    snapshot = Snapshot(now, cluster, _empty(cluster), tree, jobs_, [])
+    return apply(snapshot, run_cycle(snapshot, config))
 
 
 def _empty(cluster):
