@@ -40,6 +40,19 @@ def test_simulate_table_and_bad_input(tmp_path):
     assert json.loads(r.stdout)["results"][0]["skipped_rows"] == 1
 
 
+def test_simulate_replays_some_tenants_of_a_trace_on_a_resized_cluster():
+    args = ("simulate", "--cluster", "philly-2048", "--workload", f"trace:philly:{SAMPLE}")
+    out = json.loads(wanka(*args, "--cards", "256", "--tenants", "11cb48", "--json").stdout)
+    assert out["cluster"] == "philly-2048-at-256" and "tenants 11cb48 (105 jobs)" in out["workload"]
+    assert out["results"][0]["jobs"] == 105 and "p95_wait_s" in out["results"][0]
+    r = wanka(*args, "--cards", "250", check=False)
+    assert r.returncode == 2 and "--cards: 250" in r.stderr and "whole nodes of 8" in r.stderr
+    r = wanka(*args, "--tenants", "nope", check=False)
+    assert r.returncode == 2 and "--tenants: no such tenant in the trace: nope" in r.stderr
+    r = wanka("simulate", "--tenants", "busiest", "--days", "0.1", check=False)
+    assert r.returncode == 2 and "--tenants: only for a trace" in r.stderr
+
+
 def test_simulate_synthetic_with_failures_writes_a_report(tmp_path):
     out = json.loads(
         wanka(

@@ -4,6 +4,7 @@ import pytest
 
 from wanka.sim.traces import (
     TraceError,
+    busiest_tenant,
     read_acme,
     read_helios,
     read_itp,
@@ -11,6 +12,7 @@ from wanka.sim.traces import (
     read_pai,
     read_philly,
     read_wanka,
+    select_tenants,
     write_wanka,
 )
 
@@ -23,6 +25,23 @@ def test_philly_sample_reads_in_submit_order_from_zero():
     submits = [j.submit_s for j in trace.jobs]
     assert submits[0] == 0.0 and submits == sorted(submits) and submits[-1] < 43200
     assert {j.cards for j in trace.jobs} >= {1, 8} and all(j.tenant == j.queue for j in trace.jobs)
+
+
+def test_select_tenants_keeps_their_jobs_rebased_and_busiest_asks_for_the_most_card_seconds():
+    trace = read_philly(SAMPLE)
+    work: dict[str, float] = {}
+    for j in trace.jobs:
+        work[j.tenant] = work.get(j.tenant, 0.0) + j.cards * j.duration_s
+    top = max(work, key=work.get)
+    assert busiest_tenant(trace) == top
+    one = select_tenants(trace, ["busiest"])
+    assert [j.id for j in one.jobs] == [j.id for j in trace.jobs if j.tenant == top]
+    assert one.jobs[0].submit_s == 0.0 and one.source == trace.source
+    first = next(j.submit_s for j in trace.jobs if j.tenant == top)
+    assert [j.submit_s for j in one.jobs] == [j.submit_s - first for j in trace.jobs if j.tenant == top]
+    assert len(select_tenants(trace, ["6214e9", "11cb48"]).jobs) == 503 + 105
+    with pytest.raises(ValueError, match="no such tenant in the trace: nope"):
+        select_tenants(trace, ["nope", "6214e9"])
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,6 +6,7 @@ import math
 import re
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ from wanka.sim import scenario as sc
 from wanka.sim.metrics import summarize
 from wanka.sim.models import LLAMA3_CAUSES, CheckpointModel, FailureModel, Models, PerformanceModel
 from wanka.sim.report import write_report
-from wanka.sim.traces import READERS, Trace, TraceError
+from wanka.sim.traces import READERS, TraceError, select_tenants
 from wanka.sim.twin import SimConfig
 
 DAY = 86400.0
@@ -104,12 +105,31 @@ def _policy(name: str, las_thresholds: tuple[float, ...] | None) -> CycleConfig:
     return preset.with_(las=LasConfig(las_thresholds, preset.las.starvation_factor))
 
 
-def _cluster(ref: str) -> tuple[Cluster, dict]:
+def _cluster(ref: str, cards: int = 0) -> tuple[Cluster, dict]:
     try:
         data, source = cluster_spec_data(ref)
+        if cards:
+            data = _resized(data, cards)
+            source = f"{source} resized to {cards:,} cards"
         return parse_cluster(data, source), data
     except SpecError as exc:
         fail(str(exc))
+
+
+def _resized(spec: dict, cards: int) -> dict:
+    """The spec with its first pool grown or shrunk (whole nodes) so the cluster holds ``cards``."""
+    pools = [dict(p) for p in spec["pools"]]
+    first, others = pools[0], sum(p["nodes"] * p["cards_per_node"] for p in pools[1:])
+    per_node = first["cards_per_node"]
+    nodes, rest = divmod(cards - others, per_node)
+    if nodes < 1 or rest or first.get("node_names"):
+        fail(
+            f"--cards: {cards:,} is not the other pools' {others:,} cards plus whole nodes of "
+            f"{per_node} in pool {first['name']!r}"
+            + (" (whose nodes are named one by one)" if first.get("node_names") else "")
+        )
+    first["nodes"] = nodes
+    return {**spec, "name": f"{spec['name']}-at-{cards}", "pools": pools}
 
 
 def _scenario(
@@ -121,11 +141,14 @@ def _scenario(
     skip: bool,
     jobs: int = 0,
     same_work: bool = False,
+    tenants: str = "",
 ) -> sc.Scenario:
     kind, _, rest = workload.partition(":")
     if kind == "synthetic":
         if rest not in ("", "month"):
             fail(f"--workload: unknown synthetic workload {rest!r}; available: month")
+        if tenants:
+            fail("--tenants: only for a trace (synthetic tenants have contracts, not a trace's rows)")
         return sc.synthetic(cluster, days or 30.0, load, seed, jobs or None, same_work)
     fmt, _, path = rest.partition(":")
     if kind != "trace" or not path:
@@ -141,11 +164,16 @@ def _scenario(
         fail(f"{exc} (--skip-bad-rows skips and counts such rows)" if exc.in_row else str(exc))
     except OSError as exc:
         fail(f"--workload: cannot read {path}: {exc.strerror}")
+    name = Path(path).name
+    if tenants:
+        try:
+            trace = select_tenants(trace, [t.strip() for t in tenants.split(",") if t.strip()])
+        except ValueError as exc:
+            fail(f"--tenants: {exc}")
+        name += f", tenants {', '.join(sorted({j.tenant for j in trace.jobs}))}"
     if days:
-        trace = Trace(
-            [j for j in trace.jobs if j.submit_s < days * DAY], trace.source, trace.skipped, trace.problems
-        )
-    return sc.replay(cluster, trace, f"{fmt} trace {Path(path).name} ({len(trace.jobs):,} jobs)")
+        trace = replace(trace, jobs=[j for j in trace.jobs if j.submit_s < days * DAY])
+    return sc.replay(cluster, trace, f"{fmt} trace {name} ({len(trace.jobs):,} jobs)")
 
 
 def _what_if(change: str, base: sc.Scenario, spec: dict, policy: str) -> tuple[sc.Scenario, str, str]:
@@ -173,6 +201,9 @@ def _what_if(change: str, base: sc.Scenario, spec: dict, policy: str) -> tuple[s
 
 def simulate(
     cluster_ref: str = typer.Option("wanka-10k", "--cluster", help="Preset name or cluster YAML file."),
+    cards: int = typer.Option(
+        0, "--cards", min=0, help="Resize the cluster's first pool (whole nodes) to this many cards in all."
+    ),
     workload: str = typer.Option(
         "synthetic:month",
         "--workload",
@@ -183,6 +214,12 @@ def simulate(
         "", "--compare", help="Comma-separated presets, run on the identical workload."
     ),
     days: float = typer.Option(0.0, "--days", min=0.0, help="Days to simulate (synthetic: 30; traces: all)."),
+    tenants: str = typer.Option(
+        "",
+        "--tenants",
+        help="Trace: replay only these tenants (Philly: virtual clusters), comma-separated; "
+        "'busiest' is the one asking for the most card-hours.",
+    ),
     load: float = typer.Option(1.0, "--load", min=0.01, help="Scales the synthetic arrival rates."),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Synthetic: about this many jobs (more small ones)."),
     same_work: bool = typer.Option(
@@ -234,8 +271,8 @@ def simulate(
         if p not in POLICIES:
             fail(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
     thresholds = _las_thresholds(las_thresholds)
-    cluster, spec = _cluster(cluster_ref)
-    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs, same_work)
+    cluster, spec = _cluster(cluster_ref, cards)
+    base = _scenario(workload, cluster, days, load, seed, skip_bad_rows, jobs, same_work, tenants)
     models = Models(
         failures=_failures(failures, hot_spares),
         checkpoints=CheckpointModel(write_s=checkpoint_write, restart_s=restart),

@@ -68,6 +68,7 @@ def summarize(result: SimResult) -> dict:
         "avg_wait_s": _mean(wait),
         "p50_wait_s": _pct(wait, 50),
         "p90_wait_s": _pct(wait, 90),
+        "p95_wait_s": _pct(wait, 95),
         "p99_wait_s": _pct(wait, 99),
         "avg_bounded_slowdown": _mean(slowdown),
         "utilization": allocated / (cards * window),

@@ -154,6 +154,29 @@ def _rebase(jobs: list[TraceJob], source: str, skipped: int, problems: list[str]
     return Trace(jobs, source, skipped, problems, filtered)
 
 
+def busiest_tenant(trace: Trace) -> str:
+    """The tenant (a Philly virtual cluster) whose jobs ask for the most card-seconds; ties by name."""
+    work: dict[str, float] = {}
+    for j in trace.jobs:
+        work[j.tenant] = work.get(j.tenant, 0.0) + j.cards * j.duration_s
+    if not work:
+        raise ValueError("the trace has no jobs")
+    return min(work, key=lambda t: (-work[t], t))
+
+
+def select_tenants(trace: Trace, names: list[str]) -> Trace:
+    """Only these tenants' jobs (``busiest``: :func:`busiest_tenant`), submit times rebased to the
+    first of them, as a trace of its own; an unknown name is an error that lists the known ones."""
+    known = {j.tenant for j in trace.jobs}
+    wanted = {busiest_tenant(trace) if n == "busiest" else n for n in names}
+    if unknown := sorted(wanted - known):
+        raise ValueError(
+            f"no such tenant in the trace: {', '.join(unknown)} (tenants: {', '.join(sorted(known))})"
+        )
+    jobs = [j for j in trace.jobs if j.tenant in wanted]
+    return _rebase(jobs, trace.source, trace.skipped, trace.problems, trace.filtered)
+
+
 def _number(row: dict[str, str], column: str, kind=float, minimum: float = 0):
     raw = (row.get(column) or "").strip()
     try:
