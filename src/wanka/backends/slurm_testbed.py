@@ -170,7 +170,7 @@ SlurmdParameters=config_overrides
             time.sleep(0.2)
         return False
 
-    def join(self, timeout: float = 60) -> str:
+    def join(self, timeout: float = 180) -> str:
         """The next FUTURE node joins, as an operator adds one: its slurmd starts and registers
         (slurmctld then makes it available). Returns its name once Slurm reports it idle."""
         name = self.future.pop(0)
