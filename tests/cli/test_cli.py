@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from wanka.core import POLICIES
+
 
 def wanka(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -60,6 +62,7 @@ def test_catalog_and_policies_and_presets_take_json():
         "slurm",
         "tiresias",
         "drf",
+        "wanka-las",
         "wanka",
     }
     assert "wanka-10k" in {p["name"] for p in json.loads(wanka("cluster", "presets", "--json").stdout)}
@@ -81,7 +84,7 @@ def test_demo_runs_one_cycle_on_wanka_10k():
     )
     assert out["cluster"]["cards"] == 10_000
     assert out["wanka"]["started"] > 0
-    assert {p["policy"] for p in out["policies"]} == {"fifo", "slurm", "tiresias", "drf", "wanka"}
+    assert {p["policy"] for p in out["policies"]} == set(POLICIES)
     assert "twin" not in out
 
 

@@ -41,7 +41,10 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
     pool = data.draw(jobs(tree, "a", 1000.0)) + data.draw(jobs(tree, "b", 1000.0))
     for j in pool[::3]:  # ties in submit time and priority: the id decides
         j.submit_time = 500.0
-    index = PendingIndex(cluster, tree, order)
+    for j in pool[::2]:  # served before it was requeued: a lower LAS queue under priority_las
+        j.attained_service = data.draw(st.sampled_from([100.0, 3600.0, 1e6]))
+    thresholds = get_policy("wanka").las.thresholds
+    index = PendingIndex(cluster, tree, order, (), thresholds)
     waiting: dict[str, Job] = {}
     for step in data.draw(st.lists(st.integers(0, max(len(pool) - 1, 0)), max_size=40)) if pool else []:
         job = pool[step]
@@ -54,7 +57,7 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
     snapshot = Snapshot(1000.0, cluster, ClusterState.empty(cluster), tree, list(waiting.values()), [])
     expected = _policy_order(snapshot, order)
     assert [j.id for j in index.jobs] == expected
-    assert [j.id for j in PendingIndex(cluster, tree, order, waiting.values()).jobs] == expected
+    assert [j.id for j in PendingIndex(cluster, tree, order, waiting.values(), thresholds).jobs] == expected
     for cards in (0, 1, 4, 16, 1 << 20):
         assert [j.id for j in index.needing_at_most(cards)] == [
             i for i in expected if waiting[i].min_cards <= cards
@@ -65,14 +68,14 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
     assert {q: [j.id for j in js] for q, js in index.queue_jobs().items()} == by_queue
 
 
-@given(data=st.data(), policy=st.sampled_from(["fifo", "slurm", "tiresias", "drf", "wanka"]))
+@given(data=st.data(), policy=st.sampled_from(["fifo", "slurm", "tiresias", "drf", "wanka", "wanka-las"]))
 @SETTINGS
 def test_a_cycle_decides_the_same_with_a_kept_index(data, policy) -> None:
     cluster = data.draw(clusters())
     tree = data.draw(queue_trees(cluster))
     waiting = data.draw(jobs(tree, "p", 1000.0))
     config = get_policy(policy)
-    index = PendingIndex(cluster, tree, config.job_order)
+    index = PendingIndex(cluster, tree, config.job_order, (), config.las.thresholds)
     for job in reversed(waiting):
         index.add(job)
     plain = Snapshot(1000.0, cluster, ClusterState.empty(cluster), tree, waiting, [])
@@ -141,3 +144,27 @@ def test_the_order_a_cycle_reports_is_the_one_it_saw(small) -> None:
     index.remove("first")
     with pytest.raises(RuntimeError, match=r"read CycleResult\.order first"):
         _ = late.order
+
+
+@given(data=st.data())
+@SETTINGS
+def test_priority_las_order_is_class_then_attained_service_then_submit(data) -> None:
+    """``priority_las`` keys are static while a job waits: built in bulk or one by one, the index
+    gives the order the policy sorts by (a requeued job's service moves it behind fresh ones)."""
+    cluster = data.draw(clusters())
+    tree = data.draw(queue_trees(cluster))
+    pool = data.draw(jobs(tree, "a", 1000.0))
+    for j in pool:
+        j.attained_service = data.draw(st.sampled_from([0.0, 100.0, 3600.0, 1e6]))
+    thresholds = get_policy("wanka-las").las.thresholds
+    snapshot = Snapshot(1000.0, cluster, ClusterState.empty(cluster), tree, pool, [])
+    expected = _policy_order(snapshot, JobOrder.PRIORITY_LAS)
+    one_by_one = PendingIndex(cluster, tree, JobOrder.PRIORITY_LAS, (), thresholds)
+    for job in reversed(pool):
+        one_by_one.add(job)
+    assert [
+        j.id for j in PendingIndex(cluster, tree, JobOrder.PRIORITY_LAS, pool, thresholds).jobs
+    ] == expected
+    assert [j.id for j in one_by_one.jobs] == expected
+    keys = [(-j.priority, j.attained_service >= thresholds[0], j.submit_time, j.id) for j in pool]
+    assert expected == [j.id for _, j in sorted(zip(keys, pool, strict=True), key=lambda kj: kj[0])]

@@ -461,3 +461,30 @@ def test_a_node_failing_its_health_check_goes_down_and_its_jobs_are_recovered(tm
             wait_for(lambda: node(admin, first)["state"] == "up")  # healthy again: back in service
     finally:
         stop_server(server)
+
+
+def test_under_wanka_las_a_fresh_job_preempts_one_that_has_had_its_share(tmp_path):
+    """The control plane books attained service (cards x seconds run, over every run): under
+    ``wanka-las`` with a 2 card-second threshold, J2 preempts J1 once J1 has run 2 s on its card,
+    and on J1's next run J3 preempts it at once (its first run's service still counts)."""
+    s = start_server(
+        tmp_path / "home", ("--virtual-cards", "1", "--policy", "wanka-las", "--las-thresholds", "2")
+    )
+    try:
+        user = make_member(s, "las", "las-user")
+        with s.client(user) as c:
+            j1 = submit(c, command=[PY, "-c", WORKER, "100000", "0.05"], env={"EXIT_ON_TERM": "0"})
+            wait_for(lambda: job_state(c, j1)["state"] == "running")
+            j2 = submit(c, command=[PY, "-c", "print('my turn')"])
+            assert ended(c, j2)["state"] == "succeeded"
+            events = c.get(f"/v1/jobs/{j1}/events").json()
+            assert any(e["state"] == "preempted" for e in events), events
+            resumed = wait_for(lambda: job_state(c, j1)["runs"] == 2 and log_of(c, j1, run=2))
+            assert int(resumed.split("resumes at step ")[1].split()[0]) > 0
+            j3 = submit(c, command=[PY, "-c", "print('me too')"])
+            assert ended(c, j3)["state"] == "succeeded"
+            assert sum(e["state"] == "preempted" for e in c.get(f"/v1/jobs/{j1}/events").json()) == 2
+            c.post(f"/v1/jobs/{j1}/cancel")
+            ended(c, j1)
+    finally:
+        stop_server(s)

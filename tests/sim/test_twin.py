@@ -180,7 +180,10 @@ class CheckedTwin(Twin):
         assert (kept.held, kept.cpus, kept.memory) == (fresh.held, fresh.cpus, fresh.memory)
         assert list(kept.elastic) == list(fresh.elastic)
         assert {q: c for q, c in kept.preemptible.items() if c} == fresh.preemptible
-        waiting = PendingIndex(self.cluster, self.queues, self.policy.job_order, self.pending.jobs[::-1])
+        policy = self.policy
+        waiting = PendingIndex(
+            self.cluster, self.queues, policy.job_order, self.pending.jobs[::-1], policy.las.thresholds
+        )
         assert [j.id for j in self.pending.jobs] == [j.id for j in waiting.jobs]
         assert self.pending.rejected == waiting.rejected
         assert self.pending.queue_jobs() == waiting.queue_jobs()

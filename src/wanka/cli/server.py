@@ -69,6 +69,12 @@ def server(
         10.0, "--health-every", min=0.1, max=3600, help="Seconds between health checks of the nodes."
     ),
     policy: str = typer.Option("wanka", "--policy", help="Scheduling policy preset."),
+    las_thresholds: str = typer.Option(
+        "",
+        "--las-thresholds",
+        help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias, wanka-las), "
+        "e.g. 3250,7200 (default: the preset's, 3600).",
+    ),
     tick: float = typer.Option(1.0, "--tick", min=0.01, max=60, help="Control loop period in seconds."),
     grace: float = typer.Option(
         10.0, "--grace", min=0, max=3600, help="Seconds from SIGTERM to SIGKILL when stopping tasks."
@@ -131,6 +137,7 @@ def server(
     import uvicorn
     from sqlalchemy.engine import make_url
 
+    from wanka.core.config import parse_las_thresholds
     from wanka.server.limits import Limits
     from wanka.server.main import Settings, build
 
@@ -146,6 +153,10 @@ def server(
     if not (first.isdigit() and last.isdigit() and 0 < int(first) <= int(last)):
         fail(f"--task-uids: {task_uids!r} is not a range FIRST-LAST of uids above 0")
 
+    try:
+        thresholds = parse_las_thresholds(las_thresholds) if las_thresholds else None
+    except ValueError as exc:
+        fail(f"--las-thresholds: {exc}")
     settings = Settings.default(
         home=home,
         database=database,
@@ -158,6 +169,7 @@ def server(
         accelerator=accelerator,
         health_check=(health_check,) if health_check else None,
         policy=policy,
+        las_thresholds=thresholds,
         tick_s=tick,
         grace_s=grace,
         health_every_s=health_every,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from contextlib import nullcontext
@@ -15,7 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from wanka.cli.output import console, emit_json, errors, fail
-from wanka.core import POLICIES, Cluster, CycleConfig, JobOrder, LasConfig, get_policy
+from wanka.core import LAS_ORDERS, POLICIES, Cluster, CycleConfig, get_policy
+from wanka.core.config import parse_las_thresholds, with_las_thresholds
 from wanka.models.cluster import cluster_spec_data, parse_cluster
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.quota import load_queue_tree
@@ -80,29 +80,18 @@ def _failures(spec: str, hot_spares: int) -> FailureModel:
 
 
 def _las_thresholds(text: str) -> tuple[float, ...] | None:
-    """A named set (scenario.LAS_THRESHOLDS) or ascending card-seconds, comma-separated."""
+    """A named set (core.config.LAS_THRESHOLDS) or ascending card-seconds, comma-separated."""
     if not text:
         return None
-    if text in sc.LAS_THRESHOLDS:
-        return sc.LAS_THRESHOLDS[text]
     try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(0 < v < math.inf for v in values) or list(values) != sorted(set(values)):
-        fail(
-            f"--las-thresholds: expected ascending positive card-seconds such as 3250,7200, or one of "
-            f"{', '.join(sc.LAS_THRESHOLDS)}; got {text!r}"
-        )
-    return values
+        return parse_las_thresholds(text)
+    except ValueError as exc:
+        fail(f"--las-thresholds: {exc}")
 
 
 def _policy(name: str, las_thresholds: tuple[float, ...] | None) -> CycleConfig:
     """The preset, with the LAS thresholds given (if any) when it orders jobs by LAS."""
-    preset = get_policy(name)
-    if las_thresholds is None or preset.job_order is not JobOrder.LAS:
-        return preset
-    return preset.with_(las=LasConfig(las_thresholds, preset.las.starvation_factor))
+    return with_las_thresholds(get_policy(name), las_thresholds)
 
 
 def _cluster(ref: str, cards: int = 0) -> tuple[Cluster, dict]:
@@ -242,7 +231,8 @@ def simulate(
     las_thresholds: str = typer.Option(
         "",
         "--las-thresholds",
-        help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias): e.g. 3250,7200, "
+        help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias, wanka-las): "
+        "e.g. 3250,7200, "
         f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: the preset's, 3600).",
     ),
     checkpoint_write: float = typer.Option(
@@ -285,7 +275,7 @@ def simulate(
         changed, p2, label = _what_if(what_if, base, spec, policies[0])
         named = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
     runs = [(label, scen, _policy(p, thresholds)) for label, scen, p in named]
-    las = sorted({r[2].las.thresholds for r in runs if r[2].job_order is JobOrder.LAS})
+    las = sorted({r[2].las.thresholds for r in runs if r[2].job_order in LAS_ORDERS})
     if thresholds is not None and not las:
         fail("--las-thresholds: none of the policies run orders jobs by LAS (tiresias does)")
     notes = [models.describe_overheads()]

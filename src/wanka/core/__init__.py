@@ -6,6 +6,7 @@ from :data:`POLICIES` or your own).
 
 from wanka.core.cluster import Cluster, NodeRecord, NodeState
 from wanka.core.config import (
+    LAS_ORDERS,
     POLICIES,
     Action,
     CycleConfig,
@@ -51,6 +52,7 @@ from wanka.core.running import RunningIndex
 from wanka.core.state import ClusterState, GroupPlacement, Placement
 
 __all__ = [
+    "LAS_ORDERS",
     "POLICIES",
     "PRIORITY_CLASSES",
     "TERMINAL_STATES",

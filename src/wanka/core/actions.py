@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from wanka.core.cluster import NodeState
-from wanka.core.config import Action, JobOrder, PreemptScope, QueueOrder
+from wanka.core.config import LAS_ORDERS, Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
 from wanka.core.elastic import donors_where, shrink_for
 from wanka.core.jobs import Job, lost_work_s
@@ -119,6 +119,7 @@ class VictimPool:
             q, f = divmod(key, flavors)
             lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
         not_borrowing = ~lender[self.queue, self.flavor]
+        self.borrowing = ~not_borrowing  # runs on quota its queue borrowed (when the pool was built)
         lost = lost_work_s([e.job for e in entries], s.now) * self.cards
         started = np.fromiter(
             (s.now if e.job.start_time is None else e.job.start_time for e in entries),
@@ -347,8 +348,8 @@ def _reclaimable_queues(s: Session, q: int, tf: int, need: int) -> tuple[np.ndar
 
 def preempt(s: Session) -> None:
     """A waiting job evicts strictly lower-ranked preemptible jobs (same queue, or any queue)."""
-    scope_queue = s.config.preempt_scope is PreemptScope.QUEUE
-    static_rank = s.config.job_order is not JobOrder.LAS  # the rank is the priority
+    scope = s.config.preempt_scope
+    static_rank = s.config.job_order not in LAS_ORDERS  # the rank is the priority
     # (queue, model, shape) -> the highest rank for which no set of victims made room. A job of
     # the same shape in the same queue with no higher rank has only fewer victims to choose from, so
     # it cannot fit either while nothing changes; an eviction changes the state and clears this.
@@ -358,13 +359,21 @@ def preempt(s: Session) -> None:
     # highest rank first (stable: policy order among equals), so no preemptor started here ranks
     # below a later one, which could evict it next cycle (Slurm's multifactor order is not its rank)
     jobs.sort(key=lambda j: -s.ordering.rank(j))
-    _preempt_for_each(s, jobs, scope_queue, static_rank, hopeless)
+    _preempt_for_each(s, jobs, scope, static_rank, hopeless)
     _ask_for_more(s, more, before)
 
 
+def _in_scope(s: Session, scope: PreemptScope, q: int, entry: Running) -> bool:
+    """May a waiting job of queue ``q`` take from ``entry`` (given the rank allows it)?"""
+    if scope is PreemptScope.CLUSTER or entry.queue == q:
+        return True
+    return scope is PreemptScope.COHORT and borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
+
+
 def _preempt_for_each(
-    s: Session, jobs: list[Job], scope_queue: bool, static_rank: bool, hopeless: dict
+    s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict
 ) -> None:
+    scope_queue = scope is PreemptScope.QUEUE
     for job in jobs:
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
@@ -377,7 +386,7 @@ def _preempt_for_each(
                 donors_where(
                     s,
                     f,
-                    lambda e, r=rank, q=q: s.ordering.rank(e.job) <= r and (not scope_queue or e.queue == q),
+                    lambda e, r=rank, q=q: s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e),
                 ),
             )
             for f in s.flavors(job)
@@ -394,8 +403,10 @@ def _preempt_for_each(
             if hopeless.get(key, -np.inf) >= rank:
                 continue
             mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
-            if scope_queue:
+            if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
+            elif scope is PreemptScope.COHORT:
+                mask &= (pool.queue == q) | pool.borrowing
             outcome = _preempt_for(
                 s, job, f, pool, pool.candidates(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
             )

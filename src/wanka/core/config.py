@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -25,6 +26,11 @@ class JobOrder(StrEnum):
     MULTIFACTOR = "multifactor"  # Slurm: weighted age, fair share, size and QOS
     LAS = "las"  # Tiresias 2D-LAS: discretised attained service (cards x seconds)
     SHORTEST = "shortest"  # shortest time limit (estimate) first
+    PRIORITY_LAS = "priority_las"  # priority class, then Tiresias' LAS queue, then submit time
+
+
+#: Orders that rank jobs by their attained service: callers keep ``Job.attained_service`` booked.
+LAS_ORDERS = (JobOrder.LAS, JobOrder.PRIORITY_LAS)
 
 
 class QueueOrder(StrEnum):
@@ -35,6 +41,7 @@ class QueueOrder(StrEnum):
 class PreemptScope(StrEnum):
     QUEUE = "queue"  # only jobs of the same queue (Volcano/Kueue "within queue")
     CLUSTER = "cluster"  # any queue
+    COHORT = "cohort"  # the same queue, or a queue running on borrowed quota (Kueue's reclaimWithinCohort)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,40 @@ class LasConfig:
 
     thresholds: tuple[float, ...] = (3600.0,)
     starvation_factor: float = 0.0
+
+
+LAS_THRESHOLDS: dict[str, tuple[float, ...]] = {
+    # the core's default (LasConfig): two queues, one threshold of 3,600 GPU-seconds, as in the
+    # Tiresias simulator README's first example
+    "wanka": (3600.0,),
+    # the released simulator (SymbioticLab/Tiresias simulator/jobs.py): num_queue = 3 and
+    # queue_limit = [3250, 7200, 18000], of which dlas-gpu uses the first num_queue - 1
+    "tiresias-released": (3250.0, 7200.0),
+}
+
+
+def parse_las_thresholds(text: str) -> tuple[float, ...]:
+    """A named set of :data:`LAS_THRESHOLDS`, or ascending positive card-seconds, comma-separated.
+    Raises ValueError naming what is accepted."""
+    if text in LAS_THRESHOLDS:
+        return LAS_THRESHOLDS[text]
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < math.inf for v in values) or list(values) != sorted(set(values)):
+        raise ValueError(
+            f"expected ascending positive card-seconds such as 3250,7200, or one of "
+            f"{', '.join(LAS_THRESHOLDS)}; got {text!r}"
+        )
+    return values
+
+
+def with_las_thresholds(policy: CycleConfig, thresholds: tuple[float, ...] | None) -> CycleConfig:
+    """The policy with these LAS queue limits when it orders jobs by LAS (else unchanged)."""
+    if thresholds is None or policy.job_order not in LAS_ORDERS:
+        return policy
+    return policy.with_(las=LasConfig(thresholds, policy.las.starvation_factor))
 
 
 @dataclass(frozen=True)
@@ -128,6 +169,11 @@ POLICIES: dict[str, CycleConfig] = {
         fair_share=FairShareConfig(history_weight=0.0),
     ),
     "wanka": CycleConfig(name="wanka"),
+    # wanka with Tiresias' LAS inside each priority class, and preemption of borrowed quota across
+    # the cohort: for centres whose jobs checkpoint (a job with more attained service yields)
+    "wanka-las": CycleConfig(
+        name="wanka-las", job_order=JobOrder.PRIORITY_LAS, preempt_scope=PreemptScope.COHORT
+    ),
 }
 
 

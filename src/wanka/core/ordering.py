@@ -67,6 +67,8 @@ class Ordering:
             primary = np.fromiter(limits, dtype=np.float64, count=n)
         elif order is JobOrder.LAS:
             primary = np.fromiter((self.las(j) for j in jobs), dtype=np.float64, count=n)
+        elif order is JobOrder.PRIORITY_LAS:
+            primary = -np.fromiter((self.rank(j) for j in jobs), dtype=np.float64, count=n)
         else:
             primary = -np.fromiter((self.multifactor(j) for j in jobs), dtype=np.float64, count=n)
         submit = np.fromiter((j.submit_time for j in jobs), dtype=np.float64, count=n)
@@ -97,9 +99,15 @@ class Ordering:
         return w.age * age + w.fairshare * fairshare + w.job_size * size + w.qos * qos
 
     def rank(self, job: Job) -> float:
-        """Who may preempt whom: a pending job may evict running jobs of strictly lower rank."""
-        if self.s.config.job_order is JobOrder.LAS:
+        """Who may preempt whom: a pending job may evict running jobs of strictly lower rank. Under
+        ``priority_las`` the priority class comes first and, within a class, the job with less
+        attained service ranks higher (a fraction below 1, so no class overtakes another)."""
+        order = self.s.config.job_order
+        if order is JobOrder.LAS:
             return -self.las(job)
+        if order is JobOrder.PRIORITY_LAS:  # no starvation promotion: the key stays put while waiting
+            thresholds = self.s.config.las.thresholds
+            return job.priority - las_queue(job.attained_service, thresholds) / (len(thresholds) + 1)
         return job.priority
 
     # --- queues ----------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ many cycles keeps a :class:`PendingIndex` instead, adding a job when it starts w
 it when it starts or leaves, and passes it in the snapshot. The index keeps:
 
 - the jobs sorted by a key that does not change while they wait: the policy's own order for
-  ``fifo``, ``priority`` and ``shortest`` (so a cycle walks only as far as it starts or reserves
-  jobs), submit order for ``las`` and ``multifactor`` (which the session still sorts every cycle,
+  ``fifo``, ``priority``, ``shortest`` and ``priority_las`` (a waiting job attains no service, and
+  that order has no starvation promotion), so a cycle walks only as far as it starts or reserves
+  jobs; submit order for ``las`` and ``multifactor`` (which the session still sorts every cycle,
   because their keys move with time and usage);
 - the same order per queue, for fair-share interleaving;
 - each job's feasibility verdict, judged once when it is added (it depends only on the cluster's
@@ -31,19 +32,23 @@ import numpy as np
 
 from wanka.core.cluster import Cluster
 from wanka.core.config import JobOrder
+from wanka.core.fairshare import las_queue
 from wanka.core.feasibility import Feasibility, check_feasibility, check_time_limit
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree
 
 #: Orders whose key is fixed while a job waits: the index keeps the queue in that order.
-STATIC_ORDERS = (JobOrder.FIFO, JobOrder.PRIORITY, JobOrder.SHORTEST)
+STATIC_ORDERS = (JobOrder.FIFO, JobOrder.PRIORITY, JobOrder.SHORTEST, JobOrder.PRIORITY_LAS)
 
 
-def static_key(job: Job, order: JobOrder) -> tuple:
+def static_key(job: Job, order: JobOrder, las_thresholds: tuple[float, ...] = ()) -> tuple:
     """The job's place in ``order`` (for dynamic orders, submit order); ties by submit time, then id.
     The same key :meth:`wanka.core.ordering.Ordering.sort` sorts by, as a tuple."""
     if order is JobOrder.PRIORITY:
         primary = -float(job.priority)
+    elif order is JobOrder.PRIORITY_LAS:
+        las = las_queue(job.attained_service, las_thresholds)
+        primary = -(job.priority - las / (len(las_thresholds) + 1))
     elif order is JobOrder.SHORTEST:
         primary = math.inf if job.time_limit_s is None else float(job.time_limit_s)
     else:
@@ -94,10 +99,18 @@ class PendingIndex:
     exactly the same waiting jobs.
     """
 
-    def __init__(self, cluster: Cluster, tree: QueueTree, order: JobOrder, jobs: Iterable[Job] = ()):
+    def __init__(
+        self,
+        cluster: Cluster,
+        tree: QueueTree,
+        order: JobOrder,
+        jobs: Iterable[Job] = (),
+        las_thresholds: tuple[float, ...] = (),
+    ):
         self.cluster = cluster
         self.tree = tree
         self.order = order
+        self.las_thresholds = las_thresholds  # the policy's, for ``priority_las`` keys
         self.ordered = order in STATIC_ORDERS  # True: ``jobs`` is already in the policy's order
         self._all = _Sorted()
         self._key: dict[str, tuple] = {}
@@ -111,7 +124,7 @@ class PendingIndex:
         self.version = 0  # bumped on every change: results computed from the index can check it
         jobs = list(jobs)
         if jobs:  # in bulk: one numpy sort instead of an insertion per job
-            keys = [static_key(job, order) for job in jobs]
+            keys = [static_key(job, order, las_thresholds) for job in jobs]
             n = len(keys)
             primary = np.fromiter((k[0] for k in keys), dtype=np.float64, count=n)
             submit = np.fromiter((k[1] for k in keys), dtype=np.float64, count=n)
@@ -155,7 +168,7 @@ class PendingIndex:
     def add(self, job: Job) -> None:
         if job.id in self._key:
             raise ValueError(f"job {job.id} is already in the pending index")
-        key = static_key(job, self.order)
+        key = static_key(job, self.order, self.las_thresholds)
         self._key[job.id] = key
         self._all.add(key, job)
         if self._by_queue is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from wanka.core.cluster import NodeState
-from wanka.core.config import CycleConfig
+from wanka.core.config import CycleConfig, JobOrder
 from wanka.core.decisions import Decision, Fit, Reservation, Resize, Snapshot, Start, Stop, StopReason
 from wanka.core.feasibility import resolve_flavors
 from wanka.core.jobs import Job, JobKind
@@ -155,7 +155,9 @@ class Session:
         self.ordering = Ordering(self)
         waiting = snapshot.pending_index
         if waiting is None:
-            waiting = PendingIndex(cluster, self.tree, config.job_order, snapshot.pending)
+            waiting = PendingIndex(
+                cluster, self.tree, config.job_order, snapshot.pending, config.las.thresholds
+            )
         elif waiting.cluster is not cluster or waiting.tree is not self.tree:
             raise ValueError("snapshot.pending_index was built for another cluster or queue tree")
         elif waiting.order is not config.job_order:
@@ -163,6 +165,8 @@ class Session:
                 f"snapshot.pending_index keeps {waiting.order.value} order; the policy sorts by "
                 f"{config.job_order.value}"
             )
+        elif config.job_order is JobOrder.PRIORITY_LAS and waiting.las_thresholds != config.las.thresholds:
+            raise ValueError("snapshot.pending_index was keyed by other LAS thresholds than the policy's")
         elif len(waiting) != len(snapshot.pending):
             raise ValueError(
                 f"snapshot.pending_index holds {len(waiting)} jobs "

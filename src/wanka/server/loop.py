@@ -38,6 +38,7 @@ from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
 from wanka.core import (
+    LAS_ORDERS,
     PRIORITY_CLASSES,
     Action,
     Cluster,
@@ -67,6 +68,9 @@ from wanka.server.lease import LeaseLost, SchedulerLease
 from wanka.server.limits import Limits
 
 log = logging.getLogger("wanka.loop")
+
+#: A job in these states is the control loop's: waiting, or holding cards.
+HOLDING_OR_WAITING = (JobState.PENDING, JobState.ADMITTED, JobState.RUNNING, JobState.PREEMPTED)
 
 MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
 CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
@@ -103,6 +107,7 @@ class Active:
     stopping: Stopping | None = None
     restarts: int = 0  # the job's restart budget
     failures: int = 0
+    served_before: float = 0.0  # card-seconds of the job's earlier runs (LAS orders rank by them)
 
 
 def placement_to_json(cluster: Cluster, p: Placement) -> dict:
@@ -297,20 +302,9 @@ class ControlLoop:
                     tables.Job.failures,
                     tables.Job.cancel_requested,
                     tables.Job.cancel_reason,
-                ).where(
-                    tables.Job.state.in_(
-                        [
-                            s.value
-                            for s in (
-                                JobState.PENDING,
-                                JobState.ADMITTED,
-                                JobState.RUNNING,
-                                JobState.PREEMPTED,
-                            )
-                        ]
-                    )
-                )
+                ).where(tables.Job.state.in_([s.value for s in HOLDING_OR_WAITING]))
             ).all()
+            served = self._past_service(session)
         self.state = ClusterState.empty(self.cluster)
         self.running: dict[str, Job] = {}
         self.index = RunningIndex(self.cluster, self.tree, self.policy.default_time_limit_s)
@@ -324,6 +318,7 @@ class ControlLoop:
         lost: list[tuple[int, str]] = []
         for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why in rows:
             job = core_job(job_id, spec, queue, submit)
+            job.attained_service = served.get(job_id, 0.0)
             state = JobState(state)
             if state is JobState.PENDING:
                 waiting.append(job)
@@ -334,7 +329,16 @@ class ControlLoop:
                 lost.append((job_id, "its nodes are no longer in the cluster"))
                 continue
             job.placement, job.start_time, job.state = p, start, state
-            active = Active(job, runs, p.num_tasks, p, state, restarts=_restarts(spec), failures=failures)
+            active = Active(
+                job,
+                runs,
+                p.num_tasks,
+                p,
+                state,
+                restarts=_restarts(spec),
+                failures=failures,
+                served_before=job.attained_service,
+            )
             self.active[job_id] = active
             if state is JobState.PREEMPTED:  # the core had stopped it; its processes may linger
                 active.in_core = False
@@ -351,7 +355,9 @@ class ControlLoop:
                 active.launched = True
                 if cancel:  # cancelled before the restart; its tasks are stopped now
                     self._stop(job_id, active, JobState.CANCELLED, why or "cancelled", now)
-        self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, waiting)
+        self.pending = PendingIndex(
+            self.cluster, self.tree, self.policy.job_order, waiting, self.policy.las.thresholds
+        )
         self.dirty = True
         self.known_max_id = max((r[0] for r in rows), default=0)
         if lost:
@@ -446,7 +452,13 @@ class ControlLoop:
         self.index = RunningIndex.build(
             self.cluster, self.tree, self.running.values(), now, self.policy.default_time_limit_s
         )
-        self.pending = PendingIndex(self.cluster, self.tree, self.policy.job_order, list(self.pending.jobs))
+        self.pending = PendingIndex(
+            self.cluster,
+            self.tree,
+            self.policy.job_order,
+            list(self.pending.jobs),
+            self.policy.las.thresholds,
+        )
         leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
         self.usage = {q: self.usage.get(q, QueueUsage(as_of=now)) for q in leaves}
         self.dirty = True
@@ -760,6 +772,7 @@ class ControlLoop:
         )
         if target is JobState.PENDING:
             job = a.job
+            job.attained_service = self._served(a, now)
             job.state, job.placement, job.start_time, job.last_run_end = JobState.PENDING, None, None, now
             self.pending.add(job)
 
@@ -792,6 +805,14 @@ class ControlLoop:
         placement (launched once its cards are free of other jobs' processes)."""
         p = a.stopping.shrink_to
         self._occupy(a.placement, -1)
+        cancel, why = session.execute(
+            select(tables.Job.cancel_requested, tables.Job.cancel_reason).where(tables.Job.id == job_id)
+        ).one()
+        if cancel:  # cancelled while it gave its surplus back: it ends instead of restarting
+            a.in_core = True  # its smaller placement is what the core holds
+            self._finish(session, job_id, a, JobState.CANCELLED, why or "cancelled", now)
+            return
+        a.job.attained_service = self._served(a, now)
         session.execute(
             update(tables.JobRun)
             .where(tables.JobRun.job_id == job_id, tables.JobRun.run == a.run, tables.JobRun.end.is_(None))
@@ -909,6 +930,7 @@ class ControlLoop:
         self.per_cycle.observe(len(result.decisions))
 
     def _snapshot(self, now: float) -> Snapshot:
+        self._book_service(now)
         return Snapshot(
             now,
             self.cluster,
@@ -1020,9 +1042,43 @@ class ControlLoop:
         self.running[job.id] = job
         self.index.add(job, now)
         self.active[job_id] = Active(
-            job, runs + 1, p.num_tasks, p, JobState.ADMITTED, restarts=_restarts(spec), failures=failures
+            job,
+            runs + 1,
+            p.num_tasks,
+            p,
+            JobState.ADMITTED,
+            restarts=_restarts(spec),
+            failures=failures,
+            served_before=job.attained_service,
         )
         return True
+
+    def _past_service(self, session) -> dict[int, float]:
+        """Card-seconds of the ended runs of unfinished jobs, when the policy orders by attained
+        service (a restarted server ranks a requeued job as the one before it did)."""
+        if self.policy.job_order not in LAS_ORDERS:
+            return {}
+        run, job = tables.JobRun, tables.Job
+        unfinished = select(job.id).where(job.state.in_([s.value for s in HOLDING_OR_WAITING]))
+        rows = session.execute(
+            select(run.job_id, func.sum(run.cards * (run.end - run.start)))
+            .where(run.end.is_not(None), run.job_id.in_(unfinished))
+            .group_by(run.job_id)
+        )
+        return {job_id: float(total or 0.0) for job_id, total in rows}
+
+    def _served(self, a: Active, now: float) -> float:
+        """The job's attained service (Tiresias' card-seconds) up to ``now``: earlier runs and this
+        one, on the cards this run was given."""
+        started = a.job.start_time
+        return a.served_before + (a.placement.total_cards * max(0.0, now - started) if started else 0.0)
+
+    def _book_service(self, now: float) -> None:
+        """Under a LAS order, running jobs' attained service up to now: their rank as victims."""
+        if self.policy.job_order in LAS_ORDERS:
+            for a in self.active.values():
+                if a.in_core:
+                    a.job.attained_service = self._served(a, now)
 
     # --- the backend ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from wanka.backends import make_backend
 from wanka.core import get_policy
+from wanka.core.config import with_las_thresholds
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
 from wanka.server.app import AppState, TreeCache, create_app
@@ -41,6 +42,7 @@ class Settings:
     slurm_partition: str | None = None  # slurm backend: only this partition's nodes
     shared_dir: Path | None = None  # slurm backend: runs and checkpoints (default: the home)
     policy: str = "wanka"
+    las_thresholds: tuple[float, ...] | None = None  # LAS queue limits, card-seconds (LAS presets)
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
     grace_s: float = 10.0  # SIGTERM to SIGKILL when stopping tasks
     health_every_s: float = 10.0  # between health checks of the nodes
@@ -129,7 +131,7 @@ def build(settings: Settings):
         sessions,
         cluster,
         backend,
-        get_policy(settings.policy),
+        with_las_thresholds(get_policy(settings.policy), settings.las_thresholds),
         trees.get,
         interval_s=settings.tick_s,
         grace_s=settings.grace_s,

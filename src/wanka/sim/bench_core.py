@@ -76,7 +76,7 @@ def _kept_indexes(snapshot, runs: int, config) -> float:
     kept = dataclasses.replace(
         s,
         index=RunningIndex.build(s.cluster, s.queues, s.running, s.now, config.default_time_limit_s),
-        pending_index=PendingIndex(s.cluster, s.queues, config.job_order, s.pending),
+        pending_index=PendingIndex(s.cluster, s.queues, config.job_order, s.pending, config.las.thresholds),
     )
     times = []
     for _ in range(runs):

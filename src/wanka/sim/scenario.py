@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from wanka.core import Cluster, CycleConfig, Job, QueueTree, get_policy
+from wanka.core.config import LAS_THRESHOLDS  # noqa: F401  (named sets, re-exported)
 from wanka.sim.models import Models
 from wanka.sim.replay import tenant_queues, trace_jobs
 from wanka.sim.synthetic import contract_queues, synthetic_month
@@ -22,14 +23,6 @@ from wanka.sim.twin import SimConfig, SimResult, Twin
 Jobs = list[tuple[Job, float]]
 
 # Tiresias' LAS queue thresholds in card-seconds, by source (docs/policies.md cites each):
-LAS_THRESHOLDS: dict[str, tuple[float, ...]] = {
-    # the core's default (LasConfig): two queues, one threshold of 3,600 GPU-seconds, as in the
-    # Tiresias simulator README's first example
-    "wanka": (3600.0,),
-    # the released simulator (SymbioticLab/Tiresias simulator/jobs.py): num_queue = 3 and
-    # queue_limit = [3250, 7200, 18000], of which dlas-gpu uses the first num_queue - 1
-    "tiresias-released": (3250.0, 7200.0),
-}
 
 
 @dataclass(frozen=True)

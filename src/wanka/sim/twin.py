@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wanka.core import (
+    LAS_ORDERS,
     Cluster,
     ClusterState,
     CycleConfig,
     CycleResult,
     Job,
-    JobOrder,
     JobState,
     NodeState,
     PendingIndex,
@@ -141,13 +141,13 @@ class Twin:
             raise ValueError("job ids must be unique")
         self.state = ClusterState.empty(self.cluster)
         # the waiting queue, kept in the policy's order as jobs arrive, start and are requeued
-        self.pending = PendingIndex(self.cluster, queues, policy.job_order)
+        self.pending = PendingIndex(self.cluster, queues, policy.job_order, (), policy.las.thresholds)
         self.running: dict[str, Job] = {}
         # kept up to date as jobs start and stop, so a round does not rebuild it (core.running)
         self.index = RunningIndex(self.cluster, queues, policy.default_time_limit_s)
         # attained service of running jobs matters to a round only under Tiresias' LAS order;
         # otherwise progress is booked when a job stops, finishes or is resized
-        self.las = policy.las if policy.job_order is JobOrder.LAS else None
+        self.las = policy.las if policy.job_order in LAS_ORDERS else None
         self.book_every_round = self.las is not None
         self.more_preemptors = False  # the last round stopped at the bound on preemptors
         self.on_node: dict[int, set[str]] = {}  # node -> running jobs with a task there
