@@ -488,3 +488,32 @@ def test_under_wanka_las_a_fresh_job_preempts_one_that_has_had_its_share(tmp_pat
             ended(c, j1)
     finally:
         stop_server(s)
+
+
+SLOW_TO_SAVE = r"""
+import os, pathlib, signal, time
+ckpt = pathlib.Path(os.environ["WANKA_CHECKPOINT_DIR"])
+def save(*_):
+    (ckpt / f"term-{os.environ['RANK']}").write_text("saving")
+    time.sleep(30)  # still saving when the grace period ends
+signal.signal(signal.SIGTERM, save)
+(ckpt / f"ready-{os.environ['RANK']}").write_text("")
+time.sleep(600)
+"""
+
+
+def test_a_job_cancelled_while_it_gives_its_surplus_back_ends_without_restarting(cluster):
+    """Issue 14: a cancel that arrives during a shrink's checkpointed restart wins over it."""
+    user = make_member(cluster, "shrink-cancel", "shrink-cancel-user")
+    with cluster.client(user) as c:
+        j1 = submit(
+            c, command=[PY, "-c", SLOW_TO_SAVE], task_groups=[{"replicas": 4, "min_replicas": 2, "cards": 1}]
+        )
+        ckpt = cluster.home / "checkpoints" / str(j1)
+        wait_for(lambda: len(list(ckpt.glob("ready-*"))) == 4)  # every task saves on SIGTERM now
+        j2 = submit(c, command=[PY, "-c", "print('mine now')"], task_groups=[{"replicas": 2, "cards": 1}])
+        wait_for(lambda: any(ckpt.glob("term-*")))  # J1 was told to give its surplus back
+        assert c.post(f"/v1/jobs/{j1}/cancel").status_code == 200
+        assert ended(c, j1)["state"] == "cancelled"
+        assert job_state(c, j1)["runs"] == 1  # no second run was started
+        assert ended(c, j2)["state"] == "succeeded"
