@@ -16,6 +16,7 @@ expect:
   tasks: {job: {role: tasks}}     # tasks per group of a started job
   same_domain: {job: tier}        # every task of a started job in one domain of that tier
   reservations: {job: start_time}
+  on_loan: {job: reserved job}    # started jobs that run on nodes reserved for that job
   unschedulable: {job: "text in the reason"}
 """
 
@@ -83,6 +84,7 @@ def make_job(spec: dict, running: bool = False) -> Job:
         submit_time=spec.get("submit", 0.0),
         attained_service=spec.get("attained", 0.0),
         last_checkpoint_time=spec.get("last_checkpoint"),
+        preemptible_by=spec.get("on_loan_to"),
     )
     if running:
         job.state = JobState.RUNNING
@@ -172,6 +174,9 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
     if "resize" in expect:
         got = {d.job_id: d.placement.num_tasks for d in result.resizes}
         assert got == expect["resize"], f"resized {got}, expected {expect['resize']}"
+    if "on_loan" in expect:
+        got = {d.job_id: d.preemptible_by for d in result.starts if d.preemptible_by is not None}
+        assert got == expect["on_loan"], f"on loan {got}, expected {expect['on_loan']}"
     if "reservations" in expect:
         got = {r.job_id: r.start for r in result.reservations}
         assert got == expect["reservations"], f"reservations {got}, expected {expect['reservations']}"

@@ -152,6 +152,7 @@ def apply(snapshot: Snapshot, result) -> tuple[ClusterState, list[Job], list[Job
             state.allocate(d.placement)  # raises if any card is already taken
             job.placement = d.placement
             job.start_time = snapshot.now
+            job.preemptible_by = d.preemptible_by
             running[job.id] = job
         elif not isinstance(d, Stop):  # Resize
             job = running[d.job_id]

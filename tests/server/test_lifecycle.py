@@ -517,3 +517,28 @@ def test_a_job_cancelled_while_it_gives_its_surplus_back_ends_without_restarting
         assert ended(c, j1)["state"] == "cancelled"
         assert job_state(c, j1)["runs"] == 1  # no second run was started
         assert ended(c, j2)["state"] == "succeeded"
+
+
+def test_a_job_on_loan_on_reserved_cards_gives_them_back_when_the_reserved_job_can_start(cluster):
+    """The wanka preset lends the cards it holds for a blocked gang to a preemptible job that would
+    otherwise wait, and takes them back (a checkpointed preemption) once the gang can start."""
+    user = make_member(cluster, "loan", "loan-user")
+    sleeper = [PY, "-c", "import time; time.sleep(600)"]
+    with cluster.client(user) as c:
+        first = submit(c, command=sleeper, task_groups=[{"replicas": 1, "cards": 2}])
+        wait_for(lambda: job_state(c, first)["state"] == "running")
+        gang = submit(c, command=[PY, "-c", "print('all four')"], task_groups=[{"replicas": 2, "cards": 2}])
+        wait_for(lambda: job_state(c, gang)["queue_position"] == 1)
+        lent = submit(c, command=[PY, "-c", WORKER, "100000", "0.05"], env={"EXIT_ON_TERM": "0"})
+        admitted = wait_for(
+            lambda: next(
+                (e for e in c.get(f"/v1/jobs/{lent}/events").json() if e["state"] == "admitted"), None
+            )
+        )
+        assert "on loan" in admitted["reason"]
+        assert job_state(c, gang)["state"] == "pending"
+        c.post(f"/v1/jobs/{first}/cancel")
+        assert ended(c, gang)["state"] == "succeeded"
+        assert any(e["state"] == "preempted" for e in c.get(f"/v1/jobs/{lent}/events").json())
+        c.post(f"/v1/jobs/{lent}/cancel")
+        ended(c, lent)

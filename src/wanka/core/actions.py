@@ -120,6 +120,19 @@ class VictimPool:
             lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
         not_borrowing = ~lender[self.queue, self.flavor]
         self.borrowing = ~not_borrowing  # runs on quota its queue borrowed (when the pool was built)
+        # runs on nodes reserved for this waiting job ("" otherwise): started on loan in an earlier
+        # cycle, or in this one (then evicting it is an un-start, as for any job started here)
+        self.on_loan_to = (
+            np.array(
+                [
+                    (e.job.preemptible_by if i < self.n_initial else s.lent.get(e.job.id)) or ""
+                    for i, e in enumerate(entries)
+                ],
+                dtype=object,
+            )
+            if s.config.preemptible_backfill
+            else None
+        )
         lost = lost_work_s([e.job for e in entries], s.now) * self.cards
         started = np.fromiter(
             (s.now if e.job.start_time is None else e.job.start_time for e in entries),
@@ -359,7 +372,10 @@ def preempt(s: Session) -> None:
     # highest rank first (stable: policy order among equals), so no preemptor started here ranks
     # below a later one, which could evict it next cycle (Slurm's multifactor order is not its rank)
     jobs.sort(key=lambda j: -s.ordering.rank(j))
-    _preempt_for_each(s, jobs, scope, static_rank, hopeless)
+    lenders = set()
+    if s.config.preemptible_backfill:
+        lenders = {e.job.preemptible_by for e in s.initial_running} | set(s.lent.values())
+    _preempt_for_each(s, jobs, scope, static_rank, hopeless, lenders)
     _ask_for_more(s, more, before)
 
 
@@ -371,7 +387,7 @@ def _in_scope(s: Session, scope: PreemptScope, q: int, entry: Running) -> bool:
 
 
 def _preempt_for_each(
-    s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict
+    s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict, lenders: set
 ) -> None:
     scope_queue = scope is PreemptScope.QUEUE
     for job in jobs:
@@ -393,16 +409,21 @@ def _preempt_for_each(
         ):
             hopeless.clear()
             continue
-        if static_rank and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
+        lent = job.id in lenders  # jobs run on loan on its reserved nodes: it may evict them
+        if static_rank and not lent and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
             continue  # nobody it may evict was running when the cycle began
         pool = _victims(s)
         if pool is None:
             return
         for f in s.flavors(job):
             key = (q, f, job.groups, job.kind)
-            if hopeless.get(key, -np.inf) >= rank:
+            if not lent and hopeless.get(key, -np.inf) >= rank:
                 continue
-            mask = pool.alive(s) & (pool.rank < rank) & (pool.flavor == f)
+            mask = pool.alive(s) & (pool.flavor == f)
+            if lent:  # on loan to it: whatever their rank
+                mask &= (pool.rank < rank) | (pool.on_loan_to == job.id)
+            else:
+                mask &= pool.rank < rank
             if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
             elif scope is PreemptScope.COHORT:
@@ -413,7 +434,7 @@ def _preempt_for_each(
             if outcome:
                 hopeless.clear()
                 break
-            if outcome is None:
+            if outcome is None and not lent:
                 hopeless[key] = max(rank, hopeless.get(key, -np.inf))
 
 

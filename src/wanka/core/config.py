@@ -118,6 +118,10 @@ class CycleConfig:
     queue_order: QueueOrder = QueueOrder.FAIR_SHARE
     blocking: bool = True  # the first job that does not fit stops the main pass (no starvation)
     reserve_depth: int = 1  # blocked jobs that get a reservation backfill must not delay (EASY: 1)
+    # a preemptible job may backfill onto reserved nodes though it would still run at the reserved
+    # start: it runs there on loan, and the reservation's job evicts it when it can start (Moab's
+    # preemption-based backfill; LSF's PREEMPT_JOBTYPE=BACKFILL). Reserved cards do not sit idle.
+    preemptible_backfill: bool = False
     preempt_scope: PreemptScope = PreemptScope.QUEUE
     placement: PlacementStrategy = PlacementStrategy.TOPOLOGY
     fair_share: FairShareConfig = field(default_factory=FairShareConfig)
@@ -168,11 +172,14 @@ POLICIES: dict[str, CycleConfig] = {
         reserve_depth=0,
         fair_share=FairShareConfig(history_weight=0.0),
     ),
-    "wanka": CycleConfig(name="wanka"),
+    "wanka": CycleConfig(name="wanka", preemptible_backfill=True),
     # wanka with Tiresias' LAS inside each priority class, and preemption of borrowed quota across
     # the cohort: for centres whose jobs checkpoint (a job with more attained service yields)
     "wanka-las": CycleConfig(
-        name="wanka-las", job_order=JobOrder.PRIORITY_LAS, preempt_scope=PreemptScope.COHORT
+        name="wanka-las",
+        job_order=JobOrder.PRIORITY_LAS,
+        preempt_scope=PreemptScope.COHORT,
+        preemptible_backfill=True,
     ),
 }
 

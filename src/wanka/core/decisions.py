@@ -62,6 +62,9 @@ class Start:
     job_id: str
     placement: Placement
     backfilled: bool = False
+    # on nodes reserved for this waiting job, which may evict it (CycleConfig.preemptible_backfill);
+    # the caller keeps it in Job.preemptible_by while the job runs
+    preemptible_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

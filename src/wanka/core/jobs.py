@@ -135,6 +135,9 @@ class Job:
     start_time: float | None = None
     last_checkpoint_time: float | None = None
     checkpoint_from: float | None = None  # periodic checkpoints count from here (default: start)
+    # the waiting job whose reserved nodes it backfilled onto (Start.preemptible_by): that job
+    # may evict it whatever their ranks
+    preemptible_by: str | None = None
     attained_service: float = 0.0  # card-seconds executed so far (Tiresias' 2D attained service)
     last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
     placement: Placement | None = None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
 from wanka.core.cluster import NodeState
-from wanka.core.config import CycleConfig, JobOrder
+from wanka.core.config import CycleConfig, JobOrder, PreemptScope
 from wanka.core.decisions import Decision, Fit, Reservation, Resize, Snapshot, Start, Stop, StopReason
 from wanka.core.feasibility import resolve_flavors
 from wanka.core.jobs import Job, JobKind
@@ -48,10 +49,20 @@ class Statement:
                 self._s._give(op[2])
                 self._s._take(op[1])
 
-    def start(self, job: Job, placement: Placement, flavor: int, queue: int, backfilled: bool) -> None:
+    def start(
+        self,
+        job: Job,
+        placement: Placement,
+        flavor: int,
+        queue: int,
+        backfilled: bool,
+        preemptible_by: str | None = None,
+    ) -> None:
         entry = Running(job, placement, flavor, queue, self._s.expected_end(job))
         self._s._take(entry)
-        self._ops.append(("start", entry, backfilled))
+        self._ops.append(("start", entry, backfilled, preemptible_by))
+        if preemptible_by is not None:
+            self._s.lent[job.id] = preemptible_by
 
     def evict(self, entry: Running, reason: StopReason) -> None:
         self._s._give(entry)
@@ -77,9 +88,9 @@ class Statement:
                 if starts.pop(job_id, None) is None:  # evicting a job this cycle started: un-start it
                     stops.append(Stop(job_id, op[2]))
             elif op[0] == "start":
-                starts[job_id] = Start(job_id, op[1].placement, op[2])
+                starts[job_id] = Start(job_id, op[1].placement, op[2], op[3])
             elif job_id in starts:  # started this cycle, then shrunk: it simply starts smaller
-                starts[job_id] = Start(job_id, op[2].placement, starts[job_id].backfilled)
+                starts[job_id] = replace(starts[job_id], placement=op[2].placement)
             else:
                 before = op[2].job.placement.num_tasks if op[2].job.placement else 0
                 resizes[job_id] = Resize(job_id, op[2].placement, op[2].placement.num_tasks < before)
@@ -115,6 +126,7 @@ class Session:
         self._fail_cache: dict[tuple, int] = {}
         self.stmt = Statement(self)
         self.reservations: list[Reservation] = []
+        self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
@@ -330,7 +342,7 @@ class Session:
         if self.reserved_until:
             end = self.expected_end(job)
             late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
-        return (job.queue, job.groups, job.kind, late)
+        return (job.queue, job.groups, job.kind, late, job.preemptible)
 
     # --- trying to start a job -----------------------------------------------------------------
 
@@ -348,21 +360,58 @@ class Session:
             if quota_left < need:
                 best = max(best, Fit.NO_QUOTA)
                 continue
-            placement, outcome = self._place(job, f, quota_left)
+            loan = backfilled and self._may_borrow(job, f)
+            placement, outcome = self._place(job, f, quota_left, loan)
+            lender = self._reservation_on(f, placement, job) if loan and placement is not None else None
+            if lender is not None and not self._may_evict(lender, job, f, placement):
+                lender = None  # its holder could not take the nodes back: keep off them
+                placement, outcome = self._place(job, f, quota_left)
             if placement is None:
                 best = max(best, outcome)
                 continue
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
-            self.stmt.start(job, placement, f, queue, backfilled)
+            self.stmt.start(job, placement, f, queue, backfilled, lender)
             return Fit.FIT
         return best
 
-    def _place(self, job: Job, flavor: int, quota_left: int) -> tuple[Placement | None, Fit]:
+    def _may_borrow(self, job: Job, flavor: int) -> bool:
+        """May ``job`` backfill onto nodes reserved for others, on loan? Only a preemptible one
+        that would still run at a reserved start (one that ends before it needs no loan)."""
+        if not (self.config.preemptible_backfill and job.preemptible):
+            return False
+        reserved, until = self._reserved_against(flavor, job)
+        return reserved is not None and self.expected_end(job) > until
+
+    def _reservation_on(self, flavor: int, placement: Placement, job: Job) -> str | None:
+        """The waiting job whose reserved nodes ``placement`` uses (None: it keeps off them)."""
+        model, nodes = self.flavor_ids[flavor], placement.node_set()
+        for r in self.reservations:
+            if r.model == model and r.job_id != job.id and r.job_id not in self.running and nodes & r.nodes:
+                return r.job_id
+        return None
+
+    def _may_evict(self, holder_id: str, job: Job, flavor: int, placement: Placement) -> bool:
+        """Could the reservation's holder evict ``job`` on loan, by the preemption scope: same
+        queue, any queue, or (cohort) a queue that runs on borrowed quota with ``job``."""
+        scope = self.config.preempt_scope
+        holder = self.pending_index.get(holder_id)
+        q = self.queue_index(job)
+        if scope is PreemptScope.CLUSTER or holder.queue == job.queue:
+            return True
+        if scope is not PreemptScope.COHORT or q < 0:
+            return False
+        tf = self.tree_flavor[flavor]
+        return self.quota.total[q][tf] + placement.total_cards > self.tree.nominal[q][tf]
+
+    def _place(
+        self, job: Job, flavor: int, quota_left: int, loan: bool = False
+    ) -> tuple[Placement | None, Fit]:
+        """Where ``job`` goes now, off nodes reserved for others unless ``loan``; or why not."""
         usable = self.usable[flavor]
         outcome = Fit.NO_FIT
-        reserved, until = self._reserved_against(flavor, job)
+        reserved, until = (None, math.inf) if loan else self._reserved_against(flavor, job)
         if reserved is not None and self.expected_end(job) > until:
             # it would still run when a reserved job is due to start: keep off those nodes
             usable = usable & ~reserved

@@ -911,7 +911,7 @@ class ControlLoop:
             if tasks.get(tenant, 0) + d.placement.num_tasks > cap:  # several of one tenant this cycle
                 continue
             tasks[tenant] = tasks.get(tenant, 0) + d.placement.num_tasks
-            if self._admit(session, job_id, d.placement, d.backfilled, now):
+            if self._admit(session, job_id, d.placement, d.backfilled, now, d.preemptible_by):
                 self.decisions.labels("start").inc()
                 self.decision_count += 1
         for job_id_s, why in result.unschedulable.items():
@@ -1001,7 +1001,15 @@ class ControlLoop:
             if job.tenant in tight and tasks[job.tenant] + _min_tasks(job) > cap:
                 self.parked[job.id] = self.pending.remove(job.id)
 
-    def _admit(self, session, job_id: int, p: Placement, backfilled: bool, now: float) -> bool:
+    def _admit(
+        self,
+        session,
+        job_id: int,
+        p: Placement,
+        backfilled: bool,
+        now: float,
+        preemptible_by: str | None = None,
+    ) -> bool:
         row = session.execute(
             select(tables.Job.runs, tables.Job.failures, tables.Job.tenant_id, tables.Job.spec).where(
                 tables.Job.id == job_id
@@ -1010,6 +1018,8 @@ class ControlLoop:
         runs, failures, tenant_id, spec = row
         nodes = sorted({self.cluster.node_names[n] for n in p.node_set()})
         why = f"placed on {', '.join(nodes)}" + (" (backfilled)" if backfilled else "")
+        if preemptible_by is not None:
+            why += " on loan: on nodes reserved for a waiting job, which may preempt it"
         ok = self._transition(
             session,
             job_id,
@@ -1038,6 +1048,7 @@ class ControlLoop:
             )
         )
         job.placement, job.start_time, job.state = p, now, JobState.ADMITTED
+        job.preemptible_by = preemptible_by
         self.state.allocate(p)
         self.running[job.id] = job
         self.index.add(job, now)

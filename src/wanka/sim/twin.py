@@ -278,7 +278,7 @@ class Twin:
             if d.shrink:
                 self._resize(self.stats[d.job_id], d.placement, now)
         for d in result.starts:
-            self._start(self.stats[d.job_id], d.placement, now)
+            self._start(self.stats[d.job_id], d.placement, now, d.preemptible_by)
         for d in result.resizes:
             if not d.shrink:
                 self._resize(self.stats[d.job_id], d.placement, now)
@@ -426,11 +426,14 @@ class Twin:
             else:
                 self.on_node[node].discard(job.id)
 
-    def _start(self, st: JobStats, placement: Placement, now: float) -> None:
+    def _start(
+        self, st: JobStats, placement: Placement, now: float, preemptible_by: str | None = None
+    ) -> None:
         job = self.pending.remove(st.job.id)
         self.state.allocate(placement)
         job.placement = placement
         job.start_time = now
+        job.preemptible_by = preemptible_by
         job.last_checkpoint_time = None
         job.state = JobState.RUNNING
         self.running[job.id] = job
