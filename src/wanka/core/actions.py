@@ -122,17 +122,13 @@ class VictimPool:
         self.borrowing = ~not_borrowing  # runs on quota its queue borrowed (when the pool was built)
         # runs on nodes reserved for this waiting job ("" otherwise): started on loan in an earlier
         # cycle, or in this one (then evicting it is an un-start, as for any job started here)
-        self.on_loan_to = (
-            np.array(
-                [
-                    (e.job.preemptible_by if i < self.n_initial else s.lent.get(e.job.id)) or ""
-                    for i, e in enumerate(entries)
-                ],
-                dtype=object,
-            )
-            if s.config.preemptible_backfill
-            else None
-        )
+        self.on_loan_to = None
+        if s.loans() or s.lent:
+            self.on_loan_to = np.full(n, "", dtype=object)
+            for i, holder in s.loans().items():
+                self.on_loan_to[i] = holder
+            for i in range(self.n_initial, n):
+                self.on_loan_to[i] = s.lent.get(entries[i].job.id, "")
         lost = lost_work_s([e.job for e in entries], s.now) * self.cards
         started = np.fromiter(
             (s.now if e.job.start_time is None else e.job.start_time for e in entries),
@@ -372,9 +368,7 @@ def preempt(s: Session) -> None:
     # highest rank first (stable: policy order among equals), so no preemptor started here ranks
     # below a later one, which could evict it next cycle (Slurm's multifactor order is not its rank)
     jobs.sort(key=lambda j: -s.ordering.rank(j))
-    lenders = set()
-    if s.config.preemptible_backfill:
-        lenders = {e.job.preemptible_by for e in s.initial_running} | set(s.lent.values())
+    lenders = set(s.loans().values()) | set(s.lent.values())
     _preempt_for_each(s, jobs, scope, static_rank, hopeless, lenders)
     _ask_for_more(s, more, before)
 

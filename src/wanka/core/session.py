@@ -127,6 +127,7 @@ class Session:
         self.stmt = Statement(self)
         self.reservations: list[Reservation] = []
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
+        self._loans: dict[int, str] | None = None
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
@@ -259,6 +260,17 @@ class Session:
             if i is not None:
                 mask[i] = False
         return mask
+
+    def loans(self) -> dict[int, str]:
+        """Jobs running on loan when the cycle began: index in ``initial_running`` -> the reserved
+        job that may evict it (preemptible backfill; one pass over the running jobs, then cached)."""
+        if self._loans is None:
+            self._loans = {}
+            if self.config.preemptible_backfill:
+                for i, e in enumerate(self.initial_running):
+                    if e.job.preemptible_by is not None:
+                        self._loans[i] = e.job.preemptible_by
+        return self._loans
 
     def lowest_preemptible_priority(self, queue: int | None) -> float:
         """Lowest priority of a preemptible job running when the cycle began or started by it, in
