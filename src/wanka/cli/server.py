@@ -73,7 +73,7 @@ def server(
         "",
         "--las-thresholds",
         help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias, wanka-las), "
-        "e.g. 3250,7200 (default: the preset's, 3600).",
+        "e.g. 3250,7200, or a named set: wanka (3600, the default), tiresias-released (3250,7200).",
     ),
     tick: float = typer.Option(1.0, "--tick", min=0.01, max=60, help="Control loop period in seconds."),
     grace: float = typer.Option(
@@ -137,6 +137,7 @@ def server(
     import uvicorn
     from sqlalchemy.engine import make_url
 
+    from wanka.core import LAS_ORDERS, POLICIES, get_policy
     from wanka.core.config import parse_las_thresholds
     from wanka.server.limits import Limits
     from wanka.server.main import Settings, build
@@ -154,9 +155,18 @@ def server(
         fail(f"--task-uids: {task_uids!r} is not a range FIRST-LAST of uids above 0")
 
     try:
+        preset = get_policy(policy)
+    except ValueError as exc:
+        fail(f"--policy: {exc}")
+    try:
         thresholds = parse_las_thresholds(las_thresholds) if las_thresholds else None
     except ValueError as exc:
         fail(f"--las-thresholds: {exc}")
+    if thresholds is not None and preset.job_order not in LAS_ORDERS:
+        fail(
+            f"--las-thresholds: the {policy} policy does not order jobs by LAS "
+            f"(these do: {', '.join(n for n, p in POLICIES.items() if p.job_order in LAS_ORDERS)})"
+        )
     settings = Settings.default(
         home=home,
         database=database,

@@ -14,7 +14,7 @@ from wanka.core.decisions import Fit, StopReason
 from wanka.core.elastic import donors_where, shrink_for
 from wanka.core.jobs import Job, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
-from wanka.core.quota import add_usage, available, borrowed
+from wanka.core.quota import add_usage, available, borrowed, cohort_side
 from wanka.core.running import Running
 from wanka.core.session import Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
@@ -119,7 +119,6 @@ class VictimPool:
             q, f = divmod(key, flavors)
             lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
         not_borrowing = ~lender[self.queue, self.flavor]
-        self.borrowing = ~not_borrowing  # runs on quota its queue borrowed (when the pool was built)
         # runs on nodes reserved for this waiting job ("" otherwise): started on loan in an earlier
         # cycle, or in this one (then evicting it is an un-start, as for any job started here)
         self.on_loan_to = None
@@ -374,10 +373,34 @@ def preempt(s: Session) -> None:
 
 
 def _in_scope(s: Session, scope: PreemptScope, q: int, entry: Running) -> bool:
-    """May a waiting job of queue ``q`` take from ``entry`` (given the rank allows it)?"""
+    """May a waiting job of queue ``q`` take from ``entry`` (given the rank allows it)? Under the
+    cohort scope, only while ``entry``'s side of the tree borrows (see :func:`_within_borrowed`)."""
     if scope is PreemptScope.CLUSTER or entry.queue == q:
         return True
-    return scope is PreemptScope.COHORT and borrowed(s.quota, entry.queue, s.tree_flavor[entry.flavor]) > 0
+    if scope is not PreemptScope.COHORT or q < 0:
+        return False
+    return borrowed(s.quota, cohort_side(s.tree, q, entry.queue), s.tree_flavor[entry.flavor]) > 0
+
+
+def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.ndarray) -> np.ndarray:
+    """Of ``chosen`` (in victim order), those of queue ``q`` and, from other queues, only as many as
+    their side of the tree (below the lowest common ancestor with ``q``) holds beyond its nominal
+    quota: however many of them go, no side is taken below its nominal (Kueue's cohort rule, judged
+    at every level, so an organisation's pooled nominal is defended too)."""
+    room: dict[int, int] = {}
+    keep = np.zeros(len(chosen), dtype=bool)
+    for i, v in enumerate(chosen.tolist()):
+        w = int(pool.queue[v])
+        if w == q:
+            keep[i] = True
+            continue
+        side = cohort_side(s.tree, q, w) if q >= 0 else w
+        left = room.setdefault(side, borrowed(s.quota, side, tf))
+        cards = int(pool.cards[v])
+        if cards <= left:
+            keep[i] = True
+            room[side] = left - cards
+    return chosen[keep]
 
 
 def _preempt_for_each(
@@ -403,7 +426,8 @@ def _preempt_for_each(
         ):
             hopeless.clear()
             continue
-        lent = job.id in lenders  # jobs run on loan on its reserved nodes: it may evict them
+        # jobs run on loan on its reserved nodes: it may evict them while it holds the reservation
+        lent = job.id in lenders and any(r.job_id == job.id for r in s.reservations)
         if static_rank and not lent and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
             continue  # nobody it may evict was running when the cycle began
         pool = _victims(s)
@@ -420,10 +444,11 @@ def _preempt_for_each(
                 mask &= pool.rank < rank
             if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
-            elif scope is PreemptScope.COHORT:
-                mask &= (pool.queue == q) | pool.borrowing
+            chosen = pool.candidates(mask)
+            if scope is PreemptScope.COHORT:
+                chosen = _within_borrowed(s, q, s.tree_flavor[f], pool, chosen)
             outcome = _preempt_for(
-                s, job, f, pool, pool.candidates(mask), StopReason.PREEMPTED, lambda e: e.job.id in s.running
+                s, job, f, pool, chosen, StopReason.PREEMPTED, lambda e: e.job.id in s.running
             )
             if outcome:
                 hopeless.clear()

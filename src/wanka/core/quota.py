@@ -226,6 +226,20 @@ def add_usage(usage: QuotaUsage, node: int, flavor: int, amount: int) -> None:
         node = tree.parent[node]
 
 
+def cohort_side(tree: QueueTree, q: int, w: int) -> int:
+    """The node on ``w``'s side just below the lowest common ancestor of ``q`` and ``w`` (``w``
+    itself for siblings, its organisation for queues of different organisations): where Kueue's
+    hierarchical cohorts judge whether ``w`` runs on quota lent from ``q``'s side."""
+    mine, node = set(), q
+    while node >= 0:
+        mine.add(node)
+        node = tree.parent[node]
+    child, node = w, tree.parent[w]
+    while node >= 0 and node not in mine:
+        child, node = node, tree.parent[node]
+    return child
+
+
 def borrowed(usage: QuotaUsage, node: int, flavor: int) -> int:
     """Cards the subtree at ``node`` holds beyond its own nominal quota (0 when within it)."""
     return max(0, usage.total[node][flavor] - usage.tree.nominal[node][flavor])

@@ -21,7 +21,7 @@ from wanka.core.jobs import Job, JobKind
 from wanka.core.ordering import Ordering
 from wanka.core.pending import PendingIndex
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
-from wanka.core.quota import QuotaUsage, add_usage, available
+from wanka.core.quota import QuotaUsage, add_usage, available, cohort_side
 from wanka.core.running import Running, RunningIndex, expected_end
 from wanka.core.state import Placement
 from wanka.core.whatif import TaskTable, shortest_prefix
@@ -375,7 +375,7 @@ class Session:
             loan = backfilled and self._may_borrow(job, f)
             placement, outcome = self._place(job, f, quota_left, loan)
             lender = self._reservation_on(f, placement, job) if loan and placement is not None else None
-            if lender is not None and not self._may_evict(lender, job, f, placement):
+            if lender is not None and not self._may_evict(lender, job, f):
                 lender = None  # its holder could not take the nodes back: keep off them
                 placement, outcome = self._place(job, f, quota_left)
             if placement is None:
@@ -404,18 +404,19 @@ class Session:
                 return r.job_id
         return None
 
-    def _may_evict(self, holder_id: str, job: Job, flavor: int, placement: Placement) -> bool:
+    def _may_evict(self, holder_id: str, job: Job, flavor: int) -> bool:
         """Could the reservation's holder evict ``job`` on loan, by the preemption scope: same
-        queue, any queue, or (cohort) a queue that runs on borrowed quota with ``job``."""
+        queue, any queue, or (cohort) a job its side of the tree would run wholly on borrowed quota
+        (that side already holds its nominal, at the level below the lowest common ancestor)."""
         scope = self.config.preempt_scope
         holder = self.pending_index.get(holder_id)
-        q = self.queue_index(job)
+        q, hq = self.queue_index(job), self.queue_index(holder)
         if scope is PreemptScope.CLUSTER or holder.queue == job.queue:
             return True
-        if scope is not PreemptScope.COHORT or q < 0:
+        if scope is not PreemptScope.COHORT or q < 0 or hq < 0:
             return False
-        tf = self.tree_flavor[flavor]
-        return self.quota.total[q][tf] + placement.total_cards > self.tree.nominal[q][tf]
+        side, tf = cohort_side(self.tree, hq, q), self.tree_flavor[flavor]
+        return self.quota.total[side][tf] >= self.tree.nominal[side][tf]
 
     def _place(
         self, job: Job, flavor: int, quota_left: int, loan: bool = False
