@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from tests.core.test_properties import SETTINGS, apply, clusters, jobs, queue_trees
 from wanka.core import PRIORITY_CLASSES, Action, Job, Snapshot, TaskGroup, get_policy, run_cycle
+from wanka.core.decisions import StopReason
 
-EVICTING = ("slurm", "tiresias", "wanka")  # the presets that preempt or reclaim
+EVICTING = ("slurm", "tiresias", "wanka", "wanka-las")  # the presets that preempt or reclaim
 
 
 @given(data=st.data(), policy=st.sampled_from(EVICTING))
@@ -99,3 +100,43 @@ def _state_of(cluster, running: list[Job]):
     from wanka.core import ClusterState
 
     return ClusterState.with_placements(cluster, [j.placement for j in running])
+
+
+@given(data=st.data())
+@SETTINGS
+def test_cohort_preemption_takes_no_side_of_the_tree_below_its_nominal(data) -> None:
+    """``wanka-las`` (cohort scope): by preemption (reclaim has its own rule), a node of the quota
+    tree with no job started in its subtree loses at most what it held beyond its nominal quota,
+    at every level, however many preemptors the cycle has."""
+    cluster, tree, config, now = _world(data, "wanka-las")
+    state, _, running = _running(cluster, tree, config, now, data.draw(jobs(tree, "a-", now)))
+    for job in running:  # every running job has had its share: fresh jobs outrank them
+        job.attained_service = 1e9
+    pending = data.draw(jobs(tree, "b-", now))
+    result = run_cycle(Snapshot(now, cluster, state, tree, pending, running), config)
+    by_id = {j.id: j for j in [*running, *pending]}
+
+    def per_node(items) -> dict[tuple[int, int], int]:
+        """Cards per (tree node, flavor) of (job, placement) pairs, summed up the tree."""
+        out: dict[tuple[int, int], int] = {}
+        for job, placement in items:
+            f = tree.flavor_index[placement.model]
+            node = tree.index[job.queue]
+            while node >= 0:
+                out[(node, f)] = out.get((node, f), 0) + placement.total_cards
+                node = tree.parent[node]
+        return out
+
+    held = per_node((j, j.placement) for j in running)
+    started = per_node((by_id[d.job_id], d.placement) for d in result.starts)
+    preempted = per_node(
+        (by_id[d.job_id], by_id[d.job_id].placement) for d in result.stops if d.reason is StopReason.PREEMPTED
+    )
+    for (node, f), cards in preempted.items():
+        if tree.parent[node] < 0 or started.get((node, f)):
+            continue  # the root, or a preemptor of its own subtree may take from it
+        surplus = max(0, held.get((node, f), 0) - tree.nominal[node][f])
+        assert cards <= surplus, (
+            f"{tree.names[node]} held {held.get((node, f), 0)} of nominal {tree.nominal[node][f]} "
+            f"and lost {cards} to preemption"
+        )

@@ -340,7 +340,7 @@ def test_a_job_cancelled_while_it_is_taken_back_from_loan_ends_cancelled(loan_se
         first, gang, lent = _loan(s, c, [PY, "-c", SLOW_TERM])
         c.post(f"/v1/jobs/{first}/cancel")
         wait_for(lambda: (s.home / "checkpoints" / str(lent) / "term").exists())
-        assert job_state(c, lent)["state"] == "preempted"
+        wait_for(lambda: job_state(c, lent)["state"] == "preempted")  # recorded once the tick commits
         assert c.post(f"/v1/jobs/{lent}/cancel").status_code == 200
         job = ended(c, lent, timeout=40)
         assert job["state"] == "cancelled" and job["runs"] == 1, job

@@ -407,12 +407,17 @@ def _preempt_for_each(
     s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict, lenders: set
 ) -> None:
     scope_queue = scope is PreemptScope.QUEUE
+    # (flavor, queue or None) -> the highest rank that could not start there this cycle. A job of
+    # lower rank neither shrinks nor evicts there: what it frees might have let the higher one in,
+    # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
+    unserved: dict[tuple, float] = {}
     for job in jobs:
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
         if any(
-            shrink_for(
+            unserved.get((f, q if scope_queue else None), -np.inf) <= rank
+            and shrink_for(
                 s,
                 job,
                 f,
@@ -426,6 +431,9 @@ def _preempt_for_each(
         ):
             hopeless.clear()
             continue
+        for f in s.flavors(job):  # until it starts below, it is unserved on every flavor
+            key = (f, q if scope_queue else None)
+            unserved[key] = max(rank, unserved.get(key, -np.inf))
         # jobs run on loan on its reserved nodes: it may evict them while it holds the reservation
         lent = job.id in lenders and any(r.job_id == job.id for r in s.reservations)
         if static_rank and not lent and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
@@ -437,6 +445,8 @@ def _preempt_for_each(
             key = (q, f, job.groups, job.kind)
             if not lent and hopeless.get(key, -np.inf) >= rank:
                 continue
+            if not lent and unserved.get((f, q if scope_queue else None), -np.inf) > rank:
+                continue  # a higher rank went unserved here: what this one frees could be its room
             mask = pool.alive(s) & (pool.flavor == f)
             if lent:  # on loan to it: whatever their rank
                 mask &= (pool.rank < rank) | (pool.on_loan_to == job.id)
@@ -452,6 +462,10 @@ def _preempt_for_each(
             )
             if outcome:
                 hopeless.clear()
+                for g in s.flavors(job):  # served after all: it holds nobody back
+                    key = (g, q if scope_queue else None)
+                    if unserved.get(key) == rank:
+                        del unserved[key]
                 break
             if outcome is None and not lent:
                 hopeless[key] = max(rank, hopeless.get(key, -np.inf))
