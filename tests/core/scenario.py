@@ -57,6 +57,7 @@ def make_job(spec: dict, running: bool = False) -> Job:
             "min_replicas": spec.get("min_replicas"),
             "cpus": spec.get("cpus", 0),
             "memory_gib": spec.get("memory_gib", 0),
+            "tasks_per_node": spec.get("tasks_per_node"),
         }
     ]
     job = Job(
@@ -72,6 +73,7 @@ def make_job(spec: dict, running: bool = False) -> Job:
                 g.get("cpus", 0),
                 g.get("memory_gib", 0),
                 g.get("min_replicas"),
+                g.get("tasks_per_node"),
             )
             for g in groups
         ),

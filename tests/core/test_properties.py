@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -119,6 +120,7 @@ def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
                         cpus=draw(st.sampled_from([0, 4])),
                         memory_gib=0,
                         min_replicas=1 if elastic else None,
+                        tasks_per_node=None if elastic else draw(st.sampled_from([None, None, 1, 2])),
                     ),
                 ),
                 priority=pc.value,
@@ -177,6 +179,8 @@ def check_invariants(snapshot: Snapshot, result, state: ClusterState, running: l
             )
             assert g.cards_per_task == spec.cards
             assert all(m.bit_count() == spec.cards for m in g.masks)
+            if spec.tasks_per_node:
+                assert max(Counter(g.nodes).values()) <= spec.tasks_per_node, "tasks_per_node exceeded"
             for node in g.nodes:
                 assert cluster.node_state[node] == NodeState.UP, "new work only on UP nodes"
                 assert cluster.node_model[node] == model

@@ -15,7 +15,7 @@ from rich.table import Table
 from wanka.cli.output import console, emit_json, fail
 from wanka.models.cluster import parse_cluster, reference_spec
 
-app = typer.Typer(help="Benchmarks (`make bench` runs them all).", no_args_is_help=True)
+app = typer.Typer(help="Benchmarks (`make bench` runs them all).", no_args_is_help=True, add_completion=False)
 
 STANDARD = ((10_000, 10_000, 5_000), (100_000, 100_000, 50_000))  # cards, pending, running
 GOALS = {

@@ -13,7 +13,11 @@ from wanka.models.cluster import ClusterSpec, cluster_spec_data, parse_cluster, 
 from wanka.models.errors import SpecError
 from wanka.models.hardware import default_catalog
 
-app = typer.Typer(help="Inspect cluster presets and cluster spec files.", no_args_is_help=True)
+app = typer.Typer(
+    help="The running cluster's status; cluster presets and spec files.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def _load(name_or_path: str) -> tuple[Cluster, ClusterSpec]:
@@ -113,6 +117,21 @@ def capacity_report(cluster: Cluster, spec: ClusterSpec, precision: Precision) -
             "implied_cards_per_phase": [round(p * 1000.0 / per_card) for p in pub.phases] if per_card else [],
         }
     return report
+
+
+@app.command("status")
+def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The running cluster, from the server: cards by node state, cards in use, waiting jobs."""
+    from wanka.cli.remote import _run, _table, say
+
+    out = _run(lambda c: c.cluster())
+    if json_out:
+        emit_json(out)
+        return
+    states = ", ".join(f"{k} {v:,}" for k, v in out["cards_by_state"].items())
+    say(f"{out['name']}: {out['cards']:,} cards ({states}); {out['pending_jobs']:,} jobs waiting")
+    held = sorted(out["allocated_by_tenant"].items())
+    _table(f"cards in use: {out['allocated']:,}", ["tenant", "cards"], held)
 
 
 @app.command("presets")
@@ -236,7 +255,7 @@ def capacity(
         console.print(f"  • {note}")
 
 
-catalog_app = typer.Typer(help="The accelerator catalog.", invoke_without_command=True)
+catalog_app = typer.Typer(help="The accelerator catalog.", invoke_without_command=True, add_completion=False)
 
 
 @catalog_app.callback()

@@ -1,287 +1,113 @@
-"""The `wanka` command."""
+"""The `wanka` command.
+
+A lazy group: each command's module is imported only when that command runs (or shows its own
+help), so `wanka jobs` loads the SDK and a table, never the twin, plots or benchmarks. The list that
+`wanka -h` prints comes from :data:`COMMANDS` without importing anything;
+``tests/cli/test_help.py`` checks each line against the command's own help.
+"""
 
 from __future__ import annotations
 
-import time
-from collections import Counter, defaultdict
-from contextlib import nullcontext
-from pathlib import Path
+import importlib
+from typing import NamedTuple
 
 import typer
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from wanka import __version__
-from wanka.cli import bench, cluster, remote, server, simulate
-from wanka.cli.output import console, emit_json, fail
+JOBS = "Jobs"
+ACCOUNT = "Your account and the cluster"
+OPERATE = "Operators"
+TWIN = "Models, the digital twin and benchmarks"
 
-app = typer.Typer(
-    help="wanka — the operating layer for ten-thousand-card AI clusters.",
+
+class Entry(NamedTuple):
+    target: str  # "module:attribute": a typer.Typer (a group of commands) or a function (one command)
+    panel: str
+    help: str  # the first sentence of the command's help
+
+
+COMMANDS: dict[str, Entry] = {
+    "submit": Entry("wanka.cli.remote:submit", JOBS, "Submit a job."),
+    "jobs": Entry("wanka.cli.remote:jobs", JOBS, "Your jobs, newest first."),
+    "show": Entry("wanka.cli.remote:show", JOBS, "One job with its events."),
+    "logs": Entry("wanka.cli.remote:logs", JOBS, "A task's stdout and stderr."),
+    "cancel": Entry("wanka.cli.remote:cancel", JOBS, "Cancel a job."),
+    "usage": Entry("wanka.cli.remote:usage", JOBS, "Card-hours, PFLOP-hours and the bill, per tenant."),
+    "login": Entry("wanka.cli.remote:login", ACCOUNT, "Check the token against the server and store both."),
+    "whoami": Entry("wanka.cli.remote:whoami", ACCOUNT, "Who the stored token acts as."),
+    "queues": Entry("wanka.cli.remote:queues", ACCOUNT, "The queues you may use."),
+    "quotas": Entry("wanka.cli.remote:quotas_app", ACCOUNT, "The quota tree: show, apply (admins)."),
+    "cluster": Entry(
+        "wanka.cli.cluster:app", ACCOUNT, "The running cluster's status; cluster presets and spec files."
+    ),
+    "nodes": Entry("wanka.cli.remote:nodes_app", ACCOUNT, "Nodes: list; drain and undrain (admins)."),
+    "prices": Entry("wanka.cli.remote:prices_app", ACCOUNT, "The price table: show, apply (admins)."),
+    "tokens": Entry("wanka.cli.remote:tokens_app", ACCOUNT, "API tokens: create, list, revoke."),
+    "tenants": Entry("wanka.cli.remote:tenants_app", OPERATE, "Tenants (organisations): admins."),
+    "users": Entry("wanka.cli.remote:users_app", OPERATE, "Users: disable and enable (admins)."),
+    "server": Entry("wanka.cli.server:server", OPERATE, "Start the control plane."),
+    "db": Entry("wanka.cli.server:app", OPERATE, "The control plane's database."),
+    "demo": Entry("wanka.cli.demo:demo", TWIN, "One scheduling cycle on the wanka-10k preset."),
+    "simulate": Entry(
+        "wanka.cli.simulate:simulate", TWIN, "Replay a month (or a trace) through the real core."
+    ),
+    "policies": Entry("wanka.cli.demo:policies", TWIN, "The policy presets and what each configures."),
+    "catalog": Entry("wanka.cli.cluster:catalog_app", TWIN, "The accelerator catalog."),
+    "bench": Entry("wanka.cli.bench:app", TWIN, "Benchmarks (`make bench` runs them all)."),
+    "version": Entry("wanka.cli.demo:version", TWIN, "Print the version."),
+}
+
+
+def load(name: str) -> typer.main.click.Command:
+    """The click command behind ``name``, its module imported now."""
+    module, _, attribute = COMMANDS[name].target.partition(":")
+    target = getattr(importlib.import_module(module), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer(add_completion=False)
+        single.command(name)(target)
+        target = single
+    return typer.main.get_command(target)
+
+
+class LazyGroup(TyperGroup):
+    """Commands resolved on use; the help listing built from :data:`COMMANDS` alone."""
+
+    _listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        if self._listing:  # a stand-in carrying the line `wanka -h` prints
+            return TyperCommand(name, help=entry.help, rich_help_panel=entry.panel)
+        return load(name)
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = LazyGroup(
+    name="wanka",
+    help="wanka: the operating layer for ten-thousand-card AI clusters. `wanka COMMAND -h` for a "
+    "command's options.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(cluster.catalog_app, name="catalog")
-app.add_typer(bench.app, name="bench")
-app.command("simulate")(simulate.simulate)
-app.command("server")(server.server)
-app.add_typer(server.app, name="db")
-remote.register(app)
-
-
-@app.command("version")
-def version() -> None:
-    """Print the version."""
-    console.print(__version__)
-
-
-@app.command("policies")
-def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """The policy presets and the actions and plugins each configures."""
-    from wanka.core import POLICIES
-
-    rows = [
-        {
-            "name": name,
-            "actions": [a.value for a in cfg.actions],
-            "job_order": cfg.job_order.value,
-            "queue_order": cfg.queue_order.value,
-            "blocking": cfg.blocking,
-            "reserve_depth": cfg.reserve_depth,
-            "preempt_scope": cfg.preempt_scope.value,
-        }
-        for name, cfg in POLICIES.items()
-    ]
-    if json_out:
-        emit_json(rows)
-        return
-    table = Table(
-        "policy",
-        "actions",
-        "job order",
-        "queue order",
-        "blocking",
-        "reservations",
-        "preempt scope",
-        title="policy presets",
-    )
-    for r in rows:
-        table.add_row(
-            r["name"],
-            " → ".join(r["actions"]),
-            r["job_order"],
-            r["queue_order"],
-            str(r["blocking"]),
-            str(r["reserve_depth"]),
-            r["preempt_scope"],
-        )
-    console.print(table)
-
-
-@app.command("demo")
-def demo(
-    pending: int = typer.Option(10_000, "--pending", min=1, help="Waiting jobs in the queue."),
-    running: int = typer.Option(5_000, "--running", min=0, help="Running jobs holding cards."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic queue."),
-    twin_days: float = typer.Option(
-        30.0, "--twin-days", min=0.0, help="Days of the twin comparison (0: skip)."
-    ),
-    twin_load: float = typer.Option(
-        1.0, "--twin-load", min=0.01, help="Arrival rate of the twin's month (1: ~0.94 of the cluster)."
-    ),
-    out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the twin's report goes."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue, then the
-    digital twin: the same cluster over the default synthetic month, fifo vs slurm vs wanka."""
-    from wanka.core import POLICIES, get_policy, run_cycle
-    from wanka.models.cluster import load_cluster
-    from wanka.sim.workload import busy_cluster
-
-    c = load_cluster("wanka-10k")
-    w = busy_cluster(c, pending=pending, running=running, seed=seed)
-    snap = w.snapshot
-    free = int(snap.state.free_cards.sum())
-    sizes = Counter(_bucket(j.total_cards) for j in snap.pending)
-    comparison = []
-    main_result = None
-    for name in POLICIES:
-        t = time.perf_counter()
-        result = run_cycle(snap, get_policy(name))
-        ms = (time.perf_counter() - t) * 1000.0
-        if name == "wanka":
-            main_result, main_ms = result, ms
-        comparison.append(
-            {
-                "policy": name,
-                "started": len(result.starts),
-                "cards_started": sum(d.placement.total_cards for d in result.starts),
-                "backfilled": sum(1 for d in result.starts if d.backfilled),
-                "stopped": len(result.stops),
-                "reservations": len(result.reservations),
-                "cycle_ms": round(ms, 1),
-            }
-        )
-    assert main_result is not None
-    by_tenant: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    jobs = {j.id: j for j in [*snap.pending, *snap.running]}
-    for d in main_result.starts:
-        row = by_tenant[jobs[d.job_id].tenant]
-        row[0] += 1
-        row[1] += d.placement.total_cards
-    for d in main_result.stops:
-        by_tenant[jobs[d.job_id].tenant][2] += 1
-    res = main_result.reservations[0] if main_result.reservations else None
-    summary = {
-        "cluster": {"name": c.name, "nodes": c.num_nodes, "cards": c.total_cards, "tiers": list(c.tiers)},
-        "queue": {
-            "pending": len(snap.pending),
-            "running": len(snap.running),
-            "free_cards": free,
-            "pending_by_size": dict(sorted(sizes.items(), key=lambda kv: _bucket_order(kv[0]))),
-        },
-        "wanka": {
-            "cycle_ms": round(main_ms, 1),
-            "started": len(main_result.starts),
-            "stopped": len(main_result.stops),
-            "by_tenant": {
-                t: {"started": v[0], "cards": v[1], "stopped": v[2]} for t, v in sorted(by_tenant.items())
-            },
-            "head_reservation": None
-            if res is None
-            else {
-                "job": res.job_id,
-                "cards": jobs[res.job_id].total_cards,
-                "starts_in_s": None if res.start is None else round(res.start - snap.now),
-                "nodes": len(res.nodes),
-            },
-            "unschedulable": len(main_result.unschedulable),
-        },
-        "policies": comparison,
-    }
-    if json_out:
-        if twin_days > 0:
-            summary["twin"] = _twin_demo(c, twin_days, twin_load, seed, out, quiet=True)
-        emit_json(summary)
-        return
-    console.print(
-        f"[bold]{c.name}[/bold]: {c.num_nodes:,} nodes, {c.total_cards:,} cards, tiers {' → '.join(c.tiers)}"
-    )
-    console.print(
-        f"queue: {len(snap.pending):,} waiting, {len(snap.running):,} running, {free:,} cards free; "
-        f"waiting by size: " + ", ".join(f"{k} {v:,}" for k, v in summary["queue"]["pending_by_size"].items())
-    )
-    t = Table("tenant", "jobs started", "cards", "stopped", title=f"one wanka cycle: {main_ms:.0f} ms")
-    for tenant, v in sorted(by_tenant.items()):
-        t.add_row(tenant, str(v[0]), str(v[1]), str(v[2]))
-    console.print(t)
-    if res is not None:
-        console.print(
-            f"head of the queue: {res.job_id} ({jobs[res.job_id].total_cards:,} cards) is reserved "
-            f"{len(res.nodes)} nodes, "
-            + (
-                "start unknown (jobs it waits for give no time limit)"
-                if res.start is None
-                else f"estimated start in {res.start - snap.now:,.0f} s"
-            )
-            + "; "
-            "backfill may not delay it"
-        )
-    cmp = Table(
-        "policy",
-        "started",
-        "cards",
-        "backfilled",
-        "stopped",
-        "cycle ms",
-        title="the same snapshot, every preset",
-    )
-    for r in comparison:
-        cmp.add_row(
-            r["policy"],
-            str(r["started"]),
-            f"{r['cards_started']:,}",
-            str(r["backfilled"]),
-            str(r["stopped"]),
-            f"{r['cycle_ms']:.0f}",
-        )
-    console.print(cmp)
-    if twin_days > 0:
-        twin = _twin_demo(c, twin_days, twin_load, seed, out, quiet=False)
-        t = Table(
-            "policy",
-            "jobs",
-            "avg JCT h",
-            "p99 wait h",
-            "util",
-            "goodput",
-            "preempt",
-            "failures",
-            title=f"the digital twin: {twin['workload']}, Llama 3 failure rate ({twin['wall_s']:.0f} s)",
-        )
-        for r in twin["results"]:
-            t.add_row(
-                r["policy"],
-                f"{r['jobs']:,}",
-                f"{r['avg_jct_s'] / 3600:,.1f}",
-                f"{r['p99_wait_s'] / 3600:,.1f}",
-                f"{r['utilization']:.1%}",
-                f"{r['goodput']:.3f}",
-                f"{r['preemptions']:,}",
-                f"{r['failures']:,}",
-            )
-        console.print(t)
-        console.print(f"report: {twin['report']} (and report.html, CSVs, plots)")
-    console.print(
-        "next: `wanka cluster show wanka-10k`, `wanka cluster capacity shenzhen-14000p`, "
-        "`wanka simulate --help`, `make bench`"
-    )
-
-
-def _twin_demo(cluster, days: float, load: float, seed: int, out: Path, quiet: bool) -> dict:
-    """The digital twin over the same cluster: fifo, slurm and wanka side by side, Llama 3 failures."""
-    from wanka.cli.output import errors
-    from wanka.sim import scenario as sc
-    from wanka.sim.metrics import summarize
-    from wanka.sim.models import FailureModel, Models
-    from wanka.sim.report import write_report
-    from wanka.sim.twin import SimConfig
-
-    scen = sc.synthetic(cluster, days, load, seed)
-    heat = tuple(days * 86400.0 * f for f in (0.25, 0.5, 0.75))
-    started = time.perf_counter()
-    message = f"the twin: {days:g} days of {cluster.name} at load {load:g}, fifo / slurm / wanka side by side"
-    with nullcontext() if quiet else errors.status(message):
-        results = sc.run_parallel(
-            [(scen, p) for p in ("fifo", "slurm", "wanka")],
-            SimConfig(seed=seed),
-            Models(failures=FailureModel.preset("llama3")),
-            heat,
-        )
-    summaries = [summarize(r) for r in results]
-    files = write_report(out, f"wanka demo — {scen.name} on {cluster.name}", results, summaries)
-    return {
-        "workload": scen.name,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "report": str(files[0]),
-        "results": summaries,
-    }
-
-
-_BUCKETS = ((1, "1"), (4, "2–4"), (8, "8"), (64, "16–64"), (512, "128–512"), (1 << 30, "1024+"))
-
-
-def _bucket(cards: int) -> str:
-    return next(label for limit, label in _BUCKETS if cards <= limit)
-
-
-def _bucket_order(label: str) -> int:
-    return [lab for _, lab in _BUCKETS].index(label)
 
 
 def main() -> None:
     try:
-        app()
+        app.main(prog_name="wanka")
     except KeyboardInterrupt:
+        from wanka.cli.output import fail
+
         fail("interrupted", code=130)
 
 

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 
-console = Console()
-errors = Console(stderr=True)
+
+def _width(stream) -> int | None:
+    """A terminal's own width; piped or redirected, wide enough that no table is cut or folded
+    (rich would assume 80 columns). $COLUMNS wins either way."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    return None if stream.isatty() else 1000
+
+
+console = Console(width=_width(sys.stdout))
+errors = Console(stderr=True, width=_width(sys.stderr))
 
 
 def emit_json(data) -> None:

@@ -14,12 +14,18 @@ from wanka.cli.output import console, emit_json, fail
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
-tenants_app = typer.Typer(help="Tenants (organisations) — admins.", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-users_app = typer.Typer(help="Users: disable and enable (admins).", no_args_is_help=True)
-quotas_app = typer.Typer(help="The quota tree — admins.", no_args_is_help=True)
-prices_app = typer.Typer(help="The price table: apply (admins), show.", no_args_is_help=True)
-nodes_app = typer.Typer(help="Nodes: list; drain and undrain (admins).", invoke_without_command=True)
+
+def _group(help_: str, **kwargs) -> typer.Typer:
+    kwargs.setdefault("no_args_is_help", True)
+    return typer.Typer(help=help_, add_completion=False, **kwargs)
+
+
+tenants_app = _group("Tenants (organisations): admins.")
+tokens_app = _group("API tokens: create, list, revoke.")
+users_app = _group("Users: disable and enable (admins).")
+quotas_app = _group("The quota tree: show, apply (admins).")
+prices_app = _group("The price table: show, apply (admins).")
+nodes_app = _group("Nodes: list; drain and undrain (admins).", invoke_without_command=True)
 
 
 def _client():
@@ -52,7 +58,7 @@ def say(*objects, **kwargs) -> None:
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # wrapped, never cut: ids and names stay whole
     for row in rows:
         table.add_row(*(Text(str(v)) for v in row))  # data, never markup: a job named "[/]" is text
     say(table)
@@ -84,42 +90,108 @@ def login(
     say(f"logged in to {url} as {who['name']} ({who['role']}); stored in {path}")
 
 
+def whoami(json_out: bool = JSON) -> None:
+    """Who the stored token acts as: user, role and tenant, and the server it talks to."""
+    from wanka.client import Client
+
+    def call(c: Client):
+        return c.url, c.whoami()
+
+    url, who = _run(call)
+    if json_out:
+        emit_json({**who, "url": url})
+        return
+    tenant = f", tenant {who['tenant']}" if who.get("tenant") else ""
+    say(f"{who['name']} ({who['role']}{tenant}) at {url}")
+
+
 def submit(
-    args: list[str] = typer.Argument(None, help="A job spec file, or (with --cards) the command after --."),
-    cards: int = typer.Option(None, "--cards", min=0, help="Cards per task."),
-    model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
-    nodes: int = typer.Option(
-        1, "--nodes", min=1, help="Tasks of the gang (one per node when cards fill one)."
+    args: list[str] = typer.Argument(
+        None, help="A job spec file, and/or the command after -- (its argv: never a shell)."
     ),
-    name: str = typer.Option("", "--name", help="Job name."),
-    queue: str = typer.Option("default", "--queue", help="Queue (default: your tenant's)."),
+    cards: int = typer.Option(
+        None, "--cards", min=0, max=64, help="Cards per task (sbatch --gpus-per-task)."
+    ),
+    tasks: int = typer.Option(None, "--tasks", "-n", min=1, help="Tasks of the gang (sbatch --ntasks)."),
+    nodes: int = typer.Option(
+        None, "--nodes", "-N", min=1, help="Nodes: that many tasks, one per node (sbatch --nodes)."
+    ),
+    tasks_per_node: int = typer.Option(
+        None, "--tasks-per-node", min=1, help="With --nodes: tasks on each node (sbatch --ntasks-per-node)."
+    ),
+    cpus: int = typer.Option(None, "--cpus", min=0, help="CPUs per task (sbatch --cpus-per-task)."),
+    mem: str = typer.Option(None, "--mem", help="Memory per task: 64G, 512M (bare number: MB, as sbatch)."),
+    model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
+    env: list[str] = typer.Option([], "--env", "-e", help="NAME=value for every task (repeatable)."),
+    name: str = typer.Option(None, "--name", "-J", help="Job name."),
+    queue: str = typer.Option(None, "--queue", "-q", help="Queue (default: your tenant's)."),
+    tenant: str = typer.Option(None, "--tenant", help="Admins: the tenant the job is for."),
+    kind: str = typer.Option(None, "--kind", help="training, batch, inference or interactive."),
+    priority: str = typer.Option(
+        None, "--priority", help="Priority class: best-effort, low, normal, high, critical."
+    ),
+    time_: str = typer.Option(
+        None, "--time", "-t", help="Time limit: minutes, HH:MM:SS, D-HH:MM… (as sbatch) or 90s, 2h, 1d."
+    ),
     time_limit: float = typer.Option(None, "--time-limit", min=1, help="Time limit in seconds."),
+    restart: int = typer.Option(None, "--restart", min=0, max=1000, help="Restarts after a failure."),
+    parsable: bool = typer.Option(False, "--parsable", help="Print only the job id (sbatch --parsable)."),
     json_out: bool = JSON,
 ) -> None:
-    """Submit a job: `wanka submit job.yaml`, or `wanka submit --cards 8 --model ascend-910c -- python
-    train.py`. The command is an argv: it never goes through a shell."""
+    """Submit a job: `wanka submit job.yaml`, or `wanka submit --cards 8 -- python train.py`, or
+    both (the flags win over the file, as sbatch's options over #SBATCH lines). Tasks start in the
+    directory you submit from unless the spec names a workdir."""
+    from wanka.cli import jobflags
     from wanka.models.errors import SpecError, load_yaml
 
     args = list(args or [])
-    if cards is None:
-        if len(args) != 1:
-            fail("give one job spec file, or --cards N and the command after --")
+    spec: dict = {}
+    if args and (args[0].endswith((".yaml", ".yml")) or (len(args) == 1 and Path(args[0]).is_file())):
         try:
-            spec = load_yaml(args[0])
+            spec = load_yaml(args.pop(0))
         except SpecError as exc:
             fail(str(exc))
-        if isinstance(spec, dict) and "workdir" not in spec:
-            spec["workdir"] = str(Path.cwd())  # relative paths in the command mean from here
-    else:
-        if not args:
-            fail("give the command after --, e.g. `wanka submit --cards 1 -- python train.py`")
-        group = {"replicas": nodes, "cards": cards, "accelerators": list(model)}
-        spec = {"name": name, "queue": queue, "task_groups": [group], "command": args}
-        spec["workdir"] = str(Path.cwd())  # like sbatch: tasks start where you submitted from
-        if time_limit is not None:
-            spec["time_limit_s"] = time_limit
+    flags: dict = {}
+    for option, parse, value, key in (
+        ("--time", jobflags.parse_time, time_, "time_limit_s"),
+        ("--mem", jobflags.parse_memory_gib, mem, "memory_gib"),
+        ("--env", jobflags.parse_env, env or None, "env"),
+    ):
+        if value is not None:
+            try:
+                flags[key] = parse(value)
+            except ValueError as exc:
+                fail(f"{option}: {exc}")
+    if time_limit is not None:
+        flags["time_limit_s"] = time_limit
+    given = {
+        "name": name,
+        "queue": queue,
+        "tenant": tenant,
+        "kind": kind,
+        "priority_class": priority,
+        "restart": restart,
+        "cards": cards,
+        "tasks": tasks,
+        "nodes": nodes,
+        "tasks_per_node": tasks_per_node,
+        "cpus": cpus,
+        "models": list(model) or None,
+        "command": args or None,
+    }
+    flags.update({k: v for k, v in given.items() if v is not None})
+    if tasks_per_node is not None and nodes is None:
+        fail("--tasks-per-node: give --nodes with it")
+    if not spec and "command" not in flags:
+        fail(
+            "give a job spec file, or the command after --, e.g. `wanka submit --cards 1 -- python train.py`"
+        )
+    spec = jobflags.apply_flags(spec, flags)
+    spec.setdefault("workdir", str(Path.cwd()))  # like sbatch: tasks start where you submitted from
     job = _run(lambda c: c.submit(spec))
-    if json_out:
+    if parsable:
+        say(str(job["id"]))
+    elif json_out:
         emit_json(job)
     else:
         say(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
@@ -133,18 +205,46 @@ def jobs(
     before: int = typer.Option(None, "--before", help="Page on: jobs older than this id."),
     json_out: bool = JSON,
 ) -> None:
-    """Your jobs, newest first."""
+    """Your jobs, newest first (admins: everyone's), like `squeue` and `sacct` in one list."""
     page = _run(lambda c: c.jobs(state, queue, tenant, limit, before))
     if json_out:
         emit_json(page)
         return
+    now = time.time()
     rows = [
-        [j["id"], j["tenant"], j["queue"], j["name"], j["state"], j["cards"], _when(j["submit_time"])]
+        [
+            j["id"],
+            j["tenant"],
+            j.get("user", ""),
+            j["queue"],
+            j["name"],
+            j["state"],
+            j["cards"],
+            _elapsed(j, now),
+            _nodes(j.get("nodes") or []),
+            _when(j["submit_time"]),
+            j["reason"] if j["state"] != "running" else "",
+        ]
         for j in page["jobs"]
     ]
-    _table("jobs", ["id", "tenant", "queue", "name", "state", "cards", "submitted"], rows)
+    columns = ["id", "tenant", "user", "queue", "name", "state", "cards", "elapsed", "nodes", "submitted"]
+    _table("jobs", [*columns, "reason"], rows)
     if page["next_before_id"]:
         say(f"more: --before {page['next_before_id']}")
+
+
+def _elapsed(job: dict, now: float) -> str:
+    """Run time so far (or in all, once ended), as Slurm prints it: [D-]HH:MM:SS."""
+    if job.get("start_time") is None:
+        return "—"
+    seconds = int(max(0.0, (job.get("end_time") or now) - job["start_time"]))
+    days, rest = divmod(seconds, 86400)
+    text = time.strftime("%H:%M:%S", time.gmtime(rest))
+    return f"{days}-{text}" if days else text
+
+
+def _nodes(names: list[str]) -> str:
+    return ",".join(names) if len(names) <= 3 else f"{','.join(names[:2])},… ({len(names)})"
 
 
 def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
@@ -311,6 +411,7 @@ def nodes_drain(
 
 @nodes_app.command("undrain")
 def nodes_undrain(node: str = typer.Argument(..., help="Node name.")) -> None:
+    """Place work on the node again."""
     n = _run(lambda c: c.undrain(node))
     say(f"node {n['name']}: {n['state']}")
 
@@ -319,12 +420,14 @@ def nodes_undrain(node: str = typer.Argument(..., help="Node name.")) -> None:
 def tenants_create(
     name: str = typer.Argument(..., help="Tenant name: lower-case letters, digits, -"),
 ) -> None:
+    """A new tenant, with a queue named like it until a quota document says otherwise."""
     t = _run(lambda c: c.create_tenant(name))
     say(f"tenant {t['name']} created (id {t['id']})")
 
 
 @tenants_app.command("list")
 def tenants_list(json_out: bool = JSON) -> None:
+    """Every tenant and whether it is enabled."""
     rows = _run(lambda c: c.tenants())
     if json_out:
         emit_json(rows)
@@ -345,6 +448,7 @@ def tenants_disable(name: str = typer.Argument(..., help="Tenant name.")) -> Non
 
 @tenants_app.command("enable")
 def tenants_enable(name: str = typer.Argument(..., help="Tenant name.")) -> None:
+    """Its members' tokens work again; cancelled jobs stay cancelled."""
     t = _run(lambda c: c.set_tenant_enabled(name, True))
     say(f"tenant {t['name']} enabled")
 
@@ -358,6 +462,7 @@ def users_disable(name: str = typer.Argument(..., help="User name.")) -> None:
 
 @users_app.command("enable")
 def users_enable(name: str = typer.Argument(..., help="User name.")) -> None:
+    """Its tokens work again (those not revoked or expired)."""
     u = _run(lambda c: c.set_user_enabled(name, True))
     say(f"user {u['name']} enabled")
 
@@ -389,6 +494,7 @@ def tokens_create(
 
 @tokens_app.command("list")
 def tokens_list(json_out: bool = JSON) -> None:
+    """Your tokens (admins: everyone's): prefix and label, never the token."""
     rows = _run(lambda c: c.tokens())
     if json_out:
         emit_json(rows)
@@ -413,8 +519,40 @@ def tokens_list(json_out: bool = JSON) -> None:
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int = typer.Argument(..., help="Token id (see `wanka tokens list`).")) -> None:
+    """The token stops working at once."""
     t = _run(lambda c: c.revoke_token(token_id))
     say(f"token {t['id']} of {t['user']} revoked")
+
+
+@quotas_app.command("show")
+def quotas_show(json_out: bool = JSON) -> None:
+    """The quota tree in force with what each queue holds now (members: their own organisation)."""
+    rows = _run(lambda c: c.queues())
+    if json_out:
+        emit_json(rows)
+        return
+    depth: dict[str, int] = {}
+    table_rows = []
+    for q in rows:  # parents come before their children
+        depth[q["name"]] = depth[q["parent"]] + 1 if q["parent"] in depth else 0
+        for model, v in q["quota"].items() or [("—", None)]:
+            held = q.get("in_use", {}).get(model, 0) if v else 0
+            table_rows.append(
+                [
+                    "  " * depth[q["name"]] + q["name"],
+                    model,
+                    v["nominal"] if v else 0,
+                    "∞" if not v or v["borrowing_limit"] is None else v["borrowing_limit"],
+                    "all" if not v or v["lending_limit"] is None else v["lending_limit"],
+                    held,
+                    q["pending_jobs"] if q["leaf"] else "",
+                ]
+            )
+    _table(
+        "quotas (cards)",
+        ["queue", "model", "nominal", "may borrow", "may lend", "in use", "waiting"],
+        table_rows,
+    )
 
 
 @quotas_app.command("apply")
@@ -423,20 +561,3 @@ def quotas_apply(path: Path = typer.Argument(..., help="A queues YAML file (docs
     doc = _document(path)
     applied = _run(lambda c: c.apply_quotas(doc))
     say(f"quota document {applied['document']} in force: {applied['queues']} queues")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("login")(login)
-    app.command("submit")(submit)
-    app.command("jobs")(jobs)
-    app.command("show")(show)
-    app.command("cancel")(cancel)
-    app.command("queues")(queues)
-    app.command("logs")(logs)
-    app.command("usage")(usage)
-    app.add_typer(prices_app, name="prices")
-    app.add_typer(nodes_app, name="nodes")
-    app.add_typer(tenants_app, name="tenants")
-    app.add_typer(tokens_app, name="tokens")
-    app.add_typer(users_app, name="users")
-    app.add_typer(quotas_app, name="quotas")

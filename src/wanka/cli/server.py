@@ -9,7 +9,7 @@ import typer
 
 from wanka.cli.output import console, errors, fail
 
-app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
+app = typer.Typer(help="The control plane's database.", no_args_is_help=True, add_completion=False)
 
 # The local backend runs every task on this one machine, each under a supervisor process (~10 MB):
 # its defaults keep a wide job from costing the machine more than its cards are worth.

@@ -255,7 +255,8 @@ def simulate(
     ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Replay a month (or a trace) through the real scheduling core; compare policies and what-ifs."""
+    """Replay a month (or a trace) through the real core (the scheduling core in simulated time);
+    compare policies and what-ifs."""
     policies = [p.strip() for p in compare.split(",") if p.strip()] if compare else [policy]
     for p in policies:
         if p not in POLICIES:

@@ -159,10 +159,19 @@ class Client:
         return self._call("GET", f"/v1/jobs/{int(job_id)}/logs", params=params)
 
     def follow(self, job_id: int, task: int = 0, run: int | None = None, poll_s: float = 0.5):
-        """Yield a task's output as it is written, until the job has ended and all is read."""
+        """Yield a task's output as it is written, until the job has ended and all is read. A job
+        that has not started yet is waited for (it ends the stream if it ends without starting)."""
         offset = 0
         while True:
-            chunk = self.logs(job_id, task, offset, run)
+            try:
+                chunk = self.logs(job_id, task, offset, run)
+            except WankaError as exc:
+                if exc.status != 409:  # 409: not started yet
+                    raise
+                if self.job(job_id)["state"] in ("succeeded", "failed", "cancelled"):
+                    return
+                time.sleep(poll_s)
+                continue
             if chunk["data"]:
                 yield chunk["data"]
             offset = chunk["next_offset"]

@@ -124,12 +124,15 @@ def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str
         room = [
             have // need for have, need in ((cards, g.cards), (cpus, g.cpus), (memory, g.memory_gib)) if need
         ]
+        if g.tasks_per_node:
+            room.append(np.full(len(cards), g.tasks_per_node))
         if room:
             most = int(np.minimum.reduce(room).sum(dtype=np.int64))
             if g.gang_min > most:
+                per_node = f", {g.tasks_per_node} per node at most" if g.tasks_per_node else ""
                 return (
                     f"{g.role!r} needs {g.gang_min} tasks at once; the {model} nodes hold at most "
-                    f"{most} of them (cards, CPUs and memory per node)"
+                    f"{most} of them (cards, CPUs and memory per node{per_node})"
                 )
     for asked, have, unit in (
         (sum(g.gang_min * g.cpus for g in job.groups), int(cpus.sum(dtype=np.int64)), "CPUs"),

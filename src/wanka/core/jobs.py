@@ -93,6 +93,7 @@ class TaskGroup:
     cpus: int = 0
     memory_gib: int = 0
     min_replicas: int | None = None
+    tasks_per_node: int | None = None  # Slurm's --ntasks-per-node: at most this many on one node
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -101,6 +102,8 @@ class TaskGroup:
             raise ValueError(f"task group {self.role!r}: cards must be >= 0")
         if self.min_replicas is not None and not 1 <= self.min_replicas <= self.replicas:
             raise ValueError(f"task group {self.role!r}: min_replicas must be 1..replicas")
+        if self.tasks_per_node is not None and self.tasks_per_node < 1:
+            raise ValueError(f"task group {self.role!r}: tasks_per_node must be >= 1")
 
     @property
     def gang_min(self) -> int:

@@ -60,7 +60,7 @@ def feasibility_shape(job: Job) -> tuple:
     """What a feasibility verdict depends on: jobs of one shape share it."""
     g = job.groups[0]
     if len(job.groups) == 1:
-        return (job.queue, job.min_cards, g.cards, g.accelerators, g.cpus, g.memory_gib)
+        return (job.queue, job.min_cards, g.cards, g.accelerators, g.cpus, g.memory_gib, g.tasks_per_node)
     return (job.queue, job.groups)
 
 

@@ -37,6 +37,7 @@ class GroupRequest:
     cpus: int
     memory_gib: int
     spread: bool = False
+    per_node: int = 0  # at most this many of the group's tasks on one node (0: no limit)
 
 
 @dataclass(slots=True)
@@ -61,6 +62,8 @@ def task_capacity(free: FreeArrays, usable: np.ndarray, req: GroupRequest) -> np
         cap = np.minimum(cap, free.memory // req.memory_gib)
     if req.spread:
         cap = np.minimum(cap, 1)
+    if req.per_node:
+        cap = np.minimum(cap, req.per_node)
     return np.where(usable, cap, 0)
 
 
@@ -214,14 +217,7 @@ def _gang_domains(
     own and the gang's minimum cards fit its free cards (necessary, not sufficient: the groups share
     nodes, so each is then tried for real). The whole cluster comes last."""
     if strategy is PlacementStrategy.TOPOLOGY:
-        caps = [
-            task_capacity(
-                free,
-                usable,
-                GroupRequest(g.role, g.min_replicas, g.min_replicas, g.cards, g.cpus, g.memory_gib, g.spread),
-            )
-            for g in groups
-        ]
+        caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
         need = sum(g.min_replicas * g.cards for g in groups)
         cards = np.where(usable, free.cards, 0).astype(np.int64)
         for t in range(len(cluster.tiers) - 1):

@@ -343,7 +343,11 @@ class Session:
             if g.elastic and surplus is not None and g.cards > 0:
                 replicas = g.gang_min + min(g.replicas - g.gang_min, surplus // g.cards)
                 surplus -= (replicas - g.gang_min) * g.cards
-            reqs.append(GroupRequest(g.role, replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, spread))
+            reqs.append(
+                GroupRequest(
+                    g.role, replicas, g.gang_min, g.cards, g.cpus, g.memory_gib, spread, g.tasks_per_node or 0
+                )
+            )
         return reqs
 
     def start_key(self, job: Job) -> tuple:
@@ -439,6 +443,7 @@ class Session:
                 r.cpus,
                 r.memory_gib,
                 r.spread,
+                r.per_node,
                 reserved is not None and outcome is Fit.RESERVED,
                 # a reservation's own job sees fewer reserved nodes than the rest
                 any(res.job_id == job.id for res in self.reservations),

@@ -48,18 +48,67 @@ def from_validation_error(source: str, err: ValidationError) -> SpecError:
     return SpecError(source, describe(err.errors()))
 
 
-def load_yaml(path: str | Path) -> dict:
-    p = Path(path)
+MAX_YAML_BYTES = 4 * 1024 * 1024  # a spec file, at most: the largest cluster spec is ~100 KiB
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without its two surprises for a spec: a key given twice (PyYAML keeps
+    the last one silently) and aliases (``*name``: a few lines of them expand to billions of nodes,
+    the "billion laughs"). Both are refused with where they are."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not accepted: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str) -> dict:
+    """A mapping from YAML text; every problem a :class:`SpecError` naming line and column."""
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(str(p), [("(file)", exc.strerror or str(exc))]) from exc
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise SpecError(str(p), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+        raise SpecError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     if not isinstance(data, dict):
-        raise SpecError(str(p), [("(top level)", "expected a mapping of fields")])
+        raise SpecError(source, [("(top level)", "expected a mapping of fields")])
     return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A spec file: UTF-8, at most :data:`MAX_YAML_BYTES`, strict YAML (:class:`_StrictLoader`).
+    Raises :class:`SpecError`."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(str(p), [("(file)", exc.strerror or str(exc))]) from exc
+    if len(raw) > MAX_YAML_BYTES:
+        raise SpecError(str(p), [("(file)", f"larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(str(p), [(f"line {line}", f"not UTF-8 text (byte {exc.start})")]) from None
+    return parse_yaml(text, str(p))

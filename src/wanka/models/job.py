@@ -48,6 +48,13 @@ class TaskGroupSpec(BaseModel):
     )
     cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, description="CPUs per task")
     memory_gib: int = Field(default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, description="GiB per task")
+    tasks_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="at most this many of the group's tasks on one node (Slurm's --ntasks-per-node; "
+        "1: every task on its own node)",
+    )
 
     @field_validator("accelerators")
     @classmethod
@@ -63,6 +70,8 @@ class TaskGroupSpec(BaseModel):
     def _min(self):
         if self.min_replicas is not None and self.min_replicas > self.replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed replicas ({self.replicas})")
+        if self.tasks_per_node is not None and (self.min_replicas or self.replicas) < self.replicas:
+            raise ValueError("tasks_per_node is for groups of a fixed size; leave out min_replicas with it")
         return self
 
 
@@ -142,7 +151,14 @@ class JobSpec(BaseModel):
         pc = PRIORITY_CLASSES[self.priority_class]
         groups = tuple(
             TaskGroup(
-                g.role, g.replicas, g.cards, tuple(g.accelerators), g.cpus, g.memory_gib, g.min_replicas
+                g.role,
+                g.replicas,
+                g.cards,
+                tuple(g.accelerators),
+                g.cpus,
+                g.memory_gib,
+                g.min_replicas,
+                g.tasks_per_node,
             )
             for g in self.task_groups
         )

@@ -145,6 +145,11 @@ def placement_from_json(cluster: Cluster, d: dict) -> Placement:
     )
 
 
+# every task's environment unless the job's env says otherwise: Python's print() reaches the log as
+# it is written, not when its buffer fills or the task exits (`wanka logs -f` shows it live)
+TASK_ENV_DEFAULTS = {"PYTHONUNBUFFERED": "1"}
+
+
 def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
     """The core's view of a stored, already validated spec (no second validation: restart speed)."""
     pc = PRIORITY_CLASSES[spec.get("priority_class", "normal")]
@@ -157,6 +162,7 @@ def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
             g.get("cpus", 0),
             g.get("memory_gib", 0),
             g.get("min_replicas"),
+            g.get("tasks_per_node"),
         )
         for g in spec["task_groups"]
     )
@@ -1156,7 +1162,7 @@ class ControlLoop:
                 tuple(spec["command"]),
                 tasks,
                 ckpt,
-                dict(spec.get("env", {})),
+                {**TASK_ENV_DEFAULTS, **spec.get("env", {})},
                 spec.get("workdir"),
                 tenant=spec.get("tenant", ""),
                 tenant_id=tenant_id,

@@ -14,9 +14,10 @@ from wanka.core import get_policy
 from wanka.core.config import with_las_thresholds
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
-from wanka.server.app import AppState, TreeCache, create_app
+from wanka.server.app import AppState, create_app
 from wanka.server.limits import Limits
 from wanka.server.loop import DOWN_IN_INVENTORY, ControlLoop
+from wanka.server.trees import TreeCache
 
 DEFAULT_PORT = 8421
 DEFAULT_TASK_UIDS = (2_000_000, 2_099_999)  # far above the distribution's and LDAP's usual ranges

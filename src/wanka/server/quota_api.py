@@ -32,6 +32,9 @@ class QueueOut(BaseModel):
     leaf: bool = Field(description="jobs are submitted to leaf queues")
     weight: float
     quota: dict[str, QuotaOut] = Field(description="per accelerator model")
+    in_use: dict[str, int] = Field(
+        default={}, description="cards held now by its jobs and its sub-queues' (per model)"
+    )
     pending_jobs: int
 
 
@@ -127,6 +130,7 @@ def router(
                 .group_by(tables.Job.queue)
             ).all()
         )
+        in_use = _in_use(session, tree)
         out = []
         for i in shown:
             parent = tree.parent[i]
@@ -146,9 +150,27 @@ def router(
                     leaf=not tree.children[i],
                     weight=float(tree.weight[i]),
                     quota=quota,
+                    in_use=in_use.get(i, {}),
                     pending_jobs=int(waiting.get(tree.names[i], 0)),
                 )
             )
         return out
 
     return api
+
+
+def _in_use(session: Session, tree: QueueTree) -> dict[int, dict[str, int]]:
+    """Cards held by running jobs, by queue index and model: a queue's own and its sub-queues'."""
+    out: dict[int, dict[str, int]] = {}
+    held = (
+        select(tables.JobRun.queue, tables.JobRun.model, func.sum(tables.JobRun.cards))
+        .where(tables.JobRun.end.is_(None))
+        .group_by(tables.JobRun.queue, tables.JobRun.model)
+    )
+    for queue, model, cards in session.execute(held):
+        i = tree.index.get(queue)
+        while i is not None and i > 0:  # up to (not including) the root
+            row = out.setdefault(i, {})
+            row[model] = row.get(model, 0) + int(cards)
+            i = tree.parent[i]
+    return out
