@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-postgres lint bench clean
+.PHONY: install demo test test-sqlite test-postgres lint bench clean
 
 install: $(STAMP)
 
@@ -20,19 +20,30 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests
 
+# the whole suite, as CI runs it: what it needs installed where this machine allows (.ci/setup says
+# in one line what it cannot), every test on SQLite, then the control plane's on PostgreSQL
 test: lint
+	@bash .ci/setup
 	@bash .ci/reachable  # as root, tasks run under tenant accounts: they must reach the venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then $(MAKE) --no-print-directory test-postgres; \
+	else echo "make test: no PostgreSQL (Debian's postgresql package): its pass is skipped"; fi
+
+# only the SQLite pass, with nothing installed (quicker while working)
+test-sqlite: lint
+	@bash .ci/reachable
+	$(BIN)/python -m pytest -q -rs
 
 # the control-plane tests again, on a throwaway PostgreSQL (needs Debian's postgresql package)
 test-postgres: install
 	@bash .ci/reachable
-	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q tests/server tests/security tests/cli/test_remote.py
+	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q -rs tests/server tests/security tests/cli/test_remote.py tests/cli/test_workflow.py
 
 bench: install
 	$(BIN)/wanka bench core
 	$(BIN)/wanka bench twin
 	$(BIN)/wanka bench api
+	$(BIN)/wanka bench cli
 	$(BIN)/wanka bench local
 	-$(BIN)/wanka bench slurm  # needs root, slurm-wlm and munge (as .ci/run installs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -175,3 +176,373 @@ def test_whoami_cluster_status_and_quotas_show(server, member, tmp_path):
         assert "in use" in table and "flow" in table
     finally:
         release.touch()
+
+
+def job_state(server, member, tmp_path, job_id: str) -> dict:
+    return json.loads(as_member(server, member, tmp_path, "show", job_id, "--json").stdout)
+
+
+def test_hold_update_release_and_requeue(server, member, tmp_path):
+    release_blocker = tmp_path / "go"
+    blocker = as_member(
+        server,
+        member,
+        tmp_path,
+        "submit",
+        "-n",
+        "2",
+        "--cards",
+        "4",
+        "--parsable",
+        "--",
+        sys.executable,
+        "-c",
+        WAIT_FOR,
+        str(release_blocker),
+    ).stdout.strip()
+    try:
+        wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "running")
+        job = as_member(
+            server,
+            member,
+            tmp_path,
+            "submit",
+            "--cards",
+            "1",
+            "--parsable",
+            "--",
+            sys.executable,
+            "-c",
+            "print('ran')",
+        ).stdout.strip()
+        assert "held" in as_member(server, member, tmp_path, "hold", job).stdout
+        r = as_member(server, member, tmp_path, "update", job, "--priority", "low", "-t", "2h")
+        assert "held, low, time limit 7200 s" in r.stdout
+        shown = job_state(server, member, tmp_path, job)
+        assert shown["spec"]["priority_class"] == "low" and shown["spec"]["time_limit_s"] == 7200
+        events = [e["reason"] for e in shown["events"]]
+        assert "held by flow-user" in events and any("time_limit_s 7200" in e for e in events)
+        # the blocker ends; a held job does not start however free the cluster is
+        release_blocker.touch()
+        wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "succeeded")
+        marker = json.loads(
+            as_member(
+                server, member, tmp_path, "submit", "-n", "2", "--cards", "4", "--json", "--", "true"
+            ).stdout
+        )
+        wait_for(lambda: job_state(server, member, tmp_path, str(marker["id"]))["state"] == "succeeded")
+        assert job_state(server, member, tmp_path, job)["state"] == "held"  # a later, larger job ran past it
+        as_member(server, member, tmp_path, "release", job)
+        assert as_member(server, member, tmp_path, "logs", job, "-f").stdout == "ran\n"
+        assert job_state(server, member, tmp_path, job)["state"] == "succeeded"
+        # a finished job comes back with the same id, as a new run
+        assert "pending" in as_member(server, member, tmp_path, "requeue", job).stdout
+        wait_for(lambda: job_state(server, member, tmp_path, job)["state"] == "succeeded")
+        again = job_state(server, member, tmp_path, job)
+        assert again["runs"] == 2 and "requeued by flow-user" in [e["reason"] for e in again["events"]]
+        assert as_member(server, member, tmp_path, "logs", job, "--run", "2").stdout == "ran\n"
+    finally:
+        release_blocker.touch()
+
+
+def test_what_cannot_change_is_refused_with_why(server, member, tmp_path):
+    job = as_member(
+        server, member, tmp_path, "submit", "--cards", "1", "--parsable", "--", "true"
+    ).stdout.strip()
+    wait_for(lambda: job_state(server, member, tmp_path, job)["state"] == "succeeded")
+    r = as_member(server, member, tmp_path, "hold", job, check=False)
+    assert r.returncode == 1 and "not waiting" in r.stderr
+    r = as_member(server, member, tmp_path, "update", job, "--time", "5", check=False)
+    assert r.returncode == 1 and "only a waiting job can be changed" in r.stderr
+    r = as_member(server, member, tmp_path, "release", job, check=False)
+    assert r.returncode == 1 and "not held" in r.stderr
+    r = as_member(server, member, tmp_path, "update", job, "--priority", "critical", check=False)
+    assert r.returncode == 1
+    r = as_member(server, member, tmp_path, "cancel", job, "999999", check=False)
+    assert r.returncode == 1 and "already succeeded" in r.stderr and "no job 999999" in r.stderr
+
+
+def test_a_member_cannot_release_an_operators_hold(server, member, tmp_path):
+    release = tmp_path / "go"
+    blocker = as_member(
+        server,
+        member,
+        tmp_path,
+        "submit",
+        "-n",
+        "2",
+        "--cards",
+        "4",
+        "--parsable",
+        "--",
+        sys.executable,
+        "-c",
+        WAIT_FOR,
+        str(release),
+    ).stdout.strip()
+    try:
+        job = as_member(
+            server, member, tmp_path, "submit", "--cards", "1", "--parsable", "--", "true"
+        ).stdout.strip()
+        wanka(tmp_path, "hold", job, token=server.admin_token, url=server.url)
+        r = as_member(server, member, tmp_path, "release", job, check=False)
+        assert r.returncode == 1 and "held by an admin" in r.stderr
+        assert job_state(server, member, tmp_path, job)["state"] == "held"
+        wanka(tmp_path, "release", job, token=server.admin_token, url=server.url)
+        assert job_state(server, member, tmp_path, job)["state"] in (
+            "pending",
+            "admitted",
+            "running",
+            "succeeded",
+        )
+    finally:
+        release.touch()
+    wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "succeeded")
+
+
+def test_a_retried_submission_with_the_same_key_makes_one_job(server, member, tmp_path):
+    args = ["submit", "--cards", "1", "--idempotency-key", "nightly-2026-11-30", "--json", "--", "true"]
+    first = json.loads(as_member(server, member, tmp_path, *args).stdout)
+    second = json.loads(as_member(server, member, tmp_path, *args).stdout)
+    assert first["id"] == second["id"]
+    listed = json.loads(as_member(server, member, tmp_path, "jobs", "--json", "--limit", "1000").stdout)[
+        "jobs"
+    ]
+    assert [j["id"] for j in listed].count(first["id"]) == 1
+    # the same key for a different request is a mistake, named
+    r = as_member(
+        server,
+        member,
+        tmp_path,
+        "submit",
+        "--cards",
+        "2",
+        "--idempotency-key",
+        "nightly-2026-11-30",
+        "--",
+        "true",
+        check=False,
+    )
+    assert r.returncode == 1 and "Idempotency-Key" in r.stderr and str(first["id"]) in r.stderr
+
+
+class DropFirstReply:
+    """A loopback HTTP proxy that delivers the first request to the server, then closes the
+    connection instead of passing the reply on: a reply lost on the way, as a client sees it."""
+
+    def __init__(self, upstream: str):
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.dropped = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _message(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        return head + b"\r\n\r\n" + body
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            with conn:
+                request = self._message(conn)
+                if not request:
+                    continue
+                with socket.create_connection(self.upstream) as up:
+                    up.sendall(request)
+                    reply = self._message(up)
+                if self.dropped == 0:
+                    self.dropped += 1  # the server did the work; the client never hears of it
+                    continue
+                conn.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_sdk_retries_a_lost_reply_without_making_a_second_job(server, member):
+    from wanka.client import Client
+
+    proxy = DropFirstReply(server.url)
+    try:
+        with Client(proxy.url, member) as c:
+            job = c.submit({"name": "lost-reply", "task_groups": [{"cards": 1}], "command": ["true"]})
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    with Client(server.url, member) as c:
+        named = [j for j in c.jobs(limit=1000)["jobs"] if j["name"] == "lost-reply"]
+    assert [j["id"] for j in named] == [job["id"]]
+
+
+def submit_id(server, member, tmp_path, *args) -> str:
+    return as_member(server, member, tmp_path, "submit", "--parsable", *args).stdout.strip()
+
+
+def test_dependencies_run_a_pipeline_in_order_and_cancel_what_can_never_run(server, member, tmp_path):
+    go = tmp_path / "go"
+    first = submit_id(server, member, tmp_path, "--cards", "1", "--", sys.executable, "-c", WAIT_FOR, str(go))
+    ok = submit_id(server, member, tmp_path, "--cards", "1", "-d", f"afterok:{first}", "--", "echo", "ok")
+    started = submit_id(
+        server, member, tmp_path, "--cards", "1", "-d", f"after:{first}", "--", "echo", "with"
+    )
+    not_ok = submit_id(
+        server, member, tmp_path, "--cards", "1", "-d", f"afternotok:{first}", "--", "echo", "no"
+    )
+    chained = submit_id(
+        server, member, tmp_path, "--cards", "1", "-d", f"afterok:{not_ok}", "--", "echo", "x"
+    )
+    try:
+        wait_for(lambda: job_state(server, member, tmp_path, started)["state"] == "succeeded")
+        waiting = job_state(server, member, tmp_path, ok)
+        assert (
+            waiting["state"] == "pending" and waiting["reason"] == f"waiting for dependency afterok:{first}"
+        )
+        assert waiting["runs"] == 0
+    finally:
+        go.touch()
+    assert as_member(server, member, tmp_path, "logs", ok, "-f").stdout == "ok\n"
+    wait_for(lambda: job_state(server, member, tmp_path, chained)["state"] == "cancelled")
+    never = job_state(server, member, tmp_path, not_ok)
+    assert never["state"] == "cancelled" and never["runs"] == 0
+    assert f"afternotok:{first} never holds: job {first} succeeded" in never["reason"]
+    assert f"job {not_ok} cancelled" in job_state(server, member, tmp_path, chained)["reason"]
+
+
+def test_a_dependency_on_another_tenants_job_is_no_job(server, member, tmp_path):
+    other = wanka(
+        tmp_path,
+        "submit",
+        "--tenant",
+        "flow2",
+        "--parsable",
+        "--",
+        "true",
+        token=server.admin_token,
+        url=server.url,
+        check=False,
+    )
+    if other.returncode:  # the tenant does not exist yet
+        wanka(tmp_path, "tenants", "create", "flow2", token=server.admin_token, url=server.url)
+        other = wanka(
+            tmp_path,
+            "submit",
+            "--tenant",
+            "flow2",
+            "--parsable",
+            "--",
+            "true",
+            token=server.admin_token,
+            url=server.url,
+        )
+    theirs = other.stdout.strip()
+    r = as_member(server, member, tmp_path, "submit", "-d", f"afterany:{theirs}", "--", "true", check=False)
+    assert r.returncode == 1 and f"dependency: no job {theirs}" in r.stderr
+    r = as_member(server, member, tmp_path, "submit", "-d", "afterok:1?afterok:2", "--", "true", check=False)
+    assert r.returncode == 1 and "not supported" in r.stderr
+
+
+def test_an_array_runs_one_job_per_index_at_most_n_at_once(server, member, tmp_path):
+    # each element records its index and waits for its own go-file: the test decides when each ends
+    script = (
+        "import os, sys, time\n"
+        "i = os.environ['WANKA_ARRAY_INDEX']\n"
+        "print(i, os.environ['WANKA_ARRAY_JOB_ID'])\n"
+        "go = os.path.join(sys.argv[1], 'go-' + i)\n"
+        "while not os.path.exists(go): time.sleep(0.05)\n"
+    )
+    r = as_member(
+        server,
+        member,
+        tmp_path,
+        "submit",
+        "--cards",
+        "1",
+        "--array",
+        "0-8:2%2",
+        "--json",
+        "--",
+        sys.executable,
+        "-c",
+        script,
+        str(tmp_path),
+    )
+    head = json.loads(r.stdout)
+    array = str(head["id"])
+    assert head["array_elements"] == 5 and head["array_index"] == 0
+
+    def elements():
+        listed = json.loads(as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout)[
+            "jobs"
+        ]
+        return {j["array_index"]: j for j in listed}
+
+    try:
+        assert sorted(elements()) == [0, 2, 4, 6, 8]
+        for index in [0, 2, 4, 6, 8]:
+            wait_for(lambda index=index: elements()[index]["state"] == "running")
+            now = elements()
+            running = sorted(i for i, j in now.items() if j["state"] == "running")
+            assert len(running) <= 2, running
+            waiting = [j for j in now.values() if j["state"] == "pending"]
+            assert all(
+                j["reason"] == "array throttle: 2 elements at once"
+                for j in waiting
+                if j["array_index"] > index + 2
+            )
+            (tmp_path / f"go-{index}").touch()
+        wait_for(lambda: all(j["state"] == "succeeded" for j in elements().values()))
+        assert as_member(server, member, tmp_path, "logs", f"{array}_4").stdout == f"4 {array}\n"
+    finally:
+        for i in range(0, 9, 2):
+            (tmp_path / f"go-{i}").touch()
+
+
+def test_an_array_is_cancelled_held_and_released_as_a_whole_or_by_element(server, member, tmp_path):
+    go = tmp_path / "go"
+    blocker = submit_id(
+        server, member, tmp_path, "-n", "2", "--cards", "4", "--", sys.executable, "-c", WAIT_FOR, str(go)
+    )
+    try:
+        wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "running")
+        array = submit_id(server, member, tmp_path, "--cards", "1", "--array", "1-4", "--", "true")
+        assert (
+            as_member(server, member, tmp_path, "cancel", f"{array}_3").stdout.strip().endswith("cancelled")
+        )
+        as_member(server, member, tmp_path, "hold", array)
+        states = {
+            j["array_index"]: j["state"]
+            for j in json.loads(
+                as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout
+            )["jobs"]
+        }
+        assert states == {1: "held", 2: "held", 3: "cancelled", 4: "held"}
+        as_member(server, member, tmp_path, "release", array)
+        as_member(server, member, tmp_path, "cancel", array)
+        states = {
+            j["array_index"]: j["state"]
+            for j in json.loads(
+                as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout
+            )["jobs"]
+        }
+        assert set(states.values()) == {"cancelled"}
+    finally:
+        go.touch()

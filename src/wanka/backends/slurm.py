@@ -262,7 +262,10 @@ class SlurmBackend(Backend):
             json.dumps(
                 {
                     "argv": list(launch.argv),
-                    "env": [{**base, **launch.user_env, **t.env} for t in launch.tasks],
+                    "env": [
+                        {**base, **launch.user_env, **_slurm_array(launch.user_env), **t.env}
+                        for t in launch.tasks
+                    ],
                 }
             )
         )
@@ -402,3 +405,11 @@ def _unhealthy(node: dict) -> bool:
     if states & UNHEALTHY - {"DRAIN"}:
         return True
     return "DRAIN" in states and not str(node.get("reason", "")).startswith(WANKA_REASON)
+
+
+def _slurm_array(env: dict[str, str]) -> dict[str, str]:
+    """An array element as a Slurm array task sees itself, so scripts written for ``sbatch
+    --array`` run unchanged (wanka submits each element as a job of its own)."""
+    if "WANKA_ARRAY_INDEX" not in env:
+        return {}
+    return {"SLURM_ARRAY_JOB_ID": env["WANKA_ARRAY_JOB_ID"], "SLURM_ARRAY_TASK_ID": env["WANKA_ARRAY_INDEX"]}

@@ -289,6 +289,37 @@ def api(
     console.print(table)
 
 
+@app.command("cli")
+def cli(
+    runs: int = typer.Option(21, "--runs", min=3, help="Runs of each command (median, p90)."),
+    elements: int = typer.Option(10_000, "--elements", min=2, help="Elements of the job array."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The everyday workflow's waits: `wanka jobs` against a running server (wall time of the
+    whole command), `wanka -h`, and one request submitting a 10,000-element job array."""
+    from wanka.server.bench_workflow import GOALS, bench_cli
+
+    out = bench_cli(runs, elements)
+    if json_out:
+        emit_json({"machine": machine(), "cli": out, "goals": GOALS})
+        return
+    table = Table(title=f"CLI and workflow ({out['runs']} runs each, server on loopback)")
+    for col in ("figure", "value", "goal"):
+        table.add_column(col)
+    table.add_row(
+        "`wanka jobs`, whole command",
+        f"median {out['cli_jobs_ms_median']:.0f} ms, p90 {out['cli_jobs_ms_p90']:.0f} ms",
+        "≤ 300 ms",
+    )
+    table.add_row("`wanka -h`", f"median {out['cli_help_ms_median']:.0f} ms", "")
+    table.add_row(
+        f"job array of {out['array_elements']:,} elements, one request",
+        f"{out['array_submit_s']:.2f} s",
+        "≤ 1 s",
+    )
+    console.print(table)
+
+
 @app.command("local")
 def local(
     jobs: int = typer.Option(200, "--jobs", min=1, help="Single-card jobs in the burst."),

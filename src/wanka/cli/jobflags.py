@@ -70,10 +70,21 @@ def parse_env(items: list[str]) -> dict[str, str]:
 def apply_flags(spec: dict, flags: dict) -> dict:
     """``spec`` (from a file, or empty) with the flags given on the command line laid over it, as
     sbatch's options win over a script's ``#SBATCH`` lines. ``flags`` holds only what was given:
-    name, queue, tenant, kind, priority_class, time_limit_s, restart, env, command, and for the
+    name, queue, tenant, kind, priority_class, time_limit_s, restart, env, command, array,
+    dependency, and for the
     first task group: cards, tasks, nodes, tasks_per_node, cpus, memory_gib, models."""
     out = dict(spec)
-    for key in ("name", "queue", "tenant", "kind", "priority_class", "time_limit_s", "command"):
+    for key in (
+        "name",
+        "queue",
+        "tenant",
+        "kind",
+        "priority_class",
+        "time_limit_s",
+        "command",
+        "array",
+        "dependency",
+    ):
         if key in flags:
             out[key] = flags[key]
     if "restart" in flags:

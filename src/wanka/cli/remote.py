@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wanka.cli.output import console, emit_json, fail
+from wanka.cli.output import console, emit_json, errors, fail
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -135,7 +135,21 @@ def submit(
     ),
     time_limit: float = typer.Option(None, "--time-limit", min=1, help="Time limit in seconds."),
     restart: int = typer.Option(None, "--restart", min=0, max=1000, help="Restarts after a failure."),
+    array: str = typer.Option(
+        None, "--array", "-a", help="One job per index: 0-999:2%50 (range, step, most at once), as sbatch."
+    ),
+    dependency: str = typer.Option(
+        None,
+        "--dependency",
+        "-d",
+        help="afterok:ID[:ID…], afterany, afternotok, after, singleton; ',' joins.",
+    ),
     parsable: bool = typer.Option(False, "--parsable", help="Print only the job id (sbatch --parsable)."),
+    idempotency_key: str = typer.Option(
+        None,
+        "--idempotency-key",
+        help="Submitting again with the same key returns the first job, never a second one.",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Submit a job: `wanka submit job.yaml`, or `wanka submit --cards 8 -- python train.py`, or
@@ -177,6 +191,8 @@ def submit(
         "tasks_per_node": tasks_per_node,
         "cpus": cpus,
         "models": list(model) or None,
+        "array": array,
+        "dependency": dependency,
         "command": args or None,
     }
     flags.update({k: v for k, v in given.items() if v is not None})
@@ -188,11 +204,14 @@ def submit(
         )
     spec = jobflags.apply_flags(spec, flags)
     spec.setdefault("workdir", str(Path.cwd()))  # like sbatch: tasks start where you submitted from
-    job = _run(lambda c: c.submit(spec))
+    job = _run(lambda c: c.submit(spec, idempotency_key))
     if parsable:
         say(str(job["id"]))
     elif json_out:
         emit_json(job)
+    elif job.get("array_elements"):
+        count = job["array_elements"]
+        say(f"job array {job['id']} submitted to {job['queue']}: {count} jobs of {job['cards']} cards")
     else:
         say(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
 
@@ -200,20 +219,23 @@ def submit(
 def jobs(
     state: str = typer.Option(None, "--state", help="Only jobs in this state."),
     queue: str = typer.Option(None, "--queue", help="Only jobs of this queue."),
+    array: int = typer.Option(None, "--array", help="Only the elements of this job array."),
     tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
     limit: int = typer.Option(50, "--limit", min=1, max=1000, help="Jobs per page."),
     before: int = typer.Option(None, "--before", help="Page on: jobs older than this id."),
     json_out: bool = JSON,
 ) -> None:
     """Your jobs, newest first (admins: everyone's), like `squeue` and `sacct` in one list."""
-    page = _run(lambda c: c.jobs(state, queue, tenant, limit, before))
+    page = _run(lambda c: c.jobs(state, queue, tenant, limit, before, array))
     if json_out:
         emit_json(page)
         return
     now = time.time()
     rows = [
         [
-            j["id"],
+            j["id"]
+            if j.get("array_job_id") is None
+            else f"{j['id']} ({j['array_job_id']}_{j['array_index']})",
             j["tenant"],
             j.get("user", ""),
             j["queue"],
@@ -247,11 +269,15 @@ def _nodes(names: list[str]) -> str:
     return ",".join(names) if len(names) <= 3 else f"{','.join(names[:2])},… ({len(names)})"
 
 
-def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
+JOB_ID = typer.Argument(..., help="Job id (ID_INDEX: an element of job array ID).")
+
+
+def show(job_id: str = JOB_ID, json_out: bool = JSON) -> None:
     """One job with its events."""
 
     def both(c):
-        return c.job(job_id), c.events(job_id)
+        i = _resolve(c, job_id, arrays=False)[0]
+        return c.job(i), c.events(i)
 
     job, events = _run(both)
     if json_out:
@@ -270,17 +296,107 @@ def show(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSO
     )
 
 
-def cancel(job_id: int = typer.Argument(..., help="Job id."), json_out: bool = JSON) -> None:
-    """Cancel a job: a waiting one at once, a running one when its tasks have stopped."""
-    job = _run(lambda c: c.cancel(job_id))
+JOB_IDS = typer.Argument(..., help="Job ids; an array's id means all its elements, ID_INDEX one of them.")
+
+
+def cancel(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
+    """Cancel jobs: a waiting one at once, a running one when its tasks have stopped (scancel)."""
+    _each(job_ids, lambda c, i, whole: c.cancel(i, whole), json_out)
+
+
+def hold(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
+    """Keep waiting jobs from starting until released (scontrol hold)."""
+    _each(job_ids, lambda c, i, whole: c.hold(i, whole), json_out)
+
+
+def release(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
+    """Held jobs wait again, in their old places (scontrol release)."""
+    _each(job_ids, lambda c, i, whole: c.release(i, whole), json_out)
+
+
+def requeue(
+    job_ids: list[str] = typer.Argument(..., help="Job ids (ID_INDEX: an array element)."),
+    json_out: bool = JSON,
+) -> None:
+    """Finished jobs wait again: same id, spec and checkpoints, a new run (scontrol requeue)."""
+    _each(job_ids, lambda c, i, whole: c.requeue(i), json_out, arrays=False)
+
+
+def update(
+    job_id: str = JOB_ID,
+    priority: str = typer.Option(None, "--priority", help="New priority class."),
+    time_: str = typer.Option(None, "--time", "-t", help="New time limit (as submit's --time)."),
+    json_out: bool = JSON,
+) -> None:
+    """Change a waiting job's priority class or time limit (scontrol update)."""
+    from wanka.cli.jobflags import parse_time
+
+    limit = None
+    if time_ is not None:
+        try:
+            limit = parse_time(time_)
+        except ValueError as exc:
+            fail(f"--time: {exc}")
+    if priority is None and limit is None:
+        fail("give --priority or --time")
+    job = _run(lambda c: c.update(_resolve(c, job_id, arrays=False)[0], priority, limit))
     if json_out:
         emit_json(job)
     else:
-        say(f"job {job['id']}: {job['state']}")
+        limit_s = job["spec"].get("time_limit_s")
+        limit_text = f"{limit_s:g} s" if limit_s else "none"
+        say(f"job {job['id']}: {job['state']}, {job['spec']['priority_class']}, time limit {limit_text}")
+
+
+def _resolve(c, text: str, arrays: bool) -> tuple[int, bool]:
+    """(job id, whole array) for ``ID`` or ``ARRAY_INDEX`` as Slurm writes them: an array's own
+    id means the whole array."""
+    from wanka.client import WankaError
+
+    head, sep, index = text.partition("_")
+    if not head.isdigit() or (sep and not index.isdigit()):
+        raise WankaError(0, f"{text!r} is not a job id (ID, or ID_INDEX for an array element)")
+    if sep:
+        page = c.jobs(array=int(head), limit=1000)
+        while True:
+            found = [j["id"] for j in page["jobs"] if j.get("array_index") == int(index)]
+            if found or not page["next_before_id"]:
+                break
+            page = c.jobs(array=int(head), limit=1000, before_id=page["next_before_id"])
+        if not found:
+            raise WankaError(404, f"no element {index} in job array {head}")
+        return found[0], False
+    if not arrays:
+        return int(head), False
+    job = c.job(int(head))
+    return int(head), job.get("array_job_id") == int(head)
+
+
+def _each(job_ids: list[str], call: Callable, json_out: bool, arrays: bool = True) -> None:
+    """``call(client, id, whole_array)`` for every job; one line per job, the refusals on stderr
+    (exit 1 if any)."""
+    from wanka.client import WankaError
+
+    done, failed = [], False
+    with _client() as c:
+        for job_id in job_ids:
+            try:
+                job = call(c, *_resolve(c, job_id, arrays))
+            except WankaError as exc:
+                failed = True
+                errors.print(f"error: job {job_id}: {exc}", markup=False, highlight=False, soft_wrap=True)
+                continue
+            done.append(job)
+            if not json_out:
+                say(f"job {job['id']}: {job['state']}")
+    if json_out:
+        emit_json(done)
+    if failed:
+        raise SystemExit(1)
 
 
 def logs(
-    job_id: int = typer.Argument(..., help="Job id."),
+    job_id: str = JOB_ID,
     task: int = typer.Option(0, "--task", min=0, help="Task index (RANK)."),
     run: int = typer.Option(None, "--run", min=1, help="Which run (default: the latest)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
@@ -289,14 +405,15 @@ def logs(
     import sys
 
     def show_(c):
+        job = _resolve(c, job_id, arrays=False)[0]
         if follow:
-            for data in c.follow(job_id, task, run):
+            for data in c.follow(job, task, run):
                 sys.stdout.write(data)
                 sys.stdout.flush()
             return
         offset = 0
         while True:
-            chunk = c.logs(job_id, task, offset, run)
+            chunk = c.logs(job, task, offset, run)
             sys.stdout.write(chunk["data"])
             if not chunk["data"]:
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,7 +55,10 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        # an https server's certificate is checked against the system's CAs; for plain http there
+        # is no TLS at all, and loading the CA bundle would cost every CLI call ~60 ms for nothing
+        tls = self.url.startswith("https://")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=tls)
 
     @classmethod
     def from_config(cls, path: Path | None = None) -> Client:
@@ -129,8 +133,20 @@ class Client:
 
     # --- jobs -------------------------------------------------------------------------------------
 
-    def submit(self, spec: dict) -> dict:
-        return self._call("POST", "/v1/jobs", json=spec)
+    def submit(self, spec: dict, idempotency_key: str | None = None, attempts: int = 3) -> dict:
+        """Submit a job. Every submission carries an ``Idempotency-Key`` (a random one unless
+        given), and one whose reply is lost on the way (a dropped connection, a timeout) is sent
+        again with it, up to ``attempts`` times: the server hands back the job the first one
+        made, never a second job."""
+        key = idempotency_key or uuid.uuid4().hex
+        for attempt in range(attempts):
+            try:
+                return self._call("POST", "/v1/jobs", json=spec, headers={"Idempotency-Key": key})
+            except WankaError as exc:
+                if exc.status != 0 or attempt == attempts - 1:  # 0: no reply at all
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def jobs(
         self,
@@ -139,9 +155,18 @@ class Client:
         tenant: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        array: int | None = None,
     ) -> dict:
-        """One page, newest first: ``{"jobs": [...], "next_before_id": id or None}``."""
-        params = {"state": state, "queue": queue, "tenant": tenant, "limit": limit, "before_id": before_id}
+        """One page, newest first: ``{"jobs": [...], "next_before_id": id or None}``; with
+        ``array``, only that job array's elements."""
+        params = {
+            "state": state,
+            "queue": queue,
+            "tenant": tenant,
+            "limit": limit,
+            "before_id": before_id,
+            "array": array,
+        }
         return self._call("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
 
     def job(self, job_id: int) -> dict:
@@ -150,8 +175,29 @@ class Client:
     def events(self, job_id: int) -> list[dict]:
         return self._call("GET", f"/v1/jobs/{int(job_id)}/events")
 
-    def cancel(self, job_id: int) -> dict:
-        return self._call("POST", f"/v1/jobs/{int(job_id)}/cancel")
+    def cancel(self, job_id: int, array: bool = False) -> dict:
+        """Cancel a job; with ``array``, every unfinished element of the job array ``job_id``."""
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/cancel", params=_array(array))
+
+    def hold(self, job_id: int, array: bool = False) -> dict:
+        """Keep a waiting job (or every waiting element of an array) from starting until released."""
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/hold", params=_array(array))
+
+    def release(self, job_id: int, array: bool = False) -> dict:
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/release", params=_array(array))
+
+    def requeue(self, job_id: int) -> dict:
+        """A finished job waits again (same id, spec and checkpoints; a new run)."""
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/requeue")
+
+    def update(
+        self, job_id: int, priority_class: str | None = None, time_limit_s: float | None = None
+    ) -> dict:
+        """Change a waiting job's priority class or time limit (seconds)."""
+        body = {"priority_class": priority_class, "time_limit_s": time_limit_s}
+        return self._call(
+            "PATCH", f"/v1/jobs/{int(job_id)}", json={k: v for k, v in body.items() if v is not None}
+        )
 
     def logs(self, job_id: int, task: int = 0, offset: int = 0, run: int | None = None) -> dict:
         """A chunk of a task's output from ``offset``: ``data``, ``next_offset``, ``finished``."""
@@ -211,6 +257,10 @@ class Client:
 
     def apply_quotas(self, document: dict) -> dict:
         return self._call("PUT", "/v1/quotas", json=document)
+
+
+def _array(whole: bool) -> dict:
+    return {"array": "true"} if whole else {}
 
 
 def _segment(name: str) -> str:

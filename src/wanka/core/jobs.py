@@ -141,6 +141,11 @@ class Job:
     # the waiting job whose reserved nodes it backfilled onto (Start.preemptible_by): that job
     # may evict it whatever their ranks
     preemptible_by: str | None = None
+    # when it may be considered at all (core.eligibility): the twin and the control plane keep it
+    # out of the pending index until these hold; the cycle itself never looks at them
+    dependencies: tuple = ()  # core.eligibility.Dependency, all of which must hold
+    array_id: str | None = None  # the job array it is an element of
+    array_max_running: int | None = None  # elements of that array running at once, at most
     attained_service: float = 0.0  # card-seconds executed so far (Tiresias' 2D attained service)
     last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
     placement: Placement | None = None

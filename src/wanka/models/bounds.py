@@ -24,6 +24,7 @@ MAX_ARGS = 4096
 MAX_CPUS_PER_TASK = 65_536  # no node has more; the core counts CPUs in int32
 MAX_MEMORY_GIB_PER_TASK = 1 << 20  # 1 PiB
 MAX_REPLICAS = 100_000  # the spec's ceiling; a server's --max-tasks-per-job is usually lower
+MAX_ARRAY_ELEMENTS = 100_000  # elements of one job array (Slurm's MaxArraySize is 1,001 by default)
 MAX_SECONDS = 10 * 366 * 86400.0  # time limits and intervals: ten years
 MAX_TIME = 2.0**40  # UNIX seconds: some 34,000 years on
 NAME_LEN = 64  # tenants, users, queues: String(64) in both databases

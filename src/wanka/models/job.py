@@ -15,10 +15,12 @@ from pydantic import (
     model_validator,
 )
 
+from wanka.core.eligibility import format_dependencies, parse_array, parse_dependencies
 from wanka.core.hardware import UnknownAccelerator
 from wanka.core.jobs import PRIORITY_CLASSES, Job, JobKind, TaskGroup
 from wanka.models.bounds import (
     MAX_ARGS,
+    MAX_ARRAY_ELEMENTS,
     MAX_CPUS_PER_TASK,
     MAX_ENV_VARS,
     MAX_EXEC_BYTES,
@@ -112,6 +114,32 @@ class JobSpec(BaseModel):
         default_factory=RestartSpec,
         description="requeue after a failed task or a lost node, resuming from WANKA_CHECKPOINT_DIR",
     )
+    dependency: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="when it may start, as sbatch --dependency: afterok:12:13,afterany:14,singleton "
+        "(core.eligibility)",
+    )
+    array: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="one job per index, as sbatch --array: 0-999:2%50 (range, step, most running "
+        "at once); each element gets WANKA_ARRAY_INDEX",
+    )
+
+    @field_validator("dependency")
+    @classmethod
+    def _dependency(cls, v: str | None) -> str | None:
+        if v is not None:
+            v = format_dependencies(parse_dependencies(v))  # one spelling, checked
+        return v
+
+    @field_validator("array")
+    @classmethod
+    def _array(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_array(v, MAX_ARRAY_ELEMENTS)
+        return v
 
     @field_validator("env")
     @classmethod

@@ -52,7 +52,7 @@ def create_app(state: AppState) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         """Every problem with the field it concerns and what would be accepted."""
-        problems = describe(list(exc.errors()), skip=("body", "query", "path"))
+        problems = describe(list(exc.errors()), skip=("body", "query", "path", "header"))
         return JSONResponse({"detail": [{"field": f, "message": m} for f, m in problems]}, status_code=422)
 
     def changed_tree() -> None:

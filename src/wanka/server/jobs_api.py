@@ -6,16 +6,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
-from sqlalchemy import func, insert, select
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wanka.core import PRIORITY_CLASSES, JobState
+from wanka.core.eligibility import parse_array, parse_dependencies
 from wanka.core.jobs import TERMINAL_STATES
-from wanka.models.bounds import exec_bytes
+from wanka.models.bounds import MAX_ARRAY_ELEMENTS, MAX_SECONDS, exec_bytes
+from wanka.models.errors import describe
 from wanka.models.job import JobSpec
-from wanka.server import tables
+from wanka.server import job_service, tables
 from wanka.server.auth import Principal
 from wanka.server.job_service import WAITING_STATES, request_cancel
 from wanka.server.params import ID, MAX_ID
@@ -25,9 +28,11 @@ if TYPE_CHECKING:
     from wanka.server.app import AppState
     from wanka.server.loop import ControlLoop
 
+WHOLE_ARRAY = Query(False, description="every element of the job array whose id this is")
 PAGE_BYTES = 4 * 1024 * 1024  # argv and environment in one page of the job list, at most
 INSERT_JOB = insert(tables.Job).returning(tables.Job.id)
 INSERT_EVENT = insert(tables.JobEvent)
+INSERT_JOBS = insert(tables.Job).returning(tables.Job.id, sort_by_parameter_order=True)
 # a job with its tenant's and its submitter's names
 _JOB_ROWS = (
     select(tables.Job, tables.Tenant.name, tables.User.name)
@@ -56,6 +61,9 @@ class JobOut(BaseModel):
         default=None, description="when it should start at the latest (the backfill reservation)"
     )
     nodes: list[str] = Field(default=[], description="the nodes of its current or last run")
+    array_job_id: int | None = Field(default=None, description="the job array it is an element of")
+    array_index: int | None = None
+    array_elements: int | None = Field(default=None, description="on submission: the array's size")
     spec: dict
 
 
@@ -67,6 +75,14 @@ class LogChunk(BaseModel):
     next_offset: int = Field(description="pass as offset to read on")
     data: str
     finished: bool = Field(description="the job has ended: no more output will come")
+
+
+class JobUpdate(BaseModel):
+    """What may change while a job waits (Slurm's ``scontrol update``); the rest is the spec."""
+
+    model_config = ConfigDict(extra="forbid")
+    priority_class: str | None = Field(default=None, max_length=32)
+    time_limit_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="seconds")
 
 
 class JobPage(BaseModel):
@@ -86,7 +102,20 @@ def router(state: AppState, db, principal) -> APIRouter:
     # --- jobs --------------------------------------------------------------------------------
 
     @api.post("/v1/jobs", response_model=JobOut, status_code=201)
-    async def submit(spec: JobSpec, who: Principal = Depends(principal), session: Session = Depends(db)):
+    async def submit(
+        spec: JobSpec,
+        response: Response,
+        idempotency_key: str | None = Header(
+            None,
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=128,
+            pattern=r"^[\x21-\x7e]+$",
+            description="a retry with the same key returns the job the first request made",
+        ),
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
         if not spec.command:
             raise HTTPException(
                 422,
@@ -106,60 +135,48 @@ def router(state: AppState, db, principal) -> APIRouter:
                 ],
             )
         tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
+        queue = tenant if spec.queue == "default" else spec.queue
+        spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
+        body = spec.model_dump(mode="json")
+        if idempotency_key is not None:
+            earlier = _submitted_as(session, tenant_id, idempotency_key)
+            if earlier is not None:
+                return _replayed(earlier, body, idempotency_key, response)
         waiting = session.scalar(
             select(func.count())
             .select_from(tables.Job)
             .where(tables.Job.tenant_id == tenant_id, tables.Job.state.in_(WAITING_STATES))
         )
-        if waiting >= state.limits.max_waiting_jobs_per_tenant:
+        elements = parse_array(spec.array, MAX_ARRAY_ELEMENTS) if spec.array else None
+        count = len(elements.indices) if elements else 1
+        if waiting + count > state.limits.max_waiting_jobs_per_tenant:
+            adding = f"; this adds {count}" if count > 1 else ""
             raise HTTPException(
                 429,
-                f"{tenant} has {waiting} jobs waiting, the most this server keeps per tenant "
-                "(--max-waiting-jobs-per-tenant); cancel some or wait for them to start",
+                f"{tenant} has {waiting} jobs waiting{adding}, and this server keeps at most "
+                f"{state.limits.max_waiting_jobs_per_tenant} per tenant (--max-waiting-jobs-per-tenant); "
+                "cancel some or wait for them to start",
             )
-        queue = tenant if spec.queue == "default" else spec.queue
-        spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
         tree = state.trees.get(session)
         if queue not in tenant_queues(tree, tenant):
             allowed = ", ".join(sorted(tenant_queues(tree, tenant))) or "none"
             raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant}; yours: {allowed}")
         if not who.is_admin:
-            granted = state.trees.priority_classes(session, queue)
-            never_preempted = spec.preemptible is False and PRIORITY_CLASSES[spec.priority_class].preemptible
-            if never_preempted and "critical" not in granted:
-                raise HTTPException(
-                    403,
-                    [
-                        {
-                            "field": "preemptible",
-                            "message": "a job that is never preempted holds what it has like a critical "
-                            f"one; queue {queue!r} is not granted critical (leave preemptible out)",
-                        }
-                    ],
-                )
-            if spec.priority_class not in granted:
-                raise HTTPException(
-                    403,
-                    [
-                        {
-                            "field": "priority_class",
-                            "message": f"{spec.priority_class!r} is not granted to queue {queue!r}; "
-                            f"granted: {', '.join(c for c in PRIORITY_CLASSES if c in granted)} "
-                            "(an admin grants classes in the quota document)",
-                        }
-                    ],
-                )
+            _check_granted(state, session, queue, spec.priority_class, spec.preemptible)
         core_job = spec.to_job("0")
         verdict = state.trees.feasibility(session, core_job)
         if not verdict.ok:
             raise HTTPException(422, f"task_groups: can never run here: {verdict.reason}")
+        if spec.dependency:
+            _check_dependencies(session, tenant_id, spec.dependency)
         now = time.time()
         row = {
             "tenant_id": tenant_id,
             "user_id": who.user_id,
             "queue": queue,
             "name": spec.name,
-            "spec": spec.model_dump(mode="json"),
+            "spec": body,
+            "idempotency_key": idempotency_key,
             "state": JobState.PENDING.value,
             "reason": "",
             "cards": core_job.total_cards,
@@ -167,15 +184,34 @@ def router(state: AppState, db, principal) -> APIRouter:
             "runs": 0,
             "failures": 0,
             "cancel_requested": False,
+            "array_index": elements.indices[0] if elements else None,
+            "array_max_running": elements.max_running if elements else None,
         }
         # Core statements on the session's connection: a third of the ORM's cost per submission
         conn = session.connection()
-        job_id = conn.execute(INSERT_JOB, row).scalar_one()
+        try:
+            job_id = conn.execute(INSERT_JOB, row).scalar_one()
+        except IntegrityError:  # the same key, submitted at the same moment: that job wins
+            session.rollback()
+            earlier = _submitted_as(session, tenant_id, idempotency_key) if idempotency_key else None
+            if earlier is None:
+                raise
+            return _replayed(earlier, body, idempotency_key, response)
+        ids = [job_id]
+        if elements:  # one job per index; the array's id is its first element's (Slurm's ArrayJobID)
+            conn.execute(update(tables.Job).where(tables.Job.id == job_id).values(array_job_id=job_id))
+            rest = [
+                {**row, "idempotency_key": None, "array_job_id": job_id, "array_index": i}
+                for i in elements.indices[1:]
+            ]
+            if rest:
+                ids += conn.execute(INSERT_JOBS, rest).scalars().all()
         conn.execute(
-            INSERT_EVENT, {"job_id": job_id, "time": now, "state": row["state"], "reason": "submitted"}
+            INSERT_EVENT,
+            [{"job_id": i, "time": now, "state": row["state"], "reason": "submitted"} for i in ids],
         )
         session.commit()
-        state.loop.notify("submitted", job_id)
+        state.loop.notify("submitted", job_id)  # the loop takes in every id above the last it knew
         return JobOut(
             id=job_id,
             tenant=tenant,
@@ -190,6 +226,9 @@ def router(state: AppState, db, principal) -> APIRouter:
             end_time=None,
             runs=0,
             spec=row["spec"],
+            array_job_id=job_id if elements else None,
+            array_index=row["array_index"],
+            array_elements=len(ids) if elements else None,
         )
 
     @api.get("/v1/jobs", response_model=JobPage)
@@ -198,6 +237,7 @@ def router(state: AppState, db, principal) -> APIRouter:
             None, alias="state", pattern="^(" + "|".join(s.value for s in JobState) + ")$"
         ),
         queue: str | None = None,
+        array: int | None = Query(None, ge=1, le=MAX_ID, description="only the elements of this job array"),
         tenant: str | None = Query(None, description="admins: only this tenant's jobs"),
         limit: int = Query(50, ge=1, le=1000),
         before_id: int | None = Query(None, ge=1, le=MAX_ID),
@@ -213,6 +253,8 @@ def router(state: AppState, db, principal) -> APIRouter:
             q = q.where(tables.Job.state == state_)
         if queue:
             q = q.where(tables.Job.queue == queue)
+        if array:
+            q = q.where(tables.Job.array_job_id == array)
         if before_id:
             q = q.where(tables.Job.id < before_id)
         rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
@@ -240,8 +282,21 @@ def router(state: AppState, db, principal) -> APIRouter:
         return [EventOut(time=e.time, state=e.state, reason=e.reason) for e in session.scalars(q)]
 
     @api.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
-    def cancel(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def cancel(
+        job_id: ID,
+        array: bool = WHOLE_ARRAY,
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """Cancel the job (with ``array``: every unfinished element of the array with this id)."""
         job, tenant, user = _visible_job(session, who, job_id)
+        if array:
+            for element in _elements(session, job, live_only=True):
+                request_cancel(session, element, f"cancelled by {who.name}")
+                state.loop.notify("cancelled", element)
+            session.commit()
+            session.refresh(job)
+            return _job_out(job, tenant, user, state.loop)
         if JobState(job.state) in TERMINAL_STATES:
             raise HTTPException(409, f"job {job_id} is already {job.state}")
         request_cancel(session, job_id, f"cancelled by {who.name}")
@@ -249,6 +304,101 @@ def router(state: AppState, db, principal) -> APIRouter:
         state.loop.notify("cancelled", job_id)
         session.refresh(job)
         return _job_out(job, tenant, user, state.loop)
+
+    @api.post("/v1/jobs/{job_id}/hold", response_model=JobOut)
+    def hold(
+        job_id: ID,
+        array: bool = WHOLE_ARRAY,
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """Keep a waiting job from starting until it is released (Slurm's ``scontrol hold``); with
+        ``array``, every waiting element of the array with this id."""
+        job, _, _ = _visible_job(session, who, job_id)
+        if array:
+            for element in _elements(session, job, live_only=True):
+                if job_service.hold(session, element, who.is_admin, who.name):
+                    state.loop.notify("withdrawn", element)
+            session.commit()
+            return _job_out(*_visible_job(session, who, job_id), state.loop)
+        if not job_service.hold(session, job_id, who.is_admin, who.name):
+            raise HTTPException(409, f"job {job_id} is not waiting; only a waiting job can be held")
+        session.commit()
+        state.loop.notify("withdrawn", job_id)
+        return _job_out(*_visible_job(session, who, job_id), state.loop)
+
+    @api.post("/v1/jobs/{job_id}/release", response_model=JobOut)
+    def release(
+        job_id: ID,
+        array: bool = WHOLE_ARRAY,
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """A held job waits again, in its old place (with ``array``: every held element). A member
+        cannot release an admin's hold."""
+        job, _, _ = _visible_job(session, who, job_id)
+        if array:
+            elements = _elements(session, job, live_only=True)
+            admin_held = session.scalar(
+                select(func.count()).where(tables.Job.id.in_(elements), tables.Job.held_by == "admin")
+            )
+            if admin_held and not who.is_admin:
+                raise HTTPException(403, f"{admin_held} element(s) of array {job_id} are held by an admin")
+            for element in elements:
+                if job_service.release(session, element, who.name):
+                    state.loop.notify("submitted", element)
+            session.commit()
+            return _job_out(*_visible_job(session, who, job_id), state.loop)
+        if job.held_by == "admin" and not who.is_admin:
+            raise HTTPException(403, f"job {job_id} is held by an admin; an admin releases it")
+        if not job_service.release(session, job_id, who.name):
+            raise HTTPException(409, f"job {job_id} is not held")
+        session.commit()
+        state.loop.notify("submitted", job_id)
+        return _job_out(*_visible_job(session, who, job_id), state.loop)
+
+    @api.post("/v1/jobs/{job_id}/requeue", response_model=JobOut)
+    def requeue(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
+        """A finished job (succeeded, failed or cancelled) waits again: same id, spec and
+        checkpoints, a new run (Slurm's ``scontrol requeue``)."""
+        job, tenant, _ = _visible_job(session, who, job_id)
+        if JobState(job.state) not in TERMINAL_STATES:
+            raise HTTPException(409, f"job {job_id} is {job.state}; only a finished job can be requeued")
+        disabled = session.scalar(select(tables.Tenant.disabled_at).where(tables.Tenant.id == job.tenant_id))
+        if disabled is not None:
+            raise HTTPException(403, f"tenant {tenant} is disabled")
+        if not job_service.requeue(session, job_id, who.name):
+            raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
+        session.commit()
+        state.loop.notify("submitted", job_id)
+        return _job_out(*_visible_job(session, who, job_id), state.loop)
+
+    @api.patch("/v1/jobs/{job_id}", response_model=JobOut)
+    def update_job(
+        job_id: ID, changes: JobUpdate, who: Principal = Depends(principal), session: Session = Depends(db)
+    ):
+        """Change a waiting or held job's priority class or time limit."""
+        job, _, _ = _visible_job(session, who, job_id)
+        given = changes.model_dump(exclude_none=True)
+        if not given:
+            raise HTTPException(422, [{"field": "(body)", "message": "give priority_class or time_limit_s"}])
+        if JobState(job.state) not in (JobState.PENDING, JobState.HELD):
+            raise HTTPException(409, f"job {job_id} is {job.state}; only a waiting job can be changed")
+        try:
+            spec = JobSpec.model_validate({**job.spec, **given})
+        except ValidationError as exc:
+            problems = describe(exc.errors())
+            raise HTTPException(422, [{"field": f, "message": m} for f, m in problems]) from None
+        if not who.is_admin:
+            _check_granted(state, session, job.queue, spec.priority_class, spec.preemptible)
+        verdict = state.trees.feasibility(session, spec.to_job("0"))
+        if not verdict.ok:
+            raise HTTPException(422, [{"field": "time_limit_s", "message": verdict.reason}])
+        if not job_service.update_waiting(session, job_id, job.spec, given, who.name):
+            raise HTTPException(409, f"job {job_id} is no longer waiting")
+        session.commit()
+        state.loop.notify("updated", job_id)
+        return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.get("/v1/jobs/{job_id}/logs", response_model=LogChunk)
     def logs(
@@ -297,6 +447,8 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
         tenant=tenant,
         user=user,
         nodes=sorted({n for g in j.placement["groups"] for n in g["nodes"]}) if j.placement else [],
+        array_job_id=j.array_job_id,
+        array_index=j.array_index,
         queue=j.queue,
         name=j.name,
         state=j.state,
@@ -307,6 +459,92 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
         end_time=j.end_time,
         spec=j.spec,
     )
+
+
+def _check_granted(state: AppState, session: Session, queue: str, priority_class: str, preemptible) -> None:
+    """403 unless a member may use ``priority_class`` (and ``preemptible: false``) in ``queue``."""
+    granted = state.trees.priority_classes(session, queue)
+    never_preempted = preemptible is False and PRIORITY_CLASSES[priority_class].preemptible
+    if never_preempted and "critical" not in granted:
+        raise HTTPException(
+            403,
+            [
+                {
+                    "field": "preemptible",
+                    "message": "a job that is never preempted holds what it has like a critical "
+                    f"one; queue {queue!r} is not granted critical (leave preemptible out)",
+                }
+            ],
+        )
+    if priority_class not in granted:
+        raise HTTPException(
+            403,
+            [
+                {
+                    "field": "priority_class",
+                    "message": f"{priority_class!r} is not granted to queue {queue!r}; "
+                    f"granted: {', '.join(c for c in PRIORITY_CLASSES if c in granted)} "
+                    "(an admin grants classes in the quota document)",
+                }
+            ],
+        )
+
+
+def _elements(session: Session, head: tables.Job, live_only: bool) -> list[int]:
+    """The ids of the array whose id is ``head``'s (422 when it is no array's id)."""
+    if head.array_job_id != head.id:
+        raise HTTPException(
+            422, [{"field": "array", "message": f"job {head.id} is not the id of a job array"}]
+        )
+    q = select(tables.Job.id).where(tables.Job.array_job_id == head.id)
+    if live_only:
+        q = q.where(tables.Job.state.not_in([s.value for s in TERMINAL_STATES]))
+    return list(session.scalars(q.order_by(tables.Job.id)))
+
+
+def _check_dependencies(session: Session, tenant_id: int, text: str) -> None:
+    """422 unless every job the dependency names is one of the tenant's own (another tenant's job
+    is "no job" too: its state is not the dependent's to learn)."""
+    ids = {int(d.job_id) for d in parse_dependencies(text) if d.job_id and d.job_id.isdigit()}
+    named = {d.job_id for d in parse_dependencies(text) if d.job_id}
+    if len(ids) != len(named):
+        raise HTTPException(422, [{"field": "dependency", "message": "job ids are numbers here"}])
+    found = set(
+        session.scalars(
+            select(tables.Job.id).where(tables.Job.id.in_(ids), tables.Job.tenant_id == tenant_id)
+        )
+    )
+    missing = sorted(ids - found)
+    if missing:
+        raise HTTPException(
+            422, [{"field": "dependency", "message": f"no job {', '.join(map(str, missing))}"}]
+        )
+
+
+def _submitted_as(session: Session, tenant_id: int, key: str):
+    """The tenant's job submitted with idempotency ``key`` (with its tenant's and user's names)."""
+    return session.execute(
+        _JOB_ROWS.where(tables.Job.tenant_id == tenant_id, tables.Job.idempotency_key == key)
+    ).first()
+
+
+def _replayed(row, body: dict, key: str, response: Response) -> JobOut:
+    """The job a retried submission made the first time, if the request is the same one."""
+    job = row[0]
+    if job.spec != body:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "Idempotency-Key",
+                    "message": f"{key!r} was used for job {job.id} with a different request; "
+                    "use a new key for a new job",
+                }
+            ],
+        )
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
+    return _job_out(*row)
 
 
 def _acting_tenant(session: Session, who: Principal, named: str) -> tuple[int, str]:

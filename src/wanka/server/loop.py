@@ -64,6 +64,7 @@ from wanka.core.running import effective_time_limit
 from wanka.models.cluster import parse_cluster
 from wanka.server import tables
 from wanka.server.faults import find_culprits
+from wanka.server.gates import Gates, rule_of
 from wanka.server.lease import LeaseLost, SchedulerLease
 from wanka.server.limits import Limits
 
@@ -150,6 +151,25 @@ def placement_from_json(cluster: Cluster, d: dict) -> Placement:
 TASK_ENV_DEFAULTS = {"PYTHONUNBUFFERED": "1"}
 
 
+# what the loop reads of a waiting job: what the core needs, and what the gates judge it by
+WAITING_COLUMNS = (
+    tables.Job.id,
+    tables.Job.spec,
+    tables.Job.queue,
+    tables.Job.submit_time,
+    tables.Job.array_job_id,
+    tables.Job.array_max_running,
+    tables.Job.user_id,
+)
+
+
+def _array_env(array_job_id: int | None, index: int | None) -> dict[str, str]:
+    """An array element's own variables (a job's env cannot set WANKA_* names)."""
+    if array_job_id is None:
+        return {}
+    return {"WANKA_ARRAY_JOB_ID": str(array_job_id), "WANKA_ARRAY_INDEX": str(index)}
+
+
 def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
     """The core's view of a stored, already validated spec (no second validation: restart speed)."""
     pc = PRIORITY_CLASSES[spec.get("priority_class", "normal")]
@@ -214,6 +234,7 @@ class ControlLoop:
         self.policy = server_policy(policy)
         self.limits = limits or Limits()
         self.parked: dict[str, Job] = {}  # waiting, kept out of cycles by the tenant's task cap
+        self.gates = Gates()  # waiting, kept out of cycles until eligible (dependencies, throttles)
         self.unindexable: dict[int, Exception] = {}  # waiting jobs the core's index refused
         self.tree_of = tree_of  # session -> the quota tree in force
         self.wake = threading.Event()
@@ -265,6 +286,7 @@ class ControlLoop:
         self.active: dict[int, Active] = {}
         self.running: dict[str, Job] = {}
         self.parked, self.unindexable = {}, {}
+        self.gates = Gates()
         self.positions, self.estimates = {}, {}
 
     def _lead(self) -> bool:
@@ -308,6 +330,9 @@ class ControlLoop:
                     tables.Job.failures,
                     tables.Job.cancel_requested,
                     tables.Job.cancel_reason,
+                    tables.Job.array_job_id,
+                    tables.Job.array_max_running,
+                    tables.Job.user_id,
                 ).where(tables.Job.state.in_([s.value for s in HOLDING_OR_WAITING]))
             ).all()
             served = self._past_service(session)
@@ -322,12 +347,17 @@ class ControlLoop:
         self.usage = {q: QueueUsage(as_of=now) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
-        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why in rows:
+        self.gates = Gates()
+        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why, *gate in rows:
             job = core_job(job_id, spec, queue, submit)
             job.attained_service = served.get(job_id, 0.0)
             state = JobState(state)
             if state is JobState.PENDING:
-                waiting.append(job)
+                rule = rule_of(spec, *gate)
+                if rule is None:
+                    waiting.append(job)
+                else:
+                    self.gates.hold_back(job, rule)
                 continue
             try:
                 p = placement_from_json(self.cluster, placement)
@@ -441,6 +471,7 @@ class ControlLoop:
             self._health(session, now)  # after reconcile: a broken task asks for a look at once
             self._limits(now)
             self._hold_unindexable(session, now)
+            self._open_gates(session, now)
             self._commit(session)  # how tasks ended is on record whatever the cycle does
             # a cycle when something changed, and now and then anyway: estimates, fair share and
             # preemption depend on the time too
@@ -476,10 +507,17 @@ class ControlLoop:
                 kind, job_id = self.inbox.get_nowait()
             except queue_mod.Empty:
                 break
-            if kind == "submitted":
+            if kind == "submitted":  # also released and requeued: waiting again
                 submitted.append(job_id)
             elif kind == "cancelled":
                 cancelled.append(job_id)
+            elif kind in ("withdrawn", "updated"):  # held, or its spec changed while it waits
+                self.parked.pop(str(job_id), None)
+                self.gates.discard(str(job_id))
+                if str(job_id) in self.pending:
+                    self.pending.remove(str(job_id))
+                if kind == "updated":
+                    submitted.append(job_id)  # indexed again from the database, as changed
             elif kind == "tree":
                 reload = True
             self.dirty = True  # "nodes": a drain or undrain changes where jobs may go
@@ -498,6 +536,7 @@ class ControlLoop:
                 )
         for job_id in cancelled:
             self.parked.pop(str(job_id), None)
+            self.gates.discard(str(job_id))
             if str(job_id) in self.pending:
                 self.pending.remove(str(job_id))
             a = self.active.get(job_id)
@@ -506,25 +545,32 @@ class ControlLoop:
         # new jobs: those the API told us of, and any committed since the last look (ids may commit
         # out of order on PostgreSQL, so the notices are what guarantees none is missed)
         with self.sessions() as session:
-            q = select(tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time).where(
-                tables.Job.state == JobState.PENDING.value
-            )
+            q = select(*WAITING_COLUMNS).where(tables.Job.state == JobState.PENDING.value)
             fresh = session.execute(q.where(tables.Job.id > self.known_max_id)).all()
             extra = [i for i in submitted if i <= self.known_max_id and str(i) not in self.pending]
             if extra:
                 fresh += session.execute(q.where(tables.Job.id.in_(extra))).all()
-            if any(queue not in self.tree.index for _, _, queue, _ in fresh):
+            if any(row[2] not in self.tree.index for row in fresh):
                 self._follow_tree(session, now)  # its queue came with a change another server made
         self._index(fresh)
 
     def _index(self, rows) -> None:
-        """Waiting jobs (id, spec, queue, submit time) into the index; one the core refuses is
-        held at the next commit, with why, and the others go on."""
-        for job_id, spec, queue, submit in rows:
+        """Waiting jobs (:data:`WAITING_COLUMNS`) into the index, or held back by the gates until
+        eligible; one the core refuses is held at the next commit, with why, and the others go on."""
+        for job_id, spec, queue, submit, *gate in rows:
             self.known_max_id = max(self.known_max_id, job_id)
-            if str(job_id) not in self.pending and job_id not in self.active:
+            if (
+                str(job_id) not in self.pending
+                and str(job_id) not in self.gates
+                and job_id not in self.active
+            ):
                 try:
-                    self.pending.add(core_job(job_id, spec, queue, submit))
+                    job = core_job(job_id, spec, queue, submit)
+                    rule = rule_of(spec, *gate)
+                    if rule is None:
+                        self.pending.add(job)
+                    else:
+                        self.gates.hold_back(job, rule)
                 except Exception as exc:
                     log.exception("job %s cannot be indexed", job_id)
                     self.unindexable[job_id] = exc
@@ -538,7 +584,10 @@ class ControlLoop:
         self._next_follow = now + FOLLOW_EVERY_S
         is_waiting = tables.Job.state == JobState.PENDING.value
         count, newest = session.execute(select(func.count(), func.max(tables.Job.id)).where(is_waiting)).one()
-        if count != len(self.pending) + len(self.parked) or (newest or 0) > self.known_max_id:
+        if (
+            count != len(self.pending) + len(self.parked) + len(self.gates)
+            or (newest or 0) > self.known_max_id
+        ):
             self._follow_waiting(session, set(session.scalars(select(tables.Job.id).where(is_waiting))))
         holding = (JobState.ADMITTED.value, JobState.RUNNING.value)
         for job_id, why in session.execute(
@@ -559,14 +608,18 @@ class ControlLoop:
                 self.pending.remove(job.id)
         for job_id in [j for j in self.parked if int(j) not in waiting]:
             del self.parked[job_id]
+        for job_id in [j for j in self.gates.blocked if int(j) not in waiting]:
+            self.gates.discard(job_id)
         unknown = [
             i
             for i in waiting
-            if str(i) not in self.pending and str(i) not in self.parked and i not in self.active
+            if str(i) not in self.pending
+            and str(i) not in self.parked
+            and str(i) not in self.gates
+            and i not in self.active
         ]
         if unknown:
-            columns = (tables.Job.id, tables.Job.spec, tables.Job.queue, tables.Job.submit_time)
-            self._index(session.execute(select(*columns).where(tables.Job.id.in_(unknown))).all())
+            self._index(session.execute(select(*WAITING_COLUMNS).where(tables.Job.id.in_(unknown))).all())
 
     def _follow_tree(self, session, now: float) -> None:
         """A quota document, tenant or node change written by another server: re-index under it."""
@@ -970,6 +1023,32 @@ class ControlLoop:
             log.exception("scheduling cycle failed again without the held jobs")
             return None
 
+    def _open_gates(self, session, now: float) -> None:
+        """Held-back jobs whose dependencies now hold (and whose array has room) join the index;
+        those whose dependencies never will are cancelled with why; the rest say what they wait for."""
+        ready, never, reasons = self.gates.decide(session, lambda j: j in self.pending)
+        for job in ready:
+            self.pending.add(job)
+            self.dirty = True
+        for job_id, why in never:
+            self._transition(
+                session, int(job_id), JobState.PENDING, JobState.CANCELLED, why, now, end_time=now
+            )
+        for job_id, why in reasons.items():
+            session.execute(
+                update(tables.Job)
+                .where(tables.Job.id == int(job_id), tables.Job.state == JobState.PENDING.value)
+                .values(reason=why)
+            )
+        if ready:  # their reasons ("waiting for …") are over
+            ids = [int(j.id) for j in ready]
+            for chunk in range(0, len(ids), 500):
+                session.execute(
+                    update(tables.Job)
+                    .where(tables.Job.id.in_(ids[chunk : chunk + 500]), tables.Job.reason != "")
+                    .values(reason="")
+                )
+
     def _hold(self, session, job_id: int, error: Exception, now: float) -> None:
         """Hold a waiting job that the scheduler cannot handle: its owner and the operator read why
         (its reason and events); ``wanka_jobs_held_total`` counts it."""
@@ -1140,8 +1219,10 @@ class ControlLoop:
     def _launch(self, a: Active) -> None:
         job_id = int(a.job.id)
         with self.sessions() as session:
-            spec, tenant_id = session.execute(
-                select(tables.Job.spec, tables.Job.tenant_id).where(tables.Job.id == job_id)
+            spec, tenant_id, array_job_id, array_index = session.execute(
+                select(
+                    tables.Job.spec, tables.Job.tenant_id, tables.Job.array_job_id, tables.Job.array_index
+                ).where(tables.Job.id == job_id)
             ).one()
         first = self.cluster.node_names[next(iter(a.placement.groups[0].nodes))]
         ckpt = self.backend.checkpoint_dir(job_id)
@@ -1162,7 +1243,7 @@ class ControlLoop:
                 tuple(spec["command"]),
                 tasks,
                 ckpt,
-                {**TASK_ENV_DEFAULTS, **spec.get("env", {})},
+                {**TASK_ENV_DEFAULTS, **spec.get("env", {}), **_array_env(array_job_id, array_index)},
                 spec.get("workdir"),
                 tenant=spec.get("tenant", ""),
                 tenant_id=tenant_id,
@@ -1188,6 +1269,7 @@ class ControlLoop:
             check_transition(str(job_id), current, target)
             q = q.where(tables.Job.state == current.value)
         done = session.execute(q.values(state=target.value, reason=reason, **values)).rowcount
+        self.gates.dirty = True  # a job started or ended: a dependent may go on
         if done:
             session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
         return bool(done)

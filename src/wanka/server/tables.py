@@ -94,9 +94,18 @@ class Job(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)  # runs that failed (restart budget)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # who, for the final record
+    # the client's key for this submission: a retry with it gets this job back (unique per tenant)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    held_by: Mapped[str | None] = mapped_column(String(16), nullable=True)  # user, admin; null: scheduler
+    # an element of a job array: the array's id (its first element's), the index, the array's %N
+    array_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    array_max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),  # a tenant's listing, newest first
+        Index("ix_jobs_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
+        Index("ix_jobs_array_job_id", "array_job_id"),
         Index("ix_jobs_state", "state"),  # the control loop's pending and running sets
         Index("ix_jobs_tenant_id_state", "tenant_id", "state"),  # a tenant's waiting jobs, counted
     )

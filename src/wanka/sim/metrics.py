@@ -61,6 +61,7 @@ def summarize(result: SimResult) -> dict:
         "jobs": len(done),
         "jobs_open": sum(1 for s in result.stats if not s.outcome),
         "jobs_unschedulable": len(result.rejected),
+        "jobs_cancelled": sum(1 for s in result.stats if s.outcome == "cancelled"),
         "avg_jct_s": _mean(jct),
         "p50_jct_s": _pct(jct, 50),
         "p90_jct_s": _pct(jct, 90),

@@ -10,9 +10,13 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+from wanka.core.eligibility import DependencyKind, format_dependencies, parse_array, parse_dependencies
+
+MAX_ARRAY_ELEMENTS = 100_000  # elements of one array row
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,8 @@ class TraceJob:
     cards: int
     tenant: str
     queue: str
+    dependency: str = ""  # as sbatch --dependency, naming other rows' job ids (core.eligibility)
+    array: str = ""  # as sbatch --array: the row stands for one job per index
 
 
 @dataclass
@@ -149,7 +155,7 @@ def _rebase(jobs: list[TraceJob], source: str, skipped: int, problems: list[str]
     """Submit times from the first job, in submit order."""
     if jobs:
         start = min(j.submit_s for j in jobs)
-        jobs = [TraceJob(j.id, j.submit_s - start, j.duration_s, j.cards, j.tenant, j.queue) for j in jobs]
+        jobs = [replace(j, submit_s=j.submit_s - start) for j in jobs]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return Trace(jobs, source, skipped, problems, filtered)
 
@@ -214,12 +220,14 @@ def read_philly(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     return _read_csv(path, ("timestamp", "duration", "num_gpus", "cluster"), parse, skip_bad_rows)
 
 
-WANKA_COLUMNS = ("job_id", "submit_s", "duration_s", "cards", "tenant", "queue")
+WANKA_COLUMNS = ("job_id", "submit_s", "duration_s", "cards", "tenant", "queue", "dependency", "array")
 
 
 def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     """wanka's own format, CSV or (by a ``.parquet`` / ``.pq`` suffix) Parquet, with the columns
-    ``job_id,submit_s,duration_s,cards,tenant,queue`` (queue optional or empty: then the tenant's)."""
+    ``job_id,submit_s,duration_s,cards,tenant,queue,dependency,array`` (queue optional or empty:
+    then the tenant's; dependency and array optional, as sbatch writes them: ``afterok:7``,
+    ``0-99%10``; a dependency names other rows' job ids, an array row's id means all its elements)."""
 
     def parse(row: dict[str, str], line: int) -> TraceJob:
         job_id = (row.get("job_id") or "").strip()
@@ -229,6 +237,21 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         if not tenant:
             raise TraceError("", 0, "tenant", "empty tenant")
         queue = (row.get("queue") or "").strip() or tenant
+        dependency = (row.get("dependency") or "").strip()
+        array = (row.get("array") or "").strip()
+        try:
+            if dependency:
+                deps = parse_dependencies(dependency)
+                if any(d.kind is DependencyKind.SINGLETON for d in deps):
+                    raise ValueError("singleton needs job names and users, which traces do not carry")
+                dependency = format_dependencies(deps)
+        except ValueError as exc:
+            raise TraceError("", 0, "dependency", str(exc)) from None
+        try:
+            if array:
+                parse_array(array, MAX_ARRAY_ELEMENTS)
+        except ValueError as exc:
+            raise TraceError("", 0, "array", str(exc)) from None
         return TraceJob(
             job_id,
             _number(row, "submit_s"),
@@ -236,12 +259,21 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             _number(row, "cards", int, 1),
             tenant,
             queue,
+            dependency,
+            array,
         )
 
     required = WANKA_COLUMNS[:5]
     if Path(path).suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet(path, required, parse, skip_bad_rows, "job_id")
-    return _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
+        trace = _read_parquet(path, required, parse, skip_bad_rows, "job_id")
+    else:
+        trace = _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
+    known = {j.id for j in trace.jobs}
+    for j in trace.jobs:
+        for d in parse_dependencies(j.dependency) if j.dependency else ():
+            if d.job_id not in known:
+                raise TraceError(str(path), 0, "dependency", f"job {j.id}: no row has job id {d.job_id!r}")
+    return trace
 
 
 def write_wanka(trace: Trace, path: str | Path) -> None:
@@ -249,9 +281,8 @@ def write_wanka(trace: Trace, path: str | Path) -> None:
     p = Path(path)
     cols = {c: [] for c in WANKA_COLUMNS}
     for j in trace.jobs:
-        for c, v in zip(
-            WANKA_COLUMNS, (j.id, j.submit_s, j.duration_s, j.cards, j.tenant, j.queue), strict=True
-        ):
+        row = (j.id, j.submit_s, j.duration_s, j.cards, j.tenant, j.queue, j.dependency, j.array)
+        for c, v in zip(WANKA_COLUMNS, row, strict=True):
             cols[c].append(v)
     if p.suffix.lower() in (".parquet", ".pq"):
         import pyarrow as pa

@@ -46,6 +46,7 @@ from wanka.core import (
 from wanka.core.fairshare import las_queue
 from wanka.core.placement import needed_tier
 from wanka.sim.engine import EventKind, EventQueue
+from wanka.sim.gating import TwinGates
 from wanka.sim.models import Models
 
 
@@ -82,7 +83,7 @@ class JobStats:
     lost_progress_s: float = 0.0
     preemptions: int = 0
     failures: int = 0
-    outcome: str = ""  # succeeded, unschedulable, or "" while open
+    outcome: str = ""  # succeeded, unschedulable, cancelled (a dependency never held), "" while open
 
     @property
     def useful_card_s(self) -> float:
@@ -156,6 +157,10 @@ class Twin:
         self.rate = {q: [0.0, 0.0, 0.0] for q in leaves}  # compute PFLOPS, CPUs, GiB held now
         self.events = EventQueue()
         self.rejected: dict[str, str] = {}
+        self.cancelled: dict[str, str] = {}  # dependencies that can never hold, with why
+        self.released = False  # a round's starts or closures let held-back jobs go on
+        jobs_by_id = {job.id: job for job, _ in jobs}
+        self.gates = TwinGates(jobs_by_id) if TwinGates.needed(jobs_by_id.values()) else None
         self.failure_log: list[tuple[float, int, str]] = []
         self.samples: list[Sample] = []
         self.progress = progress
@@ -199,7 +204,11 @@ class Twin:
             events += 1
             changed = False
             if kind is EventKind.ARRIVAL:
-                self.pending.add(self.stats[payload].job)
+                job = self.stats[payload].job
+                if self.gates is None:
+                    self.pending.add(job)
+                else:  # dependencies and array throttles (core.eligibility)
+                    open_jobs -= self._gated(now, *self.gates.arrive(job))
                 changed = True
             elif kind is EventKind.FINISH:
                 job_id, epoch = payload
@@ -207,6 +216,8 @@ class Twin:
                 if st.epoch == epoch and job_id in self.running:
                     self._finish(st, now)
                     open_jobs -= 1
+                    if self.gates is not None:
+                        open_jobs -= self._gated(now, *self.gates.ended(job_id))
                     changed = True
             elif kind is EventKind.FAILURE:
                 changed = self._fail(now, *payload)
@@ -221,6 +232,7 @@ class Twin:
                 last_round = now
                 cycles += 1
                 open_jobs -= self._round(now)
+                changed, self.released = self.released, False  # a start let a dependent go on
                 if self.more_preemptors:  # more waiting jobs may preempt now: a follow-up round
                     self.events.push(now, EventKind.CYCLE)
                     round_queued = True
@@ -277,12 +289,14 @@ class Twin:
         for d in result.resizes:  # shrinks give back what starts then use
             if d.shrink:
                 self._resize(self.stats[d.job_id], d.placement, now)
+        closed = 0
         for d in result.starts:
             self._start(self.stats[d.job_id], d.placement, now, d.preemptible_by)
+            if self.gates is not None:
+                closed += self._gated(now, *self.gates.started(d.job_id))
         for d in result.resizes:
             if not d.shrink:
                 self._resize(self.stats[d.job_id], d.placement, now)
-        closed = 0
         for job_id, why in result.unschedulable.items():
             if job_id in self.pending:
                 self.pending.remove(job_id)
@@ -290,7 +304,31 @@ class Twin:
                 self.stats[job_id].job.state = JobState.FAILED
                 self.rejected[job_id] = why
                 closed += 1
+                if self.gates is not None:
+                    closed += self._gated(now, *self.gates.ended(job_id))
         return closed
+
+    def _gated(self, now: float, ready: list[Job], closed: list[tuple[Job, str]]) -> int:
+        """Jobs the gates let go on join the pending index; those whose dependencies can never
+        hold are cancelled (as the control plane does), and what depends on them is judged in
+        turn. Returns how many jobs were closed."""
+        for job in ready:
+            self.pending.add(job)
+        self.released |= bool(ready)
+        count = 0
+        while closed:
+            job, why = closed.pop()
+            st = self.stats[job.id]
+            st.outcome, st.end = "cancelled", now
+            job.state = JobState.CANCELLED
+            self.cancelled[job.id] = why
+            count += 1
+            more_ready, more_closed = self.gates.ended(job.id)
+            for other in more_ready:
+                self.pending.add(other)
+                self.released = True
+            closed += more_closed
+        return count
 
     def _decide(self, snapshot: Snapshot) -> CycleResult:
         return run_cycle(snapshot, self.policy)

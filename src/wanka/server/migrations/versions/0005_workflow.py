@@ -1,0 +1,45 @@
+"""The everyday workflow: idempotent submission, holds and job arrays
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-30
+
+``jobs.idempotency_key``: the client's key for one submission (the ``Idempotency-Key`` header); a
+retry with the same key gets the job it created, never a second one (unique per tenant; NULLs never
+collide). ``jobs.held_by``: who holds a held job, ``user`` or ``admin`` (a member cannot release an
+operator's hold, as in Slurm); null for a job the scheduler held itself. ``jobs.array_job_id``,
+``array_index``, ``array_max_running``: an element of a job array (the array's id is its first
+element's, as Slurm's ArrayJobID), its index and the array's throttle (Slurm's ``%N``).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("idempotency_key", sa.String(length=128), nullable=True))
+        batch.add_column(sa.Column("held_by", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("array_job_id", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("array_index", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("array_max_running", sa.Integer(), nullable=True))
+    op.create_index("ix_jobs_array_job_id", "jobs", ["array_job_id"])
+    op.create_index(
+        "ix_jobs_tenant_id_idempotency_key", "jobs", ["tenant_id", "idempotency_key"], unique=True
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_id_idempotency_key", table_name="jobs")
+    op.drop_index("ix_jobs_array_job_id", table_name="jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("array_max_running")
+        batch.drop_column("array_index")
+        batch.drop_column("array_job_id")
+        batch.drop_column("held_by")
+        batch.drop_column("idempotency_key")
