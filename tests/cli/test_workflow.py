@@ -546,3 +546,28 @@ def test_an_array_is_cancelled_held_and_released_as_a_whole_or_by_element(server
         assert set(states.values()) == {"cancelled"}
     finally:
         go.touch()
+
+
+def test_an_operator_holds_a_whole_queue_and_releases_it(server, member, tmp_path):
+    def admin(*args, check=True):
+        return wanka(tmp_path, *args, token=server.admin_token, url=server.url, check=check)
+
+    r = as_member(server, member, tmp_path, "queues", "hold", "flow", check=False)
+    assert r.returncode == 1 and "admins only" in r.stderr
+    assert "queue flow held: " in admin("queues", "hold", "flow", "--reason", "maintenance").stdout
+    try:
+        job = submit_id(server, member, tmp_path, "--cards", "1", "--", "echo", "after the hold")
+        # a job of another queue runs meanwhile: the cluster is free, the hold is what keeps ours
+        admin("tenants", "create", "other-flow", check=False)
+        other = admin("submit", "--tenant", "other-flow", "--parsable", "--", "true").stdout.strip()
+        wait_for(lambda: json.loads(admin("show", other, "--json").stdout)["state"] == "succeeded")
+        held = job_state(server, member, tmp_path, job)
+        assert held["state"] == "pending" and held["runs"] == 0
+        assert held["reason"] == "queue flow held by admin: maintenance"
+        listed = json.loads(as_member(server, member, tmp_path, "queues", "--json").stdout)
+        assert [q["held"] for q in listed if q["name"] == "flow"] == ["maintenance"]
+    finally:
+        admin("queues", "release", "flow")
+    assert as_member(server, member, tmp_path, "logs", job, "-f").stdout == "after the hold\n"
+    r = admin("queues", "release", "flow", check=False)
+    assert r.returncode == 1 and "not held" in r.stderr

@@ -39,7 +39,7 @@ COMMANDS: dict[str, Entry] = {
     "usage": Entry("wanka.cli.remote:usage", JOBS, "Card-hours, PFLOP-hours and the bill, per tenant."),
     "login": Entry("wanka.cli.remote:login", ACCOUNT, "Check the token against the server and store both."),
     "whoami": Entry("wanka.cli.remote:whoami", ACCOUNT, "Who the stored token acts as."),
-    "queues": Entry("wanka.cli.remote:queues", ACCOUNT, "The queues you may use."),
+    "queues": Entry("wanka.cli.remote:queues_app", ACCOUNT, "The queues you may use."),
     "quotas": Entry("wanka.cli.remote:quotas_app", ACCOUNT, "The quota tree: show, apply (admins)."),
     "cluster": Entry(
         "wanka.cli.cluster:app", ACCOUNT, "The running cluster's status; cluster presets and spec files."

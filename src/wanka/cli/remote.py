@@ -25,7 +25,12 @@ tokens_app = _group("API tokens: create, list, revoke.")
 users_app = _group("Users: disable and enable (admins).")
 quotas_app = _group("The quota tree: show, apply (admins).")
 prices_app = _group("The price table: show, apply (admins).")
-nodes_app = _group("Nodes: list; drain and undrain (admins).", invoke_without_command=True)
+nodes_app = _group(
+    "Nodes: list; drain and undrain (admins).", invoke_without_command=True, no_args_is_help=False
+)
+queues_app = _group(
+    "The queues you may use; hold and release (admins).", invoke_without_command=True, no_args_is_help=False
+)
 
 
 def _client():
@@ -469,8 +474,11 @@ def prices_show(json_out: bool = JSON) -> None:
         )
 
 
-def queues(json_out: bool = JSON) -> None:
-    """The queues you may use (admins: all), with quotas and waiting jobs."""
+@queues_app.callback()
+def queues(ctx: typer.Context, json_out: bool = JSON) -> None:
+    """The queues you may use (admins: all), with quotas and waiting jobs; hold and release (admins)."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = _run(lambda c: c.queues())
     if json_out:
         emit_json(rows)
@@ -485,7 +493,7 @@ def queues(json_out: bool = JSON) -> None:
 
     _table(
         "queues",
-        ["queue", "parent", "submit here", "weight", "quota: nominal (+borrow)", "waiting"],
+        ["queue", "parent", "submit here", "weight", "quota: nominal (+borrow)", "waiting", "held"],
         [
             [
                 q["name"],
@@ -494,10 +502,28 @@ def queues(json_out: bool = JSON) -> None:
                 q["weight"],
                 quota(q),
                 q["pending_jobs"],
+                q.get("held") or "",
             ]
             for q in rows
         ],
     )
+
+
+@queues_app.command("hold")
+def queues_hold(
+    queue: str = typer.Argument(..., help="A leaf queue."),
+    reason: str = typer.Option("", "--reason", help="Why (its waiting jobs show it)."),
+) -> None:
+    """Its jobs wait however much is free; running ones run on (admins)."""
+    q = _run(lambda c: c.hold_queue(queue, reason))
+    say(f"queue {q['name']} held: {q['pending_jobs']} jobs wait")
+
+
+@queues_app.command("release")
+def queues_release(queue: str = typer.Argument(..., help="A held queue.")) -> None:
+    """Its jobs are scheduled again (admins)."""
+    q = _run(lambda c: c.release_queue(queue))
+    say(f"queue {q['name']} released")
 
 
 @nodes_app.callback()

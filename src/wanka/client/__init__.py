@@ -255,6 +255,13 @@ class Client:
     def queues(self) -> list[dict]:
         return self._call("GET", "/v1/queues")
 
+    def hold_queue(self, queue: str, reason: str = "") -> dict:
+        """Admins: the queue's jobs wait however much is free (running ones run on)."""
+        return self._call("POST", f"/v1/queues/{_segment(queue)}/hold", json={"reason": reason})
+
+    def release_queue(self, queue: str) -> dict:
+        return self._call("POST", f"/v1/queues/{_segment(queue)}/release")
+
     def apply_quotas(self, document: dict) -> dict:
         return self._call("PUT", "/v1/quotas", json=document)
 

@@ -98,5 +98,15 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(accounts_api.router(db, principal, admin, changed_tree, state.loop.notify))
     app.include_router(cluster_api.router(state.cluster, db, principal, admin, state.loop))
     app.include_router(usage_api.router(db, principal, admin))
-    app.include_router(quota_api.router(state.cluster, db, principal, admin, state.trees.get, changed_tree))
+    app.include_router(
+        quota_api.router(
+            state.cluster,
+            db,
+            principal,
+            admin,
+            state.trees.get,
+            changed_tree,
+            lambda: state.loop.notify("queues", 0),
+        )
+    )
     return app

@@ -235,6 +235,9 @@ class ControlLoop:
         self.limits = limits or Limits()
         self.parked: dict[str, Job] = {}  # waiting, kept out of cycles by the tenant's task cap
         self.gates = Gates()  # waiting, kept out of cycles until eligible (dependencies, throttles)
+        self.held_queues: dict[str, str] = {}  # queue an admin holds -> why; its jobs wait in queue_parked
+        self.queue_parked: dict[str, Job] = {}
+        self._queues_checked = 0.0
         self.unindexable: dict[int, Exception] = {}  # waiting jobs the core's index refused
         self.tree_of = tree_of  # session -> the quota tree in force
         self.wake = threading.Event()
@@ -287,6 +290,7 @@ class ControlLoop:
         self.running: dict[str, Job] = {}
         self.parked, self.unindexable = {}, {}
         self.gates = Gates()
+        self.held_queues, self.queue_parked = {}, {}
         self.positions, self.estimates = {}, {}
 
     def _lead(self) -> bool:
@@ -513,6 +517,7 @@ class ControlLoop:
                 cancelled.append(job_id)
             elif kind in ("withdrawn", "updated"):  # held, or its spec changed while it waits
                 self.parked.pop(str(job_id), None)
+                self.queue_parked.pop(str(job_id), None)
                 self.gates.discard(str(job_id))
                 if str(job_id) in self.pending:
                     self.pending.remove(str(job_id))
@@ -520,6 +525,8 @@ class ControlLoop:
                     submitted.append(job_id)  # indexed again from the database, as changed
             elif kind == "tree":
                 reload = True
+            elif kind == "queues":  # a queue held or released
+                self._queues_checked = 0.0
             self.dirty = True  # "nodes": a drain or undrain changes where jobs may go
         return reload, submitted, cancelled
 
@@ -536,6 +543,7 @@ class ControlLoop:
                 )
         for job_id in cancelled:
             self.parked.pop(str(job_id), None)
+            self.queue_parked.pop(str(job_id), None)
             self.gates.discard(str(job_id))
             if str(job_id) in self.pending:
                 self.pending.remove(str(job_id))
@@ -562,6 +570,7 @@ class ControlLoop:
             if (
                 str(job_id) not in self.pending
                 and str(job_id) not in self.gates
+                and str(job_id) not in self.queue_parked
                 and job_id not in self.active
             ):
                 try:
@@ -584,10 +593,8 @@ class ControlLoop:
         self._next_follow = now + FOLLOW_EVERY_S
         is_waiting = tables.Job.state == JobState.PENDING.value
         count, newest = session.execute(select(func.count(), func.max(tables.Job.id)).where(is_waiting)).one()
-        if (
-            count != len(self.pending) + len(self.parked) + len(self.gates)
-            or (newest or 0) > self.known_max_id
-        ):
+        kept = len(self.pending) + len(self.parked) + len(self.gates) + len(self.queue_parked)
+        if count != kept or (newest or 0) > self.known_max_id:
             self._follow_waiting(session, set(session.scalars(select(tables.Job.id).where(is_waiting))))
         holding = (JobState.ADMITTED.value, JobState.RUNNING.value)
         for job_id, why in session.execute(
@@ -610,12 +617,15 @@ class ControlLoop:
             del self.parked[job_id]
         for job_id in [j for j in self.gates.blocked if int(j) not in waiting]:
             self.gates.discard(job_id)
+        for job_id in [j for j in self.queue_parked if int(j) not in waiting]:
+            del self.queue_parked[job_id]
         unknown = [
             i
             for i in waiting
             if str(i) not in self.pending
             and str(i) not in self.parked
             and str(i) not in self.gates
+            and str(i) not in self.queue_parked
             and i not in self.active
         ]
         if unknown:
@@ -904,6 +914,7 @@ class ControlLoop:
 
     def _cycle(self, session, now: float) -> None:
         self._park_over_cap()
+        self._hold_queues(session, now)
         if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
             self.positions, self.estimates = {}, {}
             return
@@ -1022,6 +1033,33 @@ class ControlLoop:
         except Exception:
             log.exception("scheduling cycle failed again without the held jobs")
             return None
+
+    def _hold_queues(self, session, now: float) -> None:
+        """Jobs of queues an admin holds wait outside the cycle; a released queue's come back.
+        The holds are read once a second (another server's API may set them) or when told."""
+        if now - self._queues_checked >= FOLLOW_EVERY_S:
+            self._queues_checked = now
+            rows = session.execute(
+                select(tables.QueueHold.queue, tables.User.name, tables.QueueHold.reason).join(
+                    tables.User, tables.User.id == tables.QueueHold.held_by
+                )
+            )
+            held = {q: f"queue {q} held by {who}" + (f": {why}" if why else "") for q, who, why in rows}
+            if held != self.held_queues:
+                self.held_queues = held
+                for job_id, job in list(self.queue_parked.items()):
+                    if job.queue not in held:
+                        del self.queue_parked[job_id]
+                        self.pending.add(job)
+                self.dirty = True
+        if self.held_queues:  # jobs that entered the index since: O(waiting) only while a queue is held
+            for job in [j for j in self.pending.jobs if j.queue in self.held_queues]:
+                self.queue_parked[job.id] = self.pending.remove(job.id)
+                session.execute(
+                    update(tables.Job)
+                    .where(tables.Job.id == int(job.id), tables.Job.state == JobState.PENDING.value)
+                    .values(reason=self.held_queues[job.queue])
+                )
 
     def _open_gates(self, session, now: float) -> None:
         """Held-back jobs whose dependencies now hold (and whose array has room) join the index;

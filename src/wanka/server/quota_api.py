@@ -9,11 +9,12 @@ from collections.abc import Callable
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from wanka.core import TERMINAL_STATES, Cluster, JobState, QueueTree
 from wanka.core.quota import UNLIMITED
+from wanka.models.bounds import Text
 from wanka.models.errors import SpecError
 from wanka.models.quota import QueueTreeSpec, build_queue_tree
 from wanka.server import tables
@@ -36,6 +37,13 @@ class QueueOut(BaseModel):
         default={}, description="cards held now by its jobs and its sub-queues' (per model)"
     )
     pending_jobs: int
+    held: str | None = Field(
+        default=None, description="why an admin holds it (its jobs wait however much is free); null: not held"
+    )
+
+
+class HoldIn(BaseModel):
+    reason: Text = Field(default="", max_length=500)
 
 
 class AppliedOut(BaseModel):
@@ -63,6 +71,7 @@ def router(
     admin: Callable,
     current_tree: Callable,
     changed: Callable[[], None],
+    changed_queues: Callable[[], None] = lambda: None,
 ):
     api = APIRouter()
 
@@ -131,6 +140,7 @@ def router(
             ).all()
         )
         in_use = _in_use(session, tree)
+        holds = {h.queue: h for h in session.scalars(select(tables.QueueHold))}
         out = []
         for i in shown:
             parent = tree.parent[i]
@@ -152,11 +162,63 @@ def router(
                     quota=quota,
                     in_use=in_use.get(i, {}),
                     pending_jobs=int(waiting.get(tree.names[i], 0)),
+                    held=_held_text(holds.get(tree.names[i])),
                 )
             )
         return out
 
+    @api.post("/v1/queues/{name}/hold", response_model=QueueOut)
+    def hold(name: str, body: HoldIn, who: Principal = Depends(admin), session: Session = Depends(db)):
+        """Its jobs wait however much is free; running ones run on (Kueue's stopPolicy Hold)."""
+        tree = current_tree(session)
+        if name not in tree.index or not tree.is_leaf(name):
+            raise HTTPException(404, f"no leaf queue {name!r}")
+        if session.get(tables.QueueHold, name) is None:
+            session.add(
+                tables.QueueHold(queue=name, held_at=time.time(), held_by=who.user_id, reason=body.reason)
+            )
+            session.execute(
+                update(tables.Job)
+                .where(tables.Job.queue == name, tables.Job.state == JobState.PENDING.value)
+                .values(reason=_held_text_of(name, who.name, body.reason))
+            )
+            session.commit()
+            changed_queues()
+        return _one(session, who, name)
+
+    @api.post("/v1/queues/{name}/release", response_model=QueueOut)
+    def release(name: str, who: Principal = Depends(admin), session: Session = Depends(db)):
+        row = session.get(tables.QueueHold, name)
+        if row is None:
+            raise HTTPException(409, f"queue {name!r} is not held")
+        session.delete(row)
+        session.execute(
+            update(tables.Job)
+            .where(
+                tables.Job.queue == name,
+                tables.Job.state == JobState.PENDING.value,
+                tables.Job.reason.like(f"queue {name} held%"),
+            )
+            .values(reason="")
+        )
+        session.commit()
+        changed_queues()
+        return _one(session, who, name)
+
+    def _one(session: Session, who: Principal, name: str) -> QueueOut:
+        return next(q for q in queues(who, session) if q.name == name)
+
     return api
+
+
+def _held_text_of(queue: str, by: str, reason: str) -> str:
+    return f"queue {queue} held by {by}" + (f": {reason}" if reason else "")
+
+
+def _held_text(hold) -> str | None:
+    if hold is None:
+        return None
+    return hold.reason or "held"
 
 
 def _in_use(session: Session, tree: QueueTree) -> dict[int, dict[str, int]]:

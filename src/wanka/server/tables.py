@@ -111,6 +111,16 @@ class Job(Base):
     )
 
 
+class QueueHold(Base):
+    """A queue an admin holds: its jobs wait however much is free (running ones run on)."""
+
+    __tablename__ = "queue_holds"
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_at: Mapped[float] = mapped_column(Float)
+    held_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+
+
 class JobEvent(Base):
     """Every state change of a job, with when and why."""
 

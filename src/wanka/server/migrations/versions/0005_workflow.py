@@ -10,6 +10,8 @@ collide). ``jobs.held_by``: who holds a held job, ``user`` or ``admin`` (a membe
 operator's hold, as in Slurm); null for a job the scheduler held itself. ``jobs.array_job_id``,
 ``array_index``, ``array_max_running``: an element of a job array (the array's id is its first
 element's, as Slurm's ArrayJobID), its index and the array's throttle (Slurm's ``%N``).
+``queue_holds``: queues an admin holds (Kueue's stopPolicy Hold, a Slurm partition set INACTIVE):
+their jobs wait, whatever is free.
 """
 
 import sqlalchemy as sa
@@ -29,12 +31,22 @@ def upgrade() -> None:
         batch.add_column(sa.Column("array_index", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("array_max_running", sa.Integer(), nullable=True))
     op.create_index("ix_jobs_array_job_id", "jobs", ["array_job_id"])
+    op.create_table(
+        "queue_holds",
+        sa.Column("queue", sa.String(length=64), nullable=False),
+        sa.Column("held_at", sa.Float(), nullable=False),
+        sa.Column("held_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.ForeignKeyConstraint(["held_by"], ["users.id"]),
+        sa.PrimaryKeyConstraint("queue"),
+    )
     op.create_index(
         "ix_jobs_tenant_id_idempotency_key", "jobs", ["tenant_id", "idempotency_key"], unique=True
     )
 
 
 def downgrade() -> None:
+    op.drop_table("queue_holds")
     op.drop_index("ix_jobs_tenant_id_idempotency_key", table_name="jobs")
     op.drop_index("ix_jobs_array_job_id", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
