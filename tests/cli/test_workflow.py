@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -571,3 +572,68 @@ def test_an_operator_holds_a_whole_queue_and_releases_it(server, member, tmp_pat
     assert as_member(server, member, tmp_path, "logs", job, "-f").stdout == "after the hold\n"
     r = admin("queues", "release", "flow", check=False)
     assert r.returncode == 1 and "not held" in r.stderr
+
+
+def test_acct_shows_each_task_with_its_exit_code_node_and_peak_memory(server, member, tmp_path):
+    # rank 1 holds ~64 MiB, then fails with 3; rank 0 succeeds
+    script = (
+        "import os\nif os.environ['RANK'] == '1':\n    block = bytearray(64 * 1024 * 1024)\n    os._exit(3)\n"
+    )
+    job = submit_id(
+        server,
+        member,
+        tmp_path,
+        "-N",
+        "2",
+        "--cards",
+        "1",
+        "-J",
+        "acct-me",
+        "--",
+        sys.executable,
+        "-c",
+        script,
+    )
+    wait_for(lambda: job_state(server, member, tmp_path, job)["state"] == "failed")
+    page = json.loads(as_member(server, member, tmp_path, "acct", "-j", job, "--json").stdout)
+    [row] = page["jobs"]
+    assert (row["id"], row["name"], row["state"], row["exit_code"]) == (int(job), "acct-me", "failed", 3)
+    assert row["nodes"] == ["local-0001", "local-0002"] and row["card_hours"] > 0
+    tasks = {t["task"]: t for t in row["tasks"]}
+    assert (tasks[0]["exit_code"], tasks[1]["exit_code"]) == (0, 3)
+    assert {tasks[0]["node"], tasks[1]["node"]} == {"local-0001", "local-0002"}
+    assert tasks[1]["max_rss_kib"] >= 64 * 1024 > tasks[0]["max_rss_kib"]
+    text = as_member(server, member, tmp_path, "acct", "-j", job, "-o", "jobid,state,exitcode,maxrss").stdout
+    assert f"{job}.1" in text and "failed" in text
+    # a window that ends before the job was submitted leaves it out; one around it keeps it
+    listed = json.loads(
+        as_member(
+            server, member, tmp_path, "acct", "--from", "2000-01-01", "--to", "2000-01-02", "--json"
+        ).stdout
+    )
+    assert listed["jobs"] == []
+    around = json.loads(
+        as_member(
+            server, member, tmp_path, "acct", "--from", "2000-01-01", "--json", "--limit", "1000"
+        ).stdout
+    )
+    assert int(job) in [j["id"] for j in around["jobs"]]
+    assert {j["tenant"] for j in around["jobs"]} == {"flow"}  # a member sees only its own tenant
+    r = as_member(server, member, tmp_path, "acct", "-o", "jobid,nonsense", check=False)
+    assert r.returncode == 2 and "nonsense" in r.stderr
+
+
+def test_usage_over_a_range_of_days(server, member, tmp_path):
+    today = json.loads(as_member(server, member, tmp_path, "usage", "--json").stdout)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    ranged = json.loads(
+        as_member(server, member, tmp_path, "usage", "--from", day, "--to", day, "--json").stdout
+    )
+    assert ranged["month"] == f"{day}..{day}" and ranged["end"] - ranged["start"] == 86400
+    assert [b["tenant"] for b in ranged["bills"]] == [b["tenant"] for b in today["bills"]] == ["flow"]
+    r = as_member(server, member, tmp_path, "usage", "--from", "2026-02-30", check=False)
+    assert r.returncode == 1 and "from" in r.stderr
+    r = as_member(
+        server, member, tmp_path, "usage", "--from", "2020-01-01", "--to", "2026-01-01", check=False
+    )
+    assert r.returncode == 1 and "366" in r.stderr

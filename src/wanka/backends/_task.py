@@ -36,9 +36,11 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _finish(spec: dict, code: int, note: str = "") -> int:
-    """The record the server trusts: exit code, end time and, when the task never started, why."""
-    _write_atomic(spec["exit"], f"{code} {time.time():.6f} {note}".rstrip() + "\n")
+def _finish(spec: dict, code: int, note: str = "", max_rss_kib: int | None = None) -> int:
+    """The record the server trusts: exit code, end time, the task's peak memory (``rss=KiB``, as
+    sacct's MaxRSS) and, when the task never started, why."""
+    rss = f" rss={max_rss_kib}" if max_rss_kib is not None else ""
+    _write_atomic(spec["exit"], f"{code} {time.time():.6f}{rss} {note}".rstrip() + "\n")
     return code
 
 
@@ -169,11 +171,14 @@ def main() -> int:
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
     os.close(log)
-    code = proc.wait()
+    # wait4, not wait: the task's resource usage comes with its status (ru_maxrss, KiB on Linux:
+    # the largest resident set of the task and the children it waited for)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report
     _kill_leftovers(spec, back is not None)
     _hand_devices(spec, 0)  # nothing of the task is left to use them
-    return _finish(spec, code)
+    return _finish(spec, code, max_rss_kib=usage.ru_maxrss)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class TaskStatus:
     exit_code: int | None = None
     ended_at: float | None = None  # UNIX seconds, as the backend saw it end (None: unknown)
     note: str = ""  # why it never started, in words (from the backend, never from the task)
+    max_rss_kib: int | None = None  # peak resident memory (sacct's MaxRSS), where the backend knows it
 
 
 @dataclass(frozen=True, slots=True)

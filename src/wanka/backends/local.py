@@ -416,8 +416,13 @@ class LocalBackend(Backend):
         record = _read(str(stem) + ".exit")
         if record is not None:
             self._reap(job_id, run, task)
-            code, ended, note = [*record.split(" ", 2), "", ""][:3]
-            return TaskStatus(task, TaskState.EXITED, int(code), float(ended) if ended else None, note)
+            code, ended, rest = [*record.split(" ", 2), "", ""][:3]
+            rss = None
+            if rest.startswith("rss="):  # older supervisors wrote no peak memory
+                rss_text, _, rest = rest.partition(" ")
+                rss = int(rss_text[4:]) if rss_text[4:].isdigit() else None
+            ended_at = float(ended) if ended else None
+            return TaskStatus(task, TaskState.EXITED, int(code), ended_at, rest.strip(), rss)
         if _read(str(stem) + ".pid") is not None:
             # the supervisor is gone without writing a record: it was killed (SIGKILL)
             return TaskStatus(task, TaskState.EXITED, None)

@@ -429,11 +429,13 @@ def logs(
 
 def usage(
     month: str = typer.Option(None, "--month", help="YYYY-MM (UTC); default this month."),
+    first_day: str = typer.Option(None, "--from", help="YYYY-MM-DD (UTC): from this day on."),
+    last_day: str = typer.Option(None, "--to", help="YYYY-MM-DD (UTC): to this day, included."),
     tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant."),
     json_out: bool = JSON,
 ) -> None:
     """Card-hours, PFLOP-hours and the bill, per tenant; per queue, model and day with --json."""
-    out = _run(lambda c: c.usage(month, tenant))
+    out = _run(lambda c: c.usage(month, tenant, first_day, last_day))
     if json_out:
         emit_json(out)
         return
@@ -448,6 +450,127 @@ def usage(
     unpriced = sum(b["unpriced_card_hours"] for b in out["bills"])
     if out["currency"] and unpriced:
         say(f"{unpriced:.2f} card-hours ran while no price was in force for their model")
+
+
+ACCT_COLUMNS = {  # --format name -> (heading, value of a job row or a task row)
+    "jobid": "JobID",
+    "jobname": "JobName",
+    "tenant": "Tenant",
+    "user": "User",
+    "queue": "Queue",
+    "state": "State",
+    "exitcode": "ExitCode",
+    "elapsed": "Elapsed",
+    "nnodes": "NNodes",
+    "nodelist": "NodeList",
+    "cards": "Cards",
+    "cardhours": "CardHours",
+    "maxrss": "MaxRSS",
+    "run": "Run",
+    "submit": "Submit",
+    "start": "Start",
+    "end": "End",
+    "reason": "Reason",
+}
+ACCT_DEFAULT = "jobid,jobname,queue,state,exitcode,elapsed,nnodes,nodelist,cards,cardhours,maxrss"
+
+
+def acct(
+    first: str = typer.Option(
+        None, "--from", "-S", help="From (local time): YYYY-MM-DD[THH:MM[:SS]]; default today 00:00."
+    ),
+    last: str = typer.Option(None, "--to", "-E", help="To (local time), as --from; default now."),
+    state: str = typer.Option(None, "--state", "-s", help="Only jobs in this state."),
+    job: str = typer.Option(None, "--job", "-j", help="One job (ID or ARRAY_INDEX), whenever it ran."),
+    tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
+    fmt: str = typer.Option(ACCT_DEFAULT, "--format", "-o", help="Columns: " + ",".join(ACCT_COLUMNS) + "."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Jobs per page."),
+    json_out: bool = JSON,
+) -> None:
+    """Accounting, as sacct: jobs waiting or running in a window, one line per job and per task
+    (JOB.RANK) with exit codes, elapsed time, nodes, cards, card-hours and peak memory."""
+    columns = [c.strip().lower() for c in fmt.split(",") if c.strip()]
+    unknown = [c for c in columns if c not in ACCT_COLUMNS]
+    if unknown or not columns:
+        named = ", ".join(unknown) or "(none)"
+        fail(f"--format: unknown column(s) {named}; choose from {','.join(ACCT_COLUMNS)}")
+    bounds = [_local_time(option, text) for option, text in (("--from", first), ("--to", last))]
+
+    def call(c):
+        job_id = _resolve(c, job, arrays=False)[0] if job else None
+        return c.acct(*bounds, state, job_id, tenant, limit)
+
+    page = _run(call)
+    if json_out:
+        emit_json(page)
+        return
+    rows = []
+    now = time.time()
+    for j in page["jobs"]:
+        jobid = str(j["id"]) if j.get("array_job_id") is None else f"{j['array_job_id']}_{j['array_index']}"
+        rss = [t["max_rss_kib"] for t in j["tasks"] if t["max_rss_kib"] is not None]
+        values = {
+            "jobid": jobid,
+            "jobname": j["name"],
+            "tenant": j["tenant"],
+            "user": j["user"],
+            "queue": j["queue"],
+            "state": j["state"],
+            "exitcode": "" if j["exit_code"] is None else j["exit_code"],
+            "elapsed": _elapsed(j, now),
+            "nnodes": len(j["nodes"]),
+            "nodelist": ",".join(j["nodes"]),
+            "cards": j["cards"],
+            "cardhours": f"{j['card_hours']:.3f}",
+            "maxrss": _kib(max(rss)) if rss else "",
+            "run": j["runs"],
+            "submit": _when(j["submit_time"]),
+            "start": _when(j["start_time"]),
+            "end": _when(j["end_time"]),
+            "reason": j["reason"],
+        }
+        rows.append([values[c] for c in columns])
+        for t in j["tasks"]:
+            span = {"start_time": t["start"], "end_time": t["end"]}
+            task_values = {
+                **{c: "" for c in ACCT_COLUMNS},
+                "jobid": f"{jobid}.{t['task']}",
+                "jobname": t["role"],
+                "exitcode": "" if t["exit_code"] is None else t["exit_code"],
+                "state": "" if t["exit_code"] is None else ("completed" if t["exit_code"] == 0 else "failed"),
+                "elapsed": _elapsed(span, now),
+                "nnodes": 1,
+                "nodelist": t["node"],
+                "cards": t["cards"],
+                "cardhours": f"{t['cards'] * (t['end'] - t['start']) / 3600:.3f}",
+                "maxrss": "" if t["max_rss_kib"] is None else _kib(t["max_rss_kib"]),
+                "run": t["run"],
+                "start": _when(t["start"]),
+                "end": _when(t["end"]),
+            }
+            rows.append([task_values[c] for c in columns])
+    _table("accounting", [ACCT_COLUMNS[c] for c in columns], rows)
+    if page["next_before_id"]:
+        say("more: --limit, or narrow --from/--to")
+
+
+def _local_time(option: str, text: str | None) -> float | None:
+    """UNIX seconds of a local date or date-time, as sacct reads -S and -E."""
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        fail(f"{option}: {text!r} is not a date or time: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]")
+
+
+def _kib(kib: int) -> str:
+    for unit, size in (("G", 1 << 20), ("M", 1 << 10)):
+        if kib >= size:
+            return f"{kib / size:.1f}{unit}"
+    return f"{kib}K"
 
 
 @prices_app.command("apply")

@@ -228,9 +228,40 @@ class Client:
 
     # --- usage and prices -------------------------------------------------------------------------
 
-    def usage(self, month: str | None = None, tenant: str | None = None) -> dict:
-        params = {"month": month, "tenant": tenant}
+    def usage(
+        self,
+        month: str | None = None,
+        tenant: str | None = None,
+        first_day: str | None = None,
+        last_day: str | None = None,
+    ) -> dict:
+        """Card-hours, PFLOP-hours and bills for a month (YYYY-MM) or days (YYYY-MM-DD, both
+        included); default this month."""
+        params = {"month": month, "tenant": tenant, "from": first_day, "to": last_day}
         return self._call("GET", "/v1/usage", params={k: v for k, v in params.items() if v})
+
+    def acct(
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        state: str | None = None,
+        job: int | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> dict:
+        """Accounting (sacct): jobs waiting or running between ``start`` and ``end`` (UNIX seconds),
+        newest first, each with its tasks: ``{"jobs": [...], "next_before_id": id or None}``."""
+        params = {
+            "start": start,
+            "end": end,
+            "state": state,
+            "job": job,
+            "tenant": tenant,
+            "limit": limit,
+            "before_id": before_id,
+        }
+        return self._call("GET", "/v1/acct", params={k: v for k, v in params.items() if v is not None})
 
     def prices(self) -> dict | None:
         return self._call("GET", "/v1/prices")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
@@ -753,6 +753,8 @@ class ControlLoop:
             tasks = statuses[job_id]
             alive = [t for t in tasks if t.state is TaskState.RUNNING]
             if a.stopping is not None:
+                if not alive:
+                    self._record_tasks(session, job_id, a, tasks, now)
                 if not alive and a.stopping.shrink_to is not None:
                     self._restart_smaller(session, job_id, a, _ended(tasks, now))
                 elif not alive:
@@ -794,7 +796,37 @@ class ControlLoop:
                 self._next_health = 0.0  # a node may have failed: look before placing anything again
             elif not alive:
                 why = "every task exited with code 0"
+                self._record_tasks(session, job_id, a, tasks, now)
                 self._finish(session, job_id, a, JobState.SUCCEEDED, why, _ended(tasks, now))
+
+    def _record_tasks(self, session, job_id: int, a: Active, tasks, now: float) -> None:
+        """How each task of the run that just ended fared, for accounting (``wanka acct``)."""
+        start = session.scalar(
+            select(tables.JobRun.start).where(tables.JobRun.job_id == job_id, tables.JobRun.run == a.run)
+        )
+        by_index = {t.index: t for t in tasks}
+        rows = []
+        for rank, (role, node, _, devices) in enumerate(a.placement.tasks()):
+            t = by_index.get(rank)
+            rows.append(
+                {
+                    "job_id": job_id,
+                    "run": a.run,
+                    "task": rank,
+                    "role": role,
+                    "node": self.cluster.node_names[node],
+                    "cards": len(devices),
+                    "start": start if start is not None else now,
+                    "end": (t.ended_at if t is not None and t.ended_at else now),
+                    "exit_code": t.exit_code if t is not None else None,
+                    "max_rss_kib": t.max_rss_kib if t is not None else None,
+                }
+            )
+        if rows:  # once per run; a run recorded before (a retried tick) is replaced, never doubled
+            session.execute(
+                delete(tables.TaskRun).where(tables.TaskRun.job_id == job_id, tables.TaskRun.run == a.run)
+            )
+            session.execute(insert(tables.TaskRun), rows)
 
     def _after_failure(self, a: Active, why: str) -> tuple[JobState, str]:
         if a.failures < a.restarts:

@@ -153,6 +153,26 @@ class JobRun(Base):
     )
 
 
+class TaskRun(Base):
+    """How one task of one run ended (written when the run ends): what ``wanka acct`` shows per
+    task, as sacct does per step."""
+
+    __tablename__ = "task_runs"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    run: Mapped[int] = mapped_column(Integer)
+    task: Mapped[int] = mapped_column(Integer)  # RANK
+    role: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(128))
+    cards: Mapped[int] = mapped_column(Integer)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: killed or lost
+    max_rss_kib: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_task_runs_job_id_run_task", "job_id", "run", "task", unique=True),)
+
+
 class PriceDocument(Base):
     """Every price table applied (price per card-hour by accelerator model). Each is in force from
     ``effective_from`` until the next one's: a change never re-prices the past."""

@@ -89,17 +89,42 @@ class TenantBill(BaseModel):
 
 
 class UsageOut(BaseModel):
-    month: str
+    month: str = Field(description="the month, or FROM..TO (UTC days, both included)")
+    start: float = Field(default=0.0, description="UNIX seconds the figures start at")
+    end: float = Field(default=0.0, description="UNIX seconds they end at (excluded)")
     currency: str | None
     rows: list[UsageRow]
     bills: list[TenantBill]
 
 
-def month_bounds(month: str) -> tuple[float, float]:
+DATE = r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+MAX_DAYS = 366  # one request's range: each run is split per day
+
+
+def month_bounds(month: str) -> tuple[float, float, str]:
     year, mon = (int(x) for x in month.split("-"))
     start = calendar.timegm((year, mon, 1, 0, 0, 0))
     days = calendar.monthrange(year, mon)[1]
-    return float(start), float(start + days * DAY)
+    return float(start), float(start + days * DAY), month
+
+
+def day_bounds(first: str | None, last: str | None, now: float) -> tuple[float, float, str]:
+    """[first 00:00, last + 1 day 00:00) UTC; first defaults to the first of last's month, last to
+    today. 422 for a date that does not exist, a range backwards or longer than MAX_DAYS."""
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    try:
+        end_day = dt.date.fromisoformat(last) if last else today
+        start_day = dt.date.fromisoformat(first) if first else end_day.replace(day=1)
+    except ValueError as exc:
+        raise HTTPException(422, [{"field": "from" if first else "to", "message": str(exc)}]) from None
+    days = (end_day - start_day).days + 1
+    if not 1 <= days <= MAX_DAYS:
+        raise HTTPException(
+            422,
+            [{"field": "to", "message": f"from {start_day} to {end_day}: 1 to {MAX_DAYS} days, in order"}],
+        )
+    lo = calendar.timegm(start_day.timetuple())
+    return float(lo), float(lo + days * DAY), f"{start_day}..{end_day}"
 
 
 def price_timeline(session: Session) -> list[tuple[float, PriceTable]]:
@@ -129,8 +154,8 @@ def current_prices(session: Session) -> PriceTable | None:
     return prices_at(price_timeline(session), time.time())[0]
 
 
-def usage(session: Session, month: str, tenant_id: int | None, now: float) -> UsageOut:
-    lo, hi = month_bounds(month)
+def usage(session: Session, bounds: tuple[float, float, str], tenant_id: int | None, now: float) -> UsageOut:
+    lo, hi, label = bounds
     q = (
         select(tables.JobRun, tables.Tenant.name)
         .join(tables.Tenant)
@@ -180,7 +205,12 @@ def usage(session: Session, month: str, tenant_id: int | None, now: float) -> Us
         b.unpriced_card_hours += unpriced_h
     current = prices_at(timeline, min(now, hi - 1))[0]
     return UsageOut(
-        month=month, currency=current.currency if current else None, rows=rows, bills=list(bills.values())
+        month=label,
+        start=lo,
+        end=hi,
+        currency=current.currency if current else None,
+        rows=rows,
+        bills=list(bills.values()),
     )
 
 
@@ -194,20 +224,36 @@ def router(db: Callable, principal: Callable, admin: Callable) -> APIRouter:
             pattern=r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$",
             description="YYYY-MM (UTC, 1970 on); default this month",
         ),
+        first_day: str | None = Query(
+            None,
+            alias="from",
+            pattern=DATE,
+            description="YYYY-MM-DD (UTC): from this day on, instead of a month",
+        ),
+        last_day: str | None = Query(
+            None, alias="to", pattern=DATE, description="YYYY-MM-DD (UTC): to this day, included"
+        ),
         tenant: str | None = Query(None, description="admins: only this tenant"),
         who: Principal = Depends(principal),
         session: Session = Depends(db),
     ):
         """Members see their own tenant's usage only; admins everyone's, or one tenant's."""
         now = time.time()
-        month = month or dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m")
+        if (first_day or last_day) and month:
+            raise HTTPException(
+                422, [{"field": "month", "message": "give a month, or from and to, not both"}]
+            )
+        if first_day or last_day:
+            bounds = day_bounds(first_day, last_day, now)
+        else:
+            bounds = month_bounds(month or dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m"))
         tenant_id = who.tenant_id
         if who.is_admin and tenant:
             row = session.scalar(select(tables.Tenant).where(tables.Tenant.name == tenant))
             if row is None:
                 raise HTTPException(404, f"no tenant {tenant!r}")
             tenant_id = row.id
-        return usage(session, month, tenant_id, now)
+        return usage(session, bounds, tenant_id, now)
 
     @api.get("/v1/prices", response_model=PriceTable | None)
     def get_prices(_: Principal = Depends(principal), session: Session = Depends(db)):

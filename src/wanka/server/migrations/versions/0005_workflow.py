@@ -11,7 +11,8 @@ operator's hold, as in Slurm); null for a job the scheduler held itself. ``jobs.
 ``array_index``, ``array_max_running``: an element of a job array (the array's id is its first
 element's, as Slurm's ArrayJobID), its index and the array's throttle (Slurm's ``%N``).
 ``queue_holds``: queues an admin holds (Kueue's stopPolicy Hold, a Slurm partition set INACTIVE):
-their jobs wait, whatever is free.
+their jobs wait, whatever is free. ``task_runs``: how each task of each run ended (node, cards,
+exit code, peak memory), for ``wanka acct``.
 """
 
 import sqlalchemy as sa
@@ -40,12 +41,31 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["held_by"], ["users.id"]),
         sa.PrimaryKeyConstraint("queue"),
     )
+    op.create_table(
+        "task_runs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("run", sa.Integer(), nullable=False),
+        sa.Column("task", sa.Integer(), nullable=False),
+        sa.Column("role", sa.String(length=64), nullable=False),
+        sa.Column("node", sa.String(length=128), nullable=False),
+        sa.Column("cards", sa.Integer(), nullable=False),
+        sa.Column("start", sa.Float(), nullable=False),
+        sa.Column("end", sa.Float(), nullable=False),
+        sa.Column("exit_code", sa.Integer(), nullable=True),
+        sa.Column("max_rss_kib", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_task_runs_job_id_run_task", "task_runs", ["job_id", "run", "task"], unique=True)
     op.create_index(
         "ix_jobs_tenant_id_idempotency_key", "jobs", ["tenant_id", "idempotency_key"], unique=True
     )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_task_runs_job_id_run_task", table_name="task_runs")
+    op.drop_table("task_runs")
     op.drop_table("queue_holds")
     op.drop_index("ix_jobs_tenant_id_idempotency_key", table_name="jobs")
     op.drop_index("ix_jobs_array_job_id", table_name="jobs")

@@ -1,0 +1,186 @@
+"""Accounting, as ``sacct`` gives it: jobs active in a time window, each with its elapsed time,
+nodes, cards, card-hours and exit code, and every task of its runs (node, exit code, peak memory).
+
+A job is in a window when it was waiting or running in it: submitted before the window ends, and not
+ended before it starts (sacct's ``-S``/``-E``). Card-hours come from the job's runs (``job_runs``,
+what metering bills); the tasks from ``task_runs``, written as each run ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from wanka.core import JobState
+from wanka.models.bounds import MAX_TIME
+from wanka.server import tables
+from wanka.server.auth import Principal
+from wanka.server.params import MAX_ID
+
+
+class TaskOut(BaseModel):
+    run: int
+    task: int = Field(description="RANK")
+    role: str
+    node: str
+    cards: int
+    start: float
+    end: float
+    exit_code: int | None = Field(description="128 + N: killed by signal N; null: killed or lost")
+    max_rss_kib: int | None = Field(description="peak resident memory (KiB) where the backend knows it")
+
+
+class AcctJob(BaseModel):
+    id: int
+    name: str
+    tenant: str
+    user: str
+    queue: str
+    state: str
+    reason: str
+    exit_code: int | None = Field(
+        description="the first failing task's code of the last run; 0 when all succeeded"
+    )
+    submit_time: float
+    start_time: float | None
+    end_time: float | None
+    elapsed_s: float = Field(description="from the first start to the end (or now)")
+    nodes: list[str]
+    cards: int
+    card_hours: float = Field(description="cards x hours held, over all runs (what metering bills)")
+    runs: int
+    array_job_id: int | None = None
+    array_index: int | None = None
+    tasks: list[TaskOut]
+
+
+class AcctPage(BaseModel):
+    jobs: list[AcctJob]
+    next_before_id: int | None
+
+
+def router(db: Callable, principal: Callable) -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/v1/acct", response_model=AcctPage)
+    def acct(
+        start: float | None = Query(
+            None, ge=0, le=MAX_TIME, description="UNIX seconds; default: today 00:00 UTC"
+        ),
+        end: float | None = Query(None, ge=0, le=MAX_TIME, description="UNIX seconds; default: now"),
+        state: str | None = Query(None, pattern="^(" + "|".join(s.value for s in JobState) + ")$"),
+        job: int | None = Query(None, ge=1, le=MAX_ID, description="one job (any time)"),
+        tenant: str | None = Query(None, description="admins: only this tenant's jobs"),
+        limit: int = Query(100, ge=1, le=1000),
+        before_id: int | None = Query(None, ge=1, le=MAX_ID),
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """Members see their own tenant's jobs only."""
+        now = time.time()
+        lo = start if start is not None else now - now % 86400.0
+        hi = end if end is not None else now
+        if hi < lo:
+            raise HTTPException(422, [{"field": "end", "message": "must not be before start"}])
+        q = (
+            select(tables.Job, tables.Tenant.name, tables.User.name)
+            .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
+            .join(tables.User, tables.User.id == tables.Job.user_id)
+        )
+        if not who.is_admin:
+            q = q.where(tables.Job.tenant_id == who.tenant_id)
+        elif tenant:
+            q = q.where(tables.Tenant.name == tenant)
+        if job is not None:
+            q = q.where(tables.Job.id == job)
+        else:
+            q = q.where(
+                tables.Job.submit_time <= hi, or_(tables.Job.end_time.is_(None), tables.Job.end_time >= lo)
+            )
+        if state:
+            q = q.where(tables.Job.state == state)
+        if before_id:
+            q = q.where(tables.Job.id < before_id)
+        rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [j.id for j, _, _ in rows]
+        held = _card_hours(session, ids, now)
+        tasks = _tasks(session, ids)
+        out = []
+        for j, tenant_name, user in rows:
+            mine = tasks.get(j.id, [])
+            last = [t for t in mine if t.run == j.runs]
+            failing = next((t.exit_code for t in last if t.exit_code != 0), 0) if last else None
+            nodes = sorted({t.node for t in last}) or (
+                sorted({n for g in j.placement["groups"] for n in g["nodes"]}) if j.placement else []
+            )
+            out.append(
+                AcctJob(
+                    id=j.id,
+                    name=j.name,
+                    tenant=tenant_name,
+                    user=user,
+                    queue=j.queue,
+                    state=j.state,
+                    reason=j.reason,
+                    exit_code=failing,
+                    submit_time=j.submit_time,
+                    start_time=j.start_time,
+                    end_time=j.end_time,
+                    elapsed_s=max(0.0, (j.end_time or now) - j.start_time) if j.start_time else 0.0,
+                    nodes=nodes,
+                    cards=j.cards,
+                    card_hours=held.get(j.id, 0.0),
+                    runs=j.runs or 0,
+                    array_job_id=j.array_job_id,
+                    array_index=j.array_index,
+                    tasks=mine,
+                )
+            )
+        return AcctPage(jobs=out, next_before_id=rows[-1][0].id if more else None)
+
+    return api
+
+
+def _card_hours(session: Session, ids: list[int], now: float) -> dict[int, float]:
+    if not ids:
+        return {}
+    end = func.coalesce(tables.JobRun.end, now)
+    q = (
+        select(tables.JobRun.job_id, func.sum(tables.JobRun.cards * (end - tables.JobRun.start)))
+        .where(tables.JobRun.job_id.in_(ids))
+        .group_by(tables.JobRun.job_id)
+    )
+    return {job_id: float(card_s or 0.0) / 3600.0 for job_id, card_s in session.execute(q)}
+
+
+def _tasks(session: Session, ids: list[int]) -> dict[int, list[TaskOut]]:
+    out: dict[int, list[TaskOut]] = {}
+    if not ids:
+        return out
+    q = (
+        select(tables.TaskRun)
+        .where(tables.TaskRun.job_id.in_(ids))
+        .order_by(tables.TaskRun.job_id, tables.TaskRun.run, tables.TaskRun.task)
+    )
+    for t in session.scalars(q):
+        out.setdefault(t.job_id, []).append(
+            TaskOut(
+                run=t.run,
+                task=t.task,
+                role=t.role,
+                node=t.node,
+                cards=t.cards,
+                start=t.start,
+                end=t.end,
+                exit_code=t.exit_code,
+                max_rss_kib=t.max_rss_kib,
+            )
+        )
+    return out
