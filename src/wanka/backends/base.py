@@ -99,6 +99,22 @@ class Backend(ABC):
     def launch(self, launch: Launch) -> None:
         """Start every task of this run not started before. Returns at once."""
 
+    def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:
+        """:meth:`launch` for each (job id -> None, or what it raised). A backend whose launches
+        wait on a slow call (Slurm's sbatch) overrides this to make them at once. After a
+        :class:`BackendUnavailable` the rest are not tried: they get it too, to be tried later."""
+        out: dict[int, Exception | None] = {}
+        for i, launch in enumerate(launches):
+            try:
+                self.launch(launch)
+                out[launch.job_id] = None
+            except BackendUnavailable as exc:
+                out.update({later.job_id: exc for later in launches[i:]})
+                break
+            except Exception as exc:
+                out[launch.job_id] = exc
+        return out
+
     @abstractmethod
     def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
         """Each task of the run: running, exited (with its code) or absent."""

@@ -24,6 +24,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class Account:
     home: str
 
 
+_CREATING = threading.Lock()
+
+
 def tenant_account(home: Path, tenant: str, tenant_id: int, uids: tuple[int, int]) -> Account:
     """The Unix account ``tenant``'s tasks run as: the operator's mapping, else ``wk<uid>`` with
     uid ``uids[0] + tenant_id`` (created when missing). Raises IsolationError."""
@@ -64,14 +68,15 @@ def tenant_account(home: Path, tenant: str, tenant_id: int, uids: tuple[int, int
     if not first <= uid <= last:
         raise IsolationError(f"tenant {tenant} (id {tenant_id}) is past the task uid range {first}-{last}")
     name = f"wk{uid}"
-    try:
-        pw = pwd.getpwuid(uid)
-    except KeyError:
-        _create(uid, name, tenant)
+    with _CREATING:  # launches may run side by side (Slurm's): one creation per account
         try:
             pw = pwd.getpwuid(uid)
-        except KeyError:  # no useradd here: the bare uid still isolates
-            return Account(uid, uid, name, "/nonexistent")
+        except KeyError:
+            _create(uid, name, tenant)
+            try:
+                pw = pwd.getpwuid(uid)
+            except KeyError:  # no useradd here: the bare uid still isolates
+                return Account(uid, uid, name, "/nonexistent")
     if pw.pw_name != name or pw.pw_gecos != GECOS:
         raise IsolationError(f"uid {uid} belongs to {pw.pw_name}, not a wanka account; choose another range")
     return Account(pw.pw_uid, pw.pw_gid, pw.pw_name, pw.pw_dir)

@@ -359,7 +359,7 @@ def _resolve(c, text: str, arrays: bool) -> tuple[int, bool]:
     from wanka.client import WankaError
 
     head, sep, index = text.partition("_")
-    if not head.isdigit() or (sep and not index.isdigit()):
+    if not _digits(head) or (sep and not _digits(index)):
         raise WankaError(0, f"{text!r} is not a job id (ID, or ID_INDEX for an array element)")
     if sep:
         page = c.jobs(array=int(head), limit=1000)
@@ -375,6 +375,11 @@ def _resolve(c, text: str, arrays: bool) -> tuple[int, bool]:
         return int(head), False
     job = c.job(int(head))
     return int(head), job.get("array_job_id") == int(head)
+
+
+def _digits(text: str) -> bool:
+    """0-9 only (str.isdigit also takes "²", which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 def _each(job_ids: list[str], call: Callable, json_out: bool, arrays: bool = True) -> None:

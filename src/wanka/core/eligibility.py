@@ -141,13 +141,13 @@ def parse_array(text: str, max_elements: int) -> ArraySpec:
     body, _, throttle = text.strip().partition("%")
     max_running = None
     if throttle:
-        if not throttle.isdigit() or int(throttle) < 1:
-            raise ValueError(f"%{throttle}: the most elements running at once must be a whole number >= 1")
+        if not (throttle.isascii() and throttle.isdigit()) or not 1 <= int(throttle) <= max_elements:
+            raise ValueError(f"%{throttle}: the most elements running at once must be 1 to {max_elements}")
         max_running = int(throttle)
     indices: list[int] = []
     for part in body.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        m = re.fullmatch(r"([0-9]{1,8})(?:-([0-9]{1,8})(?::([0-9]{1,8}))?)?", part)
         if m is None:
             raise ValueError(f"{part!r} is not an index, a range A-B or a range with a step A-B:S")
         lo = int(m.group(1))

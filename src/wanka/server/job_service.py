@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from wanka.core import JobState
-from wanka.core.jobs import check_transition
+from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.server import tables
 
 WAITING_STATES = (JobState.PENDING.value, JobState.HELD.value)  # cancelled at once: nothing runs
@@ -39,54 +39,94 @@ def request_cancel(session: Session, job_id: int, reason: str) -> bool:
 def hold(session: Session, job_id: int, by_admin: bool, who: str) -> bool:
     """Hold a waiting job (Slurm's ``scontrol hold``): it keeps its place in no queue until
     released. True when held here; False when it is no longer waiting (the loop admitted it)."""
-    now = time.time()
-    reason = f"held by {who}"
-    held = session.execute(
-        update(tables.Job)
-        .where(tables.Job.id == job_id, tables.Job.state == JobState.PENDING.value)
-        .values(state=JobState.HELD.value, reason=reason, held_by="admin" if by_admin else "user")
-    ).rowcount
-    if held:
-        session.add(tables.JobEvent(job_id=job_id, time=now, state=JobState.HELD.value, reason=reason))
-    return bool(held)
+    return bool(hold_where(session, tables.Job.id == job_id, by_admin, who))
 
 
 def release(session: Session, job_id: int, who: str) -> bool:
     """A held job waits again (from its original submit time: its place is kept)."""
+    return bool(release_where(session, tables.Job.id == job_id, who))
+
+
+def hold_where(session: Session, which, by_admin: bool, who: str) -> list[int]:
+    """Hold every pending job ``which`` selects, in two statements whatever their number (a whole
+    array: one transaction that stays short). Returns their ids."""
+    reason = f"held by {who}"
+    values = {"state": JobState.HELD.value, "reason": reason, "held_by": "admin" if by_admin else "user"}
+    return _move(session, which, (JobState.PENDING.value,), values, reason)
+
+
+def release_where(session: Session, which, who: str) -> list[int]:
+    """Release every held job ``which`` selects (the caller checks whose holds they are)."""
+    values = {"state": JobState.PENDING.value, "reason": "", "held_by": None}
+    return _move(session, which, (JobState.HELD.value,), values, f"released by {who}")
+
+
+def cancel_where(session: Session, which, reason: str) -> list[int]:
+    """:func:`request_cancel` for every unfinished job ``which`` selects, in a few statements:
+    waiting ones end here, the others are marked for the loop to stop. Returns their ids."""
     now = time.time()
-    reason = f"released by {who}"
-    released = session.execute(
-        update(tables.Job)
-        .where(tables.Job.id == job_id, tables.Job.state == JobState.HELD.value)
-        .values(state=JobState.PENDING.value, reason="", held_by=None)
-    ).rowcount
-    if released:
-        session.add(tables.JobEvent(job_id=job_id, time=now, state=JobState.PENDING.value, reason=reason))
-    return bool(released)
+    values = {"state": JobState.CANCELLED.value, "end_time": now, "reason": reason, "cancel_requested": True}
+    ended = _move(session, which, WAITING_STATES, values, reason)
+    holding = [s.value for s in JobState if s not in TERMINAL_STATES and s.value not in WAITING_STATES]
+    marked = (
+        session.execute(
+            update(tables.Job)
+            .where(which, tables.Job.state.in_(holding))
+            .values(cancel_requested=True, cancel_reason=reason)
+            .returning(tables.Job.id)
+        )
+        .scalars()
+        .all()
+    )
+    return [*ended, *marked]
 
 
-def requeue(session: Session, job_id: int, who: str) -> bool:
+def _move(session: Session, which, states: tuple[str, ...], values: dict, reason: str) -> list[int]:
+    """Compare-and-set the state of every job ``which`` selects that is in ``states``, with one
+    event each; the ids moved."""
+    now = time.time()
+    ids = (
+        session.execute(
+            update(tables.Job)
+            .where(which, tables.Job.state.in_(states))
+            .values(**values)
+            .returning(tables.Job.id)
+        )
+        .scalars()
+        .all()
+    )
+    if ids:
+        session.execute(
+            insert(tables.JobEvent),
+            [{"job_id": i, "time": now, "state": values["state"], "reason": reason} for i in ids],
+        )
+    return list(ids)
+
+
+def requeue(session: Session, job_id: int, who: str, keep_admin_hold: bool = False) -> bool:
     """A finished job waits again, as Slurm's ``scontrol requeue`` of a completed batch job: the
     same id, spec and checkpoint directory; its next run is a new run (billed as one). The core's
-    state machine ends at a terminal state; this is the control plane starting a new life."""
+    state machine ends at a terminal state; this is the control plane starting a new life. A job an
+    admin held when it ended comes back held (cancel and requeue never lift an operator's hold)."""
     now = time.time()
-    reason = f"requeued by {who}"
+    target = JobState.HELD if keep_admin_hold else JobState.PENDING
+    reason = f"requeued by {who}" + ("; held by an admin" if keep_admin_hold else "")
     ended = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
     requeued = session.execute(
         update(tables.Job)
         .where(tables.Job.id == job_id, tables.Job.state.in_(ended))
         .values(
-            state=JobState.PENDING.value,
-            reason="",
+            state=target.value,
+            reason=reason if keep_admin_hold else "",
             end_time=None,
             failures=0,
             cancel_requested=False,
             cancel_reason=None,
-            held_by=None,
+            held_by="admin" if keep_admin_hold else None,
         )
     ).rowcount
     if requeued:
-        session.add(tables.JobEvent(job_id=job_id, time=now, state=JobState.PENDING.value, reason=reason))
+        session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
     return bool(requeued)
 
 

@@ -22,7 +22,7 @@ from wanka.server import job_service, tables
 from wanka.server.auth import Principal
 from wanka.server.job_service import WAITING_STATES, request_cancel
 from wanka.server.params import ID, MAX_ID
-from wanka.server.trees import tenant_queues
+from wanka.server.trees import default_queue, tenant_queues
 
 if TYPE_CHECKING:
     from wanka.server.app import AppState
@@ -135,38 +135,15 @@ def router(state: AppState, db, principal) -> APIRouter:
                 ],
             )
         tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
-        queue = tenant if spec.queue == "default" else spec.queue
+        queue = default_queue(state.trees.get(session), tenant) if spec.queue == "default" else spec.queue
         spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
         body = spec.model_dump(mode="json")
         if idempotency_key is not None:
             earlier = _submitted_as(session, tenant_id, idempotency_key)
             if earlier is not None:
                 return _replayed(earlier, body, idempotency_key, response)
-        waiting = session.scalar(
-            select(func.count())
-            .select_from(tables.Job)
-            .where(tables.Job.tenant_id == tenant_id, tables.Job.state.in_(WAITING_STATES))
-        )
         elements = parse_array(spec.array, MAX_ARRAY_ELEMENTS) if spec.array else None
-        count = len(elements.indices) if elements else 1
-        if waiting + count > state.limits.max_waiting_jobs_per_tenant:
-            adding = f"; this adds {count}" if count > 1 else ""
-            raise HTTPException(
-                429,
-                f"{tenant} has {waiting} jobs waiting{adding}, and this server keeps at most "
-                f"{state.limits.max_waiting_jobs_per_tenant} per tenant (--max-waiting-jobs-per-tenant); "
-                "cancel some or wait for them to start",
-            )
-        tree = state.trees.get(session)
-        if queue not in tenant_queues(tree, tenant):
-            allowed = ", ".join(sorted(tenant_queues(tree, tenant))) or "none"
-            raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant}; yours: {allowed}")
-        if not who.is_admin:
-            _check_granted(state, session, queue, spec.priority_class, spec.preemptible)
-        core_job = spec.to_job("0")
-        verdict = state.trees.feasibility(session, core_job)
-        if not verdict.ok:
-            raise HTTPException(422, f"task_groups: can never run here: {verdict.reason}")
+        core_job = _admissible(state, session, who, spec, tenant_id, len(elements.indices) if elements else 1)
         if spec.dependency:
             _check_dependencies(session, tenant_id, spec.dependency)
         now = time.time()
@@ -291,10 +268,10 @@ def router(state: AppState, db, principal) -> APIRouter:
         """Cancel the job (with ``array``: every unfinished element of the array with this id)."""
         job, tenant, user = _visible_job(session, who, job_id)
         if array:
-            for element in _elements(session, job, live_only=True):
-                request_cancel(session, element, f"cancelled by {who.name}")
-                state.loop.notify("cancelled", element)
+            ids = job_service.cancel_where(session, _array_of(job), f"cancelled by {who.name}")
             session.commit()
+            for element in ids:
+                state.loop.notify("cancelled", element)
             session.refresh(job)
             return _job_out(job, tenant, user, state.loop)
         if JobState(job.state) in TERMINAL_STATES:
@@ -316,10 +293,10 @@ def router(state: AppState, db, principal) -> APIRouter:
         ``array``, every waiting element of the array with this id."""
         job, _, _ = _visible_job(session, who, job_id)
         if array:
-            for element in _elements(session, job, live_only=True):
-                if job_service.hold(session, element, who.is_admin, who.name):
-                    state.loop.notify("withdrawn", element)
+            ids = job_service.hold_where(session, _array_of(job), who.is_admin, who.name)
             session.commit()
+            for element in ids:
+                state.loop.notify("withdrawn", element)
             return _job_out(*_visible_job(session, who, job_id), state.loop)
         if not job_service.hold(session, job_id, who.is_admin, who.name):
             raise HTTPException(409, f"job {job_id} is not waiting; only a waiting job can be held")
@@ -338,16 +315,18 @@ def router(state: AppState, db, principal) -> APIRouter:
         cannot release an admin's hold."""
         job, _, _ = _visible_job(session, who, job_id)
         if array:
-            elements = _elements(session, job, live_only=True)
+            which = _array_of(job)
             admin_held = session.scalar(
-                select(func.count()).where(tables.Job.id.in_(elements), tables.Job.held_by == "admin")
+                select(func.count())
+                .select_from(tables.Job)
+                .where(which, tables.Job.state == JobState.HELD.value, tables.Job.held_by == "admin")
             )
             if admin_held and not who.is_admin:
                 raise HTTPException(403, f"{admin_held} element(s) of array {job_id} are held by an admin")
-            for element in elements:
-                if job_service.release(session, element, who.name):
-                    state.loop.notify("submitted", element)
+            ids = job_service.release_where(session, which, who.name)
             session.commit()
+            for element in ids:
+                state.loop.notify("submitted", element)
             return _job_out(*_visible_job(session, who, job_id), state.loop)
         if job.held_by == "admin" and not who.is_admin:
             raise HTTPException(403, f"job {job_id} is held by an admin; an admin releases it")
@@ -367,7 +346,9 @@ def router(state: AppState, db, principal) -> APIRouter:
         disabled = session.scalar(select(tables.Tenant.disabled_at).where(tables.Tenant.id == job.tenant_id))
         if disabled is not None:
             raise HTTPException(403, f"tenant {tenant} is disabled")
-        if not job_service.requeue(session, job_id, who.name):
+        # waiting again is a submission again: the waiting cap, the queue, the classes granted now
+        _admissible(state, session, who, JobSpec.model_validate(job.spec), job.tenant_id, 1)
+        if not job_service.requeue(session, job_id, who.name, keep_admin_hold=job.held_by == "admin"):
             raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
         session.commit()
         state.loop.notify("submitted", job_id)
@@ -461,6 +442,37 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
     )
 
 
+def _admissible(state: AppState, session: Session, who: Principal, spec: JobSpec, tenant_id: int, count: int):
+    """The checks every job passes before it may wait (submitted, or requeued): the tenant's
+    waiting cap (``count`` jobs more), a leaf queue of its own, the priority classes granted there
+    (members), and that it could ever run. Returns the core's view of it."""
+    tenant, queue = spec.tenant, spec.queue
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(tables.Job)
+        .where(tables.Job.tenant_id == tenant_id, tables.Job.state.in_(WAITING_STATES))
+    )
+    if waiting + count > state.limits.max_waiting_jobs_per_tenant:
+        adding = f"; this adds {count}" if count > 1 else ""
+        raise HTTPException(
+            429,
+            f"{tenant} has {waiting} jobs waiting{adding}, and this server keeps at most "
+            f"{state.limits.max_waiting_jobs_per_tenant} per tenant (--max-waiting-jobs-per-tenant); "
+            "cancel some or wait for them to start",
+        )
+    tree = state.trees.get(session)
+    if queue not in tenant_queues(tree, tenant):
+        allowed = ", ".join(sorted(tenant_queues(tree, tenant))) or "none"
+        raise HTTPException(422, f"queue: {queue!r} is not a queue of {tenant}; yours: {allowed}")
+    if not who.is_admin:
+        _check_granted(state, session, queue, spec.priority_class, spec.preemptible)
+    core_job = spec.to_job("0")
+    verdict = state.trees.feasibility(session, core_job)
+    if not verdict.ok:
+        raise HTTPException(422, f"task_groups: can never run here: {verdict.reason}")
+    return core_job
+
+
 def _check_granted(state: AppState, session: Session, queue: str, priority_class: str, preemptible) -> None:
     """403 unless a member may use ``priority_class`` (and ``preemptible: false``) in ``queue``."""
     granted = state.trees.priority_classes(session, queue)
@@ -490,25 +502,25 @@ def _check_granted(state: AppState, session: Session, queue: str, priority_class
         )
 
 
-def _elements(session: Session, head: tables.Job, live_only: bool) -> list[int]:
-    """The ids of the array whose id is ``head``'s (422 when it is no array's id)."""
+def _array_of(head: tables.Job):
+    """The condition selecting the array whose id is ``head``'s (422 when it is no array's id)."""
     if head.array_job_id != head.id:
         raise HTTPException(
             422, [{"field": "array", "message": f"job {head.id} is not the id of a job array"}]
         )
-    q = select(tables.Job.id).where(tables.Job.array_job_id == head.id)
-    if live_only:
-        q = q.where(tables.Job.state.not_in([s.value for s in TERMINAL_STATES]))
-    return list(session.scalars(q.order_by(tables.Job.id)))
+    return tables.Job.array_job_id == head.id
 
 
 def _check_dependencies(session: Session, tenant_id: int, text: str) -> None:
     """422 unless every job the dependency names is one of the tenant's own (another tenant's job
     is "no job" too: its state is not the dependent's to learn)."""
-    ids = {int(d.job_id) for d in parse_dependencies(text) if d.job_id and d.job_id.isdigit()}
     named = {d.job_id for d in parse_dependencies(text) if d.job_id}
-    if len(ids) != len(named):
+    if not all(i.isascii() and i.isdigit() for i in named):
         raise HTTPException(422, [{"field": "dependency", "message": "job ids are numbers here"}])
+    too_large = sorted(i for i in named if int(i) > MAX_ID)  # no job has it (and no database column holds it)
+    if too_large:
+        raise HTTPException(422, [{"field": "dependency", "message": f"no job {', '.join(too_large)}"}])
+    ids = {int(i) for i in named}
     found = set(
         session.scalars(
             select(tables.Job.id).where(tables.Job.id.in_(ids), tables.Job.tenant_id == tenant_id)

@@ -528,6 +528,7 @@ class ControlLoop:
             elif kind == "queues":  # a queue held or released
                 self._queues_checked = 0.0
             self.dirty = True  # "nodes": a drain or undrain changes where jobs may go
+            self.gates.dirty = True  # a job cancelled, held or requeued: a dependent may go on (or never)
         return reload, submitted, cancelled
 
     def _take_in(self, submitted: list[int], cancelled: list[int]) -> None:
@@ -610,6 +611,7 @@ class ControlLoop:
     def _follow_waiting(self, session, waiting: set[int]) -> None:
         """The index holds exactly the jobs the database has waiting (O(waiting): only when the
         counts say another server submitted or cancelled)."""
+        self.gates.dirty = True  # what held-back jobs wait for may have changed too
         for job in list(self.pending.jobs):
             if int(job.id) not in waiting:  # cancelled elsewhere
                 self.pending.remove(job.id)
@@ -1251,25 +1253,31 @@ class ControlLoop:
     def _launch_ready(self) -> None:
         """Launch admitted jobs whose cards are free of earlier jobs' processes (a victim of
         preemption may still be saving its checkpoint)."""
-        started = []
-        for a in self.active.values():
-            if a.launched or a.stopping is not None:
-                continue
-            if any(
+        ready = [
+            a
+            for a in self.active.values()
+            if not a.launched
+            and a.stopping is None
+            and not any(
                 self.busy.get(node, 0) & mask
                 for g in a.placement.groups
                 for node, mask in zip(g.nodes, g.masks, strict=True)
-            ):
+            )
+        ]
+        if not ready:
+            return
+        # every launch of the tick at once: the backend may make them concurrently (sbatch)
+        outcomes = self.backend.launch_many(self._launches(ready))
+        started = []
+        for a in ready:
+            error = outcomes.get(int(a.job.id))
+            if isinstance(error, BackendUnavailable):  # not the job's fault: launch it at a later tick
+                log.warning("launch of job %s deferred: %s", a.job.id, error)
                 continue
-            try:
-                self._launch(a)
-            except BackendUnavailable as exc:  # not the job's fault: launch it at a later tick
-                log.warning("launch of job %s deferred: %s", a.job.id, exc)
-                break
-            except Exception as exc:  # the backend could not start it: fail that run
-                log.exception("launch of job %s failed", a.job.id)
+            if error is not None:  # the backend could not start it: fail that run
+                log.error("launch of job %s failed: %s", a.job.id, error)
                 a.launched = True
-                target, why = self._after_failure(a, f"the backend could not start it: {exc}")
+                target, why = self._after_failure(a, f"the backend could not start it: {error}")
                 a.stopping = Stopping(target, why, time.time(), failure=True)
                 continue
             a.launched = True
@@ -1287,13 +1295,29 @@ class ControlLoop:
                 self._commit(session)
 
     def _launch(self, a: Active) -> None:
-        job_id = int(a.job.id)
+        error = self.backend.launch_many(self._launches([a])).get(int(a.job.id))
+        if error is not None:
+            raise error
+
+    def _launches(self, actives: list[Active]) -> list[Launch]:
+        """What the backend needs to start each run (the specs read in one query)."""
         with self.sessions() as session:
-            spec, tenant_id, array_job_id, array_index = session.execute(
-                select(
-                    tables.Job.spec, tables.Job.tenant_id, tables.Job.array_job_id, tables.Job.array_index
-                ).where(tables.Job.id == job_id)
-            ).one()
+            rows = {
+                job_id: rest
+                for job_id, *rest in session.execute(
+                    select(
+                        tables.Job.id,
+                        tables.Job.spec,
+                        tables.Job.tenant_id,
+                        tables.Job.array_job_id,
+                        tables.Job.array_index,
+                    ).where(tables.Job.id.in_([int(a.job.id) for a in actives]))
+                )
+            }
+        return [self._launch_of(a, *rows[int(a.job.id)]) for a in actives]
+
+    def _launch_of(self, a: Active, spec: dict, tenant_id: int, array_job_id, array_index) -> Launch:
+        job_id = int(a.job.id)
         first = self.cluster.node_names[next(iter(a.placement.groups[0].nodes))]
         ckpt = self.backend.checkpoint_dir(job_id)
         tasks = task_launches(
@@ -1305,19 +1329,17 @@ class ControlLoop:
             self.backend.free_port(first),
             ckpt,
         )
-        self.backend.launch(
-            Launch(
-                job_id,
-                a.run,
-                spec.get("name", ""),
-                tuple(spec["command"]),
-                tasks,
-                ckpt,
-                {**TASK_ENV_DEFAULTS, **spec.get("env", {}), **_array_env(array_job_id, array_index)},
-                spec.get("workdir"),
-                tenant=spec.get("tenant", ""),
-                tenant_id=tenant_id,
-            )
+        return Launch(
+            job_id,
+            a.run,
+            spec.get("name", ""),
+            tuple(spec["command"]),
+            tasks,
+            ckpt,
+            {**TASK_ENV_DEFAULTS, **spec.get("env", {}), **_array_env(array_job_id, array_index)},
+            spec.get("workdir"),
+            tenant=spec.get("tenant", ""),
+            tenant_id=tenant_id,
         )
 
     # --- records -------------------------------------------------------------------------------

@@ -97,3 +97,15 @@ def tenant_queues(tree: QueueTree, tenant: str) -> set[str]:
     """Leaf queues under the organisation named like the tenant (the organisation itself when it is
     a leaf)."""
     return {tree.names[i] for i in subtree(tree, tenant) if not tree.children[i]}
+
+
+def default_queue(tree: QueueTree, tenant: str) -> str:
+    """Where a tenant's job goes when it names no queue: the organisation named like the tenant
+    when it is a leaf (before any quota document, and in documents that keep it one), else the
+    first of its leaf queues in the document's order (docs/specs.md)."""
+    if tenant in tree.index and tree.is_leaf(tenant):
+        return tenant
+    for i in subtree(tree, tenant):  # ascending index: the document's breadth-first order
+        if tree.is_leaf(tree.names[i]):
+            return tree.names[i]
+    return tenant  # no queue at all: refused by name, with the tenant's queues listed
