@@ -43,7 +43,10 @@ from wanka.backends.local import _catalog_id
 from wanka.models.hardware import default_catalog
 
 LAUNCHER = Path(__file__).with_name("_slurm_task.py")
-SBATCH_AT_ONCE = 16  # sbatch calls side by side in one tick (slurmctld serves them in parallel)
+# sbatch calls side by side: slurmctld answers several at once, but more than a few only queue up
+# on its locks (measured on the 64-node testbed: 4 beat both 1 and 16; docs/benchmarks.md)
+SBATCH_AT_ONCE = 4
+SQUEUE_EVERY_S = 1.0
 # Slurm job states: still going (not started counts as going: wanka already holds its cards)
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING"}
 # not NOT_RESPONDING: Slurm sets it for a moment on every resume, and a node that stays silent is
@@ -138,8 +141,9 @@ class SlurmBackend(Backend):
 
     def _squeue(self, fresh: bool = False) -> dict[str, dict]:
         """Every job Slurm still knows (finished ones stay for MinJobAge), by name; read at most
-        every 0.1 s, as one tick asks about many jobs."""
-        if fresh or time.monotonic() - self._jobs_at > 0.1:
+        once a SQUEUE_EVERY_S: the whole list in JSON costs slurmctld a read lock and real CPU, and
+        read 5 times a second it slowed every sbatch of a burst (docs/benchmarks.md)."""
+        if fresh or time.monotonic() - self._jobs_at > SQUEUE_EVERY_S:
             jobs = self._json("squeue", "--json", "--states=all")["jobs"]
             self._jobs = {j["name"]: j for j in jobs if j["name"].startswith("wanka-")}
             self._jobs_at = time.monotonic()
@@ -254,13 +258,13 @@ class SlurmBackend(Backend):
         """One squeue for all (what was submitted before a crash is never submitted twice), then
         the sbatch calls side by side: each waits ~0.1 s on slurmctld, so one after another caps
         dispatch near 10 jobs/s. A controller that does not answer defers them all."""
-        known = self._squeue(True)
-        todo = [
-            lc
-            for lc in launches
-            if f"wanka-{lc.job_id}-{lc.run}" not in known
-            and not (self.run_dir(lc.job_id, lc.run) / "slurm-id").exists()
-        ]
+        todo = [lc for lc in launches if not (self.run_dir(lc.job_id, lc.run) / "slurm-id").exists()]
+        # a run prepared before but with no id on record may have been submitted just before a
+        # crash: Slurm is asked (fresh) about those only
+        maybe = [lc for lc in todo if (self.run_dir(lc.job_id, lc.run) / "job.sh").exists()]
+        if maybe:
+            known = self._squeue(True)
+            todo = [lc for lc in todo if lc not in maybe or f"wanka-{lc.job_id}-{lc.run}" not in known]
         out: dict[int, Exception | None] = {lc.job_id: None for lc in launches}
         if not todo:
             return out

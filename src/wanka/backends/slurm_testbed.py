@@ -246,10 +246,23 @@ SlurmdParameters=config_overrides
         except ProcessLookupError:
             return
         for _ in range(100):
+            with contextlib.suppress(ChildProcessError):  # our own child (a slurmd): reap it
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return
+            if _zombie(pid):  # dead, its parent not reaping yet: nothing left to stop
+                return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

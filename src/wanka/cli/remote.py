@@ -80,12 +80,36 @@ def _document(path: Path) -> dict:
 
 
 def login(
-    url: str = typer.Option("http://127.0.0.1:8421", "--url", help="The server."),
-    token: str = typer.Option(..., "--token", prompt=True, hide_input=True, help="Your API token."),
+    url: str = typer.Option("http://127.0.0.1:8421", "--url", envvar="WANKA_URL", help="The server."),
+    token: str = typer.Option(None, "--token", help="Your API token (prompted for when no file is given)."),
+    token_file: Path = typer.Option(
+        None, "--token-file", help="Read the token from this file (e.g. the admin token a first start wrote)."
+    ),
+    wait: float = typer.Option(
+        30.0, "--wait", min=0, max=600, help="Seconds to wait for a server that is still starting."
+    ),
 ) -> None:
-    """Check the token against the server and store both for later commands (owner-only file)."""
+    """Check the token against the server and store both for later commands (owner-only file).
+    A server that does not answer yet is waited for (it may have just been started with `&`)."""
     from wanka.client import Client, WankaError, save_login
 
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with Client(url) as c:
+                c.health()
+            break
+        except WankaError as exc:
+            if exc.status != 0 or time.monotonic() >= deadline:
+                fail(f"login failed: {exc}", 1)
+            time.sleep(0.2)
+    if token_file is not None:  # read now: a server just started writes it before it answers
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"--token-file: {token_file}: {exc.strerror}")
+    if not token:
+        token = typer.prompt("Token", hide_input=True)
     try:
         with Client(url, token) as c:
             who = c.whoami()
@@ -746,6 +770,9 @@ def tokens_create(
     expires_in: float = typer.Option(
         None, "--expires-in", min=1, max=10 * 366 * 86400, help="Seconds until it stops working."
     ),
+    parsable: bool = typer.Option(
+        False, "--parsable", help="Print only the token: TOKEN=$(wanka tokens create …)."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """A new API token (shown this once; the server keeps only its hash)."""
@@ -756,7 +783,9 @@ def tokens_create(
         return c.create_token(user, label, expires_in)
 
     t = _run(create)
-    if json_out:
+    if parsable:
+        say(t["token"])
+    elif json_out:
         emit_json(t)
     else:
         say(f"token {t['id']} for {t['user']} (shown once, store it now):")

@@ -24,7 +24,9 @@ DATABASE = typer.Option(
 
 def server(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
-    port: int = typer.Option(8421, "--port", min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(
+        8421, "--port", min=1, max=65535, envvar="WANKA_PORT", help="Port to listen on."
+    ),
     database: str = typer.Option(
         None,
         "--database",

@@ -98,6 +98,10 @@ class Client:
 
     # --- who, tenants, users, tokens --------------------------------------------------------------
 
+    def health(self) -> dict:
+        """The server's ``/healthz`` (no token needed): up, and whether it schedules."""
+        return self._call("GET", "/healthz")
+
     def whoami(self) -> dict:
         return self._call("GET", "/v1/whoami")
 

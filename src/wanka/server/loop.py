@@ -76,6 +76,7 @@ HOLDING_OR_WAITING = (JobState.PENDING, JobState.ADMITTED, JobState.RUNNING, Job
 MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
 CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
 POSITIONS_EVERY_S = 1.0  # queue positions listed at most this often when many jobs wait
+LAUNCHES_PER_TICK = 64
 FOLLOW_EVERY_S = 1.0  # how often the leader looks for what other servers' APIs wrote
 STANDBY_POLL_S = 1.0  # how often a standby tries for the scheduler lease
 HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
@@ -1266,7 +1267,9 @@ class ControlLoop:
         ]
         if not ready:
             return
-        # every launch of the tick at once: the backend may make them concurrently (sbatch)
+        # the launches of a tick together (the backend may make them side by side: sbatch), at
+        # most LAUNCHES_PER_TICK: the loop stays responsive, and jobs show running as they start
+        ready = ready[:LAUNCHES_PER_TICK]  # the rest at the next tick (0.2 s on while any wait)
         outcomes = self.backend.launch_many(self._launches(ready))
         started = []
         for a in ready:
