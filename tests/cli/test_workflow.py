@@ -50,6 +50,33 @@ def as_member(server, member, tmp_path, *args, check=True):
     return wanka(tmp_path, *args, token=member, url=server.url, check=check)
 
 
+def fill_cluster(server, member, tmp_path, release) -> str:
+    """A job on all 8 cards that runs until the file ``release`` exists; its id, once running."""
+    job = as_member(
+        server,
+        member,
+        tmp_path,
+        "submit",
+        "-n",
+        "2",
+        "--cards",
+        "4",
+        "--parsable",
+        "--",
+        sys.executable,
+        "-c",
+        WAIT_FOR,
+        str(release),
+    ).stdout.strip()
+    wait_for(
+        lambda: (
+            json.loads(as_member(server, member, tmp_path, "show", job, "--json").stdout)["state"]
+            == "running"
+        )
+    )
+    return job
+
+
 def test_sbatch_flags_reach_the_job_and_nodes_mean_nodes(server, member, tmp_path):
     argv = [sys.executable, "-c", "import os; print(os.environ['GREETING'], os.environ['NNODES'])"]
     flags = ["-N", "2", "--cards", "1", "-t", "1:00:00", "--mem", "2G", "--cpus", "1", "-e", "GREETING=hi"]
@@ -75,28 +102,7 @@ def test_logs_follow_waits_for_a_job_that_has_not_started_and_shows_prints_as_wr
     server, member, tmp_path
 ):
     release_blocker, release_job = tmp_path / "go-blocker", tmp_path / "go-job"
-    blocker = as_member(
-        server,
-        member,
-        tmp_path,
-        "submit",
-        "-n",
-        "2",
-        "--cards",
-        "4",
-        "--parsable",
-        "--",
-        sys.executable,
-        "-c",
-        WAIT_FOR,
-        str(release_blocker),
-    ).stdout.strip()
-    wait_for(
-        lambda: (
-            json.loads(as_member(server, member, tmp_path, "show", blocker, "--json").stdout)["state"]
-            == "running"
-        )
-    )
+    fill_cluster(server, member, tmp_path, release_blocker)
     # a plain print(), no flush: PYTHONUNBUFFERED (the task contract) makes it reach the log at once
     script = f"print('first')\n{WAIT_FOR}print('second')\n"
     job = as_member(
@@ -185,24 +191,8 @@ def job_state(server, member, tmp_path, job_id: str) -> dict:
 
 def test_hold_update_release_and_requeue(server, member, tmp_path):
     release_blocker = tmp_path / "go"
-    blocker = as_member(
-        server,
-        member,
-        tmp_path,
-        "submit",
-        "-n",
-        "2",
-        "--cards",
-        "4",
-        "--parsable",
-        "--",
-        sys.executable,
-        "-c",
-        WAIT_FOR,
-        str(release_blocker),
-    ).stdout.strip()
+    blocker = fill_cluster(server, member, tmp_path, release_blocker)
     try:
-        wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "running")
         job = as_member(
             server,
             member,
@@ -265,22 +255,7 @@ def test_what_cannot_change_is_refused_with_why(server, member, tmp_path):
 
 def test_a_member_cannot_release_an_operators_hold(server, member, tmp_path):
     release = tmp_path / "go"
-    blocker = as_member(
-        server,
-        member,
-        tmp_path,
-        "submit",
-        "-n",
-        "2",
-        "--cards",
-        "4",
-        "--parsable",
-        "--",
-        sys.executable,
-        "-c",
-        WAIT_FOR,
-        str(release),
-    ).stdout.strip()
+    blocker = fill_cluster(server, member, tmp_path, release)
     try:
         job = as_member(
             server, member, tmp_path, "submit", "--cards", "1", "--parsable", "--", "true"
@@ -519,11 +494,8 @@ def test_an_array_runs_one_job_per_index_at_most_n_at_once(server, member, tmp_p
 
 def test_an_array_is_cancelled_held_and_released_as_a_whole_or_by_element(server, member, tmp_path):
     go = tmp_path / "go"
-    blocker = submit_id(
-        server, member, tmp_path, "-n", "2", "--cards", "4", "--", sys.executable, "-c", WAIT_FOR, str(go)
-    )
+    fill_cluster(server, member, tmp_path, go)
     try:
-        wait_for(lambda: job_state(server, member, tmp_path, blocker)["state"] == "running")
         array = submit_id(server, member, tmp_path, "--cards", "1", "--array", "1-4", "--", "true")
         assert (
             as_member(server, member, tmp_path, "cancel", f"{array}_3").stdout.strip().endswith("cancelled")

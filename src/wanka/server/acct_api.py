@@ -20,6 +20,7 @@ from wanka.core import JobState
 from wanka.models.bounds import MAX_TIME
 from wanka.server import tables
 from wanka.server.auth import Principal
+from wanka.server.job_service import job_rows, newest_first
 from wanka.server.params import MAX_ID
 
 
@@ -87,15 +88,7 @@ def router(db: Callable, principal: Callable) -> APIRouter:
         hi = end if end is not None else now
         if hi < lo:
             raise HTTPException(422, [{"field": "end", "message": "must not be before start"}])
-        q = (
-            select(tables.Job, tables.Tenant.name, tables.User.name)
-            .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
-            .join(tables.User, tables.User.id == tables.Job.user_id)
-        )
-        if not who.is_admin:
-            q = q.where(tables.Job.tenant_id == who.tenant_id)
-        elif tenant:
-            q = q.where(tables.Tenant.name == tenant)
+        q = job_rows(who, tenant)
         if job is not None:
             q = q.where(tables.Job.id == job)
         else:
@@ -104,11 +97,7 @@ def router(db: Callable, principal: Callable) -> APIRouter:
             )
         if state:
             q = q.where(tables.Job.state == state)
-        if before_id:
-            q = q.where(tables.Job.id < before_id)
-        rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = newest_first(session, q, limit, before_id)
         ids = [j.id for j, _, _ in rows]
         held = _card_hours(session, ids, now)
         tasks = _tasks(session, ids)

@@ -12,6 +12,28 @@ from wanka.core.jobs import TERMINAL_STATES, check_transition
 from wanka.server import tables
 
 WAITING_STATES = (JobState.PENDING.value, JobState.HELD.value)  # cancelled at once: nothing runs
+# a job with its tenant's and its submitter's names
+JOB_ROWS = (
+    select(tables.Job, tables.Tenant.name, tables.User.name)
+    .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
+    .join(tables.User, tables.User.id == tables.Job.user_id)
+)
+
+
+def job_rows(who, tenant: str | None = None):
+    """:data:`JOB_ROWS` the caller may see: a member its own tenant's, an admin everyone's (or
+    the ``tenant`` named)."""
+    if not who.is_admin:
+        return JOB_ROWS.where(tables.Job.tenant_id == who.tenant_id)
+    return JOB_ROWS.where(tables.Tenant.name == tenant) if tenant else JOB_ROWS
+
+
+def newest_first(session: Session, q, limit: int, before_id: int | None) -> tuple[list, bool]:
+    """One page of ``q``'s rows, newest first, older than ``before_id``; and whether more follow."""
+    if before_id:
+        q = q.where(tables.Job.id < before_id)
+    rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
 
 
 def request_cancel(session: Session, job_id: int, reason: str) -> bool:

@@ -20,7 +20,7 @@ from wanka.models.errors import describe
 from wanka.models.job import JobSpec
 from wanka.server import job_service, tables
 from wanka.server.auth import Principal
-from wanka.server.job_service import WAITING_STATES, request_cancel
+from wanka.server.job_service import JOB_ROWS, WAITING_STATES, job_rows, newest_first, request_cancel
 from wanka.server.params import ID, MAX_ID
 from wanka.server.trees import default_queue, tenant_queues
 
@@ -33,12 +33,6 @@ PAGE_BYTES = 4 * 1024 * 1024  # argv and environment in one page of the job list
 INSERT_JOB = insert(tables.Job).returning(tables.Job.id)
 INSERT_EVENT = insert(tables.JobEvent)
 INSERT_JOBS = insert(tables.Job).returning(tables.Job.id, sort_by_parameter_order=True)
-# a job with its tenant's and its submitter's names
-_JOB_ROWS = (
-    select(tables.Job, tables.Tenant.name, tables.User.name)
-    .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
-    .join(tables.User, tables.User.id == tables.Job.user_id)
-)
 
 
 class JobOut(BaseModel):
@@ -221,22 +215,14 @@ def router(state: AppState, db, principal) -> APIRouter:
         who: Principal = Depends(principal),
         session: Session = Depends(db),
     ):
-        q = _JOB_ROWS
-        if not who.is_admin:
-            q = q.where(tables.Job.tenant_id == who.tenant_id)
-        elif tenant:
-            q = q.where(tables.Tenant.name == tenant)
+        q = job_rows(who, tenant)
         if state_:
             q = q.where(tables.Job.state == state_)
         if queue:
             q = q.where(tables.Job.queue == queue)
         if array:
             q = q.where(tables.Job.array_job_id == array)
-        if before_id:
-            q = q.where(tables.Job.id < before_id)
-        rows = session.execute(q.order_by(tables.Job.id.desc()).limit(limit + 1)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, more = newest_first(session, q, limit, before_id)
         size = 0  # a page ends early past PAGE_BYTES of argv and environment: bounded replies
         for i, (j, _, _) in enumerate(rows):
             size += exec_bytes(j.spec.get("command") or [], j.spec.get("env") or {})
@@ -536,7 +522,7 @@ def _check_dependencies(session: Session, tenant_id: int, text: str) -> None:
 def _submitted_as(session: Session, tenant_id: int, key: str):
     """The tenant's job submitted with idempotency ``key`` (with its tenant's and user's names)."""
     return session.execute(
-        _JOB_ROWS.where(tables.Job.tenant_id == tenant_id, tables.Job.idempotency_key == key)
+        JOB_ROWS.where(tables.Job.tenant_id == tenant_id, tables.Job.idempotency_key == key)
     ).first()
 
 
@@ -580,7 +566,7 @@ def _acting_tenant(session: Session, who: Principal, named: str) -> tuple[int, s
 
 def _visible_job(session: Session, who: Principal, job_id: int, lock: bool = False):
     """The job and its tenant's name, or 404 — also for another tenant's job, so ids reveal nothing."""
-    q = _JOB_ROWS.where(tables.Job.id == job_id)
+    q = JOB_ROWS.where(tables.Job.id == job_id)
     if lock:
         q = q.with_for_update()
     row = session.execute(q).first()
