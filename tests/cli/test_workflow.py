@@ -609,3 +609,19 @@ def test_usage_over_a_range_of_days(server, member, tmp_path):
         server, member, tmp_path, "usage", "--from", "2020-01-01", "--to", "2026-01-01", check=False
     )
     assert r.returncode == 1 and "366" in r.stderr
+
+
+def test_a_job_submitted_held_waits_until_released(server, member, tmp_path):
+    job = submit_id(
+        server, member, tmp_path, "-H", "--cards", "1", "--array", "0-1", "--", "echo", "released"
+    )
+    states = {
+        j["state"]
+        for j in json.loads(as_member(server, member, tmp_path, "jobs", "--array", job, "--json").stdout)[
+            "jobs"
+        ]
+    }
+    assert states == {"held"}
+    assert job_state(server, member, tmp_path, job)["reason"] == "held by flow-user"
+    as_member(server, member, tmp_path, "release", job)
+    assert as_member(server, member, tmp_path, "logs", f"{job}_1", "-f").stdout == "released\n"

@@ -173,6 +173,7 @@ def submit(
         "-d",
         help="afterok:ID[:ID…], afterany, afternotok, after, singleton; ',' joins.",
     ),
+    hold: bool = typer.Option(False, "--hold", "-H", help="Submit it held: it waits until released."),
     parsable: bool = typer.Option(False, "--parsable", help="Print only the job id (sbatch --parsable)."),
     idempotency_key: str = typer.Option(
         None,
@@ -233,7 +234,7 @@ def submit(
         )
     spec = jobflags.apply_flags(spec, flags)
     spec.setdefault("workdir", str(Path.cwd()))  # like sbatch: tasks start where you submitted from
-    job = _run(lambda c: c.submit(spec, idempotency_key))
+    job = _run(lambda c: c.submit(spec, idempotency_key, hold=hold))
     if parsable:
         say(str(job["id"]))
     elif json_out:

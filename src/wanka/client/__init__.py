@@ -137,15 +137,20 @@ class Client:
 
     # --- jobs -------------------------------------------------------------------------------------
 
-    def submit(self, spec: dict, idempotency_key: str | None = None, attempts: int = 3) -> dict:
-        """Submit a job. Every submission carries an ``Idempotency-Key`` (a random one unless
-        given), and one whose reply is lost on the way (a dropped connection, a timeout) is sent
-        again with it, up to ``attempts`` times: the server hands back the job the first one
-        made, never a second job."""
+    def submit(
+        self, spec: dict, idempotency_key: str | None = None, attempts: int = 3, hold: bool = False
+    ) -> dict:
+        """Submit a job (``hold``: held until released). Every submission carries an
+        ``Idempotency-Key`` (a random one unless given), and one whose reply is lost on the way (a
+        dropped connection, a timeout) is sent again with it, up to ``attempts`` times: the server
+        hands back the job the first one made, never a second job."""
         key = idempotency_key or uuid.uuid4().hex
+        params = {"hold": "true"} if hold else {}
         for attempt in range(attempts):
             try:
-                return self._call("POST", "/v1/jobs", json=spec, headers={"Idempotency-Key": key})
+                return self._call(
+                    "POST", "/v1/jobs", json=spec, params=params, headers={"Idempotency-Key": key}
+                )
             except WankaError as exc:
                 if exc.status != 0 or attempt == attempts - 1:  # 0: no reply at all
                     raise
