@@ -120,6 +120,121 @@ def _kill_leftovers(spec: dict, entered: bool) -> None:
                     os.kill(int(entry), signal.SIGKILL)
 
 
+SCROLLBACK = 16 * 1024  # bytes of an interactive task's output replayed to who attaches
+
+
+def _terminal(spec: dict, uid, gid) -> tuple[int, int]:
+    """An interactive task's terminal: a pseudo-terminal pair whose slave becomes this supervisor's
+    controlling terminal (it leads its session), so the task it starts on it is a terminal job
+    like any, and belongs to the task's account."""
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    if uid is not None:
+        os.fchown(slave, uid, gid)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    return master, slave
+
+
+def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
+    """Carry an interactive task's terminal to whoever attaches (the server, through a Unix socket
+    only its account may open, named ``spec["pty"]`` relative to the run's directory) and into the
+    log, until the task has exited. From the server: frames of a type byte (0 input, 1 window size
+    rows and columns as two 16-bit numbers) and a 32-bit length. Returns wait4's status and usage."""
+    import fcntl
+    import select
+    import socket
+    import struct
+    import termios
+
+    master, slave = terminal
+    os.close(slave)  # the task holds it now: when the task is gone, reading the master fails
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(spec["pty"])  # relative: the run's directory, however long its path
+    finally:
+        os.umask(old)
+    listener.listen(1)
+
+    def hang_up(*_):  # cancelled or preempted: the terminal hangs up, as a closed ssh session
+        with contextlib.suppress(OSError):
+            os.killpg(os.tcgetpgrp(master), signal.SIGHUP)
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, hang_up)
+    # this supervisor leads the terminal's session: closing the master at the end would hang up on
+    # it too (SIGHUP to the controlling process); it must live on to record how the task ended
+    signal.signal(signal.SIGHUP, lambda *_: None)
+    client, frames, ended = None, b"", None
+    recent = bytearray()  # the last of the output: who attaches sees the prompt and what led to it
+    while True:
+        if ended is None:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                ended = (status, usage)
+        ready = select.select([master, listener, *([client] if client else [])], [], [], 0.2)[0]
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal is gone
+                data = b""
+            if data:
+                os.write(log, data)
+                recent.extend(data)
+                del recent[: max(0, len(recent) - SCROLLBACK)]
+                if client is not None:
+                    try:
+                        client.sendall(data)
+                    except OSError:
+                        client.close()
+                        client = None
+            elif ended is not None:
+                break
+        elif ended is not None:
+            break  # exited, and nothing more to read
+        if listener in ready:
+            newcomer, _ = listener.accept()
+            if client is not None:  # one attachment at a time: the newest wins
+                client.close()
+            client, frames = newcomer, b""
+            try:
+                client.sendall(bytes(recent))
+            except OSError:
+                client.close()
+                client = None
+        if client is not None and client in ready:
+            data = client.recv(65536)
+            if not data:
+                client.close()
+                client = None
+                continue
+            frames += data
+            while len(frames) >= 5:
+                kind, size = frames[0], int.from_bytes(frames[1:5], "big")
+                if len(frames) < 5 + size:
+                    break
+                payload, frames = frames[5 : 5 + size], frames[5 + size :]
+                if kind == 0:
+                    os.write(master, payload)
+                elif kind == 1 and size == 4:
+                    rows, cols = struct.unpack("!HH", payload)
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    if ended is None:
+        _, status, usage = os.wait4(proc.pid, 0)
+        ended = (status, usage)
+    for closing in (client, listener):
+        if closing is not None:
+            closing.close()
+    with contextlib.suppress(OSError):
+        os.unlink(spec["pty"])
+    os.close(master)
+    os.close(log)
+    return ended
+
+
 def main() -> int:
     with open(sys.argv[1]) as fh:
         spec = json.load(fh)
@@ -144,13 +259,14 @@ def main() -> int:
     if uid is not None:
         _hand_devices(spec, uid)
     back = _enter_cgroup(spec)
+    terminal = _terminal(spec, uid, gid) if spec.get("pty") else None
     try:
         proc = subprocess.Popen(
             spec["argv"],
-            env=spec["env"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            env={**spec["env"], "TERM": spec["env"].get("TERM", "xterm")} if terminal else spec["env"],
+            stdin=terminal[1] if terminal else subprocess.DEVNULL,
+            stdout=terminal[1] if terminal else log,
+            stderr=terminal[1] if terminal else log,
             close_fds=True,
             user=uid,
             group=gid,
@@ -170,10 +286,13 @@ def main() -> int:
         os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
-    os.close(log)
-    # wait4, not wait: the task's resource usage comes with its status (ru_maxrss, KiB on Linux:
-    # the largest resident set of the task and the children it waited for)
-    _, status, usage = os.wait4(proc.pid, 0)
+    if terminal:
+        status, usage = _relay(spec, proc, terminal, log)
+    else:
+        os.close(log)
+        # wait4, not wait: the task's resource usage comes with its status (ru_maxrss, KiB on
+        # Linux: the largest resident set of the task and the children it waited for)
+        _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells report
     _kill_leftovers(spec, back is not None)

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from wanka.core import Cluster, Placement
 
@@ -68,6 +69,7 @@ class Launch:
     workdir: str | None = None
     tenant: str = ""  # whose job: backends that isolate tenants run it under the tenant's identity
     tenant_id: int = 0
+    interactive: bool = False  # task 0 runs on a terminal that `attach_path` leads to
 
 
 class Backend(ABC):
@@ -98,6 +100,11 @@ class Backend(ABC):
     @abstractmethod
     def launch(self, launch: Launch) -> None:
         """Start every task of this run not started before. Returns at once."""
+
+    def attach_path(self, job_id: int, run: int) -> Path | None:
+        """The Unix socket that carries an interactive run's terminal (task 0), for the server
+        only; None where this backend has none (yet)."""
+        return None
 
     def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:
         """:meth:`launch` for each (job id -> None, or what it raised). A backend whose launches

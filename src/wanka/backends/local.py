@@ -339,6 +339,8 @@ class LocalBackend(Backend):
                 "cwd": launch.workdir or str(workdir),
                 "log": str(stem) + ".log",
                 "exit": str(stem) + ".exit",
+                # an interactive job's first task gets a terminal, reached through this socket
+                "pty": f"task-{task.index}.pty" if launch.interactive and task.index == 0 else None,
                 "cpus": pinned,
                 "memory_bytes": task.memory_gib * 2**30,
                 "uid": account.uid if account else None,
@@ -371,6 +373,10 @@ class LocalBackend(Backend):
             self.children[proc.pid] = proc
             self._watch(proc.pid)
             _write(stem.with_suffix(".pid"), f"{proc.pid} {_start_time(proc.pid) or ''}\n")
+
+    def attach_path(self, job_id: int, run: int) -> Path | None:
+        path = self.run_dir(job_id, run) / "task-0.pty"
+        return path if path.is_socket() else None
 
     def adopt(self) -> None:
         """Supervisors of this home that another server process started (one that crashed, or a

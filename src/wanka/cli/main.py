@@ -28,6 +28,8 @@ class Entry(NamedTuple):
 
 COMMANDS: dict[str, Entry] = {
     "submit": Entry("wanka.cli.remote:submit", JOBS, "Submit a job."),
+    "run": Entry("wanka.cli.remote:run", JOBS, "A terminal in a new interactive job (srun --pty bash)."),
+    "attach": Entry("wanka.cli.remote:attach", JOBS, "A terminal in a running interactive job's first task."),
     "jobs": Entry("wanka.cli.remote:jobs", JOBS, "Your jobs, newest first."),
     "show": Entry("wanka.cli.remote:show", JOBS, "One job with its events."),
     "logs": Entry("wanka.cli.remote:logs", JOBS, "A task's stdout and stderr."),

@@ -246,6 +246,70 @@ def submit(
         say(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
 
 
+def run(
+    args: list[str] = typer.Argument(None, help="The command after -- (default: bash)."),
+    cards: int = typer.Option(1, "--cards", min=0, max=64, help="Cards (srun --gpus)."),
+    model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
+    cpus: int = typer.Option(None, "--cpus", min=0, help="CPUs (srun --cpus-per-task)."),
+    mem: str = typer.Option(None, "--mem", help="Memory: 64G, 512M (bare number: MB)."),
+    time_: str = typer.Option("1h", "--time", "-t", help="Time limit (as submit's --time); default 1h."),
+    queue: str = typer.Option(None, "--queue", "-q", help="Queue (default: your tenant's)."),
+    name: str = typer.Option("interactive", "--name", "-J", help="Job name."),
+) -> None:
+    """A terminal in a new interactive job (srun --pty bash): it waits for cards, then you are in
+    its first task, as your tenant's account; exit ends the job."""
+    from wanka.cli import jobflags
+
+    flags: dict = {"kind": "interactive", "name": name, "cards": cards, "command": list(args or ["bash"])}
+    try:
+        flags["time_limit_s"] = jobflags.parse_time(time_)
+        if mem is not None:
+            flags["memory_gib"] = jobflags.parse_memory_gib(mem)
+    except ValueError as exc:
+        fail(f"--time/--mem: {exc}")
+    if model:
+        flags["models"] = list(model)
+    if cpus is not None:
+        flags["cpus"] = cpus
+    if queue:
+        flags["queue"] = queue
+    spec = jobflags.apply_flags({}, flags)
+    spec["workdir"] = str(Path.cwd())
+    job = _run(lambda c: c.submit(spec))
+    _attach(job["id"], announce=True)
+
+
+def attach(job_id: str = typer.Argument(..., help="An interactive job that runs.")) -> None:
+    """A terminal in a running interactive job's first task (again, after a lost connection)."""
+    _attach(_run(lambda c: _resolve(c, job_id, arrays=False)[0]), announce=False)
+
+
+def _attach(job_id: int, announce: bool) -> None:
+    """Wait for the job to run, then relay this terminal to its task's until either side ends."""
+    import sys
+
+    from wanka.cli.terminal import relay
+
+    def running(c):
+        shown = None
+        while True:
+            job = c.job(job_id)
+            if job["state"] == "running":
+                return c.url, c.token, job
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                fail(f"job {job_id} is {job['state']}: {job['reason']}", 1)
+            where = f"position {job['queue_position']}" if job.get("queue_position") else job["state"]
+            if announce and where != shown:
+                print(f"job {job_id}: waiting ({where}) …", file=sys.stderr, flush=True)
+                shown = where
+            time.sleep(0.2)
+
+    url, token, _ = _run(running)
+    code = relay(url, token, job_id)
+    if code:
+        fail(code, 1)
+
+
 def jobs(
     state: str = typer.Option(None, "--state", help="Only jobs in this state."),
     queue: str = typer.Option(None, "--queue", help="Only jobs of this queue."),

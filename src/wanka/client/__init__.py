@@ -55,6 +55,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        self.token = token
         # an https server's certificate is checked against the system's CAs; for plain http there
         # is no TLS at all, and loading the CA bundle would cost every CLI call ~60 ms for nothing
         tls = self.url.startswith("https://")

@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import Cluster
 from wanka.models.errors import describe
-from wanka.server import accounts_api, acct_api, auth, cluster_api, jobs_api, quota_api, usage_api
+from wanka.server import (
+    accounts_api,
+    acct_api,
+    attach_api,
+    auth,
+    cluster_api,
+    jobs_api,
+    quota_api,
+    usage_api,
+)
 from wanka.server.auth import Principal
 from wanka.server.limits import Limits, RequestGuard
 from wanka.server.trees import TreeCache
@@ -95,6 +104,7 @@ def create_app(state: AppState) -> FastAPI:
         }
 
     app.include_router(jobs_api.router(state, db, principal))
+    app.include_router(attach_api.router(state))
     app.include_router(accounts_api.router(db, principal, admin, changed_tree, state.loop.notify))
     app.include_router(cluster_api.router(state.cluster, db, principal, admin, state.loop))
     app.include_router(usage_api.router(db, principal, admin))

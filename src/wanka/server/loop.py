@@ -1343,6 +1343,7 @@ class ControlLoop:
             spec.get("workdir"),
             tenant=spec.get("tenant", ""),
             tenant_id=tenant_id,
+            interactive=spec.get("kind") == JobKind.INTERACTIVE.value,
         )
 
     # --- records -------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""`wanka run` / `wanka attach`: a terminal in an interactive job's first task, over a WebSocket.
+
+The client authenticates as for every request (``Authorization: Bearer``, in the handshake); only
+a job of the caller's own tenant (any, for admins) that is ``running`` and ``interactive`` may be
+attached. The server relays between the WebSocket and the task's terminal, a Unix socket that the
+task's supervisor opened in the run's directory, which only the server's account can reach (the
+task runs as the tenant's account). Client messages: binary frames are keystrokes, text frames
+``{"resize": [rows, cols]}``; server messages are the terminal's output, binary. Close codes: 4401
+no or a bad token, 4404 no such job (also another tenant's), 4409 not an interactive job that runs
+now, 4501 the backend has no terminals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import select
+
+from wanka.core import JobKind, JobState
+from wanka.server import auth, tables
+
+if TYPE_CHECKING:
+    from wanka.server.app import AppState
+
+MAX_FRAME = 64 * 1024  # keystrokes (or a paste) per message
+
+
+def router(state: AppState) -> APIRouter:
+    api = APIRouter()
+
+    @api.websocket("/v1/jobs/{job_id}/attach")
+    async def attach(ws: WebSocket, job_id: int):
+        await ws.accept()  # then close with a code and why, which a refused handshake cannot say
+        header = ws.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        with state.sessions() as session:
+            who = auth.authenticate(session, token) if token else None
+            if who is None:
+                await ws.close(4401, "missing, unknown or revoked token")
+                return
+            row = session.execute(
+                select(tables.Job.tenant_id, tables.Job.state, tables.Job.spec, tables.Job.runs).where(
+                    tables.Job.id == job_id
+                )
+            ).first()
+        if row is None or (not who.is_admin and row.tenant_id != who.tenant_id):
+            await ws.close(4404, f"no job {job_id}")
+            return
+        if row.spec.get("kind") != JobKind.INTERACTIVE.value:
+            await ws.close(4409, f"job {job_id} is not interactive (submit with --kind interactive)")
+            return
+        if row.state != JobState.RUNNING.value:
+            await ws.close(4409, f"job {job_id} is {row.state}; only a running job has a terminal")
+            return
+        path = state.loop.backend.attach_path(job_id, row.runs)
+        if path is None:
+            await ws.close(4501, f"the {state.loop.backend.name} backend offers no terminal (yet)")
+            return
+        # the socket's path may exceed a sockaddr's 108 bytes: reach it through its directory
+        folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{folder}/{path.name}")
+        except OSError:
+            await ws.close(4409, f"job {job_id}'s terminal has closed")
+            return
+        finally:
+            os.close(folder)
+        await _relay(ws, reader, writer)
+
+    return api
+
+
+async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def keys() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                data = message["bytes"][:MAX_FRAME]
+                writer.write(b"\x00" + len(data).to_bytes(4, "big") + data)
+            elif message.get("text") is not None:
+                try:
+                    rows, cols = json.loads(message["text"])["resize"]
+                    size = int(rows).to_bytes(2, "big") + int(cols).to_bytes(2, "big")
+                except (ValueError, KeyError, TypeError, OverflowError):
+                    continue  # not a window size: ignored
+                writer.write(b"\x01" + (4).to_bytes(4, "big") + size)
+            await writer.drain()
+
+    async def screen() -> None:
+        while data := await reader.read(65536):
+            await ws.send_bytes(data)
+
+    tasks = [asyncio.ensure_future(keys()), asyncio.ensure_future(screen())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await ws.close(1000, "the terminal closed")
