@@ -37,7 +37,7 @@ test-sqlite: lint
 # the control-plane tests again, on a throwaway PostgreSQL (needs Debian's postgresql package)
 test-postgres: install
 	@bash .ci/reachable
-	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q -rs tests/server tests/security tests/cli/test_remote.py tests/cli/test_workflow.py
+	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q -rs tests/server tests/security tests/cli/test_remote.py
 
 bench: install
 	$(BIN)/wanka bench core
