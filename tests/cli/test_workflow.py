@@ -625,3 +625,58 @@ def test_a_job_submitted_held_waits_until_released(server, member, tmp_path):
     assert job_state(server, member, tmp_path, job)["reason"] == "held by flow-user"
     as_member(server, member, tmp_path, "release", job)
     assert as_member(server, member, tmp_path, "logs", f"{job}_1", "-f").stdout == "released\n"
+
+
+def test_a_tenant_added_after_a_quota_document_can_submit_at_once(server, tmp_path):
+    def admin(*args, check=True):
+        return wanka(tmp_path, *args, token=server.admin_token, url=server.url, check=check)
+
+    quotas = tmp_path / "queues.yaml"
+    names = [t["name"] for t in json.loads(admin("tenants", "list", "--json").stdout)]
+    quotas.write_text("organisations:\n" + "".join(f"  - name: {n}\n" for n in names))
+    admin("quotas", "apply", str(quotas))
+    admin("tenants", "create", "late-lab")
+    token = json.loads(admin("tokens", "create", "late-user", "--tenant", "late-lab", "--json").stdout)[
+        "token"
+    ]
+    r = wanka(tmp_path, "submit", "--parsable", "--", "echo", "late", token=token, url=server.url)
+    assert wanka(tmp_path, "logs", r.stdout.strip(), "-f", token=token, url=server.url).stdout == "late\n"
+    admin("quotas", "apply", str(quotas), check=False)  # the document in force now names late-lab too
+    shown = json.loads(admin("queues", "--json").stdout)
+    assert "late-lab" in [q["name"] for q in shown]
+
+
+def test_requeue_and_acct_take_an_array_as_a_whole(server, member, tmp_path):
+    array = submit_id(server, member, tmp_path, "--cards", "1", "--array", "0-2", "--", "true")
+    wait_for(
+        lambda: (
+            {
+                j["state"]
+                for j in json.loads(
+                    as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout
+                )["jobs"]
+            }
+            == {"succeeded"}
+        )
+    )
+    assert "every element" in as_member(server, member, tmp_path, "requeue", array).stdout
+    wait_for(
+        lambda: (
+            [
+                j["runs"]
+                for j in json.loads(
+                    as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout
+                )["jobs"]
+            ]
+            == [2, 2, 2]
+            and {
+                j["state"]
+                for j in json.loads(
+                    as_member(server, member, tmp_path, "jobs", "--array", array, "--json").stdout
+                )["jobs"]
+            }
+            == {"succeeded"}
+        )
+    )
+    rows = json.loads(as_member(server, member, tmp_path, "acct", "-j", array, "--json").stdout)["jobs"]
+    assert sorted(j["array_index"] for j in rows) == [0, 1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,6 +14,19 @@ from rich.text import Text
 from wanka.cli.output import console, emit_json, errors, fail
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+class State(StrEnum):
+    """A job's states (core.jobs.JobState), as --state takes them."""
+
+    pending = "pending"
+    held = "held"
+    admitted = "admitted"
+    running = "running"
+    preempted = "preempted"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
 
 
 def _group(help_: str, **kwargs) -> typer.Typer:
@@ -149,7 +163,11 @@ def submit(
         None, "--tasks-per-node", min=1, help="With --nodes: tasks on each node (sbatch --ntasks-per-node)."
     ),
     cpus: int = typer.Option(None, "--cpus", min=0, help="CPUs per task (sbatch --cpus-per-task)."),
-    mem: str = typer.Option(None, "--mem", help="Memory per task: 64G, 512M (bare number: MB, as sbatch)."),
+    mem: str = typer.Option(
+        None,
+        "--mem",
+        help="Memory per task: 64G, 1.5G, 512M (bare number: MB, as sbatch); whole GiB, rounded up.",
+    ),
     model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=value for every task (repeatable)."),
     name: str = typer.Option(None, "--name", "-J", help="Job name."),
@@ -311,7 +329,9 @@ def _attach(job_id: int, announce: bool) -> None:
 
 
 def jobs(
-    state: str = typer.Option(None, "--state", help="Only jobs in this state."),
+    state: State = typer.Option(
+        None, "--state", "-t", case_sensitive=False, help="Only jobs in this state (squeue -t)."
+    ),
     queue: str = typer.Option(None, "--queue", help="Only jobs of this queue."),
     array: int = typer.Option(None, "--array", help="Only the elements of this job array."),
     tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
@@ -320,7 +340,7 @@ def jobs(
     json_out: bool = JSON,
 ) -> None:
     """Your jobs, newest first (admins: everyone's), like `squeue` and `sacct` in one list."""
-    page = _run(lambda c: c.jobs(state, queue, tenant, limit, before, array))
+    page = _run(lambda c: c.jobs(state and state.value, queue, tenant, limit, before, array))
     if json_out:
         emit_json(page)
         return
@@ -395,25 +415,22 @@ JOB_IDS = typer.Argument(..., help="Job ids; an array's id means all its element
 
 def cancel(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
     """Cancel jobs: a waiting one at once, a running one when its tasks have stopped (scancel)."""
-    _each(job_ids, lambda c, i, whole: c.cancel(i, whole), json_out)
+    _each(job_ids, lambda c, i, whole: c.cancel(i, whole), json_out, "cancelled")
 
 
 def hold(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
     """Keep waiting jobs from starting until released (scontrol hold)."""
-    _each(job_ids, lambda c, i, whole: c.hold(i, whole), json_out)
+    _each(job_ids, lambda c, i, whole: c.hold(i, whole), json_out, "held")
 
 
 def release(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
     """Held jobs wait again, in their old places (scontrol release)."""
-    _each(job_ids, lambda c, i, whole: c.release(i, whole), json_out)
+    _each(job_ids, lambda c, i, whole: c.release(i, whole), json_out, "released")
 
 
-def requeue(
-    job_ids: list[str] = typer.Argument(..., help="Job ids (ID_INDEX: an array element)."),
-    json_out: bool = JSON,
-) -> None:
+def requeue(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
     """Finished jobs wait again: same id, spec and checkpoints, a new run (scontrol requeue)."""
-    _each(job_ids, lambda c, i, whole: c.requeue(i), json_out, arrays=False)
+    _each(job_ids, lambda c, i, whole: c.requeue(i, whole), json_out, "requeued")
 
 
 def update(
@@ -471,22 +488,29 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 19
 
 
-def _each(job_ids: list[str], call: Callable, json_out: bool, arrays: bool = True) -> None:
-    """``call(client, id, whole_array)`` for every job; one line per job, the refusals on stderr
-    (exit 1 if any)."""
+def _each(job_ids: list[str], call: Callable, json_out: bool, verb: str, arrays: bool = True) -> None:
+    """``call(client, id, whole_array)`` for every job; one line per job (or array), the refusals
+    on stderr (exit 1 if any)."""
     from wanka.client import WankaError
 
     done, failed = [], False
     with _client() as c:
         for job_id in job_ids:
             try:
-                job = call(c, *_resolve(c, job_id, arrays))
+                target, whole = _resolve(c, job_id, arrays)
+                job = call(c, target, whole)
             except WankaError as exc:
                 failed = True
                 errors.print(f"error: job {job_id}: {exc}", markup=False, highlight=False, soft_wrap=True)
                 continue
             done.append(job)
-            if not json_out:
+            if json_out:
+                continue
+            if whole:
+                say(f"job array {job['id']}: every element that could be is {verb}")
+            elif verb == "cancelled" and job["state"] != "cancelled":  # it runs: its tasks are told to stop
+                say(f"job {job['id']}: cancelling ({job['state']}; its tasks are being stopped)")
+            else:
                 say(f"job {job['id']}: {job['state']}")
     if json_out:
         emit_json(done)
@@ -574,7 +598,7 @@ def acct(
         None, "--from", "-S", help="From (local time): YYYY-MM-DD[THH:MM[:SS]]; default today 00:00."
     ),
     last: str = typer.Option(None, "--to", "-E", help="To (local time), as --from; default now."),
-    state: str = typer.Option(None, "--state", "-s", help="Only jobs in this state."),
+    state: State = typer.Option(None, "--state", "-s", case_sensitive=False, help="Only jobs in this state."),
     job: str = typer.Option(None, "--job", "-j", help="One job (ID or ARRAY_INDEX), whenever it ran."),
     tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
     fmt: str = typer.Option(ACCT_DEFAULT, "--format", "-o", help="Columns: " + ",".join(ACCT_COLUMNS) + "."),
@@ -592,7 +616,7 @@ def acct(
 
     def call(c):
         job_id = _resolve(c, job, arrays=False)[0] if job else None
-        return c.acct(*bounds, state, job_id, tenant, limit)
+        return c.acct(*bounds, state and state.value, job_id, tenant, limit)
 
     page = _run(call)
     if json_out:

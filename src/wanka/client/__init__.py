@@ -196,9 +196,10 @@ class Client:
     def release(self, job_id: int, array: bool = False) -> dict:
         return self._call("POST", f"/v1/jobs/{int(job_id)}/release", params=_array(array))
 
-    def requeue(self, job_id: int) -> dict:
-        """A finished job waits again (same id, spec and checkpoints; a new run)."""
-        return self._call("POST", f"/v1/jobs/{int(job_id)}/requeue")
+    def requeue(self, job_id: int, array: bool = False) -> dict:
+        """A finished job (or every finished element of an array) waits again (same id, spec and
+        checkpoints; a new run)."""
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/requeue", params=_array(array))
 
     def update(
         self, job_id: int, priority_class: str | None = None, time_limit_s: float | None = None

@@ -82,11 +82,17 @@ def router(
     # --- tenants, users, tokens ---------------------------------------------------------------
 
     @api.post("/v1/tenants", response_model=TenantOut, status_code=201)
-    def create_tenant(body: TenantIn, _: Principal = Depends(admin), session: Session = Depends(db)):
+    def create_tenant(body: TenantIn, who: Principal = Depends(admin), session: Session = Depends(db)):
         if session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.name)):
             raise HTTPException(409, f"tenant {body.name!r} exists")
         t = tables.Tenant(name=body.name, created_at=time.time())
         session.add(t)
+        # every tenant has an organisation named like it: with a quota document in force, the new
+        # one joins it (no quota of its own: it borrows what is free) as a new version of the document
+        doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
+        if doc is not None and all(o.get("name") != body.name for o in doc.body.get("organisations", [])):
+            grown = {**doc.body, "organisations": [*doc.body.get("organisations", []), {"name": body.name}]}
+            session.add(tables.QuotaDocument(body=grown, applied_at=time.time(), applied_by=who.user_id))
         session.commit()
         changed_tree()  # before any quota document, each tenant has a default queue
         return _tenant_out(t)

@@ -75,7 +75,9 @@ def router(db: Callable, principal: Callable) -> APIRouter:
         ),
         end: float | None = Query(None, ge=0, le=MAX_TIME, description="UNIX seconds; default: now"),
         state: str | None = Query(None, pattern="^(" + "|".join(s.value for s in JobState) + ")$"),
-        job: int | None = Query(None, ge=1, le=MAX_ID, description="one job (any time)"),
+        job: int | None = Query(
+            None, ge=1, le=MAX_ID, description="one job, or every element of an array (any time)"
+        ),
         tenant: str | None = Query(None, description="admins: only this tenant's jobs"),
         limit: int = Query(100, ge=1, le=1000),
         before_id: int | None = Query(None, ge=1, le=MAX_ID),
@@ -89,8 +91,8 @@ def router(db: Callable, principal: Callable) -> APIRouter:
         if hi < lo:
             raise HTTPException(422, [{"field": "end", "message": "must not be before start"}])
         q = job_rows(who, tenant)
-        if job is not None:
-            q = q.where(tables.Job.id == job)
+        if job is not None:  # one job, or an array by its id: every element
+            q = q.where(or_(tables.Job.id == job, tables.Job.array_job_id == job))
         else:
             q = q.where(
                 tables.Job.submit_time <= hi, or_(tables.Job.end_time.is_(None), tables.Job.end_time >= lo)

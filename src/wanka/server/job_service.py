@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from fastapi import HTTPException
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,8 @@ def job_rows(who, tenant: str | None = None):
     """:data:`JOB_ROWS` the caller may see: a member its own tenant's, an admin everyone's (or
     the ``tenant`` named)."""
     if not who.is_admin:
+        if tenant and tenant != who.tenant_name:
+            raise HTTPException(403, f"tenant: you act for {who.tenant_name}; only admins name another")
         return JOB_ROWS.where(tables.Job.tenant_id == who.tenant_id)
     return JOB_ROWS.where(tables.Tenant.name == tenant) if tenant else JOB_ROWS
 
@@ -125,31 +128,34 @@ def _move(session: Session, which, states: tuple[str, ...], values: dict, reason
     return list(ids)
 
 
-def requeue(session: Session, job_id: int, who: str, keep_admin_hold: bool = False) -> bool:
-    """A finished job waits again, as Slurm's ``scontrol requeue`` of a completed batch job: the
-    same id, spec and checkpoint directory; its next run is a new run (billed as one). The core's
-    state machine ends at a terminal state; this is the control plane starting a new life. A job an
-    admin held when it ended comes back held (cancel and requeue never lift an operator's hold)."""
-    now = time.time()
-    target = JobState.HELD if keep_admin_hold else JobState.PENDING
-    reason = f"requeued by {who}" + ("; held by an admin" if keep_admin_hold else "")
+def requeue(session: Session, job_id: int, who: str) -> bool:
+    """A finished job waits again, as Slurm's ``scontrol requeue`` of a completed batch job."""
+    return bool(requeue_where(session, tables.Job.id == job_id, who))
+
+
+def requeue_where(session: Session, which, who: str) -> list[int]:
+    """Every finished job ``which`` selects waits again: the same id, spec and checkpoint
+    directory; its next run is a new run (billed as one). The core's state machine ends at a
+    terminal state; this is the control plane starting a new life. A job an admin held when it
+    ended comes back held (cancel and requeue never lift an operator's hold). Returns the ids."""
     ended = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
-    requeued = session.execute(
-        update(tables.Job)
-        .where(tables.Job.id == job_id, tables.Job.state.in_(ended))
-        .values(
-            state=target.value,
-            reason=reason if keep_admin_hold else "",
-            end_time=None,
-            failures=0,
-            cancel_requested=False,
-            cancel_reason=None,
-            held_by="admin" if keep_admin_hold else None,
-        )
-    ).rowcount
-    if requeued:
-        session.add(tables.JobEvent(job_id=job_id, time=now, state=target.value, reason=reason))
-    return bool(requeued)
+    fresh = {"end_time": None, "failures": 0, "cancel_requested": False, "cancel_reason": None}
+    reason = f"requeued by {who}"
+    held = _move(
+        session,
+        (which) & (tables.Job.held_by == "admin"),
+        tuple(ended),
+        {**fresh, "state": JobState.HELD.value, "reason": f"{reason}; held by an admin"},
+        f"{reason}; held by an admin",
+    )
+    waiting = _move(
+        session,
+        (which) & (tables.Job.held_by.is_(None) | (tables.Job.held_by != "admin")),
+        tuple(ended),
+        {**fresh, "state": JobState.PENDING.value, "reason": "", "held_by": None},
+        reason,
+    )
+    return [*held, *waiting]
 
 
 def update_waiting(session: Session, job_id: int, spec: dict, changes: dict, who: str) -> bool:

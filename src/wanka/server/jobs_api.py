@@ -325,21 +325,35 @@ def router(state: AppState, db, principal) -> APIRouter:
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/requeue", response_model=JobOut)
-    def requeue(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
+    def requeue(
+        job_id: ID,
+        array: bool = WHOLE_ARRAY,
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
         """A finished job (succeeded, failed or cancelled) waits again: same id, spec and
-        checkpoints, a new run (Slurm's ``scontrol requeue``)."""
+        checkpoints, a new run (Slurm's ``scontrol requeue``); with ``array``, every finished
+        element of the array with this id."""
         job, tenant, _ = _visible_job(session, who, job_id)
-        if JobState(job.state) not in TERMINAL_STATES:
+        which = _array_of(job) if array else tables.Job.id == job_id
+        finished = session.scalar(
+            select(func.count())
+            .select_from(tables.Job)
+            .where(which, tables.Job.state.in_([s.value for s in TERMINAL_STATES]))
+        )
+        if not finished:
             raise HTTPException(409, f"job {job_id} is {job.state}; only a finished job can be requeued")
         disabled = session.scalar(select(tables.Tenant.disabled_at).where(tables.Tenant.id == job.tenant_id))
         if disabled is not None:
             raise HTTPException(403, f"tenant {tenant} is disabled")
         # waiting again is a submission again: the waiting cap, the queue, the classes granted now
-        _admissible(state, session, who, JobSpec.model_validate(job.spec), job.tenant_id, 1)
-        if not job_service.requeue(session, job_id, who.name, keep_admin_hold=job.held_by == "admin"):
+        _admissible(state, session, who, JobSpec.model_validate(job.spec), job.tenant_id, finished)
+        ids = job_service.requeue_where(session, which, who.name)
+        if not ids:
             raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
         session.commit()
-        state.loop.notify("submitted", job_id)
+        for requeued in ids:
+            state.loop.notify("submitted", requeued)
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.patch("/v1/jobs/{job_id}", response_model=JobOut)
