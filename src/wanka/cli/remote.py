@@ -363,8 +363,23 @@ def jobs(
         ]
         for j in page["jobs"]
     ]
-    columns = ["id", "tenant", "user", "queue", "name", "state", "cards", "elapsed", "nodes", "submitted"]
-    _table("jobs", [*columns, "reason"], rows)
+    columns = [
+        "id",
+        "tenant",
+        "user",
+        "queue",
+        "name",
+        "state",
+        "cards",
+        "elapsed",
+        "nodes",
+        "submitted",
+        "reason",
+    ]
+    if console.width < WIDE:  # a narrow terminal: the columns that tell jobs apart, unwrapped
+        keep = [columns.index(c) for c in ("id", "name", "state", "cards", "elapsed", "reason")]
+        columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    _table("jobs", columns, rows)
     if page["next_before_id"]:
         say(f"more: --before {page['next_before_id']}")
 
@@ -591,6 +606,8 @@ ACCT_COLUMNS = {  # --format name -> (heading, value of a job row or a task row)
     "reason": "Reason",
 }
 ACCT_DEFAULT = "jobid,jobname,queue,state,exitcode,elapsed,nnodes,nodelist,cards,cardhours,maxrss"
+ACCT_NARROW = "jobid,jobname,state,exitcode,elapsed,cards,maxrss"  # the default under WIDE columns
+WIDE = 120  # a terminal at least this wide gets every column of `jobs` and `acct`
 
 
 def acct(
@@ -601,12 +618,18 @@ def acct(
     state: State = typer.Option(None, "--state", "-s", case_sensitive=False, help="Only jobs in this state."),
     job: str = typer.Option(None, "--job", "-j", help="One job (ID or ARRAY_INDEX), whenever it ran."),
     tenant: str = typer.Option(None, "--tenant", help="Admins: only this tenant's jobs."),
-    fmt: str = typer.Option(ACCT_DEFAULT, "--format", "-o", help="Columns: " + ",".join(ACCT_COLUMNS) + "."),
+    fmt: str = typer.Option(
+        None,
+        "--format",
+        "-o",
+        help="Columns (default: " + ACCT_DEFAULT + "): " + ",".join(ACCT_COLUMNS) + ".",
+    ),
     limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Jobs per page."),
     json_out: bool = JSON,
 ) -> None:
     """Accounting, as sacct: jobs waiting or running in a window, one line per job and per task
     (JOB.RANK) with exit codes, elapsed time, nodes, cards, card-hours and peak memory."""
+    fmt = fmt or (ACCT_DEFAULT if console.width >= WIDE else ACCT_NARROW)
     columns = [c.strip().lower() for c in fmt.split(",") if c.strip()]
     unknown = [c for c in columns if c not in ACCT_COLUMNS]
     if unknown or not columns:
