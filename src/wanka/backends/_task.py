@@ -123,6 +123,22 @@ def _kill_leftovers(spec: dict, entered: bool) -> None:
 SCROLLBACK = 16 * 1024  # bytes of an interactive task's output replayed to who attaches
 
 
+PENDING = 1 << 20  # output held for a slow client; one that falls further behind is dropped
+
+
+def _flush(client, pending: bytearray) -> bool:
+    """Send what ``client`` can take now, never waiting (a client that stops reading must not
+    stop the task's terminal, or its cancellation). False when it is gone or too far behind."""
+    try:
+        sent = client.send(pending) if pending else 0
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        return False
+    del pending[:sent]
+    return len(pending) <= PENDING
+
+
 def _terminal(spec: dict, uid, gid) -> tuple[int, int]:
     """An interactive task's terminal: a pseudo-terminal pair whose slave becomes this supervisor's
     controlling terminal (it leads its session), so the task it starts on it is a terminal job
@@ -168,14 +184,19 @@ def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
     # this supervisor leads the terminal's session: closing the master at the end would hang up on
     # it too (SIGHUP to the controlling process); it must live on to record how the task ended
     signal.signal(signal.SIGHUP, lambda *_: None)
-    client, frames, ended = None, b"", None
+    client, frames, ended, pending = None, b"", None, bytearray()
     recent = bytearray()  # the last of the output: who attaches sees the prompt and what led to it
     while True:
         if ended is None:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 ended = (status, usage)
-        ready = select.select([master, listener, *([client] if client else [])], [], [], 0.2)[0]
+        watched = [master, listener, *([client] if client else [])]
+        ready, writable, _ = select.select(watched, [client] if client and pending else [], [], 0.2)
+        if client is not None and client in writable and not _flush(client, pending):
+            client.close()
+            client = None
+            continue
         if master in ready:
             try:
                 data = os.read(master, 65536)
@@ -186,10 +207,9 @@ def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
                 recent.extend(data)
                 del recent[: max(0, len(recent) - SCROLLBACK)]
                 if client is not None:
-                    try:
-                        client.sendall(data)
-                    except OSError:
-                        client.close()
+                    pending.extend(data)
+                    if not _flush(client, pending):
+                        client.close()  # it does not read: dropped (it may attach again)
                         client = None
             elif ended is not None:
                 break
@@ -199,14 +219,18 @@ def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
             newcomer, _ = listener.accept()
             if client is not None:  # one attachment at a time: the newest wins
                 client.close()
-            client, frames = newcomer, b""
-            try:
-                client.sendall(bytes(recent))
-            except OSError:
+            client, frames, pending = newcomer, b"", bytearray(recent)
+            client.setblocking(False)  # this loop never waits on who is attached
+            if not _flush(client, pending):
                 client.close()
                 client = None
         if client is not None and client in ready:
-            data = client.recv(65536)
+            try:
+                data = client.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
             if not data:
                 client.close()
                 client = None
@@ -238,9 +262,18 @@ def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
 def main() -> int:
     with open(sys.argv[1]) as fh:
         spec = json.load(fh)
-    # a handler, not SIG_IGN: an ignored signal would stay ignored in the task after exec
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    signal.signal(signal.SIGINT, lambda *_: None)
+    # a handler, not SIG_IGN: an ignored signal would stay ignored in the task after exec. The
+    # terminal's own signals too (^\\ ^Z, background reads and writes): an interactive task's
+    # terminal, or the task itself through it (TIOCSTI), may aim them at this process's group
+    for sig in (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+    ):
+        signal.signal(sig, lambda *_: None)
     if spec.get("cpus"):
         with contextlib.suppress(OSError):  # fewer CPUs than asked, or not allowed here: unpinned
             os.sched_setaffinity(0, spec["cpus"])

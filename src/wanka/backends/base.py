@@ -101,6 +101,8 @@ class Backend(ABC):
     def launch(self, launch: Launch) -> None:
         """Start every task of this run not started before. Returns at once."""
 
+    terminals: bool = False  # interactive jobs get a terminal (attach_path) on this backend
+
     def attach_path(self, job_id: int, run: int) -> Path | None:
         """The Unix socket that carries an interactive run's terminal (task 0), for the server
         only; None where this backend has none (yet)."""

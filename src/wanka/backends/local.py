@@ -151,6 +151,7 @@ def _start_time(pid: int) -> str | None:
 
 class LocalBackend(Backend):
     name = "local"
+    terminals = True
 
     def __init__(
         self,

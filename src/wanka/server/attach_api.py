@@ -23,11 +23,13 @@ from sqlalchemy import select
 
 from wanka.core import JobKind, JobState
 from wanka.server import auth, tables
+from wanka.server.params import MAX_ID
 
 if TYPE_CHECKING:
     from wanka.server.app import AppState
 
 MAX_FRAME = 64 * 1024  # keystrokes (or a paste) per message
+TOKEN_CHECK_S = 2.0  # how soon a revoked token ends a session
 
 
 def router(state: AppState) -> APIRouter:
@@ -43,6 +45,9 @@ def router(state: AppState) -> APIRouter:
             if who is None:
                 await ws.close(4401, "missing, unknown or revoked token")
                 return
+            if not 1 <= job_id <= MAX_ID:  # no job has it (and no database column holds it)
+                await ws.close(4404, f"no job {job_id}")
+                return
             row = session.execute(
                 select(tables.Job.tenant_id, tables.Job.state, tables.Job.spec, tables.Job.runs).where(
                     tables.Job.id == job_id
@@ -57,9 +62,18 @@ def router(state: AppState) -> APIRouter:
         if row.state != JobState.RUNNING.value:
             await ws.close(4409, f"job {job_id} is {row.state}; only a running job has a terminal")
             return
-        path = state.loop.backend.attach_path(job_id, row.runs)
+        backend = state.loop.backend
+        if not backend.terminals:
+            await ws.close(4501, f"the {backend.name} backend offers no terminal (yet)")
+            return
+        path = None
+        for _ in range(100):  # the task is running; its supervisor opens the terminal a moment later
+            path = backend.attach_path(job_id, row.runs)
+            if path is not None:
+                break
+            await asyncio.sleep(0.1)
         if path is None:
-            await ws.close(4501, f"the {state.loop.backend.name} backend offers no terminal (yet)")
+            await ws.close(4409, f"job {job_id}'s terminal is not open")
             return
         # the socket's path may exceed a sockaddr's 108 bytes: reach it through its directory
         folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
@@ -70,12 +84,18 @@ def router(state: AppState) -> APIRouter:
             return
         finally:
             os.close(folder)
-        await _relay(ws, reader, writer)
+        await _relay(ws, reader, writer, lambda: _still_valid(state, token))
 
     return api
 
 
-async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _still_valid(state: AppState, token: str) -> bool:
+    """The token still works (not revoked or expired, its user and tenant not disabled)."""
+    with state.sessions() as session:
+        return auth.authenticate(session, token) is not None
+
+
+async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, valid) -> None:
     async def keys() -> None:
         while True:
             message = await ws.receive()
@@ -88,7 +108,7 @@ async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.St
                 try:
                     rows, cols = json.loads(message["text"])["resize"]
                     size = int(rows).to_bytes(2, "big") + int(cols).to_bytes(2, "big")
-                except (ValueError, KeyError, TypeError, OverflowError):
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
                     continue  # not a window size: ignored
                 writer.write(b"\x01" + (4).to_bytes(4, "big") + size)
             await writer.drain()
@@ -97,7 +117,15 @@ async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.St
         while data := await reader.read(65536):
             await ws.send_bytes(data)
 
-    tasks = [asyncio.ensure_future(keys()), asyncio.ensure_future(screen())]
+    async def token() -> None:  # a session ends when its token stops working, as requests do
+        while True:
+            await asyncio.sleep(TOKEN_CHECK_S)
+            if not await asyncio.to_thread(valid):
+                with contextlib.suppress(Exception):
+                    await ws.close(4401, "the token was revoked or expired, or its account disabled")
+                return
+
+    tasks = [asyncio.ensure_future(keys()), asyncio.ensure_future(screen()), asyncio.ensure_future(token())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     except WebSocketDisconnect:
