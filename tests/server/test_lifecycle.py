@@ -375,8 +375,8 @@ def test_a_task_that_ends_while_the_server_is_down_is_billed_until_it_ended(tmp_
     (tmp_path / "checkpoints" / str(jid) / "stop").touch()
     record = tmp_path / "runs" / str(jid) / "1" / "task-0.exit"
     wait_for(record.exists)
-    code, ended_at = record.read_text().split()
-    assert code == "0"
+    code, ended_at, rss = record.read_text().split()  # exit code, end time, peak memory (rss=KiB)
+    assert code == "0" and rss.startswith("rss=")
     wait_for(lambda: time.time() > float(ended_at) + 2)  # the server stays down a while after
     server = start_server(tmp_path, ("--virtual-cards", "2"))
     try:
