@@ -288,13 +288,13 @@ def test_a_token_revoked_during_a_session_stops_typing_into_it(server):
                 assert admin.delete(f"/v1/tokens/{made['id']}").status_code == 200
             with server.client(token) as c:
                 assert c.get("/v1/jobs").status_code == 401  # everywhere else, at once
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # it ends within the 2 s check; 60 s is only the failure bound
             try:
                 while time.monotonic() < deadline:  # a window size now and then: harmless traffic
                     ws.send(json.dumps({"resize": [24, 80]}))
                     with contextlib.suppress(TimeoutError):
                         ws.recv(timeout=0.2)
-                pytest.fail("the attachment of a revoked token still carries keys 10 s later")
+                pytest.fail("the attachment of a revoked token still carries keys 60 s later")
             except ConnectionClosed:
                 pass
     finally:

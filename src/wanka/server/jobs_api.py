@@ -257,16 +257,13 @@ def router(state: AppState, db, principal) -> APIRouter:
         job, tenant, user = _visible_job(session, who, job_id)
         if array:
             ids = job_service.cancel_where(session, _array_of(job), f"cancelled by {who.name}")
-            session.commit()
-            for element in ids:
-                state.loop.notify("cancelled", element)
+            _commit_and_tell(state, session, "cancelled", ids)
             session.refresh(job)
             return _job_out(job, tenant, user, state.loop)
         if JobState(job.state) in TERMINAL_STATES:
             raise HTTPException(409, f"job {job_id} is already {job.state}")
         request_cancel(session, job_id, f"cancelled by {who.name}")
-        session.commit()
-        state.loop.notify("cancelled", job_id)
+        _commit_and_tell(state, session, "cancelled", [job_id])
         session.refresh(job)
         return _job_out(job, tenant, user, state.loop)
 
@@ -282,14 +279,11 @@ def router(state: AppState, db, principal) -> APIRouter:
         job, _, _ = _visible_job(session, who, job_id)
         if array:
             ids = job_service.hold_where(session, _array_of(job), who.is_admin, who.name)
-            session.commit()
-            for element in ids:
-                state.loop.notify("withdrawn", element)
+            _commit_and_tell(state, session, "withdrawn", ids)
             return _job_out(*_visible_job(session, who, job_id), state.loop)
         if not job_service.hold(session, job_id, who.is_admin, who.name):
             raise HTTPException(409, f"job {job_id} is not waiting; only a waiting job can be held")
-        session.commit()
-        state.loop.notify("withdrawn", job_id)
+        _commit_and_tell(state, session, "withdrawn", [job_id])
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/release", response_model=JobOut)
@@ -312,16 +306,13 @@ def router(state: AppState, db, principal) -> APIRouter:
             if admin_held and not who.is_admin:
                 raise HTTPException(403, f"{admin_held} element(s) of array {job_id} are held by an admin")
             ids = job_service.release_where(session, which, who.name)
-            session.commit()
-            for element in ids:
-                state.loop.notify("submitted", element)
+            _commit_and_tell(state, session, "submitted", ids)
             return _job_out(*_visible_job(session, who, job_id), state.loop)
         if job.held_by == "admin" and not who.is_admin:
             raise HTTPException(403, f"job {job_id} is held by an admin; an admin releases it")
         if not job_service.release(session, job_id, who.name):
             raise HTTPException(409, f"job {job_id} is not held")
-        session.commit()
-        state.loop.notify("submitted", job_id)
+        _commit_and_tell(state, session, "submitted", [job_id])
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/requeue", response_model=JobOut)
@@ -351,9 +342,7 @@ def router(state: AppState, db, principal) -> APIRouter:
         ids = job_service.requeue_where(session, which, who.name)
         if not ids:
             raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
-        session.commit()
-        for requeued in ids:
-            state.loop.notify("submitted", requeued)
+        _commit_and_tell(state, session, "submitted", ids)
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.patch("/v1/jobs/{job_id}", response_model=JobOut)
@@ -379,8 +368,7 @@ def router(state: AppState, db, principal) -> APIRouter:
             raise HTTPException(422, [{"field": "time_limit_s", "message": verdict.reason}])
         if not job_service.update_waiting(session, job_id, job.spec, given, who.name):
             raise HTTPException(409, f"job {job_id} is no longer waiting")
-        session.commit()
-        state.loop.notify("updated", job_id)
+        _commit_and_tell(state, session, "updated", [job_id])
         return _job_out(*_visible_job(session, who, job_id), state.loop)
 
     @api.get("/v1/jobs/{job_id}/logs", response_model=LogChunk)
@@ -442,6 +430,14 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
         end_time=j.end_time,
         spec=j.spec,
     )
+
+
+def _commit_and_tell(state: AppState, session: Session, kind: str, ids) -> None:
+    """Commit, then tell the control loop what changed for each job (never before the commit:
+    the loop reads the database)."""
+    session.commit()
+    for job_id in ids:
+        state.loop.notify(kind, job_id)
 
 
 def _admissible(state: AppState, session: Session, who: Principal, spec: JobSpec, tenant_id: int, count: int):
