@@ -15,10 +15,13 @@ import tests.conftest as top
 from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.test_api import make_member
 from tests.server.test_lifecycle import WORKER, ended, job_state, log_of, submit
+from wanka.backends.base import Launch, TaskLaunch, TaskState
+from wanka.backends.slurm import SlurmBackend, _array_indices
 from wanka.backends.slurm_testbed import SlurmCluster, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=f"no Slurm here: {available()}")
 PY = sys.executable
+ONE_CARD = {"task_groups": [{"replicas": 1, "cards": 1}]}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +56,18 @@ def server(slurm, tmp_path_factory):
     stop_server(s)
 
 
-def slurm_job(slurm: SlurmCluster, job_id: int, run: int = 1) -> dict:
+def slurm_job(server, slurm: SlurmCluster, job_id: int, run: int = 1) -> dict:
+    """Slurm's record of a run: the job ``wanka-JOB-RUN``, or its element of a grouped array (the
+    server records which, beside the run's directory). An element cancelled before Slurm started
+    it leaves no record of its own: ``{"job_state": "GONE"}``."""
+    key = (server.shared / "runs" / str(job_id) / f"{run}.slurm").read_text()
+    slurm_id = (server.shared / "runs" / str(job_id) / f"{run}.slurm-id").read_text()
     jobs = json.loads(slurm.run("squeue", "--json", "--states=all"))["jobs"]
-    return next(j for j in jobs if j["name"] == f"wanka-{job_id}-{run}")
+    if "_" not in slurm_id:
+        return next(j for j in jobs if j["name"] == key == f"wanka-{job_id}-{run}")
+    array, index = slurm_id.split("_")
+    mine = (j for j in jobs if str(j["array_job_id"]) == array and int(index) in _array_indices(j))
+    return next(mine, {"job_state": "GONE"})
 
 
 def placed_on(c, job_id: int) -> list[str]:
@@ -82,7 +94,7 @@ def test_a_two_node_gang_runs_where_wanka_placed_it_with_its_ranks_and_cards(ser
         nodes = placed_on(c, jid)
         envs = [json.loads(log_of(c, jid, task)) for task in (0, 1)]
     assert len(nodes) == 2 and nodes in (slurm.names[:2], slurm.names[2:])  # inside one leaf switch
-    record = slurm_job(slurm, jid)
+    record = slurm_job(server, slurm, jid)
     assert record["job_state"] == "COMPLETED"
     assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(nodes)
     for rank, env in enumerate(envs):
@@ -128,8 +140,10 @@ def test_cancel_and_time_limit_become_scancel_whose_grace_signal_reaches_the_job
         assert "SIGTERM: saved step" in log_of(c, cancelled)
         job = ended(c, limited)
         assert job["state"] == "failed" and "time limit of 2 s" in job["reason"]
-    assert slurm_job(slurm, cancelled)["job_state"] == "CANCELLED"
-    assert slurm_job(slurm, limited)["job_state"] == "CANCELLED"
+    assert slurm_job(server, slurm, cancelled)["job_state"] == "CANCELLED"
+    # the limit runs from the hand-over to Slurm, which may not have started it yet (its
+    # batch_sched_delay is 3 s): an element of an array cancelled then leaves no record
+    assert slurm_job(server, slurm, limited)["job_state"] in ("CANCELLED", "GONE")
 
 
 def test_the_failing_rank_is_named_with_its_own_exit_code(server, slurm):
@@ -141,7 +155,89 @@ def test_the_failing_rank_is_named_with_its_own_exit_code(server, slurm):
         jid = submit(c, command=[PY, "-c", program], task_groups=[{"replicas": 2, "cards": 8}])
         job = ended(c, jid, 60)
     assert job["state"] == "failed" and job["reason"] == "task 1 exited with code 3", job
-    assert slurm_job(slurm, jid)["job_state"] == "FAILED"  # rank 0 was killed by Slurm, not by its code
+    assert (
+        slurm_job(server, slurm, jid)["job_state"] == "FAILED"
+    )  # rank 0 was killed by Slurm, not by its code
+
+
+def test_an_array_goes_to_slurm_in_few_submissions_and_each_element_stands_alone(server, slurm):
+    """Single-card elements launched together reach Slurm as job arrays, one per node (fewer
+    submissions than elements); each element still runs its own contract (its index, as wanka
+    and as Slurm number it), ends with its own exit code, and a cancel stops that element only."""
+    user = make_member(server, "array-slurm", "array-slurm-user")
+    show = (
+        "import json, os, sys; print(json.dumps([os.environ[k] for k in ('WANKA_ARRAY_INDEX', "
+        "'SLURM_ARRAY_TASK_ID', 'SLURM_ARRAY_JOB_ID', 'WANKA_JOB_ID')])); "
+        "sys.exit(int(os.environ['WANKA_ARRAY_INDEX']) == 5)"
+    )
+    with server.client(user) as c:
+        array = c.post("/v1/jobs", json={"command": [PY, "-c", show], "array": "0-11", **ONE_CARD}).json()
+        elements = {
+            e["array_index"]: e["id"] for e in c.get("/v1/jobs", params={"array": array["id"]}).json()["jobs"]
+        }
+        assert sorted(elements) == list(range(12))
+        for index, jid in elements.items():
+            job = ended(c, jid, 60)
+            assert job["state"] == ("failed" if index == 5 else "succeeded"), job["reason"]
+            assert json.loads(log_of(c, jid)) == [str(index), str(index), str(array["id"]), str(jid)]
+        records = [slurm_job(server, slurm, jid) for jid in elements.values()]
+        assert {r["job_state"] for r in records} == {"COMPLETED", "FAILED"}
+        arrays = {r["array_job_id"] for r in records if r["name"].startswith("wanka-array-")}
+        assert arrays and len(arrays) + sum(not r["name"].startswith("wanka-array-") for r in records) < 12
+
+        sleepers = c.post(
+            "/v1/jobs",
+            json={"command": [PY, "-c", "import time; time.sleep(600)"], "array": "0-3", **ONE_CARD},
+        ).json()
+        ids = [e["id"] for e in c.get("/v1/jobs", params={"array": sleepers["id"]}).json()["jobs"]]
+        for jid in ids:  # running in wanka (handed to Slurm), then in Slurm
+            wait_for(lambda jid=jid: job_state(c, jid)["state"] == "running")
+            wait_for(lambda jid=jid: slurm_job(server, slurm, jid)["job_state"] == "RUNNING", 30)
+        victim, *rest = sorted(ids)
+        c.post(f"/v1/jobs/{victim}/cancel")
+        assert ended(c, victim)["state"] == "cancelled"
+        assert slurm_job(server, slurm, victim)["job_state"] == "CANCELLED"
+        assert all(job_state(c, jid)["state"] == "running" for jid in rest)
+        assert all(slurm_job(server, slurm, jid)["job_state"] == "RUNNING" for jid in rest)
+        c.post(f"/v1/jobs/{sleepers['id']}/cancel", params={"array": "true"})
+        for jid in rest:
+            assert ended(c, jid)["state"] == "cancelled"
+
+
+def test_a_crash_between_a_held_submission_and_its_release_submits_nothing_twice(slurm, tmp_path):
+    """Several submissions of a tick go in held and are released together. A server that died
+    after the sbatch and before the release: the restarted backend finds the array by its
+    recorded name, releases it and records its id; nothing is submitted again, and both runs
+    end with their own exit codes."""
+    home = top.reachable_by_tasks(tmp_path / "crash")
+    program = "import os, sys; sys.exit(int(os.environ['CODE']))"
+    launches = [
+        Launch(
+            9_000 + i,
+            1,
+            "crash",
+            (PY, "-c", program),
+            (TaskLaunch(0, "w", slurm.names[-1], (0,), {"CODE": str(i)}),),
+            str(home / f"ckpt-{i}"),
+        )
+        for i in range(2)
+    ]
+    SlurmBackend(home, conf=str(slurm.conf), python=PY, single_user=True)._submit(launches, hold=True)
+    restarted = SlurmBackend(home, conf=str(slurm.conf), python=PY, single_user=True)
+    assert restarted.launch_many(launches) == {9_000: None, 9_001: None}
+
+    def ended_codes():
+        statuses = [restarted.status(lc.job_id, 1, 1)[0] for lc in launches]
+        return all(t.state is TaskState.EXITED for t in statuses) and [t.exit_code for t in statuses]
+
+    assert wait_for(ended_codes, 60) == [0, 1]
+    jobs = json.loads(slurm.run("squeue", "--json", "--states=all"))["jobs"]
+    mine = [j for j in jobs if j["name"] == "wanka-array-9000-1"]
+    assert sorted(_number_of(j["array_task_id"]) for j in mine) == [0, 1]  # one array, two elements
+
+
+def _number_of(value) -> int:
+    return int(value["number"]) if isinstance(value, dict) else int(value)
 
 
 def test_a_node_downed_in_slurm_is_down_in_wanka_and_its_job_resumes_elsewhere(server, slurm):
@@ -206,7 +302,7 @@ def test_preemption_is_a_scancel_with_a_grace_signal_and_the_victim_resumes(serv
         assert [e["state"] for e in events][:5] == ["pending", "admitted", "running", "preempted", "pending"]
         assert "SIGTERM: saved step" in log_of(c, low, run=1)  # Slurm's SIGTERM reached it in time
         assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) >= 5
-    assert slurm_job(slurm, low, run=1)["job_state"] in ("CANCELLED", "COMPLETED")
+    assert slurm_job(server, slurm, low, run=1)["job_state"] in ("CANCELLED", "COMPLETED")
 
 
 def test_a_slurm_controller_restart_fails_nothing(server, slurm):
@@ -271,7 +367,7 @@ def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
         jid = submit(c, command=[PY, "-c", show], task_groups=five)
         assert ended(c, jid, 60)["state"] == "succeeded"
         assert sorted(log_of(c, jid, task).strip() for task in range(5)) == sorted(slurm.names)
-        record = slurm_job(slurm, jid)
+        record = slurm_job(server, slurm, jid)
         assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(slurm.names)
 
         slurm.leave(name)

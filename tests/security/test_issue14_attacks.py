@@ -235,9 +235,11 @@ def test_under_wanka_no_tenant_runs_on_loan_on_another_tenants_reservation(tmp_p
             _after_cycles(s)
             assert job_state(a, a1)["state"] == "pending"  # keeps off the reserved node
             assert job_state(b, gang)["state"] == "pending"
-            b.post(f"/v1/jobs/{b0}/cancel")
-            a.post(f"/v1/jobs/{a0}/cancel")
-            assert ended(b, gang)["state"] == "succeeded"
+            assert b.post(f"/v1/jobs/{b0}/cancel").status_code == 200
+            assert a.post(f"/v1/jobs/{a0}/cancel").status_code == 200
+            ended(b, b0), ended(a, a0)
+            gang_end = ended(b, gang, timeout=60)
+            assert gang_end["state"] == "succeeded", (gang_end, _events(a, a1))
             wait_for(lambda: job_state(a, a1)["state"] == "running")
             for j in (a0, a1):
                 reasons = [e["reason"] for e in _events(a, j)]

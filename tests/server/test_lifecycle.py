@@ -59,10 +59,22 @@ def job_state(client, job_id: int) -> dict:
 
 
 def ended(client, job_id: int, timeout: float = 30) -> dict:
-    return wait_for(
-        lambda: (j := job_state(client, job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
-        timeout,
-    )
+    """The job once it reached a terminal state; on timeout the failure shows its last state,
+    reason and events (what a flaky run needs to be understood)."""
+    last: dict = {}
+
+    def check():
+        last.update(job_state(client, job_id))
+        return last["state"] in ("succeeded", "failed", "cancelled") and dict(last)
+
+    try:
+        return wait_for(check, timeout)
+    except AssertionError:
+        events = client.get(f"/v1/jobs/{job_id}/events").json()
+        raise AssertionError(
+            f"job {job_id} not ended within {timeout} s: state {last.get('state')!r}, "
+            f"reason {last.get('reason')!r}, events {events!r}"
+        ) from None
 
 
 def log_of(client, job_id: int, task: int = 0, run: int | None = None) -> str:

@@ -1,6 +1,7 @@
 """Starts one rank of a wanka job under Slurm (``srun … python3 -I -S wanka-task.py tasks.json``).
 
-It picks its rank's environment (the wanka job contract) by ``SLURM_PROCID`` from the run's JSON
+It picks its rank's environment (the wanka job contract) by ``SLURM_PROCID`` (0 when a single task
+runs as the batch script itself) from the run's JSON
 file and starts the job's argv directly: the argv and the environment values are data here, never
 shell text. It stays as the rank's parent to write the rank's own exit code to ``exit-RANK`` next
 to the JSON file (Slurm keeps one code per job step). Standard library only; copied next to each
@@ -28,7 +29,7 @@ def main() -> None:
     path = sys.argv[1]
     with open(path) as fh:
         spec = json.load(fh)
-    rank = int(os.environ["SLURM_PROCID"])
+    rank = int(os.environ.get("SLURM_PROCID", "0"))  # a single task runs in the batch step itself
     # Slurm's own variables (job id, step, node list) stay; the contract wins where both set one
     env = {k: v for k, v in os.environ.items() if k.startswith("SLURM")}
     env.update(spec["env"][rank])

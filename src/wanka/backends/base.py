@@ -78,6 +78,9 @@ class Backend(ABC):
     name: str = ""
     # whether cluster_spec() may change while the server runs (the control loop then follows it)
     inventory_may_change: bool = False
+    # runs the control loop hands to one launch_many call at most: the loop stays responsive, and
+    # jobs show running as they start (a local launch forks processes; a Slurm one is an sbatch)
+    launches_per_tick: int = 64
     # called (from any thread) when a task may have changed state: the control loop wakes up
     on_change: Callable[[], None] = staticmethod(lambda: None)
 

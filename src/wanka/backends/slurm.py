@@ -13,8 +13,16 @@ Identity: a server run as root submits each tenant's jobs under that tenant's ow
 as with any Slurm user), so Slurm confines and accounts them as that user. The run and checkpoint
 directories are the account's (0700); the server's database and tokens never lie there.
 
-Idempotence: the Slurm job is named ``wanka-JOB-RUN``; before submitting, the backend looks the name
-up in Slurm, so a server that crashed between ``sbatch`` and recording the id submits nothing twice.
+Idempotence: the Slurm job is named ``wanka-JOB-RUN``; before submitting, the backend records the
+name and looks it up in Slurm after a restart, so a server that crashed between ``sbatch`` and
+recording the id submits nothing twice.
+
+Throughput: a run of one task needs no ``srun`` step (the batch script, already on the node with
+the job's cards, starts it), which halves what slurmctld does per job. Single-task runs launched in
+the same tick with the same account, node and cards go to Slurm as one job array
+(``sbatch --array``, named ``wanka-array-JOB-RUN`` after its first run): one ``sbatch`` for up to a
+node's worth of jobs. Each element picks its run by ``SLURM_ARRAY_TASK_ID``, its name in Slurm is
+recorded as ``NAME_INDEX``, and status and ``scancel`` address that element alone.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ LAUNCHER = Path(__file__).with_name("_slurm_task.py")
 # on its locks (measured on the 64-node testbed: 4 beat both 1 and 16; docs/benchmarks.md)
 SBATCH_AT_ONCE = 4
 SQUEUE_EVERY_S = 1.0
+KEYS_KEPT = 100_000  # runs whose Slurm name is kept in memory
+ARRAY_MAX = 1000  # elements of one grouped submission (Slurm's default MaxArraySize is 1001)
 # Slurm job states: still going (not started counts as going: wanka already holds its cards)
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING"}
 # not NOT_RESPONDING: Slurm sets it for a moment on every resume, and a node that stays silent is
@@ -71,6 +81,10 @@ class SlurmError(RuntimeError):
 class SlurmBackend(Backend):
     name = "slurm"
     inventory_may_change = True  # nodes join (FUTURE nodes resumed, new slurmds) and leave
+    # a node's single-task runs are one sbatch: 1,024 runs are ~130 sbatch calls, 4 side by side,
+    # a second or two on an idle controller; handed over before Slurm starts them (its
+    # batch_sched_delay is 3 s), they do not compete with their own starts for slurmctld
+    launches_per_tick = 1024
 
     def __init__(
         self,
@@ -105,6 +119,9 @@ class SlurmBackend(Backend):
         self._topology_key: tuple | None = None
         self._topology_value: tuple[list[str], dict[str, list[str]]] = ([], {})
         self.addresses: dict[str, str] = {}
+        self._keys: dict[tuple[int, int], str] = {}  # (job, run) -> its name in _squeue
+        self._arrays: set[str] = set()  # grouped submissions Slurm lists (any element)
+        self._dropped: set[str] = set()  # elements cancelled before they started: no record left
         self._sinfo()  # fails here, at start, when Slurm cannot be reached
 
     # --- commands ------------------------------------------------------------------------------
@@ -145,7 +162,14 @@ class SlurmBackend(Backend):
         read 5 times a second it slowed every sbatch of a burst (docs/benchmarks.md)."""
         if fresh or time.monotonic() - self._jobs_at > SQUEUE_EVERY_S:
             jobs = self._json("squeue", "--json", "--states=all")["jobs"]
-            self._jobs = {j["name"]: j for j in jobs if j["name"].startswith("wanka-")}
+            self._jobs, self._arrays = {}, set()
+            for j in jobs:
+                if j["name"].startswith("wanka-array-"):  # by element: NAME_INDEX
+                    self._arrays.add(j["name"])
+                    for index in _array_indices(j):
+                        self._jobs[f"{j['name']}_{index}"] = j
+                elif j["name"].startswith("wanka-"):
+                    self._jobs[j["name"]] = j
             self._jobs_at = time.monotonic()
         return self._jobs
 
@@ -256,33 +280,115 @@ class SlurmBackend(Backend):
 
     def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:
         """One squeue for all (what was submitted before a crash is never submitted twice), then
-        the sbatch calls side by side: each waits ~0.1 s on slurmctld, so one after another caps
-        dispatch near 10 jobs/s. A controller that does not answer defers them all."""
-        todo = [lc for lc in launches if not (self.run_dir(lc.job_id, lc.run) / "slurm-id").exists()]
+        the submissions side by side: each ``sbatch`` waits ~0.1 s on slurmctld, so one after
+        another caps dispatch near 10 jobs/s. Single-task runs alike in account, node and cards go
+        as one job array. A controller that does not answer defers them all."""
+        todo = [lc for lc in launches if not self._submitted(lc.job_id, lc.run)]
         # a run prepared before but with no id on record may have been submitted just before a
         # crash: Slurm is asked (fresh) about those only
-        maybe = [lc for lc in todo if (self.run_dir(lc.job_id, lc.run) / "job.sh").exists()]
+        maybe = [lc for lc in todo if self._record(lc.job_id, lc.run, "slurm").exists()]
         if maybe:
             known = self._squeue(True)
-            todo = [lc for lc in todo if lc not in maybe or f"wanka-{lc.job_id}-{lc.run}" not in known]
+            found = {}  # (job, run) -> Slurm's id
+            for lc in maybe:
+                job = known.get(self._key(lc.job_id, lc.run))
+                if job is not None:  # submitted before the crash (maybe held): release, record
+                    found[(lc.job_id, lc.run)] = self._slurm_id(lc.job_id, lc.run, job)
+            self._release(list(found.values()))
+            for (job_id, run), slurm_id in found.items():
+                self._mark(self._record(job_id, run, "slurm-id"), slurm_id)
+            todo = [lc for lc in todo if lc not in maybe or self._key(lc.job_id, lc.run) not in known]
         out: dict[int, Exception | None] = {lc.job_id: None for lc in launches}
-        if not todo:
+        groups: dict[tuple, list[Launch]] = {}
+        for lc in todo:
+            groups.setdefault(self._shape(lc), []).append(lc)
+        batches = []
+        for shape, group in groups.items():
+            if shape is None:  # several tasks (or a terminal): a job of its own
+                batches += [[lc] for lc in group]
+            else:
+                batches += [group[i : i + ARRAY_MAX] for i in range(0, len(group), ARRAY_MAX)]
+        if not batches:
             return out
-        with ThreadPoolExecutor(max_workers=min(SBATCH_AT_ONCE, len(todo))) as pool:
-            for lc, error in zip(todo, pool.map(self._submit_or_error, todo), strict=True):
-                out[lc.job_id] = error
+        # several submissions are held until all are in: Slurm starts the first ones ~3 s after
+        # their sbatch (batch_sched_delay), and those starts (a slurmstepd and a process each, on
+        # the controller's cores too) slowed the sbatch calls still to come tenfold
+        hold = len(batches) > 1
+        submitted: dict[str, list[Launch]] = {}
+        with ThreadPoolExecutor(max_workers=min(SBATCH_AT_ONCE, len(batches))) as pool:
+            results = pool.map(lambda b: self._submit_or_error(b, hold), batches)
+            for batch, (slurm_id, error) in zip(batches, results, strict=True):
+                for lc in batch:
+                    out[lc.job_id] = error
+                if slurm_id is not None:
+                    submitted[slurm_id] = batch
+        if hold:
+            self._release(list(submitted))
+        for slurm_id, batch in submitted.items():  # recorded once released (a restart releases the rest)
+            for i, lc in enumerate(batch):
+                self._mark(
+                    self._record(lc.job_id, lc.run, "slurm-id"),
+                    slurm_id if len(batch) == 1 else f"{slurm_id}_{i}",
+                )
         self._jobs_at = 0.0
         return out
 
-    def _submit_or_error(self, launch: Launch) -> Exception | None:
-        try:
-            self._submit(launch)
-        except Exception as exc:
-            return exc
-        return None
+    def _shape(self, launch: Launch) -> tuple | None:
+        """What a single-task run's ``sbatch`` depends on: runs of one shape share one array."""
+        if len(launch.tasks) != 1 or launch.interactive:
+            return None
+        t = launch.tasks[0]
+        return (launch.tenant, launch.tenant_id, t.node, len(t.devices))
 
-    def _submit(self, launch: Launch) -> None:
-        name = f"wanka-{launch.job_id}-{launch.run}"
+    def _chdir(self, launch: Launch) -> str:
+        rundir = self.run_dir(launch.job_id, launch.run)
+        return launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else str(rundir)
+
+    def _record(self, job_id: int, run: int, what: str) -> Path:
+        """The server's own file about a run (``RUN.slurm``: its name in Slurm, written before
+        ``sbatch``; ``RUN.slurm-id``: Slurm's id, after). They lie beside the run directory, in
+        the job's directory that only the server may write: the job's own account can change
+        everything in its run directory, and must not be able to point wanka at another job."""
+        return self.runs / str(job_id) / f"{run}.{what}"
+
+    def _key(self, job_id: int, run: int) -> str:
+        """The run's name in :meth:`_squeue`: ``wanka-JOB-RUN``, or ``NAME_INDEX`` for an element
+        of a grouped submission."""
+        key = self._keys.get((job_id, run))
+        if key is None:
+            try:
+                key = self._record(job_id, run, "slurm").read_text()
+            except OSError:
+                key = f"wanka-{job_id}-{run}"
+            if len(self._keys) >= KEYS_KEPT:  # a cache: the records on disk are the truth
+                self._keys.clear()
+                self._dropped.clear()
+            self._keys[(job_id, run)] = key
+        return key
+
+    def _slurm_id(self, job_id: int, run: int, job: dict) -> str:
+        """What scancel takes for the run: the job's id, or ``ARRAY_INDEX`` for an element (a
+        waiting array's own id stands for all its elements)."""
+        key = self._key(job_id, run)
+        if key.startswith("wanka-array-"):
+            return f"{_number(job.get('array_job_id'))}_{key.rsplit('_', 1)[1]}"
+        return str(job["job_id"])
+
+    def _submit_or_error(self, batch: list[Launch], hold: bool) -> tuple[str | None, Exception | None]:
+        try:
+            return self._submit(batch, hold), None
+        except Exception as exc:
+            return None, exc
+
+    def _release(self, slurm_ids: list[str]) -> None:
+        """Let held submissions start (``scontrol release``, a few hundred ids a call); a job
+        that is not held, or is gone, is no error."""
+        for i in range(0, len(slurm_ids), 256):
+            self._run("scontrol", "release", ",".join(slurm_ids[i : i + 256]), check=False)
+
+    def _prepare(self, launch: Launch) -> isolation.Account | None:
+        """The run's directory with its contract (``tasks.json``), launcher and host file, all
+        the tenant's; returns the tenant's account (None when not isolated)."""
         rundir = self.run_dir(launch.job_id, launch.run)
         account = None
         if self.isolated:
@@ -294,68 +400,109 @@ class SlurmBackend(Backend):
         isolation.private_dir(rundir, account)
         isolation.private_dir(Path(launch.checkpoint_dir), account)
         base = {k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ}
-        (rundir / "tasks.json").write_text(
-            json.dumps(
-                {
-                    "argv": list(launch.argv),
-                    "env": [
-                        {**base, **launch.user_env, **_slurm_array(launch.user_env), **t.env}
-                        for t in launch.tasks
-                    ],
-                }
-            )
-        )
+        env = [{**base, **launch.user_env, **_slurm_array(launch.user_env), **t.env} for t in launch.tasks]
+        (rundir / "tasks.json").write_text(json.dumps({"argv": list(launch.argv), "env": env}))
         shutil.copyfile(LAUNCHER, rundir / "wanka-task.py")
         nodes = [t.node for t in launch.tasks]  # rank order
         (rundir / "hostfile").write_text("".join(f"{n}\n" for n in nodes))
+        if account is not None:  # the job's files are its account's; Slurm runs it as that account
+            for f in ("tasks.json", "wanka-task.py", "hostfile"):
+                os.chown(rundir / f, account.uid, account.gid)
+        return account
+
+    def _start_line(self, rundir: str, tasks: int) -> str:
+        """The script line that starts a run's tasks: the launcher itself for one task (the batch
+        step is on the node already), else one ``srun`` step in wanka's rank order."""
+        q = shlex.quote
+        launcher = f"{q(self.python)} -I -S {q(rundir + '/wanka-task.py')} {q(rundir + '/tasks.json')}"
+        if tasks == 1:
+            return f"exec {launcher} >{q(rundir + '/task-0.log')} 2>&1\n"
+        return (
+            f"export SLURM_HOSTFILE={q(rundir + '/hostfile')}\n"
+            f"exec srun --kill-on-bad-exit=1 --distribution=arbitrary --ntasks={tasks} "
+            f"--output={q(rundir + '/task-%t.log')} {launcher}\n"
+        )
+
+    def _submit(self, batch: list[Launch], hold: bool = False) -> str:
+        """One ``sbatch`` for the batch (a job, or an array of single-task runs); Slurm's id."""
+        first = batch[0]
+        rundir = self.run_dir(first.job_id, first.run)
+        accounts = [self._prepare(lc) for lc in batch]
+        account = accounts[0]  # one shape: one account
         per_node: dict[str, int] = {}
-        for t in launch.tasks:
+        for t in first.tasks:
             per_node[t.node] = per_node.get(t.node, 0) + len(t.devices)
         gpus = max(per_node.values())  # GPU models: one device per card
-        q = shlex.quote
-        script = (
-            "#!/bin/sh\n"
-            f"export SLURM_HOSTFILE={q(str(rundir / 'hostfile'))}\n"
-            f"exec srun --kill-on-bad-exit=1 --distribution=arbitrary --ntasks={len(launch.tasks)} "
-            f"--output={q(str(rundir / 'task-%t.log'))} "
-            f"{q(self.python)} -I -S {q(str(rundir / 'wanka-task.py'))} {q(str(rundir / 'tasks.json'))}\n"
-        )
-        (rundir / "job.sh").write_text(script)
         argv = [
             "sbatch",
             "--parsable",
-            f"--job-name={name}",
             f"--nodelist={','.join(sorted(per_node))}",
             f"--nodes={len(per_node)}",
-            f"--ntasks={len(launch.tasks)}",
-            f"--output={rundir / 'batch.log'}",
-            f"--chdir={launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else rundir}",
+            f"--ntasks={len(first.tasks)}",
+            f"--chdir={self._chdir(first)}",
             "--export=PATH,LANG",
             "--no-requeue",
         ]
+        if len(batch) == 1:
+            name = f"wanka-{first.job_id}-{first.run}"
+            script = "#!/bin/sh\n" + self._start_line(str(rundir), len(first.tasks))
+            argv += [f"--job-name={name}", f"--output={rundir / 'batch.log'}"]
+            keys = [name]
+        else:
+            name = f"wanka-array-{first.job_id}-{first.run}"
+            cases = "".join(
+                f"{i}) cd {shlex.quote(self._chdir(lc))} || exit 1\n"
+                f"{self._start_line(str(self.run_dir(lc.job_id, lc.run)), 1)};;\n"
+                for i, lc in enumerate(batch)
+            )
+            script = f'#!/bin/sh\ncase "$SLURM_ARRAY_TASK_ID" in\n{cases}esac\nexit 1\n'
+            argv += [f"--job-name={name}", f"--array=0-{len(batch) - 1}", "--output=/dev/null"]
+            keys = [f"{name}_{i}" for i in range(len(batch))]
+        for lc, key in zip(batch, keys, strict=True):  # before sbatch: a crash after it submits nothing twice
+            self._mark(self._record(lc.job_id, lc.run, "slurm"), key)
+            self._keys[(lc.job_id, lc.run)] = key
         if gpus:
             argv.append(f"--gres=gpu:{gpus}")
         if self.partition:
             argv.append(f"--partition={self.partition}")
-        if account is not None:  # the job's files are its account's; Slurm runs it as that account
-            for f in ("tasks.json", "wanka-task.py", "hostfile", "job.sh"):
-                os.chown(rundir / f, account.uid, account.gid)
+        if account is not None:
             argv[1:1] = [f"--uid={account.uid}", f"--gid={account.gid}"]
+        if hold:
+            argv.append("--hold")
+        self._mark(rundir / "job.sh", script, account)
         argv.append(str(rundir / "job.sh"))
-        slurm_id = self._run(*argv).strip().split(";")[0]
-        tmp = rundir / "slurm-id.tmp"
-        tmp.write_text(slurm_id)
-        os.replace(tmp, rundir / "slurm-id")
+        return self._run(*argv).strip().split(";")[0]
+
+    @staticmethod
+    def _mark(path: Path, text: str, account: isolation.Account | None = None) -> None:
+        """Write ``path`` whole or not at all (a crash leaves no half-written file)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        if account is not None:
+            os.chown(tmp, account.uid, account.gid)
+        os.replace(tmp, path)
+
+    def _submitted(self, job_id: int, run: int) -> bool:
+        # runs submitted before the records moved beside the run directory kept theirs inside it
+        legacy = self.run_dir(job_id, run) / "slurm-id"
+        return self._record(job_id, run, "slurm-id").exists() or legacy.exists()
 
     def _job(self, job_id: int, run: int) -> dict | None:
-        return self._squeue().get(f"wanka-{job_id}-{run}")
+        return self._squeue().get(self._key(job_id, run))
 
     def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
         job = self._job(job_id, run)
         if job is None:
-            if (self.run_dir(job_id, run) / "slurm-id").exists():  # submitted, and Slurm forgot it
-                return [TaskStatus(i, TaskState.EXITED, None) for i in range(tasks)]
-            return [TaskStatus(i, TaskState.ABSENT) for i in range(tasks)]
+            if not self._submitted(job_id, run):
+                return [TaskStatus(i, TaskState.ABSENT) for i in range(tasks)]
+            codes = [_exit_code(self.run_dir(job_id, run) / f"exit-{i}") for i in range(tasks)]
+            if all(c is not None for c in codes):  # ended, and Slurm forgot it (MinJobAge)
+                return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
+            key = self._key(job_id, run)
+            if key.rsplit("_", 1)[0] in self._arrays and key not in self._dropped:
+                # Slurm lists the array but not yet this element on its own: still Slurm's
+                return [TaskStatus(i, TaskState.RUNNING) for i in range(tasks)]
+            return [TaskStatus(i, TaskState.EXITED, None) for i in range(tasks)]
         state = job["job_state"]
         if state in ACTIVE:
             return [TaskStatus(i, TaskState.RUNNING) for i in range(tasks)]
@@ -383,11 +530,14 @@ class SlurmBackend(Backend):
         job = self._job(job_id, run)
         if job is None or job["job_state"] not in ACTIVE:
             return
+        target = self._slurm_id(job_id, run, job)
+        if job.get("array_task_string"):  # not started: the cancel leaves no record of it
+            self._dropped.add(self._key(job_id, run))
         if sig == signal.SIGTERM:  # Slurm's own cancel: SIGTERM to every step, SIGKILL after KillWait
-            self._run("scancel", str(job["job_id"]), check=False)
+            self._run("scancel", target, check=False)
         else:
             name = signal.Signals(sig).name.removeprefix("SIG")
-            self._run("scancel", "--full", f"--signal={name}", str(job["job_id"]), check=False)
+            self._run("scancel", "--full", f"--signal={name}", target, check=False)
         self._jobs_at = 0.0
 
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
@@ -440,6 +590,28 @@ def _unhealthy(node: dict) -> bool:
     if states & UNHEALTHY - {"DRAIN"}:
         return True
     return "DRAIN" in states and not str(node.get("reason", "")).startswith(WANKA_REASON)
+
+
+def _number(value) -> int:
+    """Slurm's JSON gives some numbers bare and some as ``{"set": …, "number": …}`` by version."""
+    if isinstance(value, dict):
+        return int(value.get("number") or 0)
+    return int(value or 0)
+
+
+def _array_indices(job: dict) -> list[int]:
+    """The element indices an squeue entry of a grouped submission stands for: one running
+    element (``array_task_id``), or the waiting rest (``array_task_string``, such as ``2-5,7``;
+    our submissions carry no step or throttle)."""
+    text = str(job.get("array_task_string") or "").split("%")[0]
+    if not text:
+        return [_number(job.get("array_task_id"))]
+    out = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            out += range(int(low), int(high or low) + 1)
+    return out
 
 
 def _slurm_array(env: dict[str, str]) -> dict[str, str]:

@@ -353,6 +353,8 @@ def _dispatch_table(title: str, out: dict, latency: tuple[str, str], burst: tupl
     table.add_row(f"{burst[0]}: dispatched", dispatched, burst[2] if len(burst) > 2 else "")
     rate = f"{out['burst_jobs_per_s']:.1f} jobs/s ({out['burst_wall_s']:.1f} s): {states}"
     table.add_row(f"{burst[0]}: all ended", rate, burst[1])
+    for why, n in sorted(out.get("burst_failures", {}).items(), key=lambda kv: -kv[1])[:3]:
+        table.add_row(f"{burst[0]}: {n} not succeeded", why, "")
     console.print(table)
 
 

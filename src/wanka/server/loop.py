@@ -76,7 +76,6 @@ HOLDING_OR_WAITING = (JobState.PENDING, JobState.ADMITTED, JobState.RUNNING, Job
 MIN_GAP_S = 0.02  # between ticks: bursts of API calls are taken together
 CYCLE_EVERY_S = 5.0  # a cycle at least this often, even when nothing changed
 POSITIONS_EVERY_S = 1.0  # queue positions listed at most this often when many jobs wait
-LAUNCHES_PER_TICK = 64
 FOLLOW_EVERY_S = 1.0  # how often the leader looks for what other servers' APIs wrote
 STANDBY_POLL_S = 1.0  # how often a standby tries for the scheduler lease
 HALF_LIFE_S = 7 * 86400.0  # fair-share memory: a week, as Slurm's default PriorityDecayHalfLife
@@ -1268,8 +1267,8 @@ class ControlLoop:
         if not ready:
             return
         # the launches of a tick together (the backend may make them side by side: sbatch), at
-        # most LAUNCHES_PER_TICK: the loop stays responsive, and jobs show running as they start
-        ready = ready[:LAUNCHES_PER_TICK]  # the rest at the next tick (0.2 s on while any wait)
+        # most the backend's launches_per_tick (the rest at the next tick, 0.2 s on while any wait)
+        ready = ready[: self.backend.launches_per_tick]
         outcomes = self.backend.launch_many(self._launches(ready))
         started = []
         for a in ready:
