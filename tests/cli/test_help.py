@@ -73,3 +73,12 @@ def test_a_client_command_loads_neither_the_twin_nor_the_core():
     )
     assert "cannot reach" in r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_the_version_is_a_flag_too(flag):
+    from wanka import __version__
+
+    r = run(flag)
+    assert r.returncode == 0 and r.stdout.strip() == __version__, r.stderr
+    assert run("version").stdout.strip() == __version__

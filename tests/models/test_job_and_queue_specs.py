@@ -35,6 +35,10 @@ def test_job_spec_errors_name_the_field_and_what_is_accepted():
     assert "critical" in p["priority_class"]
     assert "task_groups" in problems({"task_groups": []})
     assert "unknown field" in problems({"task_groups": [{}], "gpus": 8})["gpus"]
+    # what is accepted where the unknown field stands: the job's fields, or a task group's
+    assert "task_groups" in problems({"task_groups": [{}], "gpus": 8})["gpus"]
+    misspelt = problems({"task_groups": [{"cardz": 8}]})["task_groups[0].cardz"]
+    assert "cards" in misspelt and "replicas" in misspelt and "task_groups" not in misspelt
     assert "min_replicas" in problems({"task_groups": [{"replicas": 2, "min_replicas": 3}]})["task_groups[0]"]
 
 

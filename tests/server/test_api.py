@@ -107,6 +107,8 @@ def test_a_revoked_token_stops_working_at_once(server):
         ({"env": {"WANKA_JOB_ID": "x"}}, "env", "set by wanka"),
         ({"task_groups": []}, "task_groups", "at least 1"),
         ({"colour": "red"}, "colour", "unknown field"),
+        ({"colour": "blue"}, "colour", "task_groups"),  # the fields accepted there
+        ({"task_groups": [{"cards": 1, "cardz": 2}]}, "cardz", "accepted here: accelerators, cards"),
         ({"command": []}, "command", "argv"),
         ({"restart": {"max": -1}}, "restart.max", "greater than or equal to 0"),
         ({"workdir": "relative/dir"}, "workdir", "^/"),

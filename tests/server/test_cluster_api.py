@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tests.server.conftest import SLEEP, start_server, stop_server, wait_for
 from tests.server.test_api import JOB, make_member
 
@@ -13,6 +15,10 @@ def test_admins_drain_and_undrain_nodes_and_the_drain_survives_a_restart(tmp_pat
         with server.client(server.admin_token) as admin, server.client(member) as user:
             nodes = user.get("/v1/nodes").json()
             assert nodes and all(n["state"] == "up" for n in nodes)
+            # each node's CPUs and memory, as the local backend shares out this machine's
+            share = max(1, (os.cpu_count() or 1) // len(nodes))
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30 // len(nodes)
+            assert all((n["cpus"], n["memory_gib"]) == (share, max(1, memory)) for n in nodes)
             name, cards = nodes[0]["name"], nodes[0]["cards"]
             before = user.get("/v1/cluster").json()
             assert user.post(f"/v1/nodes/{name}/drain", json={}).status_code == 403

@@ -12,7 +12,7 @@ import importlib
 from typing import NamedTuple
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 JOBS = "Jobs"
 ACCOUNT = "Your account and the cluster"
@@ -106,6 +106,27 @@ app = LazyGroup(
     "command's options.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(ctx, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from wanka import __version__
+
+        print(__version__)
+        ctx.exit()
+
+
+# `wanka --version` as well as `wanka version` (what users of any other CLI try first)
+app.params.append(
+    TyperOption(
+        param_decls=["--version", "-V"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    )
 )
 
 

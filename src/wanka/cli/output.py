@@ -31,3 +31,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # one line, however narrow the terminal: scripts and people grep for it
     errors.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise SystemExit(code)
+
+
+def card_count(n: int) -> str:
+    """``1 card``, ``8 cards``."""
+    return f"{n:,} card" if n == 1 else f"{n:,} cards"

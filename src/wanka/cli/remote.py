@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wanka.cli.output import console, emit_json, errors, fail
+from wanka.cli.output import card_count, console, emit_json, errors, fail
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -259,9 +259,9 @@ def submit(
         emit_json(job)
     elif job.get("array_elements"):
         count = job["array_elements"]
-        say(f"job array {job['id']} submitted to {job['queue']}: {count} jobs of {job['cards']} cards")
+        say(f"job array {job['id']} submitted to {job['queue']}: {count} jobs of {card_count(job['cards'])}")
     else:
-        say(f"job {job['id']} submitted to {job['queue']} ({job['cards']} cards): {job['state']}")
+        say(f"job {job['id']} submitted to {job['queue']} ({card_count(job['cards'])}): {job['state']}")
 
 
 def run(
@@ -413,8 +413,8 @@ def show(job_id: str = JOB_ID, json_out: bool = JSON) -> None:
         emit_json({**job, "events": events})
         return
     say(
-        f"job {job['id']} {job['name']!r} — {job['state']}, {job['cards']} cards, tenant {job['tenant']}, "
-        f"queue {job['queue']}"
+        f"job {job['id']} {job['name']!r} — {job['state']}, {card_count(job['cards'])}, "
+        f"tenant {job['tenant']}, queue {job['queue']}"
     )
     say(f"command: {job['spec'].get('command')}")
     if job.get("queue_position"):
@@ -801,8 +801,20 @@ def nodes_list(ctx: typer.Context, json_out: bool = JSON) -> None:
         return
     _table(
         "nodes",
-        ["node", "model", "cards", "domain", "state", "reason"],
-        [[n["name"], n["model"], n["cards"], "/".join(n["domain"]), n["state"], n["reason"]] for n in rows],
+        ["node", "model", "cards", "cpus", "memory", "domain", "state", "reason"],
+        [
+            [
+                n["name"],
+                n["model"],
+                n["cards"],
+                n["cpus"],
+                f"{n['memory_gib']} GiB",
+                "/".join(n["domain"]),
+                n["state"],
+                n["reason"],
+            ]
+            for n in rows
+        ],
     )
 
 

@@ -64,6 +64,7 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         decisions=decisions,
         reservations=list(session.reservations),
         unschedulable=dict(session.unschedulable),
+        outcomes={j: f for j, f in session.outcomes.items() if j not in session.running},
         stats=stats,
         order_of=_order_of(session),
     )

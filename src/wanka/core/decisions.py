@@ -126,6 +126,9 @@ class CycleResult:
     reservations: list[Reservation]
     unschedulable: dict[str, str]  # job id -> why it can never run as submitted
     stats: CycleStats
+    # job id -> how close it came this cycle, for the waiting jobs it tried and did not start (a
+    # job it never reached waits behind those: Slurm's Reason "Priority")
+    outcomes: dict[str, Fit] = field(default_factory=dict)
     # the waiting queue's order, listed only when asked for: a busy cycle walks a small part of it
     order_of: Callable[[], list[str]] = field(default=list, repr=False)
 

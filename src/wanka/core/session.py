@@ -131,6 +131,7 @@ class Session:
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
+        self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.stats_attempts = 0
@@ -390,6 +391,7 @@ class Session:
                 continue
             self.stmt.start(job, placement, f, queue, backfilled, lender)
             return Fit.FIT
+        self.outcomes[job.id] = best
         return best
 
     def _may_borrow(self, job: Job, flavor: int) -> bool:

@@ -165,7 +165,7 @@ def parse_cluster(data: dict, source: str = "cluster spec", catalog: Catalog | N
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc) from None
+        raise from_validation_error(source, exc, ClusterSpec) from None
     return build_cluster(spec, catalog, source)
 
 

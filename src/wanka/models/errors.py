@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 class SpecError(ValueError):
@@ -28,24 +29,60 @@ def field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def describe(errors: list[dict], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """(field, message) of pydantic errors; ``skip`` drops leading location parts (FastAPI's "body")."""
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The model that holds the field at ``loc`` (list indexes and dict keys passed through);
+    None where the path leaves the models."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = inner_model(field.annotation)
+    return model
+
+
+def inner_model(annotation) -> type[BaseModel] | None:
+    """The pydantic model in a type annotation (itself, or inside list/Optional/dict), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):  # list[X], X | None, dict[str, X]
+        found = inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe(
+    errors: list[dict], skip: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """(field, message) of pydantic errors; ``skip`` drops leading location parts (FastAPI's "body").
+    Given the validated ``model``, an unknown field's message lists the fields accepted there."""
     problems = []
     for e in errors:
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see the documented fields)"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
         loc = tuple(e["loc"])
         while loc and loc[0] in skip:
             loc = loc[1:]
+        if e["type"] == "extra_forbidden":
+            holder = _model_at(model, loc[:-1])
+            if holder is None:
+                msg = "unknown field (check the spelling; see the documented fields)"
+            else:
+                names = (f.alias or name for name, f in holder.model_fields.items())
+                msg = f"unknown field; accepted here: {', '.join(sorted(names))}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
         problems.append((field_path(loc), msg))
     return problems
 
 
-def from_validation_error(source: str, err: ValidationError) -> SpecError:
-    return SpecError(source, describe(err.errors()))
+def from_validation_error(
+    source: str, err: ValidationError, model: type[BaseModel] | None = None
+) -> SpecError:
+    return SpecError(source, describe(err.errors(), model=model))
 
 
 MAX_YAML_BYTES = 4 * 1024 * 1024  # a spec file, at most: the largest cluster spec is ~100 KiB

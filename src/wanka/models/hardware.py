@@ -116,7 +116,7 @@ def parse_catalog(data: dict, source: str = "catalog") -> Catalog:
     try:
         return build_catalog(CatalogSpec.model_validate(data))
     except ValidationError as exc:
-        raise from_validation_error(source, exc) from None
+        raise from_validation_error(source, exc, CatalogSpec) from None
 
 
 @lru_cache(maxsize=1)

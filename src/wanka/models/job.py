@@ -210,7 +210,7 @@ def parse_job_spec(data: dict, source: str = "job spec") -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc) from None
+        raise from_validation_error(source, exc, JobSpec) from None
 
 
 def load_job_spec(path: str | Path) -> JobSpec:

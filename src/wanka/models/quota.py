@@ -152,7 +152,7 @@ def parse_queue_tree(data: dict, cluster: Cluster, source: str = "queues") -> Qu
     try:
         spec = QueueTreeSpec.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(source, exc) from None
+        raise from_validation_error(source, exc, QueueTreeSpec) from None
     return build_queue_tree(spec, cluster, source)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import Cluster
-from wanka.models.errors import describe
+from wanka.models.errors import describe, inner_model
 from wanka.server import (
     accounts_api,
     acct_api,
@@ -59,9 +59,12 @@ def create_app(state: AppState) -> FastAPI:
     bearer = HTTPBearer(auto_error=False)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        """Every problem with the field it concerns and what would be accepted."""
-        problems = describe(list(exc.errors()), skip=("body", "query", "path", "header"))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Every problem with the field it concerns and what would be accepted (an unknown field
+        of the body: the fields accepted there)."""
+        body = getattr(request.scope.get("route"), "body_field", None)
+        model = inner_model(getattr(getattr(body, "field_info", None), "annotation", None))
+        problems = describe(list(exc.errors()), skip=("body", "query", "path", "header"), model=model)
         return JSONResponse({"detail": [{"field": f, "message": m} for f, m in problems]}, status_code=422)
 
     def changed_tree() -> None:

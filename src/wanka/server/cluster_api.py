@@ -30,6 +30,8 @@ class NodeOut(BaseModel):
     name: str
     model: str
     cards: int
+    cpus: int = Field(description="CPU cores the node offers to tasks")
+    memory_gib: int = Field(description="memory the node offers to tasks, GiB")
     domain: list[str] = Field(description="the node's network domains, innermost first")
     state: str = Field(description="up, draining or down")
     reason: str
@@ -87,6 +89,8 @@ def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
         name=row.name,
         model=record.accelerator.id,
         cards=record.cards,
+        cpus=record.cpus,
+        memory_gib=record.memory_gib,
         domain=list(record.domains),
         state=row.state,
         reason=row.reason,

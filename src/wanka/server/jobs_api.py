@@ -42,7 +42,10 @@ class JobOut(BaseModel):
     queue: str
     name: str
     state: str
-    reason: str
+    reason: str = Field(
+        description="why it is in its state; for a waiting job, why it has not started as of the "
+        "last cycle: waiting for quota, for cards, or behind jobs ahead of it (Slurm's Reason)"
+    )
     cards: int
     submit_time: float
     start_time: float | None
@@ -359,7 +362,7 @@ def router(state: AppState, db, principal) -> APIRouter:
         try:
             spec = JobSpec.model_validate({**job.spec, **given})
         except ValidationError as exc:
-            problems = describe(exc.errors())
+            problems = describe(exc.errors(), model=JobSpec)
             raise HTTPException(422, [{"field": f, "message": m} for f, m in problems]) from None
         if not who.is_admin:
             _check_granted(state, session, job.queue, spec.priority_class, spec.preemptible)
@@ -423,7 +426,7 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
         queue=j.queue,
         name=j.name,
         state=j.state,
-        reason=j.reason,
+        reason=(loop.waiting_reason(j.id, j.queue) if waiting else None) or j.reason,
         cards=j.cards,
         submit_time=j.submit_time,
         start_time=j.start_time,

@@ -58,7 +58,7 @@ from wanka.core import (
     accrue,
     run_cycle,
 )
-from wanka.core.decisions import StopReason
+from wanka.core.decisions import Fit, StopReason
 from wanka.core.jobs import check_transition
 from wanka.core.running import effective_time_limit
 from wanka.models.cluster import parse_cluster
@@ -292,6 +292,8 @@ class ControlLoop:
         self.gates = Gates()
         self.held_queues, self.queue_parked = {}, {}
         self.positions, self.estimates = {}, {}
+        self.outcomes: dict[int, Fit] = {}  # waiting job -> how close the last cycle came
+        self.reserved: set[int] = set()  # waiting jobs holding a reservation
 
     def _lead(self) -> bool:
         """Take the scheduler lease if it is free; then rebuild from the database and adopt what
@@ -944,13 +946,32 @@ class ControlLoop:
                 if not self.busy[node]:
                     del self.busy[node]
 
+    def waiting_reason(self, job_id: int, queue: str) -> str | None:
+        """Why a waiting job has not started, as of the last cycle (Slurm's ``Reason`` for a
+        pending job: Resources, Priority, a group limit), or None when the loop does not hold it
+        (held back by a dependency or a hold: its recorded reason says why)."""
+        if str(job_id) not in self.pending:
+            return None
+        if job_id in self.reserved:
+            return "waiting for cards: next in line, the cards it needs are reserved for it"
+        fit = self.outcomes.get(job_id)
+        if fit is Fit.NO_QUOTA:
+            return f"waiting for quota: queue {queue} is at its limit (nominal quota plus what it may borrow)"
+        if fit is Fit.NO_FIT:
+            return "waiting for cards: its queue has quota, but no nodes have room now"
+        if fit is Fit.RESERVED:
+            return "waiting for cards: the free ones are reserved for a job ahead of it"
+        if self.cycle_count:
+            return "waiting behind jobs ahead of it in policy order"
+        return None
+
     # --- the cycle -----------------------------------------------------------------------------
 
     def _cycle(self, session, now: float) -> None:
         self._park_over_cap()
         self._hold_queues(session, now)
         if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
-            self.positions, self.estimates = {}, {}
+            self.positions, self.estimates, self.outcomes, self.reserved = {}, {}, {}, set()
             return
         rates: dict[str, list[float]] = {}
         for job in self.running.values():
@@ -978,6 +999,8 @@ class ControlLoop:
             self.positions = {int(j): i + 1 for i, j in enumerate(result.order)}
             self._positions_at = now
         self.estimates = {int(r.job_id): r.start for r in result.reservations if r.start is not None}
+        self.outcomes = {int(j): f for j, f in result.outcomes.items()}
+        self.reserved = {int(r.job_id) for r in result.reservations}
         for d in result.stops:
             self.decisions.labels("stop").inc()
             self.decision_count += 1
