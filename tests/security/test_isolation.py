@@ -193,3 +193,22 @@ def test_signals_from_a_task_reach_no_process_of_the_server(server):
     assert job["state"] == "failed" and "exited with code 1" in job["reason"]  # PermissionError
     assert server.proc.poll() is None
     assert os.kill(server.proc.pid, 0) is None
+
+
+@pytest.mark.parametrize("planted", ["tasks.json", "tasks.json.tmp"])
+def test_the_server_never_writes_through_a_link_planted_in_a_run_directory(tmp_path, planted):
+    """Under Slurm a run's directory is its tenant's account's (the tasks write their logs
+    there), and the server, as root, writes the run's files into it: a link another job of the
+    tenant planted there, as the file or as its temporary, must be replaced, never followed to a
+    file of the server's."""
+    from wanka.backends.isolation import write_file
+
+    server_file = tmp_path / "server-state"
+    server_file.write_text("the server's own")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / planted).symlink_to(server_file)
+    write_file(run / "tasks.json", b'{"argv": ["true"]}')
+    assert server_file.read_text() == "the server's own"
+    assert not (run / "tasks.json").is_symlink() and (run / "tasks.json").read_text() == '{"argv": ["true"]}'
+    assert not (run / "tasks.json.tmp").exists()

@@ -17,6 +17,7 @@ how it ended) and the kubelet's (the container runtime, not the container, repor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -132,6 +133,26 @@ def private_dir(path: Path, account: Account | None, mode: int = 0o700) -> None:
         os.chown(path, account.uid, account.gid, follow_symlinks=False)
     if stat.S_IMODE(st.st_mode) != mode:
         os.chmod(path, mode)
+
+
+def write_file(path: Path, data: bytes, account: Account | None = None, mode: int = 0o600) -> None:
+    """Write ``path`` whole (a ``.tmp`` beside it, then a rename) and never through a link. For
+    directories whose account may write in them while the server (root) writes there: a link
+    planted as the file or as its ``.tmp`` is replaced or refused, never followed to a file of
+    the server's (a planted ``.tmp`` that comes back between unlink and open fails the write)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a link is removed, not followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if account is not None:
+            os.fchown(fd, account.uid, account.gid)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)  # replaces a link at ``path`` itself
 
 
 def traversable(path: Path) -> Path | None:

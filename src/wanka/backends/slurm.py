@@ -401,13 +401,13 @@ class SlurmBackend(Backend):
         isolation.private_dir(Path(launch.checkpoint_dir), account)
         base = {k: os.environ[k] for k in ("PATH", "LANG", "TZ") if k in os.environ}
         env = [{**base, **launch.user_env, **_slurm_array(launch.user_env), **t.env} for t in launch.tasks]
-        (rundir / "tasks.json").write_text(json.dumps({"argv": list(launch.argv), "env": env}))
-        shutil.copyfile(LAUNCHER, rundir / "wanka-task.py")
         nodes = [t.node for t in launch.tasks]  # rank order
-        (rundir / "hostfile").write_text("".join(f"{n}\n" for n in nodes))
-        if account is not None:  # the job's files are its account's; Slurm runs it as that account
-            for f in ("tasks.json", "wanka-task.py", "hostfile"):
-                os.chown(rundir / f, account.uid, account.gid)
+        # the run directory is the account's (its tasks write their logs there): written without
+        # following links, and the files are the account's (Slurm runs the job as that account)
+        contract = json.dumps({"argv": list(launch.argv), "env": env}).encode()
+        isolation.write_file(rundir / "tasks.json", contract, account)
+        isolation.write_file(rundir / "wanka-task.py", LAUNCHER.read_bytes(), account)
+        isolation.write_file(rundir / "hostfile", "".join(f"{n}\n" for n in nodes).encode(), account)
         return account
 
     def _start_line(self, rundir: str, tasks: int) -> str:
@@ -475,12 +475,9 @@ class SlurmBackend(Backend):
 
     @staticmethod
     def _mark(path: Path, text: str, account: isolation.Account | None = None) -> None:
-        """Write ``path`` whole or not at all (a crash leaves no half-written file)."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        if account is not None:
-            os.chown(tmp, account.uid, account.gid)
-        os.replace(tmp, path)
+        """Write ``path`` whole or not at all (a crash leaves no half-written file), never
+        through a link the job's account planted."""
+        isolation.write_file(path, text.encode(), account)
 
     def _submitted(self, job_id: int, run: int) -> bool:
         # runs submitted before the records moved beside the run directory kept theirs inside it
