@@ -60,7 +60,7 @@ def slurm_job(server, slurm: SlurmCluster, job_id: int, run: int = 1) -> dict:
     """Slurm's record of a run: the job ``wanka-JOB-RUN``, or its element of a grouped array (the
     server records which, beside the run's directory). An element cancelled before Slurm started
     it leaves no record of its own: ``{"job_state": "GONE"}``."""
-    key = (server.shared / "runs" / str(job_id) / f"{run}.slurm").read_text()
+    key = (server.shared / "runs" / str(job_id) / f"{run}.slurm").read_text().split()[0]
     slurm_id = (server.shared / "runs" / str(job_id) / f"{run}.slurm-id").read_text()
     jobs = json.loads(slurm.run("squeue", "--json", "--states=all"))["jobs"]
     if "_" not in slurm_id:
@@ -202,6 +202,32 @@ def test_an_array_goes_to_slurm_in_few_submissions_and_each_element_stands_alone
         c.post(f"/v1/jobs/{sleepers['id']}/cancel", params={"array": "true"})
         for jid in rest:
             assert ended(c, jid)["state"] == "cancelled"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another Slurm user is needed (sbatch --uid, as root)")
+def test_a_job_another_user_names_like_a_wanka_run_never_stands_for_it(server, slurm):
+    """Any Slurm user may name a job ``wanka-JOB-RUN`` or ``wanka-array-…``: such an impostor,
+    named after a tenant's running job, must not change what wanka sees of that job, and a
+    cancel stops the real job, never the impostor."""
+    user = make_member(server, "impostor-slurm", "impostor-slurm-user")
+    with server.client(user) as c:
+        jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"], **ONE_CARD)
+        wait_for(lambda: job_state(c, jid)["state"] == "running")
+        wait_for(lambda: slurm_job(server, slurm, jid)["job_state"] == "RUNNING", 30)
+        impostors = [
+            slurm.run("sbatch", "--parsable", "--uid=65534", "--gid=65534", "--hold", f"--job-name={name}",
+                      "--output=/dev/null", "--chdir=/tmp", "--wrap=exit 3").strip()
+            for name in (f"wanka-{jid}-1", f"wanka-array-{jid}-1")
+        ]  # fmt: skip
+        time.sleep(1.5)  # over a squeue period (SQUEUE_EVERY_S): the server has read them
+        assert job_state(c, jid)["state"] == "running"
+        c.post(f"/v1/jobs/{jid}/cancel")
+        assert ended(c, jid)["state"] == "cancelled"
+        assert slurm_job(server, slurm, jid)["job_state"] == "CANCELLED"
+        jobs = json.loads(slurm.run("squeue", "--json", "--states=all"))["jobs"]
+        fakes = [j for j in jobs if str(j["job_id"]) in impostors]
+        assert [j["job_state"] for j in fakes] == ["PENDING", "PENDING"]  # untouched, still held
+        slurm.run("scancel", *impostors)
 
 
 def test_a_crash_between_a_held_submission_and_its_release_submits_nothing_twice(slurm, tmp_path):

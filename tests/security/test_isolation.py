@@ -212,3 +212,26 @@ def test_the_server_never_writes_through_a_link_planted_in_a_run_directory(tmp_p
     assert server_file.read_text() == "the server's own"
     assert not (run / "tasks.json").is_symlink() and (run / "tasks.json").read_text() == '{"argv": ["true"]}'
     assert not (run / "tasks.json.tmp").exists()
+
+
+def test_an_exit_code_file_that_is_a_link_a_fifo_or_huge_is_no_code(tmp_path):
+    """Under Slurm each rank's launcher writes ``exit-R`` in the run directory, which is the job's
+    own: the job may put a link to /dev/zero there (the server would read forever), a FIFO (it
+    would wait for ever), or a link to a file of the server's (it would learn whether that holds
+    a number). None of them is a code; a plain file with a number is."""
+    from wanka.backends.slurm import _exit_code
+
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo")
+    secret = tmp_path / "secret"
+    secret.write_text("42")
+    (tmp_path / "link").symlink_to(secret)
+    (tmp_path / "huge").write_text("1" * 10_000)
+    (tmp_path / "plain").write_text("3\n")
+    assert [_exit_code(tmp_path / n) for n in ("zero", "fifo", "link", "huge", "plain")] == [
+        None,
+        None,
+        None,
+        None,
+        3,
+    ]

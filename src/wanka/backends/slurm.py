@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -119,16 +120,18 @@ class SlurmBackend(Backend):
         self._topology_key: tuple | None = None
         self._topology_value: tuple[list[str], dict[str, list[str]]] = ([], {})
         self.addresses: dict[str, str] = {}
-        self._keys: dict[tuple[int, int], str] = {}  # (job, run) -> its name in _squeue
-        self._arrays: set[str] = set()  # grouped submissions Slurm lists (any element)
+        self._keys: dict[tuple[int, int], tuple[str, int]] = {}  # (job, run) -> name, owner uid
+        self._arrays: dict[str, set[int]] = {}  # grouped submissions Slurm lists -> their users
         self._dropped: set[str] = set()  # elements cancelled before they started: no record left
         self._sinfo()  # fails here, at start, when Slurm cannot be reached
 
     # --- commands ------------------------------------------------------------------------------
 
-    def _run(self, *argv: str, check: bool = True) -> str:
+    def _run(self, *argv: str, check: bool = True, input: str | None = None) -> str:
         try:
-            out = subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                list(argv), env=self.env, capture_output=True, text=True, timeout=60, input=input
+            )
         except subprocess.TimeoutExpired as exc:
             raise BackendUnavailable(f"{argv[0]} did not answer in 60 s") from exc
         if out.returncode != 0 and any(s in out.stderr for s in UNREACHABLE):
@@ -157,19 +160,20 @@ class SlurmBackend(Backend):
         return self._nodes
 
     def _squeue(self, fresh: bool = False) -> dict[str, dict]:
-        """Every job Slurm still knows (finished ones stay for MinJobAge), by name; read at most
-        once a SQUEUE_EVERY_S: the whole list in JSON costs slurmctld a read lock and real CPU, and
-        read 5 times a second it slowed every sbatch of a burst (docs/benchmarks.md)."""
+        """Every job Slurm still knows (finished ones stay for MinJobAge), by name (any user may
+        name a job anything: :meth:`_job` picks the run's own by its owner); read at most once a
+        SQUEUE_EVERY_S: the whole list in JSON costs slurmctld a read lock and real CPU, and read
+        5 times a second it slowed every sbatch of a burst (docs/benchmarks.md)."""
         if fresh or time.monotonic() - self._jobs_at > SQUEUE_EVERY_S:
             jobs = self._json("squeue", "--json", "--states=all")["jobs"]
-            self._jobs, self._arrays = {}, set()
+            self._jobs, self._arrays = {}, {}
             for j in jobs:
                 if j["name"].startswith("wanka-array-"):  # by element: NAME_INDEX
-                    self._arrays.add(j["name"])
+                    self._arrays.setdefault(j["name"], set()).add(_number(j.get("user_id")))
                     for index in _array_indices(j):
-                        self._jobs[f"{j['name']}_{index}"] = j
+                        self._jobs.setdefault(f"{j['name']}_{index}", []).append(j)
                 elif j["name"].startswith("wanka-"):
-                    self._jobs[j["name"]] = j
+                    self._jobs.setdefault(j["name"], []).append(j)
             self._jobs_at = time.monotonic()
         return self._jobs
 
@@ -288,16 +292,16 @@ class SlurmBackend(Backend):
         # crash: Slurm is asked (fresh) about those only
         maybe = [lc for lc in todo if self._record(lc.job_id, lc.run, "slurm").exists()]
         if maybe:
-            known = self._squeue(True)
+            self._squeue(True)
             found = {}  # (job, run) -> Slurm's id
             for lc in maybe:
-                job = known.get(self._key(lc.job_id, lc.run))
+                job = self._job(lc.job_id, lc.run)
                 if job is not None:  # submitted before the crash (maybe held): release, record
                     found[(lc.job_id, lc.run)] = self._slurm_id(lc.job_id, lc.run, job)
             self._release(list(found.values()))
             for (job_id, run), slurm_id in found.items():
                 self._mark(self._record(job_id, run, "slurm-id"), slurm_id)
-            todo = [lc for lc in todo if lc not in maybe or self._key(lc.job_id, lc.run) not in known]
+            todo = [lc for lc in todo if lc not in maybe or (lc.job_id, lc.run) not in found]
         out: dict[int, Exception | None] = {lc.job_id: None for lc in launches}
         groups: dict[tuple, list[Launch]] = {}
         for lc in todo:
@@ -340,10 +344,6 @@ class SlurmBackend(Backend):
         t = launch.tasks[0]
         return (launch.tenant, launch.tenant_id, t.node, len(t.devices))
 
-    def _chdir(self, launch: Launch) -> str:
-        rundir = self.run_dir(launch.job_id, launch.run)
-        return launch.workdir if launch.workdir and os.path.isdir(launch.workdir) else str(rundir)
-
     def _record(self, job_id: int, run: int, what: str) -> Path:
         """The server's own file about a run (``RUN.slurm``: its name in Slurm, written before
         ``sbatch``; ``RUN.slurm-id``: Slurm's id, after). They lie beside the run directory, in
@@ -351,20 +351,28 @@ class SlurmBackend(Backend):
         everything in its run directory, and must not be able to point wanka at another job."""
         return self.runs / str(job_id) / f"{run}.{what}"
 
-    def _key(self, job_id: int, run: int) -> str:
-        """The run's name in :meth:`_squeue`: ``wanka-JOB-RUN``, or ``NAME_INDEX`` for an element
-        of a grouped submission."""
-        key = self._keys.get((job_id, run))
-        if key is None:
+    def _name(self, job_id: int, run: int) -> tuple[str, int] | None:
+        """The run's name in :meth:`_squeue` (``wanka-JOB-RUN``, or ``NAME_INDEX`` for an element
+        of a grouped submission) and the uid Slurm runs it as; None before it was prepared."""
+        name = self._keys.get((job_id, run))
+        if name is None:
             try:
-                key = self._record(job_id, run, "slurm").read_text()
-            except OSError:
-                key = f"wanka-{job_id}-{run}"
+                key, uid = self._record(job_id, run, "slurm").read_text().split()
+                name = (key, int(uid))
+            except (OSError, ValueError):
+                return None
             if len(self._keys) >= KEYS_KEPT:  # a cache: the records on disk are the truth
                 self._keys.clear()
                 self._dropped.clear()
-            self._keys[(job_id, run)] = key
-        return key
+            self._keys[(job_id, run)] = name
+        return name
+
+    def _key(self, job_id: int, run: int) -> str:
+        name = self._name(job_id, run)
+        return name[0] if name else f"wanka-{job_id}-{run}"
+
+    def _owner(self, launch: Launch, account: isolation.Account | None) -> int:
+        return account.uid if account is not None else os.getuid()
 
     def _slurm_id(self, job_id: int, run: int, job: dict) -> str:
         """What scancel takes for the run: the job's id, or ``ARRAY_INDEX`` for an element (a
@@ -410,15 +418,20 @@ class SlurmBackend(Backend):
         isolation.write_file(rundir / "hostfile", "".join(f"{n}\n" for n in nodes).encode(), account)
         return account
 
-    def _start_line(self, rundir: str, tasks: int) -> str:
-        """The script line that starts a run's tasks: the launcher itself for one task (the batch
-        step is on the node already), else one ``srun`` step in wanka's rank order."""
+    def _start_lines(self, launch: Launch) -> str:
+        """The script lines that start a run's tasks: into the job's directory (as the job's own
+        account: the server never looks at a tenant's path as root; the run's directory when it
+        cannot), then the launcher itself for one task (the batch step is on the node already),
+        else one ``srun`` step in wanka's rank order."""
         q = shlex.quote
+        rundir, tasks = str(self.run_dir(launch.job_id, launch.run)), len(launch.tasks)
+        cd = f"cd {q(launch.workdir)} 2>/dev/null || " if launch.workdir else ""
+        cd += f"cd {q(rundir)} || exit 1\n"
         launcher = f"{q(self.python)} -I -S {q(rundir + '/wanka-task.py')} {q(rundir + '/tasks.json')}"
         if tasks == 1:
-            return f"exec {launcher} >{q(rundir + '/task-0.log')} 2>&1\n"
+            return f"{cd}exec {launcher} >{q(rundir + '/task-0.log')} 2>&1\n"
         return (
-            f"export SLURM_HOSTFILE={q(rundir + '/hostfile')}\n"
+            f"{cd}export SLURM_HOSTFILE={q(rundir + '/hostfile')}\n"
             f"exec srun --kill-on-bad-exit=1 --distribution=arbitrary --ntasks={tasks} "
             f"--output={q(rundir + '/task-%t.log')} {launcher}\n"
         )
@@ -439,28 +452,25 @@ class SlurmBackend(Backend):
             f"--nodelist={','.join(sorted(per_node))}",
             f"--nodes={len(per_node)}",
             f"--ntasks={len(first.tasks)}",
-            f"--chdir={self._chdir(first)}",
+            f"--chdir={rundir}",
             "--export=PATH,LANG",
             "--no-requeue",
         ]
         if len(batch) == 1:
             name = f"wanka-{first.job_id}-{first.run}"
-            script = "#!/bin/sh\n" + self._start_line(str(rundir), len(first.tasks))
+            script = "#!/bin/sh\n" + self._start_lines(first)
             argv += [f"--job-name={name}", f"--output={rundir / 'batch.log'}"]
             keys = [name]
         else:
             name = f"wanka-array-{first.job_id}-{first.run}"
-            cases = "".join(
-                f"{i}) cd {shlex.quote(self._chdir(lc))} || exit 1\n"
-                f"{self._start_line(str(self.run_dir(lc.job_id, lc.run)), 1)};;\n"
-                for i, lc in enumerate(batch)
-            )
+            cases = "".join(f"{i}) {self._start_lines(lc)};;\n" for i, lc in enumerate(batch))
             script = f'#!/bin/sh\ncase "$SLURM_ARRAY_TASK_ID" in\n{cases}esac\nexit 1\n'
             argv += [f"--job-name={name}", f"--array=0-{len(batch) - 1}", "--output=/dev/null"]
             keys = [f"{name}_{i}" for i in range(len(batch))]
+        uid = self._owner(first, account)
         for lc, key in zip(batch, keys, strict=True):  # before sbatch: a crash after it submits nothing twice
-            self._mark(self._record(lc.job_id, lc.run, "slurm"), key)
-            self._keys[(lc.job_id, lc.run)] = key
+            self._mark(self._record(lc.job_id, lc.run, "slurm"), f"{key} {uid}")
+            self._keys[(lc.job_id, lc.run)] = (key, uid)
         if gpus:
             argv.append(f"--gres=gpu:{gpus}")
         if self.partition:
@@ -469,9 +479,9 @@ class SlurmBackend(Backend):
             argv[1:1] = [f"--uid={account.uid}", f"--gid={account.gid}"]
         if hold:
             argv.append("--hold")
-        self._mark(rundir / "job.sh", script, account)
-        argv.append(str(rundir / "job.sh"))
-        return self._run(*argv).strip().split(";")[0]
+        # the script goes on sbatch's standard input: a file in the run directory (the job's
+        # account's) could be changed between writing and sbatch (#SBATCH lines, a link)
+        return self._run(*argv, input=script).strip().split(";")[0]
 
     @staticmethod
     def _mark(path: Path, text: str, account: isolation.Account | None = None) -> None:
@@ -480,12 +490,16 @@ class SlurmBackend(Backend):
         isolation.write_file(path, text.encode(), account)
 
     def _submitted(self, job_id: int, run: int) -> bool:
-        # runs submitted before the records moved beside the run directory kept theirs inside it
-        legacy = self.run_dir(job_id, run) / "slurm-id"
-        return self._record(job_id, run, "slurm-id").exists() or legacy.exists()
+        return self._record(job_id, run, "slurm-id").exists()
 
     def _job(self, job_id: int, run: int) -> dict | None:
-        return self._squeue().get(self._key(job_id, run))
+        """Slurm's record of the run: of its name, and run as its account (any user may name a
+        job ``wanka-…``: another tenant's job must never stand for this run)."""
+        name = self._name(job_id, run)
+        if name is None:
+            return None
+        key, uid = name
+        return next((j for j in self._squeue().get(key, ()) if _number(j.get("user_id")) == uid), None)
 
     def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
         job = self._job(job_id, run)
@@ -495,8 +509,8 @@ class SlurmBackend(Backend):
             codes = [_exit_code(self.run_dir(job_id, run) / f"exit-{i}") for i in range(tasks)]
             if all(c is not None for c in codes):  # ended, and Slurm forgot it (MinJobAge)
                 return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
-            key = self._key(job_id, run)
-            if key.rsplit("_", 1)[0] in self._arrays and key not in self._dropped:
+            key, uid = self._name(job_id, run) or ("", -1)
+            if uid in self._arrays.get(key.rsplit("_", 1)[0], ()) and key not in self._dropped:
                 # Slurm lists the array but not yet this element on its own: still Slurm's
                 return [TaskStatus(i, TaskState.RUNNING) for i in range(tasks)]
             return [TaskStatus(i, TaskState.EXITED, None) for i in range(tasks)]
@@ -563,10 +577,22 @@ class SlurmBackend(Backend):
 
 
 def _exit_code(path: Path) -> int | None:
+    """A rank's exit code as its launcher wrote it. The file lies in the job's own directory: a
+    link, a FIFO or a device in its place is no code (never followed, never waited on), and at
+    most 32 bytes are read."""
     try:
-        return int(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, 33)
+        return int(data) if len(data) <= 32 else None
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
 
 
 def _gpus(gres: str, catalog) -> tuple[str | None, int]:
