@@ -946,11 +946,12 @@ class ControlLoop:
                 if not self.busy[node]:
                     del self.busy[node]
 
-    def waiting_reason(self, job_id: int, queue: str) -> str | None:
-        """Why a waiting job has not started, as of the last cycle (Slurm's ``Reason`` for a
-        pending job: Resources, Priority, a group limit), or None when the loop does not hold it
-        (held back by a dependency or a hold: its recorded reason says why)."""
-        if str(job_id) not in self.pending:
+    def waiting_reason(self, job_id: int, queue: str, since: float) -> str | None:
+        """Why a waiting job (waiting ``since``, epoch s) has not started, as of the last cycle
+        (Slurm's ``Reason`` for a pending job: Resources, Priority, a group limit), or None when no
+        cycle has seen it yet or the loop does not hold it (held back by a dependency or a hold:
+        its recorded reason says why)."""
+        if str(job_id) not in self.pending or since >= (self.last_cycle or 0.0):
             return None
         if job_id in self.reserved:
             return "waiting for cards: next in line, the cards it needs are reserved for it"
