@@ -345,10 +345,11 @@ class SlurmBackend(Backend):
         return (launch.tenant, launch.tenant_id, t.node, len(t.devices))
 
     def _record(self, job_id: int, run: int, what: str) -> Path:
-        """The server's own file about a run (``RUN.slurm``: its name in Slurm, written before
-        ``sbatch``; ``RUN.slurm-id``: Slurm's id, after). They lie beside the run directory, in
-        the job's directory that only the server may write: the job's own account can change
-        everything in its run directory, and must not be able to point wanka at another job."""
+        """The server's own file about a run (``RUN.slurm``: its name in Slurm and the uid Slurm
+        runs it as, written before ``sbatch``; ``RUN.slurm-id``: Slurm's id, after). They lie
+        beside the run directory, in the job's directory that only the server may write: the
+        job's own account can change everything in its run directory, and must not be able to
+        point wanka at another job."""
         return self.runs / str(job_id) / f"{run}.{what}"
 
     def _name(self, job_id: int, run: int) -> tuple[str, int] | None:
