@@ -94,57 +94,99 @@ def backfill(s: Session) -> None:
 class VictimPool:
     """Preemptible jobs that run now, in victim order, cheapest first: lowest rank, borrowed quota
     before nominal, least work lost since the last checkpoint (card-seconds), most recently started,
-    then job id. Jobs this cycle started before reclaim and preempt began (allocate, backfill) are
-    victims too: they lose nothing, they are simply not started, so no job is started in a cycle
-    only to be evicted next cycle by a job that was already waiting in it. (Jobs started by reclaim
-    or preempt themselves are not: a later preemptor ranks no higher.) ``entries[:n_initial]`` are
-    ``Session.initial_running``. Arrays are indexed like ``entries``. Built once per cycle."""
+    then job id. Jobs this cycle started are victims too, from whichever phase started them: they
+    lose nothing, they are simply not started, so no job is started in a cycle only to be evicted
+    next cycle by a job that was already waiting in it. (Under preemption a later preemptor ranks no
+    higher, so only reclaim can take them in practice: a job another reclaim started on its
+    organisation's nominal may be borrowing at its queue's level, and a sibling queue is owed it.)
+    ``entries[:n_initial]`` are ``Session.initial_running``; later entries are jobs this cycle
+    started, added by :meth:`sync`. Arrays are indexed like ``entries``. Built once per cycle."""
 
     def __init__(self, s: Session):
-        fresh = [s.running[j] for j in sorted(s.started) if s.running[j].job.preemptible]
-        entries = s.initial_running + fresh
-        self.table = TaskTable.concat(s.initial_table, TaskTable(fresh)) if fresh else s.initial_table
-        self.entries = entries
         self.n_initial = len(s.initial_running)
-        n = len(entries)
-        self.flavor = np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n)
-        self.queue = np.fromiter((e.queue for e in entries), dtype=np.int64, count=n)
-        self.cards = np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n)
-        self.rank = np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n)
-        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
-        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
+        self.entries: list[Running] = []
+        self.on_loan_to = None
+        self._known: set[int] = set()  # id() of the entries added after the initial ones
+        self._append(s, s.initial_running, s.initial_table, initial=True)
+        self.sync(s)
+
+    def sync(self, s: Session) -> None:
+        """Add the preemptible jobs this cycle started (or shrank) since the last call, each at its
+        place in victim order."""
+        new = [s.running[j] for j in sorted(s.started)]
+        new = [e for e in new if e.job.preemptible and id(e) not in self._known]
+        if new:
+            self._known.update(id(e) for e in new)
+            self._append(s, new, TaskTable(new), initial=False)
+
+    def _append(self, s: Session, entries: list[Running], table: TaskTable, initial: bool) -> None:
+        first, n = len(self.entries), len(entries)
+        self.entries += entries
+        self.table = table if initial else TaskTable.concat(self.table, table)
+        keys = {
+            "flavor": np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n),
+            "queue": np.fromiter((e.queue for e in entries), dtype=np.int64, count=n),
+            "cards": np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n),
+            "rank": np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n),
+            "started": np.fromiter(
+                (s.now if e.job.start_time is None else e.job.start_time for e in entries),
+                dtype=np.float64,
+                count=n,
+            ),
+            "ids": np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str),
+            "preemptible": np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n),
+        }
+        keys["lost"] = lost_work_s([e.job for e in entries], s.now) * keys["cards"]
+        # borrowing as the quota stands when the job enters the pool
         lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor) borrows
         flavors = len(s.flavor_ids)
-        for key in np.unique(self.queue * flavors + self.flavor).tolist():
+        for key in np.unique(keys["queue"] * flavors + keys["flavor"]).tolist():
             q, f = divmod(key, flavors)
             lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
-        not_borrowing = ~lender[self.queue, self.flavor]
+        keys["not_borrowing"] = ~lender[keys["queue"], keys["flavor"]]
+        for name, values in keys.items():
+            setattr(self, name, values if initial else np.concatenate([getattr(self, name), values]))
         # runs on nodes reserved for this waiting job ("" otherwise): started on loan in an earlier
         # cycle, or in this one (then evicting it is an un-start, as for any job started here)
-        self.on_loan_to = None
-        if s.loans() or s.lent:
-            self.on_loan_to = np.full(n, "", dtype=object)
-            for i, holder in s.loans().items():
-                self.on_loan_to[i] = holder
-            for i in range(self.n_initial, n):
-                self.on_loan_to[i] = s.lent.get(entries[i].job.id, "")
-        lost = lost_work_s([e.job for e in entries], s.now) * self.cards
-        started = np.fromiter(
-            (s.now if e.job.start_time is None else e.job.start_time for e in entries),
-            dtype=np.float64,
-            count=n,
-        )
-        ids = np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str)
-        order = np.lexsort((ids, -started, lost, not_borrowing, self.rank))
-        preemptible = np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n)
-        self.order = order[preemptible[order]].astype(np.int64)
+        loans = s.loans() if initial else {}
+        lent = [] if initial else [s.lent.get(e.job.id, "") for e in entries]
+        if self.on_loan_to is not None or loans or any(lent):
+            out = np.full(len(self.entries), "", dtype=object)
+            if self.on_loan_to is not None:
+                out[:first] = self.on_loan_to
+            for i, holder in loans.items():
+                out[i] = holder
+            if lent:
+                out[first:] = lent
+            self.on_loan_to = out
+        if not initial and n <= 8:  # a few jobs reclaim or preempt started: insert, do not re-sort
+            for i in range(first, first + n):
+                if self.preemptible[i]:
+                    self.order = np.insert(self.order, self._position(i), i)
+            return
+        # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
+        # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
+        order = np.lexsort((self.ids, -self.started, self.lost, self.not_borrowing, self.rank))
+        self.order = order[self.preemptible[order]].astype(np.int64)
+
+    def _position(self, i: int) -> int:
+        """Where entry ``i`` goes in ``order``: how many entries there sort before it (O(pool))."""
+        o = self.order
+        before = np.zeros(len(o), dtype=bool)
+        tied = np.ones(len(o), dtype=bool)
+        for column in (self.rank, self.not_borrowing, self.lost, -self.started, self.ids):
+            values, key = column[o], column[i]
+            before |= tied & (values < key)
+            tied &= values == key
+        return int(before.sum())
 
     def alive(self, s: Session) -> np.ndarray:
-        """Which entries still run (evictions and un-starts so far taken out)."""
+        """Which entries still run as the pool holds them (evictions, un-starts and shrinks of jobs
+        this cycle started taken out; a shrunk one is in again as it stands now)."""
         alive = s.initial_alive()
         if len(self.entries) > self.n_initial:
             fresh = np.fromiter(
-                (e.job.id in s.running for e in self.entries[self.n_initial :]),
+                (s.running.get(e.job.id) is e for e in self.entries[self.n_initial :]),
                 dtype=bool,
                 count=len(self.entries) - self.n_initial,
             )
@@ -167,6 +209,7 @@ def _preempt_for(
     chosen: np.ndarray,
     reason: StopReason,
     still_eligible: Callable[[Running], bool],
+    outranked: Callable[[Job], bool],
 ) -> bool | None:
     """Evict the cheapest of ``chosen`` (indices into ``pool.entries``) that let ``job`` start; change
     nothing if none would. True: it started; None: not even evicting all of ``chosen`` would make
@@ -185,15 +228,16 @@ def _preempt_for(
     tf = s.tree_flavor[flavor]
     queue = s.queue_index(job)
     need = job.min_cards
-    held = np.cumsum(pool.cards[chosen])
+    table, cards = _as_they_stand(s, pool, chosen)
+    task_pos = table.task_entry
+    held = np.cumsum(cards)
     if s.free_by_flavor[flavor] + int(held[-1]) < need:
         return None  # not enough cards even if every candidate left: no what-if needed
-    table, task_pos = pool.table.subset(chosen)
     queues = len(s.tree.names)
 
     def fits_evicting(gone: np.ndarray):
         """Where the job would go with the victims where ``gone`` holds (a mask over ``chosen``)."""
-        released = np.bincount(pool.queue[chosen[gone]], pool.cards[chosen[gone]], minlength=queues)
+        released = np.bincount(pool.queue[chosen[gone]], cards[gone], minlength=queues)
         quota = s.quota.copy()
         for q in np.flatnonzero(released):
             add_usage(quota, int(q), tf, -int(released[q]))
@@ -220,8 +264,8 @@ def _preempt_for(
     slack = s.free_by_flavor[flavor] + int(held[lo - 1]) - need
     trials = 0
     for r in range(lo - 1, -1, -1):
-        cards = int(pool.cards[chosen[r]])
-        if cards > slack:
+        held_r = int(cards[r])
+        if held_r > slack:
             continue
         if trials == MAX_REPRIEVE_TRIALS:
             break
@@ -231,7 +275,7 @@ def _preempt_for(
         if found is None:
             gone[r] = True
         else:
-            target, slack = found, slack - cards
+            target, slack = found, slack - held_r
     evicted = np.flatnonzero(gone)
     target_nodes = target.node_set()
     cp = s.stmt.checkpoint()
@@ -249,16 +293,35 @@ def _preempt_for(
             break
         if still_eligible(victim):
             s.stmt.evict(victim, reason)
-    if s.try_start(job, (flavor,)) is Fit.FIT:
+    s.outranked = outranked  # a reservation holder it could evict if running holds nothing from it
+    try:
+        started = s.try_start(job, (flavor,)) is Fit.FIT
+    finally:
+        s.outranked = None
+    if started:
         s.preemptions += 1
         return True
     s.stmt.rollback(cp)
     return False
 
 
+def _as_they_stand(s: Session, pool: VictimPool, chosen: np.ndarray) -> tuple[TaskTable, np.ndarray]:
+    """The tasks and cards of ``chosen`` as they stand now. The pool holds placements from when it
+    was built; an elastic job shrunk since holds less, and a what-if that freed its old placement
+    would promise room that eviction cannot give."""
+    if s.shrunk and any(pool.entries[i].job.id in s.shrunk for i in chosen.tolist()):
+        now = [s.running[pool.entries[i].job.id] for i in chosen.tolist()]
+        return TaskTable(now), np.array([e.placement.total_cards for e in now], dtype=np.int64)
+    table, _ = pool.table.subset(chosen)
+    return table, pool.cards[chosen]
+
+
 def _waiting(s: Session) -> tuple[list[Job], bool]:
     """Jobs still waiting after allocate/backfill, in policy order, at most ``max_preemptors`` of
-    them (the bound keeps a cycle's cost flat), and whether more wait beyond them."""
+    them (the bound keeps a cycle's cost flat), and whether more wait beyond them. In a follow-up
+    round (``Session.follow_up``), only the jobs that round is for."""
+    if s.follow_up is not None:
+        return s.waiting_among(s.follow_up), False
     waiting = s.waiting()
     jobs = list(itertools.islice(waiting, s.config.max_preemptors))
     return jobs, next(waiting, None) is not None
@@ -277,6 +340,8 @@ def _victims(s: Session) -> VictimPool | None:
     needs it: O(running)), or None when nobody could be evicted."""
     if s.victim_pool is None:
         s.victim_pool = VictimPool(s)
+    else:
+        s.victim_pool.sync(s)
     return s.victim_pool if len(s.victim_pool.order) else None
 
 
@@ -295,6 +360,7 @@ def reclaim(s: Session) -> None:
 
 def _reclaim_for(s: Session, jobs: list[Job]) -> None:
     for job in jobs:
+        s.tried[job.id] = (job, s.changes)
         q = s.queue_index(job)
         for f in s.flavors(job):
             tf = s.tree_flavor[f]
@@ -321,14 +387,40 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                 lambda e, tf=tf, sides=sides: (
                     e.job.id in s.running and borrowed(s.quota, sides[e.queue], tf) > 0
                 ),
+                lambda holder, tf=tf, o=owed: _owes(s, o, holder, tf),
             ):
                 break
 
 
-def _reclaimable_queues(s: Session, q: int, tf: int, need: int) -> tuple[np.ndarray, list[int]] | None:
+def _owes(s: Session, owed: tuple[np.ndarray, list[int], np.ndarray], holder: Job, tf: int) -> bool:
+    """Would ``holder`` be a reclaim victim were it running on flavor ``tf`` (``owed`` from
+    :func:`_reclaimable_queues`)? Its side of the tree would borrow with it."""
+    w = s.queue_index(holder)
+    if w < 0 or not owed[2][w]:
+        return False
+    side = owed[1][w]
+    return s.quota.total[side][tf] + holder.min_cards > s.tree.nominal[side][tf]
+
+
+def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> bool:
+    """Could a waiting job of queue ``q`` preempt ``holder`` (of lower rank) were it running on
+    flavor ``tf``? Under the cohort scope: only if its side of the tree would then borrow."""
+    w = s.queue_index(holder)
+    if scope is PreemptScope.CLUSTER or w == q:
+        return True
+    if scope is not PreemptScope.COHORT or q < 0 or w < 0:
+        return False
+    side = cohort_side(s.tree, q, w)
+    return s.quota.total[side][tf] + holder.min_cards > s.tree.nominal[side][tf]
+
+
+def _reclaimable_queues(
+    s: Session, q: int, tf: int, need: int
+) -> tuple[np.ndarray, list[int], np.ndarray] | None:
     """Which queues' running jobs a job of ``need`` cards in queue ``q`` may reclaim from (a bool
-    per tree node), and for each queue the node on its side below the lowest common ancestor
-    (c_w) whose borrowing makes it a victim; None when no level of q's path is owed anything."""
+    per tree node), for each queue the node on its side below the lowest common ancestor (c_w)
+    whose borrowing makes it a victim, and whether q's side there (c_q) stays within its nominal
+    (so c_w's jobs would be victims whenever c_w borrows); None when no queue's jobs are victims."""
     tree, quota = s.tree, s.quota
     path = []  # q and its ancestors below the root, with whether each stays within nominal
     node = q
@@ -339,6 +431,7 @@ def _reclaimable_queues(s: Session, q: int, tf: int, need: int) -> tuple[np.ndar
         return None
     within = dict(path)  # node on q's path -> the job keeps it within its nominal
     eligible = np.zeros(len(tree.names), dtype=bool)
+    owed = np.zeros(len(tree.names), dtype=bool)
     side = [-1] * len(tree.names)
     for w in tree.leaves:
         child, node = w, tree.parent[w]  # climb from w until we meet q's path: that is L
@@ -350,8 +443,9 @@ def _reclaimable_queues(s: Session, q: int, tf: int, need: int) -> tuple[np.ndar
         below = [n for n, _ in path]
         c_q = below[below.index(node) - 1] if node in within else below[-1]
         side[w] = child
+        owed[w] = within[c_q]
         eligible[w] = within[c_q] and borrowed(quota, child, tf) > 0
-    return (eligible, side) if eligible.any() else None
+    return (eligible, side, owed) if eligible.any() else None
 
 
 def preempt(s: Session) -> None:
@@ -412,6 +506,7 @@ def _preempt_for_each(
     # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
     unserved: dict[tuple, float] = {}
     for job in jobs:
+        s.tried[job.id] = (job, s.changes)
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
@@ -458,7 +553,16 @@ def _preempt_for_each(
             if scope is PreemptScope.COHORT:
                 chosen = _within_borrowed(s, q, s.tree_flavor[f], pool, chosen)
             outcome = _preempt_for(
-                s, job, f, pool, chosen, StopReason.PREEMPTED, lambda e: e.job.id in s.running
+                s,
+                job,
+                f,
+                pool,
+                chosen,
+                StopReason.PREEMPTED,
+                lambda e: e.job.id in s.running,
+                lambda holder, q=q, r=rank, tf=s.tree_flavor[f]: (
+                    s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
+                ),
             )
             if outcome:
                 hopeless.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from wanka.core.actions import ACTIONS
-from wanka.core.config import CycleConfig
+from wanka.core.config import Action, CycleConfig
 from wanka.core.decisions import CycleResult, CycleStats, Resize, Snapshot, Start, Stop
 from wanka.core.session import Session
 
@@ -40,6 +40,10 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         ACTIONS[action](session)
         if clock:
             phase_ms[action.value] = (clock() - t) * 1000.0
+    t = clock() if clock else 0.0
+    _follow_up(session)
+    if clock:
+        phase_ms["follow_up"] = (clock() - t) * 1000.0
 
     # 3. commit: the surviving tentative changes become decisions
     decisions = session.stmt.commit()
@@ -68,6 +72,35 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         stats=stats,
         order_of=_order_of(session),
     )
+
+
+FOLLOW_UP_ROUNDS = 3  # bounds a cycle's cost; past it the caller is asked for another cycle at once
+
+
+def _follow_up(session: Session) -> None:
+    """Reclaim and preempt once more, now, for the jobs they would serve next cycle: jobs they
+    un-started (started by allocate or backfill, then evicted for a job that was waiting), and jobs
+    they tried and could not start before a later eviction or shrink changed the room. Whatever
+    those took next cycle would be jobs this cycle started: no job is started in a cycle only to
+    be evicted by a job that was waiting in it. Each job gets one follow-up."""
+    actions = [a for a in (Action.RECLAIM, Action.PREEMPT) if a in session.config.actions]
+    if not actions:
+        return
+    done: set[str] = set()
+    for _ in range(FOLLOW_UP_ROUNDS):
+        todo = {j: job for j, job in session.unstarted.items() if j not in done}
+        for j, (job, changes) in session.tried.items():
+            if changes < session.changes and j not in done and j not in session.running:
+                todo[j] = job
+        if not todo:
+            return
+        done.update(todo)
+        session.follow_up = list(todo.values())
+        for action in actions:
+            ACTIONS[action](session)
+        session.follow_up = None
+    if any(j not in done for j in session.unstarted):
+        session.more_preemptors = True  # still more: the caller runs another cycle at once
 
 
 def _order_of(session: Session):

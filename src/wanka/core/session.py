@@ -8,7 +8,7 @@ surviving changes into decisions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -44,8 +44,11 @@ class Statement:
             if kind == "start":
                 self._s._give(self._s.running[op[1].job.id])
             elif kind == "evict":
+                self._s.changes -= 1
+                self._s.unstarted.pop(op[1].job.id, None)
                 self._s._take(op[1])
             elif kind == "resize":
+                self._s.changes -= 1
                 self._s._give(op[2])
                 self._s._take(op[1])
 
@@ -65,11 +68,15 @@ class Statement:
             self._s.lent[job.id] = preemptible_by
 
     def evict(self, entry: Running, reason: StopReason) -> None:
+        if entry.job.id in self._s.started:  # this cycle started it: it simply waits again
+            self._s.unstarted[entry.job.id] = entry.job
+        self._s.changes += 1
         self._s._give(entry)
         self._ops.append(("evict", entry, reason))
 
     def resize(self, entry: Running, placement: Placement) -> None:
         grown = Running(entry.job, placement, entry.flavor, entry.queue, entry.end)
+        self._s.changes += 1
         self._s._give(entry)
         self._s._take(grown)
         self._ops.append(("resize", entry, grown))
@@ -134,6 +141,14 @@ class Session:
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
+        self.unstarted: dict[str, Job] = {}  # jobs this cycle started, then evicted: waiting again
+        self.follow_up: list[Job] | None = None  # set: reclaim and preempt walk only these jobs
+        # evictions and resizes the statement holds now (a rollback takes its own back out), and
+        # for each job reclaim or preempt tried and could not start, that count when it tried
+        self.changes = 0
+        self.tried: dict[str, tuple[Job, int]] = {}
+        # set while reclaim or preempt starts a job: reservations whose holder it may take from
+        self.outranked: Callable[[Job], bool] | None = None
         self.stats_attempts = 0
         self.stats_rejects = 0
         self.preemptions = 0  # waiting jobs started by reclaim or preempt
@@ -303,6 +318,10 @@ class Session:
         """Jobs not started yet (nor set aside by admit), in policy order."""
         return self._still_waiting(self.pending)
 
+    def waiting_among(self, jobs: Iterable[Job]) -> list[Job]:
+        """Those of ``jobs`` still waiting, in policy order."""
+        return self.ordering.sort(list(self._still_waiting(jobs)))
+
     def waiting_by_queue(self) -> dict[int, Iterator[Job]]:
         """:meth:`waiting` split by queue index, each in policy order."""
         if self.pending_index.ordered:
@@ -402,11 +421,21 @@ class Session:
         reserved, until = self._reserved_against(flavor, job)
         return reserved is not None and self.expected_end(job) > until
 
+    def _holds(self, r: Reservation) -> bool:
+        """Does ``r`` still hold its nodes? Not once its job started, nor once its job, started
+        here, was evicted for another (that one outranked it, or was owed the quota it used); nor
+        against a job reclaim or preempt is starting that could take them from its holder were it
+        running (the holder borrows what that job is owed, or ranks below it): a reservation orders
+        the queue for backfill, it does not defend borrowed quota or a lower rank."""
+        if r.job_id in self.running or r.job_id in self.unstarted:
+            return False
+        return self.outranked is None or not self.outranked(self.pending_index.get(r.job_id))
+
     def _reservation_on(self, flavor: int, placement: Placement, job: Job) -> str | None:
         """The waiting job whose reserved nodes ``placement`` uses (None: it keeps off them)."""
         model, nodes = self.flavor_ids[flavor], placement.node_set()
         for r in self.reservations:
-            if r.model == model and r.job_id != job.id and r.job_id not in self.running and nodes & r.nodes:
+            if r.model == model and r.job_id != job.id and self._holds(r) and nodes & r.nodes:
                 return r.job_id
         return None
 
@@ -482,7 +511,7 @@ class Session:
             return None, math.inf
         model = self.flavor_ids[flavor]
         holders = [r for r in self.reservations if r.model == model]
-        live = [r for r in holders if r.job_id != job.id and r.job_id not in self.running]
+        live = [r for r in holders if r.job_id != job.id and self._holds(r)]
         if len(live) == len(holders):
             return reserved, self.reserved_until[flavor]
         if not live:
