@@ -466,7 +466,7 @@ class Session:
             outcome = Fit.RESERVED
         reqs = self.requests(job, quota_left)
         key = None
-        if len(reqs) == 1:
+        if len(reqs) == 1 and self.outranked is None:  # the key cannot tell which reservations hold
             r = reqs[0]
             key = (
                 flavor,
