@@ -149,6 +149,9 @@ class Session:
         self.tried: dict[str, tuple[Job, int]] = {}
         # set while reclaim or preempt starts a job: reservations whose holder it may take from
         self.outranked: Callable[[Job], bool] | None = None
+        # reservations a job so started took nodes of: they no longer say when their job starts
+        # (it gets a new one next cycle), so they hold nothing for the rest of this cycle
+        self.broken: set[str] = set()
         self.stats_attempts = 0
         self.stats_rejects = 0
         self.preemptions = 0  # waiting jobs started by reclaim or preempt
@@ -408,6 +411,8 @@ class Session:
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
+            if self.outranked is not None:
+                self._break_reservations(f, placement, job)
             self.stmt.start(job, placement, f, queue, backfilled, lender)
             return Fit.FIT
         self.outcomes[job.id] = best
@@ -421,13 +426,19 @@ class Session:
         reserved, until = self._reserved_against(flavor, job)
         return reserved is not None and self.expected_end(job) > until
 
+    def _break_reservations(self, flavor: int, placement: Placement, job: Job) -> None:
+        model, nodes = self.flavor_ids[flavor], placement.node_set()
+        for r in self.reservations:
+            if r.model == model and r.job_id != job.id and r.nodes & nodes and r.job_id not in self.running:
+                self.broken.add(r.job_id)
+
     def _holds(self, r: Reservation) -> bool:
         """Does ``r`` still hold its nodes? Not once its job started, nor once its job, started
         here, was evicted for another (that one outranked it, or was owed the quota it used); nor
         against a job reclaim or preempt is starting that could take them from its holder were it
         running (the holder borrows what that job is owed, or ranks below it): a reservation orders
         the queue for backfill, it does not defend borrowed quota or a lower rank."""
-        if r.job_id in self.running or r.job_id in self.unstarted:
+        if r.job_id in self.running or r.job_id in self.unstarted or r.job_id in self.broken:
             return False
         return self.outranked is None or not self.outranked(self.pending_index.get(r.job_id))
 
