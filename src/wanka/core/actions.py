@@ -360,7 +360,7 @@ def reclaim(s: Session) -> None:
 
 def _reclaim_for(s: Session, jobs: list[Job]) -> None:
     for job in jobs:
-        s.tried[job.id] = (job, s.changes)
+        s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
         q = s.queue_index(job)
         for f in s.flavors(job):
             tf = s.tree_flavor[f]
@@ -396,7 +396,7 @@ def _owes(s: Session, owed: tuple[np.ndarray, list[int], np.ndarray], holder: Jo
     """Would ``holder`` be a reclaim victim were it running on flavor ``tf`` (``owed`` from
     :func:`_reclaimable_queues`)? Its side of the tree would borrow with it."""
     w = s.queue_index(holder)
-    if w < 0 or not owed[2][w]:
+    if w < 0 or not owed[2][w] or not holder.preemptible:
         return False
     side = owed[1][w]
     return s.quota.total[side][tf] + holder.min_cards > s.tree.nominal[side][tf]
@@ -406,6 +406,8 @@ def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> 
     """Could a waiting job of queue ``q`` preempt ``holder`` (of lower rank) were it running on
     flavor ``tf``? Under the cohort scope: only if its side of the tree would then borrow."""
     w = s.queue_index(holder)
+    if not holder.preemptible:
+        return False
     if scope is PreemptScope.CLUSTER or w == q:
         return True
     if scope is not PreemptScope.COHORT or q < 0 or w < 0:
@@ -506,7 +508,7 @@ def _preempt_for_each(
     # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
     unserved: dict[tuple, float] = {}
     for job in jobs:
-        s.tried[job.id] = (job, s.changes)
+        s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first

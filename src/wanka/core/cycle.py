@@ -35,17 +35,20 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         phase_ms["open"] = (clock() - t0) * 1000.0
 
     # 2. run the configured actions in order; each changes the session only through its statement
+    evicting = [a for a in config.actions if a in (Action.RECLAIM, Action.PREEMPT)]
     for action in config.actions:
         t = clock() if clock else 0.0
         ACTIONS[action](session)
         if clock:
             phase_ms[action.value] = (clock() - t) * 1000.0
-    t = clock() if clock else 0.0
-    _follow_up(session)
-    if clock:
-        phase_ms["follow_up"] = (clock() - t) * 1000.0
+        if evicting and action is evicting[-1]:  # before resize grows anyone: victims as they stand
+            t = clock() if clock else 0.0
+            _follow_up(session, evicting)
+            if clock:
+                phase_ms["follow_up"] = (clock() - t) * 1000.0
 
-    # 3. commit: the surviving tentative changes become decisions
+    # 3. commit: the surviving tentative changes become decisions, less stops that freed nothing used
+    session.stmt.keep_idle_victims()
     decisions = session.stmt.commit()
 
     # 4. report: decisions, reservations (estimated starts), why some jobs can never run, stats
@@ -77,25 +80,30 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
 FOLLOW_UP_ROUNDS = 3  # bounds a cycle's cost; past it the caller is asked for another cycle at once
 
 
-def _follow_up(session: Session) -> None:
+def _follow_up(session: Session, actions: list[Action]) -> None:
     """Reclaim and preempt once more, now, for the jobs they would serve next cycle: jobs they
     un-started (started by allocate or backfill, then evicted for a job that was waiting), and jobs
     they tried and could not start before a later eviction or shrink changed the room. Whatever
     those took next cycle would be jobs this cycle started: no job is started in a cycle only to
-    be evicted by a job that was waiting in it. Each job gets one follow-up."""
-    actions = [a for a in (Action.RECLAIM, Action.PREEMPT) if a in session.config.actions]
-    if not actions:
-        return
+    be evicted by a job that was waiting in it. Each job gets one follow-up, at most
+    ``max_preemptors`` a round, in policy order. Not when the preemptor bound already cut this
+    cycle short: jobs past it may outrank these, and the caller runs another cycle at once."""
     done: set[str] = set()
     for _ in range(FOLLOW_UP_ROUNDS):
+        if session.more_preemptors:
+            return
         todo = {j: job for j, job in session.unstarted.items() if j not in done}
         for j, (job, changes) in session.tried.items():
             if changes < session.changes and j not in done and j not in session.running:
                 todo[j] = job
         if not todo:
             return
+        jobs = session.waiting_among(todo.values())
+        if len(jobs) > session.config.max_preemptors:
+            jobs = jobs[: session.config.max_preemptors]
+            session.more_preemptors = True
         done.update(todo)
-        session.follow_up = list(todo.values())
+        session.follow_up = jobs
         for action in actions:
             ACTIONS[action](session)
         session.follow_up = None

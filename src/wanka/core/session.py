@@ -26,6 +26,8 @@ from wanka.core.running import Running, RunningIndex, expected_end
 from wanka.core.state import Placement
 from wanka.core.whatif import TaskTable, shortest_prefix
 
+_REPRIEVABLE = (StopReason.PREEMPTED, StopReason.RECLAIMED)  # not a node failure: that node is gone
+
 
 class Statement:
     """Undo log over the session. ``checkpoint()`` / ``rollback(cp)`` / ``commit()``."""
@@ -80,6 +82,25 @@ class Statement:
         self._s._give(entry)
         self._s._take(grown)
         self._ops.append(("resize", entry, grown))
+
+    def keep_idle_victims(self) -> None:
+        """Take back every stop (by reclaim or preempt) of a job that was running when the cycle
+        began whose cards are all still free and whose queue could start it there again by quota:
+        it was stopped for nothing (the job it made room for was un-started later, or took other
+        cards), so it keeps running. The final reprieve; a cycle's last step before commit."""
+        s, kept = self._s, []
+        for op in self._ops:
+            if (
+                op[0] == "evict"
+                and op[2] in _REPRIEVABLE
+                and op[1].job.id in s.evicted
+                and s._fits_back(op[1])
+            ):
+                s._take(op[1])
+                self._s.changes -= 1
+                continue
+            kept.append(op)
+        self._ops = kept
 
     def commit(self) -> list[Decision]:
         """Stops first and shrinks next (victims must go before their replacements start), then
@@ -260,6 +281,26 @@ class Session:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
 
+    def _fits_back(self, entry: Running) -> bool:
+        """Could ``entry`` (a job this cycle stopped) run again exactly where it ran?"""
+        if available(self.quota, entry.queue, self.tree_flavor[entry.flavor]) < entry.cards:
+            return False
+        free, down = self.free, self.cluster.node_state == int(NodeState.DOWN)
+        need: dict[int, list[int]] = {}  # node -> cards mask, cpus, memory the job held there
+        for g in entry.placement.groups:
+            for node, mask in zip(g.nodes, g.masks, strict=True):
+                held = need.setdefault(node, [0, 0, 0])
+                held[0] |= mask
+                held[1] += g.cpus
+                held[2] += g.memory_gib
+        return all(
+            not down[node]
+            and free.masks[node] & mask == mask
+            and free.cpus[node] >= cpus
+            and free.memory[node] >= memory
+            for node, (mask, cpus, memory) in need.items()
+        )
+
     @property
     def initial_table(self) -> TaskTable:
         """Tasks of the jobs running when the cycle began, flattened once per session."""
@@ -427,9 +468,15 @@ class Session:
         return reserved is not None and self.expected_end(job) > until
 
     def _break_reservations(self, flavor: int, placement: Placement, job: Job) -> None:
-        model, nodes = self.flavor_ids[flavor], placement.node_set()
+        """Mark broken the reservations ``job`` (started by reclaim or preempt) overrode: on its
+        nodes, held for a job it outranks, and due before ``job`` ends (else nothing was delayed)."""
+        model, nodes, end = self.flavor_ids[flavor], placement.node_set(), self.expected_end(job)
         for r in self.reservations:
-            if r.model == model and r.job_id != job.id and r.nodes & nodes and r.job_id not in self.running:
+            if r.model != model or r.job_id == job.id or not r.nodes & nodes:
+                continue
+            if r.job_id in self.running or (r.start is not None and end <= r.start):
+                continue
+            if self.outranked is not None and self.outranked(self.pending_index.get(r.job_id)):
                 self.broken.add(r.job_id)
 
     def _holds(self, r: Reservation) -> bool:
