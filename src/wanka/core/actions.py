@@ -306,14 +306,29 @@ def _preempt_for(
 
 
 def _as_they_stand(s: Session, pool: VictimPool, chosen: np.ndarray) -> tuple[TaskTable, np.ndarray]:
-    """The tasks and cards of ``chosen`` as they stand now. The pool holds placements from when it
-    was built; an elastic job shrunk since holds less, and a what-if that freed its old placement
-    would promise room that eviction cannot give."""
-    if s.shrunk and any(pool.entries[i].job.id in s.shrunk for i in chosen.tolist()):
-        now = [s.running[pool.entries[i].job.id] for i in chosen.tolist()]
-        return TaskTable(now), np.array([e.placement.total_cards for e in now], dtype=np.int64)
+    """The tasks and cards of ``chosen`` as they stand now; each task's entry is its rank within
+    ``chosen``. The pool holds placements from when each job entered it; an elastic job shrunk
+    since holds less, and a what-if that freed its old placement would promise room that eviction
+    cannot give. Only the shrunk ones are flattened again."""
     table, _ = pool.table.subset(chosen)
-    return table, pool.cards[chosen]
+    cards = pool.cards[chosen]
+    if not s.shrunk:
+        return table, cards
+    shrunk = np.fromiter((pool.entries[i].job.id in s.shrunk for i in chosen.tolist()), bool, len(chosen))
+    if not shrunk.any():
+        return table, cards
+    ranks = np.flatnonzero(shrunk)
+    now = [s.running[pool.entries[i].job.id] for i in chosen[ranks].tolist()]
+    fresh = TaskTable(now)
+    keep = ~shrunk[table.task_entry]  # tasks of the jobs that did not shrink
+    out = TaskTable.__new__(TaskTable)
+    out.entries = [s.running.get(e.job.id, e) for e in table.entries]
+    out.task_entry = np.concatenate([table.task_entry[keep], ranks[fresh.task_entry]])
+    for name in ("task_node", "task_cards", "task_cpus", "task_mem"):
+        setattr(out, name, np.concatenate([getattr(table, name)[keep], getattr(fresh, name)]))
+    cards = cards.copy()
+    cards[ranks] = [e.placement.total_cards for e in now]
+    return out, cards
 
 
 def _waiting(s: Session) -> tuple[list[Job], bool]:
