@@ -107,6 +107,9 @@ class VictimPool:
         self.entries: list[Running] = []
         self.on_loan_to = None
         self._known: set[int] = set()  # id() of the entries added after the initial ones
+        self._columns: dict[str, np.ndarray] = {}  # each key column with room to grow
+        self._tasks: dict[str, np.ndarray] = {}
+        self.table = TaskTable.__new__(TaskTable)
         self._append(s, s.initial_running, s.initial_table, initial=True)
         self.sync(s)
 
@@ -122,7 +125,6 @@ class VictimPool:
     def _append(self, s: Session, entries: list[Running], table: TaskTable, initial: bool) -> None:
         first, n = len(self.entries), len(entries)
         self.entries += entries
-        self.table = table if initial else TaskTable.concat(self.table, table)
         keys = {
             "flavor": np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n),
             "queue": np.fromiter((e.queue for e in entries), dtype=np.int64, count=n),
@@ -144,21 +146,22 @@ class VictimPool:
             q, f = divmod(key, flavors)
             lender[q, f] = borrowed(s.quota, q, s.tree_flavor[f]) > 0
         keys["not_borrowing"] = ~lender[keys["queue"], keys["flavor"]]
-        for name, values in keys.items():
-            setattr(self, name, values if initial else np.concatenate([getattr(self, name), values]))
         # runs on nodes reserved for this waiting job ("" otherwise): started on loan in an earlier
         # cycle, or in this one (then evicting it is an un-start, as for any job started here)
         loans = s.loans() if initial else {}
         lent = [] if initial else [s.lent.get(e.job.id, "") for e in entries]
         if self.on_loan_to is not None or loans or any(lent):
-            out = np.full(len(self.entries), "", dtype=object)
-            if self.on_loan_to is not None:
-                out[:first] = self.on_loan_to
+            holders = np.full(n, "", dtype=object)
             for i, holder in loans.items():
-                out[i] = holder
+                holders[i] = holder
             if lent:
-                out[first:] = lent
-            self.on_loan_to = out
+                holders[:] = lent
+            keys["on_loan_to"] = holders
+            if self.on_loan_to is None:
+                self._grow("on_loan_to", np.full(first, "", dtype=object), 0)
+        for name, values in keys.items():
+            self._grow(name, values, first)
+        self._grow_tasks(table, first)
         if not initial and n <= 8:  # a few jobs reclaim or preempt started: insert, do not re-sort
             for i in range(first, first + n):
                 if self.preemptible[i]:
@@ -168,6 +171,40 @@ class VictimPool:
         # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
         order = np.lexsort((self.ids, -self.started, self.lost, self.not_borrowing, self.rank))
         self.order = order[self.preemptible[order]].astype(np.int64)
+
+    def _grow(self, name: str, values: np.ndarray, first: int) -> None:
+        """Write ``values`` at ``first`` of column ``name``; the attribute becomes a view of the
+        filled part. Room doubles as it runs out: adding a job this cycle started copies nothing."""
+        column = self._columns.get(name)
+        end = first + len(values)
+        if (
+            column is None
+            or len(column) < end
+            or np.promote_types(column.dtype, values.dtype) != column.dtype
+        ):
+            dtype = values.dtype if column is None else np.promote_types(column.dtype, values.dtype)
+            grown = np.empty(max(end, 2 * first) + 16, dtype=dtype)
+            if column is not None:
+                grown[:first] = column[:first]
+            self._columns[name] = column = grown
+        column[first:end] = values
+        setattr(self, name, column[:end])
+
+    def _grow_tasks(self, table: TaskTable, first: int) -> None:
+        """Append ``table``'s tasks (entry indices shifted by ``first``) to the pool's task table."""
+        start = len(self.table.task_node) if first else 0
+        for name in ("task_entry", "task_node", "task_cards", "task_cpus", "task_mem"):
+            values = getattr(table, name) + first if name == "task_entry" else getattr(table, name)
+            column = self._tasks.get(name)
+            end = start + len(values)
+            if column is None or len(column) < end:
+                grown = np.empty(max(end, 2 * start) + 64, dtype=np.int64)
+                if column is not None:
+                    grown[:start] = column[:start]
+                self._tasks[name] = column = grown
+            column[start:end] = values
+            setattr(self.table, name, column[:end])
+        self.table.entries = self.entries
 
     def _position(self, i: int) -> int:
         """Where entry ``i`` goes in ``order``: how many entries there sort before it (O(pool))."""
@@ -228,11 +265,12 @@ def _preempt_for(
     tf = s.tree_flavor[flavor]
     queue = s.queue_index(job)
     need = job.min_cards
-    table, cards = _as_they_stand(s, pool, chosen)
-    task_pos = table.task_entry
+    cards, shrunk = _cards_as_they_stand(s, pool, chosen)
     held = np.cumsum(cards)
     if s.free_by_flavor[flavor] + int(held[-1]) < need:
         return None  # not enough cards even if every candidate left: no what-if needed
+    table = _tasks_as_they_stand(pool, chosen, shrunk)
+    task_pos = table.task_entry
     queues = len(s.tree.names)
 
     def fits_evicting(gone: np.ndarray):
@@ -305,30 +343,45 @@ def _preempt_for(
     return False
 
 
-def _as_they_stand(s: Session, pool: VictimPool, chosen: np.ndarray) -> tuple[TaskTable, np.ndarray]:
-    """The tasks and cards of ``chosen`` as they stand now; each task's entry is its rank within
-    ``chosen``. The pool holds placements from when each job entered it; an elastic job shrunk
-    since holds less, and a what-if that freed its old placement would promise room that eviction
-    cannot give. Only the shrunk ones are flattened again."""
-    table, _ = pool.table.subset(chosen)
+def _cards_as_they_stand(
+    s: Session, pool: VictimPool, chosen: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, list[Running]] | None]:
+    """The cards ``chosen`` hold now, and which of them shrank since they entered the pool (their
+    ranks within ``chosen`` and their entries now; None when none did). An elastic job shrunk
+    this cycle holds less than the pool says: a what-if that freed its old placement would promise
+    room that eviction cannot give."""
     cards = pool.cards[chosen]
     if not s.shrunk:
-        return table, cards
-    shrunk = np.fromiter((pool.entries[i].job.id in s.shrunk for i in chosen.tolist()), bool, len(chosen))
-    if not shrunk.any():
-        return table, cards
-    ranks = np.flatnonzero(shrunk)
+        return cards, None
+    mask = np.fromiter((pool.entries[i].job.id in s.shrunk for i in chosen.tolist()), bool, len(chosen))
+    if not mask.any():
+        return cards, None
+    ranks = np.flatnonzero(mask)
     now = [s.running[pool.entries[i].job.id] for i in chosen[ranks].tolist()]
+    cards = cards.copy()
+    cards[ranks] = [e.placement.total_cards for e in now]
+    return cards, (ranks, now)
+
+
+def _tasks_as_they_stand(
+    pool: VictimPool, chosen: np.ndarray, shrunk: tuple[np.ndarray, list[Running]] | None
+) -> TaskTable:
+    """The tasks of ``chosen`` as they stand now, each task's entry its rank within ``chosen``:
+    the pool's, with only the shrunk jobs' flattened again."""
+    table, _ = pool.table.subset(chosen)
+    if shrunk is None:
+        return table
+    ranks, now = shrunk
     fresh = TaskTable(now)
-    keep = ~shrunk[table.task_entry]  # tasks of the jobs that did not shrink
+    keep = ~np.isin(table.task_entry, ranks)  # tasks of the jobs that did not shrink
     out = TaskTable.__new__(TaskTable)
-    out.entries = [s.running.get(e.job.id, e) for e in table.entries]
+    out.entries = list(table.entries)
+    for r, entry in zip(ranks.tolist(), now, strict=True):
+        out.entries[r] = entry
     out.task_entry = np.concatenate([table.task_entry[keep], ranks[fresh.task_entry]])
     for name in ("task_node", "task_cards", "task_cpus", "task_mem"):
         setattr(out, name, np.concatenate([getattr(table, name)[keep], getattr(fresh, name)]))
-    cards = cards.copy()
-    cards[ranks] = [e.placement.total_cards for e in now]
-    return out, cards
+    return out
 
 
 def _waiting(s: Session) -> tuple[list[Job], bool]:
