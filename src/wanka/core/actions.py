@@ -165,12 +165,22 @@ class VictimPool:
         if not initial and n <= 8:  # a few jobs reclaim or preempt started: insert, do not re-sort
             for i in range(first, first + n):
                 if self.preemptible[i]:
-                    self.order = np.insert(self.order, self._position(i), i)
+                    at = self._position(i)
+                    self.order = np.insert(self.order, at, i)
+                    for k, column in enumerate(self._key_columns()):
+                        keys = self._sorted_keys[k]
+                        if keys.dtype != column.dtype:  # a longer job id: widen, never truncate
+                            keys = keys.astype(column.dtype)
+                        self._sorted_keys[k] = np.insert(keys, at, column[i])
             return
         # the key as arrays, sorted by one lexsort: sorting key tuples cost ~4 ms a cycle at 1,200
         # running jobs, and reclaim or preempt needs the pool in almost every busy cycle
         order = np.lexsort((self.ids, -self.started, self.lost, self.not_borrowing, self.rank))
         self.order = order[self.preemptible[order]].astype(np.int64)
+        self._sorted_keys = None  # the key columns in victim order, gathered when first needed
+
+    def _key_columns(self) -> tuple[np.ndarray, ...]:
+        return (self.rank, self.not_borrowing, self.lost, -self.started, self.ids)
 
     def _grow(self, name: str, values: np.ndarray, first: int) -> None:
         """Write ``values`` at ``first`` of column ``name``; the attribute becomes a view of the
@@ -208,11 +218,12 @@ class VictimPool:
 
     def _position(self, i: int) -> int:
         """Where entry ``i`` goes in ``order``: how many entries there sort before it (O(pool))."""
-        o = self.order
-        before = np.zeros(len(o), dtype=bool)
-        tied = np.ones(len(o), dtype=bool)
-        for column in (self.rank, self.not_borrowing, self.lost, -self.started, self.ids):
-            values, key = column[o], column[i]
+        if self._sorted_keys is None:
+            self._sorted_keys = [column[self.order] for column in self._key_columns()]
+        before = np.zeros(len(self.order), dtype=bool)
+        tied = np.ones(len(self.order), dtype=bool)
+        for values, column in zip(self._sorted_keys, self._key_columns(), strict=True):
+            key = column[i]
             before |= tied & (values < key)
             tied &= values == key
         return int(before.sum())
