@@ -91,6 +91,22 @@ def backfill(s: Session) -> None:
             failed.add(key)
 
 
+def _write_growing(store: dict[str, np.ndarray], name: str, values: np.ndarray, at: int) -> np.ndarray:
+    """Write ``values`` at ``at`` of the array ``store[name]`` and return a view of its filled part.
+    Room doubles as it runs out (and the dtype widens for longer strings), so appending a few
+    values to a long column copies nothing."""
+    column = store.get(name)
+    end = at + len(values)
+    dtype = values.dtype if column is None else np.promote_types(column.dtype, values.dtype)
+    if column is None or len(column) < end or dtype != column.dtype:
+        grown = np.empty(max(end, 2 * at) + 16, dtype=dtype)
+        if column is not None:
+            grown[:at] = column[:at]
+        store[name] = column = grown
+    column[at:end] = values
+    return column[:end]
+
+
 class VictimPool:
     """Preemptible jobs that run now, in victim order, cheapest first: lowest rank, borrowed quota
     before nominal, least work lost since the last checkpoint (card-seconds), most recently started,
@@ -183,37 +199,16 @@ class VictimPool:
         return (self.rank, self.not_borrowing, self.lost, -self.started, self.ids)
 
     def _grow(self, name: str, values: np.ndarray, first: int) -> None:
-        """Write ``values`` at ``first`` of column ``name``; the attribute becomes a view of the
-        filled part. Room doubles as it runs out: adding a job this cycle started copies nothing."""
-        column = self._columns.get(name)
-        end = first + len(values)
-        if (
-            column is None
-            or len(column) < end
-            or np.promote_types(column.dtype, values.dtype) != column.dtype
-        ):
-            dtype = values.dtype if column is None else np.promote_types(column.dtype, values.dtype)
-            grown = np.empty(max(end, 2 * first) + 16, dtype=dtype)
-            if column is not None:
-                grown[:first] = column[:first]
-            self._columns[name] = column = grown
-        column[first:end] = values
-        setattr(self, name, column[:end])
+        """Write ``values`` at ``first`` of key column ``name``; the attribute becomes a view of
+        the filled part."""
+        setattr(self, name, _write_growing(self._columns, name, values, first))
 
     def _grow_tasks(self, table: TaskTable, first: int) -> None:
         """Append ``table``'s tasks (entry indices shifted by ``first``) to the pool's task table."""
         start = len(self.table.task_node) if first else 0
         for name in ("task_entry", "task_node", "task_cards", "task_cpus", "task_mem"):
             values = getattr(table, name) + first if name == "task_entry" else getattr(table, name)
-            column = self._tasks.get(name)
-            end = start + len(values)
-            if column is None or len(column) < end:
-                grown = np.empty(max(end, 2 * start) + 64, dtype=np.int64)
-                if column is not None:
-                    grown[:start] = column[:start]
-                self._tasks[name] = column = grown
-            column[start:end] = values
-            setattr(self.table, name, column[:end])
+            setattr(self.table, name, _write_growing(self._tasks, name, values, start))
         self.table.entries = self.entries
 
     def _position(self, i: int) -> int:
