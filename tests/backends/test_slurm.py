@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -405,3 +406,82 @@ def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
         assert slurm.join() == name
         wait_for(lambda: node(name)["state"] == "up", 30)
         assert ended(c, waiting, 60)["state"] == "succeeded"
+
+
+# --- interactive jobs: srun --overlap into the job, bridged to rank 0's terminal -------------------
+
+
+def _bridges(uid: int) -> list[int]:
+    """Attachment bridges (``wanka-task.py --attach``) running as ``uid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if (
+                    os.stat(f"/proc/{entry}").st_uid == uid
+                    and b"--attach" in Path(f"/proc/{entry}/cmdline").read_bytes()
+                ):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_an_interactive_job_on_slurm_is_a_terminal_on_rank_0s_node(server, slurm):
+    from tests.security.test_interactive_attacks import attach, closed, read_until
+
+    user = make_member(server, "term-slurm", "term-slurm-user")
+    with server.client(user) as c:
+        jid = submit(c, command=["sh"], kind="interactive", task_groups=[{"replicas": 2, "cards": 8}])
+        wait_for(lambda: job_state(c, jid)["state"] == "running", timeout=60)
+        node = placed_on(c, jid)[0]
+        with attach(server, user, jid) as ws:
+            seen = bytearray()
+            ws.send(json.dumps({"resize": [33, 101]}))
+            ws.send(b"tty; stty size; echo at-$SLURMD_NODENAME-rank-$RANK-$((6*7))\n")
+            out = read_until(ws, rb"at-\S+-rank-\d-42", seen, timeout=60)
+            assert b"/dev/pts/" in out and b"33 101" in out  # a real terminal, the client's size
+            assert f"at-{node}-rank-0-42".encode() in out  # where wanka placed rank 0
+            # what the server's environment holds never reaches the tenant through the bridge,
+            # which runs as the tenant's own account (its environ is the tenant's to read)
+            ws.send(
+                b"for p in /proc/[0-9]*; do grep -qa -- --attach $p/cmdline 2>/dev/null && "
+                b"tr '\\0' '\\n' < $p/environ | cut -d= -f1; done | sort -u | tr '\\n' ' '; "
+                b"echo env-$((1+1))-done\n"
+            )
+            out = read_until(ws, rb"\r\n[^\r\n]*env-2-done\r\n", seen)
+            names = out.rsplit(b"\r\n", 2)[-2].split()[:-1]
+            assert b"PATH" in names, names  # the bridge was found and read
+            # the server's own (its home, and what pytest set as it started): none passed on
+            assert not {b"WANKA_HOME", b"PYTEST_CURRENT_TEST"} & set(names), names
+        uid = os.stat(server.shared / "runs" / str(jid) / "1").st_uid
+        wait_for(lambda: not _bridges(uid), timeout=30)  # a detach leaves no srun step behind
+        with attach(server, user, jid) as ws:  # again: the scrollback, then the same shell
+            seen = bytearray()
+            read_until(ws, rb"at-\S+-rank-0-42", seen)
+            ws.send(b"exit 3\n")
+            code, _ = closed(ws, timeout=60)
+            assert code == 1000
+        job = ended(c, jid, 60)
+        assert job["state"] == "failed" and job["reason"] == "task 0 exited with code 3", job
+        assert "rank-0-42" in log_of(c, jid)  # the session's transcript is rank 0's log
+
+
+def test_a_cancelled_interactive_job_on_slurm_hangs_up_its_terminal(server, slurm):
+    from tests.security.test_interactive_attacks import attach, closed, read_until
+
+    user = make_member(server, "hup-slurm", "hup-slurm-user")
+    other = make_member(server, "hup-other", "hup-other-user")
+    with server.client(user) as c:
+        jid = submit(c, command=["sh"], kind="interactive")
+        wait_for(lambda: job_state(c, jid)["state"] == "running", timeout=60)
+        with attach(server, other, jid) as ws:  # another tenant: as if there were no such job
+            assert closed(ws)[0] == 4404
+        with attach(server, user, jid) as ws:
+            ws.send(b"echo up-$((6*7))\n")
+            read_until(ws, rb"up-42", bytearray(), timeout=60)
+            c.post(f"/v1/jobs/{jid}/cancel")
+            assert closed(ws, timeout=60)[0] == 1000
+        assert ended(c, jid, 60)["state"] == "cancelled"
+        with attach(server, user, jid) as ws:
+            assert closed(ws)[0] == 4409

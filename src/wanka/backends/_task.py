@@ -13,7 +13,8 @@ write. The log is opened here, without following links, and handed to the task a
 With a cgroup (``spec["cgroup"]``), the task is born inside it (the supervisor enters it, forks the
 task, and leaves), so ``cgroup.kill`` ends every process the task started, however it detached.
 
-Standard library only, imported by nothing: it must start fast and must not depend on wanka.
+Standard library only (and ``_pty_relay`` beside it), imported by nothing: it must start fast and
+must not depend on wanka.
 """
 
 import contextlib
@@ -120,25 +121,6 @@ def _kill_leftovers(spec: dict, entered: bool) -> None:
                     os.kill(int(entry), signal.SIGKILL)
 
 
-SCROLLBACK = 16 * 1024  # bytes of an interactive task's output replayed to who attaches
-
-
-PENDING = 1 << 20  # output held for a slow client; one that falls further behind is dropped
-
-
-def _flush(client, pending: bytearray) -> bool:
-    """Send what ``client`` can take now, never waiting (a client that stops reading must not
-    stop the task's terminal, or its cancellation). False when it is gone or too far behind."""
-    try:
-        sent = client.send(pending) if pending else 0
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        return False
-    del pending[:sent]
-    return len(pending) <= PENDING
-
-
 def _terminal(spec: dict, uid, gid) -> tuple[int, int]:
     """An interactive task's terminal: a pseudo-terminal pair whose slave becomes this supervisor's
     controlling terminal (it leads its session), so the task it starts on it is a terminal job
@@ -151,112 +133,6 @@ def _terminal(spec: dict, uid, gid) -> tuple[int, int]:
         os.fchown(slave, uid, gid)
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     return master, slave
-
-
-def _relay(spec: dict, proc, terminal: tuple[int, int], log: int):
-    """Carry an interactive task's terminal to whoever attaches (the server, through a Unix socket
-    only its account may open, named ``spec["pty"]`` relative to the run's directory) and into the
-    log, until the task has exited. From the server: frames of a type byte (0 input, 1 window size
-    rows and columns as two 16-bit numbers) and a 32-bit length. Returns wait4's status and usage."""
-    import fcntl
-    import select
-    import socket
-    import struct
-    import termios
-
-    master, slave = terminal
-    os.close(slave)  # the task holds it now: when the task is gone, reading the master fails
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        listener.bind(spec["pty"])  # relative: the run's directory, however long its path
-    finally:
-        os.umask(old)
-    listener.listen(1)
-
-    def hang_up(*_):  # cancelled or preempted: the terminal hangs up, as a closed ssh session
-        with contextlib.suppress(OSError):
-            os.killpg(os.tcgetpgrp(master), signal.SIGHUP)
-        with contextlib.suppress(OSError):
-            os.kill(proc.pid, signal.SIGHUP)
-
-    signal.signal(signal.SIGTERM, hang_up)
-    # this supervisor leads the terminal's session: closing the master at the end would hang up on
-    # it too (SIGHUP to the controlling process); it must live on to record how the task ended
-    signal.signal(signal.SIGHUP, lambda *_: None)
-    client, frames, ended, pending = None, b"", None, bytearray()
-    recent = bytearray()  # the last of the output: who attaches sees the prompt and what led to it
-    while True:
-        if ended is None:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                ended = (status, usage)
-        watched = [master, listener, *([client] if client else [])]
-        ready, writable, _ = select.select(watched, [client] if client and pending else [], [], 0.2)
-        if client is not None and client in writable and not _flush(client, pending):
-            client.close()
-            client = None
-            continue
-        if master in ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every holder of the terminal is gone
-                data = b""
-            if data:
-                os.write(log, data)
-                recent.extend(data)
-                del recent[: max(0, len(recent) - SCROLLBACK)]
-                if client is not None:
-                    pending.extend(data)
-                    if not _flush(client, pending):
-                        client.close()  # it does not read: dropped (it may attach again)
-                        client = None
-            elif ended is not None:
-                break
-        elif ended is not None:
-            break  # exited, and nothing more to read
-        if listener in ready:
-            newcomer, _ = listener.accept()
-            if client is not None:  # one attachment at a time: the newest wins
-                client.close()
-            client, frames, pending = newcomer, b"", bytearray(recent)
-            client.setblocking(False)  # this loop never waits on who is attached
-            if not _flush(client, pending):
-                client.close()
-                client = None
-        if client is not None and client in ready:
-            try:
-                data = client.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                client.close()
-                client = None
-                continue
-            frames += data
-            while len(frames) >= 5:
-                kind, size = frames[0], int.from_bytes(frames[1:5], "big")
-                if len(frames) < 5 + size:
-                    break
-                payload, frames = frames[5 : 5 + size], frames[5 + size :]
-                if kind == 0:
-                    os.write(master, payload)
-                elif kind == 1 and size == 4:
-                    rows, cols = struct.unpack("!HH", payload)
-                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    if ended is None:
-        _, status, usage = os.wait4(proc.pid, 0)
-        ended = (status, usage)
-    for closing in (client, listener):
-        if closing is not None:
-            closing.close()
-    with contextlib.suppress(OSError):
-        os.unlink(spec["pty"])
-    os.close(master)
-    os.close(log)
-    return ended
 
 
 def main() -> int:
@@ -320,7 +196,11 @@ def main() -> int:
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
     if terminal:
-        status, usage = _relay(spec, proc, terminal, log)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves this folder out
+        import _pty_relay  # shared with the Slurm launcher
+
+        os.close(terminal[1])  # the task holds it now: when the task is gone, reading the master fails
+        status, usage = _pty_relay.relay(spec["pty"], proc.pid, terminal[0], log)
     else:
         os.close(log)
         # wait4, not wait: the task's resource usage comes with its status (ru_maxrss, KiB on

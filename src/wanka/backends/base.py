@@ -9,6 +9,7 @@ launch again without starting anything twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -17,10 +18,9 @@ import socket
 import stat
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 from wanka.core import Cluster, Placement
 
@@ -69,7 +69,18 @@ class Launch:
     workdir: str | None = None
     tenant: str = ""  # whose job: backends that isolate tenants run it under the tenant's identity
     tenant_id: int = 0
-    interactive: bool = False  # task 0 runs on a terminal that `attach_path` leads to
+    interactive: bool = False  # task 0 runs on a terminal that `open_terminal` reaches
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """An open connection to an interactive task's terminal (:meth:`Backend.open_terminal`):
+    keystroke and window-size frames go to ``writer``, the terminal's bytes come from ``reader``;
+    ``close`` ends the connection (the task runs on)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    close: Callable[[], Awaitable[None]]
 
 
 class Backend(ABC):
@@ -104,11 +115,13 @@ class Backend(ABC):
     def launch(self, launch: Launch) -> None:
         """Start every task of this run not started before. Returns at once."""
 
-    terminals: bool = False  # interactive jobs get a terminal (attach_path) on this backend
+    terminals: bool = False  # interactive jobs get a terminal (open_terminal) on this backend
 
-    def attach_path(self, job_id: int, run: int) -> Path | None:
-        """The Unix socket that carries an interactive run's terminal (task 0), for the server
-        only; None where this backend has none (yet)."""
+    async def open_terminal(self, job_id: int, run: int) -> Terminal | None:
+        """A connection to a running interactive run's terminal (task 0), for the server only,
+        framed as ``backends._pty_relay`` says; None when it is not open (not yet, or any more)
+        or this backend has none. Called on the server's event loop, never the control loop's
+        thread: it touches no state of the backend's own."""
         return None
 
     def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:

@@ -23,6 +23,7 @@ server can: such a server refuses a second tenant's jobs unless ``single_user`` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -38,7 +39,7 @@ import threading
 from pathlib import Path
 
 from wanka.backends import isolation
-from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, read_log, rendezvous_port
+from wanka.backends.base import Backend, Launch, TaskState, TaskStatus, Terminal, read_log, rendezvous_port
 from wanka.models.hardware import default_catalog
 
 log = logging.getLogger("wanka.local")
@@ -375,9 +376,29 @@ class LocalBackend(Backend):
             self._watch(proc.pid)
             _write(stem.with_suffix(".pid"), f"{proc.pid} {_start_time(proc.pid) or ''}\n")
 
-    def attach_path(self, job_id: int, run: int) -> Path | None:
+    async def open_terminal(self, job_id: int, run: int) -> Terminal | None:
+        """The supervisor's socket ``task-0.pty`` in the run's directory, waited for up to 10 s:
+        a task shows running a moment before its supervisor opens the terminal."""
         path = self.run_dir(job_id, run) / "task-0.pty"
-        return path if path.is_socket() else None
+        for _ in range(100):
+            if path.is_socket():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            return None
+        # the socket's path may exceed a sockaddr's 108 bytes: reach it through its directory
+        folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{folder}/{path.name}")
+        except OSError:  # the task ended in between
+            return None
+        finally:
+            os.close(folder)
+
+        async def close() -> None:
+            writer.close()
+
+        return Terminal(reader, writer, close)
 
     def adopt(self) -> None:
         """Supervisors of this home that another server process started (one that crashed, or a

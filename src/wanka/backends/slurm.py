@@ -27,8 +27,12 @@ recorded as ``NAME_INDEX``, and status and ``scancel`` address that element alon
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -39,19 +43,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wanka.backends import isolation
+from wanka.backends._pty_relay import READY
 from wanka.backends.base import (
     Backend,
     BackendUnavailable,
     Launch,
     TaskState,
     TaskStatus,
+    Terminal,
     read_log,
     rendezvous_port,
 )
 from wanka.backends.local import _catalog_id
 from wanka.models.hardware import default_catalog
 
+log = logging.getLogger("wanka.slurm")
+
 LAUNCHER = Path(__file__).with_name("_slurm_task.py")
+PTY_RELAY = Path(__file__).with_name("_pty_relay.py")  # an interactive rank's terminal (copied beside)
+TERMINAL_SOCKET = "task-0.pty"  # in the run's directory, on rank 0's node
+ATTACH_WAIT_S = 30.0  # for srun's step into the job and the bridge's first byte
 # sbatch calls side by side: slurmctld answers several at once, but more than a few only queue up
 # on its locks (measured on the 64-node testbed: 4 beat both 1 and 16; docs/benchmarks.md)
 SBATCH_AT_ONCE = 4
@@ -81,6 +92,7 @@ class SlurmError(RuntimeError):
 
 class SlurmBackend(Backend):
     name = "slurm"
+    terminals = True  # interactive runs: open_terminal
     inventory_may_change = True  # nodes join (FUTURE nodes resumed, new slurmds) and leave
     # a node's single-task runs are one sbatch: 1,024 runs are ~130 sbatch calls, 4 side by side,
     # a second or two on an idle controller; handed over before Slurm starts them (its
@@ -123,6 +135,7 @@ class SlurmBackend(Backend):
         self._keys: dict[tuple[int, int], tuple[str, int]] = {}  # (job, run) -> name, owner uid
         self._arrays: dict[str, set[int]] = {}  # grouped submissions Slurm lists -> their users
         self._dropped: set[str] = set()  # elements cancelled before they started: no record left
+        self._drains: set[asyncio.Future] = set()  # attachments' srun stderr, read and dropped
         self._sinfo()  # fails here, at start, when Slurm cannot be reached
 
     # --- commands ------------------------------------------------------------------------------
@@ -413,8 +426,12 @@ class SlurmBackend(Backend):
         nodes = [t.node for t in launch.tasks]  # rank order
         # the run directory is the account's (its tasks write their logs there): written without
         # following links, and the files are the account's (Slurm runs the job as that account)
-        contract = json.dumps({"argv": list(launch.argv), "env": env}).encode()
-        isolation.write_file(rundir / "tasks.json", contract, account)
+        contract = {"argv": list(launch.argv), "env": env}
+        if launch.interactive:  # rank 0 on a terminal, served beside the contract (_slurm_task.py)
+            contract["pty"] = TERMINAL_SOCKET
+            isolation.write_file(rundir / "wanka_pty_relay.py", PTY_RELAY.read_bytes(), account)
+            self._mark(self._record(launch.job_id, launch.run, "terminal"), launch.tasks[0].node)
+        isolation.write_file(rundir / "tasks.json", json.dumps(contract).encode(), account)
         isolation.write_file(rundir / "wanka-task.py", LAUNCHER.read_bytes(), account)
         isolation.write_file(rundir / "hostfile", "".join(f"{n}\n" for n in nodes).encode(), account)
         return account
@@ -552,6 +569,92 @@ class SlurmBackend(Backend):
             self._run("scancel", "--full", f"--signal={name}", target, check=False)
         self._jobs_at = 0.0
 
+    async def open_terminal(self, job_id: int, run: int) -> Terminal | None:
+        """``srun --overlap`` into the run's Slurm job, on rank 0's node and as the job's own
+        account, running the launcher as a bridge to the terminal's socket there (Slurm's own way
+        into a running allocation; ``sattach`` reaches a step's stdio, not a terminal that outlives
+        attachments). Only ``PATH`` of the server's environment reaches the step. Reads only the
+        server's own records beside the run (the job's account can change its run directory)."""
+        try:
+            slurm_id = self._record(job_id, run, "slurm-id").read_text().strip()
+            node = self._record(job_id, run, "terminal").read_text().strip()
+            uid = int(self._record(job_id, run, "slurm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        rundir = self.run_dir(job_id, run)
+        argv = [
+            "srun",
+            f"--jobid={slurm_id}",
+            "--overlap",  # beside the job's own steps, on none of their cards
+            "--nodes=1",
+            "--ntasks=1",
+            f"--nodelist={node}",
+            f"--chdir={rundir}",
+            "--export=PATH",
+            "--quiet",
+            "--unbuffered",
+            *(self._identity(uid) if self.isolated else ()),
+            self.python,
+            "-I",
+            "-S",
+            str(rundir / "wanka-task.py"),
+            "--attach",
+            TERMINAL_SOCKET,
+        ]
+        # wanka shows a run running once Slurm has it; Slurm starts it a few seconds later
+        # (batch_sched_delay), and refuses a step into it until then
+        deadline = time.monotonic() + ATTACH_WAIT_S
+        while True:
+            terminal, why = await self._bridge(argv, deadline)
+            if terminal is not None or "pending" not in why or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        if terminal is None:
+            log.warning("no terminal for job %s run %s: %s", job_id, run, why)
+        return terminal
+
+    async def _bridge(self, argv: list[str], deadline: float) -> tuple[Terminal | None, str]:
+        """One try of :meth:`open_terminal`'s ``srun``: the terminal, or None and why not."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,  # read only when it fails: a few lines at most then
+            env=self.env,
+            start_new_session=True,  # its own group: a signal to the server's group misses it
+        )
+
+        async def close() -> None:
+            """Closing srun's input ends the bridge, then srun; one that lingers is killed."""
+            if not proc.stdin.is_closing():
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+        try:
+            first = await asyncio.wait_for(proc.stdout.read(1), max(1.0, deadline - time.monotonic()))
+        except TimeoutError:
+            first = b""
+        if first != READY:  # srun refused (not started yet, or ended), or the socket never answered
+            await close()
+            why = (await proc.stderr.read(2000)).decode(errors="replace").strip()
+            return None, why or f"srun exited with {proc.returncode}"
+        self._drains.add(task := asyncio.ensure_future(_drain(proc.stderr)))  # a full pipe would stall srun
+        task.add_done_callback(self._drains.discard)
+        return Terminal(proc.stdout, proc.stdin, close), ""
+
+    @staticmethod
+    def _identity(uid: int) -> list[str]:
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:  # a bare uid (no useradd here): its group is its uid, as launched
+            gid = uid
+        return [f"--uid={uid}", f"--gid={gid}"]
+
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
         return read_log(self.run_dir(job_id, run) / f"task-{task}.log", offset, limit)
 
@@ -575,6 +678,11 @@ class SlurmBackend(Backend):
             if n["name"] in wanted and _unhealthy(n):
                 bad[n["name"]] = f"Slurm: {'+'.join(_states(n))} {n.get('reason', '')}".strip()
         return bad
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 def _exit_code(path: Path) -> int | None:

@@ -2,12 +2,15 @@
 
 The client authenticates as for every request (``Authorization: Bearer``, in the handshake); only
 a job of the caller's own tenant (any, for admins) that is ``running`` and ``interactive`` may be
-attached. The server relays between the WebSocket and the task's terminal, a Unix socket that the
-task's supervisor opened in the run's directory, which only the server's account can reach (the
-task runs as the tenant's account). Client messages: binary frames are keystrokes, text frames
-``{"resize": [rows, cols]}``; server messages are the terminal's output, binary. Close codes: 4401
-no or a bad token, 4404 no such job (also another tenant's), 4409 not an interactive job that runs
-now, 4501 the backend has no terminals.
+attached. The server relays between the WebSocket and the task's terminal, which the backend opens
+(``Backend.open_terminal``): on the local backend a Unix socket that the task's supervisor opened
+in the run's directory, which only the server's account can reach; on Slurm an ``srun --overlap``
+step into the job, as the tenant's account, bridging to the socket on rank 0's node.
+
+Client messages: binary frames are keystrokes, text frames ``{"resize": [rows, cols]}``; server
+messages are the terminal's output, binary. Close codes: 4401 no or a bad token, 4404 no such job
+(also another tenant's), 4409 not an interactive job that runs now (or its terminal is not open),
+4501 the backend has no terminals.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -66,25 +68,14 @@ def router(state: AppState) -> APIRouter:
         if not backend.terminals:
             await ws.close(4501, f"the {backend.name} backend offers no terminal (yet)")
             return
-        path = None
-        for _ in range(100):  # the task is running; its supervisor opens the terminal a moment later
-            path = backend.attach_path(job_id, row.runs)
-            if path is not None:
-                break
-            await asyncio.sleep(0.1)
-        if path is None:
-            await ws.close(4409, f"job {job_id}'s terminal is not open")
+        terminal = await backend.open_terminal(job_id, row.runs)
+        if terminal is None:
+            await ws.close(4409, f"job {job_id}'s terminal is not open (the job may just have ended)")
             return
-        # the socket's path may exceed a sockaddr's 108 bytes: reach it through its directory
-        folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
         try:
-            reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{folder}/{path.name}")
-        except OSError:
-            await ws.close(4409, f"job {job_id}'s terminal has closed")
-            return
+            await _relay(ws, terminal.reader, terminal.writer, lambda: _still_valid(state, token))
         finally:
-            os.close(folder)
-        await _relay(ws, reader, writer, lambda: _still_valid(state, token))
+            await terminal.close()
 
     return api
 
