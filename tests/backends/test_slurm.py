@@ -149,13 +149,20 @@ def test_cancel_and_time_limit_become_scancel_whose_grace_signal_reaches_the_job
 
 def test_the_failing_rank_is_named_with_its_own_exit_code(server, slurm):
     user = make_member(server, "rank-slurm", "rank-slurm-user")
-    program = (
-        "import os, sys, time; time.sleep(0.5); sys.exit(3) if os.environ['RANK'] == '1' else time.sleep(600)"
+    program = (  # rank 1 holds ~64 MiB, then fails
+        "import os, sys, time; time.sleep(0.5)\n"
+        "if os.environ['RANK'] == '1':\n    block = bytearray(64 << 20); sys.exit(3)\ntime.sleep(600)"
     )
     with server.client(user) as c:
         jid = submit(c, command=[PY, "-c", program], task_groups=[{"replicas": 2, "cards": 8}])
         job = ended(c, jid, 60)
+        [row] = c.get("/v1/acct", params={"job": jid}).json()["jobs"]
     assert job["state"] == "failed" and job["reason"] == "task 1 exited with code 3", job
+    # each rank's peak memory (sacct's MaxRSS), as its launcher's wait4 saw it
+    tasks = {t["task"]: t for t in row["tasks"]}
+    assert tasks[1]["exit_code"] == 3 and tasks[1]["max_rss_kib"] >= 64 * 1024 > tasks[0]["max_rss_kib"], (
+        tasks
+    )
     assert (
         slurm_job(server, slurm, jid)["job_state"] == "FAILED"
     )  # rank 0 was killed by Slurm, not by its code

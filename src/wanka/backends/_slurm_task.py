@@ -37,9 +37,9 @@ def _relay_module():
     return wanka_pty_relay
 
 
-def _on_terminal(argv: list[str], env: dict, rundir: str) -> int:
+def _on_terminal(argv: list[str], env: dict, rundir: str) -> tuple[int, int | None]:
     """Run ``argv`` on a new pseudo-terminal (its controlling terminal, in a session of its own)
-    and relay the terminal until it exits; its exit code."""
+    and relay the terminal until it exits; its exit status and peak resident memory (KiB)."""
     import fcntl
     import termios
 
@@ -62,13 +62,13 @@ def _on_terminal(argv: list[str], env: dict, rundir: str) -> int:
         )
     except OSError as exc:
         print(f"wanka: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
-        return 127
+        return 127, None
     os.close(slave)  # the task holds it now: when the task is gone, reading the master fails
     for sig in CAUGHT:  # the relay then hangs the terminal up on SIGTERM
         signal.signal(sig, lambda *_: None)
     os.chdir(rundir)  # the socket's name is relative: a run directory's path may be long
-    status, _ = relay.relay("task-0.pty", child.pid, master, os.dup(1))  # all output to the log too
-    return os.waitstatus_to_exitcode(status)
+    status, usage = relay.relay("task-0.pty", child.pid, master, os.dup(1))  # all output to the log too
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss
 
 
 def main() -> None:
@@ -83,31 +83,31 @@ def main() -> None:
     env.update(spec["env"][rank])
     argv = spec["argv"]
     if spec.get("pty") and rank == 0:
-        code = _on_terminal(argv, env, os.path.dirname(os.path.abspath(path)))
-        code = 128 - code if code < 0 else code
+        code, rss = _on_terminal(argv, env, os.path.dirname(os.path.abspath(path)))
     else:
-        code = _run(argv, env)
+        code, rss = _run(argv, env)
+    code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells say
     out = os.path.join(os.path.dirname(path), f"exit-{rank}")
-    with open(out + ".tmp", "w") as fh:
-        fh.write(str(code))
+    with open(out + ".tmp", "w") as fh:  # and its peak memory (sacct's MaxRSS), where known
+        fh.write(str(code) if rss is None else f"{code} rss={rss}")
     os.replace(out + ".tmp", out)
     sys.exit(code)
 
 
-def _run(argv: list[str], env: dict) -> int:
+def _run(argv: list[str], env: dict) -> tuple[int, int | None]:
+    """Run ``argv`` to its end: its exit status and peak resident memory (KiB: ``wait4``'s
+    ru_maxrss, the largest of the rank and the children it waited for)."""
     try:
         child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
     except OSError as exc:
         print(f"wanka: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
-        code = 127
-    else:
-        # Slurm signals every process of the step (scancel, KillWait), the rank included: this
-        # launcher only outlives the signal, so that the rank may checkpoint and its code be kept
-        for sig in CAUGHT:
-            signal.signal(sig, lambda *_: None)
-        code = child.wait()
-        code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells say
-    return code
+        return 127, None
+    # Slurm signals every process of the step (scancel, KillWait), the rank included: this
+    # launcher only outlives the signal, so that the rank may checkpoint and its code be kept
+    for sig in CAUGHT:
+        signal.signal(sig, lambda *_: None)
+    _, status, usage = os.wait4(child.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss
 
 
 if __name__ == "__main__":

@@ -524,9 +524,9 @@ class SlurmBackend(Backend):
         if job is None:
             if not self._submitted(job_id, run):
                 return [TaskStatus(i, TaskState.ABSENT) for i in range(tasks)]
-            codes = [_exit_code(self.run_dir(job_id, run) / f"exit-{i}") for i in range(tasks)]
-            if all(c is not None for c in codes):  # ended, and Slurm forgot it (MinJobAge)
-                return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
+            records = [_rank_record(self.run_dir(job_id, run) / f"exit-{i}") for i in range(tasks)]
+            if all(c is not None for c, _ in records):  # ended, and Slurm forgot it (MinJobAge)
+                return [TaskStatus(i, TaskState.EXITED, c, max_rss_kib=m) for i, (c, m) in enumerate(records)]
             key, uid = self._name(job_id, run) or ("", -1)
             if uid in self._arrays.get(key.rsplit("_", 1)[0], ()) and key not in self._dropped:
                 # Slurm lists the array but not yet this element on its own: still Slurm's
@@ -548,12 +548,16 @@ class SlurmBackend(Backend):
         # wrote none was killed outright (its node failed, or another rank failed first). When no
         # rank wrote one (the run directory is not shared, say), Slurm's code stands for all.
         rundir = self.run_dir(job_id, run)
-        codes = [_exit_code(rundir / f"exit-{i}") for i in range(tasks)]
+        records = [_rank_record(rundir / f"exit-{i}") for i in range(tasks)]
+        codes = [c for c, _ in records]
         if all(c is None for c in codes) or (state != "COMPLETED" and not any(codes)):
             # the ranks' files are the job's own: they name the failing rank, but never turn a run
             # Slurm saw fail into a success
             codes = [exit_code] * tasks
-        return [TaskStatus(i, TaskState.EXITED, c) for i, c in enumerate(codes)]
+        return [
+            TaskStatus(i, TaskState.EXITED, c, max_rss_kib=m)
+            for i, (c, (_, m)) in enumerate(zip(codes, records, strict=True))
+        ]
 
     def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
         job = self._job(job_id, run)
@@ -685,23 +689,33 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
-def _exit_code(path: Path) -> int | None:
-    """A rank's exit code as its launcher wrote it. The file lies in the job's own directory: a
-    link, a FIFO or a device in its place is no code (never followed, never waited on), and at
-    most 32 bytes are read."""
+def _rank_record(path: Path) -> tuple[int | None, int | None]:
+    """A rank's exit code and peak resident memory (KiB, or None) as its launcher wrote them
+    (``CODE [rss=KIB]``). The file lies in the job's own directory: a link, a FIFO or a device in
+    its place is no record (never followed, never waited on), and at most 32 bytes are read. The
+    memory figure is the job's own word (its account writes the file): shown in accounting,
+    never billed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return None
+        return None, None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+            return None, None
         data = os.read(fd, 33)
-        return int(data) if len(data) <= 32 else None
-    except (OSError, ValueError):
-        return None
+    except OSError:
+        return None, None
     finally:
         os.close(fd)
+    if len(data) > 32:
+        return None, None
+    code, _, rest = data.decode("ascii", "replace").strip().partition(" ")
+    try:
+        exit_code = int(code)
+    except ValueError:
+        return None, None
+    rss = rest[4:] if rest.startswith("rss=") else ""
+    return exit_code, int(rss) if rss.isdigit() and int(rss) < 2**53 else None
 
 
 def _gpus(gres: str, catalog) -> tuple[str | None, int]:
