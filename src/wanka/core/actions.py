@@ -450,7 +450,9 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             )
             if shrink_for(s, job, f, donors):
                 break  # borrowers' elastic surplus was enough: nothing whole is stopped
-            mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
+            # a job that ran before the cycle only while its side borrows beyond this cycle's starts
+            fresh = np.arange(len(pool.queue)) >= pool.n_initial
+            mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue] & (fresh | owed[3][pool.queue])
             if _preempt_for(
                 s,
                 job,
@@ -459,7 +461,12 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                 pool.candidates(mask),
                 StopReason.RECLAIMED,
                 lambda e, tf=tf, sides=sides: (
-                    e.job.id in s.running and borrowed(s.quota, sides[e.queue], tf) > 0
+                    e.job.id in s.running
+                    and (
+                        borrowed(s.quota, sides[e.queue], tf) > 0
+                        if e.job.id in s.started
+                        else _borrowed_before(s, sides[e.queue], tf) > 0
+                    )
                 ),
                 lambda holder, tf=tf, o=owed: _owes(s, o, holder, tf),
             ):
@@ -492,11 +499,17 @@ def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> 
 
 def _reclaimable_queues(
     s: Session, q: int, tf: int, need: int
-) -> tuple[np.ndarray, list[int], np.ndarray] | None:
+) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray] | None:
     """Which queues' running jobs a job of ``need`` cards in queue ``q`` may reclaim from (a bool
     per tree node), for each queue the node on its side below the lowest common ancestor (c_w)
-    whose borrowing makes it a victim, and whether q's side there (c_q) stays within its nominal
-    (so c_w's jobs would be victims whenever c_w borrows); None when no queue's jobs are victims."""
+    whose borrowing makes it a victim, whether q's side there (c_q) stays within its nominal (so
+    c_w's jobs would be victims whenever c_w borrows), and which queues' jobs that ran before this
+    cycle are victims too; None when no queue's jobs are victims.
+
+    What c_w borrows is charged first to the jobs this cycle started on its side: they give it back
+    at no cost (they simply do not start). A job that ran before the cycle is a victim only while
+    c_w borrows beyond them, so a job started in one cycle is never reclaimed in the next for a job
+    that was waiting then, only because this cycle started others beside it."""
     tree, quota = s.tree, s.quota
     path = []  # q and its ancestors below the root, with whether each stays within nominal
     node = q
@@ -508,6 +521,7 @@ def _reclaimable_queues(
     within = dict(path)  # node on q's path -> the job keeps it within its nominal
     eligible = np.zeros(len(tree.names), dtype=bool)
     owed = np.zeros(len(tree.names), dtype=bool)
+    old = np.zeros(len(tree.names), dtype=bool)
     side = [-1] * len(tree.names)
     for w in tree.leaves:
         child, node = w, tree.parent[w]  # climb from w until we meet q's path: that is L
@@ -521,7 +535,13 @@ def _reclaimable_queues(
         side[w] = child
         owed[w] = within[c_q]
         eligible[w] = within[c_q] and borrowed(quota, child, tf) > 0
-    return (eligible, side, owed) if eligible.any() else None
+        old[w] = eligible[w] and _borrowed_before(s, child, tf) > 0
+    return (eligible, side, owed, old) if eligible.any() else None
+
+
+def _borrowed_before(s: Session, node: int, tf: int) -> int:
+    """Cards the subtree at ``node`` borrows beyond those it holds for jobs this cycle started."""
+    return int(s.quota.total[node][tf] - s.fresh_total[node, tf] - s.tree.nominal[node][tf])
 
 
 def preempt(s: Session) -> None:

@@ -161,6 +161,9 @@ class Session:
         self.unschedulable: dict[str, str] = {}
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
+        # cards those hold, per quota tree node (its subtree) and tree flavor: what a node borrows
+        # is charged to them first (reclaim, see actions._reclaimable_queues)
+        self.fresh_total = np.zeros((len(self.tree.names), len(self.tree.flavors)), dtype=np.int64)
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.unstarted: dict[str, Job] = {}  # jobs this cycle started, then evicted: waiting again
         self.follow_up: list[Job] | None = None  # set: reclaim and preempt walk only these jobs
@@ -246,6 +249,12 @@ class Session:
         alloc[1] += sign * entry.cpus
         alloc[2] += sign * entry.memory
 
+    def _fresh(self, entry: Running, sign: int) -> None:
+        node, f, parent = entry.queue, self.tree_flavor[entry.flavor], self.tree.parent
+        while node >= 0:
+            self.fresh_total[node, f] += sign * entry.cards
+            node = parent[node]
+
     def _take(self, entry: Running) -> None:
         free = self.free
         for g in entry.placement.groups:
@@ -262,6 +271,7 @@ class Session:
             self.evicted.discard(entry.job.id)  # a rolled-back eviction
         else:
             self.started.add(entry.job.id)
+            self._fresh(entry, +1)
 
     def _give(self, entry: Running) -> None:
         free = self.free
@@ -277,6 +287,7 @@ class Session:
         del self.running[entry.job.id]
         if entry.job.id in self.started:
             self.started.discard(entry.job.id)  # a rolled-back start, or an un-start
+            self._fresh(entry, -1)
         else:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
