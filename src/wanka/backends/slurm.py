@@ -629,15 +629,21 @@ class SlurmBackend(Backend):
         )
 
         async def close() -> None:
-            """Closing srun's input ends the bridge, then srun; one that lingers is killed."""
+            """Closing srun's input ends the bridge, then srun; one that lingers is killed. Its
+            output is read (and dropped) meanwhile: a full pipe would keep it from ending, and
+            asyncio's own loop reports a process ended only once its pipes are."""
             if not proc.stdin.is_closing():
                 proc.stdin.close()
+            drain = asyncio.ensure_future(_drain(proc.stdout))
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await proc.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 10)
+            finally:
+                drain.cancel()
 
         try:
             first = await asyncio.wait_for(proc.stdout.read(1), max(1.0, deadline - time.monotonic()))
@@ -645,7 +651,9 @@ class SlurmBackend(Backend):
             first = b""
         if first != READY:  # srun refused (not started yet, or ended), or the socket never answered
             await close()
-            why = (await proc.stderr.read(2000)).decode(errors="replace").strip()
+            said = (await proc.stderr.read(2000)).decode(errors="replace").strip().splitlines()
+            # srun's own first line (what the job's bridge may add to it is never logged)
+            why = next((line[:300] for line in said if line.startswith("srun: ")), "")
             return None, why or f"srun exited with {proc.returncode}"
         self._drains.add(task := asyncio.ensure_future(_drain(proc.stderr)))  # a full pipe would stall srun
         task.add_done_callback(self._drains.discard)
@@ -690,11 +698,12 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 
 def _rank_record(path: Path) -> tuple[int | None, int | None]:
-    """A rank's exit code and peak resident memory (KiB, or None) as its launcher wrote them
+    """A rank's exit code (0-255) and peak resident memory (KiB, or None) as its launcher wrote them
     (``CODE [rss=KIB]``). The file lies in the job's own directory: a link, a FIFO or a device in
-    its place is no record (never followed, never waited on), and at most 32 bytes are read. The
-    memory figure is the job's own word (its account writes the file): shown in accounting,
-    never billed."""
+    its place, or anything else than such a line, is no record (never followed, never waited on),
+    and at most 32 bytes are read. Both are the job's own word (its account writes the file): the
+    code names the failing rank but never turns a failure into a success (:meth:`status`), and the
+    memory is shown in accounting, never billed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -710,12 +719,10 @@ def _rank_record(path: Path) -> tuple[int | None, int | None]:
     if len(data) > 32:
         return None, None
     code, _, rest = data.decode("ascii", "replace").strip().partition(" ")
-    try:
-        exit_code = int(code)
-    except ValueError:
-        return None, None
+    if not (code.isascii() and code.isdigit() and int(code) <= 255):  # what a process can exit with
+        return None, None  # no record: Slurm's own code stands
     rss = rest[4:] if rest.startswith("rss=") else ""
-    return exit_code, int(rss) if rss.isdigit() and int(rss) < 2**53 else None
+    return int(code), int(rss) if rss.isascii() and rss.isdigit() and int(rss) < 2**53 else None
 
 
 def _gpus(gres: str, catalog) -> tuple[str | None, int]:

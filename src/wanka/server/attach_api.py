@@ -28,6 +28,7 @@ from wanka.server import auth, tables
 from wanka.server.params import MAX_ID
 
 if TYPE_CHECKING:
+    from wanka.backends.base import Terminal
     from wanka.server.app import AppState
 
 MAX_FRAME = 64 * 1024  # keystrokes (or a paste) per message
@@ -36,6 +37,8 @@ TOKEN_CHECK_S = 2.0  # how soon a revoked token ends a session
 
 def router(state: AppState) -> APIRouter:
     api = APIRouter()
+    sessions: dict[int, tuple[asyncio.Event, asyncio.Event]] = {}  # job -> (superseded, closed)
+    opening: set[int] = set()  # jobs an attachment is being opened to
 
     @api.websocket("/v1/jobs/{job_id}/attach")
     async def attach(ws: WebSocket, job_id: int):
@@ -68,14 +71,31 @@ def router(state: AppState) -> APIRouter:
         if not backend.terminals:
             await ws.close(4501, f"the {backend.name} backend offers no terminal (yet)")
             return
-        terminal = await backend.open_terminal(job_id, row.runs)
+        # one attachment per job, the newest winning, held here and not only by the terminal's relay
+        # (on Slurm each attachment is an srun step the job's own code answers)
+        if job_id in opening:
+            await ws.close(4409, f"another attachment to job {job_id} is being opened; try again")
+            return
+        opening.add(job_id)
+        try:
+            if job_id in sessions:
+                superseded, closed = sessions[job_id]
+                superseded.set()
+                await closed.wait()  # bounded: a terminal's close ends (or kills) what it started
+            terminal = await backend.open_terminal(job_id, row.runs)
+        finally:
+            opening.discard(job_id)
         if terminal is None:
             await ws.close(4409, f"job {job_id}'s terminal is not open (the job may just have ended)")
             return
+        mine = sessions[job_id] = (asyncio.Event(), asyncio.Event())
         try:
-            await _relay(ws, terminal.reader, terminal.writer, lambda: _still_valid(state, token))
+            await _relay(ws, terminal, lambda: _still_valid(state, token), mine[0])
         finally:
             await terminal.close()
+            mine[1].set()
+            if sessions.get(job_id) is mine:
+                del sessions[job_id]
 
     return api
 
@@ -86,7 +106,9 @@ def _still_valid(state: AppState, token: str) -> bool:
         return auth.authenticate(session, token) is not None
 
 
-async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, valid) -> None:
+async def _relay(ws: WebSocket, terminal: Terminal, valid, superseded: asyncio.Event) -> None:
+    reader, writer = terminal.reader, terminal.writer
+
     async def keys() -> None:
         while True:
             message = await ws.receive()
@@ -116,7 +138,12 @@ async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.St
                     await ws.close(4401, "the token was revoked or expired, or its account disabled")
                 return
 
-    tasks = [asyncio.ensure_future(keys()), asyncio.ensure_future(screen()), asyncio.ensure_future(token())]
+    async def newer() -> None:
+        await superseded.wait()
+        with contextlib.suppress(Exception):
+            await ws.close(4409, "the terminal was attached elsewhere (the newest attachment wins)")
+
+    tasks = [asyncio.ensure_future(c()) for c in (keys, screen, token, newer)]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     except WebSocketDisconnect:
@@ -124,6 +151,7 @@ async def _relay(ws: WebSocket, reader: asyncio.StreamReader, writer: asyncio.St
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # none still reads the terminal
         writer.close()
         with contextlib.suppress(Exception):
             await ws.close(1000, "the terminal closed")
