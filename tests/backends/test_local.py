@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wanka.backends.base import Launch, TaskLaunch, TaskState
+from wanka.backends.base import Launch, TaskLaunch, TaskState, TaskStatus
 from wanka.backends.local import LocalBackend
 
 
@@ -154,3 +154,21 @@ def test_a_task_can_open_its_own_cards_device_files_only(tmp_path, monkeypatch):
     for i in range(4):  # every card root's again once the task ended
         st = (dev / f"davinci{i}").stat()
         assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+
+
+@pytest.mark.parametrize(
+    ("code", "rss", "kept"),
+    [
+        (0, 10, (0, 10)),
+        (255, 0, (255, 0)),
+        (256, -1, (None, None)),
+        (10**25, 2**53, (None, None)),
+        (-9, None, (None, None)),
+    ],
+)
+def test_a_task_status_never_carries_a_number_the_database_cannot_hold(code, rss, kept):
+    """Every backend's report passes through TaskStatus: exit codes outside 0-255 and memory
+    outside [0, 2**53) KiB (a job's own files may say anything) become unknown, never an error
+    that stops the control loop (found by the hostile review of the Slurm launcher's records)."""
+    status = TaskStatus(0, TaskState.EXITED, code, max_rss_kib=rss)
+    assert (status.exit_code, status.max_rss_kib) == kept

@@ -45,6 +45,14 @@ class TaskStatus:
     note: str = ""  # why it never started, in words (from the backend, never from the task)
     max_rss_kib: int | None = None  # peak resident memory (sacct's MaxRSS), where the backend knows it
 
+    def __post_init__(self) -> None:
+        # what a backend read from a job's own files must never reach the database out of range:
+        # exit codes are 0-255 (128 + N for signal N), memory below 2**53 KiB; else unknown
+        if self.exit_code is not None and not 0 <= self.exit_code <= 255:
+            object.__setattr__(self, "exit_code", None)
+        if self.max_rss_kib is not None and not 0 <= self.max_rss_kib < 2**53:
+            object.__setattr__(self, "max_rss_kib", None)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskLaunch:
