@@ -231,8 +231,36 @@ SlurmdParameters=config_overrides
             pids.append(munge / "run" / "munged.pid")
         for pid_file in pids:
             self._kill(pid_file)
+        self._kill_steps()
         if munge is not None:
             shutil.rmtree(munge, ignore_errors=True)
+
+    def _kill_steps(self) -> None:
+        """The job steps this cluster's slurmds started and that outlived them (a test that failed
+        before cancelling its job): each slurmstepd works in this cluster's log directory, and it
+        goes with every process under it."""
+        parents: dict[int, int] = {}
+        steps = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    parents[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
+                if os.readlink(f"/proc/{pid}/cwd").startswith(str(self.root) + os.sep):
+                    steps.append(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        doomed = set(steps)
+        grew = True
+        while grew:  # every descendant: the batch script, srun, the launchers, the tasks
+            more = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+            doomed |= more
+            grew = bool(more)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     @staticmethod
     def _kill(pid_file: Path) -> None:

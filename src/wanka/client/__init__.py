@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+# httpx imports its own command line (click, pygments, rich.progress) when it can; wanka never runs
+# it, and each `wanka` call would pay ~20-40 ms for it. A None entry makes that import fail, which
+# httpx expects (it then defines a stub `httpx.main`).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8421"
 
