@@ -215,11 +215,13 @@ def test_the_server_never_writes_through_a_link_planted_in_a_run_directory(tmp_p
 
 
 def test_an_exit_code_file_that_is_a_link_a_fifo_or_huge_is_no_code(tmp_path):
-    """Under Slurm each rank's launcher writes ``exit-R`` in the run directory, which is the job's
-    own: the job may put a link to /dev/zero there (the server would read forever), a FIFO (it
-    would wait for ever), or a link to a file of the server's (it would learn whether that holds
-    a number). None of them is a code; a plain file with a number is."""
-    from wanka.backends.slurm import _exit_code
+    """Under Slurm each rank's launcher writes ``exit-R`` (``CODE [rss=KIB]``) in the run
+    directory, which is the job's own: the job may put a link to /dev/zero there (the server would
+    read forever), a FIFO (it would wait for ever), a link to a file of the server's (it would
+    learn whether that holds a number), or a number no process exits with (one the database cannot
+    hold stopped the control loop: hostile review). None of them is a record; a plain file with a
+    code of 0-255 is, with its peak memory where given."""
+    from wanka.backends.slurm import _rank_record
 
     (tmp_path / "zero").symlink_to("/dev/zero")
     os.mkfifo(tmp_path / "fifo")
@@ -227,11 +229,13 @@ def test_an_exit_code_file_that_is_a_link_a_fifo_or_huge_is_no_code(tmp_path):
     secret.write_text("42")
     (tmp_path / "link").symlink_to(secret)
     (tmp_path / "huge").write_text("1" * 10_000)
+    (tmp_path / "wide").write_text("9" * 25 + " rss=1")
+    (tmp_path / "negative").write_text("-1")
     (tmp_path / "plain").write_text("3\n")
-    assert [_exit_code(tmp_path / n) for n in ("zero", "fifo", "link", "huge", "plain")] == [
-        None,
-        None,
-        None,
-        None,
-        3,
+    (tmp_path / "memory").write_text("137 rss=65536\n")
+    names = ("zero", "fifo", "link", "huge", "wide", "negative", "plain", "memory")
+    assert [_rank_record(tmp_path / n) for n in names] == [
+        *[(None, None)] * 6,
+        (3, None),
+        (137, 65536),
     ]
