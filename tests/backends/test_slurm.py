@@ -361,60 +361,6 @@ def test_a_slurm_controller_restart_fails_nothing(server, slurm):
             assert (job["state"], job["runs"], log_of(c, jid).strip()) == ("succeeded", 1, output), job
 
 
-def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
-    """Last: the cluster grows and shrinks while jobs run. A five-node gang is refused on four
-    nodes. A fifth node joins under the first leaf switch (so the nodes after it move in wanka's
-    arrays, under two running gangs); wanka lists it, places a job on it (the only free node) and
-    then runs the five-node gang. When the node leaves it is down in wanka; back, it runs again."""
-    user = make_member(server, "grow-slurm", "grow-slurm-user")
-    five = [{"replicas": 5, "cards": 8}]
-    pair = [{"replicas": 2, "cards": 8}]
-    show = "import os; print(os.environ['WANKA_NODE'])"
-    sleeper = [PY, "-c", "import time; time.sleep(600)"]
-    with server.client(user) as c, server.client(server.admin_token) as admin:
-
-        def node(name):
-            return {n["name"]: n for n in admin.get("/v1/nodes").json()}.get(name)
-
-        r = c.post("/v1/jobs", json={"command": [PY, "-c", show], "task_groups": five})
-        assert r.status_code == 422 and "can never run" in r.text, r.text
-        gangs = [submit(c, command=sleeper, task_groups=pair) for _ in range(2)]  # every card busy
-        for jid in gangs:
-            wait_for(lambda jid=jid: job_state(c, jid)["state"] == "running")
-        name = slurm.join()
-        joined = wait_for(lambda: node(name), 30)
-        assert (joined["model"], joined["cards"], joined["state"], joined["domain"]) == (
-            "h100",
-            8,
-            "up",
-            ["leaf0"],
-        )
-        assert admin.get("/v1/cluster").json()["cards"] == 40
-        single = submit(c, command=[PY, "-c", show], task_groups=[{"replicas": 1, "cards": 8}])
-        assert ended(c, single, 60)["state"] == "succeeded"
-        assert log_of(c, single).strip() == name
-        assert all(job_state(c, jid)["state"] == "running" for jid in gangs), [
-            [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()] for jid in gangs
-        ]
-        for jid in gangs:
-            c.post(f"/v1/jobs/{jid}/cancel")
-        jid = submit(c, command=[PY, "-c", show], task_groups=five)
-        assert ended(c, jid, 60)["state"] == "succeeded"
-        assert sorted(log_of(c, jid, task).strip() for task in range(5)) == sorted(slurm.names)
-        record = slurm_job(server, slurm, jid)
-        assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(slurm.names)
-
-        slurm.leave(name)
-        wait_for(lambda: node(name)["state"] == "down", 30)
-        assert node(name)["reason"].startswith("gone:")
-        waiting = submit(c, command=[PY, "-c", show], task_groups=five)  # the node may come back
-        time.sleep(1)
-        assert job_state(c, waiting)["state"] == "pending"
-        assert slurm.join() == name
-        wait_for(lambda: node(name)["state"] == "up", 30)
-        assert ended(c, waiting, 60)["state"] == "succeeded"
-
-
 # --- interactive jobs: srun --overlap into the job, bridged to rank 0's terminal -------------------
 
 
@@ -492,3 +438,57 @@ def test_a_cancelled_interactive_job_on_slurm_hangs_up_its_terminal(server, slur
         assert ended(c, jid, 60)["state"] == "cancelled"
         with attach(server, user, jid) as ws:
             assert closed(ws)[0] == 4409
+
+
+def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
+    """Last: the cluster grows and shrinks while jobs run. A five-node gang is refused on four
+    nodes. A fifth node joins under the first leaf switch (so the nodes after it move in wanka's
+    arrays, under two running gangs); wanka lists it, places a job on it (the only free node) and
+    then runs the five-node gang. When the node leaves it is down in wanka; back, it runs again."""
+    user = make_member(server, "grow-slurm", "grow-slurm-user")
+    five = [{"replicas": 5, "cards": 8}]
+    pair = [{"replicas": 2, "cards": 8}]
+    show = "import os; print(os.environ['WANKA_NODE'])"
+    sleeper = [PY, "-c", "import time; time.sleep(600)"]
+    with server.client(user) as c, server.client(server.admin_token) as admin:
+
+        def node(name):
+            return {n["name"]: n for n in admin.get("/v1/nodes").json()}.get(name)
+
+        r = c.post("/v1/jobs", json={"command": [PY, "-c", show], "task_groups": five})
+        assert r.status_code == 422 and "can never run" in r.text, r.text
+        gangs = [submit(c, command=sleeper, task_groups=pair) for _ in range(2)]  # every card busy
+        for jid in gangs:
+            wait_for(lambda jid=jid: job_state(c, jid)["state"] == "running")
+        name = slurm.join()
+        joined = wait_for(lambda: node(name), 30)
+        assert (joined["model"], joined["cards"], joined["state"], joined["domain"]) == (
+            "h100",
+            8,
+            "up",
+            ["leaf0"],
+        )
+        assert admin.get("/v1/cluster").json()["cards"] == 40
+        single = submit(c, command=[PY, "-c", show], task_groups=[{"replicas": 1, "cards": 8}])
+        assert ended(c, single, 60)["state"] == "succeeded"
+        assert log_of(c, single).strip() == name
+        assert all(job_state(c, jid)["state"] == "running" for jid in gangs), [
+            [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()] for jid in gangs
+        ]
+        for jid in gangs:
+            c.post(f"/v1/jobs/{jid}/cancel")
+        jid = submit(c, command=[PY, "-c", show], task_groups=five)
+        assert ended(c, jid, 60)["state"] == "succeeded"
+        assert sorted(log_of(c, jid, task).strip() for task in range(5)) == sorted(slurm.names)
+        record = slurm_job(server, slurm, jid)
+        assert slurm.run("scontrol", "show", "hostnames", record["nodes"]).split() == sorted(slurm.names)
+
+        slurm.leave(name)
+        wait_for(lambda: node(name)["state"] == "down", 30)
+        assert node(name)["reason"].startswith("gone:")
+        waiting = submit(c, command=[PY, "-c", show], task_groups=five)  # the node may come back
+        time.sleep(1)
+        assert job_state(c, waiting)["state"] == "pending"
+        assert slurm.join() == name
+        wait_for(lambda: node(name)["state"] == "up", 30)
+        assert ended(c, waiting, 60)["state"] == "succeeded"

@@ -172,13 +172,20 @@ SlurmdParameters=config_overrides
 
     def join(self, timeout: float = 180) -> str:
         """The next FUTURE node joins, as an operator adds one: its slurmd starts and registers
-        (slurmctld then makes it available). Returns its name once Slurm reports it idle."""
+        (slurmctld then makes it available). Returns its name once Slurm reports it up."""
         name = self.future.pop(0)
         self._slurmd(name)
         self.names.append(name)
-        if not self._idle(len(self.names), timeout):
-            raise RuntimeError(f"node {name} did not join; see {self.root}/log")
-        return name
+        # this node's own state: a count of idle nodes misses it once jobs start on the others
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = subprocess.run(
+                ["sinfo", "-h", "-n", name, "-o", "%T"], env=self.env, capture_output=True, text=True
+            ).stdout.strip()
+            if state in ("idle", "mixed", "allocated"):  # registered and responding (no * suffix)
+                return name
+            time.sleep(0.2)
+        raise RuntimeError(f"node {name} did not join; see {self.root}/log")
 
     def _munge(self) -> None:
         m = self.munge
