@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 
@@ -79,7 +80,7 @@ def test_run_gives_a_terminal_in_the_job_and_exit_ends_it(server, tmp_path):
         out = read_until(master, rb"user=\d+", seen)  # the answer, not the echo of the line
         assert b"/dev/pts/" in out  # a real terminal in the task, not a pipe
         os.write(master, b"exit 3\n")
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 3  # as srun: the command exits with the task's code
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -150,8 +151,49 @@ def test_cancelling_an_interactive_job_hangs_its_terminal_up(server, tmp_path):
             job = next(j for j in c.get("/v1/jobs").json()["jobs"] if j["state"] == "running")
             c.post(f"/v1/jobs/{job['id']}/cancel")
             wait_for(lambda: c.get(f"/v1/jobs/{job['id']}").json()["state"] == "cancelled")
-        assert proc.wait(60) == 0  # the attachment ended with the terminal
+        assert proc.wait(60) == 1  # the attachment ended with the terminal, and said why
+        read_until(master, rb"cancelled", seen)
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_a_command_that_ends_at_once_still_shows_its_output_and_code(server, tmp_path):
+    """A task may end before the terminal reaches it: its output comes from its log instead, and
+    the command still exits with the task's code (it answered "terminal is not open" before)."""
+    token = member_of(server, tmp_path, "quick")
+    program = "echo started-$((6*7)); exit 3"
+    proc, master = on_a_terminal(server, token, "run", "--cards", "1", "--", "sh", "-c", program)
+    seen = bytearray()
+    try:
+        read_until(master, rb"started-42", seen)
+        assert proc.wait(60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def test_an_interrupt_while_run_waits_cancels_its_job(server, tmp_path):
+    """As salloc gives its allocation up: Ctrl-C while `wanka run` waits for cards cancels the job,
+    which would otherwise start later with nobody attached and hold a card for its time limit."""
+    token = member_of(server, tmp_path, "impatient")
+    with server.client(token) as c:
+        blocker = c.post(
+            "/v1/jobs", json={"task_groups": [{"cards": 4}], "command": ["sleep", "600"]}
+        ).json()["id"]
+        wait_for(lambda: c.get(f"/v1/jobs/{blocker}").json()["state"] == "running")
+        proc, master = on_a_terminal(server, token, "run", "--cards", "1", "--", "sh")
+        seen = bytearray()
+        try:
+            read_until(master, rb"waiting", seen)
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C on the user's terminal sends
+            assert proc.wait(60) == 130
+            waiting = re.search(rb"job (\d+): waiting", bytes(seen)).group(1).decode()
+            assert c.get(f"/v1/jobs/{waiting}").json()["state"] == "cancelled"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+            c.post(f"/v1/jobs/{blocker}/cancel")

@@ -270,12 +270,13 @@ def run(
     model: list[str] = typer.Option([], "--model", help="Accepted accelerator model or vendor (repeatable)."),
     cpus: int = typer.Option(None, "--cpus", min=0, help="CPUs (srun --cpus-per-task)."),
     mem: str = typer.Option(None, "--mem", help="Memory: 64G, 512M (bare number: MB)."),
-    time_: str = typer.Option("1h", "--time", "-t", help="Time limit (as submit's --time); default 1h."),
+    time_: str = typer.Option("1h", "--time", "-t", help="Time limit (as submit's --time)."),
     queue: str = typer.Option(None, "--queue", "-q", help="Queue (default: your tenant's)."),
     name: str = typer.Option("interactive", "--name", "-J", help="Job name."),
 ) -> None:
-    """A terminal in a new interactive job (srun --pty bash): it waits for cards, then you are in
-    its first task, as your tenant's account; exit ends the job."""
+    """A terminal in a new interactive job (srun --pty bash): it waits for cards (Ctrl-C then
+    cancels it), then you are in its first task, as your tenant's account. Keys, Ctrl-C included,
+    go to the task; exiting the shell ends the job, and this command exits with its code."""
     from wanka.cli import jobflags
 
     flags: dict = {"kind": "interactive", "name": name, "cards": cards, "command": list(args or ["bash"])}
@@ -298,12 +299,16 @@ def run(
 
 
 def attach(job_id: str = typer.Argument(..., help="An interactive job that runs.")) -> None:
-    """A terminal in a running interactive job's first task (again, after a lost connection)."""
+    """A terminal in a running interactive job's first task (again, after a lost connection): the
+    last 16 KiB of its output first. One attachment per job: the newest wins. Keys, Ctrl-C
+    included, go to the task; this command exits with the task's code when it ends."""
     _attach(_run(lambda c: _resolve(c, job_id, arrays=False)[0]), announce=False)
 
 
 def _attach(job_id: int, announce: bool) -> None:
-    """Wait for the job to run, then relay this terminal to its task's until either side ends."""
+    """Wait for the job to run, then relay this terminal to its task's until either side ends, and
+    exit as srun does: with the task's exit code. ``announce`` (``wanka run``): the job is this
+    command's own, so an interrupt while it waits cancels it (as salloc gives its allocation up)."""
     import sys
 
     from wanka.cli.terminal import relay
@@ -314,7 +319,9 @@ def _attach(job_id: int, announce: bool) -> None:
             job = c.job(job_id)
             if job["state"] == "running":
                 return c.url, c.token, job
-            if job["state"] in ("succeeded", "failed", "cancelled"):
+            if job["state"] in ENDED:
+                if announce:  # this command's own job, ended before its terminal was reached
+                    return c.url, c.token, job
                 fail(f"job {job_id} is {job['state']}: {job['reason']}", 1)
             where = f"position {job['queue_position']}" if job.get("queue_position") else job["state"]
             if announce and where != shown:
@@ -322,10 +329,50 @@ def _attach(job_id: int, announce: bool) -> None:
                 shown = where
             time.sleep(0.2)
 
-    url, token, _ = _run(running)
-    code = relay(url, token, job_id)
-    if code:
-        fail(code, 1)
+    try:
+        url, token, job = _run(running)
+    except KeyboardInterrupt:
+        if announce:
+            _run(lambda c: c.cancel(job_id))
+            fail(f"job {job_id} cancelled: interrupted while it waited", 130)
+        fail(f"job {job_id} still waits: `wanka attach {job_id}` to wait again", 130)
+    ran = job["state"] == "running"
+    _exit_as_the_task(job_id, relay(url, token, job_id) if ran else "it ended before the terminal reached it")
+
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+def _exit_as_the_task(job_id: int, why: str) -> None:
+    """After the terminal closed (``why``: "" when it closed as a terminal does, else the server's
+    reason): the job's end, up to 10 s for the server to record it. A job that ended before this
+    terminal reached it shows its output here. Exit code: the task's (succeeded 0, failed its
+    code or 1 when it was killed, cancelled 1); 1 when the job still runs (the connection ended,
+    not the task)."""
+    import sys
+
+    def ended(c):
+        deadline = time.monotonic() + 10
+        while True:
+            job = c.job(job_id)
+            if job["state"] in ENDED or time.monotonic() > deadline:
+                return job, c.logs(job_id)["data"] if why and job["state"] in ENDED else None
+
+    job, missed = _run(ended)
+    if missed:  # it ended before the terminal reached it: its output is in its log
+        sys.stdout.write(missed[-16384:])
+        sys.stdout.flush()
+    if job["state"] == "succeeded":
+        raise typer.Exit(0)
+    if job["state"] == "failed":
+        rows = _run(lambda c: c.acct(job=job_id, limit=1))["jobs"]
+        code = rows[0].get("exit_code") if rows else None
+        if code is None:
+            fail(f"job {job_id} failed: {job['reason']}", 1)
+        raise typer.Exit(code)
+    if job["state"] == "cancelled":
+        fail(f"job {job_id} cancelled: {job['reason']}", 1)
+    fail(f"{why or 'the connection ended'}; job {job_id} still runs: `wanka attach {job_id}` to return", 1)
 
 
 def jobs(

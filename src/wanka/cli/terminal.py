@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -30,7 +31,8 @@ def relay(url: str, token: str | None, job_id: int) -> str:
 
         def size() -> None:
             cols, rows = shutil.get_terminal_size()
-            ws.send(json.dumps({"resize": [rows, cols]}))
+            with contextlib.suppress(ConnectionClosed):  # refused or ended already: screen() says why
+                ws.send(json.dumps({"resize": [rows, cols]}))
 
         def screen() -> None:
             try:
