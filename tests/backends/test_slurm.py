@@ -35,12 +35,12 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def server(slurm, tmp_path_factory):
-    # what the nodes share (runs, checkpoints) apart from the home with the database and tokens
-    shared = top.reachable_by_tasks(tmp_path_factory.mktemp("wanka-slurm-shared"))
+def slurm_server(slurm: SlurmCluster, tmp_path_factory, name: str = "wanka-slurm"):
+    """A wanka server on ``slurm``; ``.shared``: what the nodes share (runs, checkpoints), apart
+    from the home with the database and tokens."""
+    shared = top.reachable_by_tasks(tmp_path_factory.mktemp(f"{name}-shared"))
     s = start_server(
-        tmp_path_factory.mktemp("wanka-slurm-home"),
+        tmp_path_factory.mktemp(f"{name}-home"),
         (
             "--backend",
             "slurm",
@@ -53,6 +53,12 @@ def server(slurm, tmp_path_factory):
         ),
     )
     s.shared = shared
+    return s
+
+
+@pytest.fixture(scope="module")
+def server(slurm, tmp_path_factory):
+    s = slurm_server(slurm, tmp_path_factory)
     yield s
     stop_server(s)
 

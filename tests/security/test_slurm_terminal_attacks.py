@@ -17,8 +17,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 import tests.conftest as top
+from tests.backends.test_slurm import slurm_server
 from tests.security.test_interactive_attacks import attach
-from tests.server.conftest import start_server, stop_server, wait_for
+from tests.server.conftest import stop_server, wait_for
 from tests.server.test_api import make_member
 from tests.server.test_lifecycle import ended, job_state, submit
 from wanka.backends.slurm_testbed import SlurmCluster, available
@@ -38,28 +39,9 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def _start(slurm, tmp_path_factory):
-    shared = top.reachable_by_tasks(tmp_path_factory.mktemp("wanka-term-shared"))
-    s = start_server(
-        tmp_path_factory.mktemp("wanka-term-home"),
-        (
-            "--backend",
-            "slurm",
-            "--slurm-conf",
-            str(slurm.conf),
-            "--health-every",
-            "0.3",
-            "--shared-dir",
-            str(shared),
-        ),
-    )
-    s.shared = shared
-    return s
-
-
 @pytest.fixture(scope="module")
 def server(slurm, tmp_path_factory):
-    s = _start(slurm, tmp_path_factory)
+    s = slurm_server(slurm, tmp_path_factory, "wanka-term")
     yield s
     stop_server(s)
 

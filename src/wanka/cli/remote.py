@@ -351,12 +351,17 @@ def _exit_as_the_task(job_id: int, why: str) -> None:
     not the task)."""
     import sys
 
+    # the task ended (its terminal closed, or was no longer open): the server records that within
+    # a tick or two; any other reason (replaced, token revoked) leaves the job running
+    ending = not why or "not open" in why or "before the terminal" in why
+
     def ended(c):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (10 if ending else 0)
         while True:
             job = c.job(job_id)
             if job["state"] in ENDED or time.monotonic() > deadline:
                 return job, c.logs(job_id)["data"] if why and job["state"] in ENDED else None
+            time.sleep(0.2)
 
     job, missed = _run(ended)
     if missed:  # it ended before the terminal reached it: its output is in its log
