@@ -722,7 +722,7 @@ def _rank_record(path: Path) -> tuple[int | None, int | None]:
     if not (code.isascii() and code.isdigit() and int(code) <= 255):  # what a process can exit with
         return None, None  # no record: Slurm's own code stands
     rss = rest[4:] if rest.startswith("rss=") else ""
-    return int(code), int(rss) if rss.isascii() and rss.isdigit() and int(rss) < 2**53 else None
+    return int(code), int(rss) if rss.isascii() and rss.isdigit() else None  # bounded by TaskStatus
 
 
 def _gpus(gres: str, catalog) -> tuple[str | None, int]:

@@ -450,9 +450,9 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             )
             if shrink_for(s, job, f, donors):
                 break  # borrowers' elastic surplus was enough: nothing whole is stopped
+            mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             # a job that ran before the cycle only while its side borrows beyond this cycle's starts
-            fresh = np.arange(len(pool.queue)) >= pool.n_initial
-            mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue] & (fresh | owed[3][pool.queue])
+            mask[: pool.n_initial] &= owed[3][pool.queue[: pool.n_initial]]
             if _preempt_for(
                 s,
                 job,
