@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-sqlite test-postgres lint bench clean
+.PHONY: install bytecode demo test test-sqlite test-postgres lint bench clean
 
 install: $(STAMP)
 
@@ -12,7 +12,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(MAKE) --no-print-directory bytecode
 	touch $(STAMP)
+
+# an editable install leaves wanka's own modules uncompiled, and where PYTHONDONTWRITEBYTECODE is
+# set (CI images) every CLI call would compile them again (~30 ms of `wanka jobs`)
+bytecode:
+	@$(BIN)/python -m compileall -q src
 
 demo: install
 	$(BIN)/wanka demo
@@ -44,7 +50,7 @@ test-postgres: install
 	@bash .ci/reachable
 	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q -rs $(PG_TESTS)
 
-bench: install
+bench: install bytecode
 	$(BIN)/wanka bench core
 	$(BIN)/wanka bench twin
 	$(BIN)/wanka bench api

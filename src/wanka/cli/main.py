@@ -8,11 +8,19 @@ help), so `wanka jobs` loads the SDK and a table, never the twin, plots or bench
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import NamedTuple
 
-import typer
-from typer.core import TyperCommand, TyperGroup, TyperOption
+# A CLI call is mostly imports (typer, rich, httpx: ~200 ms), which build many long-lived objects
+# and no cyclic garbage; the collector's passes over them cost ~10% of `wanka jobs`' CPU time
+# (A/B in docs/benchmarks.md). It is off while the CLI imports; `load` freezes what they built
+# (later collections skip it) and turns it back on before any command runs. Whoever imports this
+# module gets it back on once the module's own imports are done.
+gc.disable()
+
+import typer  # noqa: E402
+from typer.core import TyperCommand, TyperGroup, TyperOption  # noqa: E402
 
 JOBS = "Jobs"
 ACCOUNT = "Your account and the cluster"
@@ -66,14 +74,19 @@ COMMANDS: dict[str, Entry] = {
 
 
 def load(name: str) -> typer.main.click.Command:
-    """The click command behind ``name``, its module imported now."""
+    """The click command behind ``name``, its module imported now (with the collector off, as in
+    :func:`main`; on again before the command runs)."""
     module, _, attribute = COMMANDS[name].target.partition(":")
-    target = getattr(importlib.import_module(module), attribute)
-    if not isinstance(target, typer.Typer):
-        single = typer.Typer(add_completion=False)
-        single.command(name)(target)
-        target = single
-    return typer.main.get_command(target)
+    try:
+        target = getattr(importlib.import_module(module), attribute)
+        if not isinstance(target, typer.Typer):
+            single = typer.Typer(add_completion=False)
+            single.command(name)(target)
+            target = single
+        return typer.main.get_command(target)
+    finally:
+        gc.freeze()  # what the imports built lives as long as the process: no collection walks it
+        gc.enable()
 
 
 class LazyGroup(TyperGroup):
@@ -130,13 +143,19 @@ app.params.append(
 )
 
 
+gc.enable()
+
+
 def main() -> None:
+    gc.disable()  # until the command's module is imported (`load`)
     try:
         app.main(prog_name="wanka")
     except KeyboardInterrupt:
         from wanka.cli.output import fail
 
         fail("interrupted", code=130)
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

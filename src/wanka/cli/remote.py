@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wanka.cli.output import card_count, console, emit_json, errors, fail
+from wanka.client import Client, WankaError, save_login  # imported with the command (see cli/main.py)
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -48,15 +49,11 @@ queues_app = _group(
 
 
 def _client():
-    from wanka.client import Client
-
     return Client.from_config()
 
 
 def _run(call: Callable):
     """Call the server; its refusals become one clear error line, exit code 1."""
-    from wanka.client import WankaError
-
     try:
         with _client() as c:
             return call(c)
@@ -105,8 +102,6 @@ def login(
 ) -> None:
     """Check the token against the server and store both for later commands (owner-only file).
     A server that does not answer yet is waited for (it may have just been started with `&`)."""
-    from wanka.client import Client, WankaError, save_login
-
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -135,7 +130,6 @@ def login(
 
 def whoami(json_out: bool = JSON) -> None:
     """Who the stored token acts as: user, role and tenant, and the server it talks to."""
-    from wanka.client import Client
 
     def call(c: Client):
         return c.url, c.whoami()
@@ -529,8 +523,6 @@ def update(
 def _resolve(c, text: str, arrays: bool) -> tuple[int, bool]:
     """(job id, whole array) for ``ID`` or ``ARRAY_INDEX`` as Slurm writes them: an array's own
     id means the whole array."""
-    from wanka.client import WankaError
-
     head, sep, index = text.partition("_")
     if not _digits(head) or (sep and not _digits(index)):
         raise WankaError(0, f"{text!r} is not a job id (ID, or ID_INDEX for an array element)")
@@ -558,8 +550,6 @@ def _digits(text: str) -> bool:
 def _each(job_ids: list[str], call: Callable, json_out: bool, verb: str, arrays: bool = True) -> None:
     """``call(client, id, whole_array)`` for every job; one line per job (or array), the refusals
     on stderr (exit 1 if any)."""
-    from wanka.client import WankaError
-
     done, failed = [], False
     with _client() as c:
         for job_id in job_ids:
