@@ -573,6 +573,7 @@ def test_acct_shows_each_task_with_its_exit_code_node_and_peak_memory(server, me
     assert row["nodes"] == ["local-0001", "local-0002"] and row["card_hours"] > 0
     tasks = {t["task"]: t for t in row["tasks"]}
     assert (tasks[0]["exit_code"], tasks[1]["exit_code"]) == (0, 3)
+    assert (tasks[0]["state"], tasks[1]["state"]) == ("completed", "failed")
     assert {tasks[0]["node"], tasks[1]["node"]} == {"local-0001", "local-0002"}
     assert tasks[1]["max_rss_kib"] >= 64 * 1024 > tasks[0]["max_rss_kib"]
     text = as_member(server, member, tmp_path, "acct", "-j", job, "-o", "jobid,state,exitcode,maxrss").stdout
@@ -593,6 +594,21 @@ def test_acct_shows_each_task_with_its_exit_code_node_and_peak_memory(server, me
     assert {j["tenant"] for j in around["jobs"]} == {"flow"}  # a member sees only its own tenant
     r = as_member(server, member, tmp_path, "acct", "-o", "jobid,nonsense", check=False)
     assert r.returncode == 2 and "nonsense" in r.stderr
+
+
+def test_acct_names_a_task_wanka_stopped_by_why_not_by_the_signal_it_died_of(server, member, tmp_path):
+    # sacct shows a cancelled step as CANCELLED, not FAILED with SIGTERM's 143; likewise a time limit
+    cancelled = submit_id(server, member, tmp_path, "-N", "2", "--cards", "1", "--", "sleep", "600")
+    timed = submit_id(server, member, tmp_path, "--cards", "1", "--time", "1s", "--", "sleep", "600")
+    wait_for(lambda: job_state(server, member, tmp_path, cancelled)["state"] == "running")
+    as_member(server, member, tmp_path, "cancel", cancelled)
+    wait_for(lambda: job_state(server, member, tmp_path, cancelled)["state"] == "cancelled")
+    wait_for(lambda: job_state(server, member, tmp_path, timed)["state"] == "failed")
+    for job, state in ((cancelled, "cancelled"), (timed, "timeout")):
+        [row] = json.loads(as_member(server, member, tmp_path, "acct", "-j", job, "--json").stdout)["jobs"]
+        assert row["tasks"] and {t["state"] for t in row["tasks"]} == {state}, row["tasks"]
+    text = as_member(server, member, tmp_path, "acct", "-j", cancelled, "-o", "jobid,state").stdout
+    assert f"{cancelled}.1" in text and "failed" not in text
 
 
 def test_usage_over_a_range_of_days(server, member, tmp_path):

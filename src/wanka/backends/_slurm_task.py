@@ -61,8 +61,7 @@ def _on_terminal(argv: list[str], env: dict, rundir: str) -> tuple[int, int | No
             preexec_fn=child_setup,
         )
     except OSError as exc:
-        print(f"wanka: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
-        return 127, None
+        return _cannot_start(argv, exc)
     os.close(slave)  # the task holds it now: when the task is gone, reading the master fails
     for sig in CAUGHT:  # the relay then hangs the terminal up on SIGTERM
         signal.signal(sig, lambda *_: None)
@@ -94,14 +93,19 @@ def main() -> None:
     sys.exit(code)
 
 
+def _cannot_start(argv: list[str], exc: OSError) -> tuple[int, None]:
+    """The shell's answer to a command it cannot run: the reason on stderr (the task's log), 127."""
+    print(f"wanka: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
+    return 127, None
+
+
 def _run(argv: list[str], env: dict) -> tuple[int, int | None]:
     """Run ``argv`` to its end: its exit status and peak resident memory (KiB: ``wait4``'s
     ru_maxrss, the largest of the rank and the children it waited for)."""
     try:
         child = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
     except OSError as exc:
-        print(f"wanka: cannot start {argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
-        return 127, None
+        return _cannot_start(argv, exc)
     # Slurm signals every process of the step (scancel, KillWait), the rank included: this
     # launcher only outlives the signal, so that the rank may checkpoint and its code be kept
     for sig in CAUGHT:

@@ -170,7 +170,8 @@ def show(
     if json_out:
         emit_json(summary)
         return
-    console.print(f"[bold]{summary['name']}[/bold] — {summary['description']}")
+    description = f" — {summary['description']}" if summary["description"] else ""
+    console.print(f"[bold]{summary['name']}[/bold]{description}", highlight=False)
     pools = Table(
         "pool",
         "accelerator",
@@ -190,14 +191,16 @@ def show(
             str(p["cards_per_node"]),
             f"{p['cards']:,}",
             f"{p['devices']:,}",
-            str(p["cpus_per_node"]),
-            str(p["memory_gib_per_node"]),
+            f"{p['cpus_per_node']:,}" if p["cpus_per_node"] else "—",  # 0: not given in the spec
+            f"{p['memory_gib_per_node']:,}" if p["memory_gib_per_node"] else "—",
         )
     console.print(pools)
     tiers = Table("tier", "domains", "cards per domain", title="network domains (innermost first)")
     for t in summary["tiers"]:
         size = (
-            str(t["cards_min"]) if t["cards_min"] == t["cards_max"] else f"{t['cards_min']}–{t['cards_max']}"
+            f"{t['cards_min']:,}"
+            if t["cards_min"] == t["cards_max"]
+            else f"{t['cards_min']:,}–{t['cards_max']:,}"
         )
         tiers.add_row(t["tier"], f"{t['domains']:,}", size)
     console.print(tiers)

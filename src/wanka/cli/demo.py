@@ -233,7 +233,9 @@ def _twin_demo(cluster, days: float, load: float, seed: int, out: Path, quiet: b
     heat = tuple(days * 86400.0 * f for f in (0.25, 0.5, 0.75))
     started = time.perf_counter()
     message = f"the twin: {days:g} days of {cluster.name} at load {load:g}, fifo / slurm / wanka side by side"
-    with nullcontext() if quiet else errors.status(message):
+    if not quiet and not errors.is_terminal:  # no spinner to show (make demo piped, CI): say it once
+        errors.print(f"{message} (a month: a few minutes on 2 cores) ...", markup=False, highlight=False)
+    with nullcontext() if quiet or not errors.is_terminal else errors.status(message):
         results = sc.run_parallel(
             [(scen, p) for p in ("fifo", "slurm", "wanka")],
             SimConfig(seed=seed),

@@ -73,8 +73,11 @@ def say(*objects, **kwargs) -> None:
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col, overflow="fold")  # wrapped, never cut: ids and names stay whole
+    for i, col in enumerate(columns):
+        # wrapped, never cut; a column of short words (ids, states, counts) is never broken inside
+        # one: a narrow terminal wraps the long columns (names, reasons) instead
+        short = all(len(str(row[i])) <= 16 and " " not in str(row[i]) for row in rows)
+        table.add_column(col, overflow="fold", no_wrap=short)
     for row in rows:
         table.add_row(*(Text(str(v)) for v in row))  # data, never markup: a job named "[/]" is text
     say(table)
@@ -720,7 +723,7 @@ def acct(
                 "jobid": f"{jobid}.{t['task']}",
                 "jobname": t["role"],
                 "exitcode": "" if t["exit_code"] is None else t["exit_code"],
-                "state": "" if t["exit_code"] is None else ("completed" if t["exit_code"] == 0 else "failed"),
+                "state": t.get("state") or "",
                 "elapsed": _elapsed(span, now),
                 "nnodes": 1,
                 "nodelist": t["node"],

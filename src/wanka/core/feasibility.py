@@ -76,7 +76,7 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
         else:
             return Feasibility(True, "", largest)
     return Feasibility(
-        False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards)", largest
+        False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards in all)", largest
     )
 
 

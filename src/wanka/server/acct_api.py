@@ -34,6 +34,12 @@ class TaskOut(BaseModel):
     end: float
     exit_code: int | None = Field(description="128 + N: killed by signal N; null: killed or lost")
     max_rss_kib: int | None = Field(description="peak resident memory (KiB) where the backend knows it")
+    state: str | None = Field(
+        None,
+        description="completed, failed, cancelled, timeout, preempted, node_fail, resized or lost "
+        "(sacct's step states): a task wanka stopped is what stopped it; null: recorded before "
+        "schema revision 0006",
+    )
 
 
 class AcctJob(BaseModel):
@@ -172,6 +178,7 @@ def _tasks(session: Session, ids: list[int]) -> dict[int, list[TaskOut]]:
                 end=t.end,
                 exit_code=t.exit_code,
                 max_rss_kib=t.max_rss_kib,
+                state=t.state,
             )
         )
     return out

@@ -36,7 +36,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
-from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, task_launches
+from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, TaskStatus, task_launches
 from wanka.core import (
     LAS_ORDERS,
     PRIORITY_CLASSES,
@@ -88,7 +88,9 @@ class Stopping:
 
     target: JobState  # CANCELLED, FAILED, or PENDING (requeued)
     reason: str
+    since: float  # when wanka asked the tasks to stop
     kill_at: float  # SIGKILL whatever is left then
+    kind: str  # what a task it stopped ended as (TaskRun.state): cancelled, timeout, preempted, ...
     failure: bool = False  # counts against the restart budget
     killed: bool = False
     shrink_to: Placement | None = None  # gave surplus back: restart at this smaller placement
@@ -824,6 +826,7 @@ class ControlLoop:
                     "end": (t.ended_at if t is not None and t.ended_at else now),
                     "exit_code": t.exit_code if t is not None else None,
                     "max_rss_kib": t.max_rss_kib if t is not None else None,
+                    "state": task_state(t, a.stopping),
                 }
             )
         if rows:  # once per run; a run recorded before (a retried tick) is replaced, never doubled
@@ -844,10 +847,25 @@ class ControlLoop:
             limit = effective_time_limit(a.job, self.tree, None)  # its own, else its queue's default
             started = a.job.start_time
             if a.stopping is None and limit is not None and started is not None and now - started > limit:
-                self._stop(job_id, a, JobState.FAILED, f"time limit of {limit:g} s reached", now)
+                self._stop(
+                    job_id, a, JobState.FAILED, f"time limit of {limit:g} s reached", now, kind="timeout"
+                )
 
-    def _stop(self, job_id: int, a: Active, target: JobState, reason: str, now: float, failure=False):
-        a.stopping = Stopping(target, reason, now + self.grace_s, failure)
+    def _stop(
+        self,
+        job_id: int,
+        a: Active,
+        target: JobState,
+        reason: str,
+        now: float,
+        failure: bool = False,
+        kind: str | None = None,
+    ):
+        """SIGTERM the run's tasks (SIGKILL after the grace period); ``kind`` is what the tasks this
+        stops are recorded as (default: cancelled, failed, or preempted, from the target)."""
+        if kind is None:
+            kind = "cancelled" if target is JobState.CANCELLED else "failed" if failure else "preempted"
+        a.stopping = Stopping(target, reason, now, now + self.grace_s, kind, failure)
         if a.launched:
             self.backend.signal(job_id, a.run, signal.SIGTERM)
 
@@ -902,7 +920,7 @@ class ControlLoop:
             return
         self._occupy(a.placement, +1)
         why = f"gives {a.placement.num_tasks - p.num_tasks} task(s) back to a waiting job"
-        self._stop(job_id, a, JobState.RUNNING, why, now)
+        self._stop(job_id, a, JobState.RUNNING, why, now, kind="resized")
         a.stopping.shrink_to = p
 
     def _restart_smaller(self, session, job_id: int, a: Active, now: float) -> None:
@@ -1014,7 +1032,7 @@ class ControlLoop:
             self._occupy(a.placement, +1)
             if d.reason is StopReason.NODE_FAILURE:
                 target, why = self._after_failure(a, "a node it ran on went down")
-                self._stop(job_id, a, target, why, now, failure=True)
+                self._stop(job_id, a, target, why, now, failure=True, kind="node_fail")
             else:
                 self._transition(session, job_id, a.state, JobState.PREEMPTED, d.reason.value, now)
                 a.state = JobState.PREEMPTED
@@ -1439,6 +1457,21 @@ def _tracking_writes(sessions: sessionmaker) -> sessionmaker:
         session.info["wrote"] = True
 
     return maker
+
+
+def task_state(t: TaskStatus | None, stopping: Stopping | None) -> str:
+    """How one task of an ended run ended, in sacct's step states: ``completed`` (code 0),
+    ``failed`` (a code of its own, or killed while its run was failing), what wanka stopped it as
+    (``cancelled``, ``timeout``, ``preempted``, ``node_fail``, ``resized``: :attr:`Stopping.kind`)
+    when it was still running when wanka asked it to stop, and ``lost`` when the backend no longer
+    knows it. A task that ended by itself before the stop keeps its own outcome."""
+    if t is None or t.state is TaskState.ABSENT:
+        return "node_fail" if stopping is not None and stopping.kind == "node_fail" else "lost"
+    if t.exit_code == 0:
+        return "completed"
+    if stopping is not None and (t.ended_at is None or t.ended_at >= stopping.since):
+        return stopping.kind
+    return "failed"
 
 
 def _ended(tasks, now: float) -> float:

@@ -169,6 +169,8 @@ class TaskRun(Base):
     end: Mapped[float] = mapped_column(Float)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: killed or lost
     max_rss_kib: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # completed, failed, cancelled, timeout, preempted, node_fail, resized, lost (loop.task_state)
+    state: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (Index("ix_task_runs_job_id_run_task", "job_id", "run", "task", unique=True),)
 
