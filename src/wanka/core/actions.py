@@ -151,6 +151,16 @@ class VictimPool:
                 dtype=np.float64,
                 count=n,
             ),
+            # when each began its run, for preempt's min-runtime rule: -inf for one started this
+            # cycle (evicting it is an un-start: it loses nothing) or at an unknown time
+            "since": np.fromiter(
+                (
+                    e.job.start_time if initial and e.job.start_time is not None else -np.inf
+                    for e in entries
+                ),
+                dtype=np.float64,
+                count=n,
+            ),
             "ids": np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str),
             "preemptible": np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n),
         }
@@ -597,6 +607,7 @@ def _preempt_for_each(
     s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict, lenders: set
 ) -> None:
     scope_queue = scope is PreemptScope.QUEUE
+    window = s.config.preempt_min_runtime_s
     # (flavor, queue or None) -> the highest rank that could not start there this cycle. A job of
     # lower rank neither shrinks nor evicts there: what it frees might have let the higher one in,
     # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
@@ -643,6 +654,13 @@ def _preempt_for_each(
                 mask &= (pool.rank < rank) | (pool.on_loan_to == job.id)
             else:
                 mask &= pool.rank < rank
+            spared = False
+            if window > 0:  # started while it waited, and lately: the start stands (not on loan)
+                by_time = (pool.since >= job.submit_time) & (pool.since > s.now - window)
+                if lent:
+                    by_time &= pool.on_loan_to != job.id
+                spared = bool((mask & by_time).any())
+                mask &= ~by_time
             if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
             chosen = pool.candidates(mask)
@@ -667,7 +685,7 @@ def _preempt_for_each(
                     if unserved.get(key) == rank:
                         del unserved[key]
                 break
-            if outcome is None and not lent:
+            if outcome is None and not lent and not spared:  # (spared: its own victims were fewer)
                 hopeless[key] = max(rank, hopeless.get(key, -np.inf))
 
 

@@ -128,6 +128,12 @@ class CycleConfig:
     multifactor: MultifactorWeights = field(default_factory=MultifactorWeights)
     las: LasConfig = field(default_factory=LasConfig)
     max_preemptors: int = 16  # pending jobs per cycle that may evict others (bounds the cycle's cost)
+    # a job started while a preemptor was already waiting is not that preemptor's victim until it
+    # has run this long (s): the cycle that started it judged the preemptor could not use its cards,
+    # and the next cycle, its fair-share order or reservation moved by those starts, must not undo
+    # that at once (KAI's preempt-min-runtime and Slurm's PreemptExemptTime, narrowed to preemptors
+    # that waited at the start; reclaim of nominal quota is not held back). 0: off.
+    preempt_min_runtime_s: float = 60.0
     default_time_limit_s: float | None = None  # estimate for jobs that give none (None: unknown)
     clock: Callable[[], float] | None = None  # injected, only to time phases; decisions never use it
 
