@@ -32,6 +32,7 @@ def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readab
             "blocking": cfg.blocking,
             "reserve_depth": cfg.reserve_depth,
             "preempt_scope": cfg.preempt_scope.value,
+            "preempt_min_runtime_s": cfg.preempt_min_runtime_s,
         }
         for name, cfg in POLICIES.items()
     ]
@@ -46,6 +47,7 @@ def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readab
         "blocking",
         "reservations",
         "preempt scope",
+        "start stands (s)",
         title="policy presets",
     )
     for r in rows:
@@ -57,8 +59,13 @@ def policies(json_out: bool = typer.Option(False, "--json", help="Machine-readab
             str(r["blocking"]),
             str(r["reserve_depth"]),
             r["preempt_scope"],
+            f"{r['preempt_min_runtime_s']:g}",
         )
     console.print(table)
+    console.print(
+        "start stands: how long a job started while a preemptor waited is spared by it "
+        "(docs/policies.md, rule 4)"
+    )
 
 
 def demo(

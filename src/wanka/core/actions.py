@@ -154,10 +154,7 @@ class VictimPool:
             # when each began its run, for preempt's min-runtime rule: -inf for one started this
             # cycle (evicting it is an un-start: it loses nothing) or at an unknown time
             "since": np.fromiter(
-                (
-                    e.job.start_time if initial and e.job.start_time is not None else -np.inf
-                    for e in entries
-                ),
+                (e.job.start_time if initial and e.job.start_time is not None else -np.inf for e in entries),
                 dtype=np.float64,
                 count=n,
             ),

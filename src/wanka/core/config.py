@@ -168,6 +168,9 @@ POLICIES: dict[str, CycleConfig] = {
         blocking=False,
         reserve_depth=0,
         preempt_scope=PreemptScope.CLUSTER,
+        # the published simulator spares no start; with no reservations or fair share its order
+        # moves only with attained service, so a start is never undone for a reason it caused
+        preempt_min_runtime_s=0.0,
     ),
     "drf": CycleConfig(
         name="drf",
