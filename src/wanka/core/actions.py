@@ -146,21 +146,20 @@ class VictimPool:
             "queue": np.fromiter((e.queue for e in entries), dtype=np.int64, count=n),
             "cards": np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n),
             "rank": np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n),
-            "started": np.fromiter(
-                (s.now if e.job.start_time is None else e.job.start_time for e in entries),
-                dtype=np.float64,
-                count=n,
-            ),
-            # when each began its run, for preempt's min-runtime rule: -inf for one started this
-            # cycle (evicting it is an un-start: it loses nothing) or at an unknown time
-            "since": np.fromiter(
-                (e.job.start_time if initial and e.job.start_time is not None else -np.inf for e in entries),
-                dtype=np.float64,
-                count=n,
-            ),
             "ids": np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str),
             "preemptible": np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n),
         }
+        # one pass over the start times (NaN: unknown): "started" orders victims (unknown: now);
+        # "since" is when each began its run, for preempt's min-runtime rule: -inf for one started
+        # this cycle (evicting it is an un-start: it loses nothing) or at an unknown time
+        start = np.fromiter(
+            (np.nan if e.job.start_time is None else e.job.start_time for e in entries),
+            dtype=np.float64,
+            count=n,
+        )
+        unknown = np.isnan(start)
+        keys["started"] = np.where(unknown, s.now, start)
+        keys["since"] = np.where(unknown, -np.inf, start) if initial else np.full(n, -np.inf)
         keys["lost"] = lost_work_s([e.job for e in entries], s.now) * keys["cards"]
         # borrowing as the quota stands when the job enters the pool
         lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor) borrows
