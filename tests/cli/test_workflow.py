@@ -597,8 +597,14 @@ def test_acct_shows_each_task_with_its_exit_code_node_and_peak_memory(server, me
 
 
 def test_acct_names_a_task_wanka_stopped_by_why_not_by_the_signal_it_died_of(server, member, tmp_path):
-    # sacct shows a cancelled step as CANCELLED, not FAILED with SIGTERM's 143; likewise a time limit
-    cancelled = submit_id(server, member, tmp_path, "-N", "2", "--cards", "1", "--", "sleep", "600")
+    # sacct shows a cancelled step as CANCELLED, not FAILED with SIGTERM's 143 (nor COMPLETED when
+    # the task exits 0 on SIGTERM, as this one does); likewise a time limit
+    exits_0 = (
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\ntime.sleep(600)"
+    )
+    cancelled = submit_id(
+        server, member, tmp_path, "-N", "2", "--cards", "1", "--", sys.executable, "-c", exits_0
+    )
     timed = submit_id(server, member, tmp_path, "--cards", "1", "--time", "1s", "--", "sleep", "600")
     wait_for(lambda: job_state(server, member, tmp_path, cancelled)["state"] == "running")
     as_member(server, member, tmp_path, "cancel", cancelled)

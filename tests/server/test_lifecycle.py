@@ -224,6 +224,38 @@ def test_preemption_gives_the_victim_its_grace_period_then_requeues_it(cluster):
         assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) > 0
 
 
+TERM_SAYS_NO = r"""
+import signal, time
+signal.signal(signal.SIGTERM, lambda *_: print("TERM ignored", flush=True))
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_stopped_for_its_time_limit_is_not_requeued_by_a_preemption_in_its_grace_period(cluster):
+    # hostile review: a preemption during the grace period overrode the time limit and requeued it
+    user = make_member(cluster, "timeout-preempt", "timeout-preempt-user")
+    whole = [{"replicas": 2, "cards": 2}]
+    with cluster.client(user) as c:
+        low = submit(
+            c,
+            command=[PY, "-c", TERM_SAYS_NO],
+            task_groups=whole,
+            priority_class="best-effort",
+            time_limit_s=1,
+        )
+        wait_for(lambda: "TERM ignored" in log_of(c, low))  # its time limit's stop has begun
+        high = submit(c, command=[PY, "-c", "print('urgent')"], task_groups=whole, priority_class="high")
+        job = ended(c, low)
+        assert job["state"] == "failed" and job["reason"].startswith("time limit of 1 s reached"), job
+        assert job["runs"] == 1
+        assert ended(c, high)["state"] == "succeeded"
+        [row] = c.get("/v1/acct", params={"job": low}).json()["jobs"]
+        assert {t["state"] for t in row["tasks"]} == {"timeout"}
+        states = [e["state"] for e in c.get(f"/v1/jobs/{low}/events").json()]
+        assert "preempted" not in states, states
+
+
 def test_a_running_elastic_job_gives_its_surplus_to_a_waiting_one_by_a_checkpointed_restart(cluster):
     """Issue 14, item 2: J1 (4 one-card tasks, at least 2) holds every card; J2 (2 tasks) arrives.
     J1 saves on SIGTERM and restarts with 2 tasks on cards it held; J2 starts on the others."""
@@ -349,6 +381,45 @@ def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_pa
             job = ended(c, jid)
             assert job["state"] == "succeeded" and job["runs"] == 1
         assert (ckpt / "starts").read_text().split() == ["1"]  # one start, adopted across the restart
+    finally:
+        stop_server(server)
+
+
+# its first run ignores SIGTERM (it lingers through the grace period); a later run just succeeds
+STUBBORN_ONCE = r"""
+import os, signal, time
+if os.environ["WANKA_RUN"] == "1":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("stubborn", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_server_restarted_while_a_victim_lingers_comes_up_and_finishes_the_preemption(tmp_path):
+    # hostile review: the restart path built its stop record with too few fields, and every later
+    # start of the server failed for as long as the job stayed `preempted`
+    server = start_server(tmp_path, ("--virtual-cards", "2", "--grace", "300"))
+    try:
+        user = make_member(server, "linger", "linger-user")
+        with server.client(user) as c:
+            low = submit(
+                c, command=[PY, "-c", STUBBORN_ONCE], task_groups=[{"cards": 2}], priority_class="low"
+            )
+            wait_for(lambda: "stubborn" in log_of(c, low))
+            high = submit(
+                c, command=[PY, "-c", "print('urgent')"], task_groups=[{"cards": 2}], priority_class="high"
+            )
+            wait_for(lambda: job_state(c, low)["state"] == "preempted")
+    finally:
+        stop_server(server, tasks_too=False)  # the victim lives on, ignoring its SIGTERM
+    server = start_server(tmp_path, ("--virtual-cards", "2"))  # grace 2 s: it is killed now
+    try:
+        with server.client(user) as c:
+            assert ended(c, high)["state"] == "succeeded"
+            job = ended(c, low, 60)
+            assert job["state"] == "succeeded" and job["runs"] == 2, job
+            [row] = c.get("/v1/acct", params={"job": low}).json()["jobs"]
+            assert [t["state"] for t in row["tasks"] if t["run"] == 1] == ["preempted"]
     finally:
         stop_server(server)
 

@@ -387,7 +387,9 @@ class ControlLoop:
             if state is JobState.PREEMPTED:  # the core had stopped it; its processes may linger
                 active.in_core = False
                 active.launched = True
-                active.stopping = Stopping(JobState.PENDING, "preempted", now + self.grace_s)
+                active.stopping = Stopping(
+                    JobState.PENDING, "preempted", since=now, kill_at=now + self.grace_s, kind="preempted"
+                )
                 self._occupy(p, +1)
                 self.backend.signal(job_id, runs, signal.SIGTERM)
             else:
@@ -865,7 +867,9 @@ class ControlLoop:
         stops are recorded as (default: cancelled, failed, or preempted, from the target)."""
         if kind is None:
             kind = "cancelled" if target is JobState.CANCELLED else "failed" if failure else "preempted"
-        a.stopping = Stopping(target, reason, now, now + self.grace_s, kind, failure)
+        a.stopping = Stopping(
+            target, reason, since=now, kill_at=now + self.grace_s, kind=kind, failure=failure
+        )
         if a.launched:
             self.backend.signal(job_id, a.run, signal.SIGTERM)
 
@@ -1030,6 +1034,11 @@ class ControlLoop:
             self._release(a.job)
             a.in_core = False
             self._occupy(a.placement, +1)
+            if a.stopping is not None:
+                # on its way out already (a time limit, a failure, a cancel): the core forgets it
+                # now, and that stop's outcome stands; a preemption must not requeue a job that
+                # timed out or failed, nor move its kill deadline
+                continue
             if d.reason is StopReason.NODE_FAILURE:
                 target, why = self._after_failure(a, "a node it ran on went down")
                 self._stop(job_id, a, target, why, now, failure=True, kind="node_fail")
@@ -1322,7 +1331,8 @@ class ControlLoop:
                 log.error("launch of job %s failed: %s", a.job.id, error)
                 a.launched = True
                 target, why = self._after_failure(a, f"the backend could not start it: {error}")
-                a.stopping = Stopping(target, why, time.time(), failure=True)
+                now = time.time()
+                a.stopping = Stopping(target, why, since=now, kill_at=now, kind="failed", failure=True)
                 continue
             a.launched = True
             started.append(a)
@@ -1460,18 +1470,18 @@ def _tracking_writes(sessions: sessionmaker) -> sessionmaker:
 
 
 def task_state(t: TaskStatus | None, stopping: Stopping | None) -> str:
-    """How one task of an ended run ended, in sacct's step states: ``completed`` (code 0),
-    ``failed`` (a code of its own, or killed while its run was failing), what wanka stopped it as
+    """How one task of an ended run ended, in sacct's step states: what wanka stopped it as
     (``cancelled``, ``timeout``, ``preempted``, ``node_fail``, ``resized``: :attr:`Stopping.kind`)
-    when it was still running when wanka asked it to stop, and ``lost`` when the backend no longer
-    knows it. A task that ended by itself before the stop keeps its own outcome."""
+    when it was still running when wanka asked it to stop, whatever code it then exited with;
+    else ``completed`` (code 0) or ``failed`` (any other, also when killed because another task of
+    its run failed); ``lost`` when the backend no longer knows it. A task that ended by itself
+    before the stop keeps its own outcome."""
     if t is None or t.state is TaskState.ABSENT:
         return "node_fail" if stopping is not None and stopping.kind == "node_fail" else "lost"
-    if t.exit_code == 0:
-        return "completed"
-    if stopping is not None and (t.ended_at is None or t.ended_at >= stopping.since):
+    stopped = stopping is not None and (t.ended_at is None or t.ended_at >= stopping.since)
+    if stopped and stopping.kind != "failed":  # even a task that exits 0 on SIGTERM was stopped
         return stopping.kind
-    return "failed"
+    return "completed" if t.exit_code == 0 else "failed"
 
 
 def _ended(tasks, now: float) -> float:
