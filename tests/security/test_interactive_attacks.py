@@ -604,6 +604,58 @@ def test_huge_frames_are_cut_or_refused_and_the_session_goes_on(server):
             cancel_all(c)
 
 
+# a terminal that takes no input: raw mode, never read; deaf to SIGTERM and SIGHUP
+DEAF = r"""
+import signal, sys, time, tty
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+print("deaf", flush=True)
+tty.setraw(0)
+time.sleep(600)
+"""
+
+
+def test_keystrokes_a_task_never_reads_cannot_keep_a_cancelled_job_running(server):
+    """Hostile review: the supervisor wrote keystrokes to the terminal with a blocking write; a
+    task that never reads filled the terminal's input queue, the supervisor hung in write(), and
+    cancel, time limit and preemption could no longer end the job (it held its cards, billed).
+    Keystrokes now wait in a bounded buffer, and who types waits in turn (backpressure)."""
+    import threading
+
+    token = make_member(server, "deaf", "deaf-user")
+    with server.client(token) as c:
+        job_id = running(server, c, [PY, "-c", DEAF])
+        uid = uid_of(server, job_id)
+        ws = attach(server, token, job_id)
+        sent = []
+
+        def type_forever() -> None:  # ~6 MiB: far past any terminal's input queue
+            with contextlib.suppress(Exception):
+                for _ in range(100):
+                    ws.send(b"k" * 65536)
+                    sent.append(1)
+
+        typist = threading.Thread(target=type_forever, daemon=True)
+        try:
+            read_until(ws, rb"deaf", bytearray())
+            typist.start()
+            wait_for(lambda: len(sent) >= 3)  # keystrokes are on their way (buffers on the way fill)
+            before = rss_kib(supervisor_pid(server, job_id))
+            c.post(f"/v1/jobs/{job_id}/cancel")
+            try:
+                job = ended(c, job_id, timeout=15)  # grace 2 s, and then some
+            except AssertionError:
+                pytest.fail(f"job still {job_state(c, job_id)['state']} 15 s after cancel")
+            assert job["state"] == "cancelled"
+            assert before < 64 * 1024  # KiB: the supervisor holds at most TYPED of keystrokes
+            assert server.client().get("/healthz").status_code == 200
+        finally:
+            ws.close()
+            typist.join(10)
+            cancel_all(c)
+            kill_uid(server, uid)
+
+
 def test_many_attachments_leave_one_and_leak_nothing(server):
     owner = make_member(server, "crowd", "crowd-user")
     other = make_member(server, "crowd-b", "crowd-b-user")

@@ -27,6 +27,10 @@ SCROLLBACK = 16 * 1024  # bytes of an interactive task's output replayed to who 
 
 PENDING = 1 << 20  # output held for a slow client; one that falls further behind is dropped
 
+TYPED = 64 * 1024  # keystrokes held for a task that does not read them; past it, who attaches waits
+
+FRAME = 1 << 20  # the largest frame a client may announce (the server sends at most 64 KiB)
+
 
 def flush(client, pending: bytearray) -> bool:
     """Send what ``client`` can take now, never waiting (a client that stops reading must not
@@ -66,29 +70,46 @@ def relay(path: str, pid: int, master: int, log: int):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGHUP)
 
+    # never blocks on the terminal: a task that stops reading its input (raw mode, a full line
+    # buffer) must not stop this loop, which carries its cancellation and records its end
+    fcntl.fcntl(master, fcntl.F_SETFL, fcntl.fcntl(master, fcntl.F_GETFL) | os.O_NONBLOCK)
     signal.signal(signal.SIGTERM, hang_up)
     # where this process leads the terminal's session, closing the master at the end hangs up on
     # it too (SIGHUP to the controlling process); it must live on to record how the task ended
     signal.signal(signal.SIGHUP, lambda *_: None)
-    client, frames, ended, pending = None, b"", None, bytearray()
+    client, frames, ended, pending, typed = None, b"", None, bytearray(), bytearray()
     recent = bytearray()  # the last of the output: who attaches sees the prompt and what led to it
     while True:
         if ended is None:
             waited, status, usage = os.wait4(pid, os.WNOHANG)
             if waited:
                 ended = (status, usage)
-        watched = [master, listener, *([client] if client else [])]
-        ready, writable, _ = select.select(watched, [client] if client and pending else [], [], 0.2)
+        # keystrokes are read from who attaches only while the task takes them in (backpressure)
+        listening = client is not None and len(typed) < TYPED
+        watched = [master, listener, *([client] if listening else [])]
+        outgoing = [*([client] if client and pending else []), *([master] if typed else [])]
+        ready, writable, _ = select.select(watched, outgoing, [], 0.2)
         if client is not None and client in writable and not flush(client, pending):
             client.close()
             client = None
             continue
+        if master in writable:
+            try:
+                del typed[: os.write(master, typed)]
+            except BlockingIOError:
+                pass
+            except OSError:  # EIO: the terminal is gone; what was typed goes nowhere
+                typed.clear()
         if master in ready:
             try:
                 data = os.read(master, 65536)
+            except BlockingIOError:
+                data = None  # nothing after all
             except OSError:  # EIO: every holder of the terminal is gone
                 data = b""
-            if data:
+            if data is None:
+                pass
+            elif data:
                 os.write(log, data)
                 recent.extend(data)
                 del recent[: max(0, len(recent) - SCROLLBACK)]
@@ -110,7 +131,7 @@ def relay(path: str, pid: int, master: int, log: int):
             if not flush(client, pending):
                 client.close()
                 client = None
-        if client is not None and client in ready:
+        if listening and client is not None and client in ready:
             try:
                 data = client.recv(65536)
             except BlockingIOError:
@@ -124,11 +145,15 @@ def relay(path: str, pid: int, master: int, log: int):
             frames += data
             while len(frames) >= 5:
                 kind, size = frames[0], int.from_bytes(frames[1:5], "big")
+                if size > FRAME:  # not the server's framing: nothing more from this client
+                    client.close()
+                    client, frames = None, b""
+                    break
                 if len(frames) < 5 + size:
                     break
                 payload, frames = frames[5 : 5 + size], frames[5 + size :]
                 if kind == 0:
-                    os.write(master, payload)
+                    typed.extend(payload)  # written as the terminal takes it (above)
                 elif kind == 1 and size == 4:
                     rows, cols = struct.unpack("!HH", payload)
                     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
