@@ -114,3 +114,14 @@ def test_bad_options_are_refused_clearly():
     assert r.returncode != 0 and "fp4" in r.stderr
     r = wanka("bench", "core", "--cards", "100", "--policy", "nope", check=False)
     assert r.returncode == 2 and "unknown policy" in r.stderr
+
+
+def test_strings_from_the_server_are_shown_not_obeyed_by_the_terminal():
+    # hostile review: ESC, C1 CSI, newlines and bidi overrides in a job name acted on an admin's
+    # terminal; the API refuses them now, and the CLI still escapes what an older server stored
+    from wanka.cli.output import printable
+
+    assert printable("evil\x1b[2J\x1b]52;c;cm0K\x07") == "evil\\x1b[2J\\x1b]52;c;cm0K\\x07"
+    assert printable("a\x9bb\nc\u202ed") == "a\\x9bb\\x0ac\\u202ed"
+    assert printable("line one\nline two", keep="\n") == "line one\nline two"
+    assert printable("名前 ok — fine") == "名前 ok — fine"

@@ -617,6 +617,13 @@ def test_acct_names_a_task_wanka_stopped_by_why_not_by_the_signal_it_died_of(ser
     assert f"{cancelled}.1" in text and "failed" not in text
 
 
+def test_a_lone_program_after_the_double_dash_is_the_command_not_a_spec_file(server, member, tmp_path):
+    # hostile review: `wanka submit -- /bin/sh` read /bin/sh as a YAML spec ("not UTF-8 text")
+    job = submit_id(server, member, tmp_path, "--cards", "1", "--", "/bin/true")
+    wait_for(lambda: job_state(server, member, tmp_path, job)["state"] == "succeeded")
+    assert job_state(server, member, tmp_path, job)["spec"]["command"] == ["/bin/true"]
+
+
 def test_usage_over_a_range_of_days(server, member, tmp_path):
     today = json.loads(as_member(server, member, tmp_path, "usage", "--json").stdout)
     day = time.strftime("%Y-%m-%d", time.gmtime())

@@ -99,6 +99,42 @@ def test_a_bad_submission_is_refused_naming_the_field_and_nothing_is_stored(
     assert job_count(server) == before
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        # hostile review: a lone surrogate in the argv was stored (500), then broke every listing
+        # of the tenant and the admin's, and killed the supervisor with its devices handed out
+        pytest.param(spec(command=["true", "\udc80"]), "command[1]", "surrogate", id="surrogate in argv"),
+        pytest.param(spec(command=["\ud800"]), "command[0]", "surrogate", id="surrogate argv[0]"),
+        pytest.param(spec(name="x\udfff"), "name", "unicode", id="surrogate in name"),
+        pytest.param(spec(env={"A": "\udc80"}), "env.A", "surrogate", id="surrogate in env"),
+        # hostile review: escape sequences in a name acted on the admin's terminal (clear screen,
+        # OSC 52 to the clipboard, cursor moves), a newline faked rows
+        pytest.param(spec(name="evil\x1b[2J\x1b]52;c;cm0K\x1b\\"), "name", "control", id="ESC in name"),
+        pytest.param(spec(name="ok\nfake row"), "name", "control", id="newline in name"),
+        pytest.param(spec(name="a\x9bb"), "name", "control", id="C1 CSI in name"),
+        pytest.param(spec(name="txt\u202egnp.exe"), "name", "control", id="bidi override in name"),
+    ],
+)
+def test_text_that_is_no_text_or_acts_on_terminals_is_refused(server, member, body, field, says):
+    before = job_count(server)
+    raw = json.dumps(body).encode()  # ASCII escapes: a surrogate travels as JSON allows it
+    with server.client(member) as c:
+        r = c.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert field in r.text and says in r.text
+        assert c.get("/v1/jobs").status_code == 200
+    assert job_count(server) == before
+
+
+def test_a_script_argument_may_hold_newlines_and_tabs(server, member):
+    # control characters are refused in labels only: a `python -c` program is many lines
+    with server.client(member) as c:
+        r = c.post("/v1/jobs", json=spec(command=[PY, "-c", "import sys\n\tpass"]))
+        assert r.status_code == 201, r.text
+        c.post(f"/v1/jobs/{r.json()['id']}/cancel")
+
+
 def test_a_body_over_the_cap_is_refused_before_parsing_and_others_are_served_meanwhile(server, member):
     before = job_count(server)
     huge = json.dumps(spec(name="x", env={f"V{i}": "y" * 60_000 for i in range(900)})).encode()  # ~54 MB
@@ -119,6 +155,8 @@ def test_a_body_over_the_cap_is_refused_before_parsing_and_others_are_served_mea
     [
         ("post", "/v1/users/admin/tokens", {"label": "a\x00b"}, "label", "NUL"),
         ("post", "/v1/nodes/local-0001/drain", {"reason": "a\x00b"}, "reason", "NUL"),
+        ("post", "/v1/users/admin/tokens", {"label": "a\x1b[2Jb"}, "label", "control"),
+        ("post", "/v1/nodes/local-0001/drain", {"reason": "a\nb"}, "reason", "control"),
         ("post", "/v1/tenants", {"name": "a\x00b"}, "name", "pattern"),  # names: letters, digits, -
         ("post", "/v1/users", {"name": "u1", "role": "member", "tenant": "a\x00b"}, "tenant", "NUL"),
         ("get", "/v1/jobs?queue=a%00b", None, "path", "NUL"),

@@ -189,10 +189,12 @@ def main() -> int:
         why = f"could not enter its workdir {cwd!r} (missing, or closed to this job's account)"
         os.write(log, f"wanka: {why}\n".encode())
         return _finish(spec, 126, why)
-    except OSError as exc:  # no such program, not executable: the task fails like a shell would say
+    except (OSError, ValueError) as exc:  # no such program, not executable, not encodable (an
+        # argv the API let through): the task fails like a shell would say, its devices given back
         _leave_cgroup(spec, back)
         _hand_devices(spec, 0)
-        os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {exc.strerror}\n".encode())
+        why = exc.strerror if isinstance(exc, OSError) else "its command is not valid text"
+        os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {why}\n".encode("utf-8", "replace"))
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
     if terminal:

@@ -23,6 +23,19 @@ console = Console(width=_width(sys.stdout))
 errors = Console(stderr=True, width=_width(sys.stderr))
 
 
+# C0 and C1 control characters and DEL, and the bidirectional overrides ("trojan source"): what a
+# terminal would act on or reorder instead of showing. Job names and reasons come from tenants.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with every control character (but those in ``keep``) written as an escape
+    (``\\x1b``), as Python's repr does: a string from the server is shown, never obeyed."""
+    table = _CONTROL if not keep else {c: e for c, e in _CONTROL.items() if chr(c) not in keep}
+    return text.translate(table)
+
+
 def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -11,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wanka.cli.output import card_count, console, emit_json, errors, fail
+from wanka.cli.output import card_count, console, emit_json, errors, fail, printable
 from wanka.client import Client, WankaError, save_login  # imported with the command (see cli/main.py)
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
@@ -67,7 +69,8 @@ def _when(t: float | None) -> str:
 
 def say(*objects, **kwargs) -> None:
     """Print what the server sent as it is: user strings (job names, commands, reasons) are never
-    read as rich markup."""
+    read as rich markup, nor obeyed by the terminal (control characters are shown escaped)."""
+    objects = tuple(printable(o, keep="\n") if isinstance(o, str) else o for o in objects)
     console.print(*objects, markup=False, highlight=False, **kwargs)
 
 
@@ -79,7 +82,8 @@ def _table(title: str, columns: list[str], rows: list[list]) -> None:
         short = all(len(str(row[i])) <= 16 and " " not in str(row[i]) for row in rows)
         table.add_column(col, overflow="fold", no_wrap=short)
     for row in rows:
-        table.add_row(*(Text(str(v)) for v in row))  # data, never markup: a job named "[/]" is text
+        # data, never markup (a job named "[/]" is text) nor terminal commands (ESC, newlines)
+        table.add_row(*(Text(printable(str(v))) for v in row))
     say(table)
 
 
@@ -205,7 +209,9 @@ def submit(
 
     args = list(args or [])
     spec: dict = {}
-    if args and (args[0].endswith((".yaml", ".yml")) or (len(args) == 1 and Path(args[0]).is_file())):
+    # a spec file: named *.yaml, or one file that is no program (`wanka submit -- /bin/sh` runs sh)
+    lone_file = len(args) == 1 and Path(args[0]).is_file() and not os.access(args[0], os.X_OK)
+    if args and (args[0].endswith((".yaml", ".yml")) or (lone_file and "--" not in sys.argv[1:])):
         try:
             spec = load_yaml(args.pop(0))
         except SpecError as exc:

@@ -31,8 +31,31 @@ NAME_LEN = 64  # tenants, users, queues: String(64) in both databases
 
 
 def no_nul(value: str) -> str:
+    """Refuses NUL and lone surrogates: neither is text that both databases and the kernel take
+    (a surrogate half from JSON's ``\\udc80`` cannot even be encoded as UTF-8)."""
     if "\x00" in value:
         raise ValueError("contains a NUL character (\\0), which is not accepted in any string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"contains a lone surrogate ({value[exc.start]!r} at {exc.start}): not valid Unicode text"
+        ) from None
+    return value
+
+
+# C0 and C1 controls, DEL, and the bidirectional overrides: a terminal acts on them
+_CONTROLS = {*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def no_controls(value: str) -> str:
+    """Refuses control characters in a label others read in tables (a job's name, a token's label,
+    a reason): an escape sequence there would act on an operator's terminal, a newline fake a row."""
+    for i, c in enumerate(value):
+        if ord(c) in _CONTROLS:
+            raise ValueError(
+                f"contains the control character {c!r} at {i}; a name or label is printable text only"
+            )
     return value
 
 
@@ -46,6 +69,8 @@ def finite(value: float) -> float:
 Text = Annotated[str, AfterValidator(no_nul)]
 #: One argv or environment string, as the kernel accepts it.
 ArgText = Annotated[str, AfterValidator(no_nul), Field(max_length=MAX_ARG_STRLEN - 1)]
+#: A label shown to others in tables: a job's name, a token's label, a reason.
+LabelText = Annotated[str, AfterValidator(no_nul), AfterValidator(no_controls)]
 #: A name of a tenant, user or queue.
 NameText = Annotated[str, AfterValidator(no_nul), Field(max_length=NAME_LEN)]
 

@@ -28,6 +28,7 @@ from wanka.models.bounds import (
     MAX_REPLICAS,
     MAX_SECONDS,
     ArgText,
+    LabelText,
     NameText,
     Text,
     exec_bytes,
@@ -87,7 +88,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class JobSpec(BaseModel):
     model_config = STRICT
-    name: Text = Field(default="", max_length=200)
+    name: LabelText = Field(default="", max_length=200)
     tenant: NameText = Field(default="default", pattern=NAME_PATTERN)
     queue: NameText = Field(default="default", pattern=NAME_PATTERN)
     kind: JobKind = JobKind.TRAINING

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wanka.core import TERMINAL_STATES
-from wanka.models.bounds import MAX_SECONDS, NameText, Text
+from wanka.models.bounds import MAX_SECONDS, LabelText, NameText
 from wanka.server import auth, tables
 from wanka.server.auth import Principal
 from wanka.server.job_service import request_cancel
@@ -49,7 +49,7 @@ class UserOut(BaseModel):
 
 
 class TokenIn(BaseModel):
-    label: Text = Field(default="", max_length=200)
+    label: LabelText = Field(default="", max_length=200)
     expires_in_s: float | None = Field(
         default=None, gt=0, le=MAX_SECONDS, description="seconds until it stops working; null: never"
     )

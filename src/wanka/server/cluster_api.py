@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanka.core import Cluster, JobState, NodeState
-from wanka.models.bounds import Text
+from wanka.models.bounds import LabelText
 from wanka.server import tables
 from wanka.server.auth import Principal
 
@@ -39,7 +39,7 @@ class NodeOut(BaseModel):
 
 
 class DrainIn(BaseModel):
-    reason: Text = Field(default="", max_length=500)
+    reason: LabelText = Field(default="", max_length=500)
 
 
 class ClusterOut(BaseModel):

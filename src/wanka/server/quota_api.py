@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from wanka.core import TERMINAL_STATES, Cluster, JobState, QueueTree
 from wanka.core.quota import UNLIMITED
-from wanka.models.bounds import Text
+from wanka.models.bounds import LabelText
 from wanka.models.errors import SpecError
 from wanka.models.quota import QueueTreeSpec, build_queue_tree
 from wanka.server import tables
@@ -43,7 +43,7 @@ class QueueOut(BaseModel):
 
 
 class HoldIn(BaseModel):
-    reason: Text = Field(default="", max_length=500)
+    reason: LabelText = Field(default="", max_length=500)
 
 
 class AppliedOut(BaseModel):
