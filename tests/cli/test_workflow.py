@@ -232,6 +232,11 @@ def test_hold_update_release_and_requeue(server, member, tmp_path):
         again = job_state(server, member, tmp_path, job)
         assert again["runs"] == 2 and "requeued by flow-user" in [e["reason"] for e in again["events"]]
         assert as_member(server, member, tmp_path, "logs", job, "--run", "2").stdout == "ran\n"
+        # acct shows the last run's task, -D every run's (as sacct; newcomer review: two like rows)
+        columns = ("-o", "jobid,run,state")
+        last = as_member(server, member, tmp_path, "acct", "-j", job, *columns).stdout
+        every = as_member(server, member, tmp_path, "acct", "-j", job, "-D", *columns).stdout
+        assert last.count(f"{job}.0") == 1 and every.count(f"{job}.0") == 2, (last, every)
     finally:
         release_blocker.touch()
 
@@ -615,6 +620,29 @@ def test_acct_names_a_task_wanka_stopped_by_why_not_by_the_signal_it_died_of(ser
         assert row["tasks"] and {t["state"] for t in row["tasks"]} == {state}, row["tasks"]
     text = as_member(server, member, tmp_path, "acct", "-j", cancelled, "-o", "jobid,state").stdout
     assert f"{cancelled}.1" in text and "failed" not in text
+    # the job line of a job its time limit ended says so, as sacct's TIMEOUT (newcomer review)
+    text = as_member(server, member, tmp_path, "acct", "-j", timed, "-o", "jobid,state").stdout
+    assert "failed" not in text and text.count("timeout") == 2, text
+    # a gang whose rank 0 fails: rank 1, stopped for it, was cancelled, not failed (newcomer review)
+    gang = submit_id(
+        server,
+        member,
+        tmp_path,
+        "-N",
+        "2",
+        "--cards",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        '[ "$RANK" = 0 ] && exit 5; sleep 60',
+    )
+    wait_for(lambda: job_state(server, member, tmp_path, gang)["state"] == "failed")
+    [row] = json.loads(as_member(server, member, tmp_path, "acct", "-j", gang, "--json").stdout)["jobs"]
+    assert sorted((t["task"], t["state"], t["exit_code"]) for t in row["tasks"]) == [
+        (0, "failed", 5),
+        (1, "cancelled", 143),
+    ]
 
 
 def test_a_lone_program_after_the_double_dash_is_the_command_not_a_spec_file(server, member, tmp_path):

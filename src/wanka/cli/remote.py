@@ -676,10 +676,14 @@ def acct(
         help="Columns (default: " + ACCT_DEFAULT + "): " + ",".join(ACCT_COLUMNS) + ".",
     ),
     limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Jobs per page."),
+    duplicates: bool = typer.Option(
+        False, "--duplicates", "-D", help="The tasks of every run of a requeued job, not only the last."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Accounting, as sacct: jobs waiting or running in a window, one line per job and per task
-    (JOB.RANK) with exit codes, elapsed time, nodes, cards, card-hours and peak memory."""
+    (JOB.RANK) with exit codes, elapsed time, nodes, cards, card-hours and peak memory. A job that
+    ran more than once shows its last run's tasks (-D: every run's, as sacct -D)."""
     fmt = fmt or (ACCT_DEFAULT if console.width >= WIDE else ACCT_NARROW)
     columns = [c.strip().lower() for c in fmt.split(",") if c.strip()]
     unknown = [c for c in columns if c not in ACCT_COLUMNS]
@@ -701,13 +705,18 @@ def acct(
     for j in page["jobs"]:
         jobid = str(j["id"]) if j.get("array_job_id") is None else f"{j['array_job_id']}_{j['array_index']}"
         rss = [t["max_rss_kib"] for t in j["tasks"] if t["max_rss_kib"] is not None]
+        last_run = max((t["run"] for t in j["tasks"]), default=0)
+        shown = j["tasks"] if duplicates else [t for t in j["tasks"] if t["run"] == last_run]
+        job_state = j["state"]
+        if job_state == "failed" and shown and all(t.get("state") == "timeout" for t in shown):
+            job_state = "timeout"  # as sacct's TIMEOUT: the job failed by its time limit
         values = {
             "jobid": jobid,
             "jobname": j["name"],
             "tenant": j["tenant"],
             "user": j["user"],
             "queue": j["queue"],
-            "state": j["state"],
+            "state": job_state,
             "exitcode": "" if j["exit_code"] is None else j["exit_code"],
             "elapsed": _elapsed(j, now),
             "nnodes": len(j["nodes"]),
@@ -722,7 +731,7 @@ def acct(
             "reason": j["reason"],
         }
         rows.append([values[c] for c in columns])
-        for t in j["tasks"]:
+        for t in shown:
             span = {"start_time": t["start"], "end_time": t["end"]}
             task_values = {
                 **{c: "" for c in ACCT_COLUMNS},

@@ -1471,16 +1471,17 @@ def _tracking_writes(sessions: sessionmaker) -> sessionmaker:
 
 def task_state(t: TaskStatus | None, stopping: Stopping | None) -> str:
     """How one task of an ended run ended, in sacct's step states: what wanka stopped it as
-    (``cancelled``, ``timeout``, ``preempted``, ``node_fail``, ``resized``: :attr:`Stopping.kind`)
-    when it was still running when wanka asked it to stop, whatever code it then exited with;
-    else ``completed`` (code 0) or ``failed`` (any other, also when killed because another task of
-    its run failed); ``lost`` when the backend no longer knows it. A task that ended by itself
-    before the stop keeps its own outcome."""
+    (``cancelled``, ``timeout``, ``preempted``, ``node_fail``, ``resized``: :attr:`Stopping.kind`;
+    ``cancelled`` too for the tasks stopped because another task of the run failed) when it was
+    still running when wanka asked it to stop, whatever code it then exited with; else
+    ``completed`` (code 0) or ``failed`` (any other); ``lost`` when the backend no longer knows
+    it. A task that ended by itself before the stop keeps its own outcome."""
     if t is None or t.state is TaskState.ABSENT:
         return "node_fail" if stopping is not None and stopping.kind == "node_fail" else "lost"
     stopped = stopping is not None and (t.ended_at is None or t.ended_at >= stopping.since)
-    if stopped and stopping.kind != "failed":  # even a task that exits 0 on SIGTERM was stopped
-        return stopping.kind
+    if stopped:  # even a task that exits 0 on SIGTERM was stopped
+        # a run stopped because one of its tasks failed: the others were cancelled for it
+        return "cancelled" if stopping.kind == "failed" else stopping.kind
     return "completed" if t.exit_code == 0 else "failed"
 
 
