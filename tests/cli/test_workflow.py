@@ -270,6 +270,13 @@ def test_a_member_cannot_release_an_operators_hold(server, member, tmp_path):
         assert r.returncode == 1 and "held by an admin" in r.stderr
         assert job_state(server, member, tmp_path, job)["state"] == "held"
         wanka(tmp_path, "release", job, token=server.admin_token, url=server.url)
+        # a member's own hold, then the operator's on top: the member can no longer lift it
+        # (newcomer review: the admin's hold was refused, "not waiting")
+        as_member(server, member, tmp_path, "hold", job)
+        wanka(tmp_path, "hold", job, token=server.admin_token, url=server.url)
+        r = as_member(server, member, tmp_path, "release", job, check=False)
+        assert r.returncode == 1 and "held by an admin" in r.stderr
+        wanka(tmp_path, "release", job, token=server.admin_token, url=server.url)
         assert job_state(server, member, tmp_path, job)["state"] in (
             "pending",
             "admitted",

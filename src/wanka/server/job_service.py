@@ -77,7 +77,12 @@ def hold_where(session: Session, which, by_admin: bool, who: str) -> list[int]:
     array: one transaction that stays short). Returns their ids."""
     reason = f"held by {who}"
     values = {"state": JobState.HELD.value, "reason": reason, "held_by": "admin" if by_admin else "user"}
-    return _move(session, which, (JobState.PENDING.value,), values, reason)
+    held = _move(session, which, (JobState.PENDING.value,), values, reason)
+    if by_admin:  # a member's hold becomes the operator's, which the member cannot lift (Slurm)
+        held += _move(
+            session, (which) & (tables.Job.held_by == "user"), (JobState.HELD.value,), values, reason
+        )
+    return held
 
 
 def release_where(session: Session, which, who: str) -> list[int]:
