@@ -49,6 +49,14 @@ def test_an_admin_and_a_member_work_through_the_cli(server, tmp_path):
     assert "cli-lab" in [t["name"] for t in json.loads(wanka(tmp_path, "tenants", "list", "--json").stdout)]
     made = json.loads(wanka(tmp_path, "tokens", "create", "cli-user", "--tenant", "cli-lab", "--json").stdout)
     member = made["token"]
+    # the same line again (a README step run twice) gives the member a second token; the same
+    # name in another tenant is refused: it would be a token for someone else
+    again = wanka(tmp_path, "tokens", "create", "cli-user", "--tenant", "cli-lab", "--json")
+    again = json.loads(again.stdout)
+    assert again["user"] == "cli-user" and again["token"] != member
+    wanka(tmp_path, "tenants", "create", "cli-lab-2")
+    r = wanka(tmp_path, "tokens", "create", "cli-user", "--tenant", "cli-lab-2", check=False)
+    assert r.returncode == 1 and "exists" in r.stderr
 
     # hostile strings reach the task as plain argv: no shell ever sees them
     words = ["$(id)", "; echo owned", "a\nb", "'\"`uname`\"'", "&& rm -rf ~"]

@@ -118,6 +118,10 @@ class Client:
     def tenants(self) -> list[dict]:
         return self._call("GET", "/v1/tenants")
 
+    def user(self, name: str) -> dict:
+        """One user: name, role, tenant (admins)."""
+        return self._call("GET", f"/v1/users/{quote(name, safe='')}")
+
     def create_user(self, name: str, role: str = "member", tenant: str | None = None) -> dict:
         return self._call("POST", "/v1/users", json={"name": name, "role": role, "tenant": tenant})
 

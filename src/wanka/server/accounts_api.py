@@ -140,6 +140,10 @@ def router(
             session.commit()
         return _user_out(session, u)
 
+    @api.get("/v1/users/{name}", response_model=UserOut)
+    def get_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
+        return _user_out(session, _named(session, tables.User, name, "user"))
+
     @api.post("/v1/users/{name}/enable", response_model=UserOut)
     def enable_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
         u = _named(session, tables.User, name, "user")
