@@ -110,7 +110,7 @@ def test_an_admin_and_a_member_work_through_the_cli(server, tmp_path):
 
     wanka(tmp_path, "tokens", "revoke", str(made["id"]))
     r = wanka(tmp_path, "jobs", token=member, check=False)
-    assert r.returncode == 1 and "401" in r.stderr
+    assert r.returncode == 1 and "401" in r.stderr and "wanka login" in r.stderr  # and what to do
 
 
 def test_bad_input_is_refused_with_the_field_named(server, tmp_path):

@@ -48,6 +48,10 @@ def test_unknown_accelerator_names_the_field_and_lists_known_models():
     p = problems(spec(accelerator="tpu-v9"))
     assert "pools[0].accelerator" in p
     assert "ascend-910c" in p["pools[0].accelerator"]
+    # that pool's nodes are not "no such node" too (newcomer review: a second, false error)
+    data = spec(accelerator="tpu-v9")
+    data["node_states"] = {"a-0003": "draining", "b-0001": "down"}
+    assert set(problems(data)) == {"pools[0].accelerator", "node_states.b-0001"}
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,8 @@ def _run(call: Callable):
         with _client() as c:
             return call(c)
     except WankaError as exc:
-        fail(str(exc), 1)
+        hint = "; log in with `wanka login --url URL` or set WANKA_TOKEN" if exc.status == 401 else ""
+        fail(f"{exc}{hint}", 1)
 
 
 def _when(t: float | None) -> str:

@@ -120,11 +120,13 @@ def build_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: str
     catalog = catalog or default_catalog()
     problems: list[tuple[str, str]] = []
     records: list[NodeRecord] = []
+    unbuilt: set[str] = set()  # nodes of pools refused above: named, so not "no such node" again
     for i, pool in enumerate(spec.pools):
         try:
             acc = catalog.get(pool.accelerator)
         except UnknownAccelerator as exc:
             problems.append((f"pools[{i}].accelerator", str(exc)))
+            unbuilt.update(node_names(pool))
             continue
         for n, name in enumerate(node_names(pool)):
             domains, index = [], n
@@ -149,12 +151,14 @@ def build_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: str
             )
     known = {r.name for r in records}
     for node, domains in spec.node_domains.items():
+        if node in unbuilt:
+            continue
         if node not in known:
             problems.append((f"node_domains.{node}", "no such node"))
         elif len(domains) != len(spec.tiers):
             problems.append((f"node_domains.{node}", f"give one domain per tier ({len(spec.tiers)})"))
     for node in spec.node_states:
-        if node not in known:
+        if node not in known and node not in unbuilt:
             problems.append((f"node_states.{node}", "no such node (names are POOL-NNNN)"))
     if problems:
         raise SpecError(source, problems)
