@@ -7,7 +7,7 @@ from collections import Counter
 import typer
 from rich.table import Table
 
-from wanka.cli.output import console, emit_json, fail
+from wanka.cli.output import console, count, emit_json, fail
 from wanka.core import Cluster, NodeState, Precision
 from wanka.models.cluster import ClusterSpec, cluster_spec_data, parse_cluster, preset_names
 from wanka.models.errors import SpecError
@@ -129,7 +129,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Machine-readable
         emit_json(out)
         return
     states = ", ".join(f"{k} {v:,}" for k, v in out["cards_by_state"].items())
-    say(f"{out['name']}: {out['cards']:,} cards ({states}); {out['pending_jobs']:,} jobs waiting")
+    say(f"{out['name']}: {out['cards']:,} cards ({states}); {count(out['pending_jobs'], 'job')} waiting")
     held = sorted(out["allocated_by_tenant"].items())
     _table(f"cards in use: {out['allocated']:,}", ["tenant", "cards"], held)
 

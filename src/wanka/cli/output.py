@@ -48,4 +48,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def card_count(n: int) -> str:
     """``1 card``, ``8 cards``."""
-    return f"{n:,} card" if n == 1 else f"{n:,} cards"
+    return count(n, "card")
+
+
+def count(n: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``, ``1,000 jobs``: a number and its noun, singular for one."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

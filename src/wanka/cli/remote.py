@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wanka.cli.output import card_count, console, emit_json, errors, fail, printable
+from wanka.cli.output import card_count, console, count, emit_json, errors, fail, printable
 from wanka.client import Client, WankaError, save_login  # imported with the command (see cli/main.py)
 
 JSON = typer.Option(False, "--json", help="Machine-readable output.")
@@ -76,6 +76,9 @@ def say(*objects, **kwargs) -> None:
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    if rows:  # a column empty in every row says nothing and takes room from the others
+        keep = [i for i in range(len(columns)) if any(str(row[i]) not in ("", "None") for row in rows)]
+        columns, rows = [columns[i] for i in keep], [[row[i] for i in keep] for row in rows]
     table = Table(title=title)
     for i, col in enumerate(columns):
         # wrapped, never cut; a column of short words (ids, states, counts) is never broken inside
@@ -634,7 +637,7 @@ def usage(
         say("no price table yet: `wanka prices apply FILE` (admins)")
     unpriced = sum(b["unpriced_card_hours"] for b in out["bills"])
     if out["currency"] and unpriced:
-        say(f"{unpriced:.2f} card-hours ran while no price was in force for their model")
+        say(f"{unpriced:.4f} card-hours ran while no price was in force for their model")
 
 
 ACCT_COLUMNS = {  # --format name -> (heading, value of a job row or a task row)
@@ -841,7 +844,7 @@ def queues_hold(
 ) -> None:
     """Its jobs wait however much is free; running ones run on (admins)."""
     q = _run(lambda c: c.hold_queue(queue, reason))
-    say(f"queue {q['name']} held: {q['pending_jobs']} jobs wait")
+    say(f"queue {q['name']} held: {count(q['pending_jobs'], 'job')} wait")
 
 
 @queues_app.command("release")

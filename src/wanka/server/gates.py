@@ -113,7 +113,8 @@ class Gates:
                 let_in = self.released.setdefault(rule.array_job_id, set())
                 busy = running.get(rule.array_job_id, 0) + len(let_in)
                 if busy >= rule.max_running:
-                    verdict, why = Ready.WAIT, f"array throttle: {rule.max_running} elements at once"
+                    n = rule.max_running
+                    verdict, why = Ready.WAIT, f"array throttle: {n} element{'s' * (n != 1)} at once"
                 else:
                     let_in.add(job_id)
             if verdict is Ready.YES:
