@@ -50,6 +50,7 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     lines = out.splitlines()
     for expected in ("hi", "1", "quick"):  # the hello job, rank 1 of the gang, the dev-queue job
         assert expected in lines, expected
+    assert lines.count("hi") == 2  # and hello's second run, requeued into a queue of now
     assert "prices in force now (CNY)" in out and "quota document" in out
     assert "lab-a-train" in out and "lab-a-dev" in out  # quotas show, after the document
     assert "node local-0002: draining (ECC errors)" in out

@@ -232,6 +232,10 @@ def test_hold_update_release_and_requeue(server, member, tmp_path):
         again = job_state(server, member, tmp_path, job)
         assert again["runs"] == 2 and "requeued by flow-user" in [e["reason"] for e in again["events"]]
         assert as_member(server, member, tmp_path, "logs", job, "--run", "2").stdout == "ran\n"
+        # another queue must be one of the tenant's, as at submission; nothing changes otherwise
+        r = as_member(server, member, tmp_path, "requeue", job, "-q", "not-ours", check=False)
+        assert r.returncode == 1 and "'not-ours' is not a queue of flow" in r.stderr
+        assert job_state(server, member, tmp_path, job)["queue"] == "flow"
         # acct shows the last run's task, -D every run's (as sacct; newcomer review: two like rows)
         columns = ("-o", "jobid,run,state")
         last = as_member(server, member, tmp_path, "acct", "-j", job, *columns).stdout

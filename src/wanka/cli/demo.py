@@ -81,8 +81,9 @@ def demo(
     out: Path = typer.Option(Path("reports/demo"), "--out", help="Where the twin's report goes."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """One scheduling cycle on the wanka-10k preset with a realistic multi-tenant queue, then the
-    digital twin: the same cluster over the default synthetic month, fifo vs slurm vs wanka."""
+    """One scheduling cycle on wanka-10k, then a month of the twin: a cycle with a realistic
+    multi-tenant queue, then the digital twin over the default synthetic month on the same
+    cluster, fifo vs slurm vs wanka."""
     from wanka.core import POLICIES, get_policy, run_cycle
     from wanka.models.cluster import load_cluster
     from wanka.sim.workload import busy_cluster

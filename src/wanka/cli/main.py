@@ -62,7 +62,9 @@ COMMANDS: dict[str, Entry] = {
     "users": Entry("wanka.cli.remote:users_app", OPERATE, "Users: disable and enable (admins)."),
     "server": Entry("wanka.cli.server:server", OPERATE, "Start the control plane."),
     "db": Entry("wanka.cli.server:app", OPERATE, "The control plane's database."),
-    "demo": Entry("wanka.cli.demo:demo", TWIN, "One scheduling cycle on the wanka-10k preset."),
+    "demo": Entry(
+        "wanka.cli.demo:demo", TWIN, "One scheduling cycle on wanka-10k, then a month of the twin."
+    ),
     "simulate": Entry(
         "wanka.cli.simulate:simulate", TWIN, "Replay a month (or a trace) through the real core."
     ),

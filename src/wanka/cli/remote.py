@@ -502,9 +502,15 @@ def release(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
     _each(job_ids, lambda c, i, whole: c.release(i, whole), json_out, "released")
 
 
-def requeue(job_ids: list[str] = JOB_IDS, json_out: bool = JSON) -> None:
+def requeue(
+    job_ids: list[str] = JOB_IDS,
+    queue: str = typer.Option(
+        None, "--queue", "-q", help="Wait in this queue instead (the old one may be gone)."
+    ),
+    json_out: bool = JSON,
+) -> None:
     """Finished jobs wait again: same id, spec and checkpoints, a new run (scontrol requeue)."""
-    _each(job_ids, lambda c, i, whole: c.requeue(i, whole), json_out, "requeued")
+    _each(job_ids, lambda c, i, whole: c.requeue(i, whole, queue), json_out, "requeued")
 
 
 def update(

@@ -206,10 +206,11 @@ class Client:
     def release(self, job_id: int, array: bool = False) -> dict:
         return self._call("POST", f"/v1/jobs/{int(job_id)}/release", params=_array(array))
 
-    def requeue(self, job_id: int, array: bool = False) -> dict:
+    def requeue(self, job_id: int, array: bool = False, queue: str | None = None) -> dict:
         """A finished job (or every finished element of an array) waits again (same id, spec and
-        checkpoints; a new run)."""
-        return self._call("POST", f"/v1/jobs/{int(job_id)}/requeue", params=_array(array))
+        checkpoints; a new run), in ``queue`` if given."""
+        params = {**_array(array), **({"queue": queue} if queue else {})}
+        return self._call("POST", f"/v1/jobs/{int(job_id)}/requeue", params=params)
 
     def update(
         self, job_id: int, priority_class: str | None = None, time_limit_s: float | None = None

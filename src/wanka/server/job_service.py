@@ -133,6 +133,21 @@ def _move(session: Session, which, states: tuple[str, ...], values: dict, reason
     return list(ids)
 
 
+def move_finished(session: Session, which, queue: str) -> None:
+    """Put the finished jobs ``which`` selects in ``queue`` (column and spec), before a requeue;
+    the caller checked the queue. One statement for the column, each spec rewritten."""
+    finished = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+    rows = session.execute(
+        select(tables.Job.id, tables.Job.spec).where(which, tables.Job.state.in_(finished))
+    ).all()
+    for job_id, spec in rows:
+        session.execute(
+            update(tables.Job)
+            .where(tables.Job.id == job_id)
+            .values(queue=queue, spec={**spec, "queue": queue})
+        )
+
+
 def requeue(session: Session, job_id: int, who: str) -> bool:
     """A finished job waits again, as Slurm's ``scontrol requeue`` of a completed batch job."""
     return bool(requeue_where(session, tables.Job.id == job_id, who))

@@ -322,12 +322,19 @@ def router(state: AppState, db, principal) -> APIRouter:
     def requeue(
         job_id: ID,
         array: bool = WHOLE_ARRAY,
+        queue: str | None = Query(
+            None,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+            description="wait in this queue of the tenant's instead (its old one may be gone)",
+        ),
         who: Principal = Depends(principal),
         session: Session = Depends(db),
     ):
         """A finished job (succeeded, failed or cancelled) waits again: same id, spec and
         checkpoints, a new run (Slurm's ``scontrol requeue``); with ``array``, every finished
-        element of the array with this id."""
+        element of the array with this id. ``queue`` moves it (as ``scontrol update
+        partition=``), checked as a submission to that queue would be."""
         job, tenant, _ = _visible_job(session, who, job_id)
         which = _array_of(job) if array else tables.Job.id == job_id
         finished = session.scalar(
@@ -341,7 +348,10 @@ def router(state: AppState, db, principal) -> APIRouter:
         if disabled is not None:
             raise HTTPException(403, f"tenant {tenant} is disabled")
         # waiting again is a submission again: the waiting cap, the queue, the classes granted now
-        _admissible(state, session, who, JobSpec.model_validate(job.spec), job.tenant_id, finished)
+        spec = JobSpec.model_validate({**job.spec, **({"queue": queue} if queue else {})})
+        _admissible(state, session, who, spec, job.tenant_id, finished)
+        if queue:
+            job_service.move_finished(session, which, queue)
         ids = job_service.requeue_where(session, which, who.name)
         if not ids:
             raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
