@@ -602,6 +602,36 @@ def test_a_job_cancelled_while_it_gives_its_surplus_back_ends_without_restarting
         assert ended(c, j2)["state"] == "succeeded"
 
 
+def test_a_job_preempted_while_it_gives_its_surplus_back_is_requeued_and_frees_every_card(cluster):
+    """A shrinking job the core then evicts: it is requeued as any victim (no smaller restart on
+    cards the core gave away), its old cards count busy once, and all four cards serve a job after."""
+    user = make_member(cluster, "shrink-evict", "shrink-evict-user")
+    with cluster.client(user) as c:
+        j1 = submit(
+            c,
+            command=[PY, "-c", SLOW_TO_SAVE],
+            task_groups=[{"replicas": 4, "min_replicas": 2, "cards": 1}],
+            priority_class="low",
+        )
+        ckpt = cluster.home / "checkpoints" / str(j1)
+        wait_for(lambda: len(list(ckpt.glob("ready-*"))) == 4)
+        j2 = submit(c, command=[PY, "-c", "print('mine now')"], task_groups=[{"replicas": 2, "cards": 1}])
+        wait_for(lambda: any(ckpt.glob("term-*")))  # J1 was told to give its surplus back
+        high = submit(
+            c,
+            command=[PY, "-c", "print('urgent')"],
+            task_groups=[{"replicas": 2, "cards": 1}],
+            priority_class="high",
+        )
+        assert ended(c, high)["state"] == "succeeded"
+        assert ended(c, j2)["state"] == "succeeded"
+        wait_for(lambda: "preempted" in [e["state"] for e in c.get(f"/v1/jobs/{j1}/events").json()])
+        c.post(f"/v1/jobs/{j1}/cancel")
+        assert ended(c, j1)["state"] == "cancelled"
+        whole = submit(c, command=[PY, "-c", "print('all four')"], task_groups=[{"replicas": 4, "cards": 1}])
+        assert ended(c, whole)["state"] == "succeeded"  # no card left counted busy
+
+
 def test_a_job_on_loan_on_reserved_cards_gives_them_back_when_the_reserved_job_can_start(cluster):
     """The wanka preset lends the cards it holds for a blocked gang to a preemptible job that would
     otherwise wait, and takes them back (a checkpointed preemption) once the gang can start."""

@@ -1033,12 +1033,15 @@ class ControlLoop:
                 continue
             self._release(a.job)
             a.in_core = False
-            self._occupy(a.placement, +1)
-            if a.stopping is not None:
+            shrinking = a.stopping is not None and a.stopping.shrink_to is not None
+            if not shrinking:  # a shrink counts its old cards busy already, until they are free
+                self._occupy(a.placement, +1)
+            if a.stopping is not None and not shrinking:
                 # on its way out already (a time limit, a failure, a cancel): the core forgets it
                 # now, and that stop's outcome stands; a preemption must not requeue a job that
                 # timed out or failed, nor move its kill deadline
                 continue
+            # (a shrinking job evicted now restarts at no size: it is requeued, as any victim)
             if d.reason is StopReason.NODE_FAILURE:
                 target, why = self._after_failure(a, "a node it ran on went down")
                 self._stop(job_id, a, target, why, now, failure=True, kind="node_fail")
@@ -1050,7 +1053,14 @@ class ControlLoop:
             a = self.active.get(int(d.job_id))
             if not d.shrink or a is None or not a.in_core:
                 continue
-            if a.stopping is not None:  # on its way out anyway: the core forgets it now
+            if a.stopping is not None and a.stopping.shrink_to is not None:
+                # shrinking already: it restarts smaller still (its old cards count busy already)
+                self.state.release(a.job.placement)
+                self.state.allocate(d.placement)
+                self.index.remove(a.job.id)
+                a.job.placement = a.stopping.shrink_to = d.placement
+                self.index.add(a.job, now)
+            elif a.stopping is not None:  # on its way out anyway: the core forgets it now
                 self._release(a.job)
                 a.in_core = False
                 self._occupy(a.placement, +1)
