@@ -632,6 +632,18 @@ def test_a_job_preempted_while_it_gives_its_surplus_back_is_requeued_and_frees_e
         assert ended(c, whole)["state"] == "succeeded"  # no card left counted busy
 
 
+def test_cpu_only_jobs_ending_one_after_another_leave_scheduling_going(cluster):
+    # hostile review: the second of two 0-card jobs of one queue to end failed the running
+    # index's bookkeeping, and with it every later cycle of the server, for every tenant
+    user = make_member(cluster, "cpu-only", "cpu-only-user")
+    with cluster.client(user) as c:
+        first = submit(c, command=[PY, "-c", "print('a')"], task_groups=[{"cards": 0}])
+        second = submit(c, command=[PY, "-c", "print('b')"], task_groups=[{"cards": 0}])
+        assert ended(c, first)["state"] == "succeeded" and ended(c, second)["state"] == "succeeded"
+        after = submit(c, command=[PY, "-c", "print('c')"], task_groups=[{"cards": 1}])
+        assert ended(c, after)["state"] == "succeeded"
+
+
 def test_a_job_on_loan_on_reserved_cards_gives_them_back_when_the_reserved_job_can_start(cluster):
     """The wanka preset lends the cards it holds for a blocked gang to a preemptible job that would
     otherwise wait, and takes them back (a checkpointed preemption) once the gang can start."""

@@ -114,7 +114,8 @@ class RunningIndex:
         )
         self.entries[job.id] = entry
         key = (queue, flavor)
-        self.held[key] = self.held.get(key, 0) + entry.cards
+        if entry.cards:  # held lists only what is held (a CPU-only job holds no card)
+            self.held[key] = self.held.get(key, 0) + entry.cards
         self.cpus[queue] += entry.cpus
         self.memory[queue] += entry.memory
         if job.elastic:
@@ -127,9 +128,12 @@ class RunningIndex:
     def remove(self, job_id: str) -> None:
         entry = self.entries.pop(job_id)
         key = (entry.queue, entry.flavor)
-        self.held[key] -= entry.cards
-        if not self.held[key]:
-            del self.held[key]
+        # a 0-card job adds 0 and may find its key gone already (another 0-card job's removal)
+        left = self.held.get(key, 0) - entry.cards
+        if left:
+            self.held[key] = left
+        else:
+            self.held.pop(key, None)
         self.cpus[entry.queue] -= entry.cpus
         self.memory[entry.queue] -= entry.memory
         self.elastic.pop(job_id, None)
