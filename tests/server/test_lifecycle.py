@@ -424,6 +424,43 @@ def test_a_server_restarted_while_a_victim_lingers_comes_up_and_finishes_the_pre
         stop_server(server)
 
 
+def test_a_server_restarted_while_a_timed_out_job_lingers_on_cards_given_away_comes_up(tmp_path):
+    # hostile review: the core had given a stopping job's cards to another (admitted, waiting for
+    # them); that stop is not recorded, so at restart both claimed the cards and the server could
+    # never start again. Now the job still running keeps them and the admitted one waits again.
+    server = start_server(tmp_path, ("--virtual-cards", "2", "--grace", "300"))
+    try:
+        user = make_member(server, "restart-stop", "restart-stop-user")
+        with server.client(user) as c:
+            low = submit(
+                c,
+                command=[PY, "-c", TERM_SAYS_NO],
+                task_groups=[{"cards": 2}],
+                priority_class="low",
+                time_limit_s=1,
+            )
+            wait_for(lambda: "TERM ignored" in log_of(c, low))  # its time limit's stop has begun
+            high = submit(
+                c, command=[PY, "-c", "print('urgent')"], task_groups=[{"cards": 2}], priority_class="high"
+            )
+            wait_for(lambda: job_state(c, high)["state"] == "admitted")  # on cards low still holds
+    finally:
+        stop_server(server, tasks_too=False)
+    server = start_server(tmp_path, ("--virtual-cards", "2"))  # grace 2 s
+    try:
+        with server.client(user) as c:
+            job = ended(c, low)
+            assert job["state"] == "failed" and job["reason"].startswith("time limit"), job
+            assert ended(c, high)["state"] == "succeeded"
+            reasons = [e["reason"] for e in c.get(f"/v1/jobs/{high}/events").json()]
+            assert any("still held when the server started" in r for r in reasons), reasons
+            bill = c.get("/v1/acct", params={"job": high}).json()["jobs"][0]
+            assert bill["runs"] == 2  # the run its first admission opened never started, and
+            assert [t["run"] for t in bill["tasks"]] == [2]  # left no task behind
+    finally:
+        stop_server(server)
+
+
 def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_path):
     server = start_server(tmp_path, ("--virtual-cards", "2"))
     try:

@@ -355,7 +355,12 @@ class ControlLoop:
         self.usage = {q: QueueUsage(as_of=now) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
+        unadmitted: list[int] = []
         self.gates = Gates()
+        # jobs whose processes may exist first, admitted ones after: an admitted job's cards may
+        # still be held by one the core had stopped when the server went down (that stop is not
+        # recorded), and the job that holds them wins
+        rows = sorted(rows, key=lambda r: r[4] == JobState.ADMITTED.value)
         for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why, *gate in rows:
             job = core_job(job_id, spec, queue, submit)
             job.attained_service = served.get(job_id, 0.0)
@@ -372,6 +377,14 @@ class ControlLoop:
             except (KeyError, TypeError):
                 lost.append((job_id, "its nodes are no longer in the cluster"))
                 continue
+            if state is JobState.ADMITTED:
+                try:
+                    self.state.allocate(p)
+                except ValueError:  # held by a job still running: it waits again (no process yet)
+                    job.state = JobState.PENDING
+                    waiting.append(job)
+                    unadmitted.append(job_id)
+                    continue
             job.placement, job.start_time, job.state = p, start, state
             active = Active(
                 job,
@@ -393,12 +406,20 @@ class ControlLoop:
                 self._occupy(p, +1)
                 self.backend.signal(job_id, runs, signal.SIGTERM)
             else:
-                self.state.allocate(p)
+                if state is not JobState.ADMITTED:  # (an admitted one took its cards above)
+                    self.state.allocate(p)
                 self.running[job.id] = job
                 self.index.add(job, now)
-                if state is JobState.ADMITTED:
-                    self._launch(active)  # starts only tasks never started
-                active.launched = True
+                # an admitted job starts (only its tasks never started) once its cards are free of
+                # a stopped job's lingering processes, as at any tick (_launch_ready)
+                lingering = any(
+                    self.busy.get(node, 0) & mask
+                    for g in p.groups
+                    for node, mask in zip(g.nodes, g.masks, strict=True)
+                )
+                if state is JobState.ADMITTED and not lingering:
+                    self._launch(active)
+                active.launched = state is not JobState.ADMITTED or not lingering
                 if cancel:  # cancelled before the restart; its tasks are stopped now
                     self._stop(job_id, active, JobState.CANCELLED, why or "cancelled", now)
         self.pending = PendingIndex(
@@ -406,10 +427,28 @@ class ControlLoop:
         )
         self.dirty = True
         self.known_max_id = max((r[0] for r in rows), default=0)
-        if lost:
+        if lost or unadmitted:
             with self.sessions() as session:
                 for job_id, why in lost:
                     self._transition(session, job_id, None, JobState.FAILED, f"lost: {why}", now)
+                for job_id in unadmitted:
+                    why = "its cards were still held when the server started; waiting again"
+                    self._transition(
+                        session,
+                        job_id,
+                        JobState.ADMITTED,
+                        JobState.PENDING,
+                        why,
+                        now,
+                        placement=None,
+                        start_time=None,
+                    )
+                    # the run its admission opened never started: it bills nothing
+                    session.execute(
+                        update(tables.JobRun)
+                        .where(tables.JobRun.job_id == job_id, tables.JobRun.end.is_(None))
+                        .values(end=tables.JobRun.start)
+                    )
                 self._commit(session)
         log.info("loaded %d waiting and %d active jobs", len(self.pending), len(self.active))
 
