@@ -461,6 +461,41 @@ def test_a_server_restarted_while_a_timed_out_job_lingers_on_cards_given_away_co
         stop_server(server)
 
 
+SAVES_THEN_EXITS_0 = r"""
+import signal, sys, time
+def save(*_):
+    print("TERM: saving", flush=True)
+    time.sleep(1)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, save)
+time.sleep(600)
+"""
+
+
+def test_a_time_limit_stop_a_restart_interrupted_still_ends_the_job_as_timed_out(tmp_path):
+    # hostile review: the tasks saved and exited 0 while the server was down, and the restarted
+    # server, which had forgotten the stop, recorded a success (and would have run afterok jobs)
+    server = start_server(tmp_path, ("--virtual-cards", "2", "--grace", "300"))
+    try:
+        user = make_member(server, "restart-timeout", "restart-timeout-user")
+        with server.client(user) as c:
+            jid = submit(c, command=[PY, "-c", SAVES_THEN_EXITS_0], time_limit_s=1, restart={"max": 2})
+            wait_for(lambda: "TERM: saving" in log_of(c, jid))
+    finally:
+        stop_server(server, tasks_too=False)
+    wait_for((tmp_path / "runs" / str(jid) / "1" / "task-0.exit").exists)  # it exited meanwhile
+    server = start_server(tmp_path, ("--virtual-cards", "2"))
+    try:
+        with server.client(user) as c:
+            job = ended(c, jid)
+            assert job["state"] == "failed" and job["reason"] == "time limit of 1 s reached", job
+            assert job["runs"] == 1  # a time limit is no failure to restart from
+            [row] = c.get("/v1/acct", params={"job": jid}).json()["jobs"]
+            assert [t["state"] for t in row["tasks"]] == ["timeout"]
+    finally:
+        stop_server(server)
+
+
 def test_a_task_that_died_while_the_server_was_down_is_found_and_recorded(tmp_path):
     server = start_server(tmp_path, ("--virtual-cards", "2"))
     try:

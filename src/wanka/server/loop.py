@@ -400,8 +400,14 @@ class ControlLoop:
             if state is JobState.PREEMPTED:  # the core had stopped it; its processes may linger
                 active.in_core = False
                 active.launched = True
+                # when the stop began is not recorded: a task that ended while the server was down
+                # was stopped by it all the same (since: the run's start)
                 active.stopping = Stopping(
-                    JobState.PENDING, "preempted", since=now, kill_at=now + self.grace_s, kind="preempted"
+                    JobState.PENDING,
+                    "preempted",
+                    since=start or 0.0,
+                    kill_at=now + self.grace_s,
+                    kind="preempted",
                 )
                 self._occupy(p, +1)
                 self.backend.signal(job_id, runs, signal.SIGTERM)
@@ -826,6 +832,24 @@ class ControlLoop:
                 for t in tasks
                 if t.state is TaskState.ABSENT or (t.state is TaskState.EXITED and t.exit_code != 0)
             ]
+            limit = effective_time_limit(a.job, self.tree, None)
+            started = a.job.start_time
+            if (
+                not alive
+                and limit is not None
+                and started is not None
+                and _ended(tasks, now) - started > limit
+            ):
+                # every task ended past the time limit: the limit's stop, which a server restart
+                # forgot (the tasks took SIGTERM, saved and exited while nobody watched), not a
+                # success nor a failure to restart from
+                why = f"time limit of {limit:g} s reached"
+                a.stopping = Stopping(
+                    JobState.FAILED, why, since=started + limit, kill_at=now, kind="timeout"
+                )
+                self._record_tasks(session, job_id, a, tasks, now)
+                self._finish(session, job_id, a, JobState.FAILED, why, _ended(tasks, now))
+                continue
             if broken:
                 # the cause first: a task that exited with an error of its own, not one killed
                 # (by a signal, or lost) because another failed
