@@ -656,6 +656,23 @@ def test_keystrokes_a_task_never_reads_cannot_keep_a_cancelled_job_running(serve
             kill_uid(server, uid)
 
 
+def test_a_session_ends_with_its_main_process_though_a_child_goes_on_writing(server):
+    """Hostile review: a background child that ignored SIGHUP and kept writing to the terminal
+    kept the relay reading, and the job running (and billed) after its main process exited."""
+    token = make_member(server, "leftover", "leftover-user")
+    chatty = "(trap '' HUP; while :; do echo still-here; sleep 0.05; done) & sleep 1; exit 0"
+    with server.client(token) as c:
+        job_id = running(server, c, ["sh", "-c", chatty])
+        uid = uid_of(server, job_id)
+        try:
+            job = ended(c, job_id, timeout=20)
+            assert job["state"] == "succeeded", job
+            wait_for(lambda: not uid_processes(server, uid))  # what it left behind is gone too
+        finally:
+            cancel_all(c)
+            kill_uid(server, uid)
+
+
 def test_many_attachments_leave_one_and_leak_nothing(server):
     owner = make_member(server, "crowd", "crowd-user")
     other = make_member(server, "crowd-b", "crowd-b-user")

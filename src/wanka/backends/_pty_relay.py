@@ -31,6 +31,8 @@ TYPED = 64 * 1024  # keystrokes held for a task that does not read them; past it
 
 FRAME = 1 << 20  # the largest frame a client may announce (the server sends at most 64 KiB)
 
+DRAIN_S = 1.0  # seconds the terminal is read after the task exited (its last output)
+
 
 def flush(client, pending: bytearray) -> bool:
     """Send what ``client`` can take now, never waiting (a client that stops reading must not
@@ -64,11 +66,14 @@ def relay(path: str, pid: int, master: int, log: int):
         os.umask(old)
     listener.listen(1)
 
+    reaped = []  # set once the task is waited for: its pid may then belong to anyone
+
     def hang_up(*_):  # cancelled or preempted: the terminal hangs up, as a closed ssh session
         with contextlib.suppress(OSError):
             os.killpg(os.tcgetpgrp(master), signal.SIGHUP)
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGHUP)
+        if not reaped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGHUP)
 
     # never blocks on the terminal: a task that stops reading its input (raw mode, a full line
     # buffer) must not stop this loop, which carries its cancellation and records its end
@@ -84,6 +89,12 @@ def relay(path: str, pid: int, master: int, log: int):
             waited, status, usage = os.wait4(pid, os.WNOHANG)
             if waited:
                 ended = (status, usage)
+                reaped.append(pid)
+                # what it wrote last is read for a moment more; a child it left behind that goes
+                # on writing must not keep the run alive (its supervisor kills what is left)
+                drained_by = time.monotonic() + DRAIN_S
+        elif time.monotonic() > drained_by:
+            break
         # keystrokes are read from who attaches only while the task takes them in (backpressure)
         listening = client is not None and len(typed) < TYPED
         watched = [master, listener, *([client] if listening else [])]
@@ -160,6 +171,7 @@ def relay(path: str, pid: int, master: int, log: int):
     if ended is None:
         _, status, usage = os.wait4(pid, 0)
         ended = (status, usage)
+        reaped.append(pid)
     for closing in (client, listener):
         if closing is not None:
             closing.close()
