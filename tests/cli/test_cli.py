@@ -125,3 +125,5 @@ def test_strings_from_the_server_are_shown_not_obeyed_by_the_terminal():
     assert printable("a\x9bb\nc\u202ed") == "a\\x9bb\\x0ac\\u202ed"
     assert printable("line one\nline two", keep="\n") == "line one\nline two"
     assert printable("名前 ok — fine") == "名前 ok — fine"
+    assert printable("a\u200bb\u2028c") == "a\\u200bb\\u2028c"
+    assert printable("می\u200cخواهم") == "می\u200cخواهم"  # the zero-width non-joiner is Persian text

@@ -114,6 +114,9 @@ def test_a_bad_submission_is_refused_naming_the_field_and_nothing_is_stored(
         pytest.param(spec(name="ok\nfake row"), "name", "control", id="newline in name"),
         pytest.param(spec(name="a\x9bb"), "name", "control", id="C1 CSI in name"),
         pytest.param(spec(name="txt\u202egnp.exe"), "name", "control", id="bidi override in name"),
+        pytest.param(spec(name="a\u200bb"), "name", "control", id="zero-width space in name"),
+        pytest.param(spec(name="a\u2028b"), "name", "control", id="line separator in name"),
+        pytest.param(spec(name="a\u200fb"), "name", "control", id="right-to-left mark in name"),
     ],
 )
 def test_text_that_is_no_text_or_acts_on_terminals_is_refused(server, member, body, field, says):

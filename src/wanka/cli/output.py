@@ -26,7 +26,13 @@ errors = Console(stderr=True, width=_width(sys.stderr))
 # C0 and C1 control characters and DEL, and the bidirectional overrides ("trojan source"): what a
 # terminal would act on or reorder instead of showing. Job names and reasons come from tenants.
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROL.update({c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+_CONTROL.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200B, 0x200E, 0x200F, 0x2028, 0x2029]
+    }
+)
+_CONTROL.update({c: f"\\u{c:04x}" for c in (0x061C, 0xFEFF)})
 
 
 def printable(text: str, keep: str = "") -> str:

@@ -44,8 +44,17 @@ def no_nul(value: str) -> str:
     return value
 
 
-# C0 and C1 controls, DEL, and the bidirectional overrides: a terminal acts on them
-_CONTROLS = {*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+# C0 and C1 controls, DEL, the bidirectional marks and overrides, the zero-width space and BOM,
+# line separators: a terminal acts on them, or they hide or reorder what is shown (the zero-width
+# joiner and non-joiner stay: Persian, Indic scripts and emoji need them)
+_INVISIBLE = [0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0x061C, 0xFEFF]
+_CONTROLS = {
+    *range(0x20),
+    *range(0x7F, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    *_INVISIBLE,
+}
 
 
 def no_controls(value: str) -> str:
