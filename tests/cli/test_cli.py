@@ -127,3 +127,14 @@ def test_strings_from_the_server_are_shown_not_obeyed_by_the_terminal():
     assert printable("名前 ok — fine") == "名前 ok — fine"
     assert printable("a\u200bb\u2028c") == "a\\u200bb\\u2028c"
     assert printable("می\u200cخواهم") == "می\u200cخواهم"  # the zero-width non-joiner is Persian text
+
+
+def test_the_cli_escapes_every_character_the_api_refuses_in_labels():
+    # two lists, one check: the CLI cannot import the API's bounds (pydantic would cost every call
+    # its startup), so this keeps them from drifting apart
+    from wanka.cli.output import printable
+    from wanka.models.bounds import _CONTROLS
+
+    assert all(printable(chr(c)) != chr(c) for c in _CONTROLS)
+    escaped = {c for c in range(0x10000) if printable(chr(c)) != chr(c)}
+    assert escaped == _CONTROLS

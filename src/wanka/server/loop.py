@@ -832,21 +832,14 @@ class ControlLoop:
                 for t in tasks
                 if t.state is TaskState.ABSENT or (t.state is TaskState.EXITED and t.exit_code != 0)
             ]
-            limit = effective_time_limit(a.job, self.tree, None)
-            started = a.job.start_time
-            if (
-                not alive
-                and limit is not None
-                and started is not None
-                and _ended(tasks, now) - started > limit
-            ):
+            if not alive and self._past_time_limit(a, _ended(tasks, now)):
                 # every task ended past the time limit: the limit's stop, which a server restart
                 # forgot (the tasks took SIGTERM, saved and exited while nobody watched), not a
                 # success nor a failure to restart from
+                limit = effective_time_limit(a.job, self.tree, None)
                 why = f"time limit of {limit:g} s reached"
-                a.stopping = Stopping(
-                    JobState.FAILED, why, since=started + limit, kill_at=now, kind="timeout"
-                )
+                since = a.job.start_time + limit
+                a.stopping = Stopping(JobState.FAILED, why, since=since, kill_at=now, kind="timeout")
                 self._record_tasks(session, job_id, a, tasks, now)
                 self._finish(session, job_id, a, JobState.FAILED, why, _ended(tasks, now))
                 continue
@@ -915,6 +908,11 @@ class ControlLoop:
                 self._stop(
                     job_id, a, JobState.FAILED, f"time limit of {limit:g} s reached", now, kind="timeout"
                 )
+
+    def _past_time_limit(self, a: Active, end: float) -> bool:
+        """Did the run end after its time limit (its own, else its queue's default)?"""
+        limit = effective_time_limit(a.job, self.tree, None)
+        return limit is not None and a.job.start_time is not None and end - a.job.start_time > limit
 
     def _stop(
         self,
