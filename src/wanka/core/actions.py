@@ -12,10 +12,10 @@ from wanka.core.cluster import NodeState
 from wanka.core.config import LAS_ORDERS, Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
 from wanka.core.elastic import donors_where, shrink_for
-from wanka.core.jobs import Job, lost_work_s
+from wanka.core.jobs import Job, lost_work_at, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
 from wanka.core.quota import add_usage, available, borrowed, cohort_side
-from wanka.core.running import Running
+from wanka.core.running import Running, write_growing
 from wanka.core.session import Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
 from wanka.core.whatif import TaskTable, shortest_prefix
@@ -91,22 +91,6 @@ def backfill(s: Session) -> None:
             failed.add(key)
 
 
-def _write_growing(store: dict[str, np.ndarray], name: str, values: np.ndarray, at: int) -> np.ndarray:
-    """Write ``values`` at ``at`` of the array ``store[name]`` and return a view of its filled part.
-    Room doubles as it runs out (and the dtype widens for longer strings), so appending a few
-    values to a long column copies nothing."""
-    column = store.get(name)
-    end = at + len(values)
-    dtype = values.dtype if column is None else np.promote_types(column.dtype, values.dtype)
-    if column is None or len(column) < end or dtype != column.dtype:
-        grown = np.empty(max(end, 2 * at) + 16, dtype=dtype)
-        if column is not None:
-            grown[:at] = column[:at]
-        store[name] = column = grown
-    column[at:end] = values
-    return column[:end]
-
-
 class VictimPool:
     """Preemptible jobs that run now, in victim order, cheapest first: lowest rank, borrowed quota
     before nominal, least work lost since the last checkpoint (card-seconds), most recently started,
@@ -141,26 +125,32 @@ class VictimPool:
     def _append(self, s: Session, entries: list[Running], table: TaskTable, initial: bool) -> None:
         first, n = len(self.entries), len(entries)
         self.entries += entries
-        keys = {
-            "flavor": np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n),
-            "queue": np.fromiter((e.queue for e in entries), dtype=np.int64, count=n),
-            "cards": np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n),
-            "rank": np.fromiter((s.ordering.rank(e.job) for e in entries), dtype=np.float64, count=n),
-            "ids": np.array([e.job.id for e in entries]) if n else np.zeros(0, dtype=str),
-            "preemptible": np.fromiter((e.job.preemptible for e in entries), dtype=bool, count=n),
-        }
-        # one pass over the start times (NaN: unknown): "started" orders victims (unknown: now);
-        # "since" is when each began its run, for preempt's min-runtime rule: -inf for one started
-        # this cycle (evicting it is an un-start: it loses nothing) or at an unknown time
-        start = np.fromiter(
-            (np.nan if e.job.start_time is None else e.job.start_time for e in entries),
-            dtype=np.float64,
-            count=n,
-        )
+        if initial:  # the running index keeps these as columns
+            c = s.initial_columns
+            keys = {"flavor": c.flavor, "queue": c.queue, "cards": c.cards, "ids": c.ids}
+            keys["preemptible"], start, priority = c.preemptible, c.start, c.priority
+            lost = lost_work_at(s.now, c.start, c.saved, c.every, c.origin)
+        else:
+            jobs = [e.job for e in entries]
+            keys = {
+                "flavor": np.fromiter((e.flavor for e in entries), dtype=np.int64, count=n),
+                "queue": np.fromiter((e.queue for e in entries), dtype=np.int64, count=n),
+                "cards": np.fromiter((e.placement.total_cards for e in entries), dtype=np.int64, count=n),
+                "ids": np.array([j.id for j in jobs]) if n else np.zeros(0, dtype=str),
+                "preemptible": np.fromiter((j.preemptible for j in jobs), dtype=bool, count=n),
+            }
+            times = (np.nan if j.start_time is None else j.start_time for j in jobs)
+            start = np.fromiter(times, dtype=np.float64, count=n)
+            priority = np.fromiter((j.priority for j in jobs), dtype=np.int64, count=n)
+            lost = lost_work_s(jobs, s.now)
+        keys["rank"] = s.ordering.ranks(entries, priority)
+        # "started" orders victims (NaN, unknown: now); "since" is when each began its run, for
+        # preempt's min-runtime rule: -inf for one started this cycle (evicting it is an
+        # un-start: it loses nothing) or at an unknown time
         unknown = np.isnan(start)
         keys["started"] = np.where(unknown, s.now, start)
         keys["since"] = np.where(unknown, -np.inf, start) if initial else np.full(n, -np.inf)
-        keys["lost"] = lost_work_s([e.job for e in entries], s.now) * keys["cards"]
+        keys["lost"] = lost * keys["cards"]
         # borrowing as the quota stands when the job enters the pool
         lender = np.zeros((len(s.tree.names), len(s.flavor_ids)), dtype=bool)  # (queue, flavor) borrows
         flavors = len(s.flavor_ids)
@@ -207,15 +197,15 @@ class VictimPool:
     def _grow(self, name: str, values: np.ndarray, first: int) -> None:
         """Write ``values`` at ``first`` of key column ``name``; the attribute becomes a view of
         the filled part."""
-        setattr(self, name, _write_growing(self._columns, name, values, first))
+        setattr(self, name, write_growing(self._columns, name, values, first))
 
     def _grow_tasks(self, table: TaskTable, first: int) -> None:
         """Append ``table``'s tasks (entry indices shifted by ``first``) to the pool's task table."""
         start = len(self.table.task_node) if first else 0
         for name in ("task_entry", "task_node", "task_cards", "task_cpus", "task_mem"):
             values = getattr(table, name) + first if name == "task_entry" else getattr(table, name)
-            setattr(self.table, name, _write_growing(self._tasks, name, values, start))
-        self.table.entries = self.entries
+            setattr(self.table, name, write_growing(self._tasks, name, values, start))
+        self.table.size = len(self.entries)
 
     def _position(self, i: int) -> int:
         """Where entry ``i`` goes in ``order``: how many entries there sort before it (O(pool))."""
@@ -285,13 +275,17 @@ def _preempt_for(
     task_pos = table.task_entry
     queues = len(s.tree.names)
 
-    def fits_evicting(gone: np.ndarray):
-        """Where the job would go with the victims where ``gone`` holds (a mask over ``chosen``)."""
+    def quota_allows(gone: np.ndarray) -> bool:
+        """Whether the job's quota would let it start with the victims where ``gone`` holds gone."""
         released = np.bincount(pool.queue[chosen[gone]], cards[gone], minlength=queues)
         quota = s.quota.copy()
         for q in np.flatnonzero(released):
             add_usage(quota, int(q), tf, -int(released[q]))
-        if available(quota, queue, tf) < need:
+        return available(quota, queue, tf) >= need
+
+    def fits_evicting(gone: np.ndarray):
+        """Where the job would go with the victims where ``gone`` holds (a mask over ``chosen``)."""
+        if not quota_allows(gone):
             return None
         free = table.free_where(s.free, gone[task_pos])
         return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
@@ -312,7 +306,7 @@ def _preempt_for(
     gone = np.zeros(len(chosen), dtype=bool)
     gone[:lo] = True
     slack = s.free_by_flavor[flavor] + int(held[lo - 1]) - need
-    trials = 0
+    trials, target_nodes = 0, target.node_set()
     for r in range(lo - 1, -1, -1):
         held_r = int(cards[r])
         if held_r > slack:
@@ -321,13 +315,18 @@ def _preempt_for(
             break
         trials += 1
         gone[r] = False
-        found = fits_evicting(gone) if gone.any() else None
+        if not gone.any():
+            found = None
+        elif target_nodes.isdisjoint(s.running[pool.entries[chosen[r]].job.id].placement.node_set()):
+            found = target if quota_allows(gone) else None  # the job's nodes stay as free: quota decides
+        else:
+            found = fits_evicting(gone)
         if found is None:
             gone[r] = True
         else:
             target, slack = found, slack - held_r
+            target_nodes = target.node_set()
     evicted = np.flatnonzero(gone)
-    target_nodes = target.node_set()
     cp = s.stmt.checkpoint()
     rest = []
     for i in chosen[evicted]:
@@ -387,9 +386,7 @@ def _tasks_as_they_stand(
     fresh = TaskTable(now)
     keep = ~np.isin(table.task_entry, ranks)  # tasks of the jobs that did not shrink
     out = TaskTable.__new__(TaskTable)
-    out.entries = list(table.entries)
-    for r, entry in zip(ranks.tolist(), now, strict=True):
-        out.entries[r] = entry
+    out.size = table.size
     out.task_entry = np.concatenate([table.task_entry[keep], ranks[fresh.task_entry]])
     for name in ("task_node", "task_cards", "task_cpus", "task_mem"):
         setattr(out, name, np.concatenate([getattr(table, name)[keep], getattr(fresh, name)]))

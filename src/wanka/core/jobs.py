@@ -190,10 +190,10 @@ class Job:
         return max(0.0, now - last)
 
 
-def lost_work_s(jobs: list[Job], now: float) -> np.ndarray:
-    """:meth:`Job.lost_work_s` of many jobs at once (the same arithmetic, as arrays)."""
-    n = len(jobs)
-    nan = math.nan
+def checkpoint_facts(jobs: list[Job]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per job: start, last checkpoint, checkpoint interval and its origin (float64 seconds; NaN
+    where unknown, interval 0 where none), as :func:`lost_work_at` takes them."""
+    n, nan = len(jobs), math.nan
     start = np.fromiter((nan if j.start_time is None else j.start_time for j in jobs), np.float64, n)
     saved = np.fromiter(
         (nan if j.last_checkpoint_time is None else j.last_checkpoint_time for j in jobs), np.float64, n
@@ -202,6 +202,18 @@ def lost_work_s(jobs: list[Job], now: float) -> np.ndarray:
     origin = np.fromiter(
         (nan if j.checkpoint_from is None else j.checkpoint_from for j in jobs), np.float64, n
     )
+    return start, saved, every, origin
+
+
+def lost_work_s(jobs: list[Job], now: float) -> np.ndarray:
+    """:meth:`Job.lost_work_s` of many jobs at once (seconds, float64)."""
+    return lost_work_at(now, *checkpoint_facts(jobs))
+
+
+def lost_work_at(
+    now: float, start: np.ndarray, saved: np.ndarray, every: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    """:meth:`Job.lost_work_s` as arrays, from :func:`checkpoint_facts` (the same arithmetic)."""
     origin = np.where(np.isnan(origin), start, origin)
     periodic_ok = (every > 0) & np.isfinite(every)
     every = np.where(periodic_ok, every, 1.0)

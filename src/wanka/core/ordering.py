@@ -13,6 +13,7 @@ from wanka.core.fairshare import QueueUsage, las_queue, slurm_fairshare_factor
 from wanka.core.jobs import PRIORITY_CLASSES, Job
 
 if TYPE_CHECKING:
+    from wanka.core.running import Running
     from wanka.core.session import Session
 
 MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
@@ -109,6 +110,13 @@ class Ordering:
             thresholds = self.s.config.las.thresholds
             return job.priority - las_queue(job.attained_service, thresholds) / (len(thresholds) + 1)
         return job.priority
+
+    def ranks(self, running: list[Running], priority: np.ndarray) -> np.ndarray:
+        """:meth:`rank` of many running jobs (float64); ``priority``: their priorities, which is
+        their rank unless the order is by attained service (then each job is asked)."""
+        if self.s.config.job_order in (JobOrder.LAS, JobOrder.PRIORITY_LAS):
+            return np.fromiter((self.rank(e.job) for e in running), dtype=np.float64, count=len(running))
+        return priority.astype(np.float64)
 
     # --- queues ----------------------------------------------------------------------------------
 

@@ -5,6 +5,12 @@ O(running) per cycle however little changed. A caller that runs many cycles over
 cluster (the twin, the control plane) keeps a :class:`RunningIndex` instead, adding and removing
 jobs as they start and stop, and passes it in the snapshot; the session then copies it in
 O(queues + running) dictionary work instead of rebuilding it. Without one, the session builds it.
+
+The index also keeps each job's fixed facts (model, queue, cards, priority, start, expected end,
+every task's node and size) as numpy columns, written once when the job starts: the victim pool
+and reservations read them as arrays (:meth:`RunningIndex.columns`) instead of walking 50,000 job
+objects in Python every cycle. Facts that change while a job runs (attained service, checkpoints)
+are read from the jobs when needed.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from wanka.core.cluster import Cluster
-from wanka.core.jobs import Job
+from wanka.core.jobs import Job, checkpoint_facts
 from wanka.core.quota import QueueTree
 from wanka.core.state import Placement
 
@@ -27,6 +35,7 @@ class Running:
     flavor: int
     queue: int
     end: float  # expected end from its time limit (inf when unknown)
+    row: int = -1  # its row in the RunningIndex columns; -1 when not in an index (started this cycle)
 
     @property
     def cards(self) -> int:
@@ -66,16 +75,76 @@ def expected_end(
     return start + limit
 
 
+def write_growing(store: dict[str, np.ndarray], name: str, values: np.ndarray, at: int) -> np.ndarray:
+    """Write ``values`` at ``at`` of the array ``store[name]`` and return a view of its filled part.
+    Room doubles as it runs out (and the dtype widens for longer strings), so appending a few
+    values to a long column copies nothing."""
+    column = store.get(name)
+    end = at + len(values)
+    dtype = values.dtype if column is None else np.promote_types(column.dtype, values.dtype)
+    if column is None or len(column) < end or dtype != column.dtype:
+        grown = np.empty(max(end, 2 * at) + 16, dtype=dtype)
+        if column is not None:
+            grown[:at] = column[:at]
+        store[name] = column = grown
+    column[at:end] = values
+    return column[:end]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningColumns:
+    """The running jobs' fixed facts as arrays, in ``RunningIndex.entries`` order (one row per
+    job), and their tasks (one row per task, a job's tasks together in group order). Read-only."""
+
+    flavor: np.ndarray  # int64, index into Cluster.models
+    queue: np.ndarray  # int64, index into the QueueTree
+    cards: np.ndarray  # int64, cards held
+    priority: np.ndarray  # int64
+    start: np.ndarray  # float64 seconds, NaN when unknown
+    saved: np.ndarray  # float64 seconds, the last checkpoint (NaN: none recorded)
+    every: np.ndarray  # float64 seconds, the checkpoint interval (0: none)
+    origin: np.ndarray  # float64 seconds, when periodic checkpoints count from (NaN: the start)
+    end: np.ndarray  # float64 seconds, expected end (inf when unbounded)
+    preemptible: np.ndarray  # bool
+    ids: np.ndarray  # str
+    position: np.ndarray  # int64 per index row: the job's row here (-1: removed)
+    loans: dict[int, str]  # row here -> the waiting job it was backfilled for (Job.preemptible_by)
+    task_entry: np.ndarray  # int64, the task's job (row here)
+    task_node: np.ndarray  # int64
+    task_cards: np.ndarray  # int64
+    task_cpus: np.ndarray  # int64
+    task_mem: np.ndarray  # int64, GiB
+
+
+_ENTRY_DTYPES = {
+    "flavor": np.int64,
+    "queue": np.int64,
+    "cards": np.int64,
+    "priority": np.int64,
+    "start": np.float64,
+    "saved": np.float64,
+    "every": np.float64,
+    "origin": np.float64,
+    "end": np.float64,
+    "preemptible": bool,
+}
+_VIEWED = (*_ENTRY_DTYPES, "ids")
+_TASK_NAMES = ("task_entry", "task_node", "task_cards", "task_cpus", "task_mem")
+
+
 class RunningIndex:
     """Running jobs by id with the totals a session starts from: cards held per (queue, cluster
     model), cpus and memory per queue, which jobs are elastic, and the priorities of the
     preemptible ones per queue (so preemption can tell at once when nobody may be evicted).
 
-    The caller adds a job when it starts (after setting ``placement`` and ``start_time``) and
-    removes it when it stops; a resized job is removed and added again, and so is a job whose
-    priority or preemptibility changes while it runs. The snapshot it goes into must list exactly
-    the same running jobs.
+    The caller adds a job when it starts (after setting ``placement``, ``start_time`` and its
+    checkpoint facts) and removes it when it stops; a resized job is removed and added again, and
+    so is a job whose priority, preemptibility or checkpoint facts (``last_checkpoint_time``,
+    ``checkpoint_interval_s``, ``checkpoint_from``) change while it runs. The snapshot it goes
+    into must list exactly the same running jobs.
     """
+
+    compact_after = 1024  # dead rows kept before the columns are compacted (and more than half)
 
     def __init__(self, cluster: Cluster, tree: QueueTree, default_time_limit_s: float | None = None):
         self.cluster = cluster
@@ -87,6 +156,17 @@ class RunningIndex:
         self.memory = [0] * len(tree.names)
         self.elastic: dict[str, Running] = {}
         self.preemptible: dict[int, dict[int, int]] = {}  # queue -> priority -> preemptible jobs
+        # the columns: rows appended as jobs start, a removed job's row dead until more than half
+        # are (then the live ones move up, in order), so rows stay in ``entries`` order
+        self._rows: list[Running | None] = []
+        self._columns = {name: np.zeros(16, dtype=dtype) for name, dtype in _ENTRY_DTYPES.items()}
+        self._columns["ids"] = np.zeros(16, dtype="<U8")
+        self._columns["live"] = np.zeros(16, dtype=bool)  # False: the row's job was removed
+        self._tasks = {name: np.zeros(16, dtype=np.int64) for name in _TASK_NAMES}
+        self._num_tasks = 0
+        self._dead = 0
+        self._loans: dict[str, str] = {}
+        self._view: RunningColumns | None = None
 
     @classmethod
     def build(
@@ -94,13 +174,14 @@ class RunningIndex:
     ) -> RunningIndex:
         index = cls(cluster, tree, default_time_limit_s)
         for job in jobs:
-            index.add(job, now)
+            index.add(job, now, row=False)
+        index._add_rows(list(index.entries.values()))
         return index
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, job: Job, now: float) -> Running:
+    def add(self, job: Job, now: float, row: bool = True) -> Running:
         if job.placement is None:
             raise ValueError(f"running job {job.id} has no placement")
         if job.id in self.entries:
@@ -123,7 +204,88 @@ class RunningIndex:
         if job.preemptible:
             counts = self.preemptible.setdefault(queue, {})
             counts[job.priority] = counts.get(job.priority, 0) + 1
+        if row:
+            self._add_row(entry)
         return entry
+
+    def _add_rows(self, entries: list[Running]) -> None:
+        """The rows of many jobs at once, appended (one pass per column: how ``build`` fills them)."""
+        first, n = len(self._rows), len(entries)
+        for i, entry in enumerate(entries, first):
+            entry.row = i
+        self._rows += entries
+        self._view = None
+        jobs = [e.job for e in entries]
+        values = dict(zip(("start", "saved", "every", "origin"), checkpoint_facts(jobs), strict=True))
+        values |= {
+            "flavor": (e.flavor for e in entries),
+            "queue": (e.queue for e in entries),
+            "cards": (e.placement.total_cards for e in entries),
+            "priority": (j.priority for j in jobs),
+            "end": (e.end for e in entries),
+            "preemptible": (j.preemptible for j in jobs),
+        }
+        for name, dtype in _ENTRY_DTYPES.items():
+            column = np.fromiter(values[name], dtype=dtype, count=n)
+            write_growing(self._columns, name, column, first)
+        write_growing(self._columns, "ids", np.array([j.id for j in jobs]) if n else np.zeros(0, str), first)
+        write_growing(self._columns, "live", np.ones(n, dtype=bool), first)
+        self._loans.update((j.id, j.preemptible_by) for j in jobs if j.preemptible_by is not None)
+        entry, nodes, cards, cpus, mem = [], [], [], [], []
+        for i, e in enumerate(entries, first):
+            for g in e.placement.groups:
+                r = len(g.nodes)
+                entry += [i] * r
+                nodes += g.nodes
+                cards += [g.cards_per_task] * r
+                cpus += [g.cpus] * r
+                mem += [g.memory_gib] * r
+        for name, values in zip(_TASK_NAMES, (entry, nodes, cards, cpus, mem), strict=True):
+            write_growing(self._tasks, name, np.array(values, dtype=np.int64), self._num_tasks)
+        self._num_tasks += len(entry)
+
+    def _add_row(self, entry: Running) -> None:
+        job, row = entry.job, len(self._rows)
+        entry.row = row
+        self._rows.append(entry)
+        self._view = None
+        nan = math.nan
+        values = (
+            entry.flavor,
+            entry.queue,
+            entry.cards,
+            job.priority,
+            nan if job.start_time is None else job.start_time,
+            nan if job.last_checkpoint_time is None else job.last_checkpoint_time,
+            job.checkpoint_interval_s or 0.0,
+            nan if job.checkpoint_from is None else job.checkpoint_from,
+            entry.end,
+            job.preemptible,
+        )
+        columns = self._columns
+        if row >= len(columns["live"]):  # out of room: double every column
+            for name, column in columns.items():
+                columns[name] = np.concatenate([column, np.zeros_like(column, shape=row + 16)])
+        for name, value in zip(_ENTRY_DTYPES, values, strict=True):
+            columns[name][row] = value
+        columns["live"][row] = True
+        ids = columns["ids"]
+        if len(job.id) > ids.dtype.itemsize // 4:  # a longer id: widen, never truncate
+            columns["ids"] = ids = ids.astype(f"<U{len(job.id)}")
+        ids[row] = job.id
+        if job.preemptible_by is not None:
+            self._loans[job.id] = job.preemptible_by
+        groups = entry.placement.groups
+        tasks = (
+            [row] * entry.placement.num_tasks,
+            [n for g in groups for n in g.nodes],
+            [g.cards_per_task for g in groups for _ in g.nodes],
+            [g.cpus for g in groups for _ in g.nodes],
+            [g.memory_gib for g in groups for _ in g.nodes],
+        )
+        for name, values in zip(_TASK_NAMES, tasks, strict=True):
+            write_growing(self._tasks, name, np.array(values, dtype=np.int64), self._num_tasks)
+        self._num_tasks += len(tasks[0])
 
     def remove(self, job_id: str) -> None:
         entry = self.entries.pop(job_id)
@@ -142,3 +304,58 @@ class RunningIndex:
             counts[entry.job.priority] -= 1
             if not counts[entry.job.priority]:
                 del counts[entry.job.priority]
+        self._columns["live"][entry.row] = False
+        self._rows[entry.row] = None
+        self._loans.pop(job_id, None)
+        self._dead += 1
+        self._view = None
+        if self._dead > self.compact_after and 2 * self._dead > len(self._rows):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the dead rows (and their tasks), the live ones keeping their order."""
+        n = len(self._rows)
+        live = self._columns["live"][:n].copy()
+        keep = np.flatnonzero(live)
+        new_row = np.cumsum(live) - 1
+        tasks = live[self._tasks["task_entry"][: self._num_tasks]]
+        for name, column in self._columns.items():  # room kept for 16 more rows, as after a doubling
+            self._columns[name] = np.concatenate([column[:n][keep], np.zeros_like(column, shape=16)])
+        for name, column in self._tasks.items():
+            self._tasks[name] = column[: self._num_tasks][tasks]
+        self._tasks["task_entry"] = new_row[self._tasks["task_entry"]]
+        self._rows = [self._rows[i] for i in keep.tolist()]
+        for row, entry in enumerate(self._rows):
+            entry.row = row
+        self._num_tasks = len(self._tasks["task_entry"])
+        self._dead = 0
+
+    def columns(self) -> RunningColumns:
+        """The columns of the jobs in the index now, rows in ``entries`` order (cached until the
+        next add or remove; O(running) numpy work, no Python loop over jobs)."""
+        if self._view is not None:
+            return self._view
+        n, nt = len(self._rows), self._num_tasks
+        if not n:  # nothing ever added (or everything compacted away): empty columns
+            cols = {name: np.zeros(0, dtype=dtype) for name, dtype in _ENTRY_DTYPES.items()}
+            empty = np.zeros(0, dtype=np.int64)
+            tasks = dict.fromkeys(_TASK_NAMES, empty)
+            self._view = RunningColumns(**cols, ids=np.zeros(0, dtype=str), position=empty, loans={}, **tasks)
+            return self._view
+        live = self._columns["live"][:n]
+        if self._dead:
+            keep = np.flatnonzero(live)
+            position = np.where(live, np.cumsum(live) - 1, -1)
+            cols = {name: self._columns[name][:n][keep] for name in _VIEWED}
+            task_live = live[self._tasks["task_entry"][:nt]]
+            tasks = {name: column[:nt][task_live] for name, column in self._tasks.items()}
+            tasks["task_entry"] = position[tasks["task_entry"]]
+        else:
+            position = np.arange(n, dtype=np.int64)
+            cols = {name: self._columns[name][:n] for name in _VIEWED}
+            tasks = {name: column[:nt] for name, column in self._tasks.items()}
+        for array in (*cols.values(), *tasks.values(), position):
+            array.flags.writeable = False
+        loans = {int(position[self.entries[j].row]): holder for j, holder in self._loans.items()}
+        self._view = RunningColumns(**cols, position=position, loans=loans, **tasks)
+        return self._view

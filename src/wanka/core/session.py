@@ -22,7 +22,7 @@ from wanka.core.ordering import Ordering
 from wanka.core.pending import PendingIndex
 from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import QuotaUsage, add_usage, available, cohort_side
-from wanka.core.running import Running, RunningIndex, expected_end
+from wanka.core.running import Running, RunningColumns, RunningIndex, expected_end
 from wanka.core.state import Placement
 from wanka.core.whatif import TaskTable, shortest_prefix
 
@@ -155,7 +155,6 @@ class Session:
         self.stmt = Statement(self)
         self.reservations: list[Reservation] = []
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
-        self._loans: dict[int, str] | None = None
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         self.unschedulable: dict[str, str] = {}
@@ -201,7 +200,6 @@ class Session:
         self.running: dict[str, Running] = dict(index.entries)
         self.initial_running: list[Running] = list(index.entries.values())
         self.initial_elastic: list[Running] = list(index.elastic.values())
-        self._initial_index: dict[str, int] | None = None
         for queue, alloc in enumerate(self.queue_alloc):
             alloc[1] = float(index.cpus[queue])
             alloc[2] = float(index.memory[queue])
@@ -316,32 +314,28 @@ class Session:
     def initial_table(self) -> TaskTable:
         """Tasks of the jobs running when the cycle began, flattened once per session."""
         if self._initial_table is None:
-            self._initial_table = TaskTable(self.initial_running)
-            self.initial_end = np.array([e.end for e in self.initial_running], dtype=np.float64)
-            self.initial_flavor = np.array([e.flavor for e in self.initial_running], dtype=np.int64)
+            self._initial_table = TaskTable.from_columns(self.initial_columns)
         return self._initial_table
+
+    @property
+    def initial_columns(self) -> RunningColumns:
+        """The running index's columns: one row per job of ``initial_running``, in its order."""
+        return self.running_index.columns()
 
     def initial_alive(self) -> np.ndarray:
         """Which jobs running at the start still run: all but those evicted (O(evicted))."""
         mask = np.ones(len(self.initial_running), dtype=bool)
-        if self._initial_index is None:
-            self._initial_index = {e.job.id: i for i, e in enumerate(self.initial_running)}
+        entries, position = self.running_index.entries, self.initial_columns.position
         for job_id in self.evicted:
-            i = self._initial_index.get(job_id)
-            if i is not None:
-                mask[i] = False
+            entry = entries.get(job_id)  # None: a job this cycle started
+            if entry is not None:
+                mask[position[entry.row]] = False
         return mask
 
     def loans(self) -> dict[int, str]:
         """Jobs running on loan when the cycle began: index in ``initial_running`` -> the reserved
         job that may evict it (preemptible backfill; one pass over the running jobs, then cached)."""
-        if self._loans is None:
-            self._loans = {}
-            if self.config.preemptible_backfill:
-                for i, e in enumerate(self.initial_running):
-                    if e.job.preemptible_by is not None:
-                        self._loans[i] = e.job.preemptible_by
-        return self._loans
+        return self.initial_columns.loans if self.config.preemptible_backfill else {}
 
     def lowest_preemptible_priority(self, queue: int | None) -> float:
         """Lowest priority of a preemptible job running when the cycle began or started by it, in
@@ -615,20 +609,20 @@ class Session:
         return None
 
     def _reserve_flavor(self, job: Job, flavor: int) -> Reservation | None:
-        table = self.initial_table
+        table, columns = self.initial_table, self.initial_columns
         # jobs without a time limit count too, as ending last (in snapshot order): where the job
         # must wait for one of them its start is unknown, but its nodes are still held for it
-        old = np.flatnonzero(self.initial_alive() & (self.initial_flavor == flavor))
+        old = np.flatnonzero(self.initial_alive() & (columns.flavor == flavor))
         new = [e for e in (self.running[j] for j in sorted(self.started)) if e.flavor == flavor]
         if len(old) == 0 and not new:
             return None
         table, _ = table.subset(old)
-        ends = self.initial_end[old]
+        ends, cards = columns.end[old], columns.cards[old]
         if new:
             table = TaskTable.concat(table, TaskTable(new))
             ends = np.concatenate([ends, [e.end for e in new]])
+            cards = np.concatenate([cards, [e.cards for e in new]])
         by_end = np.argsort(ends, kind="stable")  # ties keep snapshot order: deterministic
-        ending = [table.entries[i] for i in by_end]
         task_pos = table.positions(by_end)
         usable = self.usable[flavor]
         if flavor in self.reserved_nodes:
@@ -637,13 +631,13 @@ class Session:
         def fits_after(k: int) -> Placement | None:  # the first k jobs to end have ended
             return self.fits_hypothetically(job, flavor, table.free_without(self.free, task_pos, k), usable)
 
-        if fits_after(len(ending)) is None:
+        if fits_after(len(by_end)) is None:
             return None  # blocked by down nodes or reserved ones: no estimate
         # fewer ended jobs than this cannot have freed enough cards: search up from there
-        freed = np.cumsum([e.cards for e in ending])
+        freed = np.cumsum(cards[by_end])
         lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
-        lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(ending))), len(ending))
-        last = ending[lo - 1].end
+        lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(by_end))), len(by_end))
+        last = float(ends[by_end[lo - 1]])
         start = max(self.now, last) if math.isfinite(last) else None
         res = Reservation(
             job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())

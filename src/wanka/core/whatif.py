@@ -15,7 +15,7 @@ import numpy as np
 from wanka.core.placement import FreeArrays
 
 if TYPE_CHECKING:
-    from wanka.core.running import Running
+    from wanka.core.running import Running, RunningColumns
 
 
 T = TypeVar("T")
@@ -25,30 +25,39 @@ def shortest_prefix(fits: Callable[[int], T | None], lo: int, n: int) -> tuple[i
     """Smallest k in [lo, n] with ``fits(k)`` not None, and that result.
 
     ``fits`` must be monotone (once true, true for every larger k) and true at n. Gallops up from
-    ``lo`` (the answer is usually near a good lower bound), then bisects: O(log n) calls.
+    ``lo`` (the answer is usually near a good lower bound), then bisects: O(log n) calls, no k
+    asked twice (each call may be a what-if placement).
     """
+    asked: dict[int, T | None] = {}
+
+    def once(k: int) -> T | None:
+        if k not in asked:
+            asked[k] = fits(k)
+        return asked[k]
+
     hi, step = lo, 1
-    while hi < n and fits(hi) is None:
+    while hi < n and once(hi) is None:
         lo, hi, step = hi + 1, min(hi + step, n), step * 2
     while lo < hi:
         mid = (lo + hi) // 2
-        if fits(mid) is not None:
+        if once(mid) is not None:
             hi = mid
         else:
             lo = mid + 1
-    found = fits(lo)
+    found = once(lo)
     if found is None:
         raise ValueError("fits() must hold at n and be monotone")
     return lo, found
 
 
 class TaskTable:
-    """Every task of ``entries`` as parallel arrays (entry index, node, cards, cpus, memory)."""
+    """Every task of ``entries`` as parallel arrays (entry index, node, cards, cpus, memory);
+    ``size`` is the number of entries (the entry indices run below it)."""
 
     def __init__(self, entries: Sequence[Running]):
-        self.entries = list(entries)
+        self.size = len(entries)
         entry, nodes, cards, cpus, mem = [], [], [], [], []
-        for i, e in enumerate(self.entries):
+        for i, e in enumerate(entries):
             for g in e.placement.groups:
                 r = len(g.nodes)
                 entry += [i] * r
@@ -63,11 +72,23 @@ class TaskTable:
         self.task_mem = np.asarray(mem, dtype=np.int64)
 
     @classmethod
-    def concat(cls, first: TaskTable, second: TaskTable) -> TaskTable:
-        """``first`` then ``second``; entry indices of ``second`` shift by ``len(first.entries)``."""
+    def from_columns(cls, columns: RunningColumns) -> TaskTable:
+        """The table of a running index's jobs, from its task columns (no walk over the jobs)."""
         out = cls.__new__(cls)
-        out.entries = first.entries + second.entries
-        out.task_entry = np.concatenate([first.task_entry, second.task_entry + len(first.entries)])
+        out.size = len(columns.flavor)
+        out.task_entry = columns.task_entry
+        out.task_node = columns.task_node
+        out.task_cards = columns.task_cards
+        out.task_cpus = columns.task_cpus
+        out.task_mem = columns.task_mem
+        return out
+
+    @classmethod
+    def concat(cls, first: TaskTable, second: TaskTable) -> TaskTable:
+        """``first`` then ``second``; entry indices of ``second`` shift by ``first.size``."""
+        out = cls.__new__(cls)
+        out.size = first.size + second.size
+        out.task_entry = np.concatenate([first.task_entry, second.task_entry + first.size])
         out.task_node = np.concatenate([first.task_node, second.task_node])
         out.task_cards = np.concatenate([first.task_cards, second.task_cards])
         out.task_cpus = np.concatenate([first.task_cpus, second.task_cpus])
@@ -76,12 +97,12 @@ class TaskTable:
 
     def subset(self, chosen: np.ndarray) -> tuple[TaskTable, np.ndarray]:
         """A table of only the tasks of ``chosen`` entries, and each task's rank within ``chosen``."""
-        rank = np.full(len(self.entries), -1, dtype=np.int64)
+        rank = np.full(self.size, -1, dtype=np.int64)
         rank[chosen] = np.arange(len(chosen))
         task_rank = rank[self.task_entry]
         keep = task_rank >= 0
         sub = TaskTable.__new__(TaskTable)
-        sub.entries = [self.entries[i] for i in chosen]
+        sub.size = len(chosen)
         sub.task_entry = task_rank[keep]
         sub.task_node = self.task_node[keep]
         sub.task_cards = self.task_cards[keep]
@@ -92,7 +113,7 @@ class TaskTable:
     def positions(self, chosen: np.ndarray) -> np.ndarray:
         """Per task: the rank of its entry within ``chosen`` (entry indices in order); len(chosen)
         for tasks of entries not chosen. ``positions < k`` selects the tasks of the first k."""
-        rank = np.full(len(self.entries), len(chosen), dtype=np.int64)
+        rank = np.full(self.size, len(chosen), dtype=np.int64)
         rank[chosen] = np.arange(len(chosen))
         return rank[self.task_entry]
 

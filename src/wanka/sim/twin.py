@@ -475,7 +475,6 @@ class Twin:
         job.last_checkpoint_time = None
         job.state = JobState.RUNNING
         self.running[job.id] = job
-        self.index.add(job, now)
         self._hold(job, +1)
         if st.first_start is None:
             st.first_start = now
@@ -486,6 +485,7 @@ class Twin:
         st.run_compute_s = 0.0
         st.runs += 1
         self._set_speed(st, placement)
+        self.index.add(job, now)  # once its checkpoint facts are set: the index keeps them
         self._schedule_finish(st, now)
         self._push_las_crossing(st)
 
@@ -551,11 +551,11 @@ class Twin:
         self.state.release(job.placement)
         self.state.allocate(placement)
         job.placement = placement
+        self._set_speed(st, placement)  # a new checkpoint interval: before the index keeps it
         self.index.remove(job.id)
         self.index.add(job, now)
         del self.running[job.id]  # re-inserted so the snapshot lists jobs in the index's order
         self.running[job.id] = job
         self._hold(job, +1)
-        self._set_speed(st, placement)
         self._schedule_finish(st, now)
         self._push_las_crossing(st)
