@@ -167,6 +167,7 @@ class RunningIndex:
         self._dead = 0
         self._loans: dict[str, str] = {}
         self._view: RunningColumns | None = None
+        self._unrowed = False  # entries (from ``build``) whose rows are not written yet
 
     @classmethod
     def build(
@@ -175,7 +176,7 @@ class RunningIndex:
         index = cls(cluster, tree, default_time_limit_s)
         for job in jobs:
             index.add(job, now, row=False)
-        index._add_rows(list(index.entries.values()))
+        index._unrowed = True  # the columns are filled in bulk when first needed
         return index
 
     def __len__(self) -> int:
@@ -186,6 +187,7 @@ class RunningIndex:
             raise ValueError(f"running job {job.id} has no placement")
         if job.id in self.entries:
             raise ValueError(f"job {job.id} is already in the running index")
+        self._write_rows()
         queue = self.tree.index.get(job.queue, -1)
         if queue < 0:
             raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
@@ -208,8 +210,13 @@ class RunningIndex:
             self._add_row(entry)
         return entry
 
-    def _add_rows(self, entries: list[Running]) -> None:
-        """The rows of many jobs at once, appended (one pass per column: how ``build`` fills them)."""
+    def _write_rows(self) -> None:
+        """Write the rows of the jobs ``build`` added, in one pass per column (a cold session that
+        never reads the columns never pays for them)."""
+        if not self._unrowed:
+            return
+        self._unrowed = False
+        entries = list(self.entries.values())
         first, n = len(self._rows), len(entries)
         for i, entry in enumerate(entries, first):
             entry.row = i
@@ -288,6 +295,7 @@ class RunningIndex:
         self._num_tasks += len(tasks[0])
 
     def remove(self, job_id: str) -> None:
+        self._write_rows()
         entry = self.entries.pop(job_id)
         key = (entry.queue, entry.flavor)
         # a 0-card job adds 0 and may find its key gone already (another 0-card job's removal)
@@ -335,6 +343,7 @@ class RunningIndex:
         next add or remove; O(running) numpy work, no Python loop over jobs)."""
         if self._view is not None:
             return self._view
+        self._write_rows()
         n, nt = len(self._rows), self._num_tasks
         if not n:  # nothing ever added (or everything compacted away): empty columns
             cols = {name: np.zeros(0, dtype=dtype) for name, dtype in _ENTRY_DTYPES.items()}
