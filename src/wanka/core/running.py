@@ -24,6 +24,7 @@ from wanka.core.cluster import Cluster
 from wanka.core.jobs import Job, checkpoint_facts
 from wanka.core.quota import QueueTree
 from wanka.core.state import Placement
+from wanka.core.whatif import TaskTable
 
 
 @dataclass(slots=True)
@@ -238,18 +239,13 @@ class RunningIndex:
         write_growing(self._columns, "ids", np.array([j.id for j in jobs]) if n else np.zeros(0, str), first)
         write_growing(self._columns, "live", np.ones(n, dtype=bool), first)
         self._loans.update((j.id, j.preemptible_by) for j in jobs if j.preemptible_by is not None)
-        entry, nodes, cards, cpus, mem = [], [], [], [], []
-        for i, e in enumerate(entries, first):
-            for g in e.placement.groups:
-                r = len(g.nodes)
-                entry += [i] * r
-                nodes += g.nodes
-                cards += [g.cards_per_task] * r
-                cpus += [g.cpus] * r
-                mem += [g.memory_gib] * r
-        for name, values in zip(_TASK_NAMES, (entry, nodes, cards, cpus, mem), strict=True):
-            write_growing(self._tasks, name, np.array(values, dtype=np.int64), self._num_tasks)
-        self._num_tasks += len(entry)
+        table = TaskTable(entries)  # the tasks, flattened as a what-if table flattens them
+        for name in _TASK_NAMES:
+            values = getattr(table, name)
+            if name == "task_entry":
+                values = values + first
+            write_growing(self._tasks, name, values, self._num_tasks)
+        self._num_tasks += len(table.task_entry)
 
     def _add_row(self, entry: Running) -> None:
         job, row = entry.job, len(self._rows)
