@@ -118,6 +118,16 @@ def test_a_launch_repeated_starts_nothing_twice_and_signals_reach_the_group(tmp_
     assert _wait_exit(again, 7) == 143  # 128 + SIGTERM, as a shell reports it
 
 
+def test_a_stop_sent_while_the_supervisor_starts_reaches_the_task(tmp_path):
+    # CI: a gang's rank 0 failed at once and its rank 1, SIGTERMed while its supervisor was still
+    # starting, lost the signal and lived until the SIGKILL (137), or its supervisor died unrecorded
+    backend = LocalBackend(tmp_path, virtual_cards=4)
+    for job in range(1, 6):
+        backend.launch(_launch(backend, job, ["sleep", "600"]))
+        backend.signal(job, 1)  # at once: the supervisor is still starting, or its task is
+    assert [_wait_exit(backend, job) for job in range(1, 6)] == [143] * 5
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="hands device files to tenant accounts")
 def test_a_task_can_open_its_own_cards_device_files_only(tmp_path, monkeypatch):
     dev = tmp_path / "dev"

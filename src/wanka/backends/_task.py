@@ -140,16 +140,15 @@ def main() -> int:
         spec = json.load(fh)
     # a handler, not SIG_IGN: an ignored signal would stay ignored in the task after exec. The
     # terminal's own signals too (^\\ ^Z, background reads and writes): an interactive task's
-    # terminal, or the task itself through it (TIOCSTI), may aim them at this process's group
-    for sig in (
-        signal.SIGTERM,
-        signal.SIGINT,
-        signal.SIGQUIT,
-        signal.SIGTSTP,
-        signal.SIGTTIN,
-        signal.SIGTTOU,
-    ):
-        signal.signal(sig, lambda *_: None)
+    # terminal, or the task itself through it (TIOCSTI), may aim them at this process's group.
+    # The backend starts this process with SIGTERM blocked: a stop sent while it starts stays
+    # pending until this handler catches it, and is passed on once the task runs (else a cancel in
+    # that window is lost and the task lives until SIGKILL)
+    stops = []
+    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+    for sig in caught:
+        signal.signal(sig, lambda signum, _: stops.append(signum) if signum == signal.SIGTERM else None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, caught)
     if spec.get("cpus"):
         with contextlib.suppress(OSError):  # fewer CPUs than asked, or not allowed here: unpinned
             os.sched_setaffinity(0, spec["cpus"])
@@ -197,6 +196,9 @@ def main() -> int:
         os.write(log, f"wanka: cannot start {spec['argv'][0]!r}: {why}\n".encode("utf-8", "replace"))
         return _finish(spec, 127)
     _leave_cgroup(spec, back)
+    if stops:  # stopped before the task existed (or between fork and exec): it is stopped now
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGTERM)
     if terminal:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves this folder out
         import _pty_relay  # shared with the Slurm launcher

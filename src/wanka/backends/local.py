@@ -359,7 +359,10 @@ class LocalBackend(Backend):
             _write(stem.with_suffix(".json"), json.dumps(spec))
             # the supervisor's own complaints land in the task's log too
             fd = os.open(str(stem) + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "ab") as log_file:
+            # born with the stop signals blocked: one sent before the supervisor can pass it on
+            # waits for it (the mask is this thread's, inherited across fork and exec)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            with os.fdopen(fd, "ab") as log_file, _mask_restored(mask):
                 proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", str(SUPERVISOR), str(stem) + ".json"],
                     env={
@@ -550,6 +553,15 @@ class LocalBackend(Backend):
                     _, job, run, task = var.decode().split("=", 1)[1].split(":")
                     found[(int(job), int(run), int(task))] = int(entry)
         return found
+
+
+@contextlib.contextmanager
+def _mask_restored(mask: set[signal.Signals]):
+    """This thread's signal mask back to ``mask`` on leaving."""
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _write(path: Path, text: str) -> None:
