@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,13 @@ def _uid_processes(uid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
+
+
 def test_a_members_job_can_reach_neither_the_server_nor_another_tenant(server):
     victim_token = make_member(server, "victim", "victim-user")
     attacker_token = make_member(server, "attacker", "attacker-user")
@@ -137,8 +145,12 @@ def test_a_members_job_can_reach_neither_the_server_nor_another_tenant(server):
         assert Path(f"/proc/{task_pid}").exists()
         v.post(f"/v1/jobs/{victim}/cancel")
         assert ended(v, victim)["state"] == "cancelled"
-    # nothing of either tenant is left running
-    wait_for(lambda: not _uid_processes(victim_uid) and not _uid_processes(report["uid"]))
+    # nothing of either tenant is left running (what is, by its command line, if it fails; a slow
+    # machine takes a while to reap a fork bomb's SIGKILLed children)
+    deadline, uids = time.monotonic() + 60, (victim_uid, report["uid"])
+    while (left := [p for u in uids for p in _uid_processes(u)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, {p: _cmdline(p) for p in left}
 
 
 def test_the_servers_files_are_its_own(server):

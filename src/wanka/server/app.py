@@ -23,11 +23,13 @@ from wanka.server import (
     attach_api,
     auth,
     cluster_api,
+    console,
     jobs_api,
     quota_api,
     usage_api,
 )
 from wanka.server.auth import Principal
+from wanka.server.console.pages import SignedOut, signed_out
 from wanka.server.limits import Limits, RequestGuard
 from wanka.server.trees import TreeCache
 
@@ -123,4 +125,6 @@ def create_app(state: AppState) -> FastAPI:
             lambda: state.loop.notify("queues", 0),
         )
     )
+    app.include_router(console.router(state, db))  # the web console, at /
+    app.add_exception_handler(SignedOut, signed_out)
     return app

@@ -82,7 +82,7 @@ def cards_held(session: Session, tenant_id: int | None = None) -> dict[tuple[str
     return {(name, model): int(n or 0) for name, model, n in session.execute(q)}
 
 
-def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
+def node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
     i = cluster.node_index[row.name]
     record = cluster.nodes[i]
     return NodeOut(
@@ -98,6 +98,27 @@ def _node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
     )
 
 
+def set_node_state(
+    session: Session, cluster: Cluster, loop, name: str, target: NodeState, reason: str
+) -> NodeOut:
+    """Drain (``DRAINING``) or undrain (``UP``) node ``name``: recorded, then seen by the next cycle
+    and told to the backend. 404 for a node the cluster does not have; 409 to bring a down node up
+    (it comes back when it reports healthy)."""
+    row = session.scalar(select(tables.Node).where(tables.Node.name == name))
+    if row is None or name not in cluster.node_index:
+        raise HTTPException(404, f"no node named {name!r}; `GET /v1/nodes` lists them")
+    current = NodeState[row.state.upper()]
+    if current is NodeState.DOWN and target is NodeState.UP:
+        raise HTTPException(409, f"node {name!r} is down; it comes back up when it reports healthy")
+    row.state, row.reason, row.changed_at = target.name.lower(), reason, time.time()
+    session.commit()
+    cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
+    if loop is not None:
+        loop.backend.set_node_state(name, target.name.lower(), reason)
+        loop.notify("nodes", 0)
+    return node_out(cluster, row)
+
+
 def router(
     cluster: Cluster,
     db: Callable,
@@ -107,38 +128,21 @@ def router(
 ) -> APIRouter:
     api = APIRouter()
 
-    def node_row(session: Session, name: str) -> tables.Node:
-        row = session.scalar(select(tables.Node).where(tables.Node.name == name))
-        if row is None or name not in cluster.node_index:
-            raise HTTPException(404, f"no node named {name!r}; `GET /v1/nodes` lists them")
-        return row
-
     @api.get("/v1/nodes", response_model=list[NodeOut])
     def list_nodes(_: Principal = Depends(principal), session: Session = Depends(db)):
         rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
-        return [_node_out(cluster, r) for r in rows if r.name in cluster.node_index]
-
-    def set_state(session: Session, name: str, target: NodeState, reason: str) -> NodeOut:
-        row = node_row(session, name)
-        current = NodeState[row.state.upper()]
-        if current is NodeState.DOWN and target is NodeState.UP:
-            raise HTTPException(409, f"node {name!r} is down; it comes back up when it reports healthy")
-        row.state, row.reason, row.changed_at = target.name.lower(), reason, time.time()
-        session.commit()
-        cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
-        if loop is not None:
-            loop.backend.set_node_state(name, target.name.lower(), reason)
-            loop.notify("nodes", 0)
-        return _node_out(cluster, row)
+        return [node_out(cluster, r) for r in rows if r.name in cluster.node_index]
 
     @api.post("/v1/nodes/{name}/drain", response_model=NodeOut)
     def drain(name: str, body: DrainIn, who: Principal = Depends(admin), session: Session = Depends(db)):
         """Running jobs keep running; nothing new is placed on the node."""
-        return set_state(session, name, NodeState.DRAINING, body.reason or f"drained by {who.name}")
+        return set_node_state(
+            session, cluster, loop, name, NodeState.DRAINING, body.reason or f"drained by {who.name}"
+        )
 
     @api.post("/v1/nodes/{name}/undrain", response_model=NodeOut)
     def undrain(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
-        return set_state(session, name, NodeState.UP, "")
+        return set_node_state(session, cluster, loop, name, NodeState.UP, "")
 
     @api.get("/v1/cluster", response_model=ClusterOut)
     def status(who: Principal = Depends(principal), session: Session = Depends(db)):

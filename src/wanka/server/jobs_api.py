@@ -114,98 +114,7 @@ def router(state: AppState, db, principal) -> APIRouter:
         who: Principal = Depends(principal),
         session: Session = Depends(db),
     ):
-        if not spec.command:
-            raise HTTPException(
-                422,
-                [{"field": "command", "message": "give the argv every task runs, e.g. [python, train.py]"}],
-            )
-        tasks = sum(g.replicas for g in spec.task_groups)
-        most = min(state.limits.max_tasks_per_job, state.limits.max_running_tasks_per_tenant)
-        if tasks > most:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "task_groups[*].replicas",
-                        "message": f"{tasks} tasks in all; this server runs at most {most} tasks per "
-                        "job (--max-tasks-per-job, --max-running-tasks-per-tenant)",
-                    }
-                ],
-            )
-        tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
-        queue = default_queue(state.trees.get(session), tenant) if spec.queue == "default" else spec.queue
-        spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
-        body = spec.model_dump(mode="json")
-        if idempotency_key is not None:
-            earlier = _submitted_as(session, tenant_id, idempotency_key)
-            if earlier is not None:
-                return _replayed(earlier, body, idempotency_key, response)
-        elements = parse_array(spec.array, MAX_ARRAY_ELEMENTS) if spec.array else None
-        core_job = _admissible(state, session, who, spec, tenant_id, len(elements.indices) if elements else 1)
-        if spec.dependency:
-            _check_dependencies(session, tenant_id, spec.dependency)
-        now = time.time()
-        row = {
-            "tenant_id": tenant_id,
-            "user_id": who.user_id,
-            "queue": queue,
-            "name": spec.name,
-            "spec": body,
-            "idempotency_key": idempotency_key,
-            "state": (JobState.HELD if hold else JobState.PENDING).value,
-            "reason": f"held by {who.name}" if hold else "",
-            "held_by": ("admin" if who.is_admin else "user") if hold else None,
-            "cards": core_job.total_cards,
-            "submit_time": now,
-            "runs": 0,
-            "failures": 0,
-            "cancel_requested": False,
-            "array_index": elements.indices[0] if elements else None,
-            "array_max_running": elements.max_running if elements else None,
-        }
-        # Core statements on the session's connection: a third of the ORM's cost per submission
-        conn = session.connection()
-        try:
-            job_id = conn.execute(INSERT_JOB, row).scalar_one()
-        except IntegrityError:  # the same key, submitted at the same moment: that job wins
-            session.rollback()
-            earlier = _submitted_as(session, tenant_id, idempotency_key) if idempotency_key else None
-            if earlier is None:
-                raise
-            return _replayed(earlier, body, idempotency_key, response)
-        ids = [job_id]
-        if elements:  # one job per index; the array's id is its first element's (Slurm's ArrayJobID)
-            conn.execute(update(tables.Job).where(tables.Job.id == job_id).values(array_job_id=job_id))
-            rest = [
-                {**row, "idempotency_key": None, "array_job_id": job_id, "array_index": i}
-                for i in elements.indices[1:]
-            ]
-            if rest:
-                ids += conn.execute(INSERT_JOBS, rest).scalars().all()
-        conn.execute(
-            INSERT_EVENT,
-            [{"job_id": i, "time": now, "state": row["state"], "reason": "submitted"} for i in ids],
-        )
-        session.commit()
-        state.loop.notify("submitted", job_id)  # the loop takes in every id above the last it knew
-        return JobOut(
-            id=job_id,
-            tenant=tenant,
-            user=who.name,
-            queue=queue,
-            name=spec.name,
-            state=row["state"],
-            reason=row["reason"],
-            cards=row["cards"],
-            submit_time=now,
-            start_time=None,
-            end_time=None,
-            runs=0,
-            spec=row["spec"],
-            array_job_id=job_id if elements else None,
-            array_index=row["array_index"],
-            array_elements=len(ids) if elements else None,
-        )
+        return create_job(state, session, who, spec, response, idempotency_key, hold)
 
     @api.get("/v1/jobs", response_model=JobPage)
     def list_jobs(
@@ -235,17 +144,17 @@ def router(state: AppState, db, principal) -> APIRouter:
                 rows, more = rows[:i], True
                 break
         return JobPage(
-            jobs=[_job_out(j, t, u, state.loop) for j, t, u in rows],
+            jobs=[job_out(j, t, u, state.loop) for j, t, u in rows],
             next_before_id=rows[-1][0].id if more else None,
         )
 
     @api.get("/v1/jobs/{job_id}", response_model=JobOut)
     async def get_job(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
-        return _job_out(*_visible_job(session, who, job_id), state.loop)
+        return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
     def job_events(job_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
-        _visible_job(session, who, job_id)
+        visible_job(session, who, job_id)
         q = select(tables.JobEvent).where(tables.JobEvent.job_id == job_id).order_by(tables.JobEvent.id)
         return [EventOut(time=e.time, state=e.state, reason=e.reason) for e in session.scalars(q)]
 
@@ -257,18 +166,18 @@ def router(state: AppState, db, principal) -> APIRouter:
         session: Session = Depends(db),
     ):
         """Cancel the job (with ``array``: every unfinished element of the array with this id)."""
-        job, tenant, user = _visible_job(session, who, job_id)
+        job, tenant, user = visible_job(session, who, job_id)
         if array:
             ids = job_service.cancel_where(session, _array_of(job), f"cancelled by {who.name}")
-            _commit_and_tell(state, session, "cancelled", ids)
+            commit_and_tell(state, session, "cancelled", ids)
             session.refresh(job)
-            return _job_out(job, tenant, user, state.loop)
+            return job_out(job, tenant, user, state.loop)
         if JobState(job.state) in TERMINAL_STATES:
             raise HTTPException(409, f"job {job_id} is already {job.state}")
         request_cancel(session, job_id, f"cancelled by {who.name}")
-        _commit_and_tell(state, session, "cancelled", [job_id])
+        commit_and_tell(state, session, "cancelled", [job_id])
         session.refresh(job)
-        return _job_out(job, tenant, user, state.loop)
+        return job_out(job, tenant, user, state.loop)
 
     @api.post("/v1/jobs/{job_id}/hold", response_model=JobOut)
     def hold(
@@ -279,15 +188,15 @@ def router(state: AppState, db, principal) -> APIRouter:
     ):
         """Keep a waiting job from starting until it is released (Slurm's ``scontrol hold``); with
         ``array``, every waiting element of the array with this id."""
-        job, _, _ = _visible_job(session, who, job_id)
+        job, _, _ = visible_job(session, who, job_id)
         if array:
             ids = job_service.hold_where(session, _array_of(job), who.is_admin, who.name)
-            _commit_and_tell(state, session, "withdrawn", ids)
-            return _job_out(*_visible_job(session, who, job_id), state.loop)
+            commit_and_tell(state, session, "withdrawn", ids)
+            return job_out(*visible_job(session, who, job_id), state.loop)
         if not job_service.hold(session, job_id, who.is_admin, who.name):
             raise HTTPException(409, f"job {job_id} is not waiting; only a waiting job can be held")
-        _commit_and_tell(state, session, "withdrawn", [job_id])
-        return _job_out(*_visible_job(session, who, job_id), state.loop)
+        commit_and_tell(state, session, "withdrawn", [job_id])
+        return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/release", response_model=JobOut)
     def release(
@@ -298,7 +207,7 @@ def router(state: AppState, db, principal) -> APIRouter:
     ):
         """A held job waits again, in its old place (with ``array``: every held element). A member
         cannot release an admin's hold."""
-        job, _, _ = _visible_job(session, who, job_id)
+        job, _, _ = visible_job(session, who, job_id)
         if array:
             which = _array_of(job)
             admin_held = session.scalar(
@@ -309,14 +218,14 @@ def router(state: AppState, db, principal) -> APIRouter:
             if admin_held and not who.is_admin:
                 raise HTTPException(403, f"{admin_held} element(s) of array {job_id} are held by an admin")
             ids = job_service.release_where(session, which, who.name)
-            _commit_and_tell(state, session, "submitted", ids)
-            return _job_out(*_visible_job(session, who, job_id), state.loop)
+            commit_and_tell(state, session, "submitted", ids)
+            return job_out(*visible_job(session, who, job_id), state.loop)
         if job.held_by == "admin" and not who.is_admin:
             raise HTTPException(403, f"job {job_id} is held by an admin; an admin releases it")
         if not job_service.release(session, job_id, who.name):
             raise HTTPException(409, f"job {job_id} is not held")
-        _commit_and_tell(state, session, "submitted", [job_id])
-        return _job_out(*_visible_job(session, who, job_id), state.loop)
+        commit_and_tell(state, session, "submitted", [job_id])
+        return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/requeue", response_model=JobOut)
     def requeue(
@@ -335,7 +244,7 @@ def router(state: AppState, db, principal) -> APIRouter:
         checkpoints, a new run (Slurm's ``scontrol requeue``); with ``array``, every finished
         element of the array with this id. ``queue`` moves it (as ``scontrol update
         partition=``), checked as a submission to that queue would be."""
-        job, tenant, _ = _visible_job(session, who, job_id)
+        job, tenant, _ = visible_job(session, who, job_id)
         which = _array_of(job) if array else tables.Job.id == job_id
         finished = session.scalar(
             select(func.count())
@@ -355,15 +264,15 @@ def router(state: AppState, db, principal) -> APIRouter:
         ids = job_service.requeue_where(session, which, who.name)
         if not ids:
             raise HTTPException(409, f"job {job_id} changed meanwhile; look again")
-        _commit_and_tell(state, session, "submitted", ids)
-        return _job_out(*_visible_job(session, who, job_id), state.loop)
+        commit_and_tell(state, session, "submitted", ids)
+        return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.patch("/v1/jobs/{job_id}", response_model=JobOut)
     def update_job(
         job_id: ID, changes: JobUpdate, who: Principal = Depends(principal), session: Session = Depends(db)
     ):
         """Change a waiting or held job's priority class or time limit."""
-        job, _, _ = _visible_job(session, who, job_id)
+        job, _, _ = visible_job(session, who, job_id)
         given = changes.model_dump(exclude_none=True)
         if not given:
             raise HTTPException(422, [{"field": "(body)", "message": "give priority_class or time_limit_s"}])
@@ -381,8 +290,8 @@ def router(state: AppState, db, principal) -> APIRouter:
             raise HTTPException(422, [{"field": "time_limit_s", "message": verdict.reason}])
         if not job_service.update_waiting(session, job_id, job.spec, given, who.name):
             raise HTTPException(409, f"job {job_id} is no longer waiting")
-        _commit_and_tell(state, session, "updated", [job_id])
-        return _job_out(*_visible_job(session, who, job_id), state.loop)
+        commit_and_tell(state, session, "updated", [job_id])
+        return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.get("/v1/jobs/{job_id}/logs", response_model=LogChunk)
     def logs(
@@ -395,33 +304,166 @@ def router(state: AppState, db, principal) -> APIRouter:
         session: Session = Depends(db),
     ):
         """A task's stdout and stderr, from ``offset``. Poll with ``next_offset`` to follow."""
-        job, _, _ = _visible_job(session, who, job_id)
-        if job.runs == 0:
-            raise HTTPException(409, f"job {job_id} has not started yet; it has no output")
-        run = run or job.runs
-        if run > job.runs:
-            raise HTTPException(404, f"job {job_id} has run {job.runs} time(s); no run {run}")
-        tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 1
-        if task >= tasks:
-            raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
-        try:
-            data, nxt = state.loop.backend.logs(job_id, run, task, offset, limit)
-        except PermissionError as exc:  # the task tampered with its log (a link in its place)
-            raise HTTPException(403, f"job {job_id} task {task}: {exc}") from None
-        return LogChunk(
-            job=job_id,
-            run=run,
-            task=task,
-            offset=offset,
-            next_offset=nxt,
-            data=data.decode("utf-8", errors="replace"),
-            finished=JobState(job.state) in TERMINAL_STATES,
-        )
+        job, _, _ = visible_job(session, who, job_id)
+        return task_log(state, job, task, run, offset, limit)
 
     return api
 
 
-def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = None) -> JobOut:
+def resolve_spec(
+    state: AppState, session: Session, who: Principal, spec: JobSpec
+) -> tuple[JobSpec, int, str]:
+    """The spec with its tenant (a member's own) and queue (``default``: the tenant's) filled in,
+    and the tenant's id and name. 422 without a command or past the server's tasks per job."""
+    if not spec.command:
+        raise HTTPException(
+            422,
+            [{"field": "command", "message": "give the argv every task runs, e.g. [python, train.py]"}],
+        )
+    tasks = sum(g.replicas for g in spec.task_groups)
+    most = min(state.limits.max_tasks_per_job, state.limits.max_running_tasks_per_tenant)
+    if tasks > most:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "task_groups[*].replicas",
+                    "message": f"{tasks} tasks in all; this server runs at most {most} tasks per "
+                    "job (--max-tasks-per-job, --max-running-tasks-per-tenant)",
+                }
+            ],
+        )
+    tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
+    queue = default_queue(state.trees.get(session), tenant) if spec.queue == "default" else spec.queue
+    return spec.model_copy(update={"tenant": tenant, "queue": queue}), tenant_id, tenant
+
+
+def admit_spec(state: AppState, session: Session, who: Principal, spec: JobSpec, tenant_id: int):
+    """Every check a resolved spec passes before it may wait (stores nothing): its array, the
+    tenant's waiting cap, its queue and class, whether it can ever run here, its dependencies.
+    Returns the parsed array (or None) and the core job."""
+    elements = parse_array(spec.array, MAX_ARRAY_ELEMENTS) if spec.array else None
+    core_job = _admissible(state, session, who, spec, tenant_id, len(elements.indices) if elements else 1)
+    if spec.dependency:
+        _check_dependencies(session, tenant_id, spec.dependency)
+    return elements, core_job
+
+
+def create_job(
+    state: AppState,
+    session: Session,
+    who: Principal,
+    spec: JobSpec,
+    response: Response,
+    idempotency_key: str | None = None,
+    hold: bool = False,
+) -> JobOut:
+    """Store a submitted job (an array: one per element) after every admission check, and wake
+    the loop. 422 naming the field for a spec that can never run here, 403 for a class the queue
+    is not granted, 429 past the tenant's cap. A retry with the same ``idempotency_key`` returns
+    the first job (``response`` then says 200, replayed)."""
+    spec, tenant_id, tenant = resolve_spec(state, session, who, spec)
+    body = spec.model_dump(mode="json")
+    if idempotency_key is not None:
+        earlier = _submitted_as(session, tenant_id, idempotency_key)
+        if earlier is not None:
+            return _replayed(earlier, body, idempotency_key, response)
+    elements, core_job = admit_spec(state, session, who, spec, tenant_id)
+    queue = spec.queue
+    now = time.time()
+    row = {
+        "tenant_id": tenant_id,
+        "user_id": who.user_id,
+        "queue": queue,
+        "name": spec.name,
+        "spec": body,
+        "idempotency_key": idempotency_key,
+        "state": (JobState.HELD if hold else JobState.PENDING).value,
+        "reason": f"held by {who.name}" if hold else "",
+        "held_by": ("admin" if who.is_admin else "user") if hold else None,
+        "cards": core_job.total_cards,
+        "submit_time": now,
+        "runs": 0,
+        "failures": 0,
+        "cancel_requested": False,
+        "array_index": elements.indices[0] if elements else None,
+        "array_max_running": elements.max_running if elements else None,
+    }
+    # Core statements on the session's connection: a third of the ORM's cost per submission
+    conn = session.connection()
+    try:
+        job_id = conn.execute(INSERT_JOB, row).scalar_one()
+    except IntegrityError:  # the same key, submitted at the same moment: that job wins
+        session.rollback()
+        earlier = _submitted_as(session, tenant_id, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+        return _replayed(earlier, body, idempotency_key, response)
+    ids = [job_id]
+    if elements:  # one job per index; the array's id is its first element's (Slurm's ArrayJobID)
+        conn.execute(update(tables.Job).where(tables.Job.id == job_id).values(array_job_id=job_id))
+        rest = [
+            {**row, "idempotency_key": None, "array_job_id": job_id, "array_index": i}
+            for i in elements.indices[1:]
+        ]
+        if rest:
+            ids += conn.execute(INSERT_JOBS, rest).scalars().all()
+    conn.execute(
+        INSERT_EVENT,
+        [{"job_id": i, "time": now, "state": row["state"], "reason": "submitted"} for i in ids],
+    )
+    session.commit()
+    state.loop.notify("submitted", job_id)  # the loop takes in every id above the last it knew
+    return JobOut(
+        id=job_id,
+        tenant=tenant,
+        user=who.name,
+        queue=queue,
+        name=spec.name,
+        state=row["state"],
+        reason=row["reason"],
+        cards=row["cards"],
+        submit_time=now,
+        start_time=None,
+        end_time=None,
+        runs=0,
+        spec=row["spec"],
+        array_job_id=job_id if elements else None,
+        array_index=row["array_index"],
+        array_elements=len(ids) if elements else None,
+    )
+
+
+def task_log(
+    state: AppState, job: tables.Job, task: int, run: int | None, offset: int, limit: int
+) -> LogChunk:
+    """Up to ``limit`` bytes of task ``task``'s log of run ``run`` (default the latest) from
+    ``offset``. 409 before the job ever started; 404 for a run or task it does not have; 403 when
+    the task put a link in its log's place."""
+    if job.runs == 0:
+        raise HTTPException(409, f"job {job.id} has not started yet; it has no output")
+    run = run or job.runs
+    if run > job.runs:
+        raise HTTPException(404, f"job {job.id} has run {job.runs} time(s); no run {run}")
+    tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 1
+    if task >= tasks:
+        raise HTTPException(404, f"job {job.id} has {tasks} task(s): 0 to {tasks - 1}")
+    try:
+        data, nxt = state.loop.backend.logs(job.id, run, task, offset, limit)
+    except PermissionError as exc:  # the task tampered with its log (a link in its place)
+        raise HTTPException(403, f"job {job.id} task {task}: {exc}") from None
+    return LogChunk(
+        job=job.id,
+        run=run,
+        task=task,
+        offset=offset,
+        next_offset=nxt,
+        data=data.decode("utf-8", errors="replace"),
+        finished=JobState(job.state) in TERMINAL_STATES,
+    )
+
+
+def job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = None) -> JobOut:
     waiting = loop is not None and j.state == JobState.PENDING.value
     return JobOut(
         runs=j.runs or 0,
@@ -445,7 +487,7 @@ def _job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = N
     )
 
 
-def _commit_and_tell(state: AppState, session: Session, kind: str, ids) -> None:
+def commit_and_tell(state: AppState, session: Session, kind: str, ids) -> None:
     """Commit, then tell the control loop what changed for each job (never before the commit:
     the loop reads the database)."""
     session.commit()
@@ -567,7 +609,7 @@ def _replayed(row, body: dict, key: str, response: Response) -> JobOut:
         )
     response.status_code = 200
     response.headers["Idempotent-Replayed"] = "true"
-    return _job_out(*row)
+    return job_out(*row)
 
 
 def _acting_tenant(session: Session, who: Principal, named: str) -> tuple[int, str]:
@@ -589,7 +631,7 @@ def _acting_tenant(session: Session, who: Principal, named: str) -> tuple[int, s
     return row.id, row.name
 
 
-def _visible_job(session: Session, who: Principal, job_id: int, lock: bool = False):
+def visible_job(session: Session, who: Principal, job_id: int, lock: bool = False):
     """The job and its tenant's name, or 404 — also for another tenant's job, so ids reveal nothing."""
     q = JOB_ROWS.where(tables.Job.id == job_id)
     if lock:

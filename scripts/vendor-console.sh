@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fetch the web console's front-end files again from the npm registry, at the pinned versions, with
+# their licences, into src/wanka/server/console/static/vendor (the console uses no CDN).
+set -euo pipefail
+HTMX=2.0.11
+dest="$(cd "$(dirname "$0")/.." && pwd)/src/wanka/server/console/static/vendor"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+npm pack --silent "htmx.org@$HTMX" >/dev/null
+tar xzf "htmx.org-$HTMX.tgz"
+cp package/dist/htmx.min.js "$dest/htmx.min.js"
+cp package/LICENSE "$dest/htmx.LICENSE"
+echo "htmx.org $HTMX -> $dest"

@@ -1,0 +1,121 @@
+"""The submit form's fields, turned into the job spec ``POST /v1/jobs`` takes: every field bounded
+and checked by :class:`~wanka.models.job.JobSpec` itself, problems named by the form's field."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from wanka.models.errors import describe
+from wanka.models.job import JobSpec
+
+#: form field -> what it is called in a job spec (for naming a spec problem by its form field)
+SPEC_FIELD = {
+    "task_groups.0.replicas": "tasks",
+    "task_groups.0.cards": "cards",
+    "task_groups.0.accelerators": "model",
+    "task_groups.0.accelerators.0": "model",
+    "task_groups[0].replicas": "tasks",
+    "task_groups[0].cards": "cards",
+    "task_groups[0].accelerators": "model",
+    "task_groups[0].accelerators[0]": "model",
+    "task_groups[*].replicas": "tasks",
+    "time_limit_s": "time_limit",
+    "restart.max": "restarts",
+    "env": "env",
+    "command": "command",
+}
+FIELDS = (
+    "name",
+    "queue",
+    "priority_class",
+    "tasks",
+    "cards",
+    "model",
+    "command",
+    "env",
+    "time_limit",
+    "restarts",
+)
+DEFAULTS = {
+    "name": "",
+    "queue": "default",
+    "priority_class": "normal",
+    "tasks": "1",
+    "cards": "1",
+    "model": "",
+    "command": "",
+    "env": "",
+    "time_limit": "",
+    "restarts": "0",
+}
+
+
+class FormError(ValueError):
+    """Problems with the form, as (form field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
+
+
+def _whole(fields: dict, name: str, problems: list) -> int | None:
+    text = fields.get(name, "").strip()
+    try:
+        return int(text)
+    except ValueError:
+        problems.append((name, f"a whole number; got {text[:20]!r}"))
+        return None
+
+
+def spec_of(fields: dict[str, str]) -> JobSpec:
+    """The job spec of the form's fields. ``command``: one argument per line (no shell: the lines
+    are the argv); ``env``: ``NAME=value`` per line; ``time_limit``: seconds, empty for none.
+    Raises :class:`FormError` naming each bad field."""
+    problems: list[tuple[str, str]] = []
+    tasks, cards, restarts = (_whole(fields, n, problems) for n in ("tasks", "cards", "restarts"))
+    env = {}
+    for number, line in enumerate(fields.get("env", "").splitlines(), 1):
+        if not line.strip():
+            continue
+        name, eq, value = line.partition("=")
+        if not eq:
+            problems.append(("env", f"line {number}: NAME=value; got {line[:40]!r}"))
+        env[name.strip()] = value
+    limit_text = fields.get("time_limit", "").strip()
+    limit = None
+    if limit_text:
+        try:
+            limit = float(limit_text)
+        except ValueError:
+            problems.append(("time_limit", f"seconds, or empty for none; got {limit_text[:20]!r}"))
+    if problems:
+        raise FormError(problems)
+    model = fields.get("model", "").strip()
+    data = {
+        "name": fields.get("name", "").strip(),
+        "queue": fields.get("queue", "").strip() or "default",
+        "priority_class": fields.get("priority_class", "").strip() or "normal",
+        "task_groups": [{"replicas": tasks, "cards": cards, "accelerators": [model] if model else []}],
+        "command": [line for line in fields.get("command", "").splitlines() if line.strip()],
+        "env": env,
+        "time_limit_s": limit,
+        "restart": {"max": restarts},
+    }
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        found = describe(list(exc.errors()), model=JobSpec)
+        raise FormError([(SPEC_FIELD.get(f, f), m) for f, m in found]) from None
+
+
+def problems_of(detail) -> list[tuple[str, str]]:
+    """An API error's ``detail`` (text, or a list of {field, message}) as form problems."""
+    if isinstance(detail, list):
+        return [
+            (SPEC_FIELD.get(d.get("field", ""), d.get("field", "")), d.get("message", "")) for d in detail
+        ]
+    text = str(detail)
+    field, sep, rest = text.partition(": ")
+    if sep and field in ("queue", "task_groups", "tenant", "dependency", "array", "priority_class"):
+        return [({"task_groups": "cards"}.get(field, field), rest)]
+    return [("", text)]

@@ -1,0 +1,332 @@
+"""The console's pages and forms: thin over the API's service functions (``jobs_api``,
+``job_service``, ``cluster_api``); what a page shows is what the same request to ``/v1`` returns."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from wanka.core import PRIORITY_CLASSES, JobState, NodeState
+from wanka.core.jobs import TERMINAL_STATES
+from wanka.server import job_service, tables
+from wanka.server.cluster_api import node_out, set_node_state
+from wanka.server.console import session as console_session
+from wanka.server.console.forms import DEFAULTS, FormError, problems_of, spec_of
+from wanka.server.jobs_api import (
+    admit_spec,
+    commit_and_tell,
+    create_job,
+    job_out,
+    resolve_spec,
+    task_log,
+    visible_job,
+)
+
+if TYPE_CHECKING:
+    from wanka.server.app import AppState
+
+HERE = Path(__file__).parent
+STATIC = {  # every file the console serves, by name: nothing else is reachable
+    "console.css": ("static/console.css", "text/css"),
+    "htmx.min.js": ("static/vendor/htmx.min.js", "text/javascript"),
+}
+HEADERS = {
+    # scripts and styles from this server only (no inline script, no eval); never in a frame
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    # not no-referrer: Chromium then sends "Origin: null" with forms, and the origin check needs it
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+MAX_FORM_BYTES = 4096  # a sign-in token or a drain reason; the RequestGuard bounds bodies too
+LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live
+JOB_ACTIONS = ("cancel", "hold", "release")
+STATES = tuple(s.value for s in JobState)
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+)
+
+
+def _elapsed(job) -> str:
+    """Run time so far (running) or of its last run, as H:MM:SS; empty before it ever started."""
+    if job.start_time is None:
+        return ""
+    end = job.end_time if job.end_time is not None else time.time()
+    seconds = max(0, int(end - job.start_time))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t is not None else ""
+
+
+templates.globals["priority_classes"] = list(PRIORITY_CLASSES)
+templates.filters["elapsed"] = _elapsed
+templates.filters["when"] = _when
+
+
+class SignedOut(Exception):
+    """No live session: pages go to the sign-in page; htmx fragments tell htmx to go there."""
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An urlencoded form, bounded (413 past :data:`MAX_FORM_BYTES`); one value per field."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, f"form: at most {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise HTTPException(400, "form: not UTF-8 text") from None
+    return dict(pairs)
+
+
+def router(state: AppState, db: Callable) -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+
+    def render(name: str, status: int = 200, **context) -> HTMLResponse:
+        html = templates.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def signed(request: Request, session: Session):
+        found = console_session.signed_in(session, request)
+        if found is None:
+            raise SignedOut
+        return found
+
+    def page(name: str, who, token: str, status: int = 200, **context) -> HTMLResponse:
+        return render(name, status, who=who, csrf=console_session.csrf_token(token), **context)
+
+    # --- sign in and out -------------------------------------------------------------------
+
+    @pages.get("/login")
+    def login_form() -> HTMLResponse:
+        return render("login.html", who=None)
+
+    @pages.post("/login")
+    async def login(request: Request, session: Session = Depends(db)):
+        if not console_session.same_origin(request):
+            raise HTTPException(403, "csrf: the form came from another origin")
+        fields = await form_fields(request)
+        signed_in = console_session.sign_in(session, fields.get("token", ""))
+        if signed_in is None:
+            error = "That token is unknown, revoked or expired."
+            return render("login.html", status=401, who=None, error=error)
+        _, token = signed_in
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            console_session.COOKIE,
+            token,
+            max_age=int(console_session.SESSION_S),
+            httponly=True,
+            samesite="strict",
+            path="/",
+        )
+        return response
+
+    @pages.post("/logout")
+    async def logout(request: Request, session: Session = Depends(db)):
+        _, token = signed(request, session)
+        console_session.check_form(request, token, (await form_fields(request)).get("csrf", ""))
+        console_session.sign_out(session, token)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(console_session.COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def job_list(session: Session, who, state_filter: str) -> list:
+        if state_filter and state_filter not in STATES:
+            raise HTTPException(422, f"state: one of {', '.join(STATES)}; got {state_filter[:40]!r}")
+        q = job_service.job_rows(who)
+        if state_filter:
+            q = q.where(tables.Job.state == state_filter)
+        rows, _ = job_service.newest_first(session, q, 200, None)
+        return [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
+
+    @pages.get("/")
+    def jobs(request: Request, state_: str = "", session: Session = Depends(db)):
+        who, token = signed(request, session)
+        state_ = request.query_params.get("state", "")
+        return page("jobs.html", who, token, jobs=job_list(session, who, state_), state=state_, states=STATES)
+
+    @pages.get("/fragments/jobs")
+    def jobs_fragment(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        state_ = request.query_params.get("state", "")
+        return page("_jobs_table.html", who, token, jobs=job_list(session, who, state_), state=state_)
+
+    def job_context(session: Session, who, job_id: int) -> dict:
+        job, tenant, user = visible_job(session, who, job_id)  # 404 for another tenant's, as the API
+        events = session.scalars(
+            select(tables.JobEvent).where(tables.JobEvent.job_id == job_id).order_by(tables.JobEvent.id)
+        ).all()
+        tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 0
+        return {"job": job_out(job, tenant, user, state.loop), "row": job, "events": events, "tasks": tasks}
+
+    @pages.get("/jobs/{job_id}")
+    def job_detail(job_id: int, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        return page("job.html", who, token, **job_context(session, who, _job_id(job_id)))
+
+    @pages.get("/fragments/jobs/{job_id}")
+    def job_fragment(job_id: int, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        return page("_job_state.html", who, token, **job_context(session, who, _job_id(job_id)))
+
+    @pages.get("/fragments/jobs/{job_id}/logs")
+    def job_logs(job_id: int, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        return page("_logs.html", who, token, **job_context(session, who, _job_id(job_id)))
+
+    @pages.get("/fragments/jobs/{job_id}/log/{task}")
+    def job_log(job_id: int, task: int, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        job, _, _ = visible_job(session, who, _job_id(job_id))
+        if not 0 <= task <= 1_000_000:
+            raise HTTPException(422, "task: a task index from 0")
+        text, finished = "", False
+        if job.runs:
+            chunk = task_log(state, job, task, None, 0, 1 << 20)
+            text, finished = chunk.data[-LOG_TAIL_BYTES:], chunk.finished
+        return page("_log.html", who, token, job=job, task=task, text=text, finished=finished)
+
+    @pages.post("/jobs/{job_id}/{action}")
+    async def job_action(job_id: int, action: str, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        if action not in JOB_ACTIONS:
+            raise HTTPException(404, f"no action {action[:40]!r}; one of {', '.join(JOB_ACTIONS)}")
+        job, _, _ = visible_job(session, who, _job_id(job_id))
+        if action == "cancel":
+            if JobState(job.state) in TERMINAL_STATES:
+                raise HTTPException(409, f"job {job.id} is already {job.state}")
+            job_service.request_cancel(session, job.id, f"cancelled by {who.name}")
+            kind = "cancelled"
+        elif action == "hold":
+            if not job_service.hold(session, job.id, who.is_admin, who.name):
+                raise HTTPException(409, f"job {job.id} is not waiting; only a waiting job can be held")
+            kind = "withdrawn"
+        else:
+            if job.held_by == "admin" and not who.is_admin:
+                raise HTTPException(403, f"job {job.id} is held by an admin; an admin releases it")
+            if not job_service.release(session, job.id, who.name):
+                raise HTTPException(409, f"job {job.id} is not held")
+            kind = "submitted"
+        commit_and_tell(state, session, kind, [job.id])
+        back = f"/jobs/{job.id}" if fields.get("back") == "job" else "/"
+        return RedirectResponse(back, status_code=303)
+
+    # --- submit ------------------------------------------------------------------------------
+
+    def vet(session: Session, who, fields: dict) -> tuple[list, str]:
+        """The form's problems (none: it may be submitted) and, when none, what it asks for."""
+        try:
+            spec = spec_of(fields)
+            spec, tenant_id, _ = resolve_spec(state, session, who, spec)
+            _, core_job = admit_spec(state, session, who, spec, tenant_id)
+        except FormError as exc:
+            return exc.problems, ""
+        except HTTPException as exc:
+            return problems_of(exc.detail), ""
+        finally:
+            session.rollback()  # a check stores nothing
+        tasks = sum(g.replicas for g in core_job.groups)
+        return [], f"{tasks} task(s), {core_job.total_cards} card(s) in queue {spec.queue}: it can run here."
+
+    @pages.get("/submit")
+    def submit_form(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        return page("submit.html", who, token, fields=DEFAULTS, problems=[], verdict="")
+
+    @pages.post("/fragments/submit-check")
+    async def submit_check(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        problems, verdict = vet(session, who, fields)
+        return page("_verdict.html", who, token, problems=problems, verdict=verdict)
+
+    @pages.post("/submit")
+    async def submit(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        shown = {k: fields.get(k, v) for k, v in DEFAULTS.items()}
+        try:
+            job = create_job(state, session, who, spec_of(fields), Response())
+        except (FormError, HTTPException) as exc:
+            session.rollback()
+            problems = exc.problems if isinstance(exc, FormError) else problems_of(exc.detail)
+            status = 422 if isinstance(exc, FormError) else exc.status_code
+            return page("submit.html", who, token, fields=shown, problems=problems, verdict="", status=status)
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+    # --- nodes (operators) ------------------------------------------------------------------
+
+    def admin_only(who) -> None:
+        if not who.is_admin:
+            raise HTTPException(403, "admins only")
+
+    @pages.get("/nodes")
+    def nodes(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        admin_only(who)
+        rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
+        listed = [node_out(state.cluster, r) for r in rows if r.name in state.cluster.node_index]
+        return page("nodes.html", who, token, nodes=listed)
+
+    @pages.post("/nodes/{name}/{action}")
+    async def node_action(name: str, action: str, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        admin_only(who)
+        if action == "drain":
+            reason = fields.get("reason", "").strip()
+            if len(reason) > 500 or not reason.isprintable():
+                raise HTTPException(422, "reason: at most 500 printable characters")
+            reason = reason or f"drained by {who.name}"
+            set_node_state(session, state.cluster, state.loop, name, NodeState.DRAINING, reason)
+        elif action == "undrain":
+            set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "")
+        else:
+            raise HTTPException(404, f"no action {action[:40]!r}; one of drain, undrain")
+        return RedirectResponse("/nodes", status_code=303)
+
+    # --- assets -----------------------------------------------------------------------------
+
+    @pages.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, f"no file {name[:80]!r}")
+        path, media = STATIC[name]
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"}
+        return Response((HERE / path).read_bytes(), media_type=media, headers=headers)
+
+    return pages
+
+
+def _job_id(job_id: int) -> int:
+    if not 1 <= job_id <= 2**63 - 1:
+        raise HTTPException(404, f"no job {job_id}")
+    return job_id
+
+
+async def signed_out(request: Request, _: SignedOut) -> Response:
+    """A page asked without a live session: to the sign-in page (htmx: by its own redirect)."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    return RedirectResponse("/login", status_code=303)

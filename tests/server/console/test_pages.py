@@ -1,0 +1,203 @@
+"""The web console over real HTTP against a real server: sign-in and its cookie, CSRF on every
+form, a tenant's isolation by URL, escaping, operators' pages. (Its pages in a real browser:
+test_browser.py.)"""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from tests.server.conftest import wait_for
+from tests.server.console.helpers import csrf_of, sign_in
+from tests.server.test_api import make_member
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def submit(server, token: str, name: str = "sleeper", seconds: int = 600) -> int:
+    job = {
+        "name": name,
+        "task_groups": [{"replicas": 1, "cards": 1}],
+        "command": [sys.executable, "-c", f"import time; print('hello', flush=True); time.sleep({seconds})"],
+    }
+    with server.client(token) as c:
+        r = c.post("/v1/jobs", json=job)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def job_state(server, job_id: int) -> str:
+    with server.client(server.admin_token) as admin:
+        return admin.get(f"/v1/jobs/{job_id}").json()["state"]
+
+
+def console_tokens(server, user: str) -> list[dict]:
+    with server.client(server.admin_token) as admin:
+        return [t for t in admin.get("/v1/tokens").json() if t["user"] == user and t["label"] == "console"]
+
+
+def test_sign_in_gives_an_httponly_strict_cookie_of_a_new_token_and_sign_out_revokes_it(server):
+    token = make_member(server, "con-a", "con-alice")
+    with sign_in(server, token) as browser:
+        cookie = browser.cookies.get("wanka_session")
+        assert cookie and cookie != token
+        [row] = console_tokens(server, "con-alice")  # stored like any token: hashed, with an expiry
+        assert row["expires_at"] is not None and row["revoked_at"] is None
+        page = browser.get("/")
+        assert page.status_code == 200 and "con-alice" in page.text and "Jobs of con-a" in page.text
+        csrf = csrf_of(browser)
+        assert browser.post("/logout", data={"csrf": csrf}).status_code == 303
+        [row] = console_tokens(server, "con-alice")
+        assert row["revoked_at"] is not None
+    # the cookie copied before sign-out opens nothing now
+    with httpx.Client(base_url=server.url, cookies={"wanka_session": cookie}, timeout=10) as copied:
+        r = copied.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    # and the API token typed in still works: sign-out ends the console's session only
+    with server.client(token) as c:
+        assert c.get("/v1/jobs").status_code == 200
+
+
+def test_the_set_cookie_header_is_httponly_and_samesite_strict(server):
+    token = make_member(server, "con-b", "con-bob")
+    r = httpx.post(server.url + "/login", data={"token": token})
+    header = r.headers["set-cookie"].lower()
+    assert "httponly" in header and "samesite=strict" in header and "path=/" in header
+
+
+def test_a_wrong_token_is_refused_and_stores_nothing(server):
+    before = console_tokens(server, "con-nobody")
+    for bad in ("wk_not-a-token", "", "x" * 5000):
+        r = httpx.post(server.url + "/login", data={"token": bad})
+        assert r.status_code in (401, 413) and "set-cookie" not in r.headers
+    assert console_tokens(server, "con-nobody") == before
+    r = httpx.get(server.url + "/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = httpx.get(server.url + "/fragments/jobs", headers={"HX-Request": "true"})
+    assert r.status_code == 401 and r.headers["hx-redirect"] == "/login"
+
+
+def test_every_form_needs_its_csrf_token_and_this_origin(server):
+    token = make_member(server, "con-c", "con-carol")
+    job = submit(server, token)
+    with sign_in(server, token) as browser:
+        csrf = csrf_of(browser)
+        for data, headers in (
+            ({}, {}),
+            ({"csrf": "0" * 64}, {}),
+            ({"csrf": csrf}, {"Origin": "http://evil.example"}),
+        ):
+            r = browser.post(f"/jobs/{job}/cancel", data=data, headers=headers)
+            assert r.status_code == 403 and "csrf" in r.text
+        assert job_state(server, job) in ("pending", "admitted", "running")
+        r = browser.post("/login", data={"token": token}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403  # no login CSRF either
+        r = browser.post(f"/jobs/{job}/cancel", data={"csrf": csrf}, headers={"Origin": server.url})
+        assert r.status_code == 303
+        wait_for(lambda: job_state(server, job) == "cancelled")
+
+
+def test_a_member_never_sees_or_touches_another_tenants_job_by_url(server):
+    alice = make_member(server, "con-d", "con-dave")
+    mallory = make_member(server, "con-e", "con-eve")
+    job = submit(server, alice, name="secret-run")
+    with sign_in(server, mallory) as browser:
+        csrf = csrf_of(browser)
+        assert "secret-run" not in browser.get("/").text
+        assert "secret-run" not in browser.get("/fragments/jobs").text
+        for path in (
+            f"/jobs/{job}",
+            f"/fragments/jobs/{job}",
+            f"/fragments/jobs/{job}/logs",
+            f"/fragments/jobs/{job}/log/0",
+        ):
+            r = browser.get(path)
+            assert r.status_code == 404 and "secret-run" not in r.text, path
+        for action in ("cancel", "hold", "release"):
+            assert browser.post(f"/jobs/{job}/{action}", data={"csrf": csrf}).status_code == 404
+        assert browser.get("/nodes").status_code == 403  # operators' page
+        with server.client(server.admin_token) as admin:
+            node = admin.get("/v1/nodes").json()[0]["name"]
+        assert browser.post(f"/nodes/{node}/drain", data={"csrf": csrf}).status_code == 403
+    assert job_state(server, job) in ("pending", "admitted", "running")
+    with server.client(server.admin_token) as admin:
+        [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
+        assert row["state"] == "up"
+        assert admin.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_a_job_named_like_markup_renders_as_text(server):
+    token = make_member(server, "con-f", "con-frank")
+    job = submit(server, token, name=XSS)
+    with sign_in(server, token) as browser:
+        for path in ("/", "/fragments/jobs", f"/jobs/{job}"):
+            page = browser.get(path)
+            assert "&lt;img src=x onerror=alert(1)&gt;" in page.text and XSS not in page.text, path
+            policy = page.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        csrf = csrf_of(browser)
+        assert browser.post(f"/jobs/{job}/cancel", data={"csrf": csrf}).status_code == 303
+
+
+def test_only_the_consoles_own_files_are_served(server):
+    assert httpx.get(server.url + "/static/htmx.min.js").status_code == 200
+    for name in ("..%2F..%2Fserver%2Fauth.py", "..%2Fpages.py", "vendor%2Fhtmx.LICENSE", "nope.js"):
+        assert httpx.get(server.url + f"/static/{name}").status_code == 404
+
+
+def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
+    with sign_in(server, server.admin_token) as browser:
+        page = browser.get("/nodes")
+        assert page.status_code == 200
+        with server.client(server.admin_token) as admin:
+            node = admin.get("/v1/nodes").json()[-1]["name"]
+        csrf = csrf_of(browser, "/nodes")
+        r = browser.post(f"/nodes/{node}/drain", data={"csrf": csrf, "reason": "<b>fan</b> swap"})
+        assert r.status_code == 303
+        page = browser.get("/nodes").text
+        assert "&lt;b&gt;fan&lt;/b&gt; swap" in page
+        with server.client(server.admin_token) as admin:
+            [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
+            assert (row["state"], row["reason"]) == ("draining", "<b>fan</b> swap")
+        r = browser.post(f"/nodes/{node}/drain", data={"csrf": csrf, "reason": "x" * 501})
+        assert r.status_code == 422 and "reason" in r.text
+        assert browser.post(f"/nodes/{node}/undrain", data={"csrf": csrf}).status_code == 303
+        with server.client(server.admin_token) as admin:
+            [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
+            assert row["state"] == "up"
+
+
+def test_the_submit_form_checks_as_you_type_and_a_bad_form_stores_nothing(server):
+    token = make_member(server, "con-g", "con-gus")
+    with sign_in(server, token) as browser:
+        csrf = csrf_of(browser, "/submit")
+        good = {"csrf": csrf, "name": "formed", "tasks": "2", "cards": "1", "restarts": "0"}
+        good["command"] = f"{sys.executable}\n-c\nprint('from the form')"
+        r = browser.post("/fragments/submit-check", data=good)
+        assert r.status_code == 200 and "2 task(s), 2 card(s) in queue con-g: it can run here" in r.text
+        for change, field, words in (
+            ({"tasks": "two"}, "tasks", "a whole number"),
+            ({"cards": "65"}, "cards", "less than or equal to 64"),
+            ({"cards": "64"}, "cards", "can never run here"),  # no node has 64 cards
+            ({"env": "NOEQUALS"}, "env", "NAME=value"),
+            ({"command": ""}, "command", "give the argv"),
+            ({"queue": "someone-elses"}, "queue", "is not a queue of con-g"),
+            ({"time_limit": "-5"}, "time_limit", "greater than 0"),
+        ):
+            bad = {**good, **change}
+            checked = browser.post("/fragments/submit-check", data=bad)
+            assert f"<b>{field}</b>" in checked.text and words in checked.text, (change, checked.text)
+            r = browser.post("/submit", data=bad)
+            assert r.status_code in (403, 422) and words in r.text, (change, r.status_code)
+        with server.client(token) as c:
+            assert c.get("/v1/jobs").json()["jobs"] == []  # nothing stored by a check or a refusal
+        assert browser.post("/submit", data={**good, "csrf": "0" * 64}).status_code == 403
+        r = browser.post("/submit", data=good)
+        assert r.status_code == 303 and r.headers["location"].startswith("/jobs/")
+        job = int(r.headers["location"].rsplit("/", 1)[1])
+        wait_for(lambda: job_state(server, job) == "succeeded", timeout=60)
+        with server.client(token) as c:
+            spec = c.get(f"/v1/jobs/{job}").json()["spec"]
+            assert spec["command"] == [sys.executable, "-c", "print('from the form')"]
+            assert spec["task_groups"][0]["replicas"] == 2
