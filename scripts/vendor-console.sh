@@ -3,6 +3,7 @@
 # their licences, into src/wanka/server/console/static/vendor (the console uses no CDN).
 set -euo pipefail
 HTMX=2.0.11
+ECHARTS=5.6.0
 dest="$(cd "$(dirname "$0")/.." && pwd)/src/wanka/server/console/static/vendor"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -11,4 +12,9 @@ npm pack --silent "htmx.org@$HTMX" >/dev/null
 tar xzf "htmx.org-$HTMX.tgz"
 cp package/dist/htmx.min.js "$dest/htmx.min.js"
 cp package/LICENSE "$dest/htmx.LICENSE"
-echo "htmx.org $HTMX -> $dest"
+npm pack --silent "echarts@$ECHARTS" >/dev/null
+tar xzf "echarts-$ECHARTS.tgz" --transform 's,^package,echarts,'
+cp echarts/dist/echarts.min.js "$dest/echarts.min.js"
+cp echarts/LICENSE "$dest/echarts.LICENSE"
+cp echarts/NOTICE "$dest/echarts.NOTICE"
+echo "htmx.org $HTMX, echarts $ECHARTS -> $dest"

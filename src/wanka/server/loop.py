@@ -29,6 +29,7 @@ import queue as queue_mod
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -252,6 +253,7 @@ class ControlLoop:
         self.positions: dict[int, int] = {}
         self.estimates: dict[int, float] = {}
         self.last_cycle: float | None = None
+        self.recent_cycles: deque[tuple[float, float]] = deque(maxlen=300)  # (when, seconds): the console
         self.cycle_count = 0  # cycles run and decisions made since this server started
         self.decision_count = 0
         self.cycle_seconds = Histogram(
@@ -1074,6 +1076,7 @@ class ControlLoop:
             return
         elapsed = time.perf_counter() - t0
         self.cycle_seconds.observe(elapsed)
+        self.recent_cycles.append((now, elapsed))
         self.cycles.inc()
         self.cycle_count += 1
         self.last_cycle = now

@@ -125,47 +125,7 @@ def router(
     @api.get("/v1/queues", response_model=list[QueueOut])
     def queues(who: Principal = Depends(principal), session: Session = Depends(db)):
         """Every queue (admins), or the tenant's own organisation and its queues (members)."""
-        tree = current_tree(session)
-        if who.is_admin:
-            shown = list(range(1, len(tree.names)))  # all but the root
-        else:
-            tenant = session.get(tables.Tenant, who.tenant_id)
-            shown = subtree(tree, tenant.name)
-        names = [tree.names[i] for i in shown]
-        waiting = dict(
-            session.execute(
-                select(tables.Job.queue, func.count())
-                .where(tables.Job.state == JobState.PENDING.value, tables.Job.queue.in_(names))
-                .group_by(tables.Job.queue)
-            ).all()
-        )
-        in_use = _in_use(session, tree)
-        holds = {h.queue: h for h in session.scalars(select(tables.QueueHold))}
-        out = []
-        for i in shown:
-            parent = tree.parent[i]
-            quota = {}
-            for k, model in enumerate(tree.flavors):
-                nominal = int(tree.nominal[i][k])
-                borrow, lend = tree.borrowing_limit[i][k], tree.lending_limit[i][k]
-                quota[model] = QuotaOut(
-                    nominal=nominal,
-                    borrowing_limit=None if borrow >= UNLIMITED else int(borrow),
-                    lending_limit=lend,
-                )
-            out.append(
-                QueueOut(
-                    name=tree.names[i],
-                    parent=tree.names[parent] if parent > 0 else None,
-                    leaf=not tree.children[i],
-                    weight=float(tree.weight[i]),
-                    quota=quota,
-                    in_use=in_use.get(i, {}),
-                    pending_jobs=int(waiting.get(tree.names[i], 0)),
-                    held=_held_text(holds.get(tree.names[i])),
-                )
-            )
-        return out
+        return queue_rows(session, current_tree(session), who)
 
     @api.post("/v1/queues/{name}/hold", response_model=QueueOut)
     def hold(name: str, body: HoldIn, who: Principal = Depends(admin), session: Session = Depends(db)):
@@ -209,6 +169,51 @@ def router(
         return next(q for q in queues(who, session) if q.name == name)
 
     return api
+
+
+def queue_rows(session: Session, tree: QueueTree, who: Principal) -> list[QueueOut]:
+    """Every queue of ``tree`` but the root (admins), or the member's organisation and its queues:
+    quota per model, cards in use, waiting jobs, holds."""
+    if who.is_admin:
+        shown = list(range(1, len(tree.names)))  # all but the root
+    else:
+        tenant = session.get(tables.Tenant, who.tenant_id)
+        shown = subtree(tree, tenant.name)
+    names = [tree.names[i] for i in shown]
+    waiting = dict(
+        session.execute(
+            select(tables.Job.queue, func.count())
+            .where(tables.Job.state == JobState.PENDING.value, tables.Job.queue.in_(names))
+            .group_by(tables.Job.queue)
+        ).all()
+    )
+    in_use = _in_use(session, tree)
+    holds = {h.queue: h for h in session.scalars(select(tables.QueueHold))}
+    out = []
+    for i in shown:
+        parent = tree.parent[i]
+        quota = {}
+        for k, model in enumerate(tree.flavors):
+            nominal = int(tree.nominal[i][k])
+            borrow, lend = tree.borrowing_limit[i][k], tree.lending_limit[i][k]
+            quota[model] = QuotaOut(
+                nominal=nominal,
+                borrowing_limit=None if borrow >= UNLIMITED else int(borrow),
+                lending_limit=lend,
+            )
+        out.append(
+            QueueOut(
+                name=tree.names[i],
+                parent=tree.names[parent] if parent > 0 else None,
+                leaf=not tree.children[i],
+                weight=float(tree.weight[i]),
+                quota=quota,
+                in_use=in_use.get(i, {}),
+                pending_jobs=int(waiting.get(tree.names[i], 0)),
+                held=_held_text(holds.get(tree.names[i])),
+            )
+        )
+    return out
 
 
 def _held_text_of(queue: str, by: str, reason: str) -> str:

@@ -49,6 +49,9 @@ def page(browser):
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.dialogs = dialogs
+    # the page's policy allows this server's scripts and styles only: nothing it serves may break it
+    page.violations = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and page.violations.append(m.text))
     yield page
     context.close()
 
@@ -102,6 +105,7 @@ def test_a_member_watches_a_job_wait_run_log_and_finish_then_cancels_another(pag
     expect(page.locator("#state")).to_have_text("cancelled", timeout=WAIT_MS)
     page.goto(server.url + "/")
     shot(page, "jobs")
+    assert page.violations == []
     page.click("header button")  # sign out
     page.wait_for_url(server.url + "/login")
     page.goto(server.url + "/")
@@ -139,3 +143,11 @@ def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     shot(page, "nodes")
     row.locator("button").click()  # Undrain
     playwright.expect(page.locator(f"tr[data-node='{name}'] .badge")).to_have_text("up")
+    page.click("nav a[href='/overview']")
+    for chart in ("allocation", "cycles"):
+        playwright.expect(page.locator(f"[data-chart={chart}]")).to_have_attribute("data-drawn", "true")
+    shot(page, "overview")
+    page.click("nav a[href='/quota']")
+    playwright.expect(page.locator("[data-chart=usage]")).to_have_attribute("data-drawn", "true")
+    shot(page, "quota")
+    assert page.violations == []

@@ -70,7 +70,7 @@ def test_a_wrong_token_is_refused_and_stores_nothing(server):
     before = console_tokens(server, "con-nobody")
     for bad in ("wk_not-a-token", "", "x" * 5000):
         r = httpx.post(server.url + "/login", data={"token": bad})
-        assert r.status_code in (401, 413) and "set-cookie" not in r.headers
+        assert r.status_code == 401 and "set-cookie" not in r.headers
     assert console_tokens(server, "con-nobody") == before
     r = httpx.get(server.url + "/")
     assert r.status_code == 303 and r.headers["location"] == "/login"
@@ -201,3 +201,26 @@ def test_the_submit_form_checks_as_you_type_and_a_bad_form_stores_nothing(server
             spec = c.get(f"/v1/jobs/{job}").json()["spec"]
             assert spec["command"] == [sys.executable, "-c", "print('from the form')"]
             assert spec["task_groups"][0]["replicas"] == 2
+
+
+def test_quota_and_usage_show_a_member_its_own_tenant_only(server):
+    mine = make_member(server, "con-h", "con-hal")
+    theirs = make_member(server, "con-i", "con-ivy")
+    busy = submit(server, theirs, name="theirs-running")
+    own = submit(server, mine, name="mine-running")
+    wait_for(lambda: job_state(server, busy) == "running" and job_state(server, own) == "running")
+    with sign_in(server, mine) as browser:
+        page = browser.get("/quota")
+        assert page.status_code == 200
+        assert 'data-queue="con-h"' in page.text and 'data-queue="con-i"' not in page.text
+        assert "<td>con-hal</td><td>1</td><td>1</td>" in page.text  # who holds cards: its own users
+        assert "con-ivy" not in page.text and "con-i<" not in page.text
+        assert browser.get("/overview").status_code == 403  # the operator's
+    with sign_in(server, server.admin_token) as browser:
+        page = browser.get("/overview")
+        assert page.status_code == 200 and 'id="chart-allocation"' in page.text
+        text = browser.get("/quota").text
+        assert 'data-queue="con-h"' in text and 'data-queue="con-i"' in text
+    with server.client(server.admin_token) as admin:
+        for job in (busy, own):
+            assert admin.post(f"/v1/jobs/{job}/cancel").status_code == 200

@@ -3,6 +3,9 @@ and checked by :class:`~wanka.models.job.JobSpec` itself, problems named by the 
 
 from __future__ import annotations
 
+import urllib.parse
+
+from fastapi import HTTPException, Request
 from pydantic import ValidationError
 
 from wanka.models.errors import describe
@@ -48,6 +51,22 @@ DEFAULTS = {
     "time_limit": "",
     "restarts": "0",
 }
+
+
+# a job's command and env, a token or a drain reason (the RequestGuard bounds every body too)
+MAX_FORM_BYTES = 16 * 1024
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """An urlencoded form, bounded (413 past :data:`MAX_FORM_BYTES`); one value per field."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, f"form: at most {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise HTTPException(400, "form: not UTF-8 text") from None
+    return dict(pairs)
 
 
 class FormError(ValueError):

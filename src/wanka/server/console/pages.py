@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +14,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from wanka.core import PRIORITY_CLASSES, JobState, NodeState
+from wanka.core import PRIORITY_CLASSES, JobState
 from wanka.core.jobs import TERMINAL_STATES
 from wanka.server import job_service, tables
-from wanka.server.cluster_api import node_out, set_node_state
+from wanka.server.console import cluster_pages
 from wanka.server.console import session as console_session
-from wanka.server.console.forms import DEFAULTS, FormError, problems_of, spec_of
+from wanka.server.console.forms import DEFAULTS, FormError, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
     admit_spec,
     commit_and_tell,
@@ -37,7 +36,9 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 STATIC = {  # every file the console serves, by name: nothing else is reachable
     "console.css": ("static/console.css", "text/css"),
+    "console.js": ("static/console.js", "text/javascript"),
     "htmx.min.js": ("static/vendor/htmx.min.js", "text/javascript"),
+    "echarts.min.js": ("static/vendor/echarts.min.js", "text/javascript"),
 }
 HEADERS = {
     # scripts and styles from this server only (no inline script, no eval); never in a frame
@@ -48,7 +49,6 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-MAX_FORM_BYTES = 4096  # a sign-in token or a drain reason; the RequestGuard bounds bodies too
 LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live
 JOB_ACTIONS = ("cancel", "hold", "release")
 STATES = tuple(s.value for s in JobState)
@@ -78,18 +78,6 @@ templates.filters["when"] = _when
 
 class SignedOut(Exception):
     """No live session: pages go to the sign-in page; htmx fragments tell htmx to go there."""
-
-
-async def form_fields(request: Request) -> dict[str, str]:
-    """An urlencoded form, bounded (413 past :data:`MAX_FORM_BYTES`); one value per field."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, f"form: at most {MAX_FORM_BYTES} bytes")
-    try:
-        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise HTTPException(400, "form: not UTF-8 text") from None
-    return dict(pairs)
 
 
 def router(state: AppState, db: Callable) -> APIRouter:
@@ -274,37 +262,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
             return page("submit.html", who, token, fields=shown, problems=problems, verdict="", status=status)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
-    # --- nodes (operators) ------------------------------------------------------------------
-
-    def admin_only(who) -> None:
-        if not who.is_admin:
-            raise HTTPException(403, "admins only")
-
-    @pages.get("/nodes")
-    def nodes(request: Request, session: Session = Depends(db)):
-        who, token = signed(request, session)
-        admin_only(who)
-        rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
-        listed = [node_out(state.cluster, r) for r in rows if r.name in state.cluster.node_index]
-        return page("nodes.html", who, token, nodes=listed)
-
-    @pages.post("/nodes/{name}/{action}")
-    async def node_action(name: str, action: str, request: Request, session: Session = Depends(db)):
-        who, token = signed(request, session)
-        fields = await form_fields(request)
-        console_session.check_form(request, token, fields.get("csrf", ""))
-        admin_only(who)
-        if action == "drain":
-            reason = fields.get("reason", "").strip()
-            if len(reason) > 500 or not reason.isprintable():
-                raise HTTPException(422, "reason: at most 500 printable characters")
-            reason = reason or f"drained by {who.name}"
-            set_node_state(session, state.cluster, state.loop, name, NodeState.DRAINING, reason)
-        elif action == "undrain":
-            set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "")
-        else:
-            raise HTTPException(404, f"no action {action[:40]!r}; one of drain, undrain")
-        return RedirectResponse("/nodes", status_code=303)
+    cluster_pages.add(pages, state, db, signed, page)
 
     # --- assets -----------------------------------------------------------------------------
 

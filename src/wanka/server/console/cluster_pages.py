@@ -1,0 +1,107 @@
+"""The console's views of quota, usage and the cluster: a member's quota and bill, the operator's
+overview and nodes. Thin over ``quota_api``, ``cluster_api`` and :mod:`.figures`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from wanka.core import NodeState
+from wanka.server import tables
+from wanka.server.cluster_api import node_out, set_node_state
+from wanka.server.console import figures
+from wanka.server.console import session as console_session
+from wanka.server.console.forms import form_fields
+from wanka.server.quota_api import queue_rows
+
+if TYPE_CHECKING:
+    from wanka.server.app import AppState
+
+MAX_REASON = 500
+
+
+def _admin_only(who) -> None:
+    if not who.is_admin:
+        raise HTTPException(403, "admins only")
+
+
+def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page: Callable) -> None:
+    """Add the quota, overview and node routes to ``pages`` (``signed`` and ``page``: the console's
+    session check and renderer)."""
+
+    @pages.get("/quota")
+    def quota(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        queues = queue_rows(session, state.trees.get(session), who)
+        tenant = None if who.is_admin else who.tenant_id
+        return page(
+            "quota.html",
+            who,
+            token,
+            queues=queues,
+            depth=_depths(queues),
+            holders=figures.holders_now(session, tenant),
+            usage=figures.usage_chart(session, tenant),
+        )
+
+    @pages.get("/overview")
+    def overview(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        _admin_only(who)
+        cluster, loop = state.cluster, state.loop
+        return page(
+            "overview.html",
+            who,
+            token,
+            cards=figures.cards_by_state(cluster),
+            total=int(cluster.total_cards),
+            jobs=figures.job_counts(session),
+            holders=figures.holders_now(session, None),
+            allocation=figures.allocation_chart(session, int(cluster.total_cards)),
+            cycles=figures.cycle_chart(loop.recent_cycles),
+            cycle_count=loop.cycle_count,
+            role=loop.role,
+        )
+
+    @pages.get("/nodes")
+    def nodes(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        _admin_only(who)
+        rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
+        listed = [node_out(state.cluster, r) for r in rows if r.name in state.cluster.node_index]
+        return page("nodes.html", who, token, nodes=listed)
+
+    @pages.post("/nodes/{name}/{action}")
+    async def node_action(name: str, action: str, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        _admin_only(who)
+        if action == "drain":
+            reason = fields.get("reason", "").strip()
+            if len(reason) > MAX_REASON or not reason.isprintable():
+                raise HTTPException(422, f"reason: at most {MAX_REASON} printable characters")
+            reason = reason or f"drained by {who.name}"
+            set_node_state(session, state.cluster, state.loop, name, NodeState.DRAINING, reason)
+        elif action == "undrain":
+            set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "")
+        else:
+            raise HTTPException(404, f"no action {action[:40]!r}; one of drain, undrain")
+        return RedirectResponse("/nodes", status_code=303)
+
+
+def _depths(queues) -> dict[str, int]:
+    """Each queue's depth below the shown tree's top (for indenting the tree)."""
+    parent = {q.name: q.parent for q in queues}
+    depth = {}
+    for q in queues:
+        d, p = 0, q.parent
+        while p in parent and d < 32:
+            d, p = d + 1, parent[p]
+        depth[q.name] = d
+    return depth

@@ -1,0 +1,101 @@
+"""What the console's charts and bars show, read from the tables the server already keeps: usage by
+day (metering's own split, ``usage_api.usage``), cards held by each user now, cards allocated over
+the last day, and the control loop's recent cycle latencies. Shapes are plain lists and dicts, ready
+for ECharts (``static/console.js`` draws them)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from wanka.core import NodeState
+from wanka.server import tables
+from wanka.server.cluster_api import HOLDING
+from wanka.server.usage_api import month_bounds, usage
+
+DAY_S = 86400.0
+BUCKETS = 48  # half-hours of the last day
+
+
+def usage_chart(session: Session, tenant_id: int | None, now: float | None = None) -> dict:
+    """This month's card-hours per UTC day and accelerator model, and the cost per day:
+    ``{"days": [YYYY-MM-DD…], "series": {model: [card-hours per day]}, "cost": [per day], "currency",
+    "card_hours", "bill"}``. ``tenant_id`` None: every tenant's (admins)."""
+    now = time.time() if now is None else now
+    out = usage(session, month_bounds(time.strftime("%Y-%m", time.gmtime(now))), tenant_id, now)
+    days = sorted({r.day for r in out.rows})
+    index = {d: i for i, d in enumerate(days)}
+    series: dict[str, list[float]] = {}
+    cost = [0.0] * len(days)
+    for r in out.rows:
+        series.setdefault(r.model, [0.0] * len(days))[index[r.day]] += round(r.card_hours, 3)
+        cost[index[r.day]] += r.cost or 0.0
+    return {
+        "days": days,
+        "series": series,
+        "cost": [round(c, 2) for c in cost],
+        "currency": out.currency,
+        "card_hours": round(sum(b.card_hours for b in out.bills), 2),
+        "bill": round(sum(b.cost for b in out.bills), 2),
+        "month": out.month,
+    }
+
+
+def holders_now(session: Session, tenant_id: int | None) -> list[tuple[str, int, int]]:
+    """(user, or tenant for admins; cards held; jobs) by jobs admitted or running, most cards first."""
+    who = tables.User.name if tenant_id is not None else tables.Tenant.name
+    q = (
+        select(who, func.sum(tables.Job.cards), func.count())
+        .join(tables.User, tables.User.id == tables.Job.user_id)
+        .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
+        .where(tables.Job.state.in_(HOLDING))
+        .group_by(who)
+    )
+    if tenant_id is not None:
+        q = q.where(tables.Job.tenant_id == tenant_id)
+    return sorted(((n, int(c or 0), int(j)) for n, c, j in session.execute(q)), key=lambda r: -r[1])
+
+
+def allocation_chart(session: Session, total_cards: int, now: float | None = None) -> dict:
+    """Cards held over the last day, in half-hour buckets, as a share of the cluster:
+    ``{"times": [epoch s, bucket ends], "allocated": [fraction 0-1]}`` (from metering's runs)."""
+    now = time.time() if now is None else now
+    lo = now - DAY_S
+    edges = np.linspace(lo, now, BUCKETS + 1)
+    held = np.zeros(BUCKETS)
+    q = select(tables.JobRun.start, tables.JobRun.end, tables.JobRun.cards).where(
+        tables.JobRun.start < now, or_(tables.JobRun.end.is_(None), tables.JobRun.end > lo)
+    )
+    for start, end, cards in session.execute(q):
+        a, b = max(start, lo), min(end if end is not None else now, now)
+        # card-seconds of [a, b) in each bucket
+        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
+        held += overlap * cards
+    width = (now - lo) / BUCKETS
+    share = held / (width * total_cards) if total_cards else held
+    return {"times": [round(t) for t in edges[1:].tolist()], "allocated": np.round(share, 4).tolist()}
+
+
+def cards_by_state(cluster) -> dict[str, dict[str, int]]:
+    """Cards per node state (up, draining, down) and accelerator model."""
+    out: dict[str, dict[str, int]] = {}
+    for state in NodeState:
+        for f, model in enumerate(cluster.models):
+            on = (cluster.node_state == int(state)) & (cluster.node_model == f)
+            n = int(cluster.node_cards[on].sum())
+            if n:
+                out.setdefault(state.name.lower(), {})[model.id] = n
+    return out
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    q = select(tables.Job.state, func.count()).group_by(tables.Job.state)
+    return {state: int(n) for state, n in session.execute(q)}
+
+
+def cycle_chart(recent) -> dict:
+    """The control loop's last cycles: ``{"times": [epoch s], "ms": [latency]}``."""
+    return {"times": [round(t, 1) for t, _ in recent], "ms": [round(s * 1000, 2) for _, s in recent]}
