@@ -133,16 +133,20 @@ def test_markup_in_a_job_name_is_text_and_another_tenants_job_is_not_found(page,
 def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     sign_in(page, server, server.admin_token)
     page.click("nav a[href='/nodes']")
-    first = page.locator("table.nodes tbody tr").first
-    name = first.get_attribute("data-node")
-    first.locator("input[name=reason]").fill("fan swap")
-    first.locator("button").click()
-    row = page.locator(f"tr[data-node='{name}']")
-    playwright.expect(row.locator(".badge")).to_have_text("draining")
-    playwright.expect(row.locator("td.reason")).to_have_text("fan swap")
+    cell = page.locator(".map a.cell").first  # the node map, drawn as the network is
+    name = cell.get_attribute("data-node")
+    cell.click()
+    page.wait_for_url(f"{server.url}/nodes/{name}")
+    page.fill("input[name=reason]", "fan swap")
+    page.click("button:has-text('Drain')")
+    playwright.expect(page.locator("#node-state")).to_have_text("draining")
+    playwright.expect(page.locator("#node-reason")).to_have_text("fan swap")
+    page.click("nav a[href='/nodes']")
+    playwright.expect(page.locator(f".map a.cell[data-node='{name}']")).to_have_class("cell draining load-0")
     shot(page, "nodes")
-    row.locator("button").click()  # Undrain
-    playwright.expect(page.locator(f"tr[data-node='{name}'] .badge")).to_have_text("up")
+    page.goto(f"{server.url}/nodes/{name}")
+    page.click("button:has-text('Undrain')")
+    playwright.expect(page.locator("#node-state")).to_have_text("up")
     page.click("nav a[href='/overview']")
     for chart in ("allocation", "cycles"):
         playwright.expect(page.locator(f"[data-chart={chart}]")).to_have_attribute("data-drawn", "true")

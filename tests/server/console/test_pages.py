@@ -4,6 +4,7 @@ test_browser.py.)"""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import httpx
@@ -120,6 +121,7 @@ def test_a_member_never_sees_or_touches_another_tenants_job_by_url(server):
         with server.client(server.admin_token) as admin:
             node = admin.get("/v1/nodes").json()[0]["name"]
         assert browser.post(f"/nodes/{node}/drain", data={"csrf": csrf}).status_code == 403
+        assert browser.get(f"/nodes/{node}").status_code == 403
     assert job_state(server, job) in ("pending", "admitted", "running")
     with server.client(server.admin_token) as admin:
         [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
@@ -147,7 +149,15 @@ def test_only_the_consoles_own_files_are_served(server):
 
 
 def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
+    token = make_member(server, "con-j", "con-jo")
+    running = submit(server, token, name="on-a-node")
+    wait_for(lambda: job_state(server, running) == "running")
+    with server.client(server.admin_token) as admin:
+        [where] = admin.get(f"/v1/jobs/{running}").json()["nodes"]
     with sign_in(server, server.admin_token) as browser:
+        detail = browser.get(f"/nodes/{where}").text  # its jobs, whoever's
+        assert f'href="/jobs/{running}"' in detail and "con-j" in detail
+        assert browser.get("/nodes/no-such-node").status_code == 404
         page = browser.get("/nodes")
         assert page.status_code == 200
         with server.client(server.admin_token) as admin:
@@ -157,6 +167,8 @@ def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
         assert r.status_code == 303
         page = browser.get("/nodes").text
         assert "&lt;b&gt;fan&lt;/b&gt; swap" in page
+        assert re.search(f'class="cell draining load-[0-4]" data-node="{node}"', page)
+        assert "&lt;b&gt;fan&lt;/b&gt; swap" in browser.get(f"/nodes/{node}").text
         with server.client(server.admin_token) as admin:
             [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
             assert (row["state"], row["reason"]) == ("draining", "<b>fan</b> swap")
@@ -166,6 +178,7 @@ def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
         with server.client(server.admin_token) as admin:
             [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
             assert row["state"] == "up"
+            assert admin.post(f"/v1/jobs/{running}/cancel").status_code == 200
 
 
 def test_the_submit_form_checks_as_you_type_and_a_bad_form_stores_nothing(server):

@@ -17,6 +17,8 @@ from wanka.server.cluster_api import node_out, set_node_state
 from wanka.server.console import figures
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import form_fields
+from wanka.server.job_service import JOB_ROWS
+from wanka.server.jobs_api import job_out
 from wanka.server.quota_api import queue_rows
 
 if TYPE_CHECKING:
@@ -33,6 +35,11 @@ def _admin_only(who) -> None:
 def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page: Callable) -> None:
     """Add the quota, overview and node routes to ``pages`` (``signed`` and ``page``: the console's
     session check and renderer)."""
+
+    def _used():
+        """Cards held on each node now (the control loop's view; read without its lock: a page)."""
+        loop = state.loop
+        return state.cluster.node_cards - loop.state.free_cards
 
     @pages.get("/quota")
     def quota(request: Request, session: Session = Depends(db)):
@@ -72,9 +79,26 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
     def nodes(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
         _admin_only(who)
-        rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
-        listed = [node_out(state.cluster, r) for r in rows if r.name in state.cluster.node_index]
-        return page("nodes.html", who, token, nodes=listed)
+        listed = _nodes_of(session, state.cluster)
+        return page(
+            "nodes.html", who, token, nodes=listed, groups=figures.node_map(state.cluster, listed, _used())
+        )
+
+    @pages.get("/nodes/{name}")
+    def node_detail(name: str, request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        _admin_only(who)
+        row = session.scalar(select(tables.Node).where(tables.Node.name == name[:200]))
+        if row is None or row.name not in state.cluster.node_index:
+            raise HTTPException(404, f"no node named {name[:80]!r}")
+        i = state.cluster.node_index[row.name]
+        ids = [int(j.id) for j in list(state.loop.running.values()) if i in j.placement.node_set()]
+        jobs = []
+        if ids:
+            rows = session.execute(JOB_ROWS.where(tables.Job.id.in_(ids)).order_by(tables.Job.id)).all()
+            jobs = [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
+        used = int(_used()[i])
+        return page("node.html", who, token, node=node_out(state.cluster, row), jobs=jobs, used=used)
 
     @pages.post("/nodes/{name}/{action}")
     async def node_action(name: str, action: str, request: Request, session: Session = Depends(db)):
@@ -92,7 +116,14 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "")
         else:
             raise HTTPException(404, f"no action {action[:40]!r}; one of drain, undrain")
-        return RedirectResponse("/nodes", status_code=303)
+        return RedirectResponse(
+            f"/nodes/{name}" if fields.get("back") == "node" else "/nodes", status_code=303
+        )
+
+
+def _nodes_of(session: Session, cluster) -> list:
+    rows = session.scalars(select(tables.Node).order_by(tables.Node.id))
+    return [node_out(cluster, r) for r in rows if r.name in cluster.node_index]
 
 
 def _depths(queues) -> dict[str, int]:

@@ -99,3 +99,25 @@ def job_counts(session: Session) -> dict[str, int]:
 def cycle_chart(recent) -> dict:
     """The control loop's last cycles: ``{"times": [epoch s], "ms": [latency]}``."""
     return {"times": [round(t, 1) for t, _ in recent], "ms": [round(s * 1000, 2) for _, s in recent]}
+
+
+def node_map(cluster, nodes, used) -> list[dict]:
+    """Nodes grouped as the network is: ``[{"name": outermost domain (or the pool), "leaves":
+    [{"name": innermost domain, "nodes": [{"name", "state", "load": 0-4, "title"}]}]}]``, in the
+    cluster's node order. ``load``: the quarter of its cards held (0 idle … 4 full)."""
+    groups: dict[str, dict[str, list]] = {}
+    for n in nodes:
+        i = cluster.node_index[n.name]
+        outer = n.domain[-1] if n.domain else n.model
+        inner = n.domain[0] if n.domain else n.model
+        cards = int(cluster.node_cards[i])
+        held = int(used[i])
+        load = 0 if not held else min(4, 1 + (4 * held - 1) // max(cards, 1))
+        title = f"{n.name}: {n.state}, {held}/{cards} cards held" + (f" ({n.reason})" if n.reason else "")
+        groups.setdefault(outer, {}).setdefault(inner, []).append(
+            {"name": n.name, "state": n.state, "load": load, "title": title}
+        )
+    return [
+        {"name": outer, "leaves": [{"name": inner, "nodes": ns} for inner, ns in leaves.items()]}
+        for outer, leaves in groups.items()
+    ]
