@@ -143,7 +143,6 @@ def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     playwright.expect(page.locator("#node-reason")).to_have_text("fan swap")
     page.click("nav a[href='/nodes']")
     playwright.expect(page.locator(f".map a.cell[data-node='{name}']")).to_have_class("cell draining load-0")
-    shot(page, "nodes")
     page.goto(f"{server.url}/nodes/{name}")
     page.click("button:has-text('Undrain')")
     playwright.expect(page.locator("#node-state")).to_have_text("up")
