@@ -98,8 +98,17 @@ def node_out(cluster: Cluster, row: tables.Node) -> NodeOut:
     )
 
 
+def record_node_event(session: Session, row: tables.Node, by: str) -> None:
+    """The audit stream's record of ``row``'s new state (the caller commits)."""
+    session.add(
+        tables.NodeEvent(
+            node=row.name, time=row.changed_at, state=row.state, reason=row.reason[:500], by=by[:64]
+        )
+    )
+
+
 def set_node_state(
-    session: Session, cluster: Cluster, loop, name: str, target: NodeState, reason: str
+    session: Session, cluster: Cluster, loop, name: str, target: NodeState, reason: str, by: str
 ) -> NodeOut:
     """Drain (``DRAINING``) or undrain (``UP``) node ``name``: recorded, then seen by the next cycle
     and told to the backend. 404 for a node the cluster does not have; 409 to bring a down node up
@@ -111,6 +120,7 @@ def set_node_state(
     if current is NodeState.DOWN and target is NodeState.UP:
         raise HTTPException(409, f"node {name!r} is down; it comes back up when it reports healthy")
     row.state, row.reason, row.changed_at = target.name.lower(), reason, time.time()
+    record_node_event(session, row, by)
     session.commit()
     cluster.node_state[cluster.node_index[name]] = int(target)  # the next cycle sees it
     if loop is not None:
@@ -137,12 +147,18 @@ def router(
     def drain(name: str, body: DrainIn, who: Principal = Depends(admin), session: Session = Depends(db)):
         """Running jobs keep running; nothing new is placed on the node."""
         return set_node_state(
-            session, cluster, loop, name, NodeState.DRAINING, body.reason or f"drained by {who.name}"
+            session,
+            cluster,
+            loop,
+            name,
+            NodeState.DRAINING,
+            body.reason or f"drained by {who.name}",
+            who.name,
         )
 
     @api.post("/v1/nodes/{name}/undrain", response_model=NodeOut)
-    def undrain(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
-        return set_node_state(session, cluster, loop, name, NodeState.UP, "")
+    def undrain(name: str, who: Principal = Depends(admin), session: Session = Depends(db)):
+        return set_node_state(session, cluster, loop, name, NodeState.UP, "", who.name)
 
     @api.get("/v1/cluster", response_model=ClusterOut)
     def status(who: Principal = Depends(principal), session: Session = Depends(db)):

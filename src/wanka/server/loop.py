@@ -64,6 +64,7 @@ from wanka.core.jobs import check_transition
 from wanka.core.running import effective_time_limit
 from wanka.models.cluster import parse_cluster
 from wanka.server import tables
+from wanka.server.cluster_api import record_node_event
 from wanka.server.faults import find_culprits
 from wanka.server.gates import Gates, rule_of
 from wanka.server.lease import LeaseLost, SchedulerLease
@@ -724,11 +725,13 @@ class ControlLoop:
                 continue
             if name in bad and row.state != "down":
                 row.state, row.reason, row.changed_at = "down", f"unhealthy: {bad[name]}", now
+                record_node_event(session, row, "health check")
                 self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.DOWN)
                 log.warning("node %s is down: %s", name, bad[name])
             elif name not in bad and row.state == "down" and row.reason.startswith("unhealthy: "):
                 row.state, row.reason, row.changed_at = "up", "", now
+                record_node_event(session, row, "health check")
                 self.dirty = True
                 self.cluster.node_state[i] = int(NodeState.UP)
         if self.inventory is not None:  # new nodes are checked from the next period on
@@ -758,6 +761,7 @@ class ControlLoop:
             if record.name not in present:
                 if row is not None and row.reason != GONE:  # not "unhealthy": no check revives it
                     row.state, row.reason, row.changed_at = "down", GONE, now
+                    record_node_event(session, row, "inventory")
                     log.warning("node %s left the %s inventory", record.name, self.backend.name)
             elif row is None:  # a new node: as the backend reports it (the health check follows)
                 down = record.state is NodeState.DOWN
@@ -774,6 +778,7 @@ class ControlLoop:
                 down = record.state is NodeState.DOWN
                 row.state, row.reason = ("down", DOWN_IN_INVENTORY) if down else ("up", "")
                 row.changed_at = now
+                record_node_event(session, row, "inventory")
             if row is not None:
                 self.cluster.node_state[i] = int(NodeState[row.state.upper()])
         session.flush()

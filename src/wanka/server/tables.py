@@ -75,6 +75,19 @@ class Node(Base):
     changed_at: Mapped[float] = mapped_column(Float)
 
 
+class NodeEvent(Base):
+    """Every change of a node's state, for the audit stream: who drained it, what check found it
+    unhealthy, when the inventory lost it."""
+
+    __tablename__ = "node_events"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    node: Mapped[str] = mapped_column(String(128))
+    time: Mapped[float] = mapped_column(Float, index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    by: Mapped[str] = mapped_column(String(64))
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(ID, primary_key=True)

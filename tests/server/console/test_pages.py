@@ -237,3 +237,27 @@ def test_quota_and_usage_show_a_member_its_own_tenant_only(server):
     with server.client(server.admin_token) as admin:
         for job in (busy, own):
             assert admin.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_the_event_stream_shows_a_member_its_jobs_and_an_admin_who_drained_what(server):
+    mine = make_member(server, "con-k", "con-kim")
+    theirs = make_member(server, "con-l", "con-lee")
+    own, other = submit(server, mine, name="k-job"), submit(server, theirs, name="l-job")
+    with server.client(server.admin_token) as admin:
+        node = admin.get("/v1/nodes").json()[0]["name"]
+        assert admin.post(f"/v1/nodes/{node}/drain", json={"reason": "<i>psu</i>"}).status_code == 200
+        assert admin.post(f"/v1/nodes/{node}/undrain").status_code == 200
+        for job in (own, other):
+            assert admin.post(f"/v1/jobs/{job}/cancel").status_code == 200
+    with sign_in(server, mine) as browser:
+        for path in ("/events", "/fragments/events", "/events?kind=node"):
+            text = browser.get(path).text
+            assert "l-job" not in text and f"node {node}" not in text and "psu" not in text, path
+        text = browser.get("/events").text
+        assert f'href="/jobs/{own}"' in text and "k-job" in text and "cancelled by" in text
+        assert browser.get("/events?kind=bogus").status_code == 422
+    with sign_in(server, server.admin_token) as browser:
+        text = browser.get("/events?kind=node").text
+        assert f"node {node}" in text and "&lt;i&gt;psu&lt;/i&gt; — by admin" in text and "k-job" not in text
+        text = browser.get("/events").text
+        assert "k-job" in text and "l-job" in text and f"node {node}" in text

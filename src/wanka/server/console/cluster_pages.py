@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from wanka.core import NodeState
 from wanka.server import tables
 from wanka.server.cluster_api import node_out, set_node_state
-from wanka.server.console import figures
+from wanka.server.console import events, figures
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import form_fields
 from wanka.server.job_service import JOB_ROWS
@@ -75,6 +75,20 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             role=loop.role,
         )
 
+    @pages.get("/events")
+    def events_page(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        kind = _kind(request)
+        return page(
+            "events.html", who, token, events=events.stream(session, who, kind), kind=kind, kinds=events.KINDS
+        )
+
+    @pages.get("/fragments/events")
+    def events_fragment(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        kind = _kind(request)
+        return page("_events.html", who, token, events=events.stream(session, who, kind), kind=kind)
+
     @pages.get("/nodes")
     def nodes(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
@@ -111,14 +125,21 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             if len(reason) > MAX_REASON or not reason.isprintable():
                 raise HTTPException(422, f"reason: at most {MAX_REASON} printable characters")
             reason = reason or f"drained by {who.name}"
-            set_node_state(session, state.cluster, state.loop, name, NodeState.DRAINING, reason)
+            set_node_state(session, state.cluster, state.loop, name, NodeState.DRAINING, reason, who.name)
         elif action == "undrain":
-            set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "")
+            set_node_state(session, state.cluster, state.loop, name, NodeState.UP, "", who.name)
         else:
             raise HTTPException(404, f"no action {action[:40]!r}; one of drain, undrain")
         return RedirectResponse(
             f"/nodes/{name}" if fields.get("back") == "node" else "/nodes", status_code=303
         )
+
+
+def _kind(request: Request) -> str:
+    kind = request.query_params.get("kind", "")
+    if kind and kind not in events.KINDS:
+        raise HTTPException(422, f"kind: one of {', '.join(events.KINDS)}; got {kind[:40]!r}")
+    return kind
 
 
 def _nodes_of(session: Session, cluster) -> list:
