@@ -158,7 +158,8 @@ class Backend(ABC):
 
     @abstractmethod
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
-        """Up to ``limit`` bytes of a task's output from ``offset``; the data and the next offset."""
+        """Up to ``limit`` bytes of a task's output from ``offset`` (negative: that many bytes before
+        the end); the data and the next offset."""
 
     def adopt(self) -> None:
         """This server takes over scheduling (at start, or from a leader that died): find the
@@ -231,6 +232,7 @@ def task_launches(
 
 def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
     """Up to ``limit`` bytes of a log file from ``offset`` and the next offset (nothing yet: none).
+    A negative ``offset`` counts from the end: ``-N`` reads the last N bytes (a live tail).
 
     Never follows a link and reads only a regular file with no other name: a task that replaced
     its log with a link to another file (the admin token, another tenant's log) gets nothing
@@ -245,6 +247,8 @@ def read_log(path, offset: int, limit: int) -> tuple[bytes, int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link is another file's too
             raise PermissionError(f"{os.path.basename(path)} is not a log file the task wrote")
+        if offset < 0:
+            offset = max(0, st.st_size + offset)
         if offset >= st.st_size:  # nothing there yet (and no seek past what a file can hold)
             return b"", offset
         fh.seek(offset)

@@ -45,6 +45,11 @@ class AppState:
     trees: TreeCache
     limits: Limits = field(default_factory=Limits)
 
+    def tree_changed(self) -> None:
+        """A new quota tree is in force: drop the cached one and wake the control loop."""
+        self.trees.invalidate()
+        self.loop.notify("tree", 0)
+
 
 def create_app(state: AppState) -> FastAPI:
     @asynccontextmanager
@@ -55,7 +60,16 @@ def create_app(state: AppState) -> FastAPI:
         finally:
             state.loop.stop()
 
-    app = FastAPI(title="wanka", version="0.1.0", description="The wanka control plane.", lifespan=lifespan)
+    # the schema at /openapi.json; no /docs or /redoc: FastAPI's load scripts from a CDN, on the
+    # console's origin, where a script acts as whoever is signed in (hostile review)
+    app = FastAPI(
+        title="wanka",
+        version="0.1.0",
+        description="The wanka control plane.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.wanka = state
     app.add_middleware(RequestGuard, max_body_bytes=state.limits.max_body_bytes)
     bearer = HTTPBearer(auto_error=False)
@@ -68,10 +82,6 @@ def create_app(state: AppState) -> FastAPI:
         model = inner_model(getattr(getattr(body, "field_info", None), "annotation", None))
         problems = describe(list(exc.errors()), skip=("body", "query", "path", "header"), model=model)
         return JSONResponse({"detail": [{"field": f, "message": m} for f, m in problems]}, status_code=422)
-
-    def changed_tree() -> None:
-        state.trees.invalidate()
-        state.loop.notify("tree", 0)
 
     # Dependencies and the hottest endpoints are coroutines: they run on the event loop, with no
     # hop to a worker thread (a submit is ~0.5 ms of database work; the hops cost more than that)
@@ -110,7 +120,7 @@ def create_app(state: AppState) -> FastAPI:
 
     app.include_router(jobs_api.router(state, db, principal))
     app.include_router(attach_api.router(state))
-    app.include_router(accounts_api.router(db, principal, admin, changed_tree, state.loop.notify))
+    app.include_router(accounts_api.router(db, principal, admin, state.tree_changed, state.loop.notify))
     app.include_router(cluster_api.router(state.cluster, db, principal, admin, state.loop))
     app.include_router(usage_api.router(db, principal, admin))
     app.include_router(acct_api.router(db, principal))
@@ -121,7 +131,7 @@ def create_app(state: AppState) -> FastAPI:
             principal,
             admin,
             state.trees.get,
-            changed_tree,
+            state.tree_changed,
             lambda: state.loop.notify("queues", 0),
         )
     )

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from wanka.server.tables import Tenant, Token, User
 
 PREFIX = "wk_"
+SESSION_PREFIX = "wks_"  # a console session's token: good for the console only, never for /v1
 
 
-def new_token() -> str:
-    return PREFIX + secrets.token_urlsafe(32)
+def new_token(prefix: str = PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
 
 
 def digest(token: str) -> str:
@@ -36,10 +37,17 @@ class Principal:
         return self.role == "admin"
 
 
-def issue(db: Session, user: User, label: str = "", expires_in_s: float | None = None) -> tuple[Token, str]:
+def issue(
+    db: Session,
+    user: User,
+    label: str = "",
+    expires_in_s: float | None = None,
+    parent: Token | None = None,
+) -> tuple[Token, str]:
     """A new token for ``user``: the row and the token itself, which is never stored. With
-    ``expires_in_s`` it stops working that many seconds from now."""
-    token = new_token()
+    ``expires_in_s`` it stops working that many seconds from now. With ``parent``, a console
+    session's (prefix :data:`SESSION_PREFIX`) signed in with that API token."""
+    token = new_token(SESSION_PREFIX if parent is not None else PREFIX)
     now = time.time()
     row = Token(
         user_id=user.id,
@@ -48,6 +56,7 @@ def issue(db: Session, user: User, label: str = "", expires_in_s: float | None =
         label=label,
         created_at=now,
         expires_at=None if expires_in_s is None else now + expires_in_s,
+        parent_id=parent.id if parent is not None else None,
     )
     db.add(row)
     db.flush()
@@ -73,9 +82,14 @@ LOOKUP = (
 )
 
 
-def authenticate(db: Session, token: str) -> Principal | None:
+def authenticate(db: Session, token: str, console: bool = False) -> Principal | None:
     """The principal of a live token: not revoked, not expired, its user and tenant not disabled.
-    Anything else gives None (checked on every request, so a revocation takes effect at once)."""
+    Anything else gives None (checked on every request, so a revocation takes effect at once).
+    An API token is good for the API only, a console session's (``console``) for the console
+    only: a browser sends its cookie to every port of the console's host, and whoever catches it
+    there must not get an API token out of it."""
+    if token.startswith(SESSION_PREFIX) != console:
+        return None
     row = db.connection().execute(LOOKUP, {"digest": digest(token)}).first()
     if row is None or row.revoked_at is not None or row.disabled_at is not None:
         return None
@@ -87,6 +101,8 @@ def authenticate(db: Session, token: str) -> Principal | None:
 def refusal(db: Session, token: str) -> str:
     """Why ``token`` does not let its holder in (asked only after authenticate refused it; only the
     holder of a real token learns more than that it is unknown)."""
+    if token.startswith(SESSION_PREFIX):
+        return "a console session is not an API token; use an API token (wanka tokens create)"
     row = db.connection().execute(LOOKUP, {"digest": digest(token)}).first()
     if row is None or row.revoked_at is not None:
         return "missing, unknown or revoked token"
@@ -100,12 +116,14 @@ def refusal(db: Session, token: str) -> str:
 
 
 def live_admin_tokens(db: Session, now: float | None = None) -> int:
-    """Tokens that would let an admin in now: the operator must always keep one."""
+    """API tokens that would let an admin in now: the operator must always keep one (a console
+    session, which ends within hours and opens no /v1, does not count)."""
     now = time.time() if now is None else now
     return db.scalar(
         select(func.count(Token.id))
         .join(User, Token.user_id == User.id)
         .where(
+            Token.parent_id.is_(None),
             User.role == "admin",
             User.disabled_at.is_(None),
             Token.revoked_at.is_(None),

@@ -64,6 +64,55 @@ def subtree(tree: QueueTree, root: str) -> list[int]:
     return sorted(out)
 
 
+def check_quotas(session: Session, cluster: Cluster, spec: QueueTreeSpec) -> QueueTree:
+    """The tree of a quota document, if it may replace the one in force: every tenant keeps an
+    organisation named like it, and every queue holding waiting or running jobs stays a leaf.
+    Raises SpecError (fields of the document) or HTTPException 422; stores nothing."""
+    tree = build_queue_tree(spec, cluster, "body")
+    tenants = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.name)))
+    orphaned = [t for t in tenants if t not in tree.index]
+    if orphaned:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "organisations",
+                    "message": f"no organisation for tenant(s) {', '.join(orphaned)}; every tenant "
+                    "needs one named like it",
+                }
+            ],
+        )
+    live = [s.value for s in JobState if s not in TERMINAL_STATES]
+    in_use = session.scalars(
+        select(tables.Job.queue).where(tables.Job.state.in_(live)).group_by(tables.Job.queue)
+    )
+    dropped = sorted(q for q in in_use if q not in tree.index or not tree.is_leaf(q))
+    if dropped:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "organisations",
+                    "message": f"queue(s) {', '.join(dropped)} hold waiting or running jobs and must "
+                    "stay leaf queues; let those jobs end (or cancel them) first",
+                }
+            ],
+        )
+    return tree
+
+
+def apply_quotas(session: Session, cluster: Cluster, who: Principal, spec: QueueTreeSpec) -> AppliedOut:
+    """Store ``spec`` as the quota tree in force after :func:`check_quotas` (same errors); the
+    caller then tells the control loop (``AppState.tree_changed``)."""
+    tree = check_quotas(session, cluster, spec)
+    doc = tables.QuotaDocument(
+        body=spec.model_dump(mode="json"), applied_at=time.time(), applied_by=who.user_id
+    )
+    session.add(doc)
+    session.commit()
+    return AppliedOut(document=doc.id, applied_at=doc.applied_at, queues=len(tree.names) - 1)
+
+
 def router(
     cluster: Cluster,
     db: Callable,
@@ -80,47 +129,13 @@ def router(
         """Replace the quota tree. Every tenant keeps an organisation named like it, or the
         document is refused: a tenant without one could no longer submit."""
         try:
-            tree = build_queue_tree(spec, cluster, "body")
+            applied = apply_quotas(session, cluster, who, spec)
         except SpecError as exc:
             return JSONResponse(
                 {"detail": [{"field": f, "message": m} for f, m in exc.problems]}, status_code=422
             )
-        tenants = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.name)))
-        orphaned = [t for t in tenants if t not in tree.index]
-        if orphaned:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "organisations",
-                        "message": f"no organisation for tenant(s) {', '.join(orphaned)}; every tenant "
-                        "needs one named like it",
-                    }
-                ],
-            )
-        live = [s.value for s in JobState if s not in TERMINAL_STATES]
-        in_use = session.scalars(
-            select(tables.Job.queue).where(tables.Job.state.in_(live)).group_by(tables.Job.queue)
-        )
-        dropped = sorted(q for q in in_use if q not in tree.index or not tree.is_leaf(q))
-        if dropped:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "organisations",
-                        "message": f"queue(s) {', '.join(dropped)} hold waiting or running jobs and must "
-                        "stay leaf queues; let those jobs end (or cancel them) first",
-                    }
-                ],
-            )
-        doc = tables.QuotaDocument(
-            body=spec.model_dump(mode="json"), applied_at=time.time(), applied_by=who.user_id
-        )
-        session.add(doc)
-        session.commit()
         changed()
-        return AppliedOut(document=doc.id, applied_at=doc.applied_at, queues=len(tree.names) - 1)
+        return applied
 
     @api.get("/v1/queues", response_model=list[QueueOut])
     def queues(who: Principal = Depends(principal), session: Session = Depends(db)):

@@ -52,6 +52,8 @@ class Token(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # null: never
+    # a console session's: the API token it was signed in with (the session ends with it)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"), nullable=True)
 
 
 class QuotaDocument(Base):

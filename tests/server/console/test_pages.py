@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from tests.server.conftest import wait_for
+from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.console.helpers import csrf_of, sign_in
 from tests.server.test_api import make_member
 
@@ -261,3 +261,133 @@ def test_the_event_stream_shows_a_member_its_jobs_and_an_admin_who_drained_what(
         assert f"node {node}" in text and "&lt;i&gt;psu&lt;/i&gt; — by admin" in text and "k-job" not in text
         text = browser.get("/events").text
         assert "k-job" in text and "l-job" in text and f"node {node}" in text
+
+
+GOOD_TREE = """organisations:
+  - name: ed-a
+    quota:
+      ascend-910c: {nominal: 6, borrowing_limit: 2}
+    queues:
+      - name: ed-a-train
+        quota: {ascend-910c: {nominal: 4}}
+"""
+
+
+def test_the_quota_editor_checks_as_you_type_refuses_bad_documents_and_applies_good_ones(tmp_path):
+    server = start_server(tmp_path / "home")
+    try:
+        member = make_member(server, "ed-a", "ed-ann")
+        with sign_in(server, member) as browser:
+            csrf = csrf_of(browser)
+            assert browser.get("/quota/edit").status_code == 403
+            for path in ("/fragments/quota-check", "/quota/edit"):
+                assert browser.post(path, data={"csrf": csrf, "document": GOOD_TREE}).status_code == 403
+        with sign_in(server, server.admin_token) as browser:
+            csrf = csrf_of(browser, "/quota/edit")
+            for bad, words in (
+                ("organisations: [\n  - name: ed-a\n   quota: x", "line 2, column 3"),
+                (GOOD_TREE.replace("ascend-910c: {nominal: 6", "tpu: {nominal: 6"), "unknown accelerator"),
+                (GOOD_TREE.replace("ed-a", "someone"), "no organisation for tenant(s) ed-a"),
+                ("- just a list", "a mapping with organisations"),
+            ):
+                checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": bad})
+                assert checked.status_code == 200 and words in checked.text, (bad, checked.text)
+                applied = browser.post("/quota/edit", data={"csrf": csrf, "document": bad})
+                assert applied.status_code == 422 and words in applied.text
+            with server.client(server.admin_token) as admin:
+                assert "ed-a-train" not in {
+                    q["name"] for q in admin.get("/v1/queues").json()
+                }  # nothing stored
+            checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": GOOD_TREE})
+            assert "valid: 2 queues" in checked.text
+            assert (
+                browser.post("/quota/edit", data={"document": GOOD_TREE}).status_code == 403
+            )  # no CSRF token
+            applied = browser.post("/quota/edit", data={"csrf": csrf, "document": GOOD_TREE})
+            assert applied.status_code == 303
+            with server.client(server.admin_token) as admin:
+                queues = {q["name"]: q for q in admin.get("/v1/queues").json()}
+                assert queues["ed-a-train"]["quota"]["ascend-910c"]["nominal"] == 4
+            assert "ed-a-train" in browser.get("/quota/edit").text  # the editor opens on the tree in force
+            assert "quota tree" in browser.get("/events?kind=quota").text
+    finally:
+        stop_server(server)
+
+
+def test_a_console_session_opens_the_console_only_and_ends_with_the_token_it_came_from(server):
+    # hostile review: the cookie was a full API token, and every port of the host receives it
+    token = make_member(server, "con-m", "con-mia")
+    with sign_in(server, token) as browser:
+        cookie = browser.cookies.get("wanka_session")
+        assert cookie.startswith("wks_")
+        with server.client(cookie) as stolen:
+            r = stolen.get("/v1/jobs")
+            assert r.status_code == 401 and "console session" in r.text
+            assert stolen.post("/v1/users/con-mia/tokens", json={"label": "x"}).status_code == 401
+    with httpx.Client(base_url=server.url, cookies={"wanka_session": token}, timeout=10) as api_cookie:
+        assert api_cookie.get("/").status_code == 303  # and an API token is no console session
+    # the session ends when the API token it was signed in with is revoked ...
+    with server.client(server.admin_token) as admin:
+        r = admin.post("/v1/users/con-mia/tokens", json={"label": "short", "expires_in_s": 600})
+        short, short_id = r.json()["token"], r.json()["id"]
+        with sign_in(server, short) as browser:
+            session = max(console_tokens(server, "con-mia"), key=lambda t: t["id"])  # this sign-in's
+            assert session["expires_at"] <= r.json()["expires_at"] + 1  # ... and never outlives it
+            assert browser.get("/").status_code == 200
+            assert admin.delete(f"/v1/tokens/{short_id}").status_code == 200
+            assert browser.get("/").status_code == 303
+
+
+def test_signing_out_of_the_console_never_leaves_the_operator_without_an_api_token(tmp_path):
+    # hostile review: console sessions counted as the operator's live admin tokens, so the last
+    # API token could be revoked while one was open; signing out then locked the operator out
+    server = start_server(tmp_path / "home")
+    try:
+        with server.client(server.admin_token) as admin:
+            first = admin.get("/v1/tokens").json()[0]
+            second = admin.post("/v1/users/admin/tokens", json={"label": "second"}).json()
+        with sign_in(server, second["token"]) as browser, server.client(second["token"]) as c:
+            assert c.delete(f"/v1/tokens/{first['id']}").status_code == 200
+            assert c.delete(f"/v1/tokens/{second['id']}").status_code == 409  # the last API token
+            assert browser.post("/logout", data={"csrf": csrf_of(browser)}).status_code == 303
+            assert c.get("/v1/whoami").status_code == 200  # the operator is still in
+    finally:
+        stop_server(server)
+
+
+def test_the_log_tail_shows_the_end_of_a_long_log_and_api_docs_load_nothing_from_a_cdn(server):
+    token = make_member(server, "con-n", "con-ned")
+    program = "import sys\nfor i in range(40000): print(f'line {i:06d}' + 'x' * 40)\nprint('THE-REAL-END')"
+    with server.client(token) as c:
+        job = c.post(
+            "/v1/jobs",
+            json={
+                "name": "chatty",
+                "task_groups": [{"cards": 1}],
+                "command": [sys.executable, "-c", program],
+            },
+        ).json()["id"]
+    wait_for(lambda: job_state(server, job) == "succeeded", timeout=60)
+    with sign_in(server, token) as browser:
+        tail = browser.get(f"/fragments/jobs/{job}/log/0").text
+        assert "THE-REAL-END" in tail and "line 039999" in tail and "line 000000" not in tail
+        assert len(tail) < 20_000
+        assert browser.get(f"/jobs/{job}?task=5").status_code == 404  # it has one task
+        assert browser.get(f"/jobs/{job}?task=x").status_code == 422
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(server.url + path).status_code == 404
+    assert httpx.get(server.url + "/openapi.json").status_code == 200
+
+
+def test_an_admin_submits_from_the_form_for_a_tenant_it_names(server):
+    make_member(server, "con-o", "con-ola")
+    with sign_in(server, server.admin_token) as browser:
+        csrf = csrf_of(browser, "/submit")
+        form = {"csrf": csrf, "tenant": "con-o", "tasks": "1", "cards": "1", "restarts": "0"}
+        form["command"] = f"{sys.executable}\n-c\nprint(1)"
+        assert "it can run here" in browser.post("/fragments/submit-check", data=form).text
+        r = browser.post("/submit", data=form)
+        assert r.status_code == 303, r.text
+        job = int(r.headers["location"].rsplit("/", 1)[1])
+    with server.client(server.admin_token) as admin:
+        assert admin.get(f"/v1/jobs/{job}").json()["tenant"] == "con-o"

@@ -12,11 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wanka.core import NodeState
+from wanka.models.errors import SpecError
 from wanka.server import tables
 from wanka.server.cluster_api import node_out, set_node_state
 from wanka.server.console import events, figures
+from wanka.server.console import quota_editor as quota_editor_mod
 from wanka.server.console import session as console_session
-from wanka.server.console.forms import form_fields
+from wanka.server.console.forms import form_fields, problems_of
 from wanka.server.job_service import JOB_ROWS
 from wanka.server.jobs_api import job_out
 from wanka.server.quota_api import queue_rows
@@ -55,6 +57,40 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             holders=figures.holders_now(session, tenant),
             usage=figures.usage_chart(session, tenant),
         )
+
+    @pages.get("/quota/edit")
+    def quota_editor(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        _admin_only(who)
+        text = quota_editor_mod.current_document(session)
+        return page("quota_edit.html", who, token, document=text, problems=[], verdict="", applied=None)
+
+    @pages.post("/fragments/quota-check")
+    async def quota_check(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        _admin_only(who)
+        problems, queues = quota_editor_mod.check(session, state.cluster, fields.get("document", ""))
+        verdict = "" if problems else f"valid: {queues} queues; applying replaces the tree in force"
+        return page("_verdict.html", who, token, problems=problems, verdict=verdict)
+
+    @pages.post("/quota/edit")
+    async def quota_apply(request: Request, session: Session = Depends(db)):
+        who, token = signed(request, session)
+        fields = await form_fields(request, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024)
+        console_session.check_form(request, token, fields.get("csrf", ""))
+        _admin_only(who)
+        text = fields.get("document", "")
+        try:
+            applied = quota_editor_mod.apply(session, state.cluster, who, text)
+        except (SpecError, HTTPException) as exc:
+            session.rollback()
+            problems = list(exc.problems) if isinstance(exc, SpecError) else problems_of(exc.detail)
+            ctx = {"document": text, "problems": problems, "verdict": "", "applied": None}
+            return page("quota_edit.html", who, token, status=422, **ctx)
+        state.tree_changed()
+        return RedirectResponse(f"/quota?applied={applied.document}", status_code=303)
 
     @pages.get("/overview")
     def overview(request: Request, session: Session = Depends(db)):

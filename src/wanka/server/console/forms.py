@@ -27,20 +27,9 @@ SPEC_FIELD = {
     "env": "env",
     "command": "command",
 }
-FIELDS = (
-    "name",
-    "queue",
-    "priority_class",
-    "tasks",
-    "cards",
-    "model",
-    "command",
-    "env",
-    "time_limit",
-    "restarts",
-)
 DEFAULTS = {
     "name": "",
+    "tenant": "",
     "queue": "default",
     "priority_class": "normal",
     "tasks": "1",
@@ -57,11 +46,11 @@ DEFAULTS = {
 MAX_FORM_BYTES = 16 * 1024
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """An urlencoded form, bounded (413 past :data:`MAX_FORM_BYTES`); one value per field."""
+async def form_fields(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """An urlencoded form, bounded (413 past ``limit`` bytes); one value per field."""
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, f"form: at most {MAX_FORM_BYTES} bytes")
+    if len(body) > limit:
+        raise HTTPException(413, f"form: at most {limit} bytes")
     try:
         pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
@@ -112,6 +101,7 @@ def spec_of(fields: dict[str, str]) -> JobSpec:
     model = fields.get("model", "").strip()
     data = {
         "name": fields.get("name", "").strip(),
+        "tenant": fields.get("tenant", "").strip() or "default",  # admins name one; members act for theirs
         "queue": fields.get("queue", "").strip() or "default",
         "priority_class": fields.get("priority_class", "").strip() or "normal",
         "task_groups": [{"replicas": tasks, "cards": cards, "accelerators": [model] if model else []}],

@@ -49,7 +49,8 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live
+LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live (one task at a time)
+MAX_EVENTS = 200  # of one job, on its page
 JOB_ACTIONS = ("cancel", "hold", "release")
 STATES = tuple(s.value for s in JobState)
 
@@ -155,28 +156,40 @@ def router(state: AppState, db: Callable) -> APIRouter:
         state_ = request.query_params.get("state", "")
         return page("_jobs_table.html", who, token, jobs=job_list(session, who, state_), state=state_)
 
-    def job_context(session: Session, who, job_id: int) -> dict:
+    def job_context(session: Session, who, job_id: int, request: Request) -> dict:
         job, tenant, user = visible_job(session, who, job_id)  # 404 for another tenant's, as the API
-        events = session.scalars(
-            select(tables.JobEvent).where(tables.JobEvent.job_id == job_id).order_by(tables.JobEvent.id)
-        ).all()
+        events = session.scalars(  # the newest, oldest first: a restarting job's list is bounded
+            select(tables.JobEvent)
+            .where(tables.JobEvent.job_id == job_id)
+            .order_by(tables.JobEvent.id.desc())
+            .limit(MAX_EVENTS)
+        ).all()[::-1]
         tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 0
-        return {"job": job_out(job, tenant, user, state.loop), "row": job, "events": events, "tasks": tasks}
+        task = _int(request.query_params.get("task", "0"), "task")
+        if tasks and not 0 <= task < tasks:
+            raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
+        return {
+            "job": job_out(job, tenant, user, state.loop),
+            "row": job,
+            "events": events,
+            "tasks": tasks,
+            "task": task,
+        }
 
     @pages.get("/jobs/{job_id}")
     def job_detail(job_id: int, request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("job.html", who, token, **job_context(session, who, _job_id(job_id)))
+        return page("job.html", who, token, **job_context(session, who, _job_id(job_id), request))
 
     @pages.get("/fragments/jobs/{job_id}")
     def job_fragment(job_id: int, request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("_job_state.html", who, token, **job_context(session, who, _job_id(job_id)))
+        return page("_job_state.html", who, token, **job_context(session, who, _job_id(job_id), request))
 
     @pages.get("/fragments/jobs/{job_id}/logs")
     def job_logs(job_id: int, request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("_logs.html", who, token, **job_context(session, who, _job_id(job_id)))
+        return page("_logs.html", who, token, **job_context(session, who, _job_id(job_id), request))
 
     @pages.get("/fragments/jobs/{job_id}/log/{task}")
     def job_log(job_id: int, task: int, request: Request, session: Session = Depends(db)):
@@ -186,8 +199,8 @@ def router(state: AppState, db: Callable) -> APIRouter:
             raise HTTPException(422, "task: a task index from 0")
         text, finished = "", False
         if job.runs:
-            chunk = task_log(state, job, task, None, 0, 1 << 20)
-            text, finished = chunk.data[-LOG_TAIL_BYTES:], chunk.finished
+            chunk = task_log(state, job, task, None, -LOG_TAIL_BYTES, LOG_TAIL_BYTES)
+            text, finished = chunk.data, chunk.finished
         return page("_log.html", who, token, job=job, task=task, text=text, finished=finished)
 
     @pages.post("/jobs/{job_id}/{action}")
@@ -266,6 +279,10 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     # --- assets -----------------------------------------------------------------------------
 
+    @pages.get("/favicon.ico")
+    def favicon() -> Response:  # none: browsers ask on every page
+        return Response(status_code=204)
+
     @pages.get("/static/{name}")
     def static(name: str) -> Response:
         if name not in STATIC:
@@ -275,6 +292,13 @@ def router(state: AppState, db: Callable) -> APIRouter:
         return Response((HERE / path).read_bytes(), media_type=media, headers=headers)
 
     return pages
+
+
+def _int(text: str, field: str) -> int:
+    """A small non-negative whole number from a query (ASCII digits only), or 422 naming it."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise HTTPException(422, f"{field}: a whole number from 0; got {text[:20]!r}")
+    return int(text)
 
 
 def _job_id(job_id: int) -> int:

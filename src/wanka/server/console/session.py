@@ -1,10 +1,15 @@
 """Console sign-in: an API token in, a session cookie out; CSRF tokens for every form.
 
-Signing in with an API token issues a **new** token for the same user (label ``console``, valid
-``SESSION_S``), stored hashed like any token, and sets it as the ``wanka_session`` cookie:
-HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it), path ``/``.
-Logging out revokes that token, so a copied cookie dies with the session; revoking or disabling
-the user's account ends it too, as for the API. The token typed in is never kept.
+Signing in with an API token issues a **session token** for the same user (prefix ``wks_``, label
+``console``), stored hashed like any token, and sets it as the ``wanka_session`` cookie: HttpOnly
+(no script reads it), SameSite=Strict (no other site's page sends it), path ``/``. It opens the
+console only, never ``/v1`` (``auth.authenticate``), lives ``SESSION_S`` at most and never past the
+API token it was signed in with, and ends when that token is revoked or expires, when its user or
+tenant is disabled, or at sign-out (revoked: a copied cookie dies with the session). The token
+typed in is never kept.
+
+A browser sends the cookie to every port of the console's host: serve the console on a host name
+of its own, where no tenant's process listens (docs/console.md).
 
 Every form carries ``csrf``, the SHA-256 of a fixed label and the session's token: a page of
 another origin can neither read the cookie nor compute it. A form whose ``Origin`` header names
@@ -38,8 +43,12 @@ def sign_in(db: Session, token: str) -> tuple[Principal, str] | None:
     who = auth.authenticate(db, token)
     if who is None:
         return None
+    parent = db.scalar(select(tables.Token).where(tables.Token.digest == auth.digest(token)))
     user = db.get(tables.User, who.user_id)
-    _, session_token = auth.issue(db, user, "console", SESSION_S)
+    lifetime = SESSION_S
+    if parent.expires_at is not None:
+        lifetime = min(lifetime, parent.expires_at - time.time())
+    _, session_token = auth.issue(db, user, "console", lifetime, parent=parent)
     db.commit()
     return who, session_token
 
@@ -49,14 +58,21 @@ def signed_in(db: Session, request: Request) -> tuple[Principal, str] | None:
     token = request.cookies.get(COOKIE, "")
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
-    who = auth.authenticate(db, token)
-    return (who, token) if who is not None else None
+    who = auth.authenticate(db, token, console=True)
+    if who is None:
+        return None
+    session_row = db.scalar(select(tables.Token).where(tables.Token.digest == auth.digest(token)))
+    parent = db.get(tables.Token, session_row.parent_id) if session_row.parent_id else None
+    now = time.time()
+    if parent is None or parent.revoked_at is not None or (parent.expires_at or now + 1) <= now:
+        return None  # the API token it was signed in with is gone: so is the session
+    return who, token
 
 
 def sign_out(db: Session, token: str) -> None:
-    """Revoke the session's token (only a console session's: never the operator's last key)."""
+    """Revoke the session's token (a console session's only: never an API token)."""
     row = db.scalar(select(tables.Token).where(tables.Token.digest == auth.digest(token)))
-    if row is not None and row.label == "console" and row.revoked_at is None:
+    if row is not None and row.parent_id is not None and row.revoked_at is None:
         row.revoked_at = time.time()
         db.commit()
 

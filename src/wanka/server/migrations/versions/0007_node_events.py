@@ -1,4 +1,7 @@
-"""Node events: every change of a node's state, with who or what made it (the audit stream)
+"""Node events (the audit stream) and console sessions' parent tokens
+
+``node_events``: every change of a node's state, with who or what made it. ``tokens.parent_id``: a
+console session's token points at the API token it was signed in with, and ends with it.
 
 Revision ID: 0007
 Revises: 0006
@@ -28,8 +31,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_node_events_time", "node_events", ["time"])
+    with op.batch_alter_table("tokens") as batch:
+        batch.add_column(sa.Column("parent_id", ID, nullable=True))
+        batch.create_foreign_key("fk_tokens_parent_id_tokens", "tokens", ["parent_id"], ["id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tokens") as batch:
+        batch.drop_constraint("fk_tokens_parent_id_tokens", type_="foreignkey")
+        batch.drop_column("parent_id")
     op.drop_index("ix_node_events_time", table_name="node_events")
     op.drop_table("node_events")
