@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.server.console.test_pages import XSS, submit
+from tests.server.conftest import start_server, stop_server
+from tests.server.console.test_pages import GOOD_TREE, XSS, submit
 from tests.server.test_api import make_member
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -81,22 +84,42 @@ def test_a_member_watches_a_job_wait_run_log_and_finish_then_cancels_another(pag
     page.fill("input[name=cards]", "99")  # more than a task may ask: said at once, nothing stored
     expect(page.locator("#verdict")).to_contain_text("cards", timeout=WAIT_MS)
     page.fill("input[name=cards]", "1")
-    program = "import time; [(print(f'step {i}', flush=True), time.sleep(0.5)) for i in range(6)]"
+    # it prints step 0, then waits for the test to see it running before it goes on and ends (a
+    # file in /tmp: the job runs under its tenant's account, which cannot enter the test's folders)
+    go = Path(tempfile.gettempdir()) / f"wanka-go-{uuid.uuid4().hex}"
+    program = (  # one line: the form takes one argument per line
+        f"import os, time; print('step 0', flush=True); go = {str(go)!r}; "
+        "any(os.path.exists(go) or time.sleep(0.05) for _ in iter(int, 1)); "
+        "[print(f'step {i}', flush=True) for i in range(1, 6)]"
+    )
     page.fill("textarea[name=command]", f"{sys.executable}\n-c\n{program}")
     expect(page.locator("#verdict")).to_contain_text("it can run here", timeout=WAIT_MS)
     shot(page, "submit")
+    with server.client(server.admin_token) as admin:  # every node drained: it must wait first
+        nodes = [n["name"] for n in admin.get("/v1/nodes").json()]
+        for node in nodes:
+            admin.post(f"/v1/nodes/{node}/drain", json={"reason": "maintenance"})
     page.click("button.primary")
     page.wait_for_url(f"{server.url}/jobs/*")
     done = int(page.url.rsplit("/", 1)[1])
     page.goto(server.url + "/")
     row = page.locator(f"tr[data-job='{done}']")
-    expect(row).to_be_visible(timeout=WAIT_MS)  # the list refreshes itself
+    expect(row.locator(".badge")).to_have_text("pending", timeout=WAIT_MS)
+    expect(row.locator("td.reason")).to_contain_text("waiting", timeout=WAIT_MS)  # why, in words
     page.click(f"a[href='/jobs/{done}']")
+    expect(page.locator("#state")).to_have_text("pending")
+    with server.client(server.admin_token) as admin:
+        for node in nodes:
+            admin.post(f"/v1/nodes/{node}/undrain")
+    expect(page.locator("#state")).to_have_text("running", timeout=WAIT_MS)  # the page follows it
     expect(page.locator("#log-0")).to_contain_text("step 0", timeout=WAIT_MS)  # live, while it runs
+    go.touch()
+    go.chmod(0o644)
     expect(page.locator("#state")).to_have_text("succeeded", timeout=WAIT_MS)
     expect(page.locator("#log-0")).to_contain_text("step 5", timeout=WAIT_MS)
     expect(page.locator("ol.events")).to_contain_text("succeeded")
     shot(page, "job")
+    go.unlink()
     running = submit(server, token, name="to-cancel")
     page.goto(f"{server.url}/jobs/{running}")
     expect(page.locator("#state")).to_have_text("running", timeout=WAIT_MS)
@@ -154,3 +177,30 @@ def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     playwright.expect(page.locator("[data-chart=usage]")).to_have_attribute("data-drawn", "true")
     shot(page, "quota")
     assert page.violations == []
+
+
+def test_an_operator_applies_a_quota_change_after_fixing_a_validation_error(page, tmp_path):
+    server = start_server(tmp_path / "home")
+    try:
+        make_member(server, "ed-a", "ed-ann")
+        sign_in(page, server, server.admin_token)
+        page.click("nav a[href='/quota']")
+        page.click("a[href='/quota/edit']")
+        editor = page.locator("textarea[name=document]")
+        editor.fill(GOOD_TREE.replace("ascend-910c: {nominal: 6", "tpu: {nominal: 6"))
+        verdict = page.locator("#verdict")
+        playwright.expect(verdict).to_contain_text("unknown accelerator", timeout=WAIT_MS)
+        page.click("button.primary")  # applied anyway: refused, and the document stays as typed
+        playwright.expect(page.locator(".problems")).to_contain_text("unknown accelerator")
+        playwright.expect(editor).to_have_value(
+            GOOD_TREE.replace("ascend-910c: {nominal: 6", "tpu: {nominal: 6")
+        )
+        editor.fill(GOOD_TREE)
+        playwright.expect(verdict).to_contain_text("valid: 2 queues", timeout=WAIT_MS)
+        shot(page, "quota-editor")
+        page.click("button.primary")
+        page.wait_for_url(f"{server.url}/quota*")
+        playwright.expect(page.locator("tr[data-queue='ed-a-train']")).to_be_visible()
+        assert page.violations == []
+    finally:
+        stop_server(server)
