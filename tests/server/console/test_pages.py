@@ -391,3 +391,21 @@ def test_an_admin_submits_from_the_form_for_a_tenant_it_names(server):
         job = int(r.headers["location"].rsplit("/", 1)[1])
     with server.client(server.admin_token) as admin:
         assert admin.get(f"/v1/jobs/{job}").json()["tenant"] == "con-o"
+
+
+def test_a_job_page_draws_its_placement_and_resubmits_with_changes(server):
+    token = make_member(server, "con-p", "con-pat")
+    other = make_member(server, "con-q", "con-quinn")
+    job = submit(server, token, name="placed")
+    wait_for(lambda: job_state(server, job) == "running")
+    with server.client(token) as c:
+        [node] = c.get(f"/v1/jobs/{job}").json()["nodes"]
+    with sign_in(server, token) as browser:
+        assert f'class="cell mine" data-node="{node}"' in browser.get(f"/jobs/{job}").text
+        form = browser.get(f"/submit?from={job}").text
+        assert 'value="placed"' in form and "time.sleep(600)" in form and 'name="cards" value="1"' in form
+        assert browser.get("/submit?from=abc").status_code == 422
+    with sign_in(server, other) as browser:
+        assert browser.get(f"/submit?from={job}").status_code == 404  # another tenant's spec
+    with server.client(token) as c:
+        assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200

@@ -121,3 +121,22 @@ def node_map(cluster, nodes, used) -> list[dict]:
         {"name": outer, "leaves": [{"name": inner, "nodes": ns} for inner, ns in leaves.items()]}
         for outer, leaves in groups.items()
     ]
+
+
+def placement_map(cluster, nodes: set[str]) -> list[dict]:
+    """A job's placement drawn on the network: the leaf domains holding any of ``nodes``, every
+    node of them (``mine``: one of the job's), grouped as :func:`node_map` groups them."""
+    groups: dict[str, dict[str, list]] = {}
+    leaves = {cluster.nodes[cluster.node_index[n]].domains[:1] for n in nodes if n in cluster.node_index}
+    for record in cluster.nodes:
+        if record.domains[:1] not in leaves:
+            continue
+        outer = record.domains[-1] if record.domains else record.accelerator.id
+        inner = record.domains[0] if record.domains else record.accelerator.id
+        groups.setdefault(outer, {}).setdefault(inner, []).append(
+            {"name": record.name, "mine": record.name in nodes}
+        )
+    return [
+        {"name": outer, "leaves": [{"name": inner, "nodes": ns} for inner, ns in leaves_.items()]}
+        for outer, leaves_ in groups.items()
+    ]

@@ -117,6 +117,34 @@ def spec_of(fields: dict[str, str]) -> JobSpec:
         raise FormError([(SPEC_FIELD.get(f, f), m) for f, m in found]) from None
 
 
+def fields_of(spec: dict, tenant: str = "") -> tuple[dict[str, str], str]:
+    """The form's fields for a stored job spec (resubmit with changes), and a note when the form
+    cannot show all of it (it edits one task group; arrays and dependencies are left out)."""
+    groups = spec.get("task_groups") or [{}]
+    first = groups[0]
+    limit = spec.get("time_limit_s")
+    fields = {
+        **DEFAULTS,
+        "name": spec.get("name", ""),
+        "tenant": tenant,
+        "queue": spec.get("queue", "default"),
+        "priority_class": spec.get("priority_class", "normal"),
+        "tasks": str(first.get("replicas", 1)),
+        "cards": str(first.get("cards", 1)),
+        "model": (first.get("accelerators") or [""])[0],
+        "command": "\n".join(spec.get("command") or []),
+        "env": "\n".join(f"{k}={v}" for k, v in (spec.get("env") or {}).items()),
+        "time_limit": "" if limit is None else f"{limit:g}",
+        "restarts": str((spec.get("restart") or {}).get("max", 0)),
+    }
+    left_out = []
+    if len(groups) > 1:
+        left_out.append(f"task groups after the first ({len(groups) - 1})")
+    left_out += [k for k in ("array", "dependency", "workdir", "checkpoint_interval_s") if spec.get(k)]
+    note = f"The form edits one task group; left out: {', '.join(left_out)}." if left_out else ""
+    return fields, note
+
+
 def problems_of(detail) -> list[tuple[str, str]]:
     """An API error's ``detail`` (text, or a list of {field, message}) as form problems."""
     if isinstance(detail, list):

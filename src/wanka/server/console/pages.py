@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from wanka.core import PRIORITY_CLASSES, JobState
 from wanka.core.jobs import TERMINAL_STATES
 from wanka.server import job_service, tables
-from wanka.server.console import cluster_pages
+from wanka.server.console import cluster_pages, figures
 from wanka.server.console import session as console_session
-from wanka.server.console.forms import DEFAULTS, FormError, form_fields, problems_of, spec_of
+from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
     admit_spec,
     commit_and_tell,
@@ -168,12 +168,14 @@ def router(state: AppState, db: Callable) -> APIRouter:
         task = _int(request.query_params.get("task", "0"), "task")
         if tasks and not 0 <= task < tasks:
             raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
+        out = job_out(job, tenant, user, state.loop)
         return {
-            "job": job_out(job, tenant, user, state.loop),
+            "job": out,
             "row": job,
             "events": events,
             "tasks": tasks,
             "task": task,
+            "placement": figures.placement_map(state.cluster, set(out.nodes)),
         }
 
     @pages.get("/jobs/{job_id}")
@@ -249,8 +251,13 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     @pages.get("/submit")
     def submit_form(request: Request, session: Session = Depends(db)):
+        """The form, empty, or (``?from=ID``) filled in from a job one may see: resubmit with changes."""
         who, token = signed(request, session)
-        return page("submit.html", who, token, fields=DEFAULTS, problems=[], verdict="")
+        fields, note = DEFAULTS, ""
+        if "from" in request.query_params:
+            job, tenant, _ = visible_job(session, who, _job_id(_int(request.query_params["from"], "from")))
+            fields, note = fields_of(job.spec, tenant if who.is_admin else "")
+        return page("submit.html", who, token, fields=fields, problems=[], verdict="", note=note)
 
     @pages.post("/fragments/submit-check")
     async def submit_check(request: Request, session: Session = Depends(db)):
