@@ -409,3 +409,26 @@ def test_a_job_page_draws_its_placement_and_resubmits_with_changes(server):
         assert browser.get(f"/submit?from={job}").status_code == 404  # another tenant's spec
     with server.client(token) as c:
         assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_the_job_list_folds_an_array_into_one_row_and_sorts(server):
+    token = make_member(server, "con-r", "con-ray")
+    other = make_member(server, "con-s", "con-sal")
+    with server.client(token) as c:
+        spec = {"name": "sweep", "array": "0-3", "task_groups": [{"cards": 1}], "command": ["sleep", "600"]}
+        array = c.post("/v1/jobs", json=spec, params={"hold": True}).json()["array_job_id"]
+    big = submit(server, token, name="big-one")
+    with sign_in(server, token) as browser:
+        text = browser.get("/").text
+        assert text.count(f'data-array="{array}"') == 1 and "4 held" in text
+        assert text.count('data-job="') == 1  # the elements are folded; big-one is listed
+        elements = browser.get(f"/?array={array}").text
+        assert elements.count('data-job="') == 4 and f"[{array}_3]" in elements
+        assert browser.get(f"/fragments/jobs?array={array}&sort=name").text.count('data-job="') == 4
+        assert browser.get("/?sort=bogus").status_code == 422
+        assert browser.get("/?sort=cards").status_code == 200
+    with sign_in(server, other) as browser:
+        assert 'data-job="' not in browser.get(f"/?array={array}").text  # another tenant's array
+    with server.client(token) as c:
+        assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
+        assert c.post(f"/v1/jobs/{big}/cancel").status_code == 200

@@ -53,6 +53,13 @@ LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live (one task at a 
 MAX_EVENTS = 200  # of one job, on its page
 JOB_ACTIONS = ("cancel", "hold", "release")
 STATES = tuple(s.value for s in JobState)
+MAX_ROWS = 200  # the newest jobs a list shows
+SORTS = {  # how the list may be sorted (default: newest first)
+    "state": lambda item: item[0].state,
+    "cards": lambda item: -item[0].cards,
+    "position": lambda item: (item[0].queue_position is None, item[0].queue_position or 0),
+    "name": lambda item: item[0].name,
+}
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
@@ -135,26 +142,53 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def job_list(session: Session, who, state_filter: str) -> list:
+    def job_list(session: Session, who, request: Request) -> dict:
+        """The list's context: the newest rows (filtered by ``state`` and ``array``), sorted by
+        ``sort``; outside an array's own list, each array's elements folded into one row."""
+        query = request.query_params
+        state_filter, sort = query.get("state", ""), query.get("sort", "")
         if state_filter and state_filter not in STATES:
             raise HTTPException(422, f"state: one of {', '.join(STATES)}; got {state_filter[:40]!r}")
+        if sort and sort not in SORTS:
+            raise HTTPException(422, f"sort: one of {', '.join(SORTS)}; got {sort[:40]!r}")
+        array = _int(query["array"], "array") if "array" in query else None
         q = job_service.job_rows(who)
         if state_filter:
             q = q.where(tables.Job.state == state_filter)
-        rows, _ = job_service.newest_first(session, q, 200, None)
-        return [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
+        if array is not None:
+            q = q.where(tables.Job.array_job_id == array)
+        rows, _ = job_service.newest_first(session, q, MAX_ROWS, None)
+        listed = [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
+        if sort:
+            listed.sort(key=SORTS[sort])
+        items, arrays = [], {}
+        for out, row in listed:
+            if array is None and out.array_job_id is not None:
+                group = arrays.get(out.array_job_id)
+                if group is None:
+                    group = arrays[out.array_job_id] = {
+                        "array": out.array_job_id,
+                        "name": out.name,
+                        "states": {},
+                    }
+                    items.append(group)
+                group["states"][out.state] = group["states"].get(out.state, 0) + 1
+                continue
+            items.append({"job": out, "row": row})
+        params = {k: v for k, v in (("state", state_filter), ("sort", sort)) if v}
+        if array is not None:
+            params["array"] = str(array)
+        return {"items": items, "state": state_filter, "sort": sort, "array": array, "query": params}
 
     @pages.get("/")
-    def jobs(request: Request, state_: str = "", session: Session = Depends(db)):
+    def jobs(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        state_ = request.query_params.get("state", "")
-        return page("jobs.html", who, token, jobs=job_list(session, who, state_), state=state_, states=STATES)
+        return page("jobs.html", who, token, states=STATES, sorts=SORTS, **job_list(session, who, request))
 
     @pages.get("/fragments/jobs")
     def jobs_fragment(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        state_ = request.query_params.get("state", "")
-        return page("_jobs_table.html", who, token, jobs=job_list(session, who, state_), state=state_)
+        return page("_jobs_table.html", who, token, **job_list(session, who, request))
 
     def job_context(session: Session, who, job_id: int, request: Request) -> dict:
         job, tenant, user = visible_job(session, who, job_id)  # 404 for another tenant's, as the API
