@@ -87,7 +87,11 @@ def test_an_applied_tree_sets_the_queues_each_tenant_sees_and_uses(quota_server)
             "quota.no-such-card",
             "known",
         ),
-        (lambda t, m: t["organisations"].pop(), "organisations", "no organisation for tenant(s) q-b"),
+        (
+            lambda t, m: t["organisations"].pop(),
+            "organisations",
+            "no top-level organisation for tenant(s) q-b",
+        ),
         (lambda t, m: t["organisations"][0]["queues"][0].update(colour="red"), "colour", "unknown field"),
         (
             lambda t, m: t["organisations"][0]["quota"][m].update(nominal=2),

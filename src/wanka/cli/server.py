@@ -212,7 +212,9 @@ def server(
             f"first start: the admin token is in {token_file} (only you can read it): `cat {token_file}`"
         )
     shown = make_url(settings.database).render_as_string(hide_password=True)
-    console.print(f"wanka server on http://{host}:{port} (API docs: /docs), database {shown}")
+    console.print(
+        f"wanka server on http://{host}:{port} (console: /, API schema: /openapi.json), database {shown}"
+    )
     from wanka.server.http import BoundedHttp, raise_descriptor_limit
 
     descriptors = raise_descriptor_limit()

@@ -87,7 +87,7 @@ def check_time_limit(tree: QueueTree, job: Job) -> Feasibility | None:
     most = None if q is None else tree.max_time_limit[q]
     if most is not None and job.time_limit_s is not None and job.time_limit_s > most:
         return Feasibility(
-            False, f"time limit {job.time_limit_s:g} s exceeds queue {job.queue!r}'s maximum of {most:g} s"
+            False, f"time limit {job.time_limit_s:g} s exceeds the maximum of queue {job.queue!r}, {most:g} s"
         )
     return None
 

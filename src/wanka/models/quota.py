@@ -69,6 +69,22 @@ class QueueSpec(BaseModel):
         return v
 
 
+ROOT_QUEUE = "cluster"  # the quota tree's root: the whole cluster; no queue or tenant is named so
+
+
+def sub_queue_names(body: dict) -> set[str]:
+    """Every queue name of a quota document below its organisations (the organisations' own names
+    are not included). Bounded by the document's own size; no validation."""
+    names: set[str] = set()
+    todo = [q for o in body.get("organisations") or [] if isinstance(o, dict) for q in o.get("queues") or []]
+    while todo:
+        q = todo.pop()
+        if isinstance(q, dict):
+            names.add(str(q.get("name")))
+            todo.extend(q.get("queues") or [])
+    return names
+
+
 class QueueTreeSpec(BaseModel):
     model_config = STRICT
     organisations: list[QueueSpec] = Field(min_length=1, max_length=10_000)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from wanka.core import TERMINAL_STATES
 from wanka.models.bounds import MAX_SECONDS, LabelText, NameText
+from wanka.models.quota import ROOT_QUEUE, sub_queue_names
 from wanka.server import auth, tables
 from wanka.server.auth import Principal
 from wanka.server.job_service import request_cancel
@@ -85,11 +86,25 @@ def router(
     def create_tenant(body: TenantIn, who: Principal = Depends(admin), session: Session = Depends(db)):
         if session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.name)):
             raise HTTPException(409, f"tenant {body.name!r} exists")
+        doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
+        # every tenant has a top-level organisation named like it, and queue names are unique: a
+        # tenant named like the root or like another organisation's queue would break the tree in
+        # force, or be handed that queue (hostile review)
+        if body.name == ROOT_QUEUE or (doc is not None and body.name in sub_queue_names(doc.body)):
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "field": "name",
+                        "message": f"{body.name!r} is the root of the quota tree or a queue of an "
+                        "organisation; a tenant needs a name no queue has",
+                    }
+                ],
+            )
         t = tables.Tenant(name=body.name, created_at=time.time())
         session.add(t)
-        # every tenant has an organisation named like it: with a quota document in force, the new
-        # one joins it (no quota of its own: it borrows what is free) as a new version of the document
-        doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
+        # with a quota document in force, the new tenant's organisation joins it (no quota of its
+        # own: it borrows what is free) as a new version of the document
         if doc is not None and all(o.get("name") != body.name for o in doc.body.get("organisations", [])):
             grown = {**doc.body, "organisations": [*doc.body.get("organisations", []), {"name": body.name}]}
             session.add(tables.QuotaDocument(body=grown, applied_at=time.time(), applied_by=who.user_id))

@@ -70,15 +70,18 @@ def check_quotas(session: Session, cluster: Cluster, spec: QueueTreeSpec) -> Que
     Raises SpecError (fields of the document) or HTTPException 422; stores nothing."""
     tree = build_queue_tree(spec, cluster, "body")
     tenants = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.name)))
-    orphaned = [t for t in tenants if t not in tree.index]
+    # a tenant's organisation is a top-level one: members see and submit to its subtree, so a
+    # tenant whose name were a queue inside another organisation would get that one's queues
+    top = {o.name for o in spec.organisations}
+    orphaned = [t for t in tenants if t not in top]
     if orphaned:
         raise HTTPException(
             422,
             [
                 {
                     "field": "organisations",
-                    "message": f"no organisation for tenant(s) {', '.join(orphaned)}; every tenant "
-                    "needs one named like it",
+                    "message": f"no top-level organisation for tenant(s) {', '.join(orphaned)}; every "
+                    "tenant needs one named like it",
                 }
             ],
         )

@@ -287,29 +287,45 @@ def test_the_quota_editor_checks_as_you_type_refuses_bad_documents_and_applies_g
             for bad, words in (
                 ("organisations: [\n  - name: ed-a\n   quota: x", "line 2, column 3"),
                 (GOOD_TREE.replace("ascend-910c: {nominal: 6", "tpu: {nominal: 6"), "unknown accelerator"),
-                (GOOD_TREE.replace("ed-a", "someone"), "no organisation for tenant(s) ed-a"),
+                (GOOD_TREE.replace("ed-a", "someone"), "no top-level organisation for tenant(s) ed-a"),
                 ("- just a list", "a mapping with organisations"),
             ):
                 checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": bad})
                 assert checked.status_code == 200 and words in checked.text, (bad, checked.text)
                 applied = browser.post("/quota/edit", data={"csrf": csrf, "document": bad})
                 assert applied.status_code == 422 and words in applied.text
+            # hostile review: a tenant's organisation nested in another's would get that one's queues
+            make_member(server, "ed-b", "ed-bo")
+            nested = GOOD_TREE + "        queues: [{name: ed-b}]\n"
+            checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": nested})
+            assert "no top-level organisation for tenant(s) ed-b" in checked.text, checked.text
+            bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+                f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8)
+            )
+            deep = "organisations: " + "[" * 2000 + "]" * 2000
+            for bad, words in ((bomb, "aliases expanded"), (deep, "nested deeper than 64 levels")):
+                checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": bad})
+                assert checked.status_code == 200 and words in checked.text, checked.text[:300]
+            good = GOOD_TREE + "  - name: ed-b\n"  # every tenant, ed-b too, at the top
             with server.client(server.admin_token) as admin:
-                assert "ed-a-train" not in {
-                    q["name"] for q in admin.get("/v1/queues").json()
-                }  # nothing stored
-            checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": GOOD_TREE})
-            assert "valid: 2 queues" in checked.text
-            assert (
-                browser.post("/quota/edit", data={"document": GOOD_TREE}).status_code == 403
-            )  # no CSRF token
-            applied = browser.post("/quota/edit", data={"csrf": csrf, "document": GOOD_TREE})
+                names = {q["name"] for q in admin.get("/v1/queues").json()}
+                assert "ed-a-train" not in names  # nothing stored
+            checked = browser.post("/fragments/quota-check", data={"csrf": csrf, "document": good})
+            assert "valid: 3 queues" in checked.text
+            no_csrf = browser.post("/quota/edit", data={"document": good})
+            assert no_csrf.status_code == 403
+            applied = browser.post("/quota/edit", data={"csrf": csrf, "document": good})
             assert applied.status_code == 303
             with server.client(server.admin_token) as admin:
                 queues = {q["name"]: q for q in admin.get("/v1/queues").json()}
                 assert queues["ed-a-train"]["quota"]["ascend-910c"]["nominal"] == 4
             assert "ed-a-train" in browser.get("/quota/edit").text  # the editor opens on the tree in force
             assert "quota tree" in browser.get("/events?kind=quota").text
+        with server.client(server.admin_token) as admin:  # no tenant may be named like the root or a queue
+            for name in ("cluster", "ed-a-train"):
+                r = admin.post("/v1/tenants", json={"name": name})
+                assert r.status_code == 422 and "a tenant needs a name no queue has" in r.text, name
+            assert admin.get("/v1/queues").status_code == 200  # the tree in force still stands
     finally:
         stop_server(server)
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from wanka.core import NodeState
 from wanka.models.errors import SpecError
@@ -56,6 +57,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             depth=_depths(queues),
             holders=figures.holders_now(session, tenant),
             usage=figures.usage_chart(session, tenant),
+            applied=_int_or_none(request.query_params.get("applied", "")),
         )
 
     @pages.get("/quota/edit")
@@ -71,7 +73,10 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
         fields = await form_fields(request, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024)
         console_session.check_form(request, token, fields.get("csrf", ""))
         _admin_only(who)
-        problems, queues = quota_editor_mod.check(session, state.cluster, fields.get("document", ""))
+        # parsing and checking a large document takes a while: off the event loop
+        problems, queues = await run_in_threadpool(
+            quota_editor_mod.check, session, state.cluster, fields.get("document", "")
+        )
         verdict = "" if problems else f"valid: {queues} queues; applying replaces the tree in force"
         return page("_verdict.html", who, token, problems=problems, verdict=verdict)
 
@@ -83,7 +88,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
         _admin_only(who)
         text = fields.get("document", "")
         try:
-            applied = quota_editor_mod.apply(session, state.cluster, who, text)
+            applied = await run_in_threadpool(quota_editor_mod.apply, session, state.cluster, who, text)
         except (SpecError, HTTPException) as exc:
             session.rollback()
             problems = list(exc.problems) if isinstance(exc, SpecError) else problems_of(exc.detail)
@@ -169,6 +174,10 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
         return RedirectResponse(
             f"/nodes/{name}" if fields.get("back") == "node" else "/nodes", status_code=303
         )
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def _kind(request: Request) -> str:

@@ -30,7 +30,7 @@ SPEC_FIELD = {
 DEFAULTS = {
     "name": "",
     "tenant": "",
-    "queue": "default",
+    "queue": "",
     "priority_class": "normal",
     "tasks": "1",
     "cards": "1",
@@ -75,11 +75,13 @@ def _whole(fields: dict, name: str, problems: list) -> int | None:
         return None
 
 
-def spec_of(fields: dict[str, str]) -> JobSpec:
+def spec_of(fields: dict[str, str], admin: bool = False) -> JobSpec:
     """The job spec of the form's fields. ``command``: one argument per line (no shell: the lines
     are the argv); ``env``: ``NAME=value`` per line; ``time_limit``: seconds, empty for none.
-    Raises :class:`FormError` naming each bad field."""
+    Raises :class:`FormError` naming each bad field. ``admin``: the form must name the tenant."""
     problems: list[tuple[str, str]] = []
+    if admin and not fields.get("tenant", "").strip():
+        problems.append(("tenant", "an admin names the tenant the job runs for"))
     tasks, cards, restarts = (_whole(fields, n, problems) for n in ("tasks", "cards", "restarts"))
     env = {}
     for number, line in enumerate(fields.get("env", "").splitlines(), 1):
@@ -154,5 +156,7 @@ def problems_of(detail) -> list[tuple[str, str]]:
     text = str(detail)
     field, sep, rest = text.partition(": ")
     if sep and field in ("queue", "task_groups", "tenant", "dependency", "array", "priority_class"):
-        return [({"task_groups": "cards"}.get(field, field), rest)]
+        if field == "task_groups":  # what can never run here: its time limit, or its size
+            field = "time_limit" if "time limit" in rest else "cards"
+        return [(field, rest)]
     return [("", text)]

@@ -271,7 +271,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
     def vet(session: Session, who, fields: dict) -> tuple[list, str]:
         """The form's problems (none: it may be submitted) and, when none, what it asks for."""
         try:
-            spec = spec_of(fields)
+            spec = spec_of(fields, who.is_admin)
             spec, tenant_id, _ = resolve_spec(state, session, who, spec)
             _, core_job = admit_spec(state, session, who, spec, tenant_id)
         except FormError as exc:
@@ -308,7 +308,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
         console_session.check_form(request, token, fields.get("csrf", ""))
         shown = {k: fields.get(k, v) for k, v in DEFAULTS.items()}
         try:
-            job = create_job(state, session, who, spec_of(fields), Response())
+            job = create_job(state, session, who, spec_of(fields, who.is_admin), Response())
         except (FormError, HTTPException) as exc:
             session.rollback()
             problems = exc.problems if isinstance(exc, FormError) else problems_of(exc.detail)

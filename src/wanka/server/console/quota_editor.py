@@ -17,6 +17,26 @@ from wanka.server.console.forms import problems_of
 from wanka.server.quota_api import AppliedOut, apply_quotas, check_quotas
 
 MAX_DOCUMENT_BYTES = 256 * 1024  # a quota tree for thousands of queues
+MAX_DEPTH = 64  # nested lists and mappings; a real tree is a few levels deep
+MAX_NODES = 200_000  # values once aliases are expanded (a 418-byte alias bomb expands to millions)
+
+
+def _bounded(data) -> None:
+    """SpecError unless ``data`` (as YAML loaded it: aliases are shared objects) stays within
+    :data:`MAX_DEPTH` and, counting every alias as often as it is used, :data:`MAX_NODES`. Walked
+    without recursion, and stops at the bound: it never expands a bomb."""
+    todo, seen = [(data, 1)], 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise SpecError("document", [("document", f"more than {MAX_NODES:,} values (aliases expanded)")])
+        if depth > MAX_DEPTH:
+            raise SpecError("document", [("document", f"nested deeper than {MAX_DEPTH} levels")])
+        if isinstance(value, dict):
+            todo.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            todo.extend((v, depth + 1) for v in value)
 
 
 def current_document(session: Session) -> str:
@@ -31,6 +51,8 @@ def parse(text: str) -> QueueTreeSpec:
         raise SpecError("document", [("document", f"at most {MAX_DOCUMENT_BYTES // 1024} KiB")])
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError("document", [("document", f"nested deeper than {MAX_DEPTH} levels")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -39,6 +61,7 @@ def parse(text: str) -> QueueTreeSpec:
         ) from None
     if not isinstance(data, dict):
         raise SpecError("document", [("document", "a mapping with organisations: […]; see docs/specs.md")])
+    _bounded(data)
     try:
         return QueueTreeSpec.model_validate(data)
     except ValidationError as exc:

@@ -1,5 +1,6 @@
 // Draws each <div data-chart="NAME"> from the JSON in <script type="application/json"
-// id="chart-NAME"> (data, never code: the page's policy runs no inline script).
+// id="chart-NAME"> (data, never code: the page's policy runs no inline script). Tooltips are
+// drawn on the canvas (richText): ECharts' HTML tooltips carry inline styles the policy refuses.
 (function () {
   "use strict";
   function data(name) {
@@ -7,6 +8,7 @@
     return el ? JSON.parse(el.textContent) : null;
   }
   function time(t) { return new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"}); }
+  function clock(t) { return new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
   var build = {
     usage: function (d) {
       var series = Object.keys(d.series).map(function (model) {
@@ -16,7 +18,7 @@
         series.push({name: "cost (" + d.currency + ")", type: "line", yAxisIndex: 1, data: d.cost});
       }
       return {
-        tooltip: {trigger: "axis"}, legend: {},
+        tooltip: {trigger: "axis", renderMode: "richText"}, legend: {},
         xAxis: {type: "category", data: d.days},
         yAxis: [{type: "value", name: "card-hours"}, {type: "value", name: d.currency || ""}],
         series: series
@@ -24,7 +26,7 @@
     },
     allocation: function (d) {
       return {
-        tooltip: {trigger: "axis"},
+        tooltip: {trigger: "axis", renderMode: "richText"},
         xAxis: {type: "category", data: d.times.map(time)},
         yAxis: {type: "value", max: 1, axisLabel: {formatter: function (v) { return Math.round(v * 100) + "%"; }}},
         series: [{name: "held", type: "line", areaStyle: {}, data: d.allocated}]
@@ -32,8 +34,8 @@
     },
     cycles: function (d) {
       return {
-        tooltip: {trigger: "axis"},
-        xAxis: {type: "category", data: d.times.map(time)},
+        tooltip: {trigger: "axis", renderMode: "richText"},
+        xAxis: {type: "category", data: d.times.map(clock)},
         yAxis: {type: "value", name: "ms"},
         series: [{name: "cycle", type: "line", data: d.ms}]
       };
