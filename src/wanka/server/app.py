@@ -108,7 +108,9 @@ def create_app(state: AppState) -> FastAPI:
         session.execute(select(1))
         loop = state.loop
         return {
-            "status": "ok",
+            # degraded: the control loop's ticks fail, or the quota tree in force cannot be used
+            "status": "degraded" if loop.tick_error or loop.tree_error else "ok",
+            **({"error": loop.tick_error or loop.tree_error} if loop.tick_error or loop.tree_error else {}),
             "role": loop.role,  # leader: this server schedules; standby: another does
             "scheduler": {
                 "cycles": loop.cycle_count,

@@ -254,6 +254,8 @@ class ControlLoop:
         self.positions: dict[int, int] = {}
         self.estimates: dict[int, float] = {}
         self.last_cycle: float | None = None
+        self.tick_error: str | None = None  # why the last tick failed; None once one succeeds
+        self.tree_error: str | None = None  # why the tree in force cannot be used (the last good one is)
         self.recent_cycles: deque[tuple[float, float]] = deque(maxlen=300)  # (when, seconds): the console
         self.cycle_count = 0  # cycles run and decisions made since this server started
         self.decision_count = 0
@@ -505,6 +507,7 @@ class ControlLoop:
             self._last_tick = time.monotonic()
             try:
                 self.tick()
+                self.tick_error = None
             except LeaseLost:
                 log.warning("another server took the scheduler lease: standing by")
                 self._stand_by()
@@ -512,16 +515,17 @@ class ControlLoop:
                 if time.monotonic() - self._unavailable_said > 30:
                     log.warning("the %s backend cannot be reached; retrying: %s", self.backend.name, exc)
                     self._unavailable_said = time.monotonic()
-            except Exception:  # a bad tick must not stop scheduling; the next one retries
+            except Exception as exc:  # a bad tick must not stop scheduling; the next one retries
                 log.exception("control loop tick failed")
+                self.tick_error = f"{type(exc).__name__}: {exc}"[:500]  # /healthz and the console say so
 
     # --- one tick ------------------------------------------------------------------------------
 
     def tick(self) -> None:
         now = time.time()
         reload, submitted, cancelled = self._messages()
-        if reload:  # a new quota tree (or a new tenant's default queue)
-            self._retree(now)
+        if reload or self.tree_error:  # a new quota tree (or a new tenant's default queue)
+            self._load_tree(now)
         self._take_in(submitted, cancelled)
         with self.sessions() as session:
             self._follow_database(session, now)
@@ -538,6 +542,21 @@ class ControlLoop:
                 self._cycle(session, now)
                 self._commit(session)
         self._launch_ready()
+
+    def _load_tree(self, now: float) -> None:
+        """:meth:`_retree`; when the tree in force cannot be loaded, scheduling goes on under the
+        last good one, the load is tried again every tick, and ``tree_error`` says why (/healthz)."""
+        try:
+            self._retree(now)
+        except Exception as exc:
+            error = f"the quota tree in force cannot be used: {type(exc).__name__}: {exc}"[:500]
+            if error != self.tree_error:
+                log.exception(
+                    "the quota tree in force cannot be used; scheduling goes on under the last good one"
+                )
+            self.tree_error = error
+            return
+        self.tree_error = None
 
     def _retree(self, now: float) -> None:
         """Re-index waiting and running jobs under the tree now in force; what runs, and what is

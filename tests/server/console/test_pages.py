@@ -448,3 +448,31 @@ def test_the_job_list_folds_an_array_into_one_row_and_sorts(server):
     with server.client(token) as c:
         assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
         assert c.post(f"/v1/jobs/{big}/cancel").status_code == 200
+
+
+def test_failing_scheduler_ticks_show_in_healthz_and_on_the_overview(tmp_path):
+    # hostile review: with the tree in force broken, every tick failed while /healthz said "ok"
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session as DbSession
+
+    from wanka.server import tables
+
+    server = start_server(tmp_path / "home")
+    try:
+        engine = create_engine(server.database)
+        with DbSession(engine) as db:  # what no API accepts any more: a tree naming the root twice
+            body = {"organisations": [{"name": "cluster"}]}
+            db.add(tables.QuotaDocument(body=body, applied_at=0.0, applied_by=1))
+            db.commit()
+        with server.client(server.admin_token) as admin:
+            admin.post("/v1/tenants", json={"name": "tick-a"})  # wakes the loop, which reloads the tree
+            health = wait_for(lambda: (h := admin.get("/healthz").json())["status"] == "degraded" and h)
+            assert "cluster" in health["error"]
+            with sign_in(server, server.admin_token) as browser:
+                assert "The scheduler is in trouble" in browser.get("/overview").text
+            r = admin.put("/v1/quotas", json={"organisations": [{"name": "tick-a"}]})
+            assert r.status_code == 200, r.text
+            wait_for(lambda: admin.get("/healthz").json()["status"] == "ok")
+        engine.dispose()
+    finally:
+        stop_server(server)

@@ -113,6 +113,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
             allocation=figures.allocation_chart(session, int(cluster.total_cards)),
             cycles=figures.cycle_chart(loop.recent_cycles),
             cycle_count=loop.cycle_count,
+            tick_error=loop.tick_error or loop.tree_error,
             role=loop.role,
         )
 
