@@ -205,23 +205,29 @@ def router(
 
     @api.delete("/v1/tokens/{token_id}", response_model=TokenOut)
     def revoke_token(token_id: ID, who: Principal = Depends(principal), session: Session = Depends(db)):
-        row = session.get(tables.Token, token_id)
-        if row is None or (not who.is_admin and row.user_id != who.user_id):
-            raise HTTPException(404, f"no token {token_id}")
-        if row.revoked_at is None:
-            row.revoked_at = time.time()
-            session.flush()
-            if not auth.live_admin_tokens(session):
-                session.rollback()
-                raise HTTPException(
-                    409,
-                    f"token {token_id} is the last working admin token; create another first "
-                    "(or, with local access to the database, `wanka db admin-token`)",
-                )
-            session.commit()
-        return _token_out(row, session.get(tables.User, row.user_id).name)
+        return revoke(session, who, token_id)
 
     return api
+
+
+def revoke(session: Session, who: Principal, token_id: int) -> TokenOut:
+    """Revoke token ``token_id`` (a member: only its own). 404 for one it may not see; 409 for the
+    operator's last working admin token."""
+    row = session.get(tables.Token, token_id)
+    if row is None or (not who.is_admin and row.user_id != who.user_id):
+        raise HTTPException(404, f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = time.time()
+        session.flush()
+        if not auth.live_admin_tokens(session):
+            session.rollback()
+            raise HTTPException(
+                409,
+                f"token {token_id} is the last working admin token; create another first "
+                "(or, with local access to the database, `wanka db admin-token`)",
+            )
+        session.commit()
+    return _token_out(row, session.get(tables.User, row.user_id).name)
 
 
 def _named(session: Session, table, name: str, what: str):

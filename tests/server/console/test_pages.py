@@ -476,3 +476,34 @@ def test_failing_scheduler_ticks_show_in_healthz_and_on_the_overview(tmp_path):
         engine.dispose()
     finally:
         stop_server(server)
+
+
+def test_the_accounts_page_lists_tokens_tenants_and_prices_and_revokes_by_the_apis_rules(tmp_path):
+    server = start_server(tmp_path / "home")
+    try:
+        alice = make_member(server, "acc-a", "acc-ann")
+        bob = make_member(server, "acc-b", "acc-bob")
+        with server.client(server.admin_token) as admin:
+            r = admin.put("/v1/prices", json={"currency": "CNY", "card_hour": {"ascend-910c": 12.5}})
+            assert r.status_code == 200, r.text
+            tokens = {t["user"]: t["id"] for t in admin.get("/v1/tokens").json()}
+        with sign_in(server, alice) as browser:
+            page = browser.get("/accounts").text
+            assert "acc-ann" in page and "acc-bob" not in page and 'data-tenant="' not in page
+            assert "ascend-910c" in page and "12.5" in page and "this session" in page
+            csrf = csrf_of(browser, "/accounts")
+            r = browser.post(f"/tokens/{tokens['acc-bob']}/revoke", data={"csrf": csrf})
+            assert r.status_code == 404  # another's token, as the API says
+            assert browser.post(f"/tokens/{tokens['acc-ann']}/revoke", data={}).status_code == 403  # CSRF
+            assert browser.post(f"/tokens/{tokens['acc-ann']}/revoke", data={"csrf": csrf}).status_code == 303
+            assert browser.get("/accounts").status_code == 303  # its session ended with the token
+        with server.client(bob) as c:
+            assert c.get("/v1/jobs").status_code == 200
+        with sign_in(server, server.admin_token) as browser:
+            page = browser.get("/accounts").text
+            assert 'data-tenant="acc-a"' in page and 'data-user="acc-bob"' in page and "acc-ann" in page
+            csrf = csrf_of(browser, "/accounts")
+            r = browser.post(f"/tokens/{tokens['admin']}/revoke", data={"csrf": csrf})
+            assert r.status_code == 409 and "last working admin token" in r.text
+    finally:
+        stop_server(server)

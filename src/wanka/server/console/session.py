@@ -77,6 +77,11 @@ def sign_out(db: Session, token: str) -> None:
         db.commit()
 
 
+def digest_of(session_token: str) -> str:
+    """The stored digest of the session's token (to mark it in a list of tokens)."""
+    return auth.digest(session_token)
+
+
 def csrf_token(session_token: str) -> str:
     return hashlib.sha256(b"wanka-console-csrf\0" + session_token.encode()).hexdigest()
 
