@@ -176,6 +176,9 @@ def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     page.click("nav a[href='/quota']")
     playwright.expect(page.locator("[data-chart=usage]")).to_have_attribute("data-drawn", "true")
     shot(page, "quota")
+    page.click("nav a[href='/accounts']")
+    playwright.expect(page.locator("table.tokens")).to_contain_text("this session")
+    shot(page, "accounts")
     assert page.violations == []
 
 
