@@ -172,10 +172,7 @@ def router(state: AppState, db, principal) -> APIRouter:
             commit_and_tell(state, session, "cancelled", ids)
             session.refresh(job)
             return job_out(job, tenant, user, state.loop)
-        if JobState(job.state) in TERMINAL_STATES:
-            raise HTTPException(409, f"job {job_id} is already {job.state}")
-        request_cancel(session, job_id, f"cancelled by {who.name}")
-        commit_and_tell(state, session, "cancelled", [job_id])
+        cancel_job(state, session, who, job)
         session.refresh(job)
         return job_out(job, tenant, user, state.loop)
 
@@ -193,9 +190,7 @@ def router(state: AppState, db, principal) -> APIRouter:
             ids = job_service.hold_where(session, _array_of(job), who.is_admin, who.name)
             commit_and_tell(state, session, "withdrawn", ids)
             return job_out(*visible_job(session, who, job_id), state.loop)
-        if not job_service.hold(session, job_id, who.is_admin, who.name):
-            raise HTTPException(409, f"job {job_id} is not waiting; only a waiting job can be held")
-        commit_and_tell(state, session, "withdrawn", [job_id])
+        hold_job(state, session, who, job)
         return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/release", response_model=JobOut)
@@ -220,11 +215,7 @@ def router(state: AppState, db, principal) -> APIRouter:
             ids = job_service.release_where(session, which, who.name)
             commit_and_tell(state, session, "submitted", ids)
             return job_out(*visible_job(session, who, job_id), state.loop)
-        if job.held_by == "admin" and not who.is_admin:
-            raise HTTPException(403, f"job {job_id} is held by an admin; an admin releases it")
-        if not job_service.release(session, job_id, who.name):
-            raise HTTPException(409, f"job {job_id} is not held")
-        commit_and_tell(state, session, "submitted", [job_id])
+        release_job(state, session, who, job)
         return job_out(*visible_job(session, who, job_id), state.loop)
 
     @api.post("/v1/jobs/{job_id}/requeue", response_model=JobOut)
@@ -485,6 +476,30 @@ def job_out(j: tables.Job, tenant: str, user: str, loop: ControlLoop | None = No
         end_time=j.end_time,
         spec=j.spec,
     )
+
+
+def cancel_job(state: AppState, session: Session, who: Principal, job: tables.Job) -> None:
+    """Cancel one job the caller may see (409 when it already ended); the loop stops its tasks."""
+    if JobState(job.state) in TERMINAL_STATES:
+        raise HTTPException(409, f"job {job.id} is already {job.state}")
+    request_cancel(session, job.id, f"cancelled by {who.name}")
+    commit_and_tell(state, session, "cancelled", [job.id])
+
+
+def hold_job(state: AppState, session: Session, who: Principal, job: tables.Job) -> None:
+    """Hold one waiting job (409 when it no longer waits); an admin's hold a member cannot lift."""
+    if not job_service.hold(session, job.id, who.is_admin, who.name):
+        raise HTTPException(409, f"job {job.id} is not waiting; only a waiting job can be held")
+    commit_and_tell(state, session, "withdrawn", [job.id])
+
+
+def release_job(state: AppState, session: Session, who: Principal, job: tables.Job) -> None:
+    """Release one held job to wait in its old place (403 for a member and an admin's hold)."""
+    if job.held_by == "admin" and not who.is_admin:
+        raise HTTPException(403, f"job {job.id} is held by an admin; an admin releases it")
+    if not job_service.release(session, job.id, who.name):
+        raise HTTPException(409, f"job {job.id} is not held")
+    commit_and_tell(state, session, "submitted", [job.id])
 
 
 def commit_and_tell(state: AppState, session: Session, kind: str, ids) -> None:

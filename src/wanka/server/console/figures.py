@@ -101,42 +101,44 @@ def cycle_chart(recent) -> dict:
     return {"times": [round(t, 1) for t, _ in recent], "ms": [round(s * 1000, 2) for _, s in recent]}
 
 
-def node_map(cluster, nodes, used) -> list[dict]:
-    """Nodes grouped as the network is: ``[{"name": outermost domain (or the pool), "leaves":
-    [{"name": innermost domain, "nodes": [{"name", "state", "load": 0-4, "title"}]}]}]``, in the
-    cluster's node order. ``load``: the quarter of its cards held (0 idle … 4 full)."""
+def _by_domain(cells) -> list[dict]:
+    """``(outer, inner, cell)`` triples grouped as the network is: ``[{"name": outer, "leaves":
+    [{"name": inner, "nodes": [cell…]}]}]``, in the order first seen."""
     groups: dict[str, dict[str, list]] = {}
-    for n in nodes:
-        i = cluster.node_index[n.name]
-        outer = n.domain[-1] if n.domain else n.model
-        inner = n.domain[0] if n.domain else n.model
-        cards = int(cluster.node_cards[i])
-        held = int(used[i])
-        load = 0 if not held else min(4, 1 + (4 * held - 1) // max(cards, 1))
-        title = f"{n.name}: {n.state}, {held}/{cards} cards held" + (f" ({n.reason})" if n.reason else "")
-        groups.setdefault(outer, {}).setdefault(inner, []).append(
-            {"name": n.name, "state": n.state, "load": load, "title": title}
-        )
+    for outer, inner, cell in cells:
+        groups.setdefault(outer, {}).setdefault(inner, []).append(cell)
     return [
         {"name": outer, "leaves": [{"name": inner, "nodes": ns} for inner, ns in leaves.items()]}
         for outer, leaves in groups.items()
     ]
 
 
+def _domains(domains, pool: str) -> tuple[str, str]:
+    """(outermost, innermost) network domain of a node, its pool's model when it has none."""
+    return (domains[-1], domains[0]) if domains else (pool, pool)
+
+
+def node_map(cluster, nodes, used) -> list[dict]:
+    """Nodes grouped as the network is (outermost domain, then leaf; the model where a node has
+    no domains), in the cluster's node order; each ``{"name", "state", "load": 0-4, "title"}``.
+    ``load``: the quarter of its cards held (0 idle … 4 full)."""
+
+    def cell(n):
+        i = cluster.node_index[n.name]
+        cards, held = int(cluster.node_cards[i]), int(used[i])
+        load = 0 if not held else min(4, 1 + (4 * held - 1) // max(cards, 1))
+        title = f"{n.name}: {n.state}, {held}/{cards} cards held" + (f" ({n.reason})" if n.reason else "")
+        return {"name": n.name, "state": n.state, "load": load, "title": title}
+
+    return _by_domain((*_domains(n.domain, n.model), cell(n)) for n in nodes)
+
+
 def placement_map(cluster, nodes: set[str]) -> list[dict]:
     """A job's placement drawn on the network: the leaf domains holding any of ``nodes``, every
     node of them (``mine``: one of the job's), grouped as :func:`node_map` groups them."""
-    groups: dict[str, dict[str, list]] = {}
     leaves = {cluster.nodes[cluster.node_index[n]].domains[:1] for n in nodes if n in cluster.node_index}
-    for record in cluster.nodes:
-        if record.domains[:1] not in leaves:
-            continue
-        outer = record.domains[-1] if record.domains else record.accelerator.id
-        inner = record.domains[0] if record.domains else record.accelerator.id
-        groups.setdefault(outer, {}).setdefault(inner, []).append(
-            {"name": record.name, "mine": record.name in nodes}
-        )
-    return [
-        {"name": outer, "leaves": [{"name": inner, "nodes": ns} for inner, ns in leaves_.items()]}
-        for outer, leaves_ in groups.items()
-    ]
+    return _by_domain(
+        (*_domains(r.domains, r.accelerator.id), {"name": r.name, "mine": r.name in nodes})
+        for r in cluster.nodes
+        if r.domains[:1] in leaves
+    )

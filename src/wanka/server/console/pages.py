@@ -15,16 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wanka.core import PRIORITY_CLASSES, JobState
-from wanka.core.jobs import TERMINAL_STATES
 from wanka.server import job_service, tables
 from wanka.server.console import account_pages, cluster_pages, figures
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
     admit_spec,
-    commit_and_tell,
+    cancel_job,
     create_job,
+    hold_job,
     job_out,
+    release_job,
     resolve_spec,
     task_log,
     visible_job,
@@ -51,7 +52,7 @@ HEADERS = {
 }
 LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live (one task at a time)
 MAX_EVENTS = 200  # of one job, on its page
-JOB_ACTIONS = ("cancel", "hold", "release")
+JOB_ACTIONS = {"cancel": cancel_job, "hold": hold_job, "release": release_job}  # the API's own
 STATES = tuple(s.value for s in JobState)
 MAX_ROWS = 200  # the newest jobs a list shows
 SORTS = {  # how the list may be sorted (default: newest first)
@@ -247,22 +248,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
         if action not in JOB_ACTIONS:
             raise HTTPException(404, f"no action {action[:40]!r}; one of {', '.join(JOB_ACTIONS)}")
         job, _, _ = visible_job(session, who, _job_id(job_id))
-        if action == "cancel":
-            if JobState(job.state) in TERMINAL_STATES:
-                raise HTTPException(409, f"job {job.id} is already {job.state}")
-            job_service.request_cancel(session, job.id, f"cancelled by {who.name}")
-            kind = "cancelled"
-        elif action == "hold":
-            if not job_service.hold(session, job.id, who.is_admin, who.name):
-                raise HTTPException(409, f"job {job.id} is not waiting; only a waiting job can be held")
-            kind = "withdrawn"
-        else:
-            if job.held_by == "admin" and not who.is_admin:
-                raise HTTPException(403, f"job {job.id} is held by an admin; an admin releases it")
-            if not job_service.release(session, job.id, who.name):
-                raise HTTPException(409, f"job {job.id} is not held")
-            kind = "submitted"
-        commit_and_tell(state, session, kind, [job.id])
+        JOB_ACTIONS[action](state, session, who, job)
         back = f"/jobs/{job.id}" if fields.get("back") == "job" else "/"
         return RedirectResponse(back, status_code=303)
 
