@@ -83,34 +83,8 @@ def router(
     # --- tenants, users, tokens ---------------------------------------------------------------
 
     @api.post("/v1/tenants", response_model=TenantOut, status_code=201)
-    def create_tenant(body: TenantIn, who: Principal = Depends(admin), session: Session = Depends(db)):
-        if session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.name)):
-            raise HTTPException(409, f"tenant {body.name!r} exists")
-        doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
-        # every tenant has a top-level organisation named like it, and queue names are unique: a
-        # tenant named like the root or like another organisation's queue would break the tree in
-        # force, or be handed that queue (hostile review)
-        if body.name == ROOT_QUEUE or (doc is not None and body.name in sub_queue_names(doc.body)):
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "name",
-                        "message": f"{body.name!r} is the root of the quota tree or a queue of an "
-                        "organisation; a tenant needs a name no queue has",
-                    }
-                ],
-            )
-        t = tables.Tenant(name=body.name, created_at=time.time())
-        session.add(t)
-        # with a quota document in force, the new tenant's organisation joins it (no quota of its
-        # own: it borrows what is free) as a new version of the document
-        if doc is not None and all(o.get("name") != body.name for o in doc.body.get("organisations", [])):
-            grown = {**doc.body, "organisations": [*doc.body.get("organisations", []), {"name": body.name}]}
-            session.add(tables.QuotaDocument(body=grown, applied_at=time.time(), applied_by=who.user_id))
-        session.commit()
-        changed_tree()  # before any quota document, each tenant has a default queue
-        return _tenant_out(t)
+    def post_tenant(body: TenantIn, who: Principal = Depends(admin), session: Session = Depends(db)):
+        return create_tenant(session, who, body, changed_tree)
 
     @api.get("/v1/tenants", response_model=list[TenantOut])
     def list_tenants(_: Principal = Depends(admin), session: Session = Depends(db)):
@@ -119,41 +93,16 @@ def router(
     @api.post("/v1/tenants/{name}/disable", response_model=TenantOut)
     def disable_tenant(name: str, who: Principal = Depends(admin), session: Session = Depends(db)):
         """Its members' tokens stop working and its jobs are cancelled; its history and bills stay."""
-        t = _named(session, tables.Tenant, name, "tenant")
-        if t.disabled_at is None:
-            t.disabled_at = time.time()
-            jobs = session.scalars(
-                select(tables.Job.id).where(
-                    tables.Job.tenant_id == t.id,
-                    tables.Job.state.not_in([s.value for s in TERMINAL_STATES]),
-                )
-            ).all()
-            for job_id in jobs:
-                request_cancel(session, job_id, f"cancelled: tenant {name} disabled by {who.name}")
-            session.commit()
-            for job_id in jobs:
-                notify("cancelled", job_id)
-        return _tenant_out(t)
+        return set_tenant_disabled(session, who, name, True, notify)
 
     @api.post("/v1/tenants/{name}/enable", response_model=TenantOut)
-    def enable_tenant(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
-        t = _named(session, tables.Tenant, name, "tenant")
-        t.disabled_at = None
-        session.commit()
-        return _tenant_out(t)
+    def enable_tenant(name: str, who: Principal = Depends(admin), session: Session = Depends(db)):
+        return set_tenant_disabled(session, who, name, False, notify)
 
     @api.post("/v1/users/{name}/disable", response_model=UserOut)
     def disable_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
         """Its tokens stop working at once (its jobs run on: they are its tenant's)."""
-        u = _named(session, tables.User, name, "user")
-        if u.disabled_at is None:
-            u.disabled_at = time.time()
-            session.flush()
-            if u.role == "admin" and not auth.live_admin_tokens(session):
-                session.rollback()
-                raise HTTPException(409, f"{name} holds the last working admin token; keep one admin")
-            session.commit()
-        return _user_out(session, u)
+        return set_user_disabled(session, name, True)
 
     @api.get("/v1/users/{name}", response_model=UserOut)
     def get_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
@@ -161,40 +110,17 @@ def router(
 
     @api.post("/v1/users/{name}/enable", response_model=UserOut)
     def enable_user(name: str, _: Principal = Depends(admin), session: Session = Depends(db)):
-        u = _named(session, tables.User, name, "user")
-        u.disabled_at = None
-        session.commit()
-        return _user_out(session, u)
+        return set_user_disabled(session, name, False)
 
     @api.post("/v1/users", response_model=UserOut, status_code=201)
-    def create_user(body: UserIn, _: Principal = Depends(admin), session: Session = Depends(db)):
-        tenant_id = None
-        if body.role == "member":
-            if not body.tenant:
-                raise HTTPException(422, "tenant: a member belongs to a tenant; give its name")
-            tenant = session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.tenant))
-            if tenant is None:
-                raise HTTPException(422, f"tenant: no tenant {body.tenant!r}")
-            tenant_id = tenant.id
-        elif body.tenant:
-            raise HTTPException(422, "tenant: an admin belongs to no tenant; leave it out")
-        if session.scalar(select(tables.User).where(tables.User.name == body.name)):
-            raise HTTPException(409, f"user {body.name!r} exists")
-        u = tables.User(name=body.name, role=body.role, tenant_id=tenant_id, created_at=time.time())
-        session.add(u)
-        session.commit()
-        return _user_out(session, u)
+    def post_user(body: UserIn, _: Principal = Depends(admin), session: Session = Depends(db)):
+        return create_user(session, body)
 
     @api.post("/v1/users/{name}/tokens", response_model=NewToken, status_code=201)
     def create_token(
         name: str, body: TokenIn, who: Principal = Depends(principal), session: Session = Depends(db)
     ):
-        user = session.scalar(select(tables.User).where(tables.User.name == name))
-        if user is None or (not who.is_admin and user.id != who.user_id):
-            raise HTTPException(404, f"no user {name!r}")
-        row, token = auth.issue(session, user, body.label, body.expires_in_s)
-        session.commit()
-        return NewToken(**_token_out(row, user.name).model_dump(), token=token)
+        return issue_token(session, who, name, body)
 
     @api.get("/v1/tokens", response_model=list[TokenOut])
     def list_tokens(who: Principal = Depends(principal), session: Session = Depends(db)):
@@ -208,6 +134,117 @@ def router(
         return revoke(session, who, token_id)
 
     return api
+
+
+# --- service functions: the API routes and the console's forms share them ----------------------
+
+
+def create_tenant(
+    session: Session, who: Principal, body: TenantIn, changed_tree: Callable[[], None]
+) -> TenantOut:
+    """A new tenant (409 when the name is taken; 422 when a queue of the tree has it). With a quota
+    document in force, its organisation joins it (no quota of its own) as a new version."""
+    if session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.name)):
+        raise HTTPException(409, f"tenant {body.name!r} exists")
+    doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
+    # every tenant has a top-level organisation named like it, and queue names are unique: a
+    # tenant named like the root or like another organisation's queue would break the tree in
+    # force, or be handed that queue (hostile review)
+    if body.name == ROOT_QUEUE or (doc is not None and body.name in sub_queue_names(doc.body)):
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "name",
+                    "message": f"{body.name!r} is the root of the quota tree or a queue of an "
+                    "organisation; a tenant needs a name no queue has",
+                }
+            ],
+        )
+    t = tables.Tenant(name=body.name, created_at=time.time())
+    session.add(t)
+    # with a quota document in force, the new tenant's organisation joins it (no quota of its
+    # own: it borrows what is free) as a new version of the document
+    if doc is not None and all(o.get("name") != body.name for o in doc.body.get("organisations", [])):
+        grown = {**doc.body, "organisations": [*doc.body.get("organisations", []), {"name": body.name}]}
+        session.add(tables.QuotaDocument(body=grown, applied_at=time.time(), applied_by=who.user_id))
+    session.commit()
+    changed_tree()  # before any quota document, each tenant has a default queue
+    return _tenant_out(t)
+
+
+def set_tenant_disabled(
+    session: Session, who: Principal, name: str, disabled: bool, notify: Callable
+) -> TenantOut:
+    """Disable (its members' tokens stop working, its jobs are cancelled; history and bills stay)
+    or enable a tenant; 404 for no such tenant."""
+    t = _named(session, tables.Tenant, name, "tenant")
+    if not disabled:
+        t.disabled_at = None
+        session.commit()
+    elif t.disabled_at is None:
+        t.disabled_at = time.time()
+        jobs = session.scalars(
+            select(tables.Job.id).where(
+                tables.Job.tenant_id == t.id,
+                tables.Job.state.not_in([s.value for s in TERMINAL_STATES]),
+            )
+        ).all()
+        for job_id in jobs:
+            request_cancel(session, job_id, f"cancelled: tenant {name} disabled by {who.name}")
+        session.commit()
+        for job_id in jobs:
+            notify("cancelled", job_id)
+    return _tenant_out(t)
+
+
+def set_user_disabled(session: Session, name: str, disabled: bool) -> UserOut:
+    """Disable (its tokens stop working at once; its jobs run on: they are its tenant's) or enable
+    a user; 404 for no such user, 409 for the holder of the last working admin token."""
+    u = _named(session, tables.User, name, "user")
+    if not disabled:
+        u.disabled_at = None
+        session.commit()
+    elif u.disabled_at is None:
+        u.disabled_at = time.time()
+        session.flush()
+        if u.role == "admin" and not auth.live_admin_tokens(session):
+            session.rollback()
+            raise HTTPException(409, f"{name} holds the last working admin token; keep one admin")
+        session.commit()
+    return _user_out(session, u)
+
+
+def create_user(session: Session, body: UserIn) -> UserOut:
+    """A new user: a member of a tenant, or an admin of none (422 naming ``tenant`` otherwise; 409
+    when the name is taken)."""
+    tenant_id = None
+    if body.role == "member":
+        if not body.tenant:
+            raise HTTPException(422, "tenant: a member belongs to a tenant; give its name")
+        tenant = session.scalar(select(tables.Tenant).where(tables.Tenant.name == body.tenant))
+        if tenant is None:
+            raise HTTPException(422, f"tenant: no tenant {body.tenant!r}")
+        tenant_id = tenant.id
+    elif body.tenant:
+        raise HTTPException(422, "tenant: an admin belongs to no tenant; leave it out")
+    if session.scalar(select(tables.User).where(tables.User.name == body.name)):
+        raise HTTPException(409, f"user {body.name!r} exists")
+    u = tables.User(name=body.name, role=body.role, tenant_id=tenant_id, created_at=time.time())
+    session.add(u)
+    session.commit()
+    return _user_out(session, u)
+
+
+def issue_token(session: Session, who: Principal, name: str, body: TokenIn) -> NewToken:
+    """A new API token of user ``name`` (an admin: anyone's; a member: its own; 404 otherwise),
+    shown once: only its hash is stored."""
+    user = session.scalar(select(tables.User).where(tables.User.name == name))
+    if user is None or (not who.is_admin and user.id != who.user_id):
+        raise HTTPException(404, f"no user {name!r}")
+    row, token = auth.issue(session, user, body.label, body.expires_in_s)
+    session.commit()
+    return NewToken(**_token_out(row, user.name).model_dump(), token=token)
 
 
 def revoke(session: Session, who: Principal, token_id: int) -> TokenOut:

@@ -32,6 +32,7 @@ from wanka.server.auth import Principal
 from wanka.server.console.pages import SignedOut, signed_out
 from wanka.server.limits import Limits, RequestGuard
 from wanka.server.trees import TreeCache
+from wanka.server.whatif import WhatIfRuns
 
 if TYPE_CHECKING:
     from wanka.server.loop import ControlLoop
@@ -44,6 +45,7 @@ class AppState:
     loop: ControlLoop
     trees: TreeCache
     limits: Limits = field(default_factory=Limits)
+    whatifs: WhatIfRuns | None = None  # the console's twin reports (None: this app keeps none)
 
     def tree_changed(self) -> None:
         """A new quota tree is in force: drop the cached one and wake the control loop."""
@@ -59,6 +61,8 @@ def create_app(state: AppState) -> FastAPI:
             yield
         finally:
             state.loop.stop()
+            if state.whatifs is not None:
+                state.whatifs.stop()
 
     # the schema at /openapi.json; no /docs or /redoc: FastAPI's load scripts from a CDN, on the
     # console's origin, where a script acts as whoever is signed in (hostile review)

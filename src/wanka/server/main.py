@@ -18,6 +18,7 @@ from wanka.server.app import AppState, create_app
 from wanka.server.limits import Limits
 from wanka.server.loop import DOWN_IN_INVENTORY, ControlLoop
 from wanka.server.trees import TreeCache
+from wanka.server.whatif import WhatIfRuns
 
 DEFAULT_PORT = 8421
 DEFAULT_TASK_UIDS = (2_000_000, 2_099_999)  # far above the distribution's and LDAP's usual ranges
@@ -141,4 +142,6 @@ def build(settings: Settings):
         on_cluster_change=trees.invalidate,
         limits=settings.limits,
     )
-    return create_app(AppState(sessions, cluster, loop, trees, settings.limits)), token_file
+    return create_app(
+        AppState(sessions, cluster, loop, trees, settings.limits, WhatIfRuns(settings.home / "twin"))
+    ), token_file

@@ -76,10 +76,10 @@ class TreeCache:
         self._verdicts = {}
 
 
-def queue_tree(session: Session, cluster: Cluster, with_grants: bool = False):
-    """The quota tree in force: the newest applied document, or one queue per tenant (named like
+def quota_body(session: Session, with_source: bool = False):
+    """The quota document in force: the newest applied, or one organisation per tenant (named like
     it, no nominal quota: everyone borrows from the whole cluster) before any is applied. With
-    ``with_grants``: (tree, queue -> priority classes its members may use)."""
+    ``with_source``: (body, where it came from)."""
     doc = session.scalar(select(tables.QuotaDocument).order_by(tables.QuotaDocument.id.desc()).limit(1))
     if doc is not None:
         body, source = doc.body, f"quota document {doc.id}"
@@ -87,6 +87,14 @@ def queue_tree(session: Session, cluster: Cluster, with_grants: bool = False):
         names = list(session.scalars(select(tables.Tenant.name).order_by(tables.Tenant.id)))
         body = {"organisations": [{"name": n} for n in names] or [{"name": "nobody"}]}
         source = "default queues"
+    return (body, source) if with_source else body
+
+
+def queue_tree(session: Session, cluster: Cluster, with_grants: bool = False):
+    """The quota tree in force: the newest applied document, or one queue per tenant (named like
+    it, no nominal quota: everyone borrows from the whole cluster) before any is applied. With
+    ``with_grants``: (tree, queue -> priority classes its members may use)."""
+    body, source = quota_body(session, with_source=True)
     tree = parse_queue_tree(body, cluster, source)
     if not with_grants:
         return tree

@@ -262,39 +262,45 @@ def router(db: Callable, principal: Callable, admin: Callable) -> APIRouter:
     @api.put("/v1/prices", response_model=PriceTable)
     def put_prices(body: PriceTable, who: Principal = Depends(admin), session: Session = Depends(db)):
         """A new price table, in force from ``effective_from`` (default now) until the next one."""
-        now = time.time()
-        if body.effective_from is not None and body.effective_from < now - 1:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "effective_from",
-                        "message": f"{body.effective_from} is in the past (now {now:.0f}); prices apply "
-                        "from now on, so bills already run up do not move",
-                    }
-                ],
-            )
-        timeline = price_timeline(session)
-        if timeline and timeline[-1][1].currency != body.currency:
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "field": "currency",
-                        "message": f"bills are in {timeline[-1][1].currency}; every price table uses it",
-                    }
-                ],
-            )
-        body = body.model_copy(update={"effective_from": body.effective_from or now})
-        session.add(
-            tables.PriceDocument(
-                body=body.model_dump(mode="json", exclude={"effective_from"}),
-                applied_at=now,
-                applied_by=who.user_id,
-                effective_from=body.effective_from,
-            )
-        )
-        session.commit()
-        return body
+        return apply_prices(session, who, body)
 
     return api
+
+
+def apply_prices(session: Session, who: Principal, body: PriceTable) -> PriceTable:
+    """A new price table, in force from ``effective_from`` (default now, never in the past) until
+    the next one, in the currency of those before (422 naming the field otherwise)."""
+    now = time.time()
+    if body.effective_from is not None and body.effective_from < now - 1:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "effective_from",
+                    "message": f"{body.effective_from} is in the past (now {now:.0f}); prices apply "
+                    "from now on, so bills already run up do not move",
+                }
+            ],
+        )
+    timeline = price_timeline(session)
+    if timeline and timeline[-1][1].currency != body.currency:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "currency",
+                    "message": f"bills are in {timeline[-1][1].currency}; every price table uses it",
+                }
+            ],
+        )
+    body = body.model_copy(update={"effective_from": body.effective_from or now})
+    session.add(
+        tables.PriceDocument(
+            body=body.model_dump(mode="json", exclude={"effective_from"}),
+            applied_at=now,
+            applied_by=who.user_id,
+            effective_from=body.effective_from,
+        )
+    )
+    session.commit()
+    return body

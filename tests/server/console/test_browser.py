@@ -207,3 +207,24 @@ def test_an_operator_applies_a_quota_change_after_fixing_a_validation_error(page
         assert page.violations == []
     finally:
         stop_server(server)
+
+
+def test_an_operator_runs_a_what_if_and_reads_its_report_with_plots(page, server):
+    sign_in(page, server, server.admin_token)
+    page.click("nav a[href='/twin']")
+    page.select_option("select[name=workload]", "synthetic")
+    page.fill("input[name=days]", "2")
+    page.select_option("select[name=change]", "cards")
+    page.fill("input[name=cards]", "8")
+    page.click("button.primary")
+    page.wait_for_url(f"{server.url}/twin/*")
+    # the progress bar while it runs (polled), then the report in its place
+    report = page.locator("#twin-report")
+    playwright.expect(report).to_be_visible(timeout=WAIT_MS)
+    playwright.expect(report.locator("table.report")).to_contain_text("wanka (+8 cards)")
+    plots = report.locator("img.plot")
+    assert plots.count() >= 3
+    for i in range(plots.count()):  # each one loaded and drawn, not a broken image
+        assert plots.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+    shot(page, "twin")
+    assert page.violations == []

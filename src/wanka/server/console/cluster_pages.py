@@ -18,8 +18,7 @@ from wanka.server import tables
 from wanka.server.cluster_api import node_out, set_node_state
 from wanka.server.console import events, figures
 from wanka.server.console import quota_editor as quota_editor_mod
-from wanka.server.console import session as console_session
-from wanka.server.console.forms import MAX_FORM_BYTES, form_fields, problems_of
+from wanka.server.console.forms import admin_form, problems_of
 from wanka.server.job_service import JOB_ROWS
 from wanka.server.jobs_api import job_out
 from wanka.server.quota_api import queue_rows
@@ -38,15 +37,6 @@ def _admin_only(who) -> None:
 def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page: Callable) -> None:
     """Add the quota, overview and node routes to ``pages`` (``signed`` and ``page``: the console's
     session check and renderer)."""
-
-    async def admin_form(request: Request, session: Session, limit: int = MAX_FORM_BYTES):
-        """An admin's form: signed in, within ``limit`` bytes, with this session's CSRF token
-        (403 otherwise). Returns (principal, session token, fields)."""
-        who, token = signed(request, session)
-        fields = await form_fields(request, limit)
-        console_session.check_form(request, token, fields.get("csrf", ""))
-        _admin_only(who)
-        return who, token, fields
 
     def _used():
         """Cards held on each node now (the control loop's view; read without its lock: a page)."""
@@ -78,7 +68,9 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
 
     @pages.post("/fragments/quota-check")
     async def quota_check(request: Request, session: Session = Depends(db)):
-        who, token, fields = await admin_form(request, session, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024)
+        who, token, fields = await admin_form(
+            request, session, signed, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024
+        )
         # parsing and checking a large document takes a while: off the event loop
         problems, queues = await run_in_threadpool(
             quota_editor_mod.check, session, state.cluster, fields.get("document", "")
@@ -88,7 +80,9 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
 
     @pages.post("/quota/edit")
     async def quota_apply(request: Request, session: Session = Depends(db)):
-        who, token, fields = await admin_form(request, session, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024)
+        who, token, fields = await admin_form(
+            request, session, signed, quota_editor_mod.MAX_DOCUMENT_BYTES + 1024
+        )
         text = fields.get("document", "")
         try:
             applied = await run_in_threadpool(quota_editor_mod.apply, session, state.cluster, who, text)
@@ -161,7 +155,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
 
     @pages.post("/nodes/{name}/{action}")
     async def node_action(name: str, action: str, request: Request, session: Session = Depends(db)):
-        who, _, fields = await admin_form(request, session)
+        who, _, fields = await admin_form(request, session, signed)
         if action == "drain":
             reason = fields.get("reason", "").strip()
             if len(reason) > MAX_REASON or not reason.isprintable():

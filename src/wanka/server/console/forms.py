@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from wanka.models.errors import describe
 from wanka.models.job import JobSpec
+from wanka.server.console import session as console_session
 
 #: form field -> what it is called in a job spec (for naming a spec problem by its form field)
 SPEC_FIELD = {
@@ -44,6 +45,18 @@ DEFAULTS = {
 
 # a job's command and env, a token or a drain reason (the RequestGuard bounds every body too)
 MAX_FORM_BYTES = 16 * 1024
+
+
+async def admin_form(request: Request, session, signed, limit: int = MAX_FORM_BYTES):
+    """An admin's form: signed in (``signed``: the console's session check), within ``limit``
+    bytes, with this session's CSRF token (403 otherwise). Returns (principal, session token,
+    fields)."""
+    who, token = signed(request, session)
+    fields = await form_fields(request, limit)
+    console_session.check_form(request, token, fields.get("csrf", ""))
+    if not who.is_admin:
+        raise HTTPException(403, "admins only")
+    return who, token, fields
 
 
 async def form_fields(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:

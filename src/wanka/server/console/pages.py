@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from wanka.core import PRIORITY_CLASSES, JobState
 from wanka.server import job_service, tables
-from wanka.server.console import account_pages, cluster_pages, figures
+from wanka.server.console import account_pages, cluster_pages, figures, twin_pages
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
@@ -303,7 +303,8 @@ def router(state: AppState, db: Callable) -> APIRouter:
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     cluster_pages.add(pages, state, db, signed, page)
-    account_pages.add(pages, db, signed, page)
+    account_pages.add(pages, state, db, signed, page)
+    twin_pages.add(pages, state, db, signed, page)
 
     # --- assets -----------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
-"""Screenshot the console's node map of the 10,000-card preset (1,250 nodes) into docs/console/:
-a throwaway server on loopback, a few nodes drained, some jobs running; stopped by its pid.
+"""Screenshot the console views that need a large cluster into docs/console/: the node map of the
+10,000-card preset (1,250 nodes) with a few nodes drained, and a twin report (a synthetic week
+there, wanka against tiresias). A throwaway server on loopback, stopped by its pid. The other
+views' screenshots come from the browser tests (tests/server/console/test_browser.py).
 
-    .venv/bin/python scripts/node-map-screenshot.py
+    .venv/bin/python scripts/console-screenshots.py
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ def main() -> None:
             page.wait_for_url(server.url + "/")
             page.goto(server.url + "/nodes")
             page.screenshot(path=str(ROOT / "docs" / "console" / "node-map.png"))
+            page.goto(server.url + "/twin")
+            page.select_option("select[name=workload]", "synthetic")
+            page.fill("input[name=days]", "7")
+            page.select_option("select[name=change]", "policy")
+            page.select_option("select[name=policy]", "tiresias")
+            page.click("button.primary")
+            page.wait_for_selector("#twin-progress")
+            page.screenshot(path=str(ROOT / "docs" / "console" / "twin-progress.png"))
+            page.wait_for_selector("#twin-report", timeout=1_800_000)
+            page.screenshot(path=str(ROOT / "docs" / "console" / "twin.png"), full_page=True)
             browser.close()
     finally:
         stop_server(server)

@@ -1,0 +1,125 @@
+"""A what-if run in a process and a directory of its own: the twin as the console starts it.
+
+``python -m wanka.sim.whatif DIR`` reads ``DIR/input.pickle`` (a :class:`WhatIfInput`, written by
+the control plane into its own private directory), runs each of its runs through the twin one after
+the other, and writes:
+
+- ``progress.json`` while it runs (replaced atomically at most twice a second): ``fraction`` of the
+  whole (0..1), ``run`` (1-based) of ``runs``, the simulated ``day`` and ``events_per_s``;
+- ``report/`` when done: ``report.md``, CSVs and plots, as ``wanka simulate --out`` writes them;
+- ``summary.json`` last (its presence means done): the metrics of each run (``wanka.sim.metrics``),
+  the notes, the plots' file names and the wall time;
+- ``error.txt`` instead, when the run failed (the exception in one line).
+
+The process lowers its own priority (nice 10): the server it serves stays responsive. It stops
+when the server that started it is gone (its parent changes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wanka.core import Cluster, CycleConfig, Job, QueueTree
+from wanka.sim.metrics import summarize
+from wanka.sim.models import Models
+from wanka.sim.report import write_report
+from wanka.sim.twin import SimConfig, Twin
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass
+class WhatIfRun:
+    label: str  # e.g. "wanka (baseline)"
+    cluster: Cluster
+    queues: QueueTree
+    jobs: list[tuple[Job, float]]  # (job, duration at full size in seconds)
+    policy: CycleConfig
+
+
+@dataclass
+class WhatIfInput:
+    title: str
+    runs: list[WhatIfRun]
+    horizon_s: float  # the simulated period the progress bar measures (runs may go past it)
+    config: SimConfig = field(default_factory=SimConfig)
+    models: Models = field(default_factory=Models)
+    notes: list[str] = field(default_factory=list)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+
+
+def run_directory(out: Path) -> dict:
+    """Run the what-if stored in ``out`` and write its report there; returns the summary."""
+    with (out / "input.pickle").open("rb") as fh:
+        spec: WhatIfInput = pickle.load(fh)  # written by the server, in its own 0700 directory
+    started, parent = time.perf_counter(), os.getppid()
+    results, count = [], len(spec.runs)
+    for i, run in enumerate(spec.runs):
+        last = [0.0]
+        t0 = time.perf_counter()
+
+        def tick(now: float, events: int, i=i, last=last, t0=t0) -> None:
+            if os.getppid() != parent:  # the server died without stopping us: nobody waits
+                raise SystemExit(1)
+            wall = time.perf_counter()
+            if wall - last[0] < PROGRESS_EVERY_S:
+                return
+            last[0] = wall
+            done = min(now / spec.horizon_s, 0.99) if spec.horizon_s > 0 else 0.0
+            _write_json(
+                out / "progress.json",
+                {
+                    "fraction": (i + done) / count,
+                    "run": i + 1,
+                    "runs": count,
+                    "day": now / 86400.0,
+                    "events_per_s": events / max(wall - t0, 1e-9),
+                },
+            )
+
+        twin = Twin(run.cluster, run.queues, run.jobs, run.policy, spec.config, spec.models, tick)
+        result = twin.run()
+        result.policy = run.label
+        results.append(result)
+    summaries = [summarize(r) for r in results]
+    files = write_report(out / "report", spec.title, results, summaries, spec.notes)
+    summary = {
+        "title": spec.title,
+        "notes": spec.notes,
+        "results": summaries,
+        "plots": [p.name for p in files if p.suffix == ".png"],
+        "files": sorted(p.name for p in files),
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    _write_json(out / "progress.json", {"fraction": 1.0, "run": count, "runs": count, "day": 0.0})
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m wanka.sim.whatif DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[1])
+    os.nice(10)
+    try:
+        run_directory(out)
+    except Exception as exc:  # the page shows it; the server goes on
+        (out / "error.txt").write_text(f"{type(exc).__name__}: {exc}"[:2000], encoding="utf-8")
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
