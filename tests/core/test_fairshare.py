@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wanka.core import QueueUsage, accrue
-from wanka.core.fairshare import dominant_share, las_queue, slurm_fairshare_factor
+from wanka.core.fairshare import decayed_use, dominant_share, las_queue, slurm_fairshare_factor
 from wanka.core.whatif import shortest_prefix
 
 DAY = 86400.0
@@ -52,3 +52,21 @@ def test_shortest_prefix_finds_the_smallest_fitting_k(n, answer, lo):
 
     assert shortest_prefix(fits, lo, n) == (answer, answer)
     assert len(calls) <= 2 * max(1, n).bit_length() + 2
+
+
+@given(
+    rate=st.floats(0.0, 1e4),
+    start=st.floats(0.0, 30 * DAY),
+    held=st.floats(0.0, 30 * DAY),
+    after=st.floats(0.0, 30 * DAY),
+    half_life=st.sampled_from([0.0, DAY, 7 * DAY]),
+)
+def test_a_runs_decayed_use_is_what_the_ticks_accrue(rate, start, held, after, half_life):
+    """Rebuilding fair-share memory from a recorded run (a restart) gives what the control loop's
+    ticks booked while it ran and since: a restart forgives nobody."""
+    end, now = start + held, start + held + after
+    ticked = accrue(QueueUsage(as_of=0.0), start, (0.0, 0.0, 0.0), half_life)
+    for t in (start + held / 3, end):  # booked in uneven steps while it ran
+        ticked = accrue(ticked, t, (rate, 0.0, 0.0), half_life)
+    ticked = accrue(ticked, now, (0.0, 0.0, 0.0), half_life)
+    assert decayed_use(rate, start, end, now, half_life) == pytest.approx(ticked.compute, rel=1e-6, abs=1e-6)

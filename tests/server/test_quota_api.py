@@ -115,3 +115,76 @@ def test_a_bad_tree_is_refused_with_the_field_and_the_tree_in_force_is_kept(
         problems = r.json()["detail"]
         assert any(field in p["field"] and says in p["message"] for p in problems), problems
         assert admin.get("/v1/queues").json() == before
+
+
+def test_fair_share_standing_follows_the_weights_and_the_decayed_use():
+    from wanka.core import FlavorQuota, QueueNode, QueueTree
+    from wanka.core.fairshare import QueueUsage
+    from wanka.server.quota_api import fair_share
+
+    nodes = [
+        QueueNode("cluster", None, {"m": FlavorQuota(16)}),
+        QueueNode("lab", "cluster", {"m": FlavorQuota(8)}, weight=3.0),
+        QueueNode("lab-train", "lab", {"m": FlavorQuota(4)}),
+        QueueNode("lab-eval", "lab", {"m": FlavorQuota(4)}),
+        QueueNode("shop", "cluster", {"m": FlavorQuota(8)}, weight=1.0),
+    ]
+    tree = QueueTree(nodes, ["m"])
+    usage = {
+        "lab-train": QueueUsage(compute=30.0),
+        "lab-eval": QueueUsage(compute=10.0),
+        "shop": QueueUsage(compute=60.0),
+    }
+    got = {tree.names[i]: f for i, f in fair_share(tree, usage).items()}
+    assert got["lab"].share == pytest.approx(0.75) and got["shop"].share == pytest.approx(0.25)
+    assert got["lab-train"].share == pytest.approx(0.375)
+    assert got["lab"].usage == pytest.approx(0.4) and got["shop"].usage == pytest.approx(0.6)
+    assert got["lab"].factor == pytest.approx(2 ** (-0.4 / 0.75))  # under its share: ahead
+    assert got["shop"].factor == pytest.approx(2 ** (-0.6 / 0.25))  # far over: behind
+    assert got["lab-train"].usage == pytest.approx(0.3)
+    idle = {tree.names[i]: f for i, f in fair_share(tree, {}).items()}
+    assert all(f.usage == 0 and f.factor == 1.0 for f in idle.values())
+
+
+def test_the_queues_say_where_a_tenant_stands_in_fair_share_once_it_used_cards(quota_server):
+    token = make_member(quota_server, "fs-a", "fs-ann")
+    with quota_server.client(token) as c:
+        r = c.post("/v1/jobs", json=SLEEP)
+        assert r.status_code == 201, r.text
+        wait_for(lambda: c.get(f"/v1/jobs/{r.json()['id']}").json()["state"] == "running", 30)
+        standing = wait_for(
+            lambda: [
+                q["fair_share"]
+                for q in c.get("/v1/queues").json()
+                if q["name"] == "fs-a" and q["fair_share"]["usage"] > 0
+            ],
+            30,
+        )[0]
+        assert 0 < standing["share"] <= 1 and 0 < standing["factor"] < 1
+        c.post(f"/v1/jobs/{r.json()['id']}/cancel")
+
+
+def test_fair_share_standing_survives_a_server_restart(tmp_path):
+    server = start_server(tmp_path / "home")
+    try:
+        token = make_member(server, "fs-r", "fs-rae")
+        with server.client(token) as c:
+            job_id = c.post("/v1/jobs", json=SLEEP).json()["id"]
+            wait_for(
+                lambda: [
+                    q for q in c.get("/v1/queues").json() if q["name"] == "fs-r" and q["fair_share"]["usage"]
+                ],
+                30,
+            )
+            c.post(f"/v1/jobs/{job_id}/cancel")
+            wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["state"] == "cancelled", 30)
+    finally:
+        stop_server(server)
+    server = start_server(tmp_path / "home")  # the same database: a restart, or a standby taking over
+    try:
+        with server.client(token) as c:
+            [queue] = [q for q in c.get("/v1/queues").json() if q["name"] == "fs-r"]
+            assert queue["fair_share"]["usage"] == pytest.approx(1.0)  # the only use on record
+            assert queue["fair_share"]["factor"] < 1.0
+    finally:
+        stop_server(server)

@@ -52,6 +52,19 @@ def accrue(
     )
 
 
+def decayed_use(rate: float, start: float, end: float, now: float, half_life_s: float) -> float:
+    """What a constant ``rate`` held from ``start`` to ``end`` weighs at ``now`` (``end <= now``):
+    the closed form of :func:`accrue` over that span, then decay to ``now``,
+    ``rate * tau * (d(now - end) - d(now - start))`` (plain ``rate * (end - start)`` without decay).
+    The control plane rebuilds fair-share memory from recorded runs with it."""
+    if end <= start:
+        return 0.0
+    if half_life_s <= 0:
+        return rate * (end - start)
+    tau = half_life_s / math.log(2)
+    return rate * tau * (decay_factor(now - end, half_life_s) - decay_factor(now - start, half_life_s))
+
+
 def dominant_share(allocated: tuple[float, ...], capacity: tuple[float, ...]) -> float:
     """DRF: the largest fraction of any resource the queue holds (0 when capacity is 0)."""
     return max((a / c if c > 0 else 0.0) for a, c in zip(allocated, capacity, strict=True))

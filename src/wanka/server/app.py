@@ -139,6 +139,7 @@ def create_app(state: AppState) -> FastAPI:
             state.trees.get,
             state.tree_changed,
             lambda: state.loop.notify("queues", 0),
+            lambda: state.loop.usage,
         )
     )
     app.include_router(console.router(state, db))  # the web console, at /

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from wanka.backends.base import Backend, BackendUnavailable, Launch, TaskState, TaskStatus, task_launches
@@ -60,6 +60,7 @@ from wanka.core import (
     run_cycle,
 )
 from wanka.core.decisions import Fit, StopReason
+from wanka.core.fairshare import decayed_use
 from wanka.core.jobs import check_transition
 from wanka.core.running import effective_time_limit
 from wanka.models.cluster import parse_cluster
@@ -207,6 +208,28 @@ def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
     )
 
 
+def past_usage(session, leaves: list[str], now: float) -> dict[str, QueueUsage]:
+    """Each leaf queue's decayed compute use at ``now`` from the runs on record
+    (:func:`wanka.core.fairshare.decayed_use` of each; a run still open counts up to ``now``). Runs
+    that ended over ten half-lives ago weigh under 0.1 % and are not read. CPU and memory use are
+    not recorded per run: they start from zero."""
+    usage = {q: QueueUsage(as_of=now) for q in leaves}
+    run = tables.JobRun
+    rows = session.execute(
+        select(run.queue, run.cards, run.tflops_per_card, run.start, run.end).where(
+            run.queue.in_(leaves), or_(run.end.is_(None), run.end > now - 10 * HALF_LIFE_S)
+        )
+    )
+    compute: dict[str, float] = {}
+    for queue, cards, tflops, start, end in rows:
+        end = now if end is None else min(end, now)
+        rate = cards * tflops / 1e3  # PFLOPS, as the ticks book it
+        compute[queue] = compute.get(queue, 0.0) + decayed_use(rate, start, end, now, HALF_LIFE_S)
+    for queue, value in compute.items():
+        usage[queue] = QueueUsage(compute=value, as_of=now)
+    return usage
+
+
 def server_policy(policy: CycleConfig) -> CycleConfig:
     """The preset without live resizing: a running process gang cannot change size in place (an
     elastic job starts at the size the core gives it and keeps it)."""
@@ -349,15 +372,16 @@ class ControlLoop:
                 ).where(tables.Job.state.in_([s.value for s in HOLDING_OR_WAITING]))
             ).all()
             served = self._past_service(session)
+            leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
+            now = time.time()
+            # fair-share memory outlives the server (a restart or a failover must not forgive a
+            # tenant its week): rebuilt from the runs on record
+            self.usage = past_usage(session, leaves, now)
         self.state = ClusterState.empty(self.cluster)
         self.running: dict[str, Job] = {}
         self.index = RunningIndex(self.cluster, self.tree, self.policy.default_time_limit_s)
         self.active: dict[int, Active] = {}
         self.busy: dict[int, int] = {}  # node -> cards still in use by jobs the core already stopped
-        leaves = [n for n in self.tree.names if self.tree.is_leaf(n)]
-        now = time.time()
-        # fair-share memory starts afresh with each server (it is a decayed, week-long average)
-        self.usage = {q: QueueUsage(as_of=now) for q in leaves}
         waiting: list[Job] = []
         lost: list[tuple[int, str]] = []
         unadmitted: list[int] = []
@@ -523,6 +547,7 @@ class ControlLoop:
 
     def tick(self) -> None:
         now = time.time()
+        self._accrue_usage(now)
         reload, submitted, cancelled = self._messages()
         if reload or self.tree_error:  # a new quota tree (or a new tenant's default queue)
             self._load_tree(now)
@@ -1077,12 +1102,10 @@ class ControlLoop:
 
     # --- the cycle -----------------------------------------------------------------------------
 
-    def _cycle(self, session, now: float) -> None:
-        self._park_over_cap()
-        self._hold_queues(session, now)
-        if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
-            self.positions, self.estimates, self.outcomes, self.reserved = {}, {}, {}, set()
-            return
+    def _accrue_usage(self, now: float) -> None:
+        """Book each leaf queue's use since the last tick at the rate its running jobs hold now.
+        Every tick, not only in cycles: a job that starts and ends while nothing waits is used
+        work too (fair share would forget it), and the console shows the standing as it is."""
         rates: dict[str, list[float]] = {}
         for job in self.running.values():
             p = job.placement
@@ -1094,6 +1117,13 @@ class ControlLoop:
         for q, u in self.usage.items():
             if now > u.as_of:
                 self.usage[q] = accrue(u, now, tuple(rates.get(q, (0.0, 0.0, 0.0))), HALF_LIFE_S)
+
+    def _cycle(self, session, now: float) -> None:
+        self._park_over_cap()
+        self._hold_queues(session, now)
+        if not self.pending and not (self.cluster.node_state == int(NodeState.DOWN)).any():
+            self.positions, self.estimates, self.outcomes, self.reserved = {}, {}, {}, set()
+            return
         t0 = time.perf_counter()
         result = self._decide(session, now)
         if result is None:

@@ -4,7 +4,7 @@ JSON); everyone reads the queues they may use."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from wanka.core import TERMINAL_STATES, Cluster, JobState, QueueTree
+from wanka.core.fairshare import QueueUsage, slurm_fairshare_factor
 from wanka.core.quota import UNLIMITED
 from wanka.models.bounds import LabelText
 from wanka.models.errors import SpecError
@@ -25,6 +26,16 @@ class QuotaOut(BaseModel):
     nominal: int
     borrowing_limit: int | None = Field(description="null: may borrow without limit")
     lending_limit: int | None = Field(description="null: lends everything unused")
+
+
+class FairShareOut(BaseModel):
+    """Where a queue stands in fair share (Slurm's classic fair share: its share of the weights
+    against its share of the cluster's recent use, compute normalised by rated PFLOPS, decayed with
+    a one-week half-life; slurm.schedmd.com/classic_fair_share.html)."""
+
+    share: float = Field(description="normalised share: weight / siblings' weights, down the path (0..1)")
+    usage: float = Field(description="its (and its sub-queues') share of the cluster's decayed use (0..1)")
+    factor: float = Field(description="2^(-usage/share): 1 unused, 0.5 at its share, toward 0 beyond")
 
 
 class QueueOut(BaseModel):
@@ -40,6 +51,7 @@ class QueueOut(BaseModel):
     held: str | None = Field(
         default=None, description="why an admin holds it (its jobs wait however much is free); null: not held"
     )
+    fair_share: FairShareOut | None = Field(default=None, description="null: the scheduler keeps no usage")
 
 
 class HoldIn(BaseModel):
@@ -124,7 +136,9 @@ def router(
     current_tree: Callable,
     changed: Callable[[], None],
     changed_queues: Callable[[], None] = lambda: None,
+    usage: Callable[[], Mapping[str, QueueUsage]] | None = None,
 ):
+    """``usage``: the scheduler's decayed use per leaf queue (for fair-share standing)."""
     api = APIRouter()
 
     @api.put("/v1/quotas", response_model=AppliedOut)
@@ -143,7 +157,7 @@ def router(
     @api.get("/v1/queues", response_model=list[QueueOut])
     def queues(who: Principal = Depends(principal), session: Session = Depends(db)):
         """Every queue (admins), or the tenant's own organisation and its queues (members)."""
-        return queue_rows(session, current_tree(session), who)
+        return queue_rows(session, current_tree(session), who, dict(usage()) if usage else None)
 
     @api.post("/v1/queues/{name}/hold", response_model=QueueOut)
     def hold(name: str, body: HoldIn, who: Principal = Depends(admin), session: Session = Depends(db)):
@@ -189,9 +203,12 @@ def router(
     return api
 
 
-def queue_rows(session: Session, tree: QueueTree, who: Principal) -> list[QueueOut]:
+def queue_rows(
+    session: Session, tree: QueueTree, who: Principal, usage: Mapping[str, QueueUsage] | None = None
+) -> list[QueueOut]:
     """Every queue of ``tree`` but the root (admins), or the member's organisation and its queues:
-    quota per model, cards in use, waiting jobs, holds."""
+    quota per model, cards in use, waiting jobs, holds and (given the scheduler's decayed ``usage``
+    per leaf queue) fair-share standing."""
     if who.is_admin:
         shown = list(range(1, len(tree.names)))  # all but the root
     else:
@@ -207,6 +224,7 @@ def queue_rows(session: Session, tree: QueueTree, who: Principal) -> list[QueueO
     )
     in_use = _in_use(session, tree)
     holds = {h.queue: h for h in session.scalars(select(tables.QueueHold))}
+    standing = fair_share(tree, usage) if usage is not None else {}
     out = []
     for i in shown:
         parent = tree.parent[i]
@@ -229,8 +247,28 @@ def queue_rows(session: Session, tree: QueueTree, who: Principal) -> list[QueueO
                 in_use=in_use.get(i, {}),
                 pending_jobs=int(waiting.get(tree.names[i], 0)),
                 held=_held_text(holds.get(tree.names[i])),
+                fair_share=standing.get(i),
             )
         )
+    return out
+
+
+def fair_share(tree: QueueTree, usage: Mapping[str, QueueUsage]) -> dict[int, FairShareOut]:
+    """Each queue's standing (index -> :class:`FairShareOut`) from the decayed compute use of the
+    leaf queues (a parent's use is its leaves'), as the core's multifactor order weighs it."""
+    used = [0.0] * len(tree.names)
+    for leaf in tree.leaves:
+        u = usage.get(tree.names[leaf])
+        i = leaf
+        while u is not None and i >= 0:
+            used[i] += u.compute
+            i = tree.parent[i]
+    total = sum(used[leaf] for leaf in tree.leaves)
+    out = {}
+    for i in range(1, len(tree.names)):
+        fraction = used[i] / total if total > 0 else 0.0
+        share = float(tree.norm_share[i])
+        out[i] = FairShareOut(share=share, usage=fraction, factor=slurm_fairshare_factor(fraction, share))
     return out
 
 

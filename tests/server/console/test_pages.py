@@ -228,6 +228,16 @@ def test_quota_and_usage_show_a_member_its_own_tenant_only(server):
         assert 'data-queue="con-h"' in page.text and 'data-queue="con-i"' not in page.text
         assert "<td>con-hal</td><td>1</td><td>1</td>" in page.text  # who holds cards: its own users
         assert "con-ivy" not in page.text and "con-i<" not in page.text
+
+        # where its queue stands in fair share: using cards, its factor falls below 1
+        def factor() -> float | None:
+            row = re.search(
+                r'data-queue="con-h".*?<td class="fair-share">(.*?)</td>', browser.get("/quota").text, re.S
+            )
+            shown = re.search(r">([0-9.]+)</b>", row.group(1))
+            return float(shown.group(1)) if shown and float(shown.group(1)) < 1.0 else None
+
+        assert 0 < wait_for(factor, 30) < 1.0
         assert browser.get("/overview").status_code == 403  # the operator's
     with sign_in(server, server.admin_token) as browser:
         page = browser.get("/overview")

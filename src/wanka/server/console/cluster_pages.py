@@ -46,7 +46,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
     @pages.get("/quota")
     def quota(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        queues = queue_rows(session, state.trees.get(session), who)
+        queues = queue_rows(session, state.trees.get(session), who, dict(state.loop.usage))
         tenant = None if who.is_admin else who.tenant_id
         return page(
             "quota.html",
