@@ -1,6 +1,6 @@
 """Screenshot the console views that need a large cluster into docs/console/: the node map of the
 10,000-card preset (1,250 nodes) with a few nodes drained, and a twin report (a synthetic week
-there, wanka against tiresias). A throwaway server on loopback, stopped by its pid. The other
+there at three times the load, wanka against tiresias). A throwaway server on loopback, stopped by its pid. The other
 views' screenshots come from the browser tests (tests/server/console/test_browser.py).
 
     .venv/bin/python scripts/console-screenshots.py
@@ -40,10 +40,11 @@ def main() -> None:
             page.goto(server.url + "/twin")
             page.select_option("select[name=workload]", "synthetic")
             page.fill("input[name=days]", "7")
+            page.fill("input[name=load]", "3")
             page.select_option("select[name=change]", "policy")
             page.select_option("select[name=policy]", "tiresias")
             page.click("button.primary")
-            page.wait_for_selector("#twin-progress")
+            page.wait_for_function("(document.getElementById('twin-progress') || {value: 0}).value > 0.2")
             page.screenshot(path=str(ROOT / "docs" / "console" / "twin-progress.png"))
             page.wait_for_selector("#twin-report", timeout=1_800_000)
             page.screenshot(path=str(ROOT / "docs" / "console" / "twin.png"), full_page=True)

@@ -226,5 +226,4 @@ def test_an_operator_runs_a_what_if_and_reads_its_report_with_plots(page, server
     assert plots.count() >= 3
     for i in range(plots.count()):  # each one loaded and drawn, not a broken image
         assert plots.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
-    shot(page, "twin")
     assert page.violations == []

@@ -4,6 +4,7 @@ test_browser.py.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -515,5 +516,32 @@ def test_the_accounts_page_lists_tokens_tenants_and_prices_and_revokes_by_the_ap
             csrf = csrf_of(browser, "/accounts")
             r = browser.post(f"/tokens/{tokens['admin']}/revoke", data={"csrf": csrf})
             assert r.status_code == 409 and "last working admin token" in r.text
+    finally:
+        stop_server(server)
+
+
+def test_the_overview_charts_goodput_as_the_card_time_not_lost_to_failed_runs(tmp_path):
+    server = start_server(tmp_path / "home")
+    try:
+        token = make_member(server, "con-g", "con-gus")
+        ids = []
+        with server.client(token) as c:
+            for code in (0, 3):  # the same card time, one kept and one lost
+                job = {
+                    "name": f"exit-{code}",
+                    "task_groups": [{"replicas": 1, "cards": 1}],
+                    "command": [sys.executable, "-c", f"import time, sys; time.sleep(1); sys.exit({code})"],
+                }
+                ids.append(c.post("/v1/jobs", json=job).json()["id"])
+            wait_for(
+                lambda: [c.get(f"/v1/jobs/{i}").json()["state"] for i in ids] == ["succeeded", "failed"], 60
+            )
+        with sign_in(server, server.admin_token) as browser:
+            page = browser.get("/overview").text
+            chart = json.loads(re.search(r'id="chart-allocation">(.*?)</script>', page, re.S).group(1))
+            last = chart["goodput"][-1]
+            assert last is not None and 0.2 < last < 0.8  # about half the held card time was lost
+            assert chart["allocated"][-1] > 0
+            assert all(g is None for g in chart["goodput"][:-2])  # nothing held before: no figure
     finally:
         stop_server(server)

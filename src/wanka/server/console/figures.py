@@ -59,24 +59,45 @@ def holders_now(session: Session, tenant_id: int | None) -> list[tuple[str, int,
     return sorted(((n, int(c or 0), int(j)) for n, c, j in session.execute(q)), key=lambda r: -r[1])
 
 
+BAD_ENDS = ("failed", "timeout", "preempted", "node_fail", "lost")  # a run's work not kept (loop.task_state)
+
+
 def allocation_chart(session: Session, total_cards: int, now: float | None = None) -> dict:
-    """Cards held over the last day, in half-hour buckets, as a share of the cluster:
-    ``{"times": [epoch s, bucket ends], "allocated": [fraction 0-1]}`` (from metering's runs)."""
+    """Cards held over the last day, in half-hour buckets, as a share of the cluster, and the
+    goodput of that card time: ``{"times": [epoch s, bucket ends], "allocated": [fraction 0-1],
+    "goodput": [fraction 0-1, or None where no card was held]}`` (from metering's runs). Goodput
+    here is the share of held card time in runs that still run or ended well: a run any of whose
+    tasks failed, timed out, was preempted or lost its node counts as lost whole (the control plane
+    does not know a job's checkpoints, so this is the lower bound)."""
     now = time.time() if now is None else now
     lo = now - DAY_S
     edges = np.linspace(lo, now, BUCKETS + 1)
-    held = np.zeros(BUCKETS)
-    q = select(tables.JobRun.start, tables.JobRun.end, tables.JobRun.cards).where(
-        tables.JobRun.start < now, or_(tables.JobRun.end.is_(None), tables.JobRun.end > lo)
+    held, lost = np.zeros(BUCKETS), np.zeros(BUCKETS)
+    run = tables.JobRun
+    bad = (
+        select(tables.TaskRun.job_id, tables.TaskRun.run)
+        .where(tables.TaskRun.state.in_(BAD_ENDS), tables.TaskRun.end > lo)
+        .distinct()
     )
-    for start, end, cards in session.execute(q):
+    lost_runs = set(session.execute(bad).all())
+    q = select(run.job_id, run.run, run.start, run.end, run.cards).where(
+        run.start < now, or_(run.end.is_(None), run.end > lo)
+    )
+    for job_id, number, start, end, cards in session.execute(q):
         a, b = max(start, lo), min(end if end is not None else now, now)
         # card-seconds of [a, b) in each bucket
-        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
-        held += overlap * cards
+        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None) * cards
+        held += overlap
+        if (job_id, number) in lost_runs:
+            lost += overlap
     width = (now - lo) / BUCKETS
     share = held / (width * total_cards) if total_cards else held
-    return {"times": [round(t) for t in edges[1:].tolist()], "allocated": np.round(share, 4).tolist()}
+    goodput = [None if h <= 0 else round(float((h - x) / h), 4) for h, x in zip(held, lost, strict=True)]
+    return {
+        "times": [round(t) for t in edges[1:].tolist()],
+        "allocated": np.round(share, 4).tolist(),
+        "goodput": goodput,
+    }
 
 
 def cards_by_state(cluster) -> dict[str, dict[str, int]]:

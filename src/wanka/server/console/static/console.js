@@ -29,7 +29,11 @@
         tooltip: {trigger: "axis", renderMode: "richText"},
         xAxis: {type: "category", data: d.times.map(time)},
         yAxis: {type: "value", max: 1, axisLabel: {formatter: function (v) { return Math.round(v * 100) + "%"; }}},
-        series: [{name: "held", type: "line", areaStyle: {}, data: d.allocated}]
+        legend: {},
+        series: [
+          {name: "cards held (utilisation)", type: "line", areaStyle: {}, data: d.allocated},
+          {name: "goodput of held card time", type: "line", connectNulls: false, data: d.goodput}
+        ]
       };
     },
     cycles: function (d) {
