@@ -108,7 +108,7 @@ def router(db: Callable, principal: Callable) -> APIRouter:
         rows, more = newest_first(session, q, limit, before_id)
         ids = [j.id for j, _, _ in rows]
         held = _card_hours(session, ids, now)
-        tasks = _tasks(session, ids)
+        tasks = task_runs(session, ids)
         out = []
         for j, tenant_name, user in rows:
             mine = tasks.get(j.id, [])
@@ -157,10 +157,35 @@ def _card_hours(session: Session, ids: list[int], now: float) -> dict[int, float
     return {job_id: float(card_s or 0.0) / 3600.0 for job_id, card_s in session.execute(q)}
 
 
-def _tasks(session: Session, ids: list[int]) -> dict[int, list[TaskOut]]:
+def task_runs(session: Session, ids: list[int], newest: int | None = None) -> dict[int, list[TaskOut]]:
+    """How each task of each run of jobs ``ids`` ended, by job, oldest run first; with ``newest``,
+    only that many rows (the newest runs') in all."""
     out: dict[int, list[TaskOut]] = {}
     if not ids:
         return out
+    t = tables.TaskRun
+    q = select(t).where(t.job_id.in_(ids))
+    if newest is not None:
+        q = q.order_by(t.job_id, t.run.desc(), t.task).limit(newest)
+        rows = sorted(session.scalars(q), key=lambda r: (r.job_id, r.run, r.task))
+    else:
+        rows = session.scalars(q.order_by(t.job_id, t.run, t.task))
+    for r in rows:
+        out.setdefault(r.job_id, []).append(
+            TaskOut(
+                run=r.run,
+                task=r.task,
+                role=r.role,
+                node=r.node,
+                cards=r.cards,
+                start=r.start,
+                end=r.end,
+                exit_code=r.exit_code,
+                max_rss_kib=r.max_rss_kib,
+                state=r.state,
+            )
+        )
+    return out
     q = (
         select(tables.TaskRun)
         .where(tables.TaskRun.job_id.in_(ids))

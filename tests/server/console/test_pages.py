@@ -545,3 +545,29 @@ def test_the_overview_charts_goodput_as_the_card_time_not_lost_to_failed_runs(tm
             assert all(g is None for g in chart["goodput"][:-2])  # nothing held before: no figure
     finally:
         stop_server(server)
+
+
+def test_a_jobs_page_shows_how_each_task_ended_and_what_its_checkpoint_directory_holds(server):
+    token = make_member(server, "con-c", "con-cal")
+    script = (
+        "import os, sys; d = os.environ['WANKA_CHECKPOINT_DIR']; "
+        "open(os.path.join(d, 'step-000100.pt'), 'wb').write(b'x' * 4096); "
+        "os.symlink('/etc/shadow', os.path.join(d, '<b>shadow')); sys.exit(3)"
+    )
+    job = {
+        "name": "ckpt",
+        "task_groups": [{"replicas": 1, "cards": 1}],
+        "command": [sys.executable, "-c", script],
+    }
+    with server.client(token) as c:
+        job_id = c.post("/v1/jobs", json=job).json()["id"]
+        wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["state"] == "failed", 60)
+    with sign_in(server, token) as browser:
+        page = browser.get(f"/jobs/{job_id}").text
+        runs = re.search(r'<table class="task-runs">(.*?)</table>', page, re.S).group(1)
+        assert '<td class="exit">3' in runs and ">failed<" in runs
+        saved = re.search(r'<table class="checkpoints">(.*?)</table>', page, re.S).group(1)
+        assert "<td>step-000100.pt</td><td>file</td><td>4,096 B</td>" in saved
+        # a link is shown as one, never followed; its name is text
+        assert "<td>&lt;b&gt;shadow</td><td>link</td><td></td>" in saved
+        assert "root:" not in page

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wanka.core import PRIORITY_CLASSES, JobState
-from wanka.server import job_service, tables
+from wanka.server import checkpoints, job_service, tables
+from wanka.server.acct_api import task_runs
 from wanka.server.console import account_pages, cluster_pages, figures, twin_pages
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
@@ -52,6 +53,7 @@ HEADERS = {
 }
 LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live (one task at a time)
 MAX_EVENTS = 200  # of one job, on its page
+MAX_TASK_ROWS = 200  # how its tasks ended: the newest runs' (wanka acct has them all)
 JOB_ACTIONS = {"cancel": cancel_job, "hold": hold_job, "release": release_job}  # the API's own
 STATES = tuple(s.value for s in JobState)
 MAX_ROWS = 200  # the newest jobs a list shows
@@ -208,6 +210,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
             "job": out,
             "row": job,
             "events": events,
+            "task_runs": task_runs(session, [job_id], MAX_TASK_ROWS).get(job_id, []),
             "tasks": tasks,
             "task": task,
             "placement": figures.placement_map(state.cluster, set(out.nodes)),
@@ -216,7 +219,9 @@ def router(state: AppState, db: Callable) -> APIRouter:
     @pages.get("/jobs/{job_id}")
     def job_detail(job_id: int, request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("job.html", who, token, **job_context(session, who, _job_id(job_id), request))
+        context = job_context(session, who, _job_id(job_id), request)  # 404 before any listing
+        saved = checkpoints.listing(state.loop.backend.checkpoint_dir(job_id))
+        return page("job.html", who, token, checkpoints=saved, **context)
 
     @pages.get("/fragments/jobs/{job_id}")
     def job_fragment(job_id: int, request: Request, session: Session = Depends(db)):
