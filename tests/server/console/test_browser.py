@@ -164,11 +164,15 @@ def test_an_operator_drains_a_node_and_sees_it_on_the_node_list(page, server):
     page.click("button:has-text('Drain')")
     playwright.expect(page.locator("#node-state")).to_have_text("draining")
     playwright.expect(page.locator("#node-reason")).to_have_text("fan swap")
+    shot(page, "node")
     page.click("nav a[href='/nodes']")
     playwright.expect(page.locator(f".map a.cell[data-node='{name}']")).to_have_class("cell draining load-0")
     page.goto(f"{server.url}/nodes/{name}")
     page.click("button:has-text('Undrain')")
     playwright.expect(page.locator("#node-state")).to_have_text("up")
+    page.click("nav a[href='/events']")
+    playwright.expect(page.locator("main")).to_contain_text("fan swap")  # the audit trail: who drained it
+    shot(page, "events")
     page.click("nav a[href='/overview']")
     for chart in ("allocation", "cycles"):
         playwright.expect(page.locator(f"[data-chart={chart}]")).to_have_attribute("data-drawn", "true")
