@@ -1,7 +1,8 @@
 """Screenshot the console views that need a large cluster into docs/console/: the node map of the
 10,000-card preset (1,250 nodes) with a few nodes drained, and a twin report (a synthetic week
-there at three times the load, wanka against tiresias). A throwaway server on loopback, stopped by its pid. The other
-views' screenshots come from the browser tests (tests/server/console/test_browser.py).
+there at three times the load, wanka against tiresias). A throwaway server on loopback, stopped
+by its pid. The other views' screenshots come from the browser tests
+(tests/server/console/test_browser.py).
 
     .venv/bin/python scripts/console-screenshots.py
 """
@@ -16,7 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
 from tests.server.conftest import start_server, stop_server  # noqa: E402
 from tests.server.console.test_browser import CHROMIUM, FLAGS  # noqa: E402
 
