@@ -61,9 +61,17 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
-def start_server(home: Path, extra: tuple[str, ...] = (), user: str | None = None) -> Server:
+def start_server(
+    home: Path,
+    extra: tuple[str, ...] = (),
+    user: str | None = None,
+    cwd: Path | None = None,
+    isolated: bool = False,
+) -> Server:
     """The embedded SQLite database under ``home``, or (WANKA_TEST_POSTGRES=1) a PostgreSQL database
-    of this home's own. ``user``: run it as that Unix user (the test runs as root)."""
+    of this home's own. ``user``: run it as that Unix user (the test runs as root); ``cwd``: its
+    working directory (default: the test's); ``isolated``: Python's -I, as the ``wanka`` script
+    runs it (no working directory on its path)."""
     home.mkdir(parents=True, exist_ok=True)
     top.reachable_by_tasks(home)
     port = free_port()
@@ -78,6 +86,7 @@ def start_server(home: Path, extra: tuple[str, ...] = (), user: str | None = Non
             [
                 *(["runuser", "-u", user, "--"] if user else []),
                 sys.executable,
+                *(["-I"] if isolated else []),
                 "-m",
                 "wanka.cli.main",
                 "server",
@@ -94,6 +103,7 @@ def start_server(home: Path, extra: tuple[str, ...] = (), user: str | None = Non
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

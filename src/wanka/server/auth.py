@@ -115,9 +115,14 @@ def refusal(db: Session, token: str) -> str:
     return "missing, unknown or revoked token"
 
 
+ADMIN_TOKEN_MARGIN_S = 86400.0  # an admin token expiring sooner does not count as the one kept
+
+
 def live_admin_tokens(db: Session, now: float | None = None) -> int:
-    """API tokens that would let an admin in now: the operator must always keep one (a console
-    session, which ends within hours and opens no /v1, does not count)."""
+    """API tokens that let an admin in now and for at least another day: the operator must always
+    keep one (a console session, which ends within hours and opens no /v1, does not count, nor does
+    a token about to expire: disabling the last real one behind it would lock the operator out
+    moments later)."""
     now = time.time() if now is None else now
     return db.scalar(
         select(func.count(Token.id))
@@ -127,6 +132,6 @@ def live_admin_tokens(db: Session, now: float | None = None) -> int:
             User.role == "admin",
             User.disabled_at.is_(None),
             Token.revoked_at.is_(None),
-            or_(Token.expires_at.is_(None), Token.expires_at > now),
+            or_(Token.expires_at.is_(None), Token.expires_at > now + ADMIN_TOKEN_MARGIN_S),
         )
     )

@@ -65,7 +65,9 @@ def listing(directory: str, shown: int = SHOWN, scan: int = MAX_SCAN) -> Listing
                 else "other"
             )
             size = st.st_size if kind == "file" else 0
-            seen.append(Entry(entry.name, kind, size, st.st_mtime))
+            # a name is bytes on disk: one that is not UTF-8 is shown with U+FFFD in its place
+            name = os.fsencode(entry.name).decode("utf-8", "replace")
+            seen.append(Entry(name, kind, size, st.st_mtime))
     out.count, out.bytes = len(seen), sum(e.bytes for e in seen)
     out.entries = sorted(seen, key=lambda e: (-e.modified, e.name))[:shown]
     return out

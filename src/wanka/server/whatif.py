@@ -51,10 +51,12 @@ DAY = 86400.0
 MAX_HISTORY_DAYS = 90.0
 MAX_SYNTHETIC_DAYS = 30.0
 MAX_HISTORY_JOBS = 200_000  # the newest, when a window holds more
+MAX_JOBS = 200_000  # in one what-if (a synthetic month at load 5 on 10,000 cards makes 320,000)
+HISTORY_CHUNK = 2_000  # job rows read at once
 MAX_EXTRA_CARDS = 100_000
 KEEP_RUNS = 20  # finished runs kept on disk; older ones are deleted when a new one starts
-RUN_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{8}$")
-FILE_NAME = re.compile(r"^[A-Za-z0-9_.+() -]{1,120}\.(png|csv|md)$")  # a report's (labels name CSVs)
+RUN_ID = re.compile(r"[0-9]{10}-[0-9a-f]{8}")
+FILE_NAME = re.compile(r"[A-Za-z0-9_.+() -]{1,120}\.(png|csv|md)")  # a report's (labels name CSVs)
 
 
 class WhatIfIn(BaseModel):
@@ -101,50 +103,58 @@ class NoHistory(ValueError):
     """The look-back window holds no job that ever ran."""
 
 
+class TooLarge(ValueError):
+    """The workload asked for holds more than :data:`MAX_JOBS` jobs."""
+
+
 # --- the input: the live cluster, its trees and a workload ---------------------------------------
 
 
 def history_jobs(session: Session, tree: QueueTree, days: float, now: float) -> list[tuple[Job, float]]:
-    """(job, duration) for each job submitted in the last ``days`` that ever ran, oldest first, times
-    from the first submit. Duration: a job that succeeded, its last run (a restart starts again); one
-    that ended otherwise or still runs, the time its runs held cards (so far). The job's own task
-    groups, priority class and time limit; its queue, or its tenant's default one when the tree in
-    force has no such leaf any more."""
-    since = now - days * DAY
-    rows = session.execute(
-        select(tables.Job, tables.Tenant.name)
-        .join(tables.Tenant, tables.Tenant.id == tables.Job.tenant_id)
-        .where(tables.Job.submit_time >= since, tables.Job.runs > 0)
-        .order_by(tables.Job.id.desc())
+    """(job, duration) for each job submitted in the last ``days`` that ever ran (the newest
+    :data:`MAX_HISTORY_JOBS`), oldest first, times from the first submit. Duration: a job that
+    succeeded, its last run (a restart starts again); one that ended otherwise or still runs, the
+    time its runs held cards (so far). The job's own task groups, priority class and time limit;
+    its queue, or its tenant's default one when the tree in force has no such leaf any more. Rows
+    are read in chunks: a spec can be large (its env), and only the core's view of it is kept."""
+    t = tables.Job
+    ids = session.scalars(
+        select(t.id)
+        .where(t.submit_time >= now - days * DAY, t.runs > 0)
+        .order_by(t.id.desc())
         .limit(MAX_HISTORY_JOBS)
     ).all()[::-1]
-    held: dict[int, list[tuple[float, float]]] = {}
-    ids = [j.id for j, _ in rows]
-    for chunk in range(0, len(ids), 10_000):  # bounded IN lists
+    out: list[tuple[Job, float]] = []
+    t0 = None
+    for first in range(0, len(ids), HISTORY_CHUNK):
+        chunk = ids[first : first + HISTORY_CHUNK]
+        held: dict[int, list[tuple[float, float]]] = {}
         runs = session.execute(
             select(tables.JobRun.job_id, tables.JobRun.start, func.coalesce(tables.JobRun.end, now))
-            .where(tables.JobRun.job_id.in_(ids[chunk : chunk + 10_000]))
+            .where(tables.JobRun.job_id.in_(chunk))
             .order_by(tables.JobRun.job_id, tables.JobRun.run)
-        ).all()
+        )
         for job_id, start, end in runs:
             held.setdefault(job_id, []).append((start, end))
-    if not rows:
-        return []
-    t0 = rows[0][0].submit_time
-    out = []
-    for row, tenant in rows:
-        spans = held.get(row.id)
-        if not spans:
-            continue
-        if row.state == "succeeded":
-            duration = spans[-1][1] - spans[-1][0]
-        else:
-            duration = sum(end - start for start, end in spans)
-        queue = (
-            row.queue if row.queue in tree.index and tree.is_leaf(row.queue) else default_queue(tree, tenant)
+        rows = session.execute(
+            select(t.id, t.spec, t.queue, t.state, t.submit_time, tables.Tenant.name)
+            .join(tables.Tenant, tables.Tenant.id == t.tenant_id)
+            .where(t.id.in_(chunk))
+            .order_by(t.id)
         )
-        job = core_job(row.id, row.spec, queue, row.submit_time - t0)
-        out.append((dataclasses.replace(job, tenant=tenant), max(duration, 1.0)))
+        for job_id, spec, queue, state, submit, tenant in rows:
+            spans = held.get(job_id)
+            if not spans:
+                continue
+            t0 = submit if t0 is None else t0
+            if state == "succeeded":
+                duration = spans[-1][1] - spans[-1][0]
+            else:
+                duration = sum(end - start for start, end in spans)
+            if not (queue in tree.index and tree.is_leaf(queue)):
+                queue = default_queue(tree, tenant)
+            job = dataclasses.replace(core_job(job_id, spec, queue, max(0.0, submit - t0)), tenant=tenant)
+            out.append((job, max(duration, 1.0)))
     return out
 
 
@@ -206,6 +216,11 @@ def build_input(
         models = Models(FailureModel.preset(ask.failures)).without_overheads()  # measured times hold them
     else:
         jobs = synthetic_jobs(cluster, tree, ask.days, ask.load, ask.seed)
+        if len(jobs) > MAX_JOBS:
+            raise TooLarge(
+                f"days: {len(jobs):,} jobs at load {ask.load:g} over {ask.days:g} days on this cluster; "
+                f"at most {MAX_JOBS:,} in one what-if: fewer days or a lower load"
+            )
         workload = f"synthetic LLM workload ({ask.days:g} days, load {ask.load:g}, {len(jobs):,} jobs)"
         horizon = ask.days * DAY
         models = Models(FailureModel.preset(ask.failures))
@@ -270,11 +285,16 @@ class WhatIfRuns:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
+    def check_free(self) -> None:
+        """Busy when a what-if runs (asked before its input is built, and again at start)."""
+        if any(p.poll() is None for p in list(self._procs.values())):
+            raise Busy("a what-if is running; wait for it or cancel it")
+
     def start(self, inputs: WhatIfInput, request: dict, by: str) -> str:
-        """Start a run in the background; Busy when one runs. Returns its id."""
+        """Start a run in the background; Busy when one runs. Returns its id. Writes its input
+        (megabytes for a large cluster): call it off the event loop."""
         with self._lock:
-            if any(p.poll() is None for p in self._procs.values()):
-                raise Busy("a what-if is running; wait for it or cancel it")
+            self.check_free()
             self._tidy()
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             run_id = f"{int(time.time()):010d}-{secrets.token_hex(4)}"
@@ -290,10 +310,13 @@ class WhatIfRuns:
             (out / "request.json").write_text(json.dumps(record), encoding="utf-8")
             with (out / "input.pickle").open("wb") as fh:
                 pickle.dump(inputs, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "PYTHONPATH") if k in os.environ}
+            env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
             with (out / "stderr.txt").open("wb") as err:
                 self._procs[run_id] = subprocess.Popen(
-                    [sys.executable, "-m", "wanka.sim.whatif", str(out)],
+                    # isolated (-I): no PYTHON* variables, no user site, and neither the working
+                    # directory nor any path a tenant could write on sys.path (hostile review)
+                    [sys.executable, "-I", "-m", "wanka.sim.whatif", str(out)],
+                    cwd=out,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
@@ -315,7 +338,7 @@ class WhatIfRuns:
     def _dirs(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        return sorted(d for d in self.root.iterdir() if d.is_dir() and RUN_ID.match(d.name))
+        return sorted(d for d in self.root.iterdir() if d.is_dir() and RUN_ID.fullmatch(d.name))
 
     def runs(self) -> list[dict]:
         """Every run kept, newest first (as :meth:`get` describes them)."""
@@ -325,7 +348,7 @@ class WhatIfRuns:
         """The run's record: ``request.json``'s fields, ``state`` (running, done, failed, cancelled,
         interrupted), ``progress`` (0..1, run, runs, day), ``summary`` when done, ``error`` when
         failed. KeyError for an id that names no run."""
-        if not RUN_ID.match(run_id) or not (self.root / run_id / "request.json").is_file():
+        if not RUN_ID.fullmatch(run_id) or not (self.root / run_id / "request.json").is_file():
             raise KeyError(run_id)
         out = self.root / run_id
         record = json.loads((out / "request.json").read_text(encoding="utf-8"))
@@ -367,7 +390,11 @@ class WhatIfRuns:
     def file(self, run_id: str, name: str) -> Path:
         """A file of a finished run's report (a plot, a CSV or the Markdown); KeyError otherwise."""
         record = self.get(run_id)
-        if record["state"] != "done" or not FILE_NAME.match(name) or name not in record["summary"]["files"]:
+        if (
+            record["state"] != "done"
+            or not FILE_NAME.fullmatch(name)
+            or name not in record["summary"]["files"]
+        ):
             raise KeyError(name)
         return self.root / run_id / "report" / name
 

@@ -40,6 +40,15 @@ def test_an_operator_creates_a_tenant_a_member_and_its_token_which_is_shown_once
             == 303
         )
         r = post(admin, "/accounts/tokens", user="acct-lee", label="laptop", expires_in_days="30")
+        assert r.status_code == 403 and "confirm_token" in problems(r.text)  # the cookie alone mints none
+        r = post(
+            admin,
+            "/accounts/tokens",
+            user="acct-lee",
+            label="laptop",
+            expires_in_days="30",
+            confirm_token=fresh.admin_token,
+        )
         assert r.status_code == 201
         token = NEW_TOKEN.search(r.text).group(1)
         assert "shown this once" in r.text
@@ -72,6 +81,19 @@ def test_disabling_a_user_stops_its_tokens_and_disabling_a_tenant_cancels_its_jo
         with fresh.client(member) as c:
             assert c.get("/v1/jobs").status_code == 401
         # the last working admin stays: refused with the API's reason
+        r = post(admin, "/accounts/users/admin/disable")
+        assert r.status_code == 409 and "last working admin token" in problems(r.text)
+        # also behind another admin whose only token is about to expire (it would lock the
+        # operator out moments later)
+        assert post(admin, "/accounts/users", name="acct-tmp", role="admin", tenant="").status_code == 303
+        r = post(
+            admin,
+            "/accounts/tokens",
+            user="acct-tmp",
+            expires_in_days="0.01",
+            confirm_token=fresh.admin_token,
+        )
+        assert r.status_code == 201
         r = post(admin, "/accounts/users/admin/disable")
         assert r.status_code == 409 and "last working admin token" in problems(r.text)
         assert post(admin, "/accounts/tenants/no-such/disable").status_code == 404
@@ -114,14 +136,17 @@ def test_an_operator_applies_prices_from_the_form_and_a_bad_table_stores_nothing
         ("/accounts/tokens", {"label": "x", "expires_in_days": "soon"}, "expires_in_days", "number of days"),
         ("/accounts/tokens", {"label": "x", "expires_in_days": "-1"}, "expires_in_s", "greater than 0"),
         ("/accounts/tokens", {"label": "x" * 300}, "label", "200"),
+        ("/accounts/tokens", {"label": "x", "confirm_token": ""}, "confirm_token", "API token of yours"),
     ],
 )
 def test_a_bad_account_form_names_its_field_and_stores_nothing(server, path, fields, field, says):
     with sign_in(server, server.admin_token) as admin:
         with server.client(server.admin_token) as api:
             before = (api.get("/v1/tenants").json(), len(api.get("/v1/tokens").json()))
+        if path == "/accounts/tokens":
+            fields = {"confirm_token": server.admin_token, **fields}
         r = post(admin, path, **fields)
-        assert r.status_code == 422, r.text[:300]
+        assert r.status_code == (403 if field == "confirm_token" else 422), r.text[:300]
         shown = problems(r.text)
         assert f"<b>{field}" in shown and says in shown, shown
         assert "<script>x</script>" not in r.text  # what was typed comes back escaped
@@ -138,12 +163,17 @@ def test_a_member_issues_only_its_own_tokens_and_changes_no_account(server):
         assert (
             'name="user"' not in page and "/accounts/prices" not in page and "/accounts/tenants" not in page
         )
-        r = post(browser, "/accounts/tokens", label="ci")
+        # vouched for by another user's token, or by a session token: refused
+        for other_token in (other, browser.cookies.get("wanka_session"), "wk_" + "x" * 40):
+            r = post(browser, "/accounts/tokens", label="stolen", confirm_token=other_token)
+            assert r.status_code == 403 and "confirm_token" in problems(r.text)
+            assert other_token not in r.text  # what was typed is not shown back
+        r = post(browser, "/accounts/tokens", label="ci", confirm_token=member)
         assert r.status_code == 201
         token = NEW_TOKEN.search(r.text).group(1)
         with server.client(token) as c:
             assert c.get("/v1/whoami").json()["name"] == "acct-max"
-        r = post(browser, "/accounts/tokens", user="acct-nia", label="stolen")
+        r = post(browser, "/accounts/tokens", user="acct-nia", label="stolen", confirm_token=member)
         assert r.status_code == 404 and "no user" in problems(r.text)
         for path, fields in (
             ("/accounts/tenants", {"name": "mine"}),

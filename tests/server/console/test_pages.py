@@ -571,3 +571,23 @@ def test_a_jobs_page_shows_how_each_task_ended_and_what_its_checkpoint_directory
         # a link is shown as one, never followed; its name is text
         assert "<td>&lt;b&gt;shadow</td><td>link</td><td></td>" in saved
         assert "root:" not in page
+
+
+def test_a_checkpoint_name_that_is_not_utf8_shows_as_text_and_breaks_no_page(server):
+    token = make_member(server, "con-u", "con-uma")
+    script = (
+        "import os; d = os.fsencode(os.environ['WANKA_CHECKPOINT_DIR']); "
+        "open(os.path.join(d, b'bad-\\xff-name'), 'wb').write(b'1')"
+    )
+    job = {
+        "name": "bytes",
+        "task_groups": [{"replicas": 1, "cards": 1}],
+        "command": [sys.executable, "-c", script],
+    }
+    with server.client(token) as c:
+        job_id = c.post("/v1/jobs", json=job).json()["id"]
+        wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded", 60)
+    for who in (token, server.admin_token):
+        with sign_in(server, who) as browser:
+            r = browser.get(f"/jobs/{job_id}")
+            assert r.status_code == 200 and "<td>bad-\ufffd-name</td>" in r.text

@@ -186,3 +186,24 @@ def test_report_files_are_reached_by_their_names_only(server):
         ):
             r = admin.get(path)
             assert r.status_code == 404, (path, r.status_code)
+
+
+def test_the_what_if_process_imports_nothing_from_the_servers_working_directory(tmp_path):
+    # a tenant's job could write there when the server runs from a directory anyone may write:
+    # the child runs isolated, in its own run directory (hostile review)
+    planted = tmp_path / "cwd"
+    (planted / "wanka" / "sim").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    code = f"open({str(marker)!r}, 'w').write('planted')\n"
+    for init in (planted / "wanka" / "__init__.py", planted / "wanka" / "sim" / "__init__.py"):
+        init.write_text(code)
+    (planted / "wanka" / "sim" / "whatif.py").write_text(code)
+    server = start_server(tmp_path / "home", cwd=planted, isolated=True)
+    try:
+        with sign_in(server, server.admin_token) as admin:
+            code_, run_id = start(admin, workload="synthetic", days="1")
+            assert code_ == 303, run_id
+            wait_for(lambda: "twin-report" in status(admin, run_id), 120, 0.2)
+    finally:
+        stop_server(server)
+    assert not marker.exists()

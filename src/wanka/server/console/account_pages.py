@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from wanka.models.errors import describe
-from wanka.server import tables
+from wanka.server import auth, tables
 from wanka.server.accounts_api import (
     TenantIn,
     TokenIn,
@@ -30,6 +30,7 @@ from wanka.server.accounts_api import (
 )
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import admin_form, form_fields, problems_of
+from wanka.server.console.session import MAX_TOKEN_CHARS
 from wanka.server.usage_api import PriceTable, apply_prices, current_prices
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
                 problems, status = exc.problems, exc.status
             else:
                 problems, status = problems_of(exc.detail), exc.status_code
-            typed = {k: v for k, v in fields.items() if k != "csrf"}
+            typed = {k: v for k, v in fields.items() if k not in ("csrf", "confirm_token")}
             return accounts_page(session, who, token, status, problems=problems, fields=typed, failed=form)
         if isinstance(result, dict):  # something to show once (a new token)
             return accounts_page(session, who, token, 201, **result)
@@ -195,6 +196,20 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
         """A token for oneself (a member) or any user (an admin), shown once on the page it returns."""
 
         def action(who, fields):
+            # a session cannot mint an API token by itself: its cookie reaches every port of the
+            # console's host, and whoever caught it would keep the token after the session ends
+            # (hostile review). An API token of the same user, typed in, vouches; it is not kept.
+            confirmed = auth.authenticate(session, fields.get("confirm_token", "").strip()[:MAX_TOKEN_CHARS])
+            if confirmed is None or confirmed.user_id != who.user_id:
+                raise FormProblem(
+                    [
+                        (
+                            "confirm_token",
+                            "type an API token of yours (wk_…): a console session alone cannot make one",
+                        )
+                    ],
+                    403,
+                )
             user = fields.get("user", "").strip() or who.name
             body = _model(
                 TokenIn,

@@ -83,13 +83,18 @@ def allocation_chart(session: Session, total_cards: int, now: float | None = Non
     q = select(run.job_id, run.run, run.start, run.end, run.cards).where(
         run.start < now, or_(run.end.is_(None), run.end > lo)
     )
-    for job_id, number, start, end, cards in session.execute(q):
-        a, b = max(start, lo), min(end if end is not None else now, now)
-        # card-seconds of [a, b) in each bucket
-        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None) * cards
-        held += overlap
-        if (job_id, number) in lost_runs:
-            lost += overlap
+    rows = session.execute(q).all()
+    if rows:
+        runs = np.array([(start, now if end is None else end, cards) for _, _, start, end, cards in rows])
+        lost_mask = np.array([(job_id, number) in lost_runs for job_id, number, *_ in rows])
+        a = np.maximum(runs[:, 0], lo)[:, None]
+        b = np.minimum(runs[:, 1], now)[:, None]
+        # card-seconds of each run in each bucket: one (runs x buckets) array, no Python loop
+        # over runs (a tenant controls how many there are)
+        overlap = np.clip(np.minimum(edges[None, 1:], b) - np.maximum(edges[None, :-1], a), 0.0, None)
+        overlap *= runs[:, 2][:, None]
+        held = overlap.sum(axis=0)
+        lost = overlap[lost_mask].sum(axis=0)
     width = (now - lo) / BUCKETS
     share = held / (width * total_cards) if total_cards else held
     goodput = [None if h <= 0 else round(float((h - x) / h), 4) for h, x in zip(held, lost, strict=True)]

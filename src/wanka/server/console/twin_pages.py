@@ -18,7 +18,7 @@ from wanka.models.errors import SpecError, describe
 from wanka.server.console import quota_editor
 from wanka.server.console.forms import admin_form, problems_of
 from wanka.server.quota_api import check_quotas
-from wanka.server.whatif import Busy, NoHistory, WhatIfIn, build_input
+from wanka.server.whatif import Busy, NoHistory, TooLarge, WhatIfIn, build_input
 
 if TYPE_CHECKING:
     from wanka.server.app import AppState
@@ -106,13 +106,15 @@ def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page:
         )
         shown = {k: fields.get(k, v) for k, v in DEFAULTS.items()}
         try:
+            runs().check_free()  # before the work of building its input
             ask = await run_in_threadpool(asked, session, fields)
-            # a month of synthetic jobs on 10,000 cards takes a moment to build: off the event loop
+            # a month of synthetic jobs on 10,000 cards takes seconds to build and write: off the
+            # event loop
             inputs = await run_in_threadpool(build_input, session, state.loop.cluster, state.loop.policy, ask)
-            run_id = runs().start(inputs, ask.model_dump(mode="json"), who.name)
+            run_id = await run_in_threadpool(runs().start, inputs, ask.model_dump(mode="json"), who.name)
         except SpecError as exc:
             return form_page(who, token, shown, list(exc.problems), 422)
-        except NoHistory as exc:
+        except (NoHistory, TooLarge) as exc:
             return form_page(who, token, shown, [("days", str(exc).removeprefix("days: "))], 422)
         except Busy as exc:
             return form_page(who, token, shown, [("what-if", str(exc))], 409)
