@@ -163,29 +163,6 @@ def task_runs(session: Session, ids: list[int], newest: int | None = None) -> di
     out: dict[int, list[TaskOut]] = {}
     if not ids:
         return out
-    t = tables.TaskRun
-    q = select(t).where(t.job_id.in_(ids))
-    if newest is not None:
-        q = q.order_by(t.job_id, t.run.desc(), t.task).limit(newest)
-        rows = sorted(session.scalars(q), key=lambda r: (r.job_id, r.run, r.task))
-    else:
-        rows = session.scalars(q.order_by(t.job_id, t.run, t.task))
-    for r in rows:
-        out.setdefault(r.job_id, []).append(
-            TaskOut(
-                run=r.run,
-                task=r.task,
-                role=r.role,
-                node=r.node,
-                cards=r.cards,
-                start=r.start,
-                end=r.end,
-                exit_code=r.exit_code,
-                max_rss_kib=r.max_rss_kib,
-                state=r.state,
-            )
-        )
-    return out
     q = (
         select(tables.TaskRun)
         .where(tables.TaskRun.job_id.in_(ids))
