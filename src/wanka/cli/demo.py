@@ -242,7 +242,11 @@ def _twin_demo(cluster, days: float, load: float, seed: int, out: Path, quiet: b
     started = time.perf_counter()
     message = f"the twin: {days:g} days of {cluster.name} at load {load:g}, fifo / slurm / wanka side by side"
     if not quiet and not errors.is_terminal:  # no spinner to show (make demo piped, CI): say it once
-        errors.print(f"{message} (a month: a few minutes on 2 cores) ...", markup=False, highlight=False)
+        errors.print(
+            f"{message} (a month: 6 minutes on 2 idle cores, up to 15 on busy ones) ...",
+            markup=False,
+            highlight=False,
+        )
     with nullcontext() if quiet or not errors.is_terminal else errors.status(message):
         results = sc.run_parallel(
             [(scen, p) for p in ("fifo", "slurm", "wanka")],

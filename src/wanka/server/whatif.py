@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from wanka.core import POLICIES, Cluster, CycleConfig, Job, NodeState, QueueTree, get_policy
+from wanka.core import POLICIES, Cluster, CycleConfig, Job, NodeState, QueueTree, TaskGroup, get_policy
 from wanka.core.config import with_las_thresholds
 from wanka.models.quota import parse_queue_tree
 from wanka.server import tables
@@ -171,11 +172,28 @@ def _leaves_by_share(tree: QueueTree) -> list[tuple[str, str]]:
 
 def synthetic_jobs(cluster: Cluster, tree: QueueTree, days: float, load: float, seed: int):
     """The synthetic month (docs/twin.md) on this cluster, its tenants' jobs spread over the tree's
-    leaf queues: the largest contract to the leaf with the largest nominal quota, and so on round."""
+    leaf queues: the largest contract to the leaf with the largest nominal quota, and so on round.
+    Its jobs ask for the CPUs and memory of full-size nodes (8 cores and 64 GiB a card); on nodes
+    with less per card, each task asks for its cards' share of them instead, so the workload tests
+    the cards, not the host sizes."""
     leaves = _leaves_by_share(tree)
     route = {t: leaves[i % len(leaves)] for i, (t, _, _) in enumerate(sorted(TENANTS, key=lambda t: -t[1]))}
-    jobs = synthetic_month(cluster, days, load, seed).jobs
-    return [(dataclasses.replace(j, queue=route[j.tenant][0], tenant=route[j.tenant][1]), d) for j, d in jobs]
+    cards = np.maximum(cluster.node_cards, 1)
+    cpus_per_card = float((cluster.node_cpus / cards).max())
+    memory_per_card = float((cluster.node_memory / cards).max())
+
+    def fitted(g: TaskGroup) -> TaskGroup:
+        cpus = min(g.cpus, int(cpus_per_card * g.cards)) if cpus_per_card > 0 else g.cpus
+        memory = min(g.memory_gib, int(memory_per_card * g.cards)) if memory_per_card > 0 else g.memory_gib
+        return dataclasses.replace(g, cpus=cpus, memory_gib=memory)
+
+    out = []
+    for j, d in synthetic_month(cluster, days, load, seed).jobs:
+        queue, org = route[j.tenant]
+        out.append(
+            (dataclasses.replace(j, queue=queue, tenant=org, groups=tuple(fitted(g) for g in j.groups)), d)
+        )
+    return out
 
 
 def grown(cluster: Cluster, cards: int) -> Cluster:
@@ -308,6 +326,8 @@ class WhatIfRuns:
                 "title": inputs.title,
             }
             (out / "request.json").write_text(json.dumps(record), encoding="utf-8")
+            progress = {"fraction": 0.0, "run": 1, "runs": len(inputs.runs), "day": 0.0}
+            (out / "progress.json").write_text(json.dumps(progress), encoding="utf-8")
             with (out / "input.pickle").open("wb") as fh:
                 pickle.dump(inputs, fh, protocol=pickle.HIGHEST_PROTOCOL)
             env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}

@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def run_directory(out: Path) -> dict:
         result.policy = run.label
         results.append(result)
     summaries = [summarize(r) for r in results]
+    notes = list(spec.notes)
+    for r in results:  # jobs that can never run here are a finding, not a silent zero
+        if r.rejected:
+            reason = Counter(r.rejected.values()).most_common(1)[0][0]
+            notes.append(
+                f"{r.policy}: {len(r.rejected):,} of {len(r.stats):,} jobs can never run on this cluster "
+                f"(most often: {reason})"
+            )
+    spec.notes = notes
     files = write_report(out / "report", spec.title, results, summaries, spec.notes)
     summary = {
         "title": spec.title,
