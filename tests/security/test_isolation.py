@@ -4,6 +4,7 @@ CI runs): tasks run under their tenants' own accounts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import pytest
 from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.test_api import make_member
 from tests.server.test_lifecycle import ended, log_of, submit
+from wanka.backends.isolation import cgroup_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant accounts need a server run as root")
 
@@ -114,6 +116,34 @@ def _uid_processes(uid: int) -> list[int]:
     return out
 
 
+def _job_processes(home: Path, jobs: tuple[int, ...], uids: tuple[int, ...]) -> list[int]:
+    """The live processes of ``jobs``: those in the jobs' cgroups where tasks have them, else
+    every process of ``uids`` (which, pids being reused and uids shared by every test server's
+    first tenants, can include another test's leftovers)."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    if cgroup_root() is None:
+        return [p for u in uids for p in _uid_processes(u)]
+    marks = tuple(f"/wanka-{digest}/job{j}-" for j in jobs)
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cgroup") as fh:
+                    if any(m in fh.read() for m in marks):
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # pid (comm) state ppid …; comm may hold spaces
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -148,7 +178,7 @@ def test_a_members_job_can_reach_neither_the_server_nor_another_tenant(server):
     # nothing of either tenant is left running (what is, by its command line, if it fails; a slow
     # machine takes a while to reap a fork bomb's SIGKILLed children)
     deadline, uids = time.monotonic() + 60, (victim_uid, report["uid"])
-    while (left := [p for u in uids for p in _uid_processes(u)]) and time.monotonic() < deadline:
+    while (left := _job_processes(server.home, (victim, attacker), uids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, {p: _cmdline(p) for p in left}
 
@@ -176,10 +206,12 @@ def test_cancel_ends_every_process_a_task_started_even_one_that_left_its_group(s
         wait_for(lambda: "forked" in log_of(c, jid))
         task_pid, _ = _task_pids(server.home, jid)
         uid = os.stat(f"/proc/{task_pid}").st_uid
-        assert len(_uid_processes(uid)) == 2
+        # the task and its escaped child (only these: another test's leftovers may share the uid)
+        ours = [p for p in _uid_processes(uid) if task_pid in (p, _parent(p))]
+        assert len(ours) == 2
         c.post(f"/v1/jobs/{jid}/cancel")
         assert ended(c, jid)["state"] == "cancelled"
-    wait_for(lambda: not _uid_processes(uid), timeout=30)
+    wait_for(lambda: not _job_processes(server.home, (jid,), (uid,)), timeout=30)
 
 
 def test_a_task_that_leaves_a_daemon_behind_is_not_billed_as_ended_while_it_runs(server):
@@ -194,7 +226,7 @@ def test_a_task_that_leaves_a_daemon_behind_is_not_billed_as_ended_while_it_runs
         jid = submit(c, command=[PY, "-c", daemon])
         assert ended(c, jid)["state"] == "succeeded"
         uid = os.stat(server.home / "work" / str(jid)).st_uid
-    wait_for(lambda: not _uid_processes(uid), timeout=30)
+    wait_for(lambda: not _job_processes(server.home, (jid,), (uid,)), timeout=30)
 
 
 def test_signals_from_a_task_reach_no_process_of_the_server(server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 import tests.conftest as top
+from wanka.backends.isolation import cgroup_root
 from wanka.backends.local import MARKER
 
 # a job that runs until it is stopped (two cards, one task)
@@ -137,8 +139,15 @@ def stop_server(server: Server, tasks_too: bool = True) -> None:
 
 
 def kill_tasks(home: Path) -> None:
-    """Every task process group of ``home``'s supervisors (found by the marker they carry)."""
+    """Every task process group of ``home``'s supervisors (found by the marker they carry), and,
+    where tasks have cgroups, every process in them: a task's process that left its group (its
+    own session) would outlive the test, and a later test's server, whose tenants get the same
+    uids, would count it as its own."""
     digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    root = cgroup_root()
+    if root is not None and (root / f"wanka-{digest}").is_dir():
+        with contextlib.suppress(OSError):
+            (root / f"wanka-{digest}" / "cgroup.kill").write_text("1")
     marker = f"{MARKER}={digest}:".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -7,7 +7,9 @@ history (every job submitted in the last ``days`` that ever ran, with the time i
 the synthetic LLM month (docs/twin.md) spread over the tree's leaf queues.
 
 Each run lives in ``HOME/twin/ID/`` (0700, the server's alone): ``request.json`` (what was asked,
-by whom, when), ``input.pickle`` (built here), and what :mod:`wanka.sim.whatif` writes as it runs.
+by whom, when), ``input.pickle`` (built here: the cluster, the trees, and the history's jobs or what
+the synthetic month is to be; the child builds that, which takes seconds on 10,000 cards), and what
+:mod:`wanka.sim.whatif` writes as it runs.
 The run is a child process (``python -m wanka.sim.whatif``) in a session of its own, so cancelling
 it or stopping the server stops it by its pid; a run whose process is gone without a summary (the
 server was killed) is reported as interrupted.
@@ -32,21 +34,20 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from wanka.core import POLICIES, Cluster, CycleConfig, Job, NodeState, QueueTree, TaskGroup, get_policy
+from wanka.core import POLICIES, Cluster, CycleConfig, Job, NodeState, QueueTree, get_policy
 from wanka.core.config import with_las_thresholds
 from wanka.models.quota import parse_queue_tree
 from wanka.server import tables
 from wanka.server.loop import core_job, server_policy
 from wanka.server.trees import default_queue, quota_body
 from wanka.sim.models import FailureModel, Models
-from wanka.sim.synthetic import TENANTS, synthetic_month
+from wanka.sim.synthetic import expected_jobs
 from wanka.sim.twin import SimConfig
-from wanka.sim.whatif import WhatIfInput, WhatIfRun
+from wanka.sim.whatif import SyntheticAsk, WhatIfInput, WhatIfRun, leaves_by_share
 
 DAY = 86400.0
 MAX_HISTORY_DAYS = 90.0
@@ -159,43 +160,6 @@ def history_jobs(session: Session, tree: QueueTree, days: float, now: float) -> 
     return out
 
 
-def _leaves_by_share(tree: QueueTree) -> list[tuple[str, str]]:
-    """(leaf, organisation) of every leaf queue, the largest nominal quota first."""
-    out = []
-    for leaf in tree.leaves:
-        org = leaf
-        while tree.parent[org] >= 0 and tree.parent[tree.parent[org]] >= 0:  # up to the root's child
-            org = tree.parent[org]
-        out.append((-sum(tree.nominal[leaf]), tree.names[leaf], tree.names[org]))
-    return [(name, org) for _, name, org in sorted(out)]
-
-
-def synthetic_jobs(cluster: Cluster, tree: QueueTree, days: float, load: float, seed: int):
-    """The synthetic month (docs/twin.md) on this cluster, its tenants' jobs spread over the tree's
-    leaf queues: the largest contract to the leaf with the largest nominal quota, and so on round.
-    Its jobs ask for the CPUs and memory of full-size nodes (8 cores and 64 GiB a card); on nodes
-    with less per card, each task asks for its cards' share of them instead, so the workload tests
-    the cards, not the host sizes."""
-    leaves = _leaves_by_share(tree)
-    route = {t: leaves[i % len(leaves)] for i, (t, _, _) in enumerate(sorted(TENANTS, key=lambda t: -t[1]))}
-    cards = np.maximum(cluster.node_cards, 1)
-    cpus_per_card = float((cluster.node_cpus / cards).max())
-    memory_per_card = float((cluster.node_memory / cards).max())
-
-    def fitted(g: TaskGroup) -> TaskGroup:
-        cpus = min(g.cpus, int(cpus_per_card * g.cards)) if cpus_per_card > 0 else g.cpus
-        memory = min(g.memory_gib, int(memory_per_card * g.cards)) if memory_per_card > 0 else g.memory_gib
-        return dataclasses.replace(g, cpus=cpus, memory_gib=memory)
-
-    out = []
-    for j, d in synthetic_month(cluster, days, load, seed).jobs:
-        queue, org = route[j.tenant]
-        out.append(
-            (dataclasses.replace(j, queue=queue, tenant=org, groups=tuple(fitted(g) for g in j.groups)), d)
-        )
-    return out
-
-
 def grown(cluster: Cluster, cards: int) -> Cluster:
     """The cluster with at least ``cards`` more cards: nodes like its first one, in new leaf domains
     as full as its first one, under one new domain at each tier above."""
@@ -233,13 +197,15 @@ def build_input(
         horizon = ask.days * DAY
         models = Models(FailureModel.preset(ask.failures)).without_overheads()  # measured times hold them
     else:
-        jobs = synthetic_jobs(cluster, tree, ask.days, ask.load, ask.seed)
-        if len(jobs) > MAX_JOBS:
+        synthetic = SyntheticAsk(ask.days, ask.load, ask.seed)
+        expected = expected_jobs(cluster, ask.days, ask.load)
+        if expected > MAX_JOBS:
             raise TooLarge(
-                f"days: {len(jobs):,} jobs at load {ask.load:g} over {ask.days:g} days on this cluster; "
-                f"at most {MAX_JOBS:,} in one what-if: fewer days or a lower load"
+                f"days: about {expected:,} jobs at load {ask.load:g} over {ask.days:g} days on this "
+                f"cluster; at most {MAX_JOBS:,} in one what-if: fewer days or a lower load"
             )
-        workload = f"synthetic LLM workload ({ask.days:g} days, load {ask.load:g}, {len(jobs):,} jobs)"
+        jobs = None  # built by the what-if's own process: seconds on 10,000 cards
+        workload = f"synthetic LLM workload ({ask.days:g} days, load {ask.load:g})"
         horizon = ask.days * DAY
         models = Models(FailureModel.preset(ask.failures))
     runs = [WhatIfRun(f"{policy.name} (baseline)", cluster, tree, jobs, policy)]
@@ -259,8 +225,14 @@ def build_input(
         runs.append(WhatIfRun(f"{ask.policy} (policy)", cluster, tree, jobs, other))
     elif ask.change == "quotas":
         new_tree = parse_queue_tree(ask.quotas, cluster, "the what-if quota document")
-        moved = [(_routed(j, new_tree), d) for j, d in jobs]
-        runs.append(WhatIfRun(f"{policy.name} (new quotas)", cluster, new_tree, moved, policy))
+        if jobs is None:
+            moved = {leaf: _routed(leaf, org, new_tree) for leaf, org in leaves_by_share(tree)}
+            runs.append(WhatIfRun(f"{policy.name} (new quotas)", cluster, new_tree, None, policy, moved))
+        else:
+            moved_jobs = [
+                (dataclasses.replace(j, queue=_routed(j.queue, j.tenant, new_tree)), d) for j, d in jobs
+            ]
+            runs.append(WhatIfRun(f"{policy.name} (new quotas)", cluster, new_tree, moved_jobs, policy))
     notes = [
         f"workload: {workload}",
         f"cluster: {cluster.name}, {cluster.total_cards:,} cards as they are now "
@@ -279,6 +251,7 @@ def build_input(
         SimConfig(cycle_interval_s=60.0, seed=ask.seed),
         models,
         notes,
+        synthetic if ask.workload == "synthetic" else None,
     )
 
 
@@ -286,10 +259,10 @@ def _las(policy: CycleConfig) -> tuple[float, ...]:
     return policy.las.thresholds  # the server's own, when it runs a LAS preset
 
 
-def _routed(job: Job, tree: QueueTree) -> Job:
-    if job.queue in tree.index and tree.is_leaf(job.queue):
-        return job
-    return dataclasses.replace(job, queue=default_queue(tree, job.tenant))
+def _routed(queue: str, tenant: str, tree: QueueTree) -> str:
+    """Where a job of ``queue`` goes in ``tree``: the same leaf when there is one, else its
+    tenant's default queue there."""
+    return queue if queue in tree.index and tree.is_leaf(queue) else default_queue(tree, tenant)
 
 
 # --- the runs: child processes and their directories ---------------------------------------------

@@ -136,6 +136,14 @@ class SyntheticWorkload:
 SMALL = ("eval", "notebook")  # the classes a job-count target scales
 
 
+def expected_jobs(cluster: Cluster, days: float, load: float) -> int:
+    """How many jobs :func:`synthetic_month` makes on ``cluster`` on average (each class's count is
+    Poisson-distributed around its share of this), without making them."""
+    biggest = int(cluster.cards_by_model().max())
+    rate = sum(c.per_day for c in CLASSES if any(size <= biggest for size, _ in c.sizes))
+    return round(rate * cluster.total_cards / 10_000.0 * load * days)
+
+
 def synthetic_month(
     cluster: Cluster,
     days: float = 30.0,

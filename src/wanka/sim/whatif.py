@@ -1,8 +1,9 @@
 """A what-if run in a process and a directory of its own: the twin as the console starts it.
 
 ``python -m wanka.sim.whatif DIR`` reads ``DIR/input.pickle`` (a :class:`WhatIfInput`, written by
-the control plane into its own private directory), runs each of its runs through the twin one after
-the other, and writes:
+the control plane into its own private directory), builds the synthetic workload when one was asked
+for (seconds on 10,000 cards: here, not in the request that started the run), runs each of its runs
+through the twin one after the other, and writes:
 
 - ``progress.json`` while it runs (replaced atomically at most twice a second): ``fraction`` of the
   whole (0..1), ``run`` (1-based) of ``runs``, the simulated ``day`` and ``events_per_s``;
@@ -17,6 +18,7 @@ when the server that started it is gone (its parent changes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -26,10 +28,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wanka.core import Cluster, CycleConfig, Job, QueueTree
+import numpy as np
+
+from wanka.core import Cluster, CycleConfig, Job, QueueTree, TaskGroup
 from wanka.sim.metrics import summarize
 from wanka.sim.models import Models
 from wanka.sim.report import write_report
+from wanka.sim.synthetic import TENANTS, synthetic_month
 from wanka.sim.twin import SimConfig, Twin
 
 PROGRESS_EVERY_S = 0.5
@@ -40,8 +45,19 @@ class WhatIfRun:
     label: str  # e.g. "wanka (baseline)"
     cluster: Cluster
     queues: QueueTree
-    jobs: list[tuple[Job, float]]  # (job, duration at full size in seconds)
+    jobs: list[tuple[Job, float]] | None  # (job, duration at full size in s); None: the synthetic ones
     policy: CycleConfig
+    # synthetic jobs only: leaf queue of the first run's tree -> the queue they go to in this one
+    queue_map: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticAsk:
+    """The synthetic month (docs/twin.md), built on the first run's cluster and tree."""
+
+    days: float
+    load: float
+    seed: int
 
 
 @dataclass
@@ -52,6 +68,57 @@ class WhatIfInput:
     config: SimConfig = field(default_factory=SimConfig)
     models: Models = field(default_factory=Models)
     notes: list[str] = field(default_factory=list)
+    synthetic: SyntheticAsk | None = None
+
+
+def leaves_by_share(tree: QueueTree) -> list[tuple[str, str]]:
+    """(leaf, organisation) of every leaf queue, the largest nominal quota first."""
+    out = []
+    for leaf in tree.leaves:
+        org = leaf
+        while tree.parent[org] >= 0 and tree.parent[tree.parent[org]] >= 0:  # up to the root's child
+            org = tree.parent[org]
+        out.append((-sum(tree.nominal[leaf]), tree.names[leaf], tree.names[org]))
+    return [(name, org) for _, name, org in sorted(out)]
+
+
+def synthetic_jobs(cluster: Cluster, tree: QueueTree, ask: SyntheticAsk) -> list[tuple[Job, float]]:
+    """The synthetic month on this cluster, its tenants' jobs spread over the tree's leaf queues:
+    the largest contract to the leaf with the largest nominal quota, and so on round. Its jobs ask
+    for the CPUs and memory of full-size nodes (8 cores and 64 GiB a card); on nodes with less per
+    card, each task asks for its cards' share of them instead, so the workload tests the cards,
+    not the host sizes."""
+    leaves = leaves_by_share(tree)
+    route = {t: leaves[i % len(leaves)] for i, (t, _, _) in enumerate(sorted(TENANTS, key=lambda t: -t[1]))}
+    cards = np.maximum(cluster.node_cards, 1)
+    cpus_per_card = float((cluster.node_cpus / cards).max())
+    memory_per_card = float((cluster.node_memory / cards).max())
+
+    def fitted(g: TaskGroup) -> TaskGroup:
+        cpus = min(g.cpus, int(cpus_per_card * g.cards)) if cpus_per_card > 0 else g.cpus
+        memory = min(g.memory_gib, int(memory_per_card * g.cards)) if memory_per_card > 0 else g.memory_gib
+        return dataclasses.replace(g, cpus=cpus, memory_gib=memory)
+
+    out = []
+    for j, d in synthetic_month(cluster, ask.days, ask.load, ask.seed).jobs:
+        queue, org = route[j.tenant]
+        out.append(
+            (dataclasses.replace(j, queue=queue, tenant=org, groups=tuple(fitted(g) for g in j.groups)), d)
+        )
+    return out
+
+
+def _workloads(spec: WhatIfInput) -> None:
+    """Fill in the runs' synthetic jobs (built once, moved to each run's queues)."""
+    if spec.synthetic is None:
+        return
+    first = spec.runs[0]
+    jobs = synthetic_jobs(first.cluster, first.queues, spec.synthetic)
+    for run in spec.runs:
+        if run.jobs is None:
+            moved = run.queue_map or {}
+            run.jobs = [(dataclasses.replace(j, queue=moved.get(j.queue, j.queue)), d) for j, d in jobs]
+    spec.notes.insert(1, f"synthetic jobs: {len(jobs):,}")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -65,6 +132,7 @@ def run_directory(out: Path) -> dict:
     with (out / "input.pickle").open("rb") as fh:
         spec: WhatIfInput = pickle.load(fh)  # written by the server, in its own 0700 directory
     started, parent = time.perf_counter(), os.getppid()
+    _workloads(spec)
     results, count = [], len(spec.runs)
     for i, run in enumerate(spec.runs):
         last = [0.0]

@@ -149,6 +149,8 @@ def test_one_what_if_at_a_time_cancel_stops_it_and_so_does_stopping_the_server(t
     big = start_server(tmp_path / "home", ("--cluster", "wanka-10k"))
     try:
         with sign_in(big, big.admin_token) as admin:
+            code, text = start(admin, workload="synthetic", days="30", load="5")  # ~322,000 jobs
+            assert code == 422 and "at most 200,000 in one what-if" in text
             code, run_id = start(admin, workload="synthetic", days="30")
             assert code == 303, run_id
             shown = wait_for(lambda: (t := status(admin, run_id)) and "<progress" in t and t, 30)
@@ -219,3 +221,27 @@ def test_the_synthetic_month_fits_its_tasks_to_the_live_nodes_host_sizes(server)
         jobs = re.search(r"<td>jobs</td><td>([0-9,]+)</td>", report)
         assert int(jobs.group(1).replace(",", "")) > 0
         assert "can never run" not in report
+
+
+def test_a_quota_document_what_if_moves_the_synthetic_jobs_to_the_new_trees_queues(server):
+    # the synthetic month is built by the what-if's own process (seconds on 10,000 cards), once,
+    # and moved to the compared tree: a queue that stays keeps its jobs, the others go to their
+    # organisation's first queue there
+    make_member(server, "twin-q", "twin-quinn")
+    with server.client(server.admin_token) as c:
+        model = c.get("/v1/nodes").json()[0]["model"]
+        tenants = [t["name"] for t in c.get("/v1/tenants").json()]
+    document = "organisations:\n" + "".join(  # every tenant an organisation; twin-q's a new queue
+        f"  - name: {t}\n    quota: {{{model}: {{nominal: 0}}}}\n" for t in tenants if t != "twin-q"
+    )
+    document += (
+        f"  - name: twin-q\n    quota: {{{model}: {{nominal: 4}}}}\n    queues:\n"
+        f"      - {{name: twin-q-only, quota: {{{model}: {{nominal: 4}}}}}}\n"
+    )
+    with sign_in(server, server.admin_token) as admin:
+        code, run_id = start(admin, workload="synthetic", days="1", change="quotas", quotas=document)
+        assert code == 303, run_id
+        report = wait_for(lambda: (t := status(admin, run_id)) and "twin-report" in t and t, 120, 0.2)
+    assert "(new quotas)" in report and "synthetic jobs: " in report
+    row = re.search(r"<td>jobs</td><td>([0-9,]+)</td><td>([0-9,]+)</td></tr>", report)
+    assert row and row.group(1) == row.group(2) != "0", row  # the same jobs in both runs
