@@ -26,19 +26,25 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests
 
+# the suite's test files run in WORKERS processes at once (pytest-xdist, a file per worker at a
+# time: a file's module fixtures are set up once). Most tests wait on servers, Slurm and browsers,
+# not on the CPU: three workers take about half the time of one on two cores.
+WORKERS ?= 3
+PYTEST  := $(BIN)/python -m pytest -q -rs -n $(WORKERS) --dist loadfile
+
 # the whole suite, as CI runs it: what it needs installed where this machine allows (.ci/setup says
 # in one line what it cannot), every test on SQLite, then the control plane's on PostgreSQL
 test: lint
 	@bash .ci/setup
 	@bash .ci/reachable  # as root, tasks run under tenant accounts: they must reach the venv
-	$(BIN)/python -m pytest -q -rs
+	$(PYTEST)
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then $(MAKE) --no-print-directory test-postgres; \
 	else echo "make test: no PostgreSQL (Debian's postgresql package): its pass is skipped"; fi
 
 # only the SQLite pass, with nothing installed (quicker while working)
 test-sqlite: lint
 	@bash .ci/reachable
-	$(BIN)/python -m pytest -q -rs
+	$(PYTEST)
 
 # the tests whose outcome rests on the database again, on a throwaway PostgreSQL (needs Debian's
 # postgresql package): the control plane, and the attacks on what it stores (bounds, caps, bulk
@@ -48,7 +54,7 @@ PG_TESTS := tests/server tests/cli/test_remote.py tests/security/test_inputs.py 
 	tests/security/test_caps.py tests/security/test_issue15_attacks.py
 test-postgres: install
 	@bash .ci/reachable
-	WANKA_TEST_POSTGRES=1 $(BIN)/python -m pytest -q -rs $(PG_TESTS)
+	WANKA_TEST_POSTGRES=1 $(PYTEST) $(PG_TESTS)
 
 bench: install bytecode
 	$(BIN)/wanka bench core

@@ -213,6 +213,13 @@ def test_an_operator_applies_a_quota_change_after_fixing_a_validation_error(page
         stop_server(server)
 
 
+# an image's load, awaited: true once it is drawn, false when it is broken
+LOADED = """img => img.complete ? img.naturalWidth > 0 : new Promise(done => {
+    img.addEventListener("load", () => done(img.naturalWidth > 0));
+    img.addEventListener("error", () => done(false));
+})"""
+
+
 def test_an_operator_runs_a_what_if_and_reads_its_report_with_plots(page, server):
     sign_in(page, server, server.admin_token)
     page.click("nav a[href='/twin']")
@@ -229,5 +236,5 @@ def test_an_operator_runs_a_what_if_and_reads_its_report_with_plots(page, server
     plots = report.locator("img.plot")
     assert plots.count() >= 3
     for i in range(plots.count()):  # each one loaded and drawn, not a broken image
-        assert plots.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+        assert plots.nth(i).evaluate(LOADED)
     assert page.violations == []
