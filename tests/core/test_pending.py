@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from bisect import bisect_right
 from dataclasses import replace
 
 import pytest
@@ -26,9 +27,9 @@ from wanka.core.session import Session
 from wanka.models import load_cluster
 
 
-def _policy_order(snapshot: Snapshot, order: JobOrder) -> list[str]:
+def _policy_order(snapshot: Snapshot, order: JobOrder, preset: str = "wanka") -> list[str]:
     """The order the policy's own sort gives (what every cycle used to compute from scratch)."""
-    config = get_policy("wanka").with_(job_order=order)
+    config = get_policy(preset).with_(job_order=order)
     session = Session(replace(snapshot, pending=[]), config)
     return [j.id for j in session.ordering.sort(list(snapshot.pending))]
 
@@ -146,19 +147,20 @@ def test_the_order_a_cycle_reports_is_the_one_it_saw(small) -> None:
         _ = late.order
 
 
-@given(data=st.data())
+@given(data=st.data(), preset=st.sampled_from(["wanka", "wanka-las"]))
 @SETTINGS
-def test_priority_las_order_is_class_then_attained_service_then_submit(data) -> None:
+def test_priority_las_order_is_class_then_attained_service_then_submit(data, preset) -> None:
     """``priority_las`` keys are static while a job waits: built in bulk or one by one, the index
-    gives the order the policy sorts by (a requeued job's service moves it behind fresh ones)."""
+    gives the order the policy sorts by (a requeued job's service moves it behind fresh ones), on
+    the preset's ladder of LAS queues (one limit in ``wanka-las``, three in ``wanka``)."""
     cluster = data.draw(clusters())
     tree = data.draw(queue_trees(cluster))
     pool = data.draw(jobs(tree, "a", 1000.0))
     for j in pool:
-        j.attained_service = data.draw(st.sampled_from([0.0, 100.0, 3600.0, 1e6]))
-    thresholds = get_policy("wanka-las").las.thresholds
+        j.attained_service = data.draw(st.sampled_from([0.0, 100.0, 3600.0, 50_000.0, 360_000.0, 1e6]))
+    thresholds = get_policy(preset).las.thresholds
     snapshot = Snapshot(1000.0, cluster, ClusterState.empty(cluster), tree, pool, [])
-    expected = _policy_order(snapshot, JobOrder.PRIORITY_LAS)
+    expected = _policy_order(snapshot, JobOrder.PRIORITY_LAS, preset)
     one_by_one = PendingIndex(cluster, tree, JobOrder.PRIORITY_LAS, (), thresholds)
     for job in reversed(pool):
         one_by_one.add(job)
@@ -166,5 +168,5 @@ def test_priority_las_order_is_class_then_attained_service_then_submit(data) -> 
         j.id for j in PendingIndex(cluster, tree, JobOrder.PRIORITY_LAS, pool, thresholds).jobs
     ] == expected
     assert [j.id for j in one_by_one.jobs] == expected
-    keys = [(-j.priority, j.attained_service >= thresholds[0], j.submit_time, j.id) for j in pool]
+    keys = [(-j.priority, bisect_right(thresholds, j.attained_service), j.submit_time, j.id) for j in pool]
     assert expected == [j.id for _, j in sorted(zip(keys, pool, strict=True), key=lambda kj: kj[0])]

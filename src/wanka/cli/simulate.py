@@ -231,9 +231,10 @@ def simulate(
     las_thresholds: str = typer.Option(
         "",
         "--las-thresholds",
-        help="LAS queue limits (card-seconds) for presets that order by LAS (tiresias, wanka-las): "
-        "e.g. 3250,7200, "
-        f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: the preset's, 3600).",
+        help="LAS queue limits (card-seconds) for every preset that orders by LAS (wanka, wanka-las, "
+        "tiresias): e.g. 3250,7200, "
+        f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: each preset's own; wanka 3600,36000,360000, "
+        "the others 3600).",
     ),
     checkpoint_write: float = typer.Option(
         CheckpointModel().write_s,

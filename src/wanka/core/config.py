@@ -78,8 +78,12 @@ class LasConfig:
 
 LAS_THRESHOLDS: dict[str, tuple[float, ...]] = {
     # the core's default (LasConfig): two queues, one threshold of 3,600 GPU-seconds, as in the
-    # Tiresias simulator README's first example
-    "wanka": (3600.0,),
+    # Tiresias simulator README's first example (the `tiresias` and `wanka-las` presets)
+    "tiresias": (3600.0,),
+    # the `wanka` preset: four queues, limits one, ten and a hundred card-hours (a geometric
+    # ladder, as multi-level feedback queues are built): a job of days no longer shares the last
+    # queue, first come first served, with one of hours (docs/policies.md, measured on Philly)
+    "wanka": (3600.0, 36000.0, 360000.0),
     # the released simulator (SymbioticLab/Tiresias simulator/jobs.py): num_queue = 3 and
     # queue_limit = [3250, 7200, 18000], of which dlas-gpu uses the first num_queue - 1
     "tiresias-released": (3250.0, 7200.0),
@@ -181,15 +185,26 @@ POLICIES: dict[str, CycleConfig] = {
         reserve_depth=0,
         fair_share=FairShareConfig(history_weight=0.0),
     ),
-    "wanka": CycleConfig(name="wanka", preemptible_backfill=True),
-    # wanka with Tiresias' LAS inside each priority class, and preemption of borrowed quota across
-    # the cohort: for centres whose jobs checkpoint (a job with more attained service yields)
+    # the priority class, then least attained service on a four-queue ladder (the submit time
+    # within a queue), fair share between queues, EASY reservations with preemptible backfill,
+    # preemption within the queue and of borrowed quota across the cohort (docs/policies.md)
+    "wanka": CycleConfig(
+        name="wanka",
+        job_order=JobOrder.PRIORITY_LAS,
+        preempt_scope=PreemptScope.COHORT,
+        preemptible_backfill=True,
+        las=LasConfig(LAS_THRESHOLDS["wanka"]),
+    ),
+    # wanka with Tiresias' own two LAS queues (one threshold, 3,600 card-s)
     "wanka-las": CycleConfig(
         name="wanka-las",
         job_order=JobOrder.PRIORITY_LAS,
         preempt_scope=PreemptScope.COHORT,
         preemptible_backfill=True,
     ),
+    # wanka as it was before LAS: the priority class, then submit time, preemption within the
+    # queue only (for centres whose jobs cannot checkpoint: no job yields for having run long)
+    "wanka-fifo": CycleConfig(name="wanka-fifo", preemptible_backfill=True),
 }
 
 

@@ -255,8 +255,11 @@ def build_input(
     )
 
 
-def _las(policy: CycleConfig) -> tuple[float, ...]:
-    return policy.las.thresholds  # the server's own, when it runs a LAS preset
+def _las(policy: CycleConfig) -> tuple[float, ...] | None:
+    """The LAS queue limits the operator set for the server (``--las-thresholds``), which the
+    compared preset gets too; None when the server runs its preset's own (each keeps its own)."""
+    preset = POLICIES.get(policy.name)
+    return None if preset is not None and preset.las == policy.las else policy.las.thresholds
 
 
 def _routed(queue: str, tenant: str, tree: QueueTree) -> str:
