@@ -64,6 +64,7 @@ def test_catalog_and_policies_and_presets_take_json():
         "drf",
         "wanka-las",
         "wanka",
+        "wanka-fifo",
     }
     assert "wanka-10k" in {p["name"] for p in json.loads(wanka("cluster", "presets", "--json").stdout)}
 

@@ -177,17 +177,17 @@ def test_bad_las_thresholds_are_refused_with_the_accepted_form(tmp_path, value):
 
 def test_las_thresholds_with_a_policy_that_ignores_them_are_refused(tmp_path):
     """FAILS. `wanka simulate` refuses --las-thresholds when no policy orders by LAS ("none of the
-    policies run orders jobs by LAS"); `wanka server --policy wanka --las-thresholds 5` starts and
+    policies run orders jobs by LAS"); `wanka server --policy wanka-fifo --las-thresholds 5` starts and
     silently ignores them (with_las_thresholds returns the policy unchanged)."""
     try:
         s = start_server(
-            tmp_path / "home", ("--virtual-cards", "1", "--policy", "wanka", "--las-thresholds", "5")
+            tmp_path / "home", ("--virtual-cards", "1", "--policy", "wanka-fifo", "--las-thresholds", "5")
         )
     except RuntimeError as exc:  # it exited: what it said must name the option
         assert "--las-thresholds" in str(exc)
         return
     stop_server(s)
-    pytest.fail("wanka server --policy wanka --las-thresholds 5 started and ignored the thresholds")
+    pytest.fail("wanka server --policy wanka-fifo --las-thresholds 5 started and ignored the thresholds")
 
 
 # --- loans on a real server ---------------------------------------------------------------------
@@ -223,10 +223,12 @@ def _reserved_gang(b, a) -> tuple[int, int, int]:
     return a0, b0, gang
 
 
-def test_under_wanka_no_tenant_runs_on_loan_on_another_tenants_reservation(tmp_path):
-    """The wanka preset preempts only within a queue (= a tenant): tenant A's preemptible job never
-    backfills onto nodes reserved for tenant B's gang, and B's gang never evicts it. Held."""
-    s = start_server(tmp_path / "home", ("--virtual-cards", "6", "--virtual-nodes", "3"))
+def test_under_wanka_fifo_no_tenant_runs_on_loan_on_another_tenants_reservation(tmp_path):
+    """The wanka-fifo preset preempts only within a queue (= a tenant): tenant A's preemptible job
+    never backfills onto nodes reserved for tenant B's gang, and B's gang never evicts it. Held."""
+    s = start_server(
+        tmp_path / "home", ("--virtual-cards", "6", "--virtual-nodes", "3", "--policy", "wanka-fifo")
+    )
     try:
         a_tok, b_tok = make_member(s, "lab-a", "a-user"), make_member(s, "lab-b", "b-user")
         with s.client(a_tok) as a, s.client(b_tok) as b:
@@ -251,14 +253,13 @@ def test_under_wanka_no_tenant_runs_on_loan_on_another_tenants_reservation(tmp_p
         stop_server(s)
 
 
-def test_a_loan_across_tenants_tells_the_borrower_nothing_about_the_lender(tmp_path):
-    """Under wanka-las before any quota document every queue borrows (nominal 0), so tenant A's job
-    may run on loan on tenant B's reserved node and be taken back. What A can read names neither B,
-    nor B's job, nor its id. The loan is real: A's job is admitted "on loan" and later preempted,
-    then runs again (the gang succeeds between). Held."""
-    s = start_server(
-        tmp_path / "home", ("--virtual-cards", "6", "--virtual-nodes", "3", "--policy", "wanka-las")
-    )
+@pytest.mark.parametrize("policy", ["wanka", "wanka-las"])
+def test_a_loan_across_tenants_tells_the_borrower_nothing_about_the_lender(tmp_path, policy):
+    """Under the cohort scope (wanka, wanka-las), before any quota document every queue borrows
+    (nominal 0), so tenant A's job may run on loan on tenant B's reserved node and be taken back.
+    What A can read names neither B, nor B's job, nor its id. The loan is real: A's job is admitted
+    "on loan" and later preempted, then runs again (the gang succeeds between). Held."""
+    s = start_server(tmp_path / "home", ("--virtual-cards", "6", "--virtual-nodes", "3", "--policy", policy))
     try:
         a_tok = make_member(s, "lab-a", "a-user")
         b_tok = make_member(s, "lab-secret-b", "secret-b-user")
