@@ -580,19 +580,26 @@ def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.n
     their side of the tree (below the lowest common ancestor with ``q``) holds beyond its nominal
     quota: however many of them go, no side is taken below its nominal (Kueue's cohort rule, judged
     at every level, so an organisation's pooled nominal is defended too)."""
-    room: dict[int, int] = {}
-    keep = np.zeros(len(chosen), dtype=bool)
-    for i, v in enumerate(chosen.tolist()):
-        w = int(pool.queue[v])
-        if w == q:
-            keep[i] = True
+    queues = pool.queue[chosen]
+    keep = queues == q
+    # victims come from few queues: judge each side of the tree once, whole where it can be (it
+    # borrows nothing, or more than all its victims hold), and victim by victim only otherwise
+    sides: dict[int, list[int]] = {}
+    for w in np.unique(queues[~keep]).tolist():
+        sides.setdefault(cohort_side(s.tree, q, w) if q >= 0 else w, []).append(w)
+    for side, members in sides.items():
+        left = borrowed(s.quota, side, tf)
+        if left <= 0:
             continue
-        side = cohort_side(s.tree, q, w) if q >= 0 else w
-        left = room.setdefault(side, borrowed(s.quota, side, tf))
-        cards = int(pool.cards[v])
-        if cards <= left:
-            keep[i] = True
-            room[side] = left - cards
+        at = np.flatnonzero(np.isin(queues, members))
+        cards = pool.cards[chosen[at]]
+        if int(cards.sum()) <= left:
+            keep[at] = True
+            continue
+        for i, c in zip(at.tolist(), cards.tolist(), strict=True):  # in victim order, while room lasts
+            if c <= left:
+                keep[i] = True
+                left -= c
     return chosen[keep]
 
 
