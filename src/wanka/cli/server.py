@@ -75,7 +75,7 @@ def server(
         "",
         "--las-thresholds",
         help="LAS queue limits (card-seconds) for presets that order by LAS (wanka, wanka-las, "
-        "tiresias), e.g. 3250,7200, or a named set: wanka (3600,36000,360000, the wanka preset's), "
+        "tiresias), e.g. 3250,7200, or a named set: wanka (3600,36000, the wanka preset's), "
         "tiresias (3600, the others'), tiresias-released (3250,7200). Default: the preset's own.",
     ),
     tick: float = typer.Option(1.0, "--tick", min=0.01, max=60, help="Control loop period in seconds."),

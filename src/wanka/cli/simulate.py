@@ -233,7 +233,7 @@ def simulate(
         "--las-thresholds",
         help="LAS queue limits (card-seconds) for every preset that orders by LAS (wanka, wanka-las, "
         "tiresias): e.g. 3250,7200, "
-        f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: each preset's own; wanka 3600,36000,360000, "
+        f"or one of {', '.join(sc.LAS_THRESHOLDS)} (default: each preset's own; wanka 3600,36000, "
         "the others 3600).",
     ),
     checkpoint_write: float = typer.Option(

@@ -80,10 +80,11 @@ LAS_THRESHOLDS: dict[str, tuple[float, ...]] = {
     # the core's default (LasConfig): two queues, one threshold of 3,600 GPU-seconds, as in the
     # Tiresias simulator README's first example (the `tiresias` and `wanka-las` presets)
     "tiresias": (3600.0,),
-    # the `wanka` preset: four queues, limits one, ten and a hundred card-hours (a geometric
-    # ladder, as multi-level feedback queues are built): a job of days no longer shares the last
-    # queue, first come first served, with one of hours (docs/policies.md, measured on Philly)
-    "wanka": (3600.0, 36000.0, 360000.0),
+    # the `wanka` preset: three queues, limits one and ten card-hours (a ×10 ladder, as multi-level
+    # feedback queues are built): a job of days no longer shares the last queue, first come first
+    # served, with one of an hour or two. Chosen on twelve Philly replays against two, four and five
+    # queues: the best worst case (docs/benchmarks.md)
+    "wanka": (3600.0, 36000.0),
     # the released simulator (SymbioticLab/Tiresias simulator/jobs.py): num_queue = 3 and
     # queue_limit = [3250, 7200, 18000], of which dlas-gpu uses the first num_queue - 1
     "tiresias-released": (3250.0, 7200.0),
@@ -185,7 +186,7 @@ POLICIES: dict[str, CycleConfig] = {
         reserve_depth=0,
         fair_share=FairShareConfig(history_weight=0.0),
     ),
-    # the priority class, then least attained service on a four-queue ladder (the submit time
+    # the priority class, then least attained service on a three-queue ladder (the submit time
     # within a queue), fair share between queues, EASY reservations with preemptible backfill,
     # preemption within the queue and of borrowed quota across the cohort (docs/policies.md)
     "wanka": CycleConfig(
