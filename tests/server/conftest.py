@@ -119,7 +119,12 @@ def start_server(
         except httpx.TransportError:
             time.sleep(0.1)
     else:
-        proc.kill()
+        proc.terminate()  # SIGTERM: `runuser` passes it on to the server (SIGKILL would orphan it)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         raise RuntimeError("server did not come up in 90 s")
     token = (home / "admin-token").read_text().strip()
     return Server(url, home, token, proc, database)

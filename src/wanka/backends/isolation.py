@@ -26,6 +26,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,16 @@ def _create(uid: int, name: str, tenant: str) -> None:
             name,
         ],
     ):
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        if out.returncode not in (0, 9):  # 9: exists (a concurrent launch made it)
+        for attempt in range(5):
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            # 1 and 10: /etc/passwd or /etc/group locked (another server on this host creating an
+            # account at the same moment): try again, the lock is held for milliseconds
+            if out.returncode not in (1, 10) or "lock" not in out.stderr:
+                break
+            time.sleep(0.1 * (attempt + 1))
+        # 4 and 9: the id or the name exists (a concurrent launch made it; the caller checks it
+        # is a wanka account)
+        if out.returncode not in (0, 4, 9):
             raise IsolationError(f"{' '.join(cmd[:1])} failed: {out.stderr.strip()}")
     log.info("created account %s (uid %d) for tenant %s's tasks", name, uid, tenant)
 
