@@ -58,15 +58,20 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
     snapshot = Snapshot(1000.0, cluster, ClusterState.empty(cluster), tree, list(waiting.values()), [])
     expected = _policy_order(snapshot, order)
     assert [j.id for j in index.jobs] == expected
-    assert [j.id for j in PendingIndex(cluster, tree, order, waiting.values(), thresholds).jobs] == expected
-    for cards in (0, 1, 4, 16, 1 << 20):
-        assert [j.id for j in index.needing_at_most(cards)] == [
-            i for i in expected if waiting[i].min_cards <= cards
-        ]
+    bulk = PendingIndex(cluster, tree, order, waiting.values(), thresholds)  # built at once, in numpy
     by_queue = {}
     for i in expected:
         by_queue.setdefault(tree.index.get(waiting[i].queue, -1), []).append(i)
-    assert {q: [j.id for j in js] for q, js in index.queue_jobs().items()} == by_queue
+    for kept in (index, bulk):
+        assert [j.id for j in kept.jobs] == expected
+        for cards in (0, 1, 4, 16, 1 << 20):
+            assert [j.id for j in kept.needing_at_most(cards)] == [
+                i for i in expected if waiting[i].min_cards <= cards
+            ]
+        assert {q: [j.id for j in js] for q, js in kept.queue_jobs().items()} == by_queue
+    for i in expected:  # the bulk keys are the keys an add computes: each job is found to remove
+        assert bulk.remove(i) is waiting[i]
+    assert not bulk.jobs and not bulk.queue_jobs()
 
 
 @given(data=st.data(), policy=st.sampled_from(["fifo", "slurm", "tiresias", "drf", "wanka", "wanka-las"]))

@@ -27,6 +27,7 @@ import heapq
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -62,6 +63,50 @@ def feasibility_shape(job: Job) -> tuple:
     if len(job.groups) == 1:
         return (job.queue, job.min_cards, g.cards, g.accelerators, g.cpus, g.memory_gib, g.tasks_per_node)
     return (job.queue, job.groups)
+
+
+_ID, _QUEUE, _SUBMIT = attrgetter("id"), attrgetter("queue"), attrgetter("submit_time")
+_PRIORITY, _MIN_CARDS = attrgetter("priority"), attrgetter("min_cards")
+
+
+def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ...]) -> tuple[list, list]:
+    """:func:`static_key` of every job, and the permutation that sorts them: the same keys (the
+    same float arithmetic, in numpy) and the same order, without a Python step per key."""
+    n = len(jobs)
+    submit = np.fromiter(map(_SUBMIT, jobs), dtype=np.float64, count=n)
+    if order is JobOrder.PRIORITY:
+        primary = -np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
+    elif order is JobOrder.PRIORITY_LAS:
+        attained = np.fromiter((j.attained_service for j in jobs), dtype=np.float64, count=n)
+        # las_queue: the first limit the service is below (NaN is below none, as there)
+        las = np.searchsorted(np.asarray(las_thresholds, dtype=np.float64), attained, side="right")
+        priority = np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
+        primary = -(priority - las / (len(las_thresholds) + 1))
+    elif order is JobOrder.SHORTEST:
+        primary = np.fromiter(
+            (math.inf if j.time_limit_s is None else j.time_limit_s for j in jobs), dtype=np.float64, count=n
+        )
+    else:
+        primary = np.zeros(n)
+    ids = list(map(_ID, jobs))
+    keys = list(zip(primary.tolist(), submit.tolist(), ids, strict=True))
+    perm = np.lexsort((submit, primary))
+    # ties on (primary, submit) are broken by id, as the tuples compare: sort each run of them
+    tied = np.flatnonzero((primary[perm[1:]] == primary[perm[:-1]]) & (submit[perm[1:]] == submit[perm[:-1]]))
+    perm = perm.tolist()
+    if len(tied):
+        run_start = tied[np.diff(tied, prepend=-2) != 1].tolist()  # first pair of each run
+        run_end = (tied[np.diff(tied, append=n + 2) != 1] + 2).tolist()
+        for a, b in zip(run_start, run_end, strict=True):
+            perm[a:b] = sorted(perm[a:b], key=ids.__getitem__)
+    return keys, perm
+
+
+def _gather(items: list, rows: np.ndarray) -> list:
+    """``[items[i] for i in rows]`` at C speed."""
+    if len(rows) == 1:
+        return [items[int(rows[0])]]
+    return list(itemgetter(*rows.tolist())(items))
 
 
 class _Sorted:
@@ -123,19 +168,14 @@ class PendingIndex:
         self._needs: dict[int, int] = {}  # min_cards -> how many feasible jobs need that many
         self.version = 0  # bumped on every change: results computed from the index can check it
         jobs = list(jobs)
-        if jobs:  # in bulk: one numpy sort instead of an insertion per job
-            keys = [static_key(job, order, las_thresholds) for job in jobs]
-            n = len(keys)
-            primary = np.fromiter((k[0] for k in keys), dtype=np.float64, count=n)
-            submit = np.fromiter((k[1] for k in keys), dtype=np.float64, count=n)
-            perm = np.lexsort((np.array([k[2] for k in keys]), submit, primary)).tolist()
+        if jobs:  # in bulk: numpy keys and one sort instead of an insertion per job
+            keys, perm = _bulk_keys(jobs, order, las_thresholds)
             self._all.keys = [keys[i] for i in perm]
             self._all.jobs = [jobs[i] for i in perm]
-            self._key = {job.id: key for job, key in zip(jobs, keys, strict=True)}
-            if len(self._key) != n:
+            self._key = dict(zip(map(_ID, jobs), keys, strict=True))
+            if len(self._key) != len(jobs):
                 raise ValueError("a job is listed twice")
-            for job in jobs:
-                self._judge(job)
+            self._judge_all(jobs)
 
     def __len__(self) -> int:
         return len(self._key)
@@ -151,19 +191,26 @@ class PendingIndex:
     def queue_jobs(self) -> dict[int, list[Job]]:
         """Waiting jobs per queue index (-1: unknown queue), each in the index's order. Read only."""
         if self._by_queue is None:
-            self._by_queue = self._split(lambda job: self.tree.index.get(job.queue, -1))
+            index = self.tree.index
+            self._by_queue = self._split([index.get(q, -1) for q in map(_QUEUE, self._all.jobs)])
         return {q: s.jobs for q, s in self._by_queue.items() if s.jobs}
 
-    def _split(self, part) -> dict[int, _Sorted]:
-        parts: dict[int, _Sorted] = {}
-        for key, job in zip(self._all.keys, self._all.jobs, strict=True):
-            k = part(job)
-            p = parts.get(k)
-            if p is None:
-                p = parts[k] = _Sorted()
-            p.keys.append(key)
-            p.jobs.append(job)
-        return parts
+    def _split(self, parts: list[int]) -> dict[int, _Sorted]:
+        """The jobs grouped by ``parts`` (one value per job, in the index's order), each group in
+        the index's order, groups in order of first appearance. A stable numpy sort and C-level
+        gathers: no Python step per job."""
+        if not parts:
+            return {}
+        values = np.fromiter(parts, dtype=np.int64, count=len(parts))
+        perm = np.argsort(values, kind="stable")
+        starts = np.flatnonzero(np.diff(values[perm], prepend=values[perm[:1]] - 1))
+        groups = np.split(perm, starts[1:])
+        groups.sort(key=lambda g: g[0])  # first appearance: stable, so g[0] is each group's first
+        out: dict[int, _Sorted] = {}
+        for rows in groups:
+            part = out[int(values[rows[0]])] = _Sorted()
+            part.keys, part.jobs = _gather(self._all.keys, rows), _gather(self._all.jobs, rows)
+        return out
 
     def add(self, job: Job) -> None:
         if job.id in self._key:
@@ -179,19 +226,25 @@ class PendingIndex:
         self.version += 1
 
     def _judge(self, job: Job) -> None:
-        shape = feasibility_shape(job)
-        verdict = self._verdicts.get(shape)
-        if verdict is None:
-            verdict = self._verdicts[shape] = check_feasibility(
-                self.cluster, self.tree, job, time_limit=False
-            )
-        if verdict.ok and job.time_limit_s is not None and self.tree.limits_time:
-            verdict = check_time_limit(self.tree, job) or verdict
-        if verdict.ok:
-            need = job.min_cards
-            self._needs[need] = self._needs.get(need, 0) + 1
-        else:
-            self.rejected[job.id] = verdict.reason
+        self._judge_all((job,))
+
+    def _judge_all(self, jobs: Iterable[Job]) -> None:
+        """Judge whether each job can ever run here (verdicts shared by jobs of one shape); count the
+        feasible ones by cards needed, record why the others cannot."""
+        verdicts, rejected, needs = self._verdicts, self.rejected, self._needs
+        cluster, tree, limits_time = self.cluster, self.tree, self.tree.limits_time
+        for job in jobs:
+            shape = feasibility_shape(job)
+            verdict = verdicts.get(shape)
+            if verdict is None:
+                verdict = verdicts[shape] = check_feasibility(cluster, tree, job, time_limit=False)
+            if verdict.ok and limits_time and job.time_limit_s is not None:
+                verdict = check_time_limit(tree, job) or verdict
+            if verdict.ok:
+                need = job.min_cards
+                needs[need] = needs.get(need, 0) + 1
+            else:
+                rejected[job.id] = verdict.reason
 
     def get(self, job_id: str) -> Job:
         """The waiting job ``job_id`` (KeyError when it is not waiting)."""
@@ -223,7 +276,7 @@ class PendingIndex:
         """Waiting jobs that need at most ``cards`` cards, in the index's order, lazily: the jobs
         that need more are never touched."""
         if self._by_need is None:
-            self._by_need = self._split(lambda job: job.min_cards)
+            self._by_need = self._split(list(map(_MIN_CARDS, self._all.jobs)))
         buckets = [b for need, b in self._by_need.items() if need <= cards and b.jobs]
         if len(buckets) == 1:
             return iter(buckets[0].jobs)

@@ -16,6 +16,7 @@ are read from the jobs when needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,8 +176,7 @@ class RunningIndex:
         cls, cluster: Cluster, tree: QueueTree, jobs, now: float, default_time_limit_s: float | None = None
     ) -> RunningIndex:
         index = cls(cluster, tree, default_time_limit_s)
-        for job in jobs:
-            index.add(job, now, row=False)
+        index._enter(jobs, now)
         index._unrowed = True  # the columns are filled in bulk when first needed
         return index
 
@@ -184,31 +184,47 @@ class RunningIndex:
         return len(self.entries)
 
     def add(self, job: Job, now: float, row: bool = True) -> Running:
-        if job.placement is None:
-            raise ValueError(f"running job {job.id} has no placement")
-        if job.id in self.entries:
-            raise ValueError(f"job {job.id} is already in the running index")
         self._write_rows()
-        queue = self.tree.index.get(job.queue, -1)
-        if queue < 0:
-            raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
-        flavor = self.cluster.model_index[job.placement.model]
-        entry = Running(
-            job, job.placement, flavor, queue, expected_end(job, now, self.default_time_limit_s, self.tree)
-        )
-        self.entries[job.id] = entry
-        key = (queue, flavor)
-        if entry.cards:  # held lists only what is held (a CPU-only job holds no card)
-            self.held[key] = self.held.get(key, 0) + entry.cards
-        self.cpus[queue] += entry.cpus
-        self.memory[queue] += entry.memory
-        if job.elastic:
-            self.elastic[job.id] = entry
-        if job.preemptible:
-            counts = self.preemptible.setdefault(queue, {})
-            counts[job.priority] = counts.get(job.priority, 0) + 1
+        entry = self._enter((job,), now)
         if row:
             self._add_row(entry)
+        return entry
+
+    def _enter(self, jobs: Iterable[Job], now: float) -> Running | None:
+        """Enter ``jobs`` and count what they hold; the last entry made (None: no jobs). One loop
+        for one job or 50,000: the lookups are hoisted out of it."""
+        entries, held, cpus, memory = self.entries, self.held, self.cpus, self.memory
+        elastic, preemptible = self.elastic, self.preemptible
+        queue_of, model_of = self.tree.index, self.cluster.model_index
+        # a job without a time limit of its own: its queue's default, else the policy's
+        # (effective_time_limit, per queue)
+        limits = [self.default_time_limit_s if d is None else d for d in self.tree.default_time_limit]
+        entry = None
+        for job in jobs:
+            placement = job.placement
+            if placement is None:
+                raise ValueError(f"running job {job.id} has no placement")
+            if job.id in entries:
+                raise ValueError(f"job {job.id} is already in the running index")
+            queue = queue_of.get(job.queue, -1)
+            if queue < 0:
+                raise ValueError(f"running job {job.id} is in unknown queue {job.queue!r}")
+            flavor = model_of[placement.model]
+            limit = limits[queue] if job.time_limit_s is None else job.time_limit_s
+            end = math.inf if limit is None else (now if job.start_time is None else job.start_time) + limit
+            entry = entries[job.id] = Running(job, placement, flavor, queue, end)
+            if placement.total_cards:  # held lists only what is held (a CPU-only job holds no card)
+                key = (queue, flavor)
+                held[key] = held.get(key, 0) + placement.total_cards
+            cpus[queue] += placement.total_cpus
+            memory[queue] += placement.total_memory
+            if job.elastic:
+                elastic[job.id] = entry
+            if job.preemptible:
+                counts = preemptible.get(queue)
+                if counts is None:
+                    counts = preemptible[queue] = {}
+                counts[job.priority] = counts.get(job.priority, 0) + 1
         return entry
 
     def _write_rows(self) -> None:

@@ -8,6 +8,7 @@ arrays makes each question a handful of vector operations instead of a Python lo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -55,21 +56,19 @@ class TaskTable:
     ``size`` is the number of entries (the entry indices run below it)."""
 
     def __init__(self, entries: Sequence[Running]):
-        self.size = len(entries)
-        entry, nodes, cards, cpus, mem = [], [], [], [], []
-        for i, e in enumerate(entries):
-            for g in e.placement.groups:
-                r = len(g.nodes)
-                entry += [i] * r
-                nodes += g.nodes
-                cards += [g.cards_per_task] * r
-                cpus += [g.cpus] * r
-                mem += [g.memory_gib] * r
-        self.task_entry = np.asarray(entry, dtype=np.int64)
-        self.task_node = np.asarray(nodes, dtype=np.int64)
-        self.task_cards = np.asarray(cards, dtype=np.int64)
-        self.task_cpus = np.asarray(cpus, dtype=np.int64)
-        self.task_mem = np.asarray(mem, dtype=np.int64)
+        self.size = n = len(entries)
+        # per group, then repeated per task: numpy does the per-task work
+        per_entry = np.fromiter((len(e.placement.groups) for e in entries), dtype=np.int64, count=n)
+        groups = list(chain.from_iterable(e.placement.groups for e in entries))
+        m = len(groups)
+        replicas = np.fromiter((len(g.nodes) for g in groups), dtype=np.int64, count=m)
+        self.task_entry = np.repeat(np.repeat(np.arange(n, dtype=np.int64), per_entry), replicas)
+        self.task_node = np.fromiter(
+            chain.from_iterable(g.nodes for g in groups), dtype=np.int64, count=int(replicas.sum())
+        )
+        self.task_cards = np.repeat(np.fromiter((g.cards_per_task for g in groups), np.int64, m), replicas)
+        self.task_cpus = np.repeat(np.fromiter((g.cpus for g in groups), np.int64, m), replicas)
+        self.task_mem = np.repeat(np.fromiter((g.memory_gib for g in groups), np.int64, m), replicas)
 
     @classmethod
     def from_columns(cls, columns: RunningColumns) -> TaskTable:
