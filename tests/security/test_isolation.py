@@ -4,7 +4,6 @@ CI runs): tasks run under their tenants' own accounts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import pytest
 from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.test_api import make_member
 from tests.server.test_lifecycle import ended, log_of, submit
-from wanka.backends.isolation import cgroup_root
+from wanka.backends.isolation import cgroup_root, home_digest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant accounts need a server run as root")
 
@@ -120,7 +119,7 @@ def _job_processes(home: Path, jobs: tuple[int, ...], uids: tuple[int, ...]) -> 
     """The live processes of ``jobs``: those in the jobs' cgroups where tasks have them, else
     every process of ``uids`` (which, pids being reused and uids shared by every test server's
     first tenants, can include another test's leftovers)."""
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    digest = home_digest(home)
     if cgroup_root() is None:
         return [p for u in uids for p in _uid_processes(u)]
     marks = tuple(f"/wanka-{digest}/job{j}-" for j in jobs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 import tests.conftest as top
-from wanka.backends.isolation import cgroup_root
+from wanka.backends.isolation import cgroup_root, home_digest
 from wanka.backends.local import MARKER
 
 # a job that runs until it is stopped (two cards, one task)
@@ -149,7 +148,7 @@ def kill_tasks(home: Path) -> None:
     where tasks have cgroups, every process in them: a task's process that left its group (its
     own session) would outlive the test, and a later test's server, whose tenants get the same
     uids, would count it as its own."""
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    digest = home_digest(home)
     root = cgroup_root()
     if root is not None and (root / f"wanka-{digest}").is_dir():
         with contextlib.suppress(OSError):

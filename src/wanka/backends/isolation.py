@@ -18,6 +18,7 @@ how it ended) and the kubelet's (the container runtime, not the container, repor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -174,6 +175,12 @@ def traversable(path: Path) -> Path | None:
         except OSError:
             return d
     return None
+
+
+def home_digest(home: Path) -> str:
+    """16 hex digits that tell one server home's tasks (their marker, their cgroup tree
+    ``wanka-<digest>``) from those of other servers on the machine."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
 
 
 def cgroup_root() -> Path | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -198,7 +197,7 @@ class LocalBackend(Backend):
                     blocked,
                 )
         # tells this home's tasks from those of other servers on the machine
-        self.digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
+        self.digest = isolation.home_digest(self.home)
         self.cgroups = None
         root = isolation.cgroup_root() if os.geteuid() == 0 else None
         if root is not None:

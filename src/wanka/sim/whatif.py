@@ -108,17 +108,24 @@ def synthetic_jobs(cluster: Cluster, tree: QueueTree, ask: SyntheticAsk) -> list
     return out
 
 
-def _workloads(spec: WhatIfInput) -> None:
-    """Fill in the runs' synthetic jobs (built once, moved to each run's queues)."""
+def _workloads(spec: WhatIfInput) -> tuple[list[list], list[str]]:
+    """Each run's jobs (the synthetic month built once, moved to each run's queues) and the notes
+    with the synthetic job count; the spec itself is left as stored."""
     if spec.synthetic is None:
-        return
+        return [run.jobs for run in spec.runs], list(spec.notes)
     first = spec.runs[0]
     jobs = synthetic_jobs(first.cluster, first.queues, spec.synthetic)
+    per_run = []
     for run in spec.runs:
-        if run.jobs is None:
-            moved = run.queue_map or {}
-            run.jobs = [(dataclasses.replace(j, queue=moved.get(j.queue, j.queue)), d) for j, d in jobs]
-    spec.notes.insert(1, f"synthetic jobs: {len(jobs):,}")
+        moved = run.queue_map or {}
+        per_run.append(
+            run.jobs
+            if run.jobs is not None
+            else [(dataclasses.replace(j, queue=moved.get(j.queue, j.queue)), d) for j, d in jobs]
+        )
+    notes = list(spec.notes)
+    notes.insert(1, f"synthetic jobs: {len(jobs):,}")
+    return per_run, notes
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -132,9 +139,9 @@ def run_directory(out: Path) -> dict:
     with (out / "input.pickle").open("rb") as fh:
         spec: WhatIfInput = pickle.load(fh)  # written by the server, in its own 0700 directory
     started, parent = time.perf_counter(), os.getppid()
-    _workloads(spec)
+    workloads, notes = _workloads(spec)
     results, count = [], len(spec.runs)
-    for i, run in enumerate(spec.runs):
+    for i, (run, jobs) in enumerate(zip(spec.runs, workloads, strict=True)):
         last = [0.0]
         t0 = time.perf_counter()
 
@@ -157,12 +164,11 @@ def run_directory(out: Path) -> dict:
                 },
             )
 
-        twin = Twin(run.cluster, run.queues, run.jobs, run.policy, spec.config, spec.models, tick)
+        twin = Twin(run.cluster, run.queues, jobs, run.policy, spec.config, spec.models, tick)
         result = twin.run()
         result.policy = run.label
         results.append(result)
     summaries = [summarize(r) for r in results]
-    notes = list(spec.notes)
     for r in results:  # jobs that can never run here are a finding, not a silent zero
         if r.rejected:
             reason = Counter(r.rejected.values()).most_common(1)[0][0]
@@ -170,11 +176,10 @@ def run_directory(out: Path) -> dict:
                 f"{r.policy}: {len(r.rejected):,} of {len(r.stats):,} jobs can never run on this cluster "
                 f"(most often: {reason})"
             )
-    spec.notes = notes
-    files = write_report(out / "report", spec.title, results, summaries, spec.notes)
+    files = write_report(out / "report", spec.title, results, summaries, notes)
     summary = {
         "title": spec.title,
-        "notes": spec.notes,
+        "notes": notes,
         "results": summaries,
         "plots": [p.name for p in files if p.suffix == ".png"],
         "files": sorted(p.name for p in files),
