@@ -341,3 +341,35 @@ def test_a_job_judged_able_to_run_starts_on_an_empty_cluster_and_one_judged_neve
     )
     started = [d.job_id for d in result.starts]
     assert (started == ["j"]) == verdict.ok, (verdict.reason, result.unschedulable)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cluster=mixed_nodes(),
+    shapes=st.lists(
+        st.tuples(
+            st.integers(1, 12),  # replicas
+            st.integers(0, 8),  # cards
+            st.sampled_from([0, 8, 48, 96]),  # cpus
+            st.sampled_from([0, 32, 600]),  # memory
+            st.sampled_from(["worker", "ps"]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_a_verdict_shared_by_shape_is_the_jobs_own(cluster, shapes):
+    """The pending index (and the server's submit check) judge a job once per shape and share the
+    verdict: it must be the verdict the job gets alone, whichever job of its shape came first (a
+    CPU-only gang of 12 took the verdict of a gang of 1, which fits, and waited forever)."""
+    from wanka.core import PendingIndex, check_feasibility
+
+    tree = QueueTree.flat(["h100"], {"h100": int(cluster.node_cards.sum())}, ["q"])
+    jobs = [
+        Job(f"j{i}", tenant="q", queue="q", groups=(TaskGroup(role, replicas, cards, (), cpus, memory),))
+        for i, (replicas, cards, cpus, memory, role) in enumerate(shapes)
+    ]
+    index = PendingIndex(cluster, tree, get_policy("fifo").job_order, jobs)
+    for job in jobs:
+        alone = check_feasibility(cluster, tree, job)
+        assert index.rejected.get(job.id, "") == ("" if alone.ok else alone.reason), job.groups

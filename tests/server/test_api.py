@@ -150,3 +150,18 @@ def test_the_embedded_database_runs_in_wal_mode(server):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+def test_a_gang_too_large_for_the_cluster_is_refused_though_a_smaller_one_of_its_shape_was_taken(server):
+    """Verdicts are shared by job shape; a CPU-only gang of 40 one-CPU tasks (the test cluster has
+    32 CPUs) is not the shape of one such task, though both ask for 0 cards: it is refused even
+    after the single task was accepted."""
+    token = make_member(server, "cpu-only", "cpu-user")
+    small = {**JOB, "task_groups": [{"replicas": 1, "cards": 0, "cpus": 1}]}
+    large = {**JOB, "task_groups": [{"replicas": 40, "cards": 0, "cpus": 1}]}
+    with server.client(token) as user:
+        r = user.post("/v1/jobs", json=small)
+        assert r.status_code == 201, r.text
+        user.post(f"/v1/jobs/{r.json()['id']}/cancel")
+        r = user.post("/v1/jobs", json=large)
+        assert r.status_code == 422 and "task_groups" in r.text and "40 tasks at once" in r.text, r.text

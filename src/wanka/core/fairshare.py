@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 RESOURCES = ("compute", "cpu", "memory")  # compute in PFLOPS, cpu in cores, memory in GiB
 
 
@@ -85,3 +87,8 @@ def las_queue(attained_card_s: float, thresholds: tuple[float, ...]) -> int:
         if attained_card_s < limit:
             return i
     return len(thresholds)
+
+
+def las_queues(attained_card_s: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
+    """:func:`las_queue` of many jobs (int64): the first limit each is below; NaN is below none."""
+    return np.searchsorted(np.asarray(thresholds, dtype=np.float64), attained_card_s, side="right")

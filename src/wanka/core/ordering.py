@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wanka.core.config import JobOrder
-from wanka.core.fairshare import QueueUsage, las_queue, slurm_fairshare_factor
+from wanka.core.fairshare import QueueUsage, las_queue, las_queues, slurm_fairshare_factor
 from wanka.core.jobs import PRIORITY_CLASSES, Job
 
 if TYPE_CHECKING:
@@ -114,9 +114,25 @@ class Ordering:
     def ranks(self, running: list[Running], priority: np.ndarray) -> np.ndarray:
         """:meth:`rank` of many running jobs (float64); ``priority``: their priorities, which is
         their rank unless the order is by attained service (then each job is asked)."""
-        if self.s.config.job_order in (JobOrder.LAS, JobOrder.PRIORITY_LAS):
-            return np.fromiter((self.rank(e.job) for e in running), dtype=np.float64, count=len(running))
-        return priority.astype(np.float64)
+        order, n = self.s.config.job_order, len(running)
+        if order not in (JobOrder.LAS, JobOrder.PRIORITY_LAS):
+            return priority.astype(np.float64)
+        # :meth:`rank`'s arithmetic in numpy (the same float64 operations, so the same values)
+        cfg = self.s.config.las
+        attained = np.fromiter((e.job.attained_service for e in running), dtype=np.float64, count=n)
+        queue = las_queues(attained, cfg.thresholds)
+        if order is JobOrder.PRIORITY_LAS:
+            return priority.astype(np.float64) - queue / (len(cfg.thresholds) + 1)
+        if cfg.starvation_factor > 0:  # :meth:`las`'s promotion to the top queue
+            nan = math.nan
+            ended = np.fromiter(
+                (nan if e.job.last_run_end is None else e.job.last_run_end for e in running), np.float64, n
+            )
+            cards = np.fromiter((e.job.total_cards for e in running), dtype=np.float64, count=n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                waited = self.s.now - ended >= cfg.starvation_factor * (attained / cards)
+            queue = np.where((queue > 0) & (cards > 0) & ~np.isnan(ended) & waited, 0, queue)
+        return -queue.astype(np.float64)
 
     # --- queues ----------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from wanka.core.cluster import Cluster
 from wanka.core.config import JobOrder
-from wanka.core.fairshare import las_queue
+from wanka.core.fairshare import las_queue, las_queues
 from wanka.core.feasibility import Feasibility, check_feasibility, check_time_limit
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree
@@ -58,10 +58,21 @@ def static_key(job: Job, order: JobOrder, las_thresholds: tuple[float, ...] = ()
 
 
 def feasibility_shape(job: Job) -> tuple:
-    """What a feasibility verdict depends on: jobs of one shape share it."""
-    g = job.groups[0]
+    """What a feasibility verdict (and its reason's words) depends on: jobs of one shape share it.
+    Every field :func:`check_feasibility` reads but the time limit, which is checked job by job;
+    the gang minimum in tasks, not in cards (a CPU-only gang of 1,000 is not one of 1)."""
     if len(job.groups) == 1:
-        return (job.queue, job.min_cards, g.cards, g.accelerators, g.cpus, g.memory_gib, g.tasks_per_node)
+        g = job.groups[0]
+        return (
+            job.queue,
+            g.role,
+            g.gang_min,
+            g.cards,
+            g.accelerators,
+            g.cpus,
+            g.memory_gib,
+            g.tasks_per_node,
+        )
     return (job.queue, job.groups)
 
 
@@ -78,8 +89,7 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
         primary = -np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
     elif order is JobOrder.PRIORITY_LAS:
         attained = np.fromiter((j.attained_service for j in jobs), dtype=np.float64, count=n)
-        # las_queue: the first limit the service is below (NaN is below none, as there)
-        las = np.searchsorted(np.asarray(las_thresholds, dtype=np.float64), attained, side="right")
+        las = las_queues(attained, las_thresholds)
         priority = np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
         primary = -(priority - las / (len(las_thresholds) + 1))
     elif order is JobOrder.SHORTEST:
