@@ -46,6 +46,20 @@ class NodeRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeKinds:
+    """Node shapes of one model: parallel int64 arrays, one row per distinct shape."""
+
+    cards: np.ndarray
+    cpus: np.ndarray
+    memory: np.ndarray  # GiB
+    count: np.ndarray  # nodes of that shape
+
+    def total(self, per_node: np.ndarray) -> int:
+        """``per_node`` (one value per shape) summed over every node."""
+        return int((per_node * self.count).sum(dtype=np.int64))
+
+
 class Cluster:
     """Static structure of a cluster. Free resources live in :class:`wanka.core.state.ClusterState`.
 
@@ -121,6 +135,7 @@ class Cluster:
             last = np.searchsorted(parent_of_child, np.arange(len(self.domain_starts[t])), side="right")
             self.child_range.append(np.stack([first, last], axis=1))
         self._capacity: dict[Precision, float] = {}
+        self._kinds: dict[int, NodeKinds] = {}
         self.domain_cards = [np.add.reduceat(self.node_cards.astype(np.int64), s) for s in self.domain_starts]
 
     def become(self, other: Cluster) -> None:
@@ -150,6 +165,18 @@ class Cluster:
         return np.bincount(
             self.node_model[keep], weights=self.node_cards[keep], minlength=len(self.models)
         ).astype(np.int64)
+
+    def node_kinds(self, model: int) -> NodeKinds:
+        """The distinct (cards, CPUs, memory) among the nodes of ``model`` (an index into
+        ``models``), whatever their state, and how many nodes have each: a 10,000-node cluster has
+        a handful, so checks over every node of a model run over these rows instead. Cached."""
+        kinds = self._kinds.get(model)
+        if kinds is None:
+            on = self.node_model == model
+            rows = np.stack([self.node_cards[on], self.node_cpus[on], self.node_memory[on]], axis=1)
+            unique, count = np.unique(rows.astype(np.int64), axis=0, return_counts=True)
+            kinds = self._kinds[model] = NodeKinds(unique[:, 0], unique[:, 1], unique[:, 2], count)
+        return kinds
 
     def capacity_pflops(self, precision: Precision | str = Precision.BF16) -> float:
         """Peak PFLOPS of every card at ``precision`` (dense). Cached: every cycle asks for it."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wanka.core.cluster import Cluster
+from wanka.core.cluster import Cluster, NodeKinds
 from wanka.core.hardware import normalise_name
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree, potential_available
@@ -62,11 +62,10 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
     reasons, largest = [], 0
     for f in flavors:
         model = cluster.models[f]
-        on_model = cluster.node_model == f
-        capacity = int(cluster.node_cards[on_model].sum())
-        limit = min(capacity, potential_available(tree, q, tree.flavor_index[model.id]))
+        kinds = cluster.node_kinds(f)
+        limit = min(kinds.total(kinds.cards), potential_available(tree, q, tree.flavor_index[model.id]))
         largest = max(largest, limit)
-        why = _never_on_nodes(cluster, job, on_model, model.id)
+        why = _never_on_nodes(job, kinds, model.id)
         if why:
             reasons.append(why)
         elif job.min_cards > limit:
@@ -92,15 +91,12 @@ def check_time_limit(tree: QueueTree, job: Job) -> Feasibility | None:
     return None
 
 
-def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str) -> str:
+def _never_on_nodes(job: Job, kinds: NodeKinds, model: str) -> str:
     """Why no set of ``model`` nodes could ever hold the job's tasks, judged on every resource a
     task asks for (cards, CPUs, memory) together on one node, and on the CPUs and memory of all
-    those nodes for the gang's minimum; "" when they could."""
-    cards, cpus, memory = (
-        cluster.node_cards[on_model],
-        cluster.node_cpus[on_model],
-        cluster.node_memory[on_model],
-    )
+    those nodes for the gang's minimum; "" when they could. Over the model's node shapes, each
+    counted as often as nodes have it."""
+    cards, cpus, memory = kinds.cards, kinds.cpus, kinds.memory
     for g in job.groups:
         fits = (cards >= g.cards) & (cpus >= g.cpus) & (memory >= g.memory_gib)
         if not fits.any():
@@ -118,8 +114,8 @@ def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str
                 f"no {model} node has {g.cards} cards, {g.cpus} CPUs and {g.memory_gib} GiB "
                 f"together, as a task of {g.role!r} asks"
             )
-    if job.min_cards > int(cards.sum(dtype=np.int64)):
-        return f"needs {job.min_cards} {model} cards; the cluster has {int(cards.sum(dtype=np.int64))}"
+    if job.min_cards > kinds.total(cards):
+        return f"needs {job.min_cards} {model} cards; the cluster has {kinds.total(cards)}"
     for g in job.groups:  # how many of the group's tasks the nodes hold at most, each on one node
         room = [
             have // need for have, need in ((cards, g.cards), (cpus, g.cpus), (memory, g.memory_gib)) if need
@@ -127,7 +123,7 @@ def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str
         if g.tasks_per_node:
             room.append(np.full(len(cards), g.tasks_per_node))
         if room:
-            most = int(np.minimum.reduce(room).sum(dtype=np.int64))
+            most = kinds.total(np.minimum.reduce(room))
             if g.gang_min > most:
                 per_node = f", {g.tasks_per_node} per node at most" if g.tasks_per_node else ""
                 return (
@@ -135,12 +131,8 @@ def _never_on_nodes(cluster: Cluster, job: Job, on_model: np.ndarray, model: str
                     f"{most} of them (cards, CPUs and memory per node{per_node})"
                 )
     for asked, have, unit in (
-        (sum(g.gang_min * g.cpus for g in job.groups), int(cpus.sum(dtype=np.int64)), "CPUs"),
-        (
-            sum(g.gang_min * g.memory_gib for g in job.groups),
-            int(memory.sum(dtype=np.int64)),
-            "GiB of memory",
-        ),
+        (sum(g.gang_min * g.cpus for g in job.groups), kinds.total(cpus), "CPUs"),
+        (sum(g.gang_min * g.memory_gib for g in job.groups), kinds.total(memory), "GiB of memory"),
     ):
         if asked > have:
             return f"needs {asked} {unit} on {model} nodes; the cluster has {have}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from operator import attrgetter, itemgetter
 
@@ -60,20 +61,16 @@ def static_key(job: Job, order: JobOrder, las_thresholds: tuple[float, ...] = ()
 def feasibility_shape(job: Job) -> tuple:
     """What a feasibility verdict (and its reason's words) depends on: jobs of one shape share it.
     Every field :func:`check_feasibility` reads but the time limit, which is checked job by job;
-    the gang minimum in tasks, not in cards (a CPU-only gang of 1,000 is not one of 1)."""
+    the gang in tasks, not in cards (a CPU-only gang of 1,000 is not one of 1)."""
     if len(job.groups) == 1:
-        g = job.groups[0]
-        return (
-            job.queue,
-            g.role,
-            g.gang_min,
-            g.cards,
-            g.accelerators,
-            g.cpus,
-            g.memory_gib,
-            g.tasks_per_node,
-        )
+        return (job.queue, _GROUP_SHAPE(job.groups[0]))
     return (job.queue, job.groups)
+
+
+# a one-group job's shape, read in C (a tuple of fields, never equal to a tuple of TaskGroups)
+_GROUP_SHAPE = attrgetter(
+    "role", "replicas", "min_replicas", "cards", "accelerators", "cpus", "memory_gib", "tasks_per_node"
+)
 
 
 _ID, _QUEUE, _SUBMIT = attrgetter("id"), attrgetter("queue"), attrgetter("submit_time")
@@ -239,22 +236,24 @@ class PendingIndex:
         self._judge_all((job,))
 
     def _judge_all(self, jobs: Iterable[Job]) -> None:
-        """Judge whether each job can ever run here (verdicts shared by jobs of one shape); count the
-        feasible ones by cards needed, record why the others cannot."""
-        verdicts, rejected, needs = self._verdicts, self.rejected, self._needs
-        cluster, tree, limits_time = self.cluster, self.tree, self.tree.limits_time
-        for job in jobs:
-            shape = feasibility_shape(job)
-            verdict = verdicts.get(shape)
-            if verdict is None:
-                verdict = verdicts[shape] = check_feasibility(cluster, tree, job, time_limit=False)
-            if verdict.ok and limits_time and job.time_limit_s is not None:
-                verdict = check_time_limit(tree, job) or verdict
-            if verdict.ok:
-                need = job.min_cards
-                needs[need] = needs.get(need, 0) + 1
-            else:
-                rejected[job.id] = verdict.reason
+        """Judge whether each job can ever run here (once per shape: :func:`feasibility_shape`);
+        count the feasible ones by cards needed, record why the others cannot."""
+        jobs = list(jobs)
+        shapes = list(map(feasibility_shape, jobs))
+        verdicts = self._verdicts
+        for shape, job in dict(zip(shapes, jobs, strict=True)).items():  # one job of each shape
+            if shape not in verdicts:
+                verdicts[shape] = check_feasibility(self.cluster, self.tree, job, time_limit=False)
+        judged = list(map(verdicts.__getitem__, shapes))
+        if self.tree.limits_time:  # limits vary job by job: never shared
+            judged = [
+                (check_time_limit(self.tree, j) or v) if v.ok and j.time_limit_s is not None else v
+                for j, v in zip(jobs, judged, strict=True)
+            ]
+        needs = self._needs
+        for need, count in Counter(j.min_cards for j, v in zip(jobs, judged, strict=True) if v.ok).items():
+            needs[need] = needs.get(need, 0) + count
+        self.rejected.update((j.id, v.reason) for j, v in zip(jobs, judged, strict=True) if not v.ok)
 
     def get(self, job_id: str) -> Job:
         """The waiting job ``job_id`` (KeyError when it is not waiting)."""
