@@ -113,7 +113,8 @@ class Ordering:
 
     def ranks(self, running: list[Running], priority: np.ndarray) -> np.ndarray:
         """:meth:`rank` of many running jobs (float64); ``priority``: their priorities, which is
-        their rank unless the order is by attained service (then each job is asked)."""
+        their rank unless the order is by attained service (then each job's service, and under
+        ``las`` its last run's end, are read from it)."""
         order, n = self.s.config.job_order, len(running)
         if order not in (JobOrder.LAS, JobOrder.PRIORITY_LAS):
             return priority.astype(np.float64)

@@ -39,6 +39,9 @@ from wanka.core.feasibility import Feasibility, check_feasibility, check_time_li
 from wanka.core.jobs import Job
 from wanka.core.quota import QueueTree
 
+#: Shapes whose verdicts an index keeps at most (then it forgets them all and judges afresh).
+MAX_VERDICTS = 10_000
+
 #: Orders whose key is fixed while a job waits: the index keeps the queue in that order.
 STATIC_ORDERS = (JobOrder.FIFO, JobOrder.PRIORITY, JobOrder.SHORTEST, JobOrder.PRIORITY_LAS)
 
@@ -241,6 +244,8 @@ class PendingIndex:
         jobs = list(jobs)
         shapes = list(map(feasibility_shape, jobs))
         verdicts = self._verdicts
+        if len(verdicts) > MAX_VERDICTS:  # shapes are the users' to choose: keep the cache bounded
+            verdicts.clear()
         for shape, job in dict(zip(shapes, jobs, strict=True)).items():  # one job of each shape
             if shape not in verdicts:
                 verdicts[shape] = check_feasibility(self.cluster, self.tree, job, time_limit=False)
