@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -320,9 +321,13 @@ def _attach(job_id: int, announce: bool) -> None:
 
     from wanka.cli.terminal import relay
 
+    # Ctrl-C while it waits sets a flag the loop reads: a KeyboardInterrupt raised at a random
+    # point (inside a finaliser, say) can be swallowed, and the job would start with nobody there
+    interrupted: list[int] = []
+
     def running(c):
         shown = None
-        while True:
+        while not interrupted:
             job = c.job(job_id)
             if job["state"] == "running":
                 return c.url, c.token, job
@@ -335,14 +340,19 @@ def _attach(job_id: int, announce: bool) -> None:
                 print(f"job {job_id}: waiting ({where}) …", file=sys.stderr, flush=True)
                 shown = where
             time.sleep(0.2)
+        return None
 
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
-        url, token, job = _run(running)
-    except KeyboardInterrupt:
+        found = _run(running)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if found is None:
         if announce:
             _run(lambda c: c.cancel(job_id))
             fail(f"job {job_id} cancelled: interrupted while it waited", 130)
         fail(f"job {job_id} still waits: `wanka attach {job_id}` to wait again", 130)
+    url, token, job = found
     ran = job["state"] == "running"
     _exit_as_the_task(job_id, relay(url, token, job_id) if ran else "it ended before the terminal reached it")
 
