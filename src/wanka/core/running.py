@@ -152,6 +152,9 @@ class RunningIndex:
         self.cluster = cluster
         self.tree = tree
         self.default_time_limit_s = default_time_limit_s
+        # a job without a time limit of its own: its queue's default, else the policy's
+        # (effective_time_limit, per queue; the index is bound to its tree)
+        self._limits = [default_time_limit_s if d is None else d for d in tree.default_time_limit]
         self.entries: dict[str, Running] = {}
         self.held: dict[tuple[int, int], int] = {}  # (queue, flavor) -> cards
         self.cpus = [0] * len(tree.names)
@@ -196,9 +199,7 @@ class RunningIndex:
         entries, held, cpus, memory = self.entries, self.held, self.cpus, self.memory
         elastic, preemptible = self.elastic, self.preemptible
         queue_of, model_of = self.tree.index, self.cluster.model_index
-        # a job without a time limit of its own: its queue's default, else the policy's
-        # (effective_time_limit, per queue)
-        limits = [self.default_time_limit_s if d is None else d for d in self.tree.default_time_limit]
+        limits = self._limits
         entry = None
         for job in jobs:
             placement = job.placement
