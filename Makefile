@@ -62,6 +62,7 @@ bench: install bytecode
 	$(BIN)/wanka bench api
 	$(BIN)/wanka bench cli
 	$(BIN)/wanka bench local
+	$(BIN)/wanka bench console
 	-$(BIN)/wanka bench slurm  # needs root, slurm-wlm and munge (as .ci/run installs)
 
 clean:

@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.server.conftest import start_server, stop_server  # noqa: E402
-from tests.server.console.test_browser import CHROMIUM, FLAGS  # noqa: E402
+
+from wanka.server.bench_console import CHROMIUM, FLAGS  # noqa: E402
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -317,6 +318,39 @@ def cli(
         f"{out['array_submit_s']:.2f} s",
         "≤ 1 s",
     )
+    console.print(table)
+
+
+@app.command("console")
+def console_bench(
+    jobs: int = typer.Option(10_000, "--jobs", min=1, max=1_000_000, help="Jobs stored for the jobs page."),
+    loads: int = typer.Option(7, "--loads", min=1, max=100, help="Cold loads of each page (median)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The web console in Debian's Chromium: cold load time and weight on the wire of the jobs page
+    (10,000 jobs stored) and of the node map (the 10,000-card preset)."""
+    from wanka.server.bench_console import CHROMIUM, GOALS, bench_console
+
+    if not Path(CHROMIUM).exists():
+        console.print(f"wanka bench console: skipped, no chromium at {CHROMIUM} (Debian's package)")
+        return
+    out = bench_console(jobs, loads)
+    if json_out:
+        emit_json({"machine": machine(), "console": out, "goals": GOALS})
+        return
+    table = Table(title=f"web console, cold loads in Chromium (median of {out['loads']})")
+    for col in ("page", "load (median / slowest)", "on the wire", "goal"):
+        table.add_column(col)
+    for view, label in (
+        ("jobs", f"jobs, {out['jobs_stored']:,} stored"),
+        ("nodes", f"node map, {out['nodes']:,} nodes"),
+    ):
+        table.add_row(
+            label,
+            f"{out[f'{view}_load_ms']:.0f} / {out[f'{view}_load_ms_max']:.0f} ms",
+            f"{out[f'{view}_kb']:.0f} KiB in {out[f'{view}_files']} files",
+            "≤ 1,000 ms, ≤ 1 MiB",
+        )
     console.print(table)
 
 

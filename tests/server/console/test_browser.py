@@ -6,7 +6,6 @@ browser), against a real server on loopback. Skipped, with the reason, where eit
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 import uuid
@@ -17,24 +16,13 @@ import pytest
 from tests.server.conftest import start_server, stop_server
 from tests.server.console.test_pages import GOOD_TREE, XSS, submit
 from tests.server.test_api import make_member
+from wanka.server.bench_console import CHROMIUM, FLAGS
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK), reason="no chromium (Debian's package; .ci/setup installs it)"
 )
 WAIT_MS = 60_000  # for a state the server reaches by itself (scheduling, a task's end)
-# as the machine's probe found: no background traffic to hosts this closed network refuses
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +94,10 @@ def test_a_member_watches_a_job_wait_run_log_and_finish_then_cancels_another(pag
     row = page.locator(f"tr[data-job='{done}']")
     expect(row.locator(".badge")).to_have_text("pending", timeout=WAIT_MS)
     expect(row.locator("td.reason")).to_contain_text("waiting", timeout=WAIT_MS)  # why, in words
+    row.locator("button:has-text('Hold')").click()  # a row's buttons post the list's one form
+    expect(row.locator(".badge")).to_have_text("held", timeout=WAIT_MS)
+    row.locator("button:has-text('Release')").click()
+    expect(row.locator(".badge")).to_have_text("pending", timeout=WAIT_MS)
     page.click(f"a[href='/jobs/{done}']")
     expect(page.locator("#state")).to_have_text("pending")
     with server.client(server.admin_token) as admin:
@@ -238,3 +230,30 @@ def test_an_operator_runs_a_what_if_and_reads_its_report_with_plots(page, server
     for i in range(plots.count()):  # each one loaded and drawn, not a broken image
         assert plots.nth(i).evaluate(LOADED)
     assert page.violations == []
+
+
+MEGABYTE = 1024 * 1024
+
+
+def test_every_view_weighs_at_most_a_megabyte_as_it_crosses_the_wire(browser, server):
+    from wanka.server.bench_console import page_cost
+    from wanka.server.bench_console import sign_in as signed_in
+
+    token = make_member(server, "web-w", "web-wes")
+    job = submit(server, token, name="weighed")
+    operator = signed_in(browser, server.url, server.admin_token)
+    views = ["/", "/submit", f"/jobs/{job}", "/quota", "/quota/edit", "/overview", "/nodes", "/events"]
+    for view in [*views, "/accounts", "/twin"]:  # cold: nothing from the cache
+        cost = page_cost(browser, server.url + view, operator)
+        assert 0 < cost["bytes"] <= MEGABYTE, (view, cost)
+    with server.client(token) as c:
+        assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_the_jobs_page_with_10000_jobs_and_the_10000_card_node_map_weigh_under_a_megabyte(browser):
+    # issue 16's setting, as `wanka bench console` measures it (where the load times are printed)
+    from wanka.server.bench_console import bench_console
+
+    out = bench_console(jobs=10_000, loads=1, browser=browser)
+    assert out["jobs_files"] >= 3 and out["nodes_files"] >= 3  # the page, its style and its script
+    assert 0 < out["jobs_kb"] * 1024 <= MEGABYTE and 0 < out["nodes_kb"] * 1024 <= MEGABYTE

@@ -149,6 +149,22 @@ def test_only_the_consoles_own_files_are_served(server):
         assert httpx.get(server.url + f"/static/{name}").status_code == 404
 
 
+def test_the_consoles_files_go_gzipped_to_a_browser_that_takes_it_and_pages_never_do(server):
+    from wanka.server.console.pages import HERE, STATIC
+
+    for name, (path, _) in STATIC.items():
+        on_disk = (HERE / path).read_bytes()
+        packed = httpx.get(server.url + f"/static/{name}", headers={"Accept-Encoding": "gzip, br"})
+        assert packed.headers["content-encoding"] == "gzip" and "Accept-Encoding" in packed.headers["vary"]
+        assert packed.content == on_disk and int(packed.headers["content-length"]) < len(on_disk)
+        for refused in ("identity", "br", "gzip;q=0"):
+            plain = httpx.get(server.url + f"/static/{name}", headers={"Accept-Encoding": refused})
+            assert "content-encoding" not in plain.headers and plain.content == on_disk, refused
+    # a page holds its CSRF token next to text a user chose: never compressed (BREACH)
+    page = httpx.get(server.url + "/login", headers={"Accept-Encoding": "gzip"})
+    assert page.status_code == 200 and "content-encoding" not in page.headers
+
+
 def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
     token = make_member(server, "con-j", "con-jo")
     running = submit(server, token, name="on-a-node")
@@ -459,6 +475,43 @@ def test_the_job_list_folds_an_array_into_one_row_and_sorts(server):
     with server.client(token) as c:
         assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
         assert c.post(f"/v1/jobs/{big}/cancel").status_code == 200
+
+
+def test_the_job_list_pages_by_a_hundred_and_its_row_buttons_post_the_tables_form(server):
+    import re
+
+    from wanka.server.console.pages import MAX_ROWS
+
+    token = make_member(server, "con-pg", "con-pg-ann")
+    with server.client(token) as c:
+        spec = {"name": "many", "array": "0-104", "task_groups": [{"cards": 1}], "command": ["true"]}
+        array = c.post("/v1/jobs", json=spec, params={"hold": True}).json()["array_job_id"]
+    with sign_in(server, token) as browser:
+        first = browser.get(f"/?array={array}").text
+        ids = re.findall(r'data-job="(\d+)"', first)
+        assert len(ids) == MAX_ROWS == 100 and 'rel="next"' in first and ">newest<" not in first
+        older = re.search(r'href="/\?([^"]*)" rel="next"', first).group(1).replace("&amp;", "&")
+        second = browser.get(f"/?{older}").text
+        rest = re.findall(r'data-job="(\d+)"', second)
+        assert (
+            len(rest) == 5
+            and not set(ids) & set(rest)
+            and 'rel="next"' not in second
+            and ">newest<" in second
+        )
+        assert max(map(int, rest)) < min(map(int, ids))  # newest first, the older page after
+        # the page's poll keeps to its page
+        assert f'hx-get="/fragments/jobs?{older.replace("&", "&amp;")}"' in second
+        assert browser.get("/?before=x1").status_code == 422
+        # a row's Release posts the table's one form (its CSRF field) to the row's own action
+        [table] = re.findall(r'<form method="post" class="rows">.*?</form>', second, re.S)
+        [csrf] = re.findall(r'name="csrf" value="([^"]+)"', table)
+        action = f"/jobs/{rest[0]}/release"
+        assert f'formaction="{action}"' in table and "<form" not in table[1:]
+        r = browser.post(action, data={"csrf": csrf, "back": "list"}, headers={"Origin": server.url})
+        assert r.status_code == 303 and job_state(server, int(rest[0])) != "held"
+    with server.client(token) as c:
+        assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
 
 
 def test_failing_scheduler_ticks_show_in_healthz_and_on_the_overview(tmp_path):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +58,7 @@ MAX_EVENTS = 200  # of one job, on its page
 MAX_TASK_ROWS = 200  # how its tasks ended: the newest runs' (wanka acct has them all)
 JOB_ACTIONS = {"cancel": cancel_job, "hold": hold_job, "release": release_job}  # the API's own
 STATES = tuple(s.value for s in JobState)
-MAX_ROWS = 200  # the newest jobs a list shows
+MAX_ROWS = 100  # jobs on one page of the list (older ones a page further): a cold load stays under 1 s
 SORTS = {  # how the list may be sorted (default: newest first)
     "state": lambda item: item[0].state,
     "cards": lambda item: -item[0].cards,
@@ -146,8 +148,9 @@ def router(state: AppState, db: Callable) -> APIRouter:
     # --- jobs ------------------------------------------------------------------------------
 
     def job_list(session: Session, who, request: Request) -> dict:
-        """The list's context: the newest rows (filtered by ``state`` and ``array``), sorted by
-        ``sort``; outside an array's own list, each array's elements folded into one row."""
+        """The list's context: one page of rows, newest first from ``before`` (an id; the newest when
+        absent), filtered by ``state`` and ``array``, the page sorted by ``sort``; outside an
+        array's own list, each array's elements folded into one row."""
         query = request.query_params
         state_filter, sort = query.get("state", ""), query.get("sort", "")
         if state_filter and state_filter not in STATES:
@@ -155,12 +158,13 @@ def router(state: AppState, db: Callable) -> APIRouter:
         if sort and sort not in SORTS:
             raise HTTPException(422, f"sort: one of {', '.join(SORTS)}; got {sort[:40]!r}")
         array = _int(query["array"], "array") if "array" in query else None
+        before = _int(query["before"], "before") if "before" in query else None
         q = job_service.job_rows(who)
         if state_filter:
             q = q.where(tables.Job.state == state_filter)
         if array is not None:
             q = q.where(tables.Job.array_job_id == array)
-        rows, _ = job_service.newest_first(session, q, MAX_ROWS, None)
+        rows, more = job_service.newest_first(session, q, MAX_ROWS, before)
         listed = [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
         if sort:
             listed.sort(key=SORTS[sort])
@@ -181,7 +185,18 @@ def router(state: AppState, db: Callable) -> APIRouter:
         params = {k: v for k, v in (("state", state_filter), ("sort", sort)) if v}
         if array is not None:
             params["array"] = str(array)
-        return {"items": items, "state": state_filter, "sort": sort, "array": array, "query": params}
+        older = {**params, "before": str(rows[-1][0].id)} if more else None
+        here = {**params, "before": str(before)} if before else params  # what the list polls
+        return {
+            "items": items,
+            "state": state_filter,
+            "sort": sort,
+            "array": array,
+            "query": params,
+            "here": here,
+            "older": older,
+            "before": before,
+        }
 
     @pages.get("/")
     def jobs(request: Request, session: Session = Depends(db)):
@@ -318,14 +333,42 @@ def router(state: AppState, db: Callable) -> APIRouter:
         return Response(status_code=204)
 
     @pages.get("/static/{name}")
-    def static(name: str) -> Response:
+    def static(name: str, request: Request) -> Response:
         if name not in STATIC:
             raise HTTPException(404, f"no file {name[:80]!r}")
-        path, media = STATIC[name]
-        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"}
-        return Response((HERE / path).read_bytes(), media_type=media, headers=headers)
+        raw, packed = asset(name)
+        media = STATIC[name][1]
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "max-age=3600",
+            "Vary": "Accept-Encoding",
+        }
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            return Response(packed, media_type=media, headers={**headers, "Content-Encoding": "gzip"})
+        return Response(raw, media_type=media, headers=headers)
 
     return pages
+
+
+@functools.cache
+def asset(name: str) -> tuple[bytes, bytes]:
+    """One of ``STATIC``'s files as (its bytes, gzipped), read and packed once per process.
+
+    Only these files are compressed, not the pages: a page carries its CSRF token next to text a
+    user chose, and compressing the two together leaks the token by response size (BREACH)."""
+    raw = (HERE / STATIC[name][0]).read_bytes()
+    return raw, gzip.compress(raw, compresslevel=9, mtime=0)
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip (RFC 9110 12.5.3: ``gzip`` or ``*``, not
+    with ``q=0``)."""
+    for item in header.split(",")[:20]:
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.replace(" ", "").lower()
+            return not (q.startswith("q=0") and q.strip("q=0.") == "")
+    return False
 
 
 def _int(text: str, field: str) -> int:
