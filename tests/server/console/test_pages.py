@@ -183,8 +183,13 @@ def test_an_operator_drains_and_undrains_a_node_with_a_reason(server):
         r = browser.post(f"/nodes/{node}/drain", data={"csrf": csrf, "reason": "<b>fan</b> swap"})
         assert r.status_code == 303
         page = browser.get("/nodes").text
-        assert "&lt;b&gt;fan&lt;/b&gt; swap" in page
         assert re.search(f'class="cell draining load-[0-4]" data-node="{node}"', page)
+        table = browser.get("/nodes?as=table").text  # every node a row, with its state and reason
+        assert (
+            re.search(f'<tr class="node-draining" data-node="{node}">', table) and 'class="cell' not in table
+        )
+        assert "&lt;b&gt;fan&lt;/b&gt; swap" in table and "<b>fan" not in table
+        assert browser.get("/nodes?as=graph").status_code == 422
         assert "&lt;b&gt;fan&lt;/b&gt; swap" in browser.get(f"/nodes/{node}").text
         with server.client(server.admin_token) as admin:
             [row] = [n for n in admin.get("/v1/nodes").json() if n["name"] == node]
