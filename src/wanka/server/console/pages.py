@@ -42,7 +42,7 @@ STATIC = {  # every file the console serves, by name: nothing else is reachable
     "console.css": ("static/console.css", "text/css"),
     "console.js": ("static/console.js", "text/javascript"),
     "htmx.min.js": ("static/vendor/htmx.min.js", "text/javascript"),
-    "echarts.min.js": ("static/vendor/echarts.min.js", "text/javascript"),
+    "echarts.common.min.js": ("static/vendor/echarts.common.min.js", "text/javascript"),
 }
 HEADERS = {
     # scripts and styles from this server only (no inline script, no eval); never in a frame
