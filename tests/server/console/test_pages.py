@@ -508,6 +508,9 @@ def test_the_job_list_pages_by_a_hundred_and_its_row_buttons_post_the_tables_for
         # the page's poll keeps to its page
         assert f'hx-get="/fragments/jobs?{older.replace("&", "&amp;")}"' in second
         assert browser.get("/?before=x1").status_code == 422
+        assert browser.get("/?before=" + "9" * 19).status_code == 422
+        far = browser.get("/?before=12345678901")  # ids past seven digits page too
+        assert far.status_code == 200 and f'data-array="{array}"' in far.text  # folded
         # a row's Release posts the table's one form (its CSRF field) to the row's own action
         [table] = re.findall(r'<form method="post" class="rows">.*?</form>', second, re.S)
         [csrf] = re.findall(r'name="csrf" value="([^"]+)"', table)

@@ -372,9 +372,10 @@ def accepts_gzip(header: str) -> bool:
 
 
 def _int(text: str, field: str) -> int:
-    """A small non-negative whole number from a query (ASCII digits only), or 422 naming it."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 7):
-        raise HTTPException(422, f"{field}: a whole number from 0; got {text[:20]!r}")
+    """A non-negative whole number from a query (ASCII digits, at most 18: a job id is 64-bit), or
+    422 naming it."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise HTTPException(422, f"{field}: a whole number from 0 to 10^18 - 1; got {text[:20]!r}")
     return int(text)
 
 
