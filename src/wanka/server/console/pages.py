@@ -361,13 +361,20 @@ def asset(name: str) -> tuple[bytes, bytes]:
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` header takes gzip (RFC 9110 12.5.3: ``gzip`` or ``*``, not
-    with ``q=0``)."""
+    """Whether an ``Accept-Encoding`` header takes gzip (RFC 9110 12.5.3: ``gzip``, ``x-gzip`` or
+    ``*``, with a weight ``q`` above 0)."""
     for item in header.split(",")[:20]:
-        coding, _, params = item.partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
-            q = params.replace(" ", "").lower()
-            return not (q.startswith("q=0") and q.strip("q=0.") == "")
+        coding, *params = item.split(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    return float(value[:8]) > 0
+                except ValueError:
+                    return False
+        return True
     return False
 
 
