@@ -482,10 +482,10 @@ def test_the_job_list_folds_an_array_into_one_row_and_sorts(server):
         assert c.post(f"/v1/jobs/{big}/cancel").status_code == 200
 
 
-def test_the_job_list_pages_by_a_hundred_and_its_row_buttons_post_the_tables_form(server):
+def test_the_job_list_pages_by_a_hundred_sorts_over_every_page_and_returns_to_its_page(server, drained):
     import re
 
-    from wanka.server.console.pages import MAX_ROWS
+    from wanka.server.console.job_list import MAX_ROWS
 
     token = make_member(server, "con-pg", "con-pg-ann")
     with server.client(token) as c:
@@ -494,32 +494,74 @@ def test_the_job_list_pages_by_a_hundred_and_its_row_buttons_post_the_tables_for
     with sign_in(server, token) as browser:
         first = browser.get(f"/?array={array}").text
         ids = re.findall(r'data-job="(\d+)"', first)
-        assert len(ids) == MAX_ROWS == 100 and 'rel="next"' in first and ">newest<" not in first
+        assert len(ids) == MAX_ROWS == 100 and 'rel="next"' in first and ">first page<" not in first
         older = re.search(r'href="/\?([^"]*)" rel="next"', first).group(1).replace("&amp;", "&")
         second = browser.get(f"/?{older}").text
         rest = re.findall(r'data-job="(\d+)"', second)
-        assert (
-            len(rest) == 5
-            and not set(ids) & set(rest)
-            and 'rel="next"' not in second
-            and ">newest<" in second
-        )
-        assert max(map(int, rest)) < min(map(int, ids))  # newest first, the older page after
-        # the page's poll keeps to its page
-        assert f'hx-get="/fragments/jobs?{older.replace("&", "&amp;")}"' in second
-        assert browser.get("/?before=x1").status_code == 422
-        assert browser.get("/?before=" + "9" * 19).status_code == 422
-        far = browser.get("/?before=12345678901")  # ids past seven digits page too
-        assert far.status_code == 200 and f'data-array="{array}"' in far.text  # folded
-        # a row's Release posts the table's one form (its CSRF field) to the row's own action
+        assert len(rest) == 5 and not set(ids) & set(rest) and 'rel="next"' not in second
+        assert ">first page<" in second and max(map(int, rest)) < min(map(int, ids))  # newest first
+        assert f'hx-get="/fragments/jobs?{older.replace("&", "&amp;")}"' in second  # polls its page
+        for bad in ("before=x1", "before=" + "9" * 19, "page=100001", "sort=size"):
+            assert browser.get(f"/?{bad}").status_code == 422, bad
+        # outside its own list the array is one row counting all 105 elements, not the page's
+        whole = browser.get("/?before=12345678901").text  # ids past seven digits page too
+        assert whole.count(f'data-array="{array}"') == 1 and "array of 105:" in whole and "105 held" in whole
+        # a row's Release posts the table's one form (its CSRF field) and returns to its page
         [table] = re.findall(r'<form method="post" class="rows">.*?</form>', second, re.S)
         [csrf] = re.findall(r'name="csrf" value="([^"]+)"', table)
+        [back] = re.findall(r'name="back" value="([^"]+)"', table)
         action = f"/jobs/{rest[0]}/release"
         assert f'formaction="{action}"' in table and "<form" not in table[1:]
-        r = browser.post(action, data={"csrf": csrf, "back": "list"}, headers={"Origin": server.url})
-        assert r.status_code == 303 and job_state(server, int(rest[0])) != "held"
+        fields = {"csrf": csrf, "back": back.replace("&amp;", "&")}
+        r = browser.post(action, data=fields, headers={"Origin": server.url})
+        assert r.status_code == 303 and r.headers["location"] == f"/?{older}"
+        assert job_state(server, int(rest[0])) == "pending"  # every node drained: it waits
+        for elsewhere in ("https://evil.example/", "//evil.example/?array=1", "/nodes?array=1"):
+            fields = {"csrf": csrf, "back": elsewhere}
+            r = browser.post(f"/jobs/{rest[0]}/hold", data=fields, headers={"Origin": server.url})
+            assert r.status_code == 303 and r.headers["location"] == "/", elsewhere
+            browser.post(f"/jobs/{rest[0]}/release", data={"csrf": csrf}, headers={"Origin": server.url})
+        # sorted over every page: the oldest element, cancelled, leads the sort by state
+        with server.client(token) as c:
+            assert c.post(f"/v1/jobs/{rest[-1]}/cancel").status_code == 200
+        by_state = re.findall(r'data-job="(\d+)"', browser.get(f"/?array={array}&sort=state").text)
+        assert by_state[0] == rest[-1] and len(by_state) == MAX_ROWS
+        assert "page=1" in browser.get(f"/?array={array}&sort=state").text  # its next page
+        # by queue position: only the waiting ones, the next to start first
+        with server.client(token) as c:
+            assert c.post(f"/v1/jobs/{rest[1]}/release").status_code == 200
+        queue = sorted(rest[:2], key=int)  # one submit time: the lower id first
+        by_position = f"/?array={array}&sort=position"
+        wait_for(lambda: re.findall(r'data-job="(\d+)"', browser.get(by_position).text) == queue)
     with server.client(token) as c:
         assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
+
+
+def test_a_hold_an_admin_placed_shows_no_release_to_a_member(server, drained):
+    token = make_member(server, "con-ah", "con-ah-ann")
+    job = submit(server, token, name="admin-held")
+    with server.client(server.admin_token) as admin:
+        assert admin.post(f"/v1/jobs/{job}/hold").status_code == 200
+    with sign_in(server, token) as browser:
+        for path in ("/", f"/jobs/{job}"):
+            assert f"/jobs/{job}/release" not in browser.get(path).text, path
+    with sign_in(server, server.admin_token) as browser:
+        assert f"/jobs/{job}/release" in browser.get("/").text
+    with server.client(token) as c:
+        assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(server):
+    token = make_member(server, "con-tls", "con-tls-ann")
+    origin = server.url.replace("http://", "https://")
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        headers = {"X-Forwarded-Proto": "https", "Origin": origin}  # as a proxy on this host sends
+        proxied = c.post("/login", data={"token": token}, headers=headers)
+        assert proxied.status_code == 303 and "; secure" in proxied.headers["set-cookie"].lower()
+        plain = c.post("/login", data={"token": token})
+        assert plain.status_code == 303 and "secure" not in plain.headers["set-cookie"].lower()
+    with sign_in(server, token) as browser:  # plain HTTP on loopback: the cookie must still work
+        assert browser.get("/").status_code == 200
 
 
 def test_failing_scheduler_ticks_show_in_healthz_and_on_the_overview(tmp_path):

@@ -16,10 +16,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from wanka.core import PRIORITY_CLASSES, JobState
+from wanka.core import PRIORITY_CLASSES
 from wanka.server import checkpoints, job_service, tables
 from wanka.server.acct_api import task_runs
-from wanka.server.console import account_pages, cluster_pages, figures, twin_pages
+from wanka.server.console import account_pages, cluster_pages, figures, job_list, twin_pages
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
@@ -57,15 +57,6 @@ LOG_TAIL_BYTES = 16 * 1024  # the end of a task's log shown live (one task at a 
 MAX_EVENTS = 200  # of one job, on its page
 MAX_TASK_ROWS = 200  # how its tasks ended: the newest runs' (wanka acct has them all)
 JOB_ACTIONS = {"cancel": cancel_job, "hold": hold_job, "release": release_job}  # the API's own
-STATES = tuple(s.value for s in JobState)
-MAX_ROWS = 100  # jobs on one page of the list (older ones a page further): a cold load stays under 1 s
-SORTS = {  # how the list may be sorted (default: newest first)
-    "state": lambda item: item[0].state,
-    "cards": lambda item: -item[0].cards,
-    "position": lambda item: (item[0].queue_position is None, item[0].queue_position or 0),
-    "name": lambda item: item[0].name,
-}
-
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
 )
@@ -133,6 +124,8 @@ def router(state: AppState, db: Callable) -> APIRouter:
             httponly=True,
             samesite="strict",
             path="/",
+            # behind a TLS proxy (uvicorn reads its X-Forwarded-Proto from loopback): never sent in clear
+            secure=request.url.scheme == "https",
         )
         return response
 
@@ -147,66 +140,55 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def job_list(session: Session, who, request: Request) -> dict:
-        """The list's context: one page of rows, newest first from ``before`` (an id; the newest when
-        absent), filtered by ``state`` and ``array``, the page sorted by ``sort``; outside an
-        array's own list, each array's elements folded into one row."""
-        query = request.query_params
-        state_filter, sort = query.get("state", ""), query.get("sort", "")
-        if state_filter and state_filter not in STATES:
-            raise HTTPException(422, f"state: one of {', '.join(STATES)}; got {state_filter[:40]!r}")
-        if sort and sort not in SORTS:
-            raise HTTPException(422, f"sort: one of {', '.join(SORTS)}; got {sort[:40]!r}")
-        array = _int(query["array"], "array") if "array" in query else None
-        before = _int(query["before"], "before") if "before" in query else None
-        q = job_service.job_rows(who)
-        if state_filter:
-            q = q.where(tables.Job.state == state_filter)
-        if array is not None:
-            q = q.where(tables.Job.array_job_id == array)
-        rows, more = job_service.newest_first(session, q, MAX_ROWS, before)
-        listed = [(job_out(j, t, u, state.loop), j) for j, t, u in rows]
-        if sort:
-            listed.sort(key=SORTS[sort])
-        items, arrays = [], {}
-        for out, row in listed:
-            if array is None and out.array_job_id is not None:
-                group = arrays.get(out.array_job_id)
-                if group is None:
-                    group = arrays[out.array_job_id] = {
-                        "array": out.array_job_id,
-                        "name": out.name,
-                        "states": {},
-                    }
-                    items.append(group)
-                group["states"][out.state] = group["states"].get(out.state, 0) + 1
-                continue
-            items.append({"job": out, "row": row})
-        params = {k: v for k, v in (("state", state_filter), ("sort", sort)) if v}
-        if array is not None:
-            params["array"] = str(array)
-        older = {**params, "before": str(rows[-1][0].id)} if more else None
-        here = {**params, "before": str(before)} if before else params  # what the list polls
+    def list_context(session: Session, who, request: Request) -> dict:
+        """The list's context (``job_list``): one page of the rows asked for by the query's
+        ``state``, ``sort``, ``array``, ``before`` and ``page``."""
+        params = job_list.query_of(dict(request.query_params))
+        array = int(params["array"]) if "array" in params else None
+        before = int(params["before"]) if "before" in params else None
+        number, sort = int(params.get("page", 0)), params.get("sort", "")
+        q = job_list.visible(job_service.job_rows(who), params.get("state", ""), array)
+        rows, more = job_list.rows_of(session, q, sort, before, number, state.loop.positions)
+        folded = array is None  # outside an array's own list, an array is one row: its first element
+        counts = job_list.array_counts(session, [j.id for j, _, _ in rows if folded and j.array_job_id])
+        items = []
+        for j, t, u in rows:
+            out = job_out(j, t, u, state.loop)
+            if j.id in counts:
+                items.append({"array": j.id, "name": j.name, "states": counts[j.id]})
+            else:
+                items.append({"job": out, "row": j})
+        first = {k: v for k, v in params.items() if k not in ("before", "page")}
+        older = None
+        if more:
+            older = {**first, "page": str(number + 1)} if sort else {**first, "before": str(rows[-1][0].id)}
         return {
             "items": items,
-            "state": state_filter,
+            "state": params.get("state", ""),
             "sort": sort,
             "array": array,
-            "query": params,
-            "here": here,
+            "query": first,  # the list's first page
+            "here": params,  # this page: what it polls, where its rows' actions return
             "older": older,
-            "before": before,
+            "paged": first != params,
         }
 
     @pages.get("/")
     def jobs(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("jobs.html", who, token, states=STATES, sorts=SORTS, **job_list(session, who, request))
+        return page(
+            "jobs.html",
+            who,
+            token,
+            states=job_list.STATES,
+            sorts=job_list.SORTS,
+            **list_context(session, who, request),
+        )
 
     @pages.get("/fragments/jobs")
     def jobs_fragment(request: Request, session: Session = Depends(db)):
         who, token = signed(request, session)
-        return page("_jobs_table.html", who, token, **job_list(session, who, request))
+        return page("_jobs_table.html", who, token, **list_context(session, who, request))
 
     def job_context(session: Session, who, job_id: int, request: Request) -> dict:
         job, tenant, user = visible_job(session, who, job_id)  # 404 for another tenant's, as the API
@@ -217,7 +199,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
             .limit(MAX_EVENTS)
         ).all()[::-1]
         tasks = sum(len(g["nodes"]) for g in job.placement["groups"]) if job.placement else 0
-        task = _int(request.query_params.get("task", "0"), "task")
+        task = job_list.number(request.query_params.get("task", "0"), "task")
         if tasks and not 0 <= task < tasks:
             raise HTTPException(404, f"job {job_id} has {tasks} task(s): 0 to {tasks - 1}")
         out = job_out(job, tenant, user, state.loop)
@@ -269,7 +251,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
             raise HTTPException(404, f"no action {action[:40]!r}; one of {', '.join(JOB_ACTIONS)}")
         job, _, _ = visible_job(session, who, _job_id(job_id))
         JOB_ACTIONS[action](state, session, who, job)
-        back = f"/jobs/{job.id}" if fields.get("back") == "job" else "/"
+        back = f"/jobs/{job.id}" if fields.get("back") == "job" else job_list.back_to(fields.get("back", ""))
         return RedirectResponse(back, status_code=303)
 
     # --- submit ------------------------------------------------------------------------------
@@ -295,7 +277,9 @@ def router(state: AppState, db: Callable) -> APIRouter:
         who, token = signed(request, session)
         fields, note = DEFAULTS, ""
         if "from" in request.query_params:
-            job, tenant, _ = visible_job(session, who, _job_id(_int(request.query_params["from"], "from")))
+            job, tenant, _ = visible_job(
+                session, who, _job_id(job_list.number(request.query_params["from"], "from"))
+            )
             fields, note = fields_of(job.spec, tenant if who.is_admin else "")
         return page("submit.html", who, token, fields=fields, problems=[], verdict="", note=note)
 
@@ -376,14 +360,6 @@ def accepts_gzip(header: str) -> bool:
                     return False
         return True
     return False
-
-
-def _int(text: str, field: str) -> int:
-    """A non-negative whole number from a query (ASCII digits, at most 18: a job id is 64-bit), or
-    422 naming it."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise HTTPException(422, f"{field}: a whole number from 0 to 10^18 - 1; got {text[:20]!r}")
-    return int(text)
 
 
 def _job_id(job_id: int) -> int:
