@@ -694,3 +694,28 @@ def test_a_checkpoint_name_that_is_not_utf8_shows_as_text_and_breaks_no_page(ser
         with sign_in(server, who) as browser:
             r = browser.get(f"/jobs/{job_id}")
             assert r.status_code == 200 and "<td>bad-\ufffd-name</td>" in r.text
+
+
+def test_a_refused_page_or_action_answers_as_a_page_of_the_console_not_json(server):
+    token = make_member(server, "con-err", "con-err-ann")
+    job = submit(server, token, name="<b>not-held</b>")
+    with sign_in(server, token) as browser:
+        refused = browser.get("/overview")  # an operator's page
+        assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
+        assert (
+            "admins only" in refused.text
+            and "script-src 'self'" in refused.headers["content-security-policy"]
+        )
+        assert browser.get("/jobs/999999999").status_code == 404
+        csrf = csrf_of(browser)
+        r = browser.post(f"/jobs/{job}/release", data={"csrf": csrf}, headers={"Origin": server.url})
+        assert (
+            r.status_code == 409
+            and "is not held" in r.text
+            and r.headers["content-type"].startswith("text/html")
+        )
+    with server.client(token) as c:
+        assert (
+            c.get(f"/v1/jobs/{job}/nope").headers["content-type"] == "application/json"
+        )  # the API keeps JSON
+        assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200

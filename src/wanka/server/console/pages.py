@@ -7,11 +7,13 @@ import functools
 import gzip
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -80,12 +82,38 @@ templates.filters["elapsed"] = _elapsed
 templates.filters["when"] = _when
 
 
+class ConsoleRoute(APIRoute):
+    """A console route: an HTTP error answers as a small page saying what went wrong, with the
+    console's headers (its policy, no-store), not as the API's JSON."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as e:
+                html = templates.get_template("error.html").render(
+                    who=None, status=e.status_code, phrase=_phrase(e.status_code), detail=str(e.detail)[:1000]
+                )
+                return HTMLResponse(html, status_code=e.status_code, headers={**(e.headers or {}), **HEADERS})
+
+        return route
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
 class SignedOut(Exception):
     """No live session: pages go to the sign-in page; htmx fragments tell htmx to go there."""
 
 
 def router(state: AppState, db: Callable) -> APIRouter:
-    pages = APIRouter(include_in_schema=False)
+    pages = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 
     def render(name: str, status: int = 200, **context) -> HTMLResponse:
         html = templates.get_template(name).render(**context)
