@@ -9,6 +9,7 @@ import re
 import sys
 
 import httpx
+import pytest
 
 from tests.server.conftest import start_server, stop_server, wait_for
 from tests.server.console.helpers import csrf_of, sign_in
@@ -719,3 +720,29 @@ def test_a_refused_page_or_action_answers_as_a_page_of_the_console_not_json(serv
             c.get(f"/v1/jobs/{job}/nope").headers["content-type"] == "application/json"
         )  # the API keeps JSON
         assert c.post(f"/v1/jobs/{job}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "takes"),
+    [
+        ("gzip, deflate, br", True),
+        ("br", False),
+        ("", False),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("GZIP;Q=1", True),
+        ("*", True),
+        ("*;q=0, gzip", True),  # named beats the wildcard, either way
+        ("gzip;q=0, *", False),
+        ("gzip;level=1;q=0", False),  # the weight wherever it stands
+        ("gzip;q=abc", False),
+        ("gzip;q=nan", False),
+    ],
+)
+def test_accept_encoding_weights_decide_gzip(header, takes):
+    from wanka.server.console.pages import accepts_gzip
+
+    assert accepts_gzip(header) is takes

@@ -373,21 +373,22 @@ def asset(name: str) -> tuple[bytes, bytes]:
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` header takes gzip (RFC 9110 12.5.3: ``gzip``, ``x-gzip`` or
-    ``*``, with a weight ``q`` above 0)."""
+    """Whether an ``Accept-Encoding`` header takes gzip (RFC 9110 12.5.3): the weight ``q`` of
+    ``gzip`` (or ``x-gzip``), else of ``*``, is above 0."""
+    weights: dict[str, float] = {}
     for item in header.split(",")[:20]:
         coding, *params = item.split(";")
-        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
-            continue
+        q = 1.0
         for param in params:
             name, _, value = param.strip().partition("=")
             if name.lower() == "q":
                 try:
-                    return float(value[:8]) > 0
+                    q = float(value[:8])
                 except ValueError:
-                    return False
-        return True
-    return False
+                    q = 0.0
+        weights[coding.strip().lower()] = q
+    q = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
+    return q > 0
 
 
 def _job_id(job_id: int) -> int:
