@@ -134,7 +134,11 @@ def test_an_operator_applies_prices_from_the_form_and_a_bad_table_stores_nothing
         ("/accounts/users", {"name": "u1", "role": "root", "tenant": ""}, "role", "admin|member"),
         ("/accounts/users", {"name": "u1", "role": "member", "tenant": "nope"}, "tenant", "no tenant"),
         ("/accounts/tokens", {"label": "x", "expires_in_days": "soon"}, "expires_in_days", "number of days"),
-        ("/accounts/tokens", {"label": "x", "expires_in_days": "-1"}, "expires_in_s", "greater than 0"),
+        # the form's own field and unit, not the API's seconds
+        ("/accounts/tokens", {"label": "x", "expires_in_days": "-1"}, "expires_in_days", "above 0"),
+        ("/accounts/tokens", {"label": "x", "expires_in_days": "36500"}, "expires_in_days", "at most 3,660"),
+        ("/accounts/tokens", {"label": "x", "expires_in_days": "nan"}, "expires_in_days", "above 0"),
+        ("/accounts/tokens", {"label": "x", "expires_in_days": "inf"}, "expires_in_days", "at most 3,660"),
         ("/accounts/tokens", {"label": "x" * 300}, "label", "200"),
         ("/accounts/tokens", {"label": "x", "confirm_token": ""}, "confirm_token", "API token of yours"),
     ],

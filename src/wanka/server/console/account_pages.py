@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from wanka.models.bounds import MAX_SECONDS
 from wanka.models.errors import describe
 from wanka.server import auth, tables
 from wanka.server.accounts_api import (
@@ -73,13 +74,15 @@ def _expiry(text: str) -> float | None:
     text = text.strip()
     if not text:
         return None
+    most = int(MAX_SECONDS // DAY)  # the API's bound, said in the form's unit
     try:
         days = float(text)
     except ValueError:
-        raise FormProblem(
-            [("expires_in_days", f"a number of days, or empty for never; got {text[:20]!r}")]
-        ) from None
-    return days * DAY  # TokenIn bounds it
+        days = float("nan")
+    if not 0 < days <= most:  # NaN too
+        problem = f"a number of days above 0, at most {most:,}, or empty for never; got {text[:20]!r}"
+        raise FormProblem([("expires_in_days", problem)])
+    return days * DAY
 
 
 def add(pages: APIRouter, state: AppState, db: Callable, signed: Callable, page: Callable) -> None:
