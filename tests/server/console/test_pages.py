@@ -502,7 +502,14 @@ def test_the_job_list_pages_by_a_hundred_sorts_over_every_page_and_returns_to_it
         assert len(rest) == 5 and not set(ids) & set(rest) and 'rel="next"' not in second
         assert ">first page<" in second and max(map(int, rest)) < min(map(int, ids))  # newest first
         assert f'hx-get="/fragments/jobs?{older.replace("&", "&amp;")}"' in second  # polls its page
-        for bad in ("before=x1", "before=" + "9" * 19, "page=100001", "sort=size"):
+        bad_queries = (
+            "before=x1",
+            "before=" + "9" * 19,
+            "sort=size",
+            "after_id=5",
+            "sort=cards&after_key=x&after_id=1",
+        )
+        for bad in bad_queries:
             assert browser.get(f"/?{bad}").status_code == 422, bad
         # outside its own list the array is one row counting all 105 elements, not the page's
         whole = browser.get("/?before=12345678901").text  # ids past seven digits page too
@@ -527,15 +534,38 @@ def test_the_job_list_pages_by_a_hundred_sorts_over_every_page_and_returns_to_it
             assert c.post(f"/v1/jobs/{rest[-1]}/cancel").status_code == 200
         by_state = re.findall(r'data-job="(\d+)"', browser.get(f"/?array={array}&sort=state").text)
         assert by_state[0] == rest[-1] and len(by_state) == MAX_ROWS
-        assert "page=1" in browser.get(f"/?array={array}&sort=state").text  # its next page
+        assert "after_key=held" in browser.get(f"/?array={array}&sort=state").text  # its next page
         # by queue position: only the waiting ones, the next to start first
         with server.client(token) as c:
             assert c.post(f"/v1/jobs/{rest[1]}/release").status_code == 200
         queue = sorted(rest[:2], key=int)  # one submit time: the lower id first
         by_position = f"/?array={array}&sort=position"
         wait_for(lambda: re.findall(r'data-job="(\d+)"', browser.get(by_position).text) == queue)
+        # folded, the array ranks at its best-placed element (its first one is held); a waiting job
+        # the scheduler has not placed (its dependency unmet) comes after the placed ones
+        with server.client(token) as c:
+            spec = {"name": "after", "task_groups": [{"cards": 1}], "command": ["true"]}
+            later = c.post("/v1/jobs", json={**spec, "dependency": f"afterok:{ids[0]}"}).json()["id"]
+        wait_for(
+            lambda: (
+                re.findall(r'data-(?:job|array)="(\d+)"', browser.get("/?sort=position").text)
+                == [str(array), str(later)]
+            )
+        )
+        # a sorted list pages by its last row's key and id: a job that moves ahead of the cursor
+        # between two loads is neither repeated nor does it push another off the next page
+        page0 = browser.get(f"/?array={array}&sort=state").text
+        shown0 = re.findall(r'data-job="(\d+)"', page0)
+        following = re.search(r'href="/\?([^"]*)" rel="next"', page0).group(1).replace("&amp;", "&")
+        after = [i for i in ids + rest if i not in shown0]
+        moved = next(i for i in after if job_state(server, int(i)) == "held")
+        with server.client(token) as c:  # cancelled sorts before held: it moves ahead of the cursor
+            assert c.post(f"/v1/jobs/{moved}/cancel").status_code == 200
+        shown1 = re.findall(r'data-job="(\d+)"', browser.get(f"/?{following}").text)
+        assert not set(shown0) & set(shown1) and sorted(shown1) == sorted(set(after) - {moved})
     with server.client(token) as c:
         assert c.post(f"/v1/jobs/{array}/cancel", params={"array": True}).status_code == 200
+        assert c.post(f"/v1/jobs/{later}/cancel").status_code == 200
 
 
 def test_a_hold_an_admin_placed_shows_no_release_to_a_member(server, drained):
@@ -708,6 +738,10 @@ def test_a_refused_page_or_action_answers_as_a_page_of_the_console_not_json(serv
             and "script-src 'self'" in refused.headers["content-security-policy"]
         )
         assert browser.get("/jobs/999999999").status_code == 404
+        typed = browser.get("/jobs/abc")  # a path value of the wrong type: the page names it
+        assert (
+            typed.status_code == 422 and "job_id" in typed.text and "content-security-policy" in typed.headers
+        )
         csrf = csrf_of(browser)
         r = browser.post(f"/jobs/{job}/release", data={"csrf": csrf}, headers={"Origin": server.url})
         assert (

@@ -1,9 +1,12 @@
 """The console's job list: one page of the jobs a principal may see, 100 at a time, sorted over all
 of them (not within the page), with a job array folded into one row that counts all its elements.
 
-Newest first pages by id (``before``: stable while jobs arrive); a sorted list pages by number
-(``page``), since its order is not the ids'. Sorting by queue position lists the waiting jobs in
-the order the scheduler would start them (the control loop's positions), the next first."""
+Every order pages by keyset, never by offset, so a job arriving or changing between two page loads
+neither repeats a row nor hides one that kept its place: newest first by id (``before``); a sort
+by the last row's key and id (``after_key``, ``after_id``). Sorting by queue position lists the
+waiting jobs in the order the scheduler would start them (the control loop's positions; an array
+at its best-placed element), then those not yet placed (held back by a dependency or an array's
+throttle), oldest first."""
 
 from __future__ import annotations
 
@@ -17,16 +20,21 @@ from wanka.core import JobState
 from wanka.server import job_service, tables
 
 MAX_ROWS = 100  # jobs on one page (older ones a page further): a cold load stays well under 1 s
-MAX_PAGE = 100_000  # a sorted list's page number (an offset): bounded
+UNPLACED = 10**18 - 1  # the position of a waiting job the scheduler has not placed in its queue
 Job = tables.Job
-SQL_SORTS = {  # sorted in the database, ties newest first
-    "state": (Job.state, Job.id.desc()),
-    "cards": (Job.cards.desc(), Job.id.desc()),
-    "name": (Job.name, Job.id.desc()),
+# sorted in the database, ties newest first; each with the rows after a (key, id) cursor
+SQL_SORTS = {
+    "state": ((Job.state, Job.id.desc()), lambda k, i: or_(Job.state > k, and_(Job.state == k, Job.id < i))),
+    "cards": (
+        (Job.cards.desc(), Job.id.desc()),
+        lambda k, i: or_(Job.cards < k, and_(Job.cards == k, Job.id < i)),
+    ),
+    "name": ((Job.name, Job.id.desc()), lambda k, i: or_(Job.name > k, and_(Job.name == k, Job.id < i))),
 }
 SORTS = (*SQL_SORTS, "position")
 STATES = tuple(s.value for s in JobState)
-PARAMS = ("state", "sort", "array", "before", "page")  # what a list's address may hold
+PARAMS = ("state", "sort", "array", "before", "after_key", "after_id")  # what a list's address may hold
+PENDING = JobState.PENDING.value
 
 
 def visible(q, state: str, array: int | None):
@@ -43,25 +51,53 @@ def visible(q, state: str, array: int | None):
     return q.where(or_(and_(single, Job.state == state), and_(head, Job.id.in_(matching))))
 
 
-def rows_of(
-    session: Session, q, sort: str, before: int | None, page: int, positions: dict
-) -> tuple[list, bool]:
-    """One page of ``q``'s (job, tenant, user) rows in ``sort``'s order, and whether more follow."""
-    if sort == "position":
-        return _by_position(session, q, page, positions)
-    if sort:
-        ordered = q.order_by(*SQL_SORTS[sort]).offset(page * MAX_ROWS).limit(MAX_ROWS + 1)
-        rows = session.execute(ordered).all()
-        return rows[:MAX_ROWS], len(rows) > MAX_ROWS
-    return job_service.newest_first(session, q, MAX_ROWS, before)
+def rows_of(session: Session, base, params: dict[str, str], positions: dict) -> tuple[list, dict | None]:
+    """One page of the (job, tenant, user) rows of ``base`` (what the principal may see) that
+    ``params`` ask for, and the parameters of the next page (None: the last)."""
+    array = int(params["array"]) if "array" in params else None
+    sort, state = params.get("sort", ""), params.get("state", "")
+    cursor = (params["after_key"], int(params["after_id"])) if "after_id" in params else None
+    if sort == "position":  # the waiting jobs: any other state has no place in the queue
+        if state not in ("", PENDING):
+            return [], None
+        rows, ranks = _by_position(session, base, array, cursor, positions)
+        keys = [ranks[row[0].id] for row in rows]
+    else:
+        q = visible(base, state, array)
+        if sort:
+            order, after = SQL_SORTS[sort]
+            if cursor:
+                q = q.where(after(int(cursor[0]) if sort == "cards" else cursor[0], cursor[1]))
+            rows = session.execute(q.order_by(*order).limit(MAX_ROWS + 1)).all()
+            keys = [getattr(row[0], sort) for row in rows]
+        else:
+            rows, more = job_service.newest_first(session, q, MAX_ROWS, int(params.get("before", 0)) or None)
+            first = {k: v for k, v in params.items() if k != "before"}
+            return rows, ({**first, "before": str(rows[-1][0].id)} if more else None)
+    if len(rows) <= MAX_ROWS:
+        return rows, None
+    first = {k: v for k, v in params.items() if k not in ("after_key", "after_id")}
+    last = MAX_ROWS - 1
+    return rows[:MAX_ROWS], {**first, "after_key": str(keys[last]), "after_id": str(rows[last][0].id)}
 
 
-def _by_position(session: Session, q, page: int, positions: dict) -> tuple[list, bool]:
-    waiting = session.scalars(q.where(Job.state == JobState.PENDING.value).with_only_columns(Job.id)).all()
-    ordered = sorted((positions[i], i) for i in waiting if i in positions)
-    chunk = [i for _, i in ordered[page * MAX_ROWS : (page + 1) * MAX_ROWS]]
-    found = {row[0].id: row for row in session.execute(q.where(Job.id.in_(chunk)))} if chunk else {}
-    return [found[i] for i in chunk if i in found], len(ordered) > (page + 1) * MAX_ROWS
+def _by_position(session: Session, base, array: int | None, cursor, positions: dict) -> tuple[list, dict]:
+    """The waiting rows by queue position (an array, folded, at its best-placed element), then the
+    unplaced oldest first; up to one more than a page after ``cursor``, and each row's rank."""
+    q = base.where(Job.state == PENDING)
+    if array is not None:
+        q = q.where(Job.array_job_id == array)
+    ranks: dict[int, int] = {}
+    for job_id, array_id in session.execute(q.with_only_columns(Job.id, Job.array_job_id)):
+        shown = array_id if array is None and array_id is not None else job_id
+        ranks[shown] = min(ranks.get(shown, UNPLACED), positions.get(job_id, UNPLACED))
+    ordered = sorted(ranks, key=lambda i: (ranks[i], i))
+    if cursor:
+        after = (int(cursor[0]), cursor[1])
+        ordered = [i for i in ordered if (ranks[i], i) > after]
+    chunk = ordered[: MAX_ROWS + 1]
+    found = {row[0].id: row for row in session.execute(base.where(Job.id.in_(chunk)))} if chunk else {}
+    return [found[i] for i in chunk if i in found], ranks
 
 
 def array_counts(session: Session, arrays: list[int]) -> dict[int, dict[str, int]]:
@@ -86,12 +122,20 @@ def query_of(params: dict[str, str]) -> dict[str, str]:
         raise HTTPException(422, f"state: one of {', '.join(STATES)}; got {state[:40]!r}")
     if sort and sort not in SORTS:
         raise HTTPException(422, f"sort: one of {', '.join(SORTS)}; got {sort[:40]!r}")
-    for name in ("array", "before", "page"):
-        if name in params:
+    for name in ("array", "before", "after_id"):
+        if params.get(name):
             number(params[name], name)
-    if "page" in params and int(params["page"]) > MAX_PAGE:
-        raise HTTPException(422, f"page: a whole number from 0 to {MAX_PAGE}; got {params['page'][:20]!r}")
-    return {k: params[k] for k in PARAMS if params.get(k)}
+    key = params.get("after_key", "")
+    if ("after_key" in params) != ("after_id" in params) or (key and not sort):
+        raise HTTPException(422, "after_key, after_id: both or neither, and only with sort")
+    if sort in ("cards", "position") and key:
+        number(key, "after_key")
+    elif sort == "state" and key and key not in STATES:
+        raise HTTPException(422, f"after_key: a state, one of {', '.join(STATES)}; got {key[:40]!r}")
+    elif len(key) > 200:
+        raise HTTPException(422, "after_key: a job name, at most 200 characters")
+    # an empty after_key is a key (a job named ""), not an absent one
+    return {k: params[k] for k in PARAMS if params.get(k) or (k == "after_key" and "after_id" in params)}
 
 
 def number(text: str, field: str) -> int:

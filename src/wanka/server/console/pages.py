@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -93,12 +94,19 @@ class ConsoleRoute(APIRoute):
             try:
                 return await handler(request)
             except HTTPException as e:
-                html = templates.get_template("error.html").render(
-                    who=None, status=e.status_code, phrase=_phrase(e.status_code), detail=str(e.detail)[:1000]
-                )
-                return HTMLResponse(html, status_code=e.status_code, headers={**(e.headers or {}), **HEADERS})
+                return _error_page(e.status_code, str(e.detail), e.headers)
+            except RequestValidationError as e:  # a path or query value of the wrong type
+                said = (f"{'.'.join(map(str, err['loc'][1:]))}: {err['msg']}" for err in e.errors()[:5])
+                return _error_page(422, "; ".join(said), None)
 
         return route
+
+
+def _error_page(status: int, detail: str, headers: dict | None) -> HTMLResponse:
+    html = templates.get_template("error.html").render(
+        who=None, status=status, phrase=_phrase(status), detail=detail[:1000]
+    )
+    return HTMLResponse(html, status_code=status, headers={**(headers or {}), **HEADERS})
 
 
 def _phrase(status: int) -> str:
@@ -170,13 +178,10 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     def list_context(session: Session, who, request: Request) -> dict:
         """The list's context (``job_list``): one page of the rows asked for by the query's
-        ``state``, ``sort``, ``array``, ``before`` and ``page``."""
+        ``state``, ``sort``, ``array`` and cursor (``before``; ``after_key`` and ``after_id``)."""
         params = job_list.query_of(dict(request.query_params))
         array = int(params["array"]) if "array" in params else None
-        before = int(params["before"]) if "before" in params else None
-        number, sort = int(params.get("page", 0)), params.get("sort", "")
-        q = job_list.visible(job_service.job_rows(who), params.get("state", ""), array)
-        rows, more = job_list.rows_of(session, q, sort, before, number, state.loop.positions)
+        rows, older = job_list.rows_of(session, job_service.job_rows(who), params, state.loop.positions)
         folded = array is None  # outside an array's own list, an array is one row: its first element
         counts = job_list.array_counts(session, [j.id for j, _, _ in rows if folded and j.array_job_id])
         items = []
@@ -186,10 +191,8 @@ def router(state: AppState, db: Callable) -> APIRouter:
                 items.append({"array": j.id, "name": j.name, "states": counts[j.id]})
             else:
                 items.append({"job": out, "row": j})
-        first = {k: v for k, v in params.items() if k not in ("before", "page")}
-        older = None
-        if more:
-            older = {**first, "page": str(number + 1)} if sort else {**first, "before": str(rows[-1][0].id)}
+        first = {k: v for k, v in params.items() if k not in ("before", "after_key", "after_id")}
+        sort = params.get("sort", "")
         return {
             "items": items,
             "state": params.get("state", ""),
