@@ -186,11 +186,10 @@ def router(state: AppState, db: Callable) -> APIRouter:
         counts = job_list.array_counts(session, [j.id for j, _, _ in rows if folded and j.array_job_id])
         items = []
         for j, t, u in rows:
-            out = job_out(j, t, u, state.loop)
             if j.id in counts:
                 items.append({"array": j.id, "name": j.name, "states": counts[j.id]})
             else:
-                items.append({"job": out, "row": j})
+                items.append({"job": job_out(j, t, u, state.loop), "row": j})
         first = {k: v for k, v in params.items() if k not in ("before", "after_key", "after_id")}
         sort = params.get("sort", "")
         return {
