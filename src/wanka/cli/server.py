@@ -125,6 +125,15 @@ def server(
         max=1_000_000,
         help="Most tasks of one tenant running at once; its other jobs wait (default 4096; 512 local).",
     ),
+    gateway_port: int = typer.Option(
+        None,
+        "--gateway-port",
+        min=0,
+        max=65535,
+        envvar="WANKA_GATEWAY_PORT",
+        help="Port of the services' gateway, /services/{tenant}/{name}/ (default: --port + 1; 0: none). "
+        "Its own port: a tenant's pages never share the console's origin.",
+    ),
     max_waiting: int = typer.Option(
         10_000,
         "--max-waiting-jobs-per-tenant",
@@ -194,8 +203,9 @@ def server(
         processes_per_tenant=max_processes,
         limits=Limits(max_body, max_tasks or tasks_default, max_running or running_default, max_waiting),
     )
+    gateway_socket = _gateway_socket(host, port, gateway_port)
     try:
-        app, token_file = build(settings)
+        app, token_file = build(settings, gateway_socket)
     except ValueError as exc:  # a bad option or spec: say which, start nothing
         fail(str(exc))
     if backend == "local" and (single_user or os.geteuid() != 0):
@@ -216,6 +226,9 @@ def server(
     console.print(
         f"wanka server on http://{host}:{port} (console: /, API schema: /openapi.json), database {shown}"
     )
+    if gateway_socket is not None:
+        at = gateway_socket.getsockname()
+        console.print(f"services' gateway on http://{host}:{at[1]}/services/{{tenant}}/{{name}}/")
     from wanka.server.http import BoundedHttp, raise_descriptor_limit
 
     descriptors = raise_descriptor_limit()
@@ -230,6 +243,33 @@ def server(
         limit_concurrency=connections,
         timeout_keep_alive=5,
     )
+
+
+def _gateway_socket(host: str, port: int, gateway_port: int | None):
+    """The gateway's listening socket, bound now (a port taken is said at once). The default port
+    (the API's + 1) may be taken: the server then runs without a gateway, and says so."""
+    import socket
+
+    if gateway_port == 0:
+        return None
+    chosen = port + 1 if gateway_port is None else gateway_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, chosen))
+    except OSError as exc:
+        sock.close()
+        if gateway_port is not None:
+            fail(f"--gateway-port: cannot listen on {host}:{chosen}: {exc.strerror}")
+        console.print(
+            f"[bold yellow]no services' gateway[/]: {host}:{chosen} is taken ({exc.strerror}); "
+            "give --gateway-port"
+        )
+        return None
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
 
 
 @app.command("upgrade")

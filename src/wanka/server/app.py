@@ -3,6 +3,7 @@ the database; scheduling stays in the core (the control loop)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,10 +27,14 @@ from wanka.server import (
     console,
     jobs_api,
     quota_api,
+    services_api,
     usage_api,
 )
 from wanka.server.auth import Principal
 from wanka.server.console.pages import SignedOut, signed_out
+from wanka.server.gateway import listener
+from wanka.server.gateway.board import Board
+from wanka.server.gateway.proxy import Gateway
 from wanka.server.limits import Limits, RequestGuard
 from wanka.server.trees import TreeCache
 from wanka.server.whatif import WhatIfRuns
@@ -46,6 +51,10 @@ class AppState:
     trees: TreeCache
     limits: Limits = field(default_factory=Limits)
     whatifs: WhatIfRuns | None = None  # the console's twin reports (None: this app keeps none)
+    board: Board | None = None  # services' replicas and their readiness (the gateway's)
+    gateway: Gateway | None = None
+    gateway_socket: socket.socket | None = None  # where the gateway listens (None: no gateway)
+    max_connections: int = 1024
 
     def tree_changed(self) -> None:
         """A new quota tree is in force: drop the cached one and wake the control loop."""
@@ -57,9 +66,14 @@ def create_app(state: AppState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         state.loop.start()
+        listening = None
+        if state.gateway is not None and state.gateway_socket is not None:
+            listening = await listener.start(state.gateway, state.gateway_socket, state.max_connections)
         try:
             yield
         finally:
+            if listening is not None:
+                await listener.stop(listening, state.gateway_socket)
             state.loop.stop()
             if state.whatifs is not None:
                 state.whatifs.stop()
@@ -127,7 +141,17 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(jobs_api.router(state, db, principal))
     app.include_router(attach_api.router(state))
     app.include_router(accounts_api.router(db, principal, admin, state.tree_changed, state.loop.notify))
-    app.include_router(cluster_api.router(state.cluster, db, principal, admin, state.loop))
+    app.include_router(
+        cluster_api.router(
+            state.cluster,
+            db,
+            principal,
+            admin,
+            state.loop,
+            state.gateway.metrics.registry if state.gateway else None,
+        )
+    )
+    app.include_router(services_api.router(state, db, principal))
     app.include_router(usage_api.router(db, principal, admin))
     app.include_router(acct_api.router(db, principal))
     app.include_router(

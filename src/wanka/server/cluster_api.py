@@ -135,6 +135,7 @@ def router(
     principal: Callable,
     admin: Callable,
     loop=None,
+    gateway: CollectorRegistry | None = None,
 ) -> APIRouter:
     api = APIRouter()
 
@@ -190,9 +191,21 @@ def router(
         if loop is not None:  # the control loop's own figures: cycle latency, decisions
             for collector in (loop.cycle_seconds, loop.decisions, loop.cycles, loop.per_cycle, loop.held):
                 registry.register(collector)
+        if gateway is not None:  # requests, latency and requests in flight per service
+            registry.register(_Merged(gateway))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
+
+
+class _Merged:
+    """Another registry's metrics, collected into this one."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def collect(self):
+        yield from self.registry.collect()
 
 
 class _Figures:

@@ -114,6 +114,7 @@ class Active:
     restarts: int = 0  # the job's restart budget
     failures: int = 0
     served_before: float = 0.0  # card-seconds of the job's earlier runs (LAS orders rank by them)
+    endpoint: str | None = None  # a service's replica: host:port of this run, for the gateway
 
 
 def placement_to_json(cluster: Cluster, p: Placement) -> dict:
@@ -305,6 +306,7 @@ class ControlLoop:
         self._positions_at = 0.0
         self._next_follow = 0.0
         self._seen: tuple | None = None  # (newest quota document, newest tenant, newest node change)
+        self.services = None  # server.service_keeper.ServiceKeeper: services' replicas, each tick
         self._stand_by()
         self._lead()  # the first server on a database schedules from the start
 
@@ -567,6 +569,8 @@ class ControlLoop:
                 self._cycle(session, now)
                 self._commit(session)
         self._launch_ready()
+        if self.services is not None:
+            self.services.tick(now)
 
     def _load_tree(self, now: float) -> None:
         """:meth:`_retree`; when the tree in force cannot be loaded, scheduling goes on under the
@@ -1470,11 +1474,14 @@ class ControlLoop:
                 for a in started:
                     nodes = sorted({self.cluster.node_names[i] for i in a.placement.node_set()})
                     reason = f"{a.tasks} task(s) started on {', '.join(nodes)}"
+                    where = {"endpoint": a.endpoint} if a.endpoint else {}
                     if self._transition(
-                        session, int(a.job.id), JobState.ADMITTED, JobState.RUNNING, reason, now
+                        session, int(a.job.id), JobState.ADMITTED, JobState.RUNNING, reason, now, **where
                     ):
                         a.state = JobState.RUNNING
                 self._commit(session)
+            if self.services is not None and any(a.endpoint for a in started):
+                self.services.board.poke()  # the gateway learns of the new replicas now
 
     def _launch(self, a: Active) -> None:
         error = self.backend.launch_many(self._launches([a])).get(int(a.job.id))
@@ -1493,24 +1500,24 @@ class ControlLoop:
                         tables.Job.tenant_id,
                         tables.Job.array_job_id,
                         tables.Job.array_index,
+                        tables.Job.service_id,
                     ).where(tables.Job.id.in_([int(a.job.id) for a in actives]))
                 )
             }
         return [self._launch_of(a, *rows[int(a.job.id)]) for a in actives]
 
-    def _launch_of(self, a: Active, spec: dict, tenant_id: int, array_job_id, array_index) -> Launch:
+    def _launch_of(
+        self, a: Active, spec: dict, tenant_id: int, array_job_id, array_index, service_id=None
+    ) -> Launch:
         job_id = int(a.job.id)
         first = self.cluster.node_names[next(iter(a.placement.groups[0].nodes))]
         ckpt = self.backend.checkpoint_dir(job_id)
-        tasks = task_launches(
-            job_id,
-            a.run,
-            self.cluster,
-            a.placement,
-            self.backend.node_address(first),
-            self.backend.free_port(first),
-            ckpt,
-        )
+        address, port = self.backend.node_address(first), self.backend.free_port(first)
+        tasks = task_launches(job_id, a.run, self.cluster, a.placement, address, port, ckpt)
+        extra = {}
+        if service_id is not None:  # a service's replica listens on the run's own port, in $PORT
+            extra = {"PORT": str(port)}
+            a.endpoint = f"{address}:{port}"
         return Launch(
             job_id,
             a.run,
@@ -1518,7 +1525,7 @@ class ControlLoop:
             tuple(spec["command"]),
             tasks,
             ckpt,
-            {**TASK_ENV_DEFAULTS, **spec.get("env", {}), **_array_env(array_job_id, array_index)},
+            {**TASK_ENV_DEFAULTS, **spec.get("env", {}), **_array_env(array_job_id, array_index), **extra},
             spec.get("workdir"),
             tenant=spec.get("tenant", ""),
             tenant_id=tenant_id,

@@ -15,8 +15,11 @@ from wanka.core.config import with_las_thresholds
 from wanka.models.cluster import load_cluster, parse_cluster
 from wanka.server import auth, cluster_api, db, tables
 from wanka.server.app import AppState, create_app
+from wanka.server.gateway.board import Board
+from wanka.server.gateway.proxy import Gateway
 from wanka.server.limits import Limits
 from wanka.server.loop import DOWN_IN_INVENTORY, ControlLoop
+from wanka.server.service_keeper import ServiceKeeper
 from wanka.server.trees import TreeCache
 from wanka.server.whatif import WhatIfRuns
 
@@ -87,7 +90,7 @@ def _make_passable(home: Path) -> None:
         os.chmod(d, 0o711)  # mkdir's mode passes through the umask
 
 
-def build(settings: Settings):
+def build(settings: Settings, gateway_socket=None):
     """Migrate, bootstrap, load the scheduler's state and return (app, admin-token file or None).
     The control loop starts with the app and stops with it."""
     # everything the server creates is its own alone: database, tokens, logs, run records
@@ -142,6 +145,18 @@ def build(settings: Settings):
         on_cluster_change=trees.invalidate,
         limits=settings.limits,
     )
-    return create_app(
-        AppState(sessions, cluster, loop, trees, settings.limits, WhatIfRuns(settings.home / "twin"))
-    ), token_file
+    board = Board(sessions)
+    loop.services = ServiceKeeper(sessions, board, loop.notify, trees.get)
+    gateway = Gateway(sessions, board, lambda service_id: loop.notify("service", service_id))
+    state = AppState(
+        sessions,
+        cluster,
+        loop,
+        trees,
+        settings.limits,
+        WhatIfRuns(settings.home / "twin"),
+        board=board,
+        gateway=gateway,
+        gateway_socket=gateway_socket,
+    )
+    return create_app(state), token_file

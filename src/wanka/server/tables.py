@@ -116,14 +116,52 @@ class Job(Base):
     array_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     array_max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # a replica of a service: the service, the spec generation it runs, where the gateway reaches it
+    service_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    service_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    endpoint: Mapped[str | None] = mapped_column(String(300), nullable=True)  # host:port, set at launch
 
     __table_args__ = (
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),  # a tenant's listing, newest first
+        Index("ix_jobs_service_id", "service_id"),
         Index("ix_jobs_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
         Index("ix_jobs_array_job_id", "array_job_id"),
         Index("ix_jobs_state", "state"),  # the control loop's pending and running sets
         Index("ix_jobs_tenant_id_state", "tenant_id", "state"),  # a tenant's waiting jobs, counted
     )
+
+
+class Service(Base):
+    """A service (models.service): its spec, the generation of that spec (+1 on every change
+    that replaces replicas), and the replica count the autoscaler last set. Its replicas are
+    jobs with its ``service_id``; a deleted service's row goes when its last replica has ended."""
+
+    __tablename__ = "services"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))  # who applied it last: replicas are theirs
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict] = mapped_column(JSON)
+    generation: Mapped[int] = mapped_column(Integer)
+    desired: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")  # the autoscaler's last decision, in words
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # its replicas are stopping
+
+    __table_args__ = (Index("ix_services_tenant_id_name", "tenant_id", "name", unique=True),)
+
+
+class ServiceEvent(Base):
+    """What happened to a service and why: applied, scaled, replicas started, stopped, rolled."""
+
+    __tablename__ = "service_events"
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    service_id: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(String(1000))
+
+    __table_args__ = (Index("ix_service_events_service_id_id", "service_id", "id"),)
 
 
 class QueueHold(Base):

@@ -1,0 +1,208 @@
+"""What the API does to services: apply (create or change), list, show, delete (docs/services.md).
+
+A service's replicas are jobs the control loop's service keeper (``server/service_keeper.py``)
+submits and cancels; this module only records what the tenant asked for, after the same checks a
+job passes (its queue, its priority class, that a replica could ever run here).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from wanka.core import JobState
+from wanka.core.jobs import TERMINAL_STATES
+from wanka.models.service import ServiceSpec
+from wanka.server import tables
+from wanka.server.auth import Principal
+from wanka.server.trees import default_queue
+
+# a change of these replaces the replicas (a new generation, rolled over); the others (scaling,
+# auth, sharing, timeouts, probe) take effect on the running ones
+REPLICA_FIELDS = (
+    "command",
+    "env",
+    "workdir",
+    "cards",
+    "accelerators",
+    "cpus",
+    "memory_gib",
+    "queue",
+    "priority_class",
+)
+LIVE = [s.value for s in JobState if s not in TERMINAL_STATES]
+EVENTS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Applied:
+    row: tables.Service
+    tenant: str
+    created: bool
+    changed: bool
+
+
+def guaranteed(spec: ServiceSpec, nominal_cards: int) -> int:
+    """Replicas never preempted: up to ``replicas.min``, as many as the queue's nominal quota holds
+    (Run:ai: inference replicas within quota are guaranteed, those over it are preemptible). A
+    replica without cards takes no quota."""
+    if spec.cards == 0:
+        return spec.replicas.min
+    return min(spec.replicas.min, nominal_cards // spec.cards)
+
+
+def queue_nominal(tree, queue: str, accelerators: list[str]) -> int:
+    """The queue's nominal quota on the best flavor a replica may use (cards)."""
+    i = tree.index.get(queue)
+    if i is None:
+        return 0
+    wanted = {a.lower() for a in accelerators}
+    best = 0
+    for k, flavor in enumerate(tree.flavors):
+        if not wanted or flavor.lower() in wanted or any(w in flavor.lower() for w in wanted):
+            best = max(best, tree.nominal[i][k])
+    return best
+
+
+def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied:
+    """Create the service, or change it: a change of what replicas run starts a new generation
+    that replaces them one by one (rolling); any other change applies at once. 422/403 as a job's
+    submission for the replica it describes; 409 while a service of that name is being deleted."""
+    from wanka.server.jobs_api import _acting_tenant, admit_spec
+
+    tenant_id, tenant = _acting_tenant(session, who, spec.tenant)
+    tree = state.trees.get(session)
+    queue = default_queue(tree, tenant) if spec.queue == "default" else spec.queue
+    spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
+    admit_spec(state, session, who, spec.replica_job(True, 1), tenant_id)  # queue, class, fits here
+    body = spec.model_dump(mode="json")
+    now = time.time()
+    row = session.scalar(
+        select(tables.Service)
+        .where(tables.Service.tenant_id == tenant_id, tables.Service.name == spec.name)
+        .with_for_update()
+    )
+    if row is not None and row.deleted_at is not None:
+        raise HTTPException(409, f"service {spec.name} is being deleted; apply it again once it is gone")
+    nominal = queue_nominal(tree, queue, spec.accelerators)
+    sure = guaranteed(spec, nominal)
+    note = (
+        f"; {sure} of min {spec.replicas.min} replica(s) within {queue}'s nominal quota "
+        f"({nominal} cards): never preempted"
+        if spec.replicas.min
+        else ""
+    )
+    if row is None:
+        first = spec.policy().min if spec.scaling else max(spec.replicas.min, 1)
+        row = tables.Service(
+            tenant_id=tenant_id,
+            user_id=who.user_id,
+            name=spec.name,
+            spec=body,
+            generation=1,
+            desired=first,
+            reason=f"created with {first} replica(s)",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        event(session, row.id, f"applied by {who.name}: generation 1, {first} replica(s){note}", now)
+        return Applied(row, tenant, True, True)
+    if row.spec == body:
+        return Applied(row, tenant, False, False)
+    rollout = any(row.spec.get(f) != body.get(f) for f in REPLICA_FIELDS)
+    changed = sorted(k for k in body if row.spec.get(k) != body.get(k))
+    row.spec, row.user_id, row.updated_at = body, who.user_id, now
+    if rollout:
+        row.generation += 1
+    what = f"generation {row.generation}: rolling update" if rollout else "no new replicas needed"
+    event(session, row.id, f"applied by {who.name}: {', '.join(changed)} changed; {what}{note}", now)
+    return Applied(row, tenant, False, True)
+
+
+def event(session: Session, service_id: int, message: str, now: float | None = None) -> None:
+    session.add(tables.ServiceEvent(service_id=service_id, time=now or time.time(), message=message[:1000]))
+
+
+def visible(session: Session, who: Principal, name: str, tenant: str | None):
+    """The service named ``name`` of the caller's tenant (an admin names one) and its tenant's
+    name, or 404 (also for another tenant's: names reveal nothing)."""
+    q = (
+        select(tables.Service, tables.Tenant.name)
+        .join(tables.Tenant, tables.Tenant.id == tables.Service.tenant_id)
+        .where(tables.Service.name == name)
+    )
+    if not who.is_admin:
+        if tenant and tenant != who.tenant_name:
+            raise HTTPException(403, f"tenant: you act for {who.tenant_name}; only admins name another")
+        q = q.where(tables.Service.tenant_id == who.tenant_id)
+    elif tenant:
+        q = q.where(tables.Tenant.name == tenant)
+    rows = session.execute(q).all()
+    if not rows:
+        raise HTTPException(404, f"no service {name}")
+    if len(rows) > 1:
+        raise HTTPException(422, f"services named {name} in several tenants; name one (tenant)")
+    return rows[0]
+
+
+def listing(session: Session, who: Principal, tenant: str | None):
+    q = select(tables.Service, tables.Tenant.name).join(
+        tables.Tenant, tables.Tenant.id == tables.Service.tenant_id
+    )
+    if not who.is_admin:
+        if tenant and tenant != who.tenant_name:
+            raise HTTPException(403, f"tenant: you act for {who.tenant_name}; only admins name another")
+        q = q.where(tables.Service.tenant_id == who.tenant_id)
+    elif tenant:
+        q = q.where(tables.Tenant.name == tenant)
+    return session.execute(q.order_by(tables.Service.id)).all()
+
+
+def replicas(session: Session, service_ids: list[int]) -> dict[int, list]:
+    """The live replica jobs of each service (id, state, generation, endpoint, spec, start)."""
+    out: dict[int, list] = {i: [] for i in service_ids}
+    if not service_ids:
+        return out
+    rows = session.execute(
+        select(
+            tables.Job.id,
+            tables.Job.service_id,
+            tables.Job.state,
+            tables.Job.service_generation,
+            tables.Job.spec,
+            tables.Job.cancel_requested,
+            tables.Job.start_time,
+        )
+        .where(tables.Job.service_id.in_(service_ids), tables.Job.state.in_(LIVE))
+        .order_by(tables.Job.id)
+    ).all()
+    for r in rows:
+        out[r.service_id].append(r)
+    return out
+
+
+def events(session: Session, service_id: int) -> list:
+    rows = session.execute(
+        select(tables.ServiceEvent.time, tables.ServiceEvent.message)
+        .where(tables.ServiceEvent.service_id == service_id)
+        .order_by(tables.ServiceEvent.id.desc())
+        .limit(EVENTS_SHOWN)
+    ).all()
+    return list(reversed(rows))
+
+
+def delete(session: Session, who: Principal, row: tables.Service) -> None:
+    """Mark it deleted: the keeper stops its replicas and removes it once they are gone."""
+    if row.deleted_at is None:
+        row.deleted_at = time.time()
+        event(session, row.id, f"deleted by {who.name}: stopping its replicas", row.deleted_at)
+
+
+def count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(tables.Service)) or 0)
