@@ -46,6 +46,11 @@ COMMANDS: dict[str, Entry] = {
     "release": Entry("wanka.cli.remote:release", JOBS, "Held jobs wait again, in their old places."),
     "requeue": Entry("wanka.cli.remote:requeue", JOBS, "Finished jobs wait again."),
     "update": Entry("wanka.cli.remote:update", JOBS, "Change a waiting job's priority class or time limit."),
+    "service": Entry(
+        "wanka.cli.services:service_app",
+        JOBS,
+        "Services behind the gateway: apply, list, show, delete.",
+    ),
     "acct": Entry("wanka.cli.remote:acct", JOBS, "Accounting, as sacct."),
     "usage": Entry("wanka.cli.remote:usage", JOBS, "Card-hours, PFLOP-hours and the bill, per tenant."),
     "login": Entry("wanka.cli.remote:login", ACCOUNT, "Check the token against the server and store both."),

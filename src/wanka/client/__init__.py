@@ -318,6 +318,26 @@ class Client:
     def apply_quotas(self, document: dict) -> dict:
         return self._call("PUT", "/v1/quotas", json=document)
 
+    # --- services -------------------------------------------------------------------------------
+
+    def apply_service(self, spec: dict) -> dict:
+        """Create or change a service (models.service); the service as it is now."""
+        return self._call("PUT", "/v1/services", json=spec)
+
+    def services(self, tenant: str | None = None) -> list[dict]:
+        return self._call("GET", "/v1/services", params={"tenant": tenant} if tenant else {})
+
+    def service(self, name: str, tenant: str | None = None) -> dict:
+        """One service with its replicas and its latest events."""
+        return self._call(
+            "GET", f"/v1/services/{_segment(name)}", params={"tenant": tenant} if tenant else {}
+        )
+
+    def delete_service(self, name: str, tenant: str | None = None) -> dict:
+        return self._call(
+            "DELETE", f"/v1/services/{_segment(name)}", params={"tenant": tenant} if tenant else {}
+        )
+
 
 def _array(whole: bool) -> dict:
     return {"array": "true"} if whole else {}

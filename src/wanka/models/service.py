@@ -205,7 +205,7 @@ class ServiceEventOut(BaseModel):
 class ServiceOut(BaseModel):
     name: str
     tenant: str
-    url: str = Field(description="the gateway's path of it: /services/{tenant}/{name}/")
+    url: str = Field(description="where the gateway serves it: http://host:port/services/{tenant}/{name}/")
     generation: int
     desired: int = Field(description="replicas the autoscaler asks for now")
     ready: int

@@ -54,6 +54,7 @@ class AppState:
     board: Board | None = None  # services' replicas and their readiness (the gateway's)
     gateway: Gateway | None = None
     gateway_socket: socket.socket | None = None  # where the gateway listens (None: no gateway)
+    gateway_url: str = ""  # http://host:port of the gateway, as services' URLs show it
     max_connections: int = 1024
 
     def tree_changed(self) -> None:

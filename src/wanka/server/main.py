@@ -90,6 +90,14 @@ def _make_passable(home: Path) -> None:
         os.chmod(d, 0o711)  # mkdir's mode passes through the umask
 
 
+def _url_of(sock) -> str:
+    if sock is None:
+        return ""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{port}"
+
+
 def build(settings: Settings, gateway_socket=None):
     """Migrate, bootstrap, load the scheduler's state and return (app, admin-token file or None).
     The control loop starts with the app and stops with it."""
@@ -158,5 +166,6 @@ def build(settings: Settings, gateway_socket=None):
         board=board,
         gateway=gateway,
         gateway_socket=gateway_socket,
+        gateway_url=_url_of(gateway_socket),
     )
     return create_app(state), token_file

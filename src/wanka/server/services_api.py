@@ -72,7 +72,7 @@ def out(state, session: Session, row, tenant: str, reps=None, detail: bool = Fal
     return ServiceOut(
         name=row.name,
         tenant=tenant,
-        url=f"/services/{tenant}/{row.name}/",
+        url=f"{state.gateway_url}/services/{tenant}/{row.name}/",
         generation=row.generation,
         desired=row.desired,
         ready=sum(1 for r in reps if r.id in ready),
