@@ -38,9 +38,8 @@ def apply(
     if json_out:
         emit_json(svc)
         return
-    say(
-        f"service {svc['name']} of {svc['tenant']}: generation {svc['generation']}, {svc['desired']} replica(s)"
-    )
+    what = f"generation {svc['generation']}, {svc['desired']} replica(s)"
+    say(f"service {svc['name']} of {svc['tenant']}: {what}")
     say(f"  {svc['url']}")
 
 
