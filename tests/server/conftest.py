@@ -52,6 +52,7 @@ class Server:
     admin_token: str
     proc: subprocess.Popen
     database: str  # the SQLAlchemy URL it runs on
+    gateway: str = ""  # the services' gateway, http://127.0.0.1:PORT
 
     @property
     def embedded(self) -> bool:
@@ -76,6 +77,7 @@ def start_server(
     home.mkdir(parents=True, exist_ok=True)
     top.reachable_by_tasks(home)
     port = free_port()
+    gateway = [] if "--gateway-port" in extra else ["--gateway-port", str(free_port())]
     env = {**os.environ, "WANKA_HOME": str(home)}
     database = f"sqlite:///{home / 'wanka.db'}"
     if top.PG_BASE is not None:
@@ -99,6 +101,7 @@ def start_server(
                 "0.1",
                 "--grace",
                 "2",
+                *gateway,
                 *extra,
             ],
             env=env,
@@ -126,7 +129,8 @@ def start_server(
             proc.wait()
         raise RuntimeError("server did not come up in 90 s")
     token = (home / "admin-token").read_text().strip()
-    return Server(url, home, token, proc, database)
+    gateway_url = f"http://127.0.0.1:{gateway[1]}" if gateway else ""
+    return Server(url, home, token, proc, database, gateway_url)
 
 
 def stop_server(server: Server, tasks_too: bool = True) -> None:

@@ -52,7 +52,8 @@ class ScalingPolicy:
 class Scaler:
     """One service's autoscaler state: the replica count it set and the recommendations of the
     last ``max(up_delay_s, down_delay_s)`` seconds, kept as change points (a steady load keeps one
-    entry however often it is asked)."""
+    entry however often it is asked). A new scaler counts its current replicas as what was
+    recommended until its first step: no change comes before a delay has passed."""
 
     policy: ScalingPolicy
     replicas: int
@@ -63,7 +64,9 @@ class Scaler:
         update :attr:`replicas` and return why it changed, or None when it did not."""
         p = self.policy
         rec = p.recommend(observed)
-        if not self.history or self.history[-1][1] != rec:
+        if not self.history:  # a scaler just made (a server that took over) asks a delay's patience
+            self.history.append((now, max(p.min, min(p.max, self.replicas))))
+        if self.history[-1][1] != rec:
             self.history.append((now, rec))
         horizon = now - max(p.up_delay_s, p.down_delay_s)
         while len(self.history) > 1 and self.history[1][0] <= horizon:

@@ -195,6 +195,7 @@ class ReplicaOut(BaseModel):
     generation: int
     ready: bool
     preemptible: bool
+    stopping: bool = Field(description="the keeper stopped it (scaled down, replaced, deleted)")
 
 
 class ServiceEventOut(BaseModel):

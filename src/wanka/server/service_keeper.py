@@ -96,8 +96,8 @@ class ServiceKeeper:
         self._note_ready(session, row, ready, now)
         # submit: up to the count; while old replicas run, up to max_surge above it
         room = want - len(new)
-        if old:
-            room = min(room, want + spec.update.max_surge - len(new) - len(old))
+        if old:  # replicas still stopping hold their cards: they count against the surge too
+            room = min(room, want + spec.update.max_surge - len(reps))
         if room > 0 and not self._backing_off(session, row, now):
             sure = services.guaranteed(
                 spec, services.queue_nominal(self.trees(session), spec.queue, spec.accelerators)

@@ -27,6 +27,8 @@ def router(state, db, principal) -> APIRouter:
         done = services.apply(state, session, who, spec)
         session.commit()
         state.loop.notify("services", 0)
+        if state.board is not None:
+            state.board.poke()
         response.status_code = 201 if done.created else 200
         return out(state, session, done.row, done.tenant, detail=True)
 
@@ -86,6 +88,7 @@ def out(state, session: Session, row, tenant: str, reps=None, detail: bool = Fal
                 generation=r.service_generation or 0,
                 ready=r.id in ready,
                 preemptible=r.spec.get("preemptible") is not False,
+                stopping=r.cancel_requested,
             )
             for r in reps
         ],

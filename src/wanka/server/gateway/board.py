@@ -96,6 +96,8 @@ class Board:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._probes: set[asyncio.Task] = set()
+        self._refreshed_at = 0.0
+        self._refreshing: asyncio.Future | None = None
         self._http: aiohttp.ClientSession | None = None
         self.meters: dict[int, Meter] = {}  # kept across refreshes (and before the first request)
 
@@ -179,7 +181,17 @@ class Board:
             replicas = session.execute(REPLICAS).all()
         return services, replicas
 
+    async def recent(self, max_age_s: float = 0.1) -> None:
+        """Refresh unless the last refresh began within ``max_age_s`` (a name the board does not
+        know may be a service applied a moment ago); callers at once share one refresh."""
+        if time.monotonic() - self._refreshed_at < max_age_s:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._refreshing)
+
     async def refresh(self) -> None:
+        self._refreshed_at = time.monotonic()
         services, replicas = await asyncio.to_thread(self._read)
         by_service: dict[int, list] = {}
         for row in replicas:

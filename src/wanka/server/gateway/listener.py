@@ -20,6 +20,7 @@ async def start(app, sock: socket.socket, max_connections: int) -> uvicorn.Serve
         timeout_keep_alive=75,  # past a load balancer's usual 60 s idle: its connections are kept
         timeout_graceful_shutdown=5,
         server_header=False,
+        proxy_headers=False,  # the edge: X-Forwarded-* from a caller are never believed (nor passed on)
         date_header=False,  # the replica's own Date passes through
     )
     config.load()

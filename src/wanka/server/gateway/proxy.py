@@ -108,6 +108,11 @@ class Gateway:
             return
         try:
             route, rest = self._route(scope)
+            if route is None:  # applied a moment ago? the board looks again (once per 0.1 s at most)
+                await self.board.recent()
+                route, rest = self._route(scope)
+            if route is None:
+                raise Refused(404, f"no service {rest.decode('ascii', 'replace')}")
             await self._check(route, scope)
         except Refused as exc:
             await _refuse(scope, send, exc)
@@ -136,7 +141,8 @@ class Gateway:
 
     # --- who may call what ---------------------------------------------------------------------
 
-    def _route(self, scope) -> tuple[Route, bytes]:
+    def _route(self, scope) -> tuple[Route | None, bytes]:
+        """The service the path names and the rest of the path (no service: None, and its name)."""
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         parts = raw.split(b"/", 4)  # b"", b"services", tenant, name, rest
         if len(parts) < 4 or parts[0] != b"" or parts[1] != b"services":
@@ -144,7 +150,7 @@ class Gateway:
         tenant, name = parts[2].decode("ascii", "replace"), parts[3].decode("ascii", "replace")
         route = self.board.by_name.get((tenant, name))
         if route is None:
-            raise Refused(404, f"no service {name!r} of tenant {tenant!r}")
+            return None, f"{name!r} of tenant {tenant!r}".encode("ascii", "replace")
         return route, b"/" + (parts[4] if len(parts) > 4 else b"")
 
     async def _check(self, route: Route, scope) -> None:
