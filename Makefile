@@ -63,6 +63,7 @@ bench: install bytecode
 	$(BIN)/wanka bench cli
 	$(BIN)/wanka bench local
 	$(BIN)/wanka bench console
+	$(BIN)/wanka bench gateway
 	-$(BIN)/wanka bench slurm  # needs root, slurm-wlm and munge (as .ci/run installs)
 
 clean:

@@ -321,6 +321,36 @@ def cli(
     console.print(table)
 
 
+@app.command("gateway")
+def gateway_bench(
+    runs: int = typer.Option(3, "--runs", min=1, max=21, help="Runs (medians are reported)."),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.5, max=60, help="Seconds of each measurement."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The services' gateway through a real server: latency it adds (median) and requests/s one
+    server process proxies."""
+    from wanka.server.bench_gateway import GOALS, bench_gateway
+
+    out = bench_gateway(runs, seconds)
+    if json_out:
+        emit_json({"machine": machine(), "gateway": out, "goals": GOALS})
+        return
+    table = Table(title=f"services' gateway (median of {out['runs']} runs, {out['seconds']:g} s each)")
+    for col in ("figure", "value", "goal"):
+        table.add_column(col)
+    table.add_row(
+        "added latency, p50",
+        f"{out['added_p50_ms']:.2f} ms ({out['direct_p50_ms']:.2f} direct, {out['gateway_p50_ms']:.2f} via)",
+        f"≤ {GOALS['added_p50_ms']:g} ms",
+    )
+    table.add_row(
+        "proxied requests/s",
+        f"{out['requests_per_s']:,.0f} ({out['connections']} connections, p50 {out['loaded_p50_ms']:.1f} ms)",
+        f"≥ {GOALS['requests_per_s']:,.0f}",
+    )
+    console.print(table)
+
+
 @app.command("console")
 def console_bench(
     jobs: int = typer.Option(10_000, "--jobs", min=1, max=1_000_000, help="Jobs stored for the jobs page."),

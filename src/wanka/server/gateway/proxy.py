@@ -56,6 +56,7 @@ ATTEMPTS = 3  # replicas one request may try
 TOKEN_CACHE_S = 5.0  # a revoked token still passes the gateway for at most this long
 TOKEN_CACHE_SIZE = 10_000
 WS_MAX_MESSAGE = 16 * 1024 * 1024
+WHOLE_BYTES = 256 * 1024  # an answer this small, of known length, is read whole and sent at once
 
 
 class GatewayMetrics:
@@ -83,6 +84,14 @@ class GatewayMetrics:
         self.retries = Counter(
             "wanka_service_retries", "Requests sent to another replica", labels, registry=self.registry
         )
+        self._children: dict[tuple, object] = {}  # labels() looked up once per service (and code)
+
+    def of(self, metric, *labels: str):
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class Refused(Exception):
@@ -199,7 +208,8 @@ class Gateway:
         started = time.monotonic()
         meter = route.meter
         meter.begin(started)
-        inflight = self.metrics.inflight.labels(*labels)
+        metrics = self.metrics
+        inflight = metrics.of(metrics.inflight, *labels)
         inflight.inc()
         code = 502
         try:
@@ -211,7 +221,7 @@ class Gateway:
         finally:
             meter.end(time.monotonic())
             inflight.dec()
-            self.metrics.requests.labels(*labels, str(code)).inc()
+            metrics.of(metrics.requests, *labels, str(code)).inc()
 
     async def _forward(self, route, rest, scope, body, receive, send, started) -> int:
         method = scope["method"]
@@ -225,20 +235,21 @@ class Gateway:
             r = await self._pick(route, tried)
             tried.add(r.job_id)
             if attempt:
-                self.metrics.retries.labels(route.tenant, route.name).inc()
+                self.metrics.of(self.metrics.retries, route.tenant, route.name).inc()
             url = URL(f"http://{r.endpoint}{target.decode('latin-1')}", encoded=True)
             r.inflight += 1
             try:
                 async with self.http.request(
                     method, url, headers=headers, data=body or None, allow_redirects=False, timeout=timeout
                 ) as resp:
-                    self.metrics.latency.labels(route.tenant, route.name).observe(time.monotonic() - started)
+                    latency = self.metrics.of(self.metrics.latency, route.tenant, route.name)
+                    latency.observe(time.monotonic() - started)
                     await _stream(resp, send, receive)
                     return resp.status
             except aiohttp.ClientConnectorError as exc:  # nothing was sent: any method may go elsewhere
                 self.board.mark(route, r, False, at_once=True)
                 last = f"replica {r.job_id} at {r.endpoint}: {exc.os_error.strerror or exc}"
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, _Unanswered) as exc:
                 self.board.mark(route, r, False, at_once=True)
                 last = f"replica {r.job_id} at {r.endpoint} dropped the connection ({exc.__class__.__name__})"
                 if method not in IDEMPOTENT:
@@ -317,17 +328,30 @@ class Gateway:
             await upstream.close()
 
 
+class _Unanswered(Exception):
+    """The replica failed before any of its answer went to the caller."""
+
+
 class _Sent(Exception):
     """The answer's head went to the caller: the request cannot be retried any more."""
 
 
 async def _stream(resp: aiohttp.ClientResponse, send, receive) -> None:
-    """The replica's answer to the caller as it comes; stops when the caller goes away."""
-    headers = [
-        (k.lower(), v)
-        for k, v in resp.raw_headers
-        if k.lower() not in HOP_BY_HOP or k.lower() == b"content-length"
-    ]
+    """The replica's answer to the caller: at once when it is small and its length known (most
+    answers: no task to watch the caller), else as it comes, until the caller goes away."""
+    headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+    length = resp.content_length
+    if length is not None and length <= WHOLE_BYTES:
+        try:
+            body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            raise _Unanswered() from None  # nothing sent yet: it may go elsewhere
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
     gone = asyncio.ensure_future(receive())  # the body was read whole: next comes http.disconnect
     try:
