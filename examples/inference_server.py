@@ -1,7 +1,9 @@
 """A long-running inference-style service: answers HTTP on a port until it is stopped.
 
-Each replica listens on 127.0.0.1 at BASE_PORT + RANK and answers GET / with which replica and
-which cards it is; SIGTERM (cancel, preemption) makes it finish the request in hand and exit.
+As a service's replica (examples/hello-service.yaml) it listens on 127.0.0.1 at $PORT, which wanka
+gives each replica; as a job's task, at BASE_PORT + RANK. It answers GET / with which replica (job)
+and which cards it is; SIGTERM (a scale-down, a cancel, a preemption) makes it finish the request
+in hand and exit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps(
             {
-                "replica": int(os.environ.get("RANK", "0")),
+                "replica": os.environ.get("WANKA_JOB_ID", "?"),
                 "cards": {k: v for k, v in os.environ.items() if k.endswith("VISIBLE_DEVICES")},
             }
         ).encode()
@@ -32,7 +34,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
-    port = int(os.environ.get("BASE_PORT", "18600")) + int(os.environ.get("RANK", "0"))
+    port = int(
+        os.environ.get("PORT") or int(os.environ.get("BASE_PORT", "18600")) + int(os.environ.get("RANK", "0"))
+    )
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown() or None)
     print(f"serving on 127.0.0.1:{port}", flush=True)

@@ -38,6 +38,7 @@ def test_the_readme_tour_runs_as_written(tmp_path):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "WANKA_PORT": str(port),  # the tour's server and client on a port of the test's own
         "WANKA_URL": f"http://127.0.0.1:{port}",
+        "WANKA_GATEWAY_PORT": str(free_port()),  # and its services' gateway
         "COLUMNS": "200",
     }
     env.pop("XDG_CONFIG_HOME", None)
@@ -55,4 +56,5 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     assert "lab-a-train" in out and "lab-a-dev" in out  # quotas show, after the document
     assert "node local-0002: draining (ECC errors)" in out
     assert "alice" in out and "JobID" in out  # the job list and the accounting
+    assert '{"replica": "' in out  # a replica of the hello service answered through the gateway
     assert (home / ".local" / "share" / "wanka" / "wanka.db").exists()  # the default home, as written

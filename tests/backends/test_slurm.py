@@ -498,3 +498,32 @@ def test_nodes_joining_and_leaving_slurm_join_and_leave_wanka(server, slurm):
         assert slurm.join() == name
         wait_for(lambda: node(name)["state"] == "up", 30)
         assert ended(c, waiting, 60)["state"] == "succeeded"
+
+
+def test_a_service_on_slurm_is_reached_through_the_gateway_at_its_nodes_addresses(server, slurm):
+    """Each replica a Slurm job on the node wanka chose; the gateway reaches it at that node's
+    address (NodeAddr) and spreads requests over both."""
+    import httpx
+
+    from tests.server.services.helpers import REPLICA_APP, apply, wait_replicas
+
+    token = make_member(server, "svc-slurm", "svc-slurm-dev")
+    spec = {"name": "on-slurm", "command": REPLICA_APP, "cards": 1, "replicas": {"min": 2, "max": 2}}
+    spec["readiness"] = {"path": "/ready", "interval_s": 0.3}
+    with server.client(token) as c:
+        apply(c, spec)
+        s = wait_replicas(c, "on-slurm", ready=2, total=2, timeout=120)
+        jobs = {r["job"] for r in s["replicas"]}
+        nodes = {j: placed_on(c, j) for j in jobs}
+    for job in jobs:  # a Slurm job runs it, where wanka placed it
+        assert slurm_job(server, slurm, job)["nodes"] == ",".join(nodes[job])
+    seen = set()
+    with httpx.Client(base_url=server.gateway, headers={"Authorization": f"Bearer {token}"}) as gw:
+        for _ in range(40):
+            r = gw.get("/services/svc-slurm/on-slurm/headers")
+            assert r.status_code == 200, r.text
+            seen.add(int(r.json()["job"]))
+    assert seen == jobs
+    with server.client(token) as c:
+        assert c.delete("/v1/services/on-slurm").status_code == 200
+        wait_for(lambda: c.get("/v1/services/on-slurm").status_code == 404, 60)

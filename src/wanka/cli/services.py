@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -71,9 +72,25 @@ def list_(tenant: str = TENANT, json_out: bool = JSON) -> None:
 
 
 @service_app.command("show")
-def show(name: str = typer.Argument(...), tenant: str = TENANT, json_out: bool = JSON) -> None:
-    """One service: its replicas, the autoscaler's last decision and the latest events."""
+def show(
+    name: str = typer.Argument(...),
+    tenant: str = TENANT,
+    wait: bool = typer.Option(False, "--wait", help="First wait (up to 5 minutes) until it is ready."),
+    url: bool = typer.Option(False, "--url", help="Print only its URL at the gateway."),
+    json_out: bool = JSON,
+) -> None:
+    """One service: its replicas, the autoscaler's last decision and the latest events. With
+    --wait, once as many replicas are ready as the autoscaler wants (at least one)."""
     s = _run(lambda c: c.service(name, tenant))
+    deadline = time.monotonic() + 300
+    while wait and not (s["ready"] >= max(s["desired"], 1) and not s["deleting"]):
+        if time.monotonic() > deadline:
+            fail(f"service {name}: {s['ready']} of {s['desired']} replicas ready after 5 minutes", 1)
+        time.sleep(0.25)
+        s = _run(lambda c: c.service(name, tenant))
+    if url:
+        say(s["url"])
+        return
     if json_out:
         emit_json(s)
         return
