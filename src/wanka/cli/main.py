@@ -51,6 +51,9 @@ COMMANDS: dict[str, Entry] = {
         JOBS,
         "Services behind the gateway: apply, list, show, delete.",
     ),
+    "notebook": Entry(
+        "wanka.cli.services:notebook_app", JOBS, "Notebooks: start, open, list, stop (Jupyter)."
+    ),
     "acct": Entry("wanka.cli.remote:acct", JOBS, "Accounting, as sacct."),
     "usage": Entry("wanka.cli.remote:usage", JOBS, "Card-hours, PFLOP-hours and the bill, per tenant."),
     "login": Entry("wanka.cli.remote:login", ACCOUNT, "Check the token against the server and store both."),

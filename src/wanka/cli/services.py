@@ -120,3 +120,92 @@ def delete(name: str = typer.Argument(...), tenant: str = TENANT) -> None:
     """Stop a service's replicas; it is gone once they have stopped."""
     s = _run(lambda c: c.delete_service(name, tenant))
     say(f"service {s['name']} of {s['tenant']}: deleting ({len(s['replicas'])} replica(s) stopping)")
+
+
+notebook_app = _group("Notebooks: start, open, list, stop (Jupyter behind the gateway).")
+
+
+@notebook_app.command("start")
+def notebook_start(
+    name: str = typer.Option("notebook", "--name", help="Its name (a DNS label)."),
+    cards: int = typer.Option(0, "--cards", min=0, max=64, help="Cards it holds."),
+    cpus: int = typer.Option(0, "--cpus", min=0, max=65536, help="CPUs it holds."),
+    memory_gib: int = typer.Option(0, "--mem", min=0, help="GiB of memory it holds."),
+    queue: str = typer.Option("default", "--queue", "-q", help="Queue (default: your tenant's)."),
+    idle_timeout: float = typer.Option(
+        3600, "--idle-timeout", min=10, help="Culled after this many idle seconds."
+    ),
+    max_lifetime: float = typer.Option(
+        86400, "--max-lifetime", min=10, help="Culled this many seconds after start."
+    ),
+) -> None:
+    """Start a Jupyter server (JupyterLab when installed) on cards of its own, in this directory,
+    behind the gateway; `wanka notebook open NAME` prints the link to it."""
+    import sys
+
+    spec = {
+        "name": name,
+        "kind": "notebook",
+        "queue": queue,
+        "command": [sys.executable, "-m", "wanka.backends._notebook"],
+        "workdir": str(Path.cwd()),
+        "cards": cards,
+        "cpus": cpus,
+        "memory_gib": memory_gib,
+        "readiness": {"interval_s": 1, "timeout_s": 2},
+        "idle_timeout_s": idle_timeout,
+        "max_lifetime_s": max_lifetime,
+    }
+    svc = _run(lambda c: c.apply_service(spec))
+    say(f"notebook {svc['name']} of {svc['tenant']}: starting; its link: `wanka notebook open {svc['name']}`")
+
+
+@notebook_app.command("open")
+def notebook_open(
+    name: str = typer.Argument("notebook"),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="First wait (up to 5 minutes) until it is ready."
+    ),
+) -> None:
+    """Print a link that opens the notebook in a browser (once, within 2 minutes)."""
+    deadline = time.monotonic() + 300
+    s = _run(lambda c: c.service(name))
+    while wait and s["ready"] < 1:
+        if s["deleting"] or time.monotonic() > deadline:
+            fail(f"notebook {name} is not ready: {s['reason']}", 1)
+        time.sleep(0.25)
+        s = _run(lambda c: c.service(name))
+    say(_run(lambda c: c.service_link(name))["url"])
+
+
+@notebook_app.command("list")
+def notebook_list(json_out: bool = JSON) -> None:
+    """Your tenant's notebooks."""
+    rows = [s for s in _run(lambda c: c.services()) if s["spec"].get("kind") == "notebook"]
+    if json_out:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no notebooks")
+        return
+    _table(
+        "notebooks",
+        ["name", "ready", "cards", "idle timeout", "max lifetime"],
+        [
+            [
+                s["name"] + (" (stopping)" if s["deleting"] else ""),
+                _yes(s["ready"] > 0),
+                s["spec"]["cards"],
+                f"{s['spec']['idle_timeout_s']:g} s",
+                f"{s['spec']['max_lifetime_s']:g} s",
+            ]
+            for s in rows
+        ],
+    )
+
+
+@notebook_app.command("stop")
+def notebook_stop(name: str = typer.Argument("notebook")) -> None:
+    """Stop a notebook (its files stay where it ran)."""
+    s = _run(lambda c: c.delete_service(name))
+    say(f"notebook {s['name']}: stopping")

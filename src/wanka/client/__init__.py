@@ -333,6 +333,11 @@ class Client:
             "GET", f"/v1/services/{_segment(name)}", params={"tenant": tenant} if tenant else {}
         )
 
+    def service_link(self, name: str, tenant: str | None = None) -> dict:
+        """A one-time link that opens the service (a notebook: JupyterLab) in a browser."""
+        params = {"tenant": tenant} if tenant else {}
+        return self._call("POST", f"/v1/services/{_segment(name)}/link", params=params)
+
     def delete_service(self, name: str, tenant: str | None = None) -> dict:
         return self._call(
             "DELETE", f"/v1/services/{_segment(name)}", params={"tenant": tenant} if tenant else {}

@@ -75,6 +75,16 @@ class UpdateStrategy(BaseModel):
 class ServiceSpec(BaseModel):
     model_config = STRICT
     name: str = Field(max_length=63, pattern=SERVICE_NAME, description="lower-case letters, digits, -")
+    kind: Literal["service", "notebook"] = Field(
+        default="service",
+        description="notebook: one Jupyter server for its own tenant, culled when idle or too old",
+    )
+    idle_timeout_s: float | None = Field(
+        default=None, ge=10, le=30 * 86400, description="notebooks: culled after this long without activity"
+    )
+    max_lifetime_s: float | None = Field(
+        default=None, ge=10, le=365 * 86400, description="notebooks: culled this long after they were started"
+    )
     tenant: NameText = Field(default="default", pattern=NAME_PATTERN)
     queue: NameText = Field(default="default", pattern=NAME_PATTERN)
     priority_class: str = Field(default="normal", max_length=32)
@@ -119,6 +129,13 @@ class ServiceSpec(BaseModel):
             raise ValueError(
                 "replicas.min 0 (scale to zero) needs scaling: {metric: rps|inflight, target: N}"
             )
+        if self.kind == "notebook":
+            if self.replicas.max != 1 or self.replicas.min != 1 or self.scaling is not None:
+                raise ValueError("a notebook is one replica: replicas {min: 1, max: 1}, no scaling")
+            if not self.auth or self.shared_with:
+                raise ValueError("a notebook is its own tenant's: auth true, shared_with empty")
+        elif self.idle_timeout_s is not None or self.max_lifetime_s is not None:
+            raise ValueError("idle_timeout_s and max_lifetime_s are for notebooks (kind: notebook)")
         if "PORT" in self.env:
             raise ValueError("env: PORT is set by wanka (each replica's own port)")
         try:  # a replica's job passes the job spec's own checks (env names, sizes, classes)
@@ -215,3 +232,8 @@ class ServiceOut(BaseModel):
     spec: dict
     replicas: list[ReplicaOut] = []
     events: list[ServiceEventOut] = []
+
+
+class ServiceLink(BaseModel):
+    url: str = Field(description="open it in a browser once, within expires_in_s")
+    expires_in_s: float

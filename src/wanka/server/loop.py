@@ -1516,7 +1516,12 @@ class ControlLoop:
         tasks = task_launches(job_id, a.run, self.cluster, a.placement, address, port, ckpt)
         extra = {}
         if service_id is not None:  # a service's replica listens on the run's own port, in $PORT
-            extra = {"PORT": str(port)}
+            name = spec.get("name", "").rsplit(" v", 1)[0]  # the replica's job is "{service} v{generation}"
+            extra = {
+                "PORT": str(port),
+                "WANKA_NODE_ADDRESS": address,
+                "WANKA_BASE_URL": f"/services/{spec.get('tenant', '')}/{name}/",
+            }
             a.endpoint = f"{address}:{port}"
         return Launch(
             job_id,

@@ -13,6 +13,8 @@ For each service:
 4. replicas that fail are replaced after a back-off that doubles with each recent failure
    (Kubernetes' CrashLoopBackOff: 10 s, 20 s, ... at most 5 minutes).
 
+Notebooks past their idle timeout or lifetime are deleted, with a warning event first.
+
 Replicas up to ``replicas.min`` that the queue's nominal quota holds are submitted non-preemptible;
 the rest preemptible (Run:ai). Every decision is a service event with its reason.
 """
@@ -37,6 +39,7 @@ DRAIN_GRACE_S = 30.0  # a drained replica is cancelled after this even with requ
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 10.0, 300.0
 FAILURES_WINDOW_S = 600.0  # failures this recent count towards the back-off
 CHECK_EVERY_S = 1.0  # with no service, how often to look whether one appeared
+WARN_BEFORE_CULL_S = 300.0  # a notebook's warning event comes this long before it is culled (at most)
 
 
 class ServiceKeeper:
@@ -46,6 +49,7 @@ class ServiceKeeper:
         self.draining: dict[int, float] = {}  # replica job -> when it was drained
         self.ready_seen: dict[int, set[int]] = {}
         self.backoff_said: dict[int, float] = {}
+        self.warned: dict[int, int] = {}  # notebook -> the deadline it was warned of
         self._none_until = 0.0
 
     def tick(self, now: float) -> None:
@@ -87,6 +91,8 @@ class ServiceKeeper:
                 self.scalers.pop(row.id, None)
             return
         spec = ServiceSpec.model_validate(row.spec)
+        if spec.kind == "notebook" and self._cull(session, row, spec, reps, now):
+            return
         self._scale(session, row, spec, now, mono)
         want = row.desired
         alive = [r for r in reps if not r.cancel_requested]
@@ -129,6 +135,41 @@ class ServiceKeeper:
                 ),
             )
             cancelled += self._stop(session, row, order[: len(new) - want], f"scaled down to {want}", mono)
+
+    def _cull(self, session, row, spec: ServiceSpec, reps, now: float) -> bool:
+        """A notebook past its ``idle_timeout_s`` (no request through the gateway and no activity
+        Jupyter reports: kernels, terminals) or its ``max_lifetime_s`` is deleted, with a warning
+        event first (JupyterHub's idle culler). True when culled now."""
+        deadlines = []
+        if spec.idle_timeout_s:
+            started = max([row.created_at] + [r.start_time or 0.0 for r in reps])
+            active = max(started, self.board.meter(row.id).last, self.board.activity.get(row.id, 0.0))
+            deadlines.append(
+                (active + spec.idle_timeout_s, f"idle for {now - active:.0f} s", "idle_timeout_s")
+            )
+        if spec.max_lifetime_s:
+            deadlines.append(
+                (row.created_at + spec.max_lifetime_s, f"{now - row.created_at:.0f} s old", "max_lifetime_s")
+            )
+        if not deadlines:
+            return False
+        deadline, why, field = min(deadlines)
+        limit = spec.idle_timeout_s if field == "idle_timeout_s" else spec.max_lifetime_s
+        if now >= deadline:
+            row.deleted_at = now
+            services.event(session, row.id, f"culled: {why} ({field} {limit:g} s); stopping it", now)
+            self.warned.pop(row.id, None)
+            return True
+        warn = min(WARN_BEFORE_CULL_S, 0.2 * limit)
+        if now >= deadline - warn and self.warned.get(row.id) != round(deadline):
+            self.warned[row.id] = round(deadline)
+            services.event(
+                session,
+                row.id,
+                f"warning: {why}; culled in {deadline - now:.0f} s ({field} {limit:g} s)",
+                now,
+            )
+        return False
 
     def _scale(self, session, row, spec: ServiceSpec, now: float, mono: float) -> None:
         policy = spec.policy()

@@ -7,6 +7,7 @@ job passes (its queue, its priority class, that a replica could ever run here).
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -78,8 +79,9 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
     tree = state.trees.get(session)
     queue = default_queue(tree, tenant) if spec.queue == "default" else spec.queue
     spec = spec.model_copy(update={"tenant": tenant, "queue": queue})
+    if spec.kind == "notebook":
+        spec = notebook_defaults(spec, tenant)
     admit_spec(state, session, who, spec.replica_job(True, 1), tenant_id)  # queue, class, fits here
-    body = spec.model_dump(mode="json")
     now = time.time()
     row = session.scalar(
         select(tables.Service)
@@ -88,6 +90,10 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
     )
     if row is not None and row.deleted_at is not None:
         raise HTTPException(409, f"service {spec.name} is being deleted; apply it again once it is gone")
+    if row is not None and spec.kind == "notebook" and "JUPYTER_TOKEN" in row.spec.get("env", {}):
+        env = {**spec.env, "JUPYTER_TOKEN": row.spec["env"]["JUPYTER_TOKEN"]}
+        spec = spec.model_copy(update={"env": env})
+    body = spec.model_dump(mode="json")
     nominal = queue_nominal(tree, queue, spec.accelerators)
     sure = guaranteed(spec, nominal)
     note = (
@@ -123,6 +129,15 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
     what = f"generation {row.generation}: rolling update" if rollout else "no new replicas needed"
     event(session, row.id, f"applied by {who.name}: {', '.join(changed)} changed; {what}{note}", now)
     return Applied(row, tenant, False, True)
+
+
+def notebook_defaults(spec: ServiceSpec, tenant: str) -> ServiceSpec:
+    """A notebook's replica: Jupyter on the gateway's base URL, probed at its unauthenticated
+    ``api`` route, with a Jupyter token of its own (kept over a re-apply: open tabs stay in)."""
+    env = dict(spec.env)
+    env.setdefault("JUPYTER_TOKEN", secrets.token_urlsafe(24))
+    probe = spec.readiness.model_copy(update={"path": f"/services/{tenant}/{spec.name}/api"})
+    return spec.model_copy(update={"env": env, "readiness": probe})
 
 
 def event(session: Session, service_id: int, message: str, now: float | None = None) -> None:

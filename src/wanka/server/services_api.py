@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy.orm import Session
 
-from wanka.models.service import ReplicaOut, ServiceEventOut, ServiceOut, ServiceSpec
+from wanka.models.service import ReplicaOut, ServiceEventOut, ServiceLink, ServiceOut, ServiceSpec
 from wanka.server import services
 from wanka.server.auth import Principal
+from wanka.server.gateway.board import LINK_TTL_S
 
 TENANT = Query(None, max_length=64, description="admins: the tenant whose service it is")
 
@@ -49,6 +50,29 @@ def router(state, db, principal) -> APIRouter:
     ):
         row, tenant_name = services.visible(session, who, name, tenant)
         return out(state, session, row, tenant_name, detail=True)
+
+    @api.post("/v1/services/{name}/link", response_model=ServiceLink)
+    def link(
+        name: str,
+        tenant: str | None = TENANT,
+        who: Principal = Depends(principal),
+        session: Session = Depends(db),
+    ):
+        """A one-time link (2 minutes) that opens the service in a browser: the gateway trades it
+        for a session cookie of that service's path. A notebook's link logs into Jupyter too."""
+        row, tenant_name = services.visible(session, who, name, tenant)
+        if state.board is None or not state.gateway_url:
+            raise HTTPException(409, "this server runs no gateway (--gateway-port 0)")
+        try:
+            code = state.board.link(who, row.id)
+        except OverflowError as exc:
+            raise HTTPException(429, str(exc)) from None
+        url = f"{state.gateway_url}/services/{tenant_name}/{row.name}/"
+        if row.spec.get("kind") == "notebook":
+            url += f"lab?token={row.spec['env']['JUPYTER_TOKEN']}&wanka_link={code}"
+        else:
+            url += f"?wanka_link={code}"
+        return ServiceLink(url=url, expires_in_s=LINK_TTL_S)
 
     @api.delete("/v1/services/{name}", response_model=ServiceOut)
     def delete(

@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import aiohttp
 from sqlalchemy import select
 
 from wanka.core import JobState
 from wanka.server import tables
+from wanka.server.auth import Principal
 from wanka.server.gateway.meter import Meter
 
 log = logging.getLogger("wanka.gateway")
 
 REFRESH_S = 0.5  # the longest the board goes without reading the database
+LINK_TTL_S = 120.0  # a browser link (`wanka notebook open`) works once, within this
+BROWSER_SESSION_S = 8 * 3600.0  # and the browser's session with that service lasts this long
+MAX_LINKS, MAX_BROWSER_SESSIONS = 10_000, 100_000
+ACTIVITY_EVERY_S = 10.0  # how often a notebook's Jupyter is asked for its last activity
 FAILURE_THRESHOLD = 3  # probe failures in a row that take a replica out (Kubernetes' default)
 
 
@@ -54,6 +62,7 @@ class Route:
     replicas: dict[int, Replica] = field(default_factory=dict)
     meter: Meter = field(default_factory=Meter)
     ready: asyncio.Event | None = None  # set while some replica is ready (made on the event loop)
+    activity: float = 0.0  # a notebook: Jupyter's own last activity (UNIX seconds; 0: unknown)
 
     def routable(self) -> list[Replica]:
         return [r for r in self.replicas.values() if r.ready and not r.draining]
@@ -100,6 +109,10 @@ class Board:
         self._refreshing: asyncio.Future | None = None
         self._http: aiohttp.ClientSession | None = None
         self.meters: dict[int, Meter] = {}  # kept across refreshes (and before the first request)
+        self.activity: dict[int, float] = {}  # notebook -> Jupyter's last activity, UNIX seconds
+        self._links: dict[str, tuple[Principal, int, float]] = {}  # one-time code -> who, service, until
+        self._browsers: dict[str, tuple[Principal, int, float]] = {}  # sha256(cookie) -> who, service, until
+        self._activity_at: dict[int, float] = {}
 
     # --- the control loop's side (any thread) --------------------------------------------------
 
@@ -128,6 +141,44 @@ class Board:
         if m is None:
             m = self.meters.setdefault(service_id, Meter())
         return m
+
+    def link(self, who: Principal, service_id: int) -> str:
+        """A one-time code a browser trades at the gateway for a session with this service
+        (:data:`LINK_TTL_S`). Codes live in this server's memory: its gateway redeems them."""
+        now = time.time()
+        if len(self._links) >= MAX_LINKS:
+            self._links = {k: v for k, v in self._links.items() if v[2] > now}
+            if len(self._links) >= MAX_LINKS:
+                raise OverflowError("too many browser links waiting; try again in a minute")
+        code = secrets.token_urlsafe(32)
+        self._links[code] = (who, service_id, now + LINK_TTL_S)
+        return code
+
+    def redeem_link(self, code: str, service_id: int) -> str | None:
+        """The session secret for the browser that brought ``code`` (once), or None."""
+        entry = self._links.pop(code, None) if code else None
+        now = time.time()
+        if entry is None or entry[1] != service_id or entry[2] < now:
+            return None
+        if len(self._browsers) >= MAX_BROWSER_SESSIONS:
+            self._browsers = {k: v for k, v in self._browsers.items() if v[2] > now}
+            if len(self._browsers) >= MAX_BROWSER_SESSIONS:
+                return None
+        secret = secrets.token_urlsafe(32)
+        self._browsers[hashlib.sha256(secret.encode()).hexdigest()] = (
+            entry[0],
+            service_id,
+            now + BROWSER_SESSION_S,
+        )
+        return secret
+
+    def browser_session(self, secret: str, service_id: int) -> Principal | None:
+        if not secret:
+            return None
+        entry = self._browsers.get(hashlib.sha256(secret.encode()).hexdigest())
+        if entry is None or entry[1] != service_id or entry[2] < time.time():
+            return None
+        return entry[0]
 
     def poke(self) -> None:
         """Read the database again soon (a replica started or stopped)."""
@@ -231,6 +282,13 @@ class Board:
                         continue
                     r.probing = True
                     r.next_probe = now + float(probe.get("interval_s", 2.0))
+                    if route.spec.get("kind") == "notebook" and now >= self._activity_at.get(
+                        route.service_id, 0
+                    ):
+                        self._activity_at[route.service_id] = now + ACTIVITY_EVERY_S
+                        task = asyncio.create_task(self._jupyter_activity(route, r))
+                        self._probes.add(task)
+                        task.add_done_callback(self._probes.discard)
                     task = asyncio.create_task(self._probe(route, r, probe))
                     self._probes.add(task)  # a reference until it ends (the loop keeps only weak ones)
                     task.add_done_callback(self._probes.discard)
@@ -247,6 +305,23 @@ class Board:
         finally:
             r.probing = False
         self.mark(route, r, ok)
+
+    async def _jupyter_activity(self, route: Route, r: Replica) -> None:
+        """Jupyter's own last activity (its ``api/status``: kernels and terminals included), for
+        the idle culler."""
+        token = (route.spec.get("env") or {}).get("JUPYTER_TOKEN", "")
+        url = f"http://{r.endpoint}/services/{route.tenant}/{route.name}/api/status"
+        try:
+            timeout = aiohttp.ClientTimeout(total=2)
+            headers = {"Authorization": f"token {token}"}
+            async with self._http.get(url, timeout=timeout, headers=headers, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    return
+                when = (await resp.json()).get("last_activity")
+            stamp = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError, TypeError):
+            return
+        self.activity[route.service_id] = max(self.activity.get(route.service_id, 0.0), stamp)
 
     def mark(self, route: Route, r: Replica, ok: bool, at_once: bool = False) -> None:
         """A probe's (or a request's) outcome for ``r``: ready after one success; out after

@@ -13,13 +13,14 @@ class Meter:
     window's averages come from two samples. The gateway calls :meth:`begin` and :meth:`end`
     on its event loop; the control loop calls :meth:`observe` from its thread."""
 
-    __slots__ = ("_lock", "_samples", "area", "count", "inflight", "t")
+    __slots__ = ("_lock", "_samples", "area", "count", "inflight", "last", "t")
 
     def __init__(self, now: float | None = None) -> None:
         self.count = 0  # requests begun
         self.inflight = 0
         self.area = 0.0  # integral of inflight over time, request-seconds
         self.t = time.monotonic() if now is None else now
+        self.last = 0.0  # UNIX seconds of the last request's start or end (0: none yet)
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, int, float]] = deque([(self.t, 0, 0.0)])
 
@@ -33,11 +34,13 @@ class Meter:
             self._advance(now)
             self.inflight += 1
             self.count += 1
+        self.last = time.time()
 
     def end(self, now: float) -> None:
         with self._lock:
             self._advance(now)
             self.inflight -= 1
+        self.last = time.time()
 
     def observe(self, now: float, window_s: float) -> tuple[float, float]:
         """(requests per second, mean requests in flight) over the last ``window_s`` seconds (over

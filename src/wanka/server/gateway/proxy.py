@@ -56,6 +56,9 @@ ATTEMPTS = 3  # replicas one request may try
 TOKEN_CACHE_S = 5.0  # a revoked token still passes the gateway for at most this long
 TOKEN_CACHE_SIZE = 10_000
 WS_MAX_MESSAGE = 16 * 1024 * 1024
+SESSION_COOKIE = "wanka_gw"  # a browser's session with one service (its path only)
+# CSP sandbox without allow-same-origin: the page gets an opaque origin (W3C CSP3, "sandbox")
+SANDBOX = (b"content-security-policy", b"sandbox allow-scripts allow-forms allow-popups allow-modals")
 WHOLE_BYTES = 256 * 1024  # an answer this small, of known length, is read whole and sent at once
 
 
@@ -122,6 +125,9 @@ class Gateway:
                 route, rest = self._route(scope)
             if route is None:
                 raise Refused(404, f"no service {rest.decode('ascii', 'replace')}")
+            if kind == "http" and b"wanka_link=" in (scope.get("query_string") or b""):
+                await self._redeem(route, scope, send)
+                return
             await self._check(route, scope)
         except Refused as exc:
             await _refuse(scope, send, exc)
@@ -160,6 +166,8 @@ class Gateway:
         route = self.board.by_name.get((tenant, name))
         if route is None:
             return None, f"{name!r} of tenant {tenant!r}".encode("ascii", "replace")
+        if route.spec.get("kind") == "notebook":  # Jupyter serves under its base URL: the whole path
+            return route, raw
         return route, b"/" + (parts[4] if len(parts) > 4 else b"")
 
     async def _check(self, route: Route, scope) -> None:
@@ -167,12 +175,16 @@ class Gateway:
             return
         token = _bearer(scope)
         if token is None:
-            raise Refused(
-                401,
-                "this service needs a wanka token: Authorization: Bearer wk_...",
-                {"www-authenticate": "Bearer"},
-            )
-        who = await self._principal(token)
+            who = self.board.browser_session(_cookie(scope, SESSION_COOKIE), route.service_id)
+            if who is None:
+                raise Refused(
+                    401,
+                    "this service needs a wanka token (Authorization: Bearer wk_...), or in a "
+                    "browser a link from `wanka notebook open` or `wanka service link`",
+                    {"www-authenticate": "Bearer"},
+                )
+        else:
+            who = await self._principal(token)
         if who is None:
             raise Refused(401, "missing, unknown or revoked token", {"www-authenticate": "Bearer"})
         if (
@@ -200,6 +212,31 @@ class Gateway:
                 self._tokens.clear()
             self._tokens[key] = (who, now + TOKEN_CACHE_S)
         return who
+
+    async def _redeem(self, route: Route, scope, send) -> None:
+        """A browser's one-time link (``wanka_link``, from the API): a session cookie for this
+        service's path only (HttpOnly, SameSite=Strict), then on to the same URL without it."""
+        params = (scope.get("query_string") or b"").decode("latin-1").split("&")
+        code = next((p.split("=", 1)[1] for p in params if p.startswith("wanka_link=")), "")
+        rest = "&".join(p for p in params if p and not p.startswith("wanka_link="))
+        secret = self.board.redeem_link(code, route.service_id)
+        if secret is None:
+            raise Refused(
+                401, "this link is unknown, used or expired; ask for a new one (wanka notebook open)"
+            )
+        prefix = f"/services/{route.tenant}/{route.name}/"
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        target += f"?{rest}" if rest else ""
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        cookie = f"{SESSION_COOKIE}={secret}; Path={prefix}; HttpOnly; SameSite=Strict{secure}"
+        headers = [
+            (b"location", target.encode("latin-1")),
+            (b"set-cookie", cookie.encode()),
+            (b"cache-control", b"no-store"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -244,7 +281,7 @@ class Gateway:
                 ) as resp:
                     latency = self.metrics.of(self.metrics.latency, route.tenant, route.name)
                     latency.observe(time.monotonic() - started)
-                    await _stream(resp, send, receive)
+                    await _stream(resp, send, receive, route.spec.get("kind") != "notebook")
                     return resp.status
             except aiohttp.ClientConnectorError as exc:  # nothing was sent: any method may go elsewhere
                 self.board.mark(route, r, False, at_once=True)
@@ -336,10 +373,14 @@ class _Sent(Exception):
     """The answer's head went to the caller: the request cannot be retried any more."""
 
 
-async def _stream(resp: aiohttp.ClientResponse, send, receive) -> None:
+async def _stream(resp: aiohttp.ClientResponse, send, receive, sandbox: bool) -> None:
     """The replica's answer to the caller: at once when it is small and its length known (most
-    answers: no task to watch the caller), else as it comes, until the caller goes away."""
+    answers: no task to watch the caller), else as it comes, until the caller goes away. A
+    service's pages (``sandbox``) run in a browser as an origin of their own: every tenant's
+    services share the gateway's origin, and one's page must not script another's."""
     headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+    if sandbox:
+        headers.append(SANDBOX)
     length = resp.content_length
     if length is not None and length <= WHOLE_BYTES:
         try:
@@ -429,6 +470,14 @@ def _header(scope, name: bytes) -> str:
     return ""
 
 
+def _cookie(scope, name: str) -> str:
+    for part in _header(scope, b"cookie").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
+
+
 def _bearer(scope) -> str | None:
     value = _header(scope, b"authorization")
     if value[:7].lower() == "bearer ":
@@ -466,7 +515,9 @@ def _upstream_headers(scope, route: Route, websocket: bool = False) -> list[tupl
 
 
 def _without_console_cookie(value: str) -> str:
-    kept = [c for c in value.split(";") if c.strip().split("=", 1)[0].strip() != COOKIE]
+    """The Cookie header without wanka's own cookies (the console's, the gateway's sessions)."""
+    ours = (COOKIE, SESSION_COOKIE)
+    kept = [c for c in value.split(";") if c.strip().split("=", 1)[0].strip() not in ours]
     return ";".join(kept).strip()
 
 
