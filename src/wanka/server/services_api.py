@@ -61,18 +61,7 @@ def router(state, db, principal) -> APIRouter:
         """A one-time link (2 minutes) that opens the service in a browser: the gateway trades it
         for a session cookie of that service's path. A notebook's link logs into Jupyter too."""
         row, tenant_name = services.visible(session, who, name, tenant)
-        if state.board is None or not state.gateway_url:
-            raise HTTPException(409, "this server runs no gateway (--gateway-port 0)")
-        try:
-            code = state.board.link(who, row.id)
-        except OverflowError as exc:
-            raise HTTPException(429, str(exc)) from None
-        url = f"{state.gateway_url}/services/{tenant_name}/{row.name}/"
-        if row.spec.get("kind") == "notebook":
-            url += f"lab?token={row.spec['env']['JUPYTER_TOKEN']}&wanka_link={code}"
-        else:
-            url += f"?wanka_link={code}"
-        return ServiceLink(url=url, expires_in_s=LINK_TTL_S)
+        return ServiceLink(url=link_url(state, who, row, tenant_name), expires_in_s=LINK_TTL_S)
 
     @api.delete("/v1/services/{name}", response_model=ServiceOut)
     def delete(
@@ -89,6 +78,21 @@ def router(state, db, principal) -> APIRouter:
         return out(state, session, row, tenant_name, detail=True)
 
     return api
+
+
+def link_url(state, who: Principal, row, tenant: str) -> str:
+    """A one-time link to the service at the gateway (a notebook's logs into Jupyter too); 409
+    without a gateway, 429 when too many links wait."""
+    if state.board is None or not state.gateway_url:
+        raise HTTPException(409, "this server runs no gateway (--gateway-port 0)")
+    try:
+        code = state.board.link(who, row.id)
+    except OverflowError as exc:
+        raise HTTPException(429, str(exc)) from None
+    url = f"{state.gateway_url}/services/{tenant}/{row.name}/"
+    if row.spec.get("kind") == "notebook":
+        return url + f"lab?token={row.spec['env']['JUPYTER_TOKEN']}&wanka_link={code}"
+    return url + f"?wanka_link={code}"
 
 
 def out(state, session: Session, row, tenant: str, reps=None, detail: bool = False) -> ServiceOut:

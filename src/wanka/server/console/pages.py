@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from wanka.core import PRIORITY_CLASSES
 from wanka.server import checkpoints, job_service, tables
 from wanka.server.acct_api import task_runs
-from wanka.server.console import account_pages, cluster_pages, figures, job_list, twin_pages
+from wanka.server.console import account_pages, cluster_pages, figures, job_list, service_pages, twin_pages
 from wanka.server.console import session as console_session
 from wanka.server.console.forms import DEFAULTS, FormError, fields_of, form_fields, problems_of, spec_of
 from wanka.server.jobs_api import (
@@ -338,6 +338,7 @@ def router(state: AppState, db: Callable) -> APIRouter:
 
     cluster_pages.add(pages, state, db, signed, page)
     account_pages.add(pages, state, db, signed, page)
+    service_pages.add(pages, state, db, signed, page)
     twin_pages.add(pages, state, db, signed, page)
 
     # --- assets -----------------------------------------------------------------------------
