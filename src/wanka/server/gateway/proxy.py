@@ -13,8 +13,9 @@ frame by frame.
 The caller's wanka token and console cookie never reach a replica: a service's owner must not
 collect the tokens of those who call it.
 
-Upstream connections use aiohttp's client: httpx, measured here, spent ~2 ms of Python per
-proxied request against aiohttp's ~0.5 ms, and the gateway must add under 2 ms (docs/services.md).
+Requests go to replicas over kept-alive HTTP/1.1 connections of :mod:`.upstream` (httptools'
+parser); WebSockets, HEAD and probes over aiohttp's client. httpx, measured first, spent ~2 ms of
+Python per proxied request; aiohttp's ~0.6 ms; :mod:`.upstream` less (docs/services.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from yarl import URL
 from wanka.server import auth
 from wanka.server.console.session import COOKIE
 from wanka.server.gateway.board import Board, Replica, Route
+from wanka.server.gateway.upstream import ConnectFailed, Dropped, Pool
 
 HOP_BY_HOP = frozenset(
     {
@@ -47,6 +49,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        b"expect",  # the body is in hand: no 100-continue to wait for
     }
 )
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"})
@@ -110,7 +113,8 @@ class Gateway:
     def __init__(self, sessions, board: Board, notify: Callable[[int], None]) -> None:
         self.sessions, self.board, self.notify = sessions, board, notify
         self.metrics = GatewayMetrics()
-        self.http: aiohttp.ClientSession | None = None
+        self.http: aiohttp.ClientSession | None = None  # WebSockets, HEAD, readiness probes
+        self.pool = Pool()  # every other request
         self._tokens: dict[str, tuple[auth.Principal, float]] = {}
 
     async def __call__(self, scope, receive, send) -> None:
@@ -151,6 +155,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 await self.board.stop()
                 await self.http.close()
+                self.pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -265,7 +270,8 @@ class Gateway:
         headers = _upstream_headers(scope, route)
         query = scope.get("query_string") or b""
         target = rest + (b"?" + query if query else b"")
-        timeout = aiohttp.ClientTimeout(sock_connect=5, sock_read=float(route.spec.get("timeout_s", 60)))
+        timeout_s = float(route.spec.get("timeout_s", 60))
+        sandbox = route.spec.get("kind") != "notebook"
         tried: set[int] = set()
         last = ""
         for attempt in range(ATTEMPTS):
@@ -273,34 +279,58 @@ class Gateway:
             tried.add(r.job_id)
             if attempt:
                 self.metrics.of(self.metrics.retries, route.tenant, route.name).inc()
-            url = URL(f"http://{r.endpoint}{target.decode('latin-1')}", encoded=True)
             r.inflight += 1
+            conn = None
             try:
-                async with self.http.request(
-                    method, url, headers=headers, data=body or None, allow_redirects=False, timeout=timeout
-                ) as resp:
-                    latency = self.metrics.of(self.metrics.latency, route.tenant, route.name)
-                    latency.observe(time.monotonic() - started)
-                    await _stream(resp, send, receive, route.spec.get("kind") != "notebook")
-                    return resp.status
-            except aiohttp.ClientConnectorError as exc:  # nothing was sent: any method may go elsewhere
+                if method == "HEAD":  # an answer without a body its head describes: aiohttp knows
+                    return await self._head_request(route, r, target, headers, timeout_s, send, started)
+                head = _request_head(method, target, r.endpoint, headers, body)
+                conn, _ = await self.pool.send(r.endpoint, head, body, timeout_s)
+                latency = self.metrics.of(self.metrics.latency, route.tenant, route.name)
+                latency.observe(time.monotonic() - started)
+                await _relay_answer(conn, send, receive, sandbox, timeout_s)
+                return conn.status
+            except ConnectFailed as exc:  # nothing was sent: any method may go elsewhere
                 self.board.mark(route, r, False, at_once=True)
-                last = f"replica {r.job_id} at {r.endpoint}: {exc.os_error.strerror or exc}"
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, _Unanswered) as exc:
+                last = f"replica {r.job_id} at {r.endpoint}: {exc}"
+            except Dropped as exc:
                 self.board.mark(route, r, False, at_once=True)
-                last = f"replica {r.job_id} at {r.endpoint} dropped the connection ({exc.__class__.__name__})"
+                last = f"replica {r.job_id} at {r.endpoint}: {exc}"
                 if method not in IDEMPOTENT:
                     raise Refused(502, last + f"; a {method} is not retried (not idempotent)") from None
             except TimeoutError:
                 raise Refused(
-                    504,
-                    f"replica {r.job_id} sent nothing for {route.spec.get('timeout_s', 60)} s (timeout_s)",
+                    504, f"replica {r.job_id} sent nothing for {timeout_s:g} s (timeout_s)"
                 ) from None
             except _Sent:  # the answer began, then the replica or the caller went: nothing to redo
-                return 200
+                return conn.status if conn is not None else 200
             finally:
                 r.inflight -= 1
+                if conn is not None:
+                    self.pool.done(r.endpoint, conn)
         raise Refused(502, f"no replica answered after {len(tried)} attempt(s): {last}")
+
+    async def _head_request(self, route, r, target, headers, timeout_s, send, started) -> int:
+        url = URL(f"http://{r.endpoint}{target.decode('latin-1')}", encoded=True)
+        timeout = aiohttp.ClientTimeout(sock_connect=5, sock_read=timeout_s)
+        try:
+            async with self.http.request(
+                "HEAD", url, headers=headers, allow_redirects=False, timeout=timeout
+            ) as resp:
+                self.metrics.of(self.metrics.latency, route.tenant, route.name).observe(
+                    time.monotonic() - started
+                )
+                answer = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+                length = resp.headers.get("content-length")
+                if length is not None:
+                    answer.append((b"content-length", length.encode()))
+                await send({"type": "http.response.start", "status": resp.status, "headers": answer})
+                await send({"type": "http.response.body", "body": b""})
+                return resp.status
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(str(exc.os_error.strerror or exc)) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise Dropped(exc.__class__.__name__, True) from None
 
     async def _pick(self, route: Route, tried: set[int]) -> Replica:
         """The ready replica with the fewest outstanding requests (ties at random), waiting for
@@ -365,53 +395,59 @@ class Gateway:
             await upstream.close()
 
 
-class _Unanswered(Exception):
-    """The replica failed before any of its answer went to the caller."""
-
-
 class _Sent(Exception):
     """The answer's head went to the caller: the request cannot be retried any more."""
 
 
-async def _stream(resp: aiohttp.ClientResponse, send, receive, sandbox: bool) -> None:
+async def _relay_answer(conn, send, receive, sandbox: bool, timeout_s: float) -> None:
     """The replica's answer to the caller: at once when it is small and its length known (most
     answers: no task to watch the caller), else as it comes, until the caller goes away. A
     service's pages (``sandbox``) run in a browser as an origin of their own: every tenant's
     services share the gateway's origin, and one's page must not script another's."""
-    headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+    headers = [(k.lower(), v) for k, v in conn.headers if k.lower() not in HOP_BY_HOP]
     if sandbox:
         headers.append(SANDBOX)
-    length = resp.content_length
+    length = conn.content_length
     if length is not None and length <= WHOLE_BYTES:
         try:
-            body = await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            raise _Unanswered() from None  # nothing sent yet: it may go elsewhere
+            body = await conn.read(timeout_s)
+        except TimeoutError:
+            raise Dropped(f"its answer stopped for {timeout_s:g} s before its end", True) from None
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.start", "status": conn.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
-    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.start", "status": conn.status, "headers": headers})
     gone = asyncio.ensure_future(receive())  # the body was read whole: next comes http.disconnect
     try:
-        try:
-            while True:
-                read = asyncio.ensure_future(resp.content.readany())
-                await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not read.done():
-                    read.cancel()
-                    return
+        while True:
+            read = asyncio.ensure_future(conn.chunk(timeout_s))
+            await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
+                raise _Sent()
+            try:
                 chunk = read.result()
-                if not chunk:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            raise _Sent() from None
+            except TimeoutError:
+                raise _Sent() from None
+            if not chunk:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     finally:
         gone.cancel()
+
+
+def _request_head(
+    method: str, target: bytes, endpoint: str, headers: list[tuple[str, str]], body: bytes
+) -> bytes:
+    lines = [f"{method} {target.decode('latin-1')} HTTP/1.1", f"host: {endpoint}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 async def _relay(upstream: aiohttp.ClientWebSocketResponse, receive, send) -> None:
