@@ -144,21 +144,23 @@ def event(session: Session, service_id: int, message: str, now: float | None = N
     session.add(tables.ServiceEvent(service_id=service_id, time=now or time.time(), message=message[:1000]))
 
 
-def visible(session: Session, who: Principal, name: str, tenant: str | None):
-    """The service named ``name`` of the caller's tenant (an admin names one) and its tenant's
-    name, or 404 (also for another tenant's: names reveal nothing)."""
-    q = (
-        select(tables.Service, tables.Tenant.name)
-        .join(tables.Tenant, tables.Tenant.id == tables.Service.tenant_id)
-        .where(tables.Service.name == name)
+def _scoped(who: Principal, tenant: str | None):
+    """Services (with their tenant's name) the caller may see: a member its own tenant's (403 for
+    naming another), an admin everyone's or the ``tenant`` named."""
+    q = select(tables.Service, tables.Tenant.name).join(
+        tables.Tenant, tables.Tenant.id == tables.Service.tenant_id
     )
     if not who.is_admin:
         if tenant and tenant != who.tenant_name:
             raise HTTPException(403, f"tenant: you act for {who.tenant_name}; only admins name another")
-        q = q.where(tables.Service.tenant_id == who.tenant_id)
-    elif tenant:
-        q = q.where(tables.Tenant.name == tenant)
-    rows = session.execute(q).all()
+        return q.where(tables.Service.tenant_id == who.tenant_id)
+    return q.where(tables.Tenant.name == tenant) if tenant else q
+
+
+def visible(session: Session, who: Principal, name: str, tenant: str | None):
+    """The service named ``name`` of the caller's tenant (an admin names one) and its tenant's
+    name, or 404 (also for another tenant's: names reveal nothing)."""
+    rows = session.execute(_scoped(who, tenant).where(tables.Service.name == name)).all()
     if not rows:
         raise HTTPException(404, f"no service {name}")
     if len(rows) > 1:
@@ -167,16 +169,7 @@ def visible(session: Session, who: Principal, name: str, tenant: str | None):
 
 
 def listing(session: Session, who: Principal, tenant: str | None):
-    q = select(tables.Service, tables.Tenant.name).join(
-        tables.Tenant, tables.Tenant.id == tables.Service.tenant_id
-    )
-    if not who.is_admin:
-        if tenant and tenant != who.tenant_name:
-            raise HTTPException(403, f"tenant: you act for {who.tenant_name}; only admins name another")
-        q = q.where(tables.Service.tenant_id == who.tenant_id)
-    elif tenant:
-        q = q.where(tables.Tenant.name == tenant)
-    return session.execute(q.order_by(tables.Service.id)).all()
+    return session.execute(_scoped(who, tenant).order_by(tables.Service.id)).all()
 
 
 def replicas(session: Session, service_ids: list[int]) -> dict[int, list]:
