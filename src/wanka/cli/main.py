@@ -49,7 +49,7 @@ COMMANDS: dict[str, Entry] = {
     "service": Entry(
         "wanka.cli.services:service_app",
         JOBS,
-        "Services behind the gateway: apply, list, show, delete.",
+        "Services behind the gateway: apply, list, show, link, delete.",
     ),
     "notebook": Entry(
         "wanka.cli.services:notebook_app", JOBS, "Notebooks: start, open, list, stop (Jupyter)."

@@ -15,7 +15,19 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-service_app = _group("Services: apply, list, show, delete (replicas behind the gateway).")
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:g} s"
+
+
+def _notebook(name: str) -> dict:
+    """The notebook named so; exit 1 when it is a service of another kind."""
+    s = _run(lambda c: c.service(name))
+    if s["spec"].get("kind") != "notebook":
+        fail(f"{name} is a service, not a notebook (wanka service show|delete {name})", 1)
+    return s
+
+
+service_app = _group("Services behind the gateway: apply, list, show, link, delete.")
 TENANT = typer.Option(None, "--tenant", help="Admins: the tenant whose service it is.")
 
 
@@ -23,9 +35,7 @@ TENANT = typer.Option(None, "--tenant", help="Admins: the tenant whose service i
 def apply(
     path: Path = typer.Argument(..., help="A service spec YAML (docs/services.md)."), json_out: bool = JSON
 ) -> None:
-    """Create a service, or change it (a rolling update when what its replicas run changes).
-
-    Replicas start in the directory you apply from unless the spec names a workdir."""
+    """Create a service or change it (a rolling update); replicas start in this directory."""
     from wanka.models.errors import SpecError
     from wanka.models.service import parse_service_spec
 
@@ -56,7 +66,7 @@ def list_(tenant: str = TENANT, json_out: bool = JSON) -> None:
         return
     _table(
         "services",
-        ["name", "tenant", "ready", "desired", "generation", "url"],
+        ["name", "tenant", "ready/live", "wanted", "generation", "url"],
         [
             [
                 s["name"] + (" (deleting)" if s["deleting"] else ""),
@@ -75,12 +85,13 @@ def list_(tenant: str = TENANT, json_out: bool = JSON) -> None:
 def show(
     name: str = typer.Argument(...),
     tenant: str = TENANT,
-    wait: bool = typer.Option(False, "--wait", help="First wait (up to 5 minutes) until it is ready."),
+    wait: bool = typer.Option(
+        False, "--wait", help="First wait (5 minutes at most) until as many replicas are ready as it wants."
+    ),
     url: bool = typer.Option(False, "--url", help="Print only its URL at the gateway."),
     json_out: bool = JSON,
 ) -> None:
-    """One service: its replicas, the autoscaler's last decision and the latest events. With
-    --wait, once as many replicas are ready as the autoscaler wants (at least one)."""
+    """One service: its replicas, the autoscaler's last decision and the latest events."""
     s = _run(lambda c: c.service(name, tenant))
     deadline = time.monotonic() + 300
     while wait and not (s["ready"] >= max(s["desired"], 1) and not s["deleting"]):
@@ -115,6 +126,12 @@ def show(
     _table("events", ["time", "event"], [[_when(e["time"]), e["message"]] for e in s["events"]])
 
 
+@service_app.command("link")
+def link(name: str = typer.Argument(...), tenant: str = TENANT) -> None:
+    """Print a link that opens the service in a browser (once, within 2 minutes)."""
+    say(_run(lambda c: c.service_link(name, tenant))["url"])
+
+
 @service_app.command("delete")
 def delete(name: str = typer.Argument(...), tenant: str = TENANT) -> None:
     """Stop a service's replicas; it is gone once they have stopped."""
@@ -122,7 +139,7 @@ def delete(name: str = typer.Argument(...), tenant: str = TENANT) -> None:
     say(f"service {s['name']} of {s['tenant']}: deleting ({len(s['replicas'])} replica(s) stopping)")
 
 
-notebook_app = _group("Notebooks: start, open, list, stop (Jupyter behind the gateway).")
+notebook_app = _group("Notebooks: start, open, list, stop (Jupyter).")
 
 
 @notebook_app.command("start")
@@ -131,7 +148,7 @@ def notebook_start(
     cards: int = typer.Option(0, "--cards", min=0, max=64, help="Cards it holds."),
     cpus: int = typer.Option(0, "--cpus", min=0, max=65536, help="CPUs it holds."),
     memory_gib: int = typer.Option(0, "--mem", min=0, help="GiB of memory it holds."),
-    queue: str = typer.Option("default", "--queue", "-q", help="Queue (default: your tenant's)."),
+    queue: str = typer.Option("default", "--queue", "-q", help="Queue ('default': your tenant's)."),
     idle_timeout: float = typer.Option(
         3600, "--idle-timeout", min=10, help="Culled after this many idle seconds."
     ),
@@ -139,10 +156,22 @@ def notebook_start(
         86400, "--max-lifetime", min=10, help="Culled this many seconds after start."
     ),
 ) -> None:
-    """Start a Jupyter server (JupyterLab when installed) on cards of its own, in this directory,
-    behind the gateway; `wanka notebook open NAME` prints the link to it."""
+    """Start Jupyter in this directory, behind the gateway (its link: wanka notebook open)."""
     import sys
 
+    from wanka.client import WankaError
+
+    def exists(c) -> dict | None:
+        try:
+            return c.service(name)
+        except WankaError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    if (found := _run(exists)) is not None:
+        what = "notebook" if found["spec"].get("kind") == "notebook" else "service"
+        fail(f"a {what} named {name} exists already: `wanka notebook open {name}`, or stop it first", 1)
     spec = {
         "name": name,
         "kind": "notebook",
@@ -169,7 +198,7 @@ def notebook_open(
 ) -> None:
     """Print a link that opens the notebook in a browser (once, within 2 minutes)."""
     deadline = time.monotonic() + 300
-    s = _run(lambda c: c.service(name))
+    s = _notebook(name)
     while wait and s["ready"] < 1:
         if s["deleting"] or time.monotonic() > deadline:
             fail(f"notebook {name} is not ready: {s['reason']}", 1)
@@ -196,8 +225,8 @@ def notebook_list(json_out: bool = JSON) -> None:
                 s["name"] + (" (stopping)" if s["deleting"] else ""),
                 _yes(s["ready"] > 0),
                 s["spec"]["cards"],
-                f"{s['spec']['idle_timeout_s']:g} s",
-                f"{s['spec']['max_lifetime_s']:g} s",
+                _seconds(s["spec"].get("idle_timeout_s")),
+                _seconds(s["spec"].get("max_lifetime_s")),
             ]
             for s in rows
         ],
@@ -207,5 +236,6 @@ def notebook_list(json_out: bool = JSON) -> None:
 @notebook_app.command("stop")
 def notebook_stop(name: str = typer.Argument("notebook")) -> None:
     """Stop a notebook (its files stay where it ran)."""
+    _notebook(name)
     s = _run(lambda c: c.delete_service(name))
     say(f"notebook {s['name']}: stopping")

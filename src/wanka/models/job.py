@@ -86,6 +86,29 @@ class RestartSpec(BaseModel):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def env_names(v: dict[str, str], reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """Environment variable names as a shell would take them; ``WANKA_*`` and ``reserved`` are
+    wanka's to set."""
+    for name in v:
+        if (
+            not name
+            or not (name[0].isalpha() or name[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in name)
+        ):
+            raise ValueError(
+                f"environment variable name {name!r}: letters, digits and _ only, not first a digit"
+            )
+        if name.startswith("WANKA_") or name in reserved:
+            raise ValueError(f"environment variable {name!r}: {name} is set by wanka")
+    return v
+
+
+def priority_class(v: str) -> str:
+    if v not in PRIORITY_CLASSES:
+        raise ValueError(f"unknown priority class {v!r}; choose one of {', '.join(PRIORITY_CLASSES)}")
+    return v
+
+
 class JobSpec(BaseModel):
     model_config = STRICT
     name: LabelText = Field(default="", max_length=200)
@@ -145,18 +168,7 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for name in v:
-            if (
-                not name
-                or not (name[0].isalpha() or name[0] == "_")
-                or not all(c.isalnum() or c == "_" for c in name)
-            ):
-                raise ValueError(
-                    f"environment variable name {name!r}: letters, digits and _ only, not first a digit"
-                )
-            if name.startswith("WANKA_"):
-                raise ValueError(f"environment variable {name!r}: WANKA_* names are set by wanka")
-        return v
+        return env_names(v)
 
     @field_validator("env")
     @classmethod
@@ -172,9 +184,7 @@ class JobSpec(BaseModel):
     @field_validator("priority_class")
     @classmethod
     def _class(cls, v: str) -> str:
-        if v not in PRIORITY_CLASSES:
-            raise ValueError(f"unknown priority class {v!r}; choose one of {', '.join(PRIORITY_CLASSES)}")
-        return v
+        return priority_class(v)
 
     def to_job(self, job_id: str | None = None, submit_time: float = 0.0) -> Job:
         pc = PRIORITY_CLASSES[self.priority_class]

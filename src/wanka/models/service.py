@@ -10,6 +10,7 @@ max surge.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wanka.core.autoscale import Metric, ScalingPolicy
 from wanka.models.bounds import MAX_ARGS, MAX_CPUS_PER_TASK, MAX_MEMORY_GIB_PER_TASK, ArgText, NameText, Text
 from wanka.models.errors import field_path, from_validation_error, load_yaml
-from wanka.models.job import NAME_PATTERN, JobSpec, TaskGroupSpec
+from wanka.models.job import NAME_PATTERN, JobSpec, TaskGroupSpec, env_names, priority_class
 
 STRICT = ConfigDict(extra="forbid")
 MAX_SERVICE_REPLICAS = 64  # replicas of one service; a bigger fleet is several services
@@ -74,7 +75,7 @@ class UpdateStrategy(BaseModel):
 
 class ServiceSpec(BaseModel):
     model_config = STRICT
-    name: str = Field(max_length=63, pattern=SERVICE_NAME, description="lower-case letters, digits, -")
+    name: str = Field(max_length=63, description="a DNS label: lower-case letters, digits and -")
     kind: Literal["service", "notebook"] = Field(
         default="service",
         description="notebook: one Jupyter server for its own tenant, culled when idle or too old",
@@ -136,13 +137,31 @@ class ServiceSpec(BaseModel):
                 raise ValueError("a notebook is its own tenant's: auth true, shared_with empty")
         elif self.idle_timeout_s is not None or self.max_lifetime_s is not None:
             raise ValueError("idle_timeout_s and max_lifetime_s are for notebooks (kind: notebook)")
-        if "PORT" in self.env:
-            raise ValueError("env: PORT is set by wanka (each replica's own port)")
         try:  # a replica's job passes the job spec's own checks (env names, sizes, classes)
             self.replica_job(True, 1)
         except ValidationError as exc:
             raise ValueError("; ".join(f"{field_path(e['loc'])}: {e['msg']}" for e in exc.errors())) from None
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(SERVICE_NAME, v):
+            raise ValueError(
+                f"{v!r} is not a DNS label: lower-case letters, digits and -, at most 63, "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return env_names(v, reserved=("PORT",))
+
+    @field_validator("priority_class")
+    @classmethod
+    def _class(cls, v: str) -> str:
+        return priority_class(v)
 
     @field_validator("shared_with")
     @classmethod

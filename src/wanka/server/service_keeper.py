@@ -245,14 +245,12 @@ class ServiceKeeper:
         return out
 
     def _backing_off(self, session, row, now: float) -> bool:
-        failed = session.execute(
-            select(func.count(), func.max(tables.Job.end_time)).where(
-                tables.Job.service_id == row.id,
-                tables.Job.state == JobState.FAILED.value,
-                tables.Job.end_time > now - FAILURES_WINDOW_S,
-            )
-        ).one()
-        n, last = failed
+        recent = (
+            tables.Job.service_id == row.id,
+            tables.Job.state == JobState.FAILED.value,
+            tables.Job.end_time > now - FAILURES_WINDOW_S,
+        )
+        n, last = session.execute(select(func.count(), func.max(tables.Job.end_time)).where(*recent)).one()
         if not n:
             return False
         wait = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (n - 1))
@@ -260,11 +258,17 @@ class ServiceKeeper:
             return False
         if self.backoff_said.get(row.id) != last:
             self.backoff_said[row.id] = last
+            job_id, reason = session.execute(
+                select(tables.Job.id, tables.Job.reason)
+                .where(*recent)
+                .order_by(tables.Job.end_time.desc())
+                .limit(1)
+            ).one()
             services.event(
                 session,
                 row.id,
-                f"{n} replica(s) failed in the last {FAILURES_WINDOW_S / 60:g} min: "
-                f"the next starts {wait:g} s after the last failure (back-off)",
+                f"replica job {job_id} failed ({reason}; wanka logs {job_id}); {n} in the last "
+                f"{FAILURES_WINDOW_S / 60:g} min: the next starts {wait:g} s after it (back-off)",
                 now,
             )
         return True

@@ -94,6 +94,12 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
         env = {**spec.env, "JUPYTER_TOKEN": row.spec["env"]["JUPYTER_TOKEN"]}
         spec = spec.model_copy(update={"env": env})
     body = spec.model_dump(mode="json")
+    unknown = sorted(
+        set(spec.shared_with)
+        - set(session.scalars(select(tables.Tenant.name).where(tables.Tenant.name.in_(spec.shared_with))))
+    )
+    if unknown:
+        raise HTTPException(422, [{"field": "shared_with", "message": f"no tenant {', '.join(unknown)}"}])
     nominal = queue_nominal(tree, queue, spec.accelerators)
     sure = guaranteed(spec, nominal)
     note = (
@@ -162,7 +168,7 @@ def visible(session: Session, who: Principal, name: str, tenant: str | None):
     name, or 404 (also for another tenant's: names reveal nothing)."""
     rows = session.execute(_scoped(who, tenant).where(tables.Service.name == name)).all()
     if not rows:
-        raise HTTPException(404, f"no service {name}")
+        raise HTTPException(404, f"no service {name}" + (f" of tenant {tenant}" if tenant else ""))
     if len(rows) > 1:
         raise HTTPException(422, f"services named {name} in several tenants; name one (tenant)")
     return rows[0]

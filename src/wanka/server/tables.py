@@ -149,7 +149,10 @@ class Service(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # its replicas are stopping
 
-    __table_args__ = (Index("ix_services_tenant_id_name", "tenant_id", "name", unique=True),)
+    __table_args__ = (
+        Index("ix_services_tenant_id_name", "tenant_id", "name", unique=True),
+        {"sqlite_autoincrement": True},  # ids never reused: events and replicas keep their service's
+    )
 
 
 class ServiceEvent(Base):

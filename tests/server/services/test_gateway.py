@@ -199,3 +199,29 @@ def test_a_bad_spec_gets_422_naming_the_field_and_nothing_is_stored(server, tena
         assert r.status_code == 422, r.text
         assert field in r.text
         assert [s["name"] for s in c.get("/v1/services").json()] == before
+
+
+def test_a_new_service_never_inherits_a_deleted_ones_history_or_id(server, tenants):
+    """SQLite reuses the largest rowid once its row is gone; a service's id must never be reused
+    (its events and its replicas' jobs would pass to whoever comes next, another tenant even)."""
+    alpha, beta = tenants
+    with server.client(alpha) as c:
+        apply(c, {**ECHO, "name": "short-lived"})
+        old_events = {e["message"] for e in show(c, "short-lived")["events"]}
+        assert c.delete("/v1/services/short-lived").status_code == 200
+        wait_for(lambda: c.get("/v1/services/short-lived").status_code == 404, 60)
+    with server.client(beta) as other:
+        s = apply(other, {**ECHO, "name": "short-lived"})
+        assert s["replicas"] == [] or all(r["generation"] == 1 for r in s["replicas"])
+        messages = [e["message"] for e in s["events"]]
+        assert len(messages) == 1 and messages[0].startswith("applied by beta-dev"), messages
+        assert not old_events & set(messages)
+        assert other.delete("/v1/services/short-lived").status_code == 200
+
+
+def test_sharing_with_a_tenant_that_does_not_exist_is_refused(server, tenants):
+    alpha, _ = tenants
+    with server.client(alpha) as c:
+        r = c.put("/v1/services", json={**ECHO, "name": "lonely", "shared_with": ["nosuch"]})
+        assert r.status_code == 422 and "no tenant nosuch" in r.text
+        assert c.get("/v1/services/lonely").status_code == 404

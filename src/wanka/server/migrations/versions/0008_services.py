@@ -35,6 +35,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.Column("deleted_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        # SQLite reuses the largest rowid once its row is gone: a new service would inherit a
+        # deleted one's events and replicas' history (another tenant's); AUTOINCREMENT never does
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_services_tenant_id_name", "services", ["tenant_id", "name"], unique=True)
     op.create_table(
