@@ -1,9 +1,9 @@
-"""A long-running inference-style service: answers HTTP on a port until it is stopped.
+"""A long-running inference-style service: answers HTTP until it is stopped.
 
-As a service's replica (examples/hello-service.yaml) it listens on 127.0.0.1 at $PORT, which wanka
-gives each replica; as a job's task, at BASE_PORT + RANK. It answers GET / with which replica (job)
-and which cards it is; SIGTERM (a scale-down, a cancel, a preemption) makes it finish the request
-in hand and exit.
+As a service's replica (examples/hello-service.yaml) it listens where wanka says: the Unix socket
+$WANKA_SOCKET (local backend) or $PORT (Slurm); as a job's task, on 127.0.0.1 at BASE_PORT + RANK.
+It answers GET / with which replica (job) and which cards it is; SIGTERM (a scale-down, a cancel,
+a preemption) makes it finish the request in hand and exit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,15 @@ import os
 import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import ThreadingMixIn, UnixStreamServer
+
+
+class UnixHTTPServer(ThreadingMixIn, UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self):  # a Unix peer has no address: BaseHTTPRequestHandler wants a pair
+        request, _ = super().get_request()
+        return request, ("local", 0)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,12 +43,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
-    port = int(
-        os.environ.get("PORT") or int(os.environ.get("BASE_PORT", "18600")) + int(os.environ.get("RANK", "0"))
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if os.environ.get("WANKA_SOCKET"):
+        where = os.environ["WANKA_SOCKET"]
+        server = UnixHTTPServer(where, Handler)
+    else:
+        port = int(os.environ.get("BASE_PORT", "18600")) + int(os.environ.get("RANK", "0"))
+        port = int(os.environ.get("PORT") or port)
+        where = f"127.0.0.1:{port}"
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown() or None)
-    print(f"serving on 127.0.0.1:{port}", flush=True)
+    print(f"serving on {where}", flush=True)
     import threading
 
     thread = threading.Thread(target=server.serve_forever)

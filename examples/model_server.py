@@ -1,6 +1,7 @@
 """A small PyTorch model behind a tiny HTTP app: the replica of examples/model-service.yaml.
 
-It listens on 127.0.0.1 at $PORT (wanka gives each replica its own) and answers:
+It listens where wanka says: on the Unix socket $WANKA_SOCKET (the local backend: only its tenant
+and the gateway can connect there), or on $PORT of the node's address (Slurm), and answers:
 
 - ``GET /healthz``: 200 once the model is loaded (the readiness probe);
 - ``POST /predict`` with ``{"inputs": [[4 floats], ...]}``: the model's outputs, and which
@@ -79,4 +80,8 @@ app = Starlette(
 )
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
+    if os.environ.get("WANKA_SOCKET"):
+        uvicorn.run(app, uds=os.environ["WANKA_SOCKET"], log_level="warning")
+    else:
+        host = os.environ.get("WANKA_NODE_ADDRESS", "127.0.0.1")
+        uvicorn.run(app, host=host, port=int(os.environ["PORT"]), log_level="warning")

@@ -176,6 +176,12 @@ class Backend(ABC):
         """Which of ``nodes`` fail their health check now, with why. Default: none."""
         return {}
 
+    def service_endpoint(self, job_id: int, run: int, node: str, port: int) -> tuple[str, dict[str, str]]:
+        """Where a service's replica (this run of the job) listens, as the gateway reaches it
+        (``host:port``, or ``unix:PATH``), and what its task is told of it. Default: ``port`` on
+        the node's address, in ``$PORT``."""
+        return f"{self.node_address(node)}:{port}", {"PORT": str(port)}
+
 
 def task_launches(
     job_id: int,

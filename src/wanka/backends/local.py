@@ -32,8 +32,10 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -149,6 +151,28 @@ def _start_time(pid: int) -> str | None:
     return fields[19]
 
 
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with its NUL
+
+
+def socket_root() -> Path:
+    """Where replicas' sockets go: short paths on a filesystem of this user's (root: /run/wanka;
+    otherwise $XDG_RUNTIME_DIR/wanka, or /tmp/wanka-UID checked to be this user's)."""
+    if os.geteuid() == 0:
+        return Path("/run/wanka")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "wanka"
+    root = Path(tempfile.gettempdir()) / f"wanka-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():  # another user's, planted
+        raise RuntimeError(
+            f"{root} is not a directory of uid {os.geteuid()}: replicas' sockets cannot go there"
+        )
+    return root
+
+
 class LocalBackend(Backend):
     name = "local"
     terminals = True
@@ -170,6 +194,7 @@ class LocalBackend(Backend):
         self.runs = self.home / "runs"
         self.checkpoints = self.home / "checkpoints"
         self.work = self.home / "work"
+        self.sockets = socket_root() / isolation.home_digest(self.home)  # services' replicas
         self.single_user = single_user
         self.isolated = os.geteuid() == 0 and not single_user
         self.task_uids = task_uids
@@ -277,6 +302,15 @@ class LocalBackend(Backend):
     def run_dir(self, job_id: int, run: int) -> Path:
         return self.runs / str(job_id) / str(run)
 
+    def service_endpoint(self, job_id: int, run: int, node: str, port: int) -> tuple[str, dict[str, str]]:
+        """A Unix socket in a directory of the job's own (0700, the tenant's account): on one
+        machine every tenant's tasks share the loopback, where a port is anyone's to connect to
+        (and to take first); a socket there is the replica's tenant's and the server's only. The
+        directory is under :attr:`sockets` (``/run/wanka/<home digest>`` as root), not the home:
+        a socket's path holds 107 bytes at most."""
+        path = self.sockets / str(job_id) / f"replica-{run}.sock"
+        return f"unix:{path}", {"WANKA_SOCKET": str(path)}
+
     def cgroup(self, job_id: int, run: int, task: int) -> Path | None:
         return None if self.cgroups is None else self.cgroups / f"job{job_id}-run{run}-task{task}"
 
@@ -311,7 +345,31 @@ class LocalBackend(Backend):
         # enter" (root's look would tell a tenant whether any path exists)
         if not self.isolated and launch.workdir and not os.path.isdir(launch.workdir):
             raise ValueError(f"workdir {launch.workdir!r} is no directory on this machine")
+        socket_path = launch.user_env.get("WANKA_SOCKET", "")
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"a replica's socket {socket_path} is longer than a Unix socket path may be "
+                f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
+            )
+        socket_path = launch.user_env.get("WANKA_SOCKET", "")
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"a replica's socket {socket_path} is longer than a Unix socket path may be "
+                f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
+            )
+        socket_path = launch.user_env.get("WANKA_SOCKET", "")
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"a replica's socket {socket_path} is longer than a Unix socket path may be "
+                f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
+            )
         account = self._identity(launch)
+        if socket_path:  # a service's replica: its socket's directory is its tenant's alone
+            isolation.private_dir(self.sockets.parent, None, 0o711)
+            isolation.private_dir(self.sockets, None, 0o711)
+            isolation.private_dir(Path(socket_path).parent, account)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_path)  # an earlier run's, or one the job left
         rundir = self.run_dir(launch.job_id, launch.run)
         isolation.private_dir(rundir.parent, None)
         isolation.private_dir(rundir, None)

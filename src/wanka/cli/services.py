@@ -157,7 +157,6 @@ def notebook_start(
     ),
 ) -> None:
     """Start Jupyter in this directory, behind the gateway (its link: wanka notebook open)."""
-    import sys
 
     from wanka.client import WankaError
 
@@ -176,7 +175,6 @@ def notebook_start(
         "name": name,
         "kind": "notebook",
         "queue": queue,
-        "command": [sys.executable, "-m", "wanka.backends._notebook"],
         "workdir": str(Path.cwd()),
         "cards": cards,
         "cpus": cpus,

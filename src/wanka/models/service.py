@@ -22,6 +22,7 @@ from wanka.models.errors import field_path, from_validation_error, load_yaml
 from wanka.models.job import NAME_PATTERN, JobSpec, TaskGroupSpec, env_names, priority_class
 
 STRICT = ConfigDict(extra="forbid")
+NOTEBOOK_COMMAND = ("python", "-m", "wanka.backends._notebook")  # [0]: the server's own interpreter
 MAX_SERVICE_REPLICAS = 64  # replicas of one service; a bigger fleet is several services
 # a DNS label (RFC 1123): the name is a path segment of its URL, and a host name on Kubernetes
 SERVICE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -58,7 +59,9 @@ class Scaling(BaseModel):
 
     model_config = STRICT
     metric: Literal["rps", "inflight"] = "rps"
-    target: float = Field(gt=0, le=1_000_000, description="per replica: requests/s, or requests in flight")
+    target: float = Field(
+        ge=0.001, le=1_000_000, description="per replica: requests/s, or requests in flight"
+    )
     window_s: float = Field(default=30.0, ge=1, le=3600, description="the average's window")
     scale_up_delay_s: float = Field(default=30.0, ge=0, le=3600)
     scale_down_delay_s: float = Field(default=300.0, ge=0, le=86400)
@@ -90,7 +93,7 @@ class ServiceSpec(BaseModel):
     queue: NameText = Field(default="default", pattern=NAME_PATTERN)
     priority_class: str = Field(default="normal", max_length=32)
     command: list[ArgText] = Field(
-        min_length=1,
+        default=[],
         max_length=MAX_ARGS,
         description="argv of every replica, run without a shell; it listens on 127.0.0.1 or the "
         "node's address at the port in $PORT",
@@ -130,7 +133,11 @@ class ServiceSpec(BaseModel):
             raise ValueError(
                 "replicas.min 0 (scale to zero) needs scaling: {metric: rps|inflight, target: N}"
             )
+        if self.kind == "service" and not self.command:
+            raise ValueError("command: give the argv every replica runs, e.g. [python, serve.py]")
         if self.kind == "notebook":
+            if self.command and tuple(self.command[1:]) != NOTEBOOK_COMMAND[1:]:
+                raise ValueError("command: a notebook runs Jupyter, as wanka starts it; leave command out")
             if self.replicas.max != 1 or self.replicas.min != 1 or self.scaling is not None:
                 raise ValueError("a notebook is one replica: replicas {min: 1, max: 1}, no scaling")
             if not self.auth or self.shared_with:

@@ -169,6 +169,14 @@ def _delete(url: str, home: Path) -> None:
             time.sleep(0.1)
 
 
-if __name__ == "__main__":  # the benchmark's replica: answers "ok" on $PORT
+async def _upstream_at(path: str) -> None:
+    server = await asyncio.start_unix_server(_answer, path)
+    await server.serve_forever()
+
+
+if __name__ == "__main__":  # the benchmark's replica: answers "ok" where wanka says
     loop = _event_loop()()
-    loop.run_until_complete(_upstream(int(os.environ["PORT"])))
+    if os.environ.get("WANKA_SOCKET"):
+        loop.run_until_complete(_upstream_at(os.environ["WANKA_SOCKET"]))
+    else:
+        loop.run_until_complete(_upstream(int(os.environ["PORT"])))

@@ -1515,14 +1515,13 @@ class ControlLoop:
         address, port = self.backend.node_address(first), self.backend.free_port(first)
         tasks = task_launches(job_id, a.run, self.cluster, a.placement, address, port, ckpt)
         extra = {}
-        if service_id is not None:  # a service's replica listens on the run's own port, in $PORT
+        if service_id is not None:  # a service's replica: where it listens is the backend's to say
             name = spec.get("name", "").rsplit(" v", 1)[0]  # the replica's job is "{service} v{generation}"
-            extra = {
-                "PORT": str(port),
+            a.endpoint, extra = self.backend.service_endpoint(job_id, a.run, first, port)
+            extra |= {
                 "WANKA_NODE_ADDRESS": address,
                 "WANKA_BASE_URL": f"/services/{spec.get('tenant', '')}/{name}/",
             }
-            a.endpoint = f"{address}:{port}"
         return Launch(
             job_id,
             a.run,

@@ -105,9 +105,8 @@ class ServiceKeeper:
         if old:  # replicas still stopping hold their cards: they count against the surge too
             room = min(room, want + spec.update.max_surge - len(reps))
         if room > 0 and not self._backing_off(session, row, now):
-            sure = services.guaranteed(
-                spec, services.queue_nominal(self.trees(session), spec.queue, spec.accelerators)
-            )
+            nominal = services.queue_nominal(self.trees(session), spec.queue, spec.accelerators)
+            sure = services.guaranteed(spec, nominal, services.held_guaranteed(session, spec.queue, row.id))
             steady = sum(1 for r in new if r.spec.get("preemptible") is False)
             for _ in range(room):
                 keep = steady < sure

@@ -8,6 +8,7 @@ job passes (its queue, its priority class, that a replica could ever run here).
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from wanka.core import JobState
 from wanka.core.jobs import TERMINAL_STATES
-from wanka.models.service import ServiceSpec
+from wanka.models.service import NOTEBOOK_COMMAND, ServiceSpec
 from wanka.server import tables
 from wanka.server.auth import Principal
 from wanka.server.trees import default_queue
@@ -37,6 +38,7 @@ REPLICA_FIELDS = (
 )
 LIVE = [s.value for s in JobState if s not in TERMINAL_STATES]
 EVENTS_SHOWN = 50
+MAX_SERVICES_PER_TENANT = 100  # services and notebooks: each costs the gateway and the loop a little
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,28 @@ class Applied:
     changed: bool
 
 
-def guaranteed(spec: ServiceSpec, nominal_cards: int) -> int:
+def guaranteed(spec: ServiceSpec, nominal_cards: int, held: int = 0) -> int:
     """Replicas never preempted: up to ``replicas.min``, as many as the queue's nominal quota holds
-    (Run:ai: inference replicas within quota are guaranteed, those over it are preemptible). A
-    replica without cards takes no quota."""
+    beyond the ``held`` cards its other services' never-preempted replicas take (Run:ai: inference
+    replicas within quota are guaranteed, those over it are preemptible). A replica without cards
+    takes no quota."""
     if spec.cards == 0:
         return spec.replicas.min
-    return min(spec.replicas.min, nominal_cards // spec.cards)
+    return max(0, min(spec.replicas.min, (nominal_cards - held) // spec.cards))
+
+
+def held_guaranteed(session: Session, queue: str, service_id: int | None) -> int:
+    """Cards the queue's other services' never-preempted replicas hold or wait for."""
+    rows = session.execute(
+        select(tables.Job.cards, tables.Job.spec).where(
+            tables.Job.service_id.is_not(None),
+            tables.Job.queue == queue,
+            tables.Job.state.in_(LIVE),
+            tables.Job.cancel_requested.is_(False),
+            *([tables.Job.service_id != service_id] if service_id is not None else []),
+        )
+    ).all()
+    return sum(cards for cards, spec in rows if spec.get("preemptible") is False)
 
 
 def queue_nominal(tree, queue: str, accelerators: list[str]) -> int:
@@ -101,7 +118,7 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
     if unknown:
         raise HTTPException(422, [{"field": "shared_with", "message": f"no tenant {', '.join(unknown)}"}])
     nominal = queue_nominal(tree, queue, spec.accelerators)
-    sure = guaranteed(spec, nominal)
+    sure = guaranteed(spec, nominal, held_guaranteed(session, queue, row.id if row is not None else None))
     note = (
         f"; {sure} of min {spec.replicas.min} replica(s) within {queue}'s nominal quota "
         f"({nominal} cards): never preempted"
@@ -109,6 +126,13 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
         else ""
     )
     if row is None:
+        count = session.scalar(
+            select(func.count()).select_from(tables.Service).where(tables.Service.tenant_id == tenant_id)
+        )
+        if count >= MAX_SERVICES_PER_TENANT:
+            raise HTTPException(
+                429, f"{tenant} has {count} services, the most a tenant may have; delete some first"
+            )
         first = spec.policy().min if spec.scaling else max(spec.replicas.min, 1)
         row = tables.Service(
             tenant_id=tenant_id,
@@ -143,7 +167,8 @@ def notebook_defaults(spec: ServiceSpec, tenant: str) -> ServiceSpec:
     env = dict(spec.env)
     env.setdefault("JUPYTER_TOKEN", secrets.token_urlsafe(24))
     probe = spec.readiness.model_copy(update={"path": f"/services/{tenant}/{spec.name}/api"})
-    return spec.model_copy(update={"env": env, "readiness": probe})
+    command = [sys.executable, *NOTEBOOK_COMMAND[1:]]  # Jupyter and nothing else: its pages are not sandboxed
+    return spec.model_copy(update={"env": env, "readiness": probe, "command": command})
 
 
 def event(session: Session, service_id: int, message: str, now: float | None = None) -> None:

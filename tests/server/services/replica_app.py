@@ -5,6 +5,7 @@ service's command; listens on $PORT).
 - ``GET /sse``: three events, 100 ms apart;
 - ``GET /slow?s=N``: answers after N seconds;
 - ``GET /ready``: 200 unless the file named by $NOT_READY exists;
+- ``GET /cookie``: sets cookies for the whole host (the console's name among them);
 - ``WS /ws``: echoes each text message, upper-cased.
 """
 
@@ -46,6 +47,13 @@ async def ready(_request):
     return PlainTextResponse("ok")
 
 
+async def cookie(_request):  # a hostile page's cookies: the console's, another service's
+    response = PlainTextResponse("cookies")
+    response.set_cookie("wanka_session", "wks_attacker", path="/")
+    response.set_cookie("app", "1", path="/")
+    return response
+
+
 async def ws(socket):
     await socket.accept()
     async for text in socket.iter_text():
@@ -58,9 +66,14 @@ app = Starlette(
         Route("/sse", sse),
         Route("/slow", slow),
         Route("/ready", ready),
+        Route("/cookie", cookie),
         WebSocketRoute("/ws", ws),
     ]
 )
 
-if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning")
+if __name__ == "__main__":  # where wanka says: a Unix socket (local backend) or a port (Slurm)
+    if os.environ.get("WANKA_SOCKET"):
+        uvicorn.run(app, uds=os.environ["WANKA_SOCKET"], log_level="warning")
+    else:
+        host = os.environ.get("WANKA_NODE_ADDRESS", "127.0.0.1")
+        uvicorn.run(app, host=host, port=int(os.environ["PORT"]), log_level="warning")

@@ -5,6 +5,8 @@ isolation and input checks."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import httpx
@@ -225,3 +227,60 @@ def test_sharing_with_a_tenant_that_does_not_exist_is_refused(server, tenants):
         r = c.put("/v1/services", json={**ECHO, "name": "lonely", "shared_with": ["nosuch"]})
         assert r.status_code == 422 and "no tenant nosuch" in r.text
         assert c.get("/v1/services/lonely").status_code == 404
+
+
+def test_a_service_sets_no_cookie_for_the_host_and_registers_no_service_worker(server, tenants):
+    """Every tenant's services share the gateway's host: a cookie one sets would reach the
+    console and the others, a service worker would watch them all."""
+    alpha, _ = tenants
+    with _gw(server, alpha) as owner:
+        r = owner.get("/services/alpha/echo/cookie")
+        assert r.status_code == 200 and "set-cookie" not in r.headers
+        assert r.headers["content-security-policy"].startswith("sandbox")
+        r = owner.get("/services/alpha/echo/headers", headers={"Service-Worker": "script"})
+        assert r.status_code == 403
+
+
+def test_a_request_body_sent_too_slowly_is_refused_and_frees_the_connection(server, tenants):
+    import socket
+    import time as clock
+
+    alpha, _ = tenants
+    port = int(server.gateway.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(
+            b"POST /services/alpha/echo/headers HTTP/1.1\r\nhost: x\r\n"
+            + f"authorization: Bearer {alpha}\r\ncontent-length: 100\r\n\r\nx".encode()
+        )
+        started = clock.monotonic()
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert clock.monotonic() - started < 30  # the body's gap limit (10 s), not the client's patience
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tenants have Unix accounts of their own only under root")
+def test_another_tenants_task_cannot_reach_a_replica_past_the_gateway(server, tenants):
+    """On one machine every task shares the loopback: a replica there listens on a Unix socket in
+    its job's own directory, which no other tenant's account may enter."""
+    alpha, beta = tenants
+    with server.client(alpha) as c:
+        job = show(c, "echo")["replicas"][0]["job"]
+    from wanka.backends.isolation import home_digest
+    from wanka.backends.local import socket_root
+
+    sockets = list((socket_root() / home_digest(server.home) / str(job)).glob("replica-*.sock"))
+    assert sockets, "the replica listens on a socket in its job's directory"
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({str(sockets[0])!r}); print('CONNECTED')\n"
+        "except OSError as e:\n"
+        "    print('REFUSED', e.errno)\n"
+    )
+    spec = {"name": "snoop", "task_groups": [{"cards": 0}], "command": [sys.executable, "-c", probe]}
+    with server.client(beta) as other:
+        snoop = other.post("/v1/jobs", json=spec).json()["id"]
+        wait_for(lambda: other.get(f"/v1/jobs/{snoop}").json()["state"] in ("succeeded", "failed"), 60)
+        out = other.get(f"/v1/jobs/{snoop}/logs").json()["data"]
+    assert "REFUSED" in out and "CONNECTED" not in out, out

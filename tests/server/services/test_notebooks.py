@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import wait_for
-from tests.server.services.helpers import apply, show, wait_replicas
+from tests.server.services.helpers import apply, wait_replicas
 from tests.server.test_api import make_member
 
 pytest.importorskip("jupyter_server")
@@ -55,8 +55,18 @@ def test_a_notebook_answers_through_the_gateway_only_to_its_tenant_and_opens_by_
         assert other.post(f"{server.url}/v1/services/nb/link").status_code == 404
     with httpx.Client(timeout=30) as anyone:
         assert anyone.get(f"{base}/api/status", params={"token": jupyter}).status_code == 401
-    # a browser: the one-time link sets a cookie for this notebook's path only, then JupyterLab
+    # a browser signed in to the console as someone else (the rival, who was sent the link) is
+    # refused, and the link stays good for its own user
     with httpx.Client(timeout=30) as browser:
+        assert browser.post(f"{server.url}/login", data={"token": rival}).status_code == 303
+        r = browser.get(link)
+        assert r.status_code == 403 and "signed in to the wanka console" in r.text
+    with httpx.Client(timeout=30) as browser:
+        assert browser.get(link).status_code == 401  # signed in to nothing
+    # a browser signed in as its owner: the link sets a cookie for this notebook's path only,
+    # then JupyterLab
+    with httpx.Client(timeout=30) as browser:
+        assert browser.post(f"{server.url}/login", data={"token": mine}).status_code == 303
         r = browser.get(link)
         assert r.status_code == 303
         cookie = r.headers["set-cookie"]
@@ -96,5 +106,7 @@ def test_a_notebook_spec_is_its_tenants_own(server, members):
             assert r.status_code == 422, r.text
         r = c.put("/v1/services", json={**notebook("bad", 60), "kind": "service"})
         assert r.status_code == 422 and "for notebooks" in r.text
+        # a notebook runs Jupyter and nothing else: its pages are not sandboxed at the gateway
+        r = c.put("/v1/services", json={**notebook("bad", 60), "command": [sys.executable, "evil.py"]})
+        assert r.status_code == 422 and "leave command out" in r.text
         assert c.get("/v1/services/bad").status_code == 404
-        assert show(c, "nb")["spec"]["kind"] == "notebook"

@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import aiohttp
 from sqlalchemy import select
 
 from wanka.core import JobState
 from wanka.server import tables
 from wanka.server.auth import Principal
 from wanka.server.gateway.meter import Meter
+from wanka.server.gateway.upstream import ConnectFailed, Dropped, Pool
 
 log = logging.getLogger("wanka.gateway")
 
@@ -33,7 +34,9 @@ REFRESH_S = 0.5  # the longest the board goes without reading the database
 LINK_TTL_S = 120.0  # a browser link (`wanka notebook open`) works once, within this
 BROWSER_SESSION_S = 8 * 3600.0  # and the browser's session with that service lasts this long
 MAX_LINKS, MAX_BROWSER_SESSIONS = 10_000, 100_000
+LINKS_PER_USER, BROWSERS_PER_USER = 16, 64  # a user's own: the oldest goes (no user fills the board)
 ACTIVITY_EVERY_S = 10.0  # how often a notebook's Jupyter is asked for its last activity
+PROBE_BYTES = 64 * 1024  # of a probe's (or an activity report's) body: the rest is not read
 FAILURE_THRESHOLD = 3  # probe failures in a row that take a replica out (Kubernetes' default)
 
 
@@ -107,7 +110,7 @@ class Board:
         self._probes: set[asyncio.Task] = set()
         self._refreshed_at = 0.0
         self._refreshing: asyncio.Future | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self.meters: dict[int, Meter] = {}  # kept across refreshes (and before the first request)
         self.activity: dict[int, float] = {}  # notebook -> Jupyter's last activity, UNIX seconds
         self._links: dict[str, tuple[Principal, int, float]] = {}  # one-time code -> who, service, until
@@ -144,8 +147,12 @@ class Board:
 
     def link(self, who: Principal, service_id: int) -> str:
         """A one-time code a browser trades at the gateway for a session with this service
-        (:data:`LINK_TTL_S`). Codes live in this server's memory: its gateway redeems them."""
+        (:data:`LINK_TTL_S`). Codes live in this server's memory: its gateway redeems them. A
+        user has at most :data:`LINKS_PER_USER` waiting (the oldest goes)."""
         now = time.time()
+        mine = sorted((v[2], k) for k, v in self._links.items() if v[0].user_id == who.user_id)
+        for _, code in mine[: max(0, len(mine) - LINKS_PER_USER + 1)]:
+            del self._links[code]
         if len(self._links) >= MAX_LINKS:
             self._links = {k: v for k, v in self._links.items() if v[2] > now}
             if len(self._links) >= MAX_LINKS:
@@ -154,12 +161,22 @@ class Board:
         self._links[code] = (who, service_id, now + LINK_TTL_S)
         return code
 
-    def redeem_link(self, code: str, service_id: int) -> str | None:
-        """The session secret for the browser that brought ``code`` (once), or None."""
-        entry = self._links.pop(code, None) if code else None
+    def link_user(self, code: str) -> int | None:
+        """The user a waiting link was made for (None: no such link)."""
+        entry = self._links.get(code) if code else None
+        return entry[0].user_id if entry is not None else None
+
+    def redeem_link(self, code: str, service_id: int, user_id: int) -> str | None:
+        """The session secret for the browser that brought ``code`` (once), signed in to the
+        console as the user who asked for it; None otherwise (the code stays for its own)."""
+        entry = self._links.get(code) if code else None
         now = time.time()
-        if entry is None or entry[1] != service_id or entry[2] < now:
+        if entry is None or entry[1] != service_id or entry[0].user_id != user_id or entry[2] < now:
             return None
+        del self._links[code]
+        mine = sorted((v[2], k) for k, v in self._browsers.items() if v[0].user_id == user_id)
+        for _, key in mine[: max(0, len(mine) - BROWSERS_PER_USER + 1)]:
+            del self._browsers[key]
         if len(self._browsers) >= MAX_BROWSER_SESSIONS:
             self._browsers = {k: v for k, v in self._browsers.items() if v[2] > now}
             if len(self._browsers) >= MAX_BROWSER_SESSIONS:
@@ -201,10 +218,10 @@ class Board:
 
     # --- the gateway's side (its event loop) ---------------------------------------------------
 
-    async def start(self, http: aiohttp.ClientSession) -> None:
+    async def start(self, pool: Pool) -> None:
         self._loop = asyncio.get_running_loop()
         self._poke = asyncio.Event()
-        self._http = http
+        self._pool = pool
         await self.refresh()
         self._tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._probe_loop())]
 
@@ -267,6 +284,8 @@ class Board:
                 del self.meters[sid]
         self.by_id = by_id
         self.by_name = {(r.tenant, r.name): r for r in by_id.values()}
+        if self._pool is not None:
+            self._pool.forget({rep.endpoint for r in by_id.values() for rep in r.replicas.values()})
 
     async def _probe_loop(self) -> None:
         while True:
@@ -294,13 +313,14 @@ class Board:
                     task.add_done_callback(self._probes.discard)
 
     async def _probe(self, route: Route, r: Replica, probe: dict) -> None:
-        url = f"http://{r.endpoint}{probe.get('path', '/')}"
         ok = False
         try:
-            timeout = aiohttp.ClientTimeout(total=float(probe.get("timeout_s", 1.0)))
-            async with self._http.get(url, timeout=timeout, allow_redirects=False) as resp:
-                ok = 200 <= resp.status < 400
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            timeout = float(probe.get("timeout_s", 1.0))
+            status, _ = await asyncio.wait_for(
+                self._pool.get(r.endpoint, probe.get("path", "/"), "", timeout, PROBE_BYTES), timeout
+            )
+            ok = 200 <= status < 400
+        except (TimeoutError, ConnectFailed, Dropped, OSError):
             ok = False
         finally:
             r.probing = False
@@ -310,17 +330,18 @@ class Board:
         """Jupyter's own last activity (its ``api/status``: kernels and terminals included), for
         the idle culler."""
         token = (route.spec.get("env") or {}).get("JUPYTER_TOKEN", "")
-        url = f"http://{r.endpoint}/services/{route.tenant}/{route.name}/api/status"
+        path = f"/services/{route.tenant}/{route.name}/api/status"
         try:
-            timeout = aiohttp.ClientTimeout(total=2)
-            headers = {"Authorization": f"token {token}"}
-            async with self._http.get(url, timeout=timeout, headers=headers, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    return
-                when = (await resp.json()).get("last_activity")
+            status, body = await asyncio.wait_for(
+                self._pool.get(r.endpoint, path, f"authorization: token {token}\r\n", 2.0, PROBE_BYTES), 2.0
+            )
+            if status != 200:
+                return
+            when = json.loads(body).get("last_activity")
             stamp = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError, TypeError):
+        except (TimeoutError, ConnectFailed, Dropped, OSError, ValueError, AttributeError, TypeError):
             return
+        stamp = min(stamp, time.time())  # a notebook that claims activity to come is idle all the same
         self.activity[route.service_id] = max(self.activity.get(route.service_id, 0.0), stamp)
 
     def mark(self, route: Route, r: Replica, ok: bool, at_once: bool = False) -> None:

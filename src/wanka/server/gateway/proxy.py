@@ -52,13 +52,24 @@ HOP_BY_HOP = frozenset(
         b"expect",  # the body is in hand: no 100-continue to wait for
     }
 )
-FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"})
+FORWARDED = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-prefix",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a request body is kept whole, so that it can be retried
+MAX_HELD_BYTES = 256 * 1024 * 1024  # bodies held at once, every request together (then 503)
+BODY_GAP_S, BODY_TOTAL_S = 10.0, 120.0  # between a body's pieces; for all of it (then 408)
 ATTEMPTS = 3  # replicas one request may try
 TOKEN_CACHE_S = 5.0  # a revoked token still passes the gateway for at most this long
 TOKEN_CACHE_SIZE = 10_000
-WS_MAX_MESSAGE = 16 * 1024 * 1024
+WS_MAX_MESSAGE = 1024 * 1024  # a WebSocket message, either way (aiohttp buffers one whole)
 SESSION_COOKIE = "wanka_gw"  # a browser's session with one service (its path only)
 # CSP sandbox without allow-same-origin: the page gets an opaque origin (W3C CSP3, "sandbox")
 SANDBOX = (b"content-security-policy", b"sandbox allow-scripts allow-forms allow-popups allow-modals")
@@ -129,6 +140,10 @@ class Gateway:
                 route, rest = self._route(scope)
             if route is None:
                 raise Refused(404, f"no service {rest.decode('ascii', 'replace')}")
+            if _header(scope, b"service-worker"):  # one would watch every service's pages of this origin
+                raise Refused(
+                    403, "service workers are refused at the gateway: its origin is every service's"
+                )
             if kind == "http" and b"wanka_link=" in (scope.get("query_string") or b""):
                 await self._redeem(route, scope, send)
                 return
@@ -150,7 +165,7 @@ class Gateway:
                     auto_decompress=False,
                     skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
                 )
-                await self.board.start(self.http)
+                await self.board.start(self.pool)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.board.stop()
@@ -200,6 +215,19 @@ class Gateway:
             return
         raise Refused(403, f"service {route.name} of {route.tenant} is not shared with {who.tenant_name}")
 
+    async def _console_user(self, scope) -> auth.Principal | None:
+        """Who the browser is signed in to the console as (its session cookie reaches every port
+        of the host), or None."""
+        token = _cookie(scope, COOKIE)
+        if not token or len(token) > 200:
+            return None
+
+        def lookup():
+            with self.sessions() as session:
+                return auth.authenticate(session, token, console=True)
+
+        return await asyncio.to_thread(lookup)
+
     async def _principal(self, token: str) -> auth.Principal | None:
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
@@ -224,7 +252,20 @@ class Gateway:
         params = (scope.get("query_string") or b"").decode("latin-1").split("&")
         code = next((p.split("=", 1)[1] for p in params if p.startswith("wanka_link=")), "")
         rest = "&".join(p for p in params if p and not p.startswith("wanka_link="))
-        secret = self.board.redeem_link(code, route.service_id)
+        who = await self._console_user(scope)
+        if who is None:
+            raise Refused(
+                401,
+                "open this link in a browser signed in to the wanka console (its /login), as the "
+                "user who asked for it",
+            )
+        owner = self.board.link_user(code)
+        if owner is not None and owner != who.user_id:  # sent to someone else: theirs to refuse
+            raise Refused(
+                403,
+                "this link is for another user: open it in a browser signed in to the wanka console as them",
+            )
+        secret = self.board.redeem_link(code, route.service_id, who.user_id)
         if secret is None:
             raise Refused(
                 401, "this link is unknown, used or expired; ask for a new one (wanka notebook open)"
@@ -282,13 +323,12 @@ class Gateway:
             r.inflight += 1
             conn = None
             try:
-                if method == "HEAD":  # an answer without a body its head describes: aiohttp knows
-                    return await self._head_request(route, r, target, headers, timeout_s, send, started)
                 head = _request_head(method, target, r.endpoint, headers, body)
-                conn, _ = await self.pool.send(r.endpoint, head, body, timeout_s)
+                conn, _ = await self.pool.send(r.endpoint, head, body, timeout_s, bodiless=method == "HEAD")
                 latency = self.metrics.of(self.metrics.latency, route.tenant, route.name)
                 latency.observe(time.monotonic() - started)
-                await _relay_answer(conn, send, receive, sandbox, timeout_s)
+                prefix = f"/services/{route.tenant}/{route.name}/".encode()
+                await _relay_answer(conn, send, receive, sandbox, timeout_s, prefix)
                 return conn.status
             except ConnectFailed as exc:  # nothing was sent: any method may go elsewhere
                 self.board.mark(route, r, False, at_once=True)
@@ -309,28 +349,6 @@ class Gateway:
                 if conn is not None:
                     self.pool.done(r.endpoint, conn)
         raise Refused(502, f"no replica answered after {len(tried)} attempt(s): {last}")
-
-    async def _head_request(self, route, r, target, headers, timeout_s, send, started) -> int:
-        url = URL(f"http://{r.endpoint}{target.decode('latin-1')}", encoded=True)
-        timeout = aiohttp.ClientTimeout(sock_connect=5, sock_read=timeout_s)
-        try:
-            async with self.http.request(
-                "HEAD", url, headers=headers, allow_redirects=False, timeout=timeout
-            ) as resp:
-                self.metrics.of(self.metrics.latency, route.tenant, route.name).observe(
-                    time.monotonic() - started
-                )
-                answer = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
-                length = resp.headers.get("content-length")
-                if length is not None:
-                    answer.append((b"content-length", length.encode()))
-                await send({"type": "http.response.start", "status": resp.status, "headers": answer})
-                await send({"type": "http.response.body", "body": b""})
-                return resp.status
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(str(exc.os_error.strerror or exc)) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            raise Dropped(exc.__class__.__name__, True) from None
 
     async def _pick(self, route: Route, tried: set[int]) -> Replica:
         """The ready replica with the fewest outstanding requests (ties at random), waiting for
@@ -374,12 +392,21 @@ class Gateway:
         route.meter.begin(time.monotonic())
         try:
             r = await self._pick(route, set())
-            url = URL(f"http://{r.endpoint}{target.decode('latin-1')}", encoded=True)
+            unix = r.endpoint.startswith("unix:")
+            http = (
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=r.endpoint[5:]))
+                if unix
+                else self.http
+            )
+            host = "replica" if unix else r.endpoint
+            url = URL(f"http://{host}{target.decode('latin-1')}", encoded=True)
             try:
-                upstream = await self.http.ws_connect(
+                upstream = await http.ws_connect(
                     url, headers=headers, protocols=protocols, max_msg_size=WS_MAX_MESSAGE, autoping=True
                 )
             except (aiohttp.ClientError, OSError) as exc:
+                if unix:
+                    await http.close()
                 raise Refused(502, f"replica {r.job_id} refused the WebSocket: {exc}") from None
         except Refused as exc:
             route.meter.end(time.monotonic())
@@ -393,20 +420,50 @@ class Gateway:
             r.inflight -= 1
             route.meter.end(time.monotonic())
             await upstream.close()
+            if http is not self.http:
+                await http.close()
 
 
 class _Sent(Exception):
     """The answer's head went to the caller: the request cannot be retried any more."""
 
 
-async def _relay_answer(conn, send, receive, sandbox: bool, timeout_s: float) -> None:
+def _answer_headers(
+    raw: list[tuple[bytes, bytes]], sandbox: bool, prefix: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The replica's answer's headers for the caller: no hop-by-hop ones, no ``Service-Worker-
+    Allowed``; a sandboxed service's sets no cookie (the browser would keep it for the whole host:
+    the console's and every service's), a notebook's only its own (named other than wanka's, for a
+    path inside its own)."""
+    out = []
+    for k, v in raw:
+        k = k.lower()
+        if k in HOP_BY_HOP or k == b"service-worker-allowed":
+            continue
+        if k == b"set-cookie" and (sandbox or not _own_cookie(v, prefix)):
+            continue
+        out.append((k, v))
+    if sandbox:
+        out.append(SANDBOX)
+    return out
+
+
+def _own_cookie(value: bytes, prefix: bytes) -> bool:
+    name, _, rest = value.partition(b"=")
+    if name.strip().lower().startswith(b"wanka"):
+        return False
+    attributes = [a.strip().lower() for a in rest.split(b";")[1:]]
+    paths = [a[5:].strip() for a in attributes if a.startswith(b"path=")]
+    domains = [a for a in attributes if a.startswith(b"domain=")]
+    return not domains and bool(paths) and all(p.startswith(prefix) for p in paths)
+
+
+async def _relay_answer(conn, send, receive, sandbox: bool, timeout_s: float, prefix: bytes = b"/") -> None:
     """The replica's answer to the caller: at once when it is small and its length known (most
     answers: no task to watch the caller), else as it comes, until the caller goes away. A
     service's pages (``sandbox``) run in a browser as an origin of their own: every tenant's
     services share the gateway's origin, and one's page must not script another's."""
-    headers = [(k.lower(), v) for k, v in conn.headers if k.lower() not in HOP_BY_HOP]
-    if sandbox:
-        headers.append(SANDBOX)
+    headers = _answer_headers(conn.headers, sandbox, prefix)
     length = conn.content_length
     if length is not None and length <= WHOLE_BYTES:
         try:
@@ -440,10 +497,10 @@ async def _relay_answer(conn, send, receive, sandbox: bool, timeout_s: float) ->
         gone.cancel()
 
 
-def _request_head(
-    method: str, target: bytes, endpoint: str, headers: list[tuple[str, str]], body: bytes
-) -> bytes:
-    lines = [f"{method} {target.decode('latin-1')} HTTP/1.1", f"host: {endpoint}"]
+def _request_head(method: str, target: bytes, endpoint: str, headers: list, body: bytes) -> bytes:
+    """The request line and headers for the replica (``headers``: (name, value) text pairs)."""
+    host = "replica" if endpoint.startswith("unix:") else endpoint
+    lines = [f"{method} {target.decode('latin-1')} HTTP/1.1", f"host: {host}"]
     lines += [f"{k}: {v}" for k, v in headers]
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"content-length: {len(body)}")
@@ -481,22 +538,49 @@ async def _relay(upstream: aiohttp.ClientWebSocketResponse, receive, send) -> No
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class _Budget:
+    """Request bytes the gateway holds at once, all requests together."""
+
+    held = 0
+
+
 async def _read_body(receive) -> bytes:
+    """The request's body, whole: within :data:`MAX_BODY_BYTES`, each piece within
+    :data:`BODY_GAP_S` of the last and all of it within :data:`BODY_TOTAL_S` (a body sent a byte at
+    a time would hold a connection and its buffer for ever), while the gateway holds less than
+    :data:`MAX_HELD_BYTES` of bodies in all."""
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Refused(499, "the caller went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise Refused(
-                413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB (the gateway's limit)"
-            )
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
+    deadline = time.monotonic() + BODY_TOTAL_S
+    try:
+        while True:
+            left = min(BODY_GAP_S, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except TimeoutError:
+                raise Refused(
+                    408,
+                    f"the request body was not sent in time ({BODY_GAP_S:g} s between pieces, "
+                    f"{BODY_TOTAL_S:g} s in all)",
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise Refused(499, "the caller went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            _Budget.held += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise Refused(
+                    413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB (the gateway's limit)"
+                )
+            if _Budget.held > MAX_HELD_BYTES:
+                raise Refused(
+                    503, "the gateway holds too many request bodies now; try again", {"retry-after": "1"}
+                )
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+    finally:
+        _Budget.held -= size
 
 
 def _header(scope, name: bytes) -> str:
@@ -525,8 +609,9 @@ def _upstream_headers(scope, route: Route, websocket: bool = False) -> list[tupl
     """The caller's headers for the replica: no hop-by-hop ones, no wanka token, no console
     cookie, and X-Forwarded-* set here (whatever the caller claimed)."""
     out = []
+    named = {n.strip().lower().encode() for n in _header(scope, b"connection").split(",") if n.strip()}
     for k, v in scope["headers"]:
-        if k in HOP_BY_HOP or k in FORWARDED:
+        if k in HOP_BY_HOP or k in FORWARDED or k in named:  # and what Connection names (RFC 9110 7.6.1)
             continue
         if websocket and k.startswith(b"sec-websocket-"):
             continue  # the client library makes its own handshake

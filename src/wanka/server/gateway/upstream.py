@@ -41,6 +41,7 @@ class _Conn(asyncio.Protocol):
         "_parser",
         "_paused",
         "_size",
+        "bodiless",
         "closed",
         "got_bytes",
         "headers",
@@ -52,6 +53,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.bodiless = False  # the request was a HEAD: its answer ends with its head
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -100,6 +102,8 @@ class _Conn(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
+        if self.bodiless:  # the parser cannot know a HEAD's answer has no body: it ends here
+            self._done, self.keep = True, False
         if not self._head.done():
             self._head.set_result(None)
 
@@ -178,7 +182,9 @@ class Pool:
     def __init__(self) -> None:
         self._idle: dict[str, list[_Conn]] = {}
 
-    async def send(self, endpoint: str, head: bytes, body: bytes, timeout: float) -> tuple[_Conn, bool]:
+    async def send(
+        self, endpoint: str, head: bytes, body: bytes, timeout: float, bodiless: bool = False
+    ) -> tuple[_Conn, bool]:
         """Send a request (``head``: request line and headers, CRLF-ended) on a kept or a new
         connection; wait for the answer's head. Returns the connection (read its body from it,
         then :meth:`done`) and whether it was a kept one. Raises ConnectFailed, Dropped,
@@ -189,6 +195,7 @@ class Pool:
             if conn.closed:
                 continue
             conn._reset()
+            conn.bodiless = bodiless
             self._write(conn, head, body)
             try:
                 await conn.head(timeout)
@@ -198,6 +205,7 @@ class Pool:
                     raise Dropped(str(exc), True) from None
                 break
         conn = await self._connect(endpoint)
+        conn.bodiless = bodiless
         self._write(conn, head, body)
         await conn.head(timeout)
         return conn, False
@@ -209,11 +217,14 @@ class Pool:
             conn.transport.write(body)
 
     async def _connect(self, endpoint: str) -> _Conn:
-        host, _, port = endpoint.rpartition(":")
+        loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(_Conn, host.strip("[]"), int(port)), 5.0
-            )
+            if endpoint.startswith("unix:"):  # the local backend's replicas: a socket in the job's directory
+                made = loop.create_unix_connection(_Conn, endpoint[5:])
+            else:
+                host, _, port = endpoint.rpartition(":")
+                made = loop.create_connection(_Conn, host.strip("[]"), int(port))
+            _, conn = await asyncio.wait_for(made, 5.0)
         except (TimeoutError, OSError) as exc:
             raise ConnectFailed(getattr(exc, "strerror", None) or str(exc) or "timed out") from None
         return conn
@@ -227,6 +238,31 @@ class Pool:
                 return
         if conn.transport is not None:
             conn.transport.close()
+
+    async def get(
+        self, endpoint: str, path: str, headers: str, timeout: float, limit: int
+    ) -> tuple[int, bytes]:
+        """A GET of ``path`` (readiness probes, Jupyter's activity): the status and at most
+        ``limit`` bytes of the body (a longer one is cut, and its connection closed)."""
+        head = f"GET {path} HTTP/1.1\r\nhost: replica\r\n{headers}\r\n".encode("latin-1")
+        conn, _ = await self.send(endpoint, head, b"", timeout)
+        parts, size = [], 0
+        try:
+            while size <= limit and (data := await conn.chunk(timeout)):
+                parts.append(data)
+                size += len(data)
+        finally:
+            if size > limit:
+                conn.keep = False
+            self.done(endpoint, conn)
+        return conn.status, b"".join(parts)[:limit]
+
+    def forget(self, live: set[str]) -> None:
+        """Close the idle connections of replicas no longer in ``live``."""
+        for endpoint in [e for e in self._idle if e not in live]:
+            for conn in self._idle.pop(endpoint):
+                if conn.transport is not None:
+                    conn.transport.close()
 
     def close(self) -> None:
         for idle in self._idle.values():
