@@ -5,7 +5,8 @@ proxies ≥ 2,000 requests/s on these 2 cores. A service of one replica (the tin
 whose own cost is near nothing) runs under the real server; a keep-alive load generator (raw
 asyncio, uvloop) measures, in the same run:
 
-- ``direct``: one connection straight to the replica, requests back to back (median latency);
+- ``direct``: one connection straight to the replica (its Unix socket), requests back to back
+  (median latency);
 - ``gateway``: the same through the gateway, with a member's token (median latency); the
   difference is what the gateway adds;
 - ``throughput``: 16 connections through the gateway for a few seconds (requests/s).
@@ -53,8 +54,11 @@ def _event_loop():
         return asyncio.new_event_loop
 
 
-async def _client(port: int, head: bytes, until: float, latencies: list[float]) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _client(where: int | str, head: bytes, until: float, latencies: list[float]) -> int:
+    if isinstance(where, str):  # a replica's Unix socket (the local backend's)
+        reader, writer = await asyncio.open_unix_connection(where)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", where)
     done = 0
     try:
         while time.perf_counter() < until:
@@ -74,16 +78,17 @@ async def _client(port: int, head: bytes, until: float, latencies: list[float]) 
     return done
 
 
-def load(port: int, path: str, token: str | None, connections: int, seconds: float) -> dict:
-    """``connections`` keep-alive connections sending GET ``path`` back to back for ``seconds``:
-    requests/s and the median latency (ms)."""
+def load(where: int | str, path: str, token: str | None, connections: int, seconds: float) -> dict:
+    """``connections`` keep-alive connections to ``where`` (a loopback port, or a Unix socket's
+    path) sending GET ``path`` back to back for ``seconds``: requests/s and the median latency
+    (ms)."""
     auth = f"authorization: Bearer {token}\r\n" if token else ""
-    head = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{auth}\r\n".encode()
+    head = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}\r\n".encode()
     latencies: list[float] = []
 
     async def run() -> int:
         until = time.perf_counter() + seconds
-        counts = await asyncio.gather(*(_client(port, head, until, latencies) for _ in range(connections)))
+        counts = await asyncio.gather(*(_client(where, head, until, latencies) for _ in range(connections)))
         return sum(counts)
 
     loop = _event_loop()()
@@ -127,19 +132,19 @@ def bench_gateway(runs: int = 3, seconds: float = 3.0, connections: int = 16) ->
 
                 endpoint = conn.scalar(select(tables.Job.endpoint).where(tables.Job.service_id.is_not(None)))
             engine.dispose()
-            direct_port = int(endpoint.rsplit(":", 1)[1])
+            direct = endpoint[5:] if endpoint.startswith("unix:") else int(endpoint.rsplit(":", 1)[1])
             path = "/services/bench/bench/"
             load(gw, path, token, connections, 1.0)  # warm: connections, the token cache
             rows = []
             for _ in range(runs):
-                direct = load(direct_port, "/", None, 1, seconds)
+                alone = load(direct, "/", None, 1, seconds)
                 through = load(gw, path, token, 1, seconds)
                 many = load(gw, path, token, connections, seconds)
                 rows.append(
                     {
-                        "direct_p50_ms": direct["p50_ms"],
+                        "direct_p50_ms": alone["p50_ms"],
                         "gateway_p50_ms": through["p50_ms"],
-                        "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
+                        "added_p50_ms": through["p50_ms"] - alone["p50_ms"],
                         "requests_per_s": many["requests_per_s"],
                         "loaded_p50_ms": many["p50_ms"],
                     }
