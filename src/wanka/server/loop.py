@@ -114,7 +114,7 @@ class Active:
     restarts: int = 0  # the job's restart budget
     failures: int = 0
     served_before: float = 0.0  # card-seconds of the job's earlier runs (LAS orders rank by them)
-    endpoint: str | None = None  # a service's replica: host:port of this run, for the gateway
+    endpoint: str | None = None  # a service's replica: where this run listens (host:port, unix:PATH)
 
 
 def placement_to_json(cluster: Cluster, p: Placement) -> dict:
