@@ -911,7 +911,9 @@ class ControlLoop:
                     if t.exit_code is None
                     else f"task {t.index} exited with code {t.exit_code}"
                 )
-                self._stop(job_id, a, *self._after_failure(a, why), now, failure=True)
+                # stopped from this moment (not the tick's start): a task that ended before it, even
+                # while this tick ran, ended by itself and keeps its own outcome (task_state)
+                self._stop(job_id, a, *self._after_failure(a, why), time.time(), failure=True)
                 self._next_health = 0.0  # a node may have failed: look before placing anything again
             elif not alive:
                 why = "every task exited with code 0"
