@@ -164,3 +164,48 @@ def test_las_thresholds_of_the_released_tiresias_simulator(tmp_path):
     assert bad.returncode == 2 and "ascending positive card-seconds" in bad.stderr
     fifo = wanka(*args[:-1], "fifo", "--las-thresholds", "3600", check=False)
     assert fifo.returncode == 2 and "none of the policies run orders jobs by LAS" in fifo.stderr
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def test_services_beside_the_jobs_and_what_they_cost_them(tmp_path):
+    args = ("simulate", "--cluster", "wanka-10k", "--cards", "1000", "--days", "2")
+    out = json.loads(
+        wanka(
+            *args, "--services", str(EXAMPLES / "twin-services.yaml"), "--out", str(tmp_path), "--json"
+        ).stdout
+    )
+    (run,) = out["results"]
+    (alone,) = out["without_services"]
+    assert run["policy"] == "wanka" and alone["policy"] == "wanka (no services)"
+    assert run["services"] == 3 and run["replica_starts"] >= 4 and 0 < run["demand_covered"] <= 1
+    assert run["avg_guaranteed_cards"] > 0 and run["serving_card_hours"] > run["guaranteed_card_hours"]
+    assert run["jobs"] == alone["jobs"] and "services" not in alone
+    assert run["utilization"] > alone["utilization"]  # the replicas' cards count
+    report = (tmp_path / "report.md").read_text()
+    assert "## Services" in report and "## What serving costs the jobs" in report
+    for name in ("serving.png", "services_wanka.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((tmp_path / "services_wanka.csv").open()))
+    assert sorted(r["service"] for r in rows) == ["chat", "embed", "ocr"]
+    series = next(csv.DictReader((tmp_path / "timeseries_wanka.csv").open()))
+    assert "serving_cards" in series and "guaranteed_cards" in series
+
+
+def test_synthetic_services_and_bad_service_files(tmp_path):
+    args = ("simulate", "--cluster", "wanka-10k", "--cards", "1000", "--days", "1")
+    out = json.loads(wanka(*args, "--services", "synthetic", "--json").stdout)
+    assert out["results"][0]["services"] == 6  # 60 per 10,000 cards
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  - {name: chat, tenant: szu, load: {peak_rps: 1, trough_rps: 5}}\n")
+    r = wanka(*args, "--services", str(bad), check=False)
+    assert r.returncode == 2 and "trough_rps (5) must not exceed peak_rps (1)" in r.stderr
+    bad.write_text("services:\n  - {name: chat, tenant: nobody, load: {peak_rps: 1}}\n")
+    r = wanka(*args, "--services", str(bad), check=False)
+    assert r.returncode == 2 and "queue 'nobody' is not a leaf queue" in r.stderr
+    bad.write_text("services:\n  - {name: Chat!, tenant: szu, load: {peak_rps: 1}}\n")
+    r = wanka(*args, "--services", str(bad), check=False)
+    assert r.returncode == 2 and "not a DNS label" in r.stderr
+    r = wanka(*args, "--services", str(tmp_path / "none.yaml"), check=False)
+    assert r.returncode == 2 and "neither 'synthetic' nor an existing file" in r.stderr

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wanka.core.autoscale import Metric, Scaler, ScalingPolicy
+from wanka.core import FlavorQuota, QueueNode, QueueTree
+from wanka.core.autoscale import (
+    Metric,
+    ReplicaView,
+    Scaler,
+    ScalingPolicy,
+    guaranteed_replicas,
+    nominal_cards,
+    recommendations,
+    retire_order,
+)
 
 POLICY = ScalingPolicy(Metric.RPS, target=5, min=1, max=3, window_s=10, up_delay_s=10, down_delay_s=60)
 
@@ -85,3 +96,85 @@ def test_history_stays_small_however_often_a_steady_load_is_observed():
     for t in range(100_000):
         s.step(t * 0.1, 7.0)
     assert len(s.history) <= 2
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=1e6, allow_nan=False),
+            st.floats(min_value=0.001, max_value=1e4, allow_nan=False),
+            st.integers(0, 64),
+            st.integers(0, 64),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_many_services_at_once_get_what_each_would_alone(rows):
+    """The twin asks for every service's recommendation in one call; it must be the keeper's."""
+    rows = [(o, t, min(a, b), max(a, b, 1)) for o, t, a, b in rows]
+    policies = [ScalingPolicy(Metric.RPS, t, lo, hi) for _, t, lo, hi in rows]
+    got = recommendations(*(np.array(col, dtype=float) for col in zip(*rows, strict=True)))
+    assert list(got) == [p.recommend(o) for p, (o, *_) in zip(policies, rows, strict=True)]
+
+
+@given(
+    loads,
+    st.integers(0, 3),
+    st.floats(min_value=0, max_value=20, allow_nan=False),
+    st.floats(min_value=0, max_value=20, allow_nan=False),
+    st.integers(0, 1000),
+)
+def test_a_step_whose_recommendation_is_the_settled_count_changes_nothing(
+    observed, start, steady, probe, gap
+):
+    """The twin skips a scaler whose recommendation equals ``settled``: that must be exact."""
+    p = ScalingPolicy(Metric.RPS, target=5, min=0, max=3, up_delay_s=10, down_delay_s=60)
+    s = Scaler(p, start)
+    t = 0.0
+    for load in observed:
+        s.step(t, load)
+        t += 7
+    for _ in range(12):  # a steady load for longer than both delays: the count settles on it
+        s.step(t, steady)
+        t += 7
+    assert s.settled == p.recommend(steady) == s.replicas
+    assume(p.recommend(probe) == s.settled)
+    before = (s.replicas, list(s.history))
+    assert s.step(t + gap, probe) is None
+    assert (s.replicas, s.history) == before
+
+
+def test_the_minimum_is_guaranteed_only_within_the_quota_left_by_other_services():
+    assert guaranteed_replicas(2, cards=1, nominal_cards=8) == 2
+    assert guaranteed_replicas(3, cards=2, nominal_cards=4) == 2  # two fit, the third is preemptible
+    assert guaranteed_replicas(3, cards=2, nominal_cards=8, held_cards=6) == 1
+    assert guaranteed_replicas(2, cards=1, nominal_cards=2, held_cards=2) == 0  # another holds it all
+    assert guaranteed_replicas(2, cards=1, nominal_cards=2, held_cards=5) == 0  # never below zero
+    assert guaranteed_replicas(2, cards=1, nominal_cards=0) == 0  # a queue without quota: none
+    assert guaranteed_replicas(2, cards=0, nominal_cards=0) == 2  # no cards: no quota taken
+
+
+def test_surplus_replicas_stop_waiting_first_then_preemptible_then_unready_then_newest():
+    views = [
+        ReplicaView("sure-ready-old", True, True, True, 1),
+        ReplicaView("extra-ready", True, False, True, 2),
+        ReplicaView("waiting", False, True, False, 3),
+        ReplicaView("extra-starting", True, False, False, 4),
+        ReplicaView("sure-ready-new", True, True, True, 5),
+    ]
+    order = [v.key for v in retire_order(views)]
+    assert order == ["waiting", "extra-starting", "extra-ready", "sure-ready-new", "sure-ready-old"]
+
+
+def test_nominal_cards_is_the_best_flavor_the_replica_may_use():
+    tree = QueueTree(
+        [
+            QueueNode("root", None, {"h100": FlavorQuota(16), "910c": FlavorQuota(32)}),
+            QueueNode("a", "root", {"h100": FlavorQuota(8), "910c": FlavorQuota(4)}),
+        ],
+        ["h100", "910c"],
+    )
+    assert nominal_cards(tree, "a") == 8
+    assert nominal_cards(tree, "a", ["910C"]) == 4
+    assert nominal_cards(tree, "nope") == 0

@@ -19,10 +19,12 @@ from wanka.core.config import parse_las_thresholds, with_las_thresholds
 from wanka.models.cluster import cluster_spec_data, parse_cluster
 from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.quota import load_queue_tree
+from wanka.models.service import load_simulated_services
 from wanka.sim import scenario as sc
 from wanka.sim.metrics import summarize
 from wanka.sim.models import LLAMA3_CAUSES, CheckpointModel, FailureModel, Models, PerformanceModel
 from wanka.sim.report import write_report
+from wanka.sim.services import DiurnalLoad, ServiceModel, check_services, synthetic_services
 from wanka.sim.traces import READERS, TraceError, select_tenants
 from wanka.sim.twin import SimConfig
 
@@ -254,6 +256,12 @@ def simulate(
         min=0.0,
         help="Extra run time per network tier a gang spans beyond the one it needs (0.1 = 10%; 0: off).",
     ),
+    services: str = typer.Option(
+        "",
+        "--services",
+        help="Run services beside the jobs: a YAML file of service specs with request curves, or "
+        "'synthetic' (60 per 10,000 cards); each policy also runs without them, to compare.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Replay a month (or a trace) through the real core (the scheduling core in simulated time);
@@ -277,6 +285,11 @@ def simulate(
         changed, p2, label = _what_if(what_if, base, spec, policies[0])
         named = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
     runs = [(label, scen, _policy(p, thresholds)) for label, scen, p in named]
+    fleet = _services(services, base, cluster, seed) if services else ()
+    if fleet:  # each run with the services, then the same without them: what serving costs
+        runs = [(label, replace(scen, services=fleet), pol) for label, scen, pol in runs] + [
+            (f"{label} (no services)", scen, pol) for label, scen, pol in runs
+        ]
     las = sorted({r[2].las.thresholds for r in runs if r[2].job_order in LAS_ORDERS})
     if thresholds is not None and not las:
         fail("--las-thresholds: none of the policies run orders jobs by LAS (tiresias does)")
@@ -302,6 +315,12 @@ def simulate(
         summary = summarize(result)
         summary["skipped_rows"] = scen.skipped_rows
         summaries.append(summary)
+    baselines: list[dict] = []
+    baseline_results: list = []
+    if fleet:
+        half = len(runs) // 2
+        results, baseline_results = results[:half], results[half:]
+        summaries, baselines = summaries[:half], summaries[half:]
     report = {
         "workload": base.name,
         "cluster": cluster.name,
@@ -310,11 +329,14 @@ def simulate(
         **({"las_thresholds": [list(ts) for ts in las]} if las else {}),
         "seed": seed,
         "results": summaries,
+        **({"services": services, "without_services": baselines} if fleet else {}),
         "wall_s": round(time.perf_counter() - started, 2),
     }
     if out is not None:
         title = f"wanka simulate — {base.name} on {cluster.name}"
-        files = write_report(out, title, results, summaries, notes)
+        files = write_report(
+            out, title, results, summaries, notes, list(zip(baseline_results, baselines, strict=True))
+        )
         report["report"] = str(files[0])
     if json_out:
         emit_json(report)
@@ -329,6 +351,8 @@ def simulate(
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
+    if fleet:
+        _print_serving(summaries, baselines)
     if what_if:
         _print_delta(summaries)
     if out is not None:
@@ -363,4 +387,76 @@ def _print_delta(summaries: list[dict]) -> None:
             continue
         change = (b[key] - a[key]) / a[key] if a[key] else 0.0
         table.add_row(name, _cell(a, key, fmt, div), _cell(b, key, fmt, div), f"{change:+.1%}")
+    console.print(table)
+
+
+SERVING = (  # (metric key, heading, format, divisor)
+    ("services", "services", "{:,}", 1),
+    ("avg_serving_cards", "avg cards", "{:,.0f}", 1),
+    ("avg_guaranteed_cards", "guaranteed", "{:,.0f}", 1),
+    ("extra_card_hours", "extra card-h", "{:,.0f}", 1),
+    ("replica_preemptions", "extras preempted", "{:,}", 1),
+    ("p90_replica_wait_s", "p90 replica wait s", "{:,.0f}", 1),
+    ("demand_covered", "demand covered", "{:.1%}", 1),
+)
+TRAINING = (  # what serving costs the jobs: (metric key, heading, format, divisor)
+    ("avg_wait_s", "avg wait min", "{:,.1f}", 60.0),
+    ("p90_wait_s", "p90 wait min", "{:,.1f}", 60.0),
+    ("avg_jct_s", "avg JCT h", "{:,.1f}", 3600.0),
+    ("preemptions", "jobs preempted", "{:,}", 1),
+    ("utilization", "util (all cards)", "{:.1%}", 1),
+)
+
+
+def _services(ref: str, base: sc.Scenario, cluster: Cluster, seed: int) -> tuple[ServiceModel, ...]:
+    """--services: 'synthetic', or a file of service specs with their request curves."""
+    if ref == "synthetic":
+        models = synthetic_services(base.queues, int(cluster.node_cards.max()), cluster.total_cards, seed)
+    else:
+        if not Path(ref).is_file():
+            fail(f"--services: {ref!r} is neither 'synthetic' nor an existing file")
+        try:
+            specs = load_simulated_services(ref).services
+        except SpecError as exc:
+            fail(str(exc))
+        models = [
+            ServiceModel(
+                name=s.name,
+                queue=s.tenant if s.queue == "default" else s.queue,
+                policy=s.policy(),
+                load=DiurnalLoad(
+                    s.load.peak_rps, s.load.trough_rps, s.load.peak_hour, s.load.weekend, s.load.noise
+                ),
+                cards=s.cards,
+                tenant=s.tenant,
+                priority_class=s.priority_class,
+                cpus=s.cpus,
+                memory_gib=s.memory_gib,
+                accelerators=tuple(s.accelerators),
+                startup_s=s.startup_s,
+                latency_s=s.load.latency_s,
+            )
+            for s in specs
+        ]
+    try:
+        check_services(models, base.queues)
+    except ValueError as exc:
+        fail(f"--services: {exc}")
+    return tuple(models)
+
+
+def _print_serving(summaries: list[dict], baselines: list[dict]) -> None:
+    table = Table("policy", *(c[1] for c in SERVING), title="services (replicas set by the autoscaler)")
+    for r in summaries:
+        table.add_row(r["policy"], *(_cell(r, key, fmt, div) for key, _, fmt, div in SERVING))
+    console.print(table)
+    table = Table(
+        "policy", "metric", "without services", "with services", "change", title="what serving costs the jobs"
+    )
+    for r, b in zip(summaries, baselines, strict=True):
+        for key, name, fmt, div in TRAINING:
+            change = (r[key] - b[key]) / b[key] if b[key] else 0.0
+            table.add_row(
+                r["policy"], name, _cell(b, key, fmt, div), _cell(r, key, fmt, div), f"{change:+.1%}"
+            )
     console.print(table)

@@ -5,12 +5,17 @@ The rule is Kubernetes' Horizontal Pod Autoscaler with stabilization windows
 
 - the recommendation is ``ceil(observed / target)``, bounded by ``min`` and ``max``, where observed
   is requests per second or requests in flight, averaged by the caller over ``window_s``
-  (Knative's stable window);
+  (Knative's stable window); any load at all asks for one replica, only none for zero;
 - a scale-up goes to the *lowest* recommendation of the last ``up_delay_s`` seconds, a scale-down
   to the *highest* of the last ``down_delay_s`` seconds, so a rise must last the up delay and a
   fall the down delay before the count follows (dstack's ``scale_up_delay``/``scale_down_delay``);
 - from zero replicas, a waiting request starts one at once (Knative's activator: the first
   request waits for a replica, never for a delay).
+
+Which replicas are guaranteed and which go first follow Run:ai's rule for inference on a shared
+cluster: replicas up to ``min`` that the queue's nominal quota holds are never preempted, the
+others are preemptible (:func:`guaranteed_replicas`); surplus replicas stop in the order of
+:func:`retire_order`. The control plane's service keeper and the twin both call these.
 
 Pure: the caller supplies the time and the observation; nothing here reads a clock.
 """
@@ -18,8 +23,13 @@ Pure: the caller supplies the time and the observation; nothing here reads a clo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import numpy as np
+
+from wanka.core.quota import QueueTree
 
 
 class Metric(StrEnum):
@@ -43,9 +53,17 @@ class ScalingPolicy:
 
     def recommend(self, observed: float) -> int:
         """``ceil(observed / target)`` within [min, max] (a hair under a whole number rounds down:
-        float noise in an average must not ask for a replica)."""
-        want = math.ceil(observed / self.target - 1e-9) if observed > 0 else 0
+        float noise in an average must not ask for a replica), and at least one while there is any
+        load: only no traffic at all scales to zero (Knative), as a step from zero wakes one."""
+        want = max(1, math.ceil(observed / self.target - 1e-9)) if observed > 0 else 0
         return max(self.min, min(self.max, want))
+
+
+def recommendations(observed: np.ndarray, target: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:meth:`ScalingPolicy.recommend` for many services at once: arrays of one entry per service
+    (observed load, target per replica, min, max); returns int64 replica counts."""
+    want = np.where(observed > 0, np.maximum(1.0, np.ceil(observed / target - 1e-9)), 0.0)
+    return np.clip(want, lo, hi).astype(np.int64)
 
 
 @dataclass(slots=True)
@@ -95,6 +113,16 @@ class Scaler:
             )
         return None
 
+    @property
+    def settled(self) -> int | None:
+        """The recommendation a step would leave everything unchanged for (the count has held
+        for longer than both delays), or None while a change is still in the window. A caller
+        stepping many scalers may skip those whose recommendation equals this: nothing would
+        happen."""
+        if len(self.history) == 1 and self.history[0][1] == self.replicas:
+            return self.replicas
+        return None
+
     def _since(self, start: float) -> list[int]:
         """The recommendations in force at any time from ``start`` to now."""
         out = []
@@ -103,3 +131,46 @@ class Scaler:
             if ends > start:
                 out.append(rec)
         return out
+
+
+def guaranteed_replicas(min_replicas: int, cards: int, nominal_cards: int, held_cards: int = 0) -> int:
+    """Replicas never preempted: up to ``min_replicas``, as many as the queue's nominal quota
+    (``nominal_cards``) holds beyond the ``held_cards`` its other services' never-preempted
+    replicas take (Run:ai: inference replicas within quota are guaranteed, those over it are
+    preemptible). A replica without cards takes no quota."""
+    if cards == 0:
+        return min_replicas
+    return max(0, min(min_replicas, (nominal_cards - held_cards) // cards))
+
+
+def nominal_cards(tree: QueueTree, queue: str, accelerators: Iterable[str] = ()) -> int:
+    """The queue's nominal quota, in cards, on the best flavor a replica asking for
+    ``accelerators`` (models or vendors, case-insensitive; empty: any) may use; 0 for a queue the
+    tree does not have."""
+    i = tree.index.get(queue)
+    if i is None:
+        return 0
+    wanted = {a.lower() for a in accelerators}
+    best = 0
+    for k, flavor in enumerate(tree.flavors):
+        if not wanted or flavor.lower() in wanted or any(w in flavor.lower() for w in wanted):
+            best = max(best, tree.nominal[i][k])
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """What choosing replicas to stop looks at. ``order``: creation order (newer is larger)."""
+
+    key: object
+    running: bool
+    guaranteed: bool
+    ready: bool
+    order: int
+
+
+def retire_order(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
+    """Replicas in the order surplus ones stop: those not running yet first, then preemptible
+    ones, then those not ready, then the newest (Kubernetes' ReplicaSet scales down pending and
+    unready pods first; Run:ai keeps the guaranteed ones)."""
+    return sorted(replicas, key=lambda r: (r.running, r.guaranteed, r.ready, -r.order))

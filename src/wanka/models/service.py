@@ -263,3 +263,62 @@ class ServiceOut(BaseModel):
 class ServiceLink(BaseModel):
     url: str = Field(description="open it in a browser once, within expires_in_s")
     expires_in_s: float
+
+
+class RequestLoad(BaseModel):
+    """A simulated service's requests over the day (the twin, docs/twin.md "Services"): a cosine
+    from ``trough_rps`` to ``peak_rps`` peaking at ``peak_hour``, times ``weekend`` on Saturdays
+    and Sundays, times an hourly lognormal factor of sigma ``noise``."""
+
+    model_config = STRICT
+    peak_rps: float = Field(ge=0, le=10_000_000, description="requests/s at the daily peak")
+    trough_rps: float = Field(default=0.0, ge=0, le=10_000_000, description="requests/s at the low")
+    peak_hour: float = Field(default=14.0, ge=0, lt=24, description="hour of the day of the peak")
+    weekend: float = Field(default=1.0, ge=0, le=10, description="factor on Saturdays and Sundays")
+    noise: float = Field(default=0.0, ge=0, le=2, description="sigma of the hourly lognormal factor")
+    latency_s: float = Field(
+        default=1.0, gt=0, le=3600, description="a request's time in a replica (inflight = rate x latency)"
+    )
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.trough_rps > self.peak_rps:
+            raise ValueError(f"trough_rps ({self.trough_rps:g}) must not exceed peak_rps ({self.peak_rps:g})")
+        return self
+
+
+class SimulatedService(ServiceSpec):
+    """A service in the twin (``wanka simulate --services FILE``): the service spec a tenant
+    applies (its command may be left out: nothing runs) plus its request curve and how long a
+    replica takes to load before it is ready. ``tenant`` and ``queue`` name the simulated
+    workload's queues ("default": the queue named as the tenant)."""
+
+    kind: Literal["service"] = "service"
+    command: list[ArgText] = Field(default=["simulated"], max_length=MAX_ARGS)
+    load: RequestLoad
+    startup_s: float = Field(default=120.0, ge=0, le=3600, description="from start to ready")
+
+
+class SimulatedServices(BaseModel):
+    """A ``--services`` file: ``services: [...]``."""
+
+    model_config = STRICT
+    services: list[SimulatedService] = Field(min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen = set()
+        for s in self.services:
+            key = (s.tenant, s.queue, s.name)
+            if key in seen:
+                raise ValueError(f"service {s.name!r} of tenant {s.tenant!r} appears twice")
+            seen.add(key)
+        return self
+
+
+def load_simulated_services(path: str | Path) -> SimulatedServices:
+    """Raises SpecError naming the file and the field."""
+    try:
+        return SimulatedServices.model_validate(load_yaml(path))
+    except ValidationError as exc:
+        raise from_validation_error(str(path), exc, SimulatedServices) from None

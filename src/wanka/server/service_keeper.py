@@ -27,7 +27,7 @@ import time
 from sqlalchemy import delete, func, insert, select
 
 from wanka.core import JobState
-from wanka.core.autoscale import Metric, Scaler
+from wanka.core.autoscale import Metric, ReplicaView, Scaler, guaranteed_replicas, nominal_cards, retire_order
 from wanka.models.service import ServiceSpec
 from wanka.server import services, tables
 from wanka.server.gateway.board import Board
@@ -105,8 +105,9 @@ class ServiceKeeper:
         if old:  # replicas still stopping hold their cards: they count against the surge too
             room = min(room, want + spec.update.max_surge - len(reps))
         if room > 0 and not self._backing_off(session, row, now):
-            nominal = services.queue_nominal(self.trees(session), spec.queue, spec.accelerators)
-            sure = services.guaranteed(spec, nominal, services.held_guaranteed(session, spec.queue, row.id))
+            nominal = nominal_cards(self.trees(session), spec.queue, spec.accelerators)
+            held = services.held_guaranteed(session, spec.queue, row.id)
+            sure = guaranteed_replicas(spec.replicas.min, spec.cards, nominal, held)
             steady = sum(1 for r in new if r.spec.get("preemptible") is False)
             for _ in range(room):
                 keep = steady < sure
@@ -124,16 +125,18 @@ class ServiceKeeper:
         why = f"replaced by generation {row.generation}"
         cancelled += self._stop(session, row, victims, why, mono)
         if len(new) > want:
-            order = sorted(
-                new,
-                key=lambda r: (
+            views = [
+                ReplicaView(
+                    r,
                     r.state == JobState.RUNNING.value,
                     r.spec.get("preemptible") is False,
                     r.id in ready,
-                    -r.id,
-                ),
-            )
-            cancelled += self._stop(session, row, order[: len(new) - want], f"scaled down to {want}", mono)
+                    r.id,
+                )
+                for r in new
+            ]
+            surplus = [v.key for v in retire_order(views)[: len(new) - want]]
+            cancelled += self._stop(session, row, surplus, f"scaled down to {want}", mono)
 
     def _cull(self, session, row, spec: ServiceSpec, reps, now: float) -> bool:
         """A notebook past its ``idle_timeout_s`` (no request through the gateway and no activity

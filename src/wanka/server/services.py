@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from wanka.core import JobState
+from wanka.core.autoscale import guaranteed_replicas, nominal_cards
 from wanka.core.jobs import TERMINAL_STATES
 from wanka.models.service import NOTEBOOK_COMMAND, ServiceSpec
 from wanka.server import tables
@@ -49,16 +50,6 @@ class Applied:
     changed: bool
 
 
-def guaranteed(spec: ServiceSpec, nominal_cards: int, held: int = 0) -> int:
-    """Replicas never preempted: up to ``replicas.min``, as many as the queue's nominal quota holds
-    beyond the ``held`` cards its other services' never-preempted replicas take (Run:ai: inference
-    replicas within quota are guaranteed, those over it are preemptible). A replica without cards
-    takes no quota."""
-    if spec.cards == 0:
-        return spec.replicas.min
-    return max(0, min(spec.replicas.min, (nominal_cards - held) // spec.cards))
-
-
 def held_guaranteed(session: Session, queue: str, service_id: int | None) -> int:
     """Cards the queue's other services' never-preempted replicas hold or wait for."""
     rows = session.execute(
@@ -71,19 +62,6 @@ def held_guaranteed(session: Session, queue: str, service_id: int | None) -> int
         )
     ).all()
     return sum(cards for cards, spec in rows if spec.get("preemptible") is False)
-
-
-def queue_nominal(tree, queue: str, accelerators: list[str]) -> int:
-    """The queue's nominal quota on the best flavor a replica may use (cards)."""
-    i = tree.index.get(queue)
-    if i is None:
-        return 0
-    wanted = {a.lower() for a in accelerators}
-    best = 0
-    for k, flavor in enumerate(tree.flavors):
-        if not wanted or flavor.lower() in wanted or any(w in flavor.lower() for w in wanted):
-            best = max(best, tree.nominal[i][k])
-    return best
 
 
 def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied:
@@ -117,8 +95,9 @@ def apply(state, session: Session, who: Principal, spec: ServiceSpec) -> Applied
     )
     if unknown:
         raise HTTPException(422, [{"field": "shared_with", "message": f"no tenant {', '.join(unknown)}"}])
-    nominal = queue_nominal(tree, queue, spec.accelerators)
-    sure = guaranteed(spec, nominal, held_guaranteed(session, queue, row.id if row is not None else None))
+    nominal = nominal_cards(tree, queue, spec.accelerators)
+    held = held_guaranteed(session, queue, row.id if row is not None else None)
+    sure = guaranteed_replicas(spec.replicas.min, spec.cards, nominal, held)
     note = (
         f"; {sure} of min {spec.replicas.min} replica(s) within {queue}'s nominal quota "
         f"({nominal} cards): never preempted"

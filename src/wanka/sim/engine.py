@@ -19,10 +19,11 @@ class EventKind(IntEnum):
     FAILURE = 1
     FINISH = 2
     ARRIVAL = 3
+    SCALE = 4  # the services' autoscalers look at the load (sim.services)
     LAS_QUEUE = (
-        4  # a job changes Tiresias LAS queue: its attained service crosses a threshold, or it is promoted
+        5  # a job changes Tiresias LAS queue: its attained service crosses a threshold, or it is promoted
     )
-    CYCLE = 5
+    CYCLE = 6
 
 
 class EventQueue:

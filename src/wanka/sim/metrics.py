@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wanka.sim.services import serving_summary
 from wanka.sim.twin import SimResult
 
 BOUNDED_SLOWDOWN_S = 10.0  # jobs shorter than this count as this long (Feitelson's bounded slowdown)
@@ -37,17 +38,22 @@ def tenant_shares(result: SimResult) -> dict[str, dict[str, float]]:
 
 
 def summarize(result: SimResult) -> dict:
-    done = [s for s in result.stats if s.outcome == "succeeded"]
+    """The run's metrics. Job metrics count jobs only; ``utilization`` counts every card held,
+    services' replicas included; with services, the ``serving`` keys (sim.services) are added."""
+    everything = result.stats
+    jobs = [s for s in everything if not s.service]
+    done = [s for s in jobs if s.outcome == "succeeded"]
     submit = np.array([s.job.submit_time for s in done])
     start = np.array([s.first_start for s in done])
     end = np.array([s.end for s in done])
     duration = np.array([s.duration_s for s in done])
     jct, wait = end - submit, start - submit
-    allocated = sum(s.allocated_card_s for s in result.stats)
-    lost = sum(s.lost_card_s for s in result.stats)
-    useful = sum(s.useful_card_s for s in result.stats)
+    allocated = sum(s.allocated_card_s for s in jobs)
+    held = sum(s.allocated_card_s for s in everything)
+    lost = sum(s.lost_card_s for s in jobs)
+    useful = sum(s.useful_card_s for s in jobs)
     elapsed = sum((s.end - s.first_start) * s.job.total_cards for s in done)
-    first = min((s.job.submit_time for s in result.stats), default=0.0)
+    first = min((s.job.submit_time for s in everything), default=0.0)  # a replica may come first
     last = max((s.end for s in done), default=first)
     window = max(last - first, 1e-9)
     cards = result.cluster.total_cards
@@ -59,9 +65,9 @@ def summarize(result: SimResult) -> dict:
         "policy": result.policy,
         "cluster": result.cluster.name,
         "jobs": len(done),
-        "jobs_open": sum(1 for s in result.stats if not s.outcome),
-        "jobs_unschedulable": len(result.rejected),
-        "jobs_cancelled": sum(1 for s in result.stats if s.outcome == "cancelled"),
+        "jobs_open": sum(1 for s in jobs if not s.outcome),
+        "jobs_unschedulable": sum(1 for s in jobs if s.outcome == "unschedulable"),
+        "jobs_cancelled": sum(1 for s in jobs if s.outcome == "cancelled"),
         "avg_jct_s": _mean(jct),
         "p50_jct_s": _pct(jct, 50),
         "p90_jct_s": _pct(jct, 90),
@@ -72,13 +78,13 @@ def summarize(result: SimResult) -> dict:
         "p95_wait_s": _pct(wait, 95),
         "p99_wait_s": _pct(wait, 99),
         "avg_bounded_slowdown": _mean(slowdown),
-        "utilization": allocated / (cards * window),
-        "useful_utilization": useful / (cards * window),
+        "utilization": held / (cards * window),
+        "useful_utilization": sum(s.useful_card_s for s in everything) / (cards * window),
         "goodput": useful / allocated if allocated > 0 else 1.0,
         "ettr": useful / elapsed if elapsed > 0 else 1.0,
-        "preemptions": sum(s.preemptions for s in result.stats),
+        "preemptions": sum(s.preemptions for s in jobs),
         "failures": len(result.failures),
-        "failure_interruptions": sum(s.failures for s in result.stats),
+        "failure_interruptions": sum(s.failures for s in jobs),
         "lost_card_hours": lost / 3600.0,
         "allocated_card_hours": allocated / 3600.0,
         "avg_fragmented_cards": _mean(frag),
@@ -87,4 +93,4 @@ def summarize(result: SimResult) -> dict:
         "cycles": result.cycles,
         "events": result.events,
         "wall_s": result.wall_s,
-    }
+    } | (serving_summary(everything, result.services, window) if result.services else {})

@@ -38,11 +38,35 @@ SUMMARY_KEYS = (
 )
 
 
+SERVING_KEYS = (
+    "services",
+    "avg_serving_cards",
+    "avg_guaranteed_cards",
+    "serving_card_hours",
+    "guaranteed_card_hours",
+    "extra_card_hours",
+    "replica_starts",
+    "replica_preemptions",
+    "replica_failures",
+    "scale_events",
+    "p50_replica_wait_s",
+    "p90_replica_wait_s",
+    "demand_covered",
+)
+TRAINING_KEYS = ("jobs", "avg_wait_s", "p90_wait_s", "p99_wait_s", "avg_jct_s", "preemptions", "utilization")
+
+
 def write_report(
-    out: Path, title: str, results: list[SimResult], summaries: list[dict], notes: Sequence[str] = ()
+    out: Path,
+    title: str,
+    results: list[SimResult],
+    summaries: list[dict],
+    notes: Sequence[str] = (),
+    baselines: Sequence[tuple[SimResult, dict]] = (),
 ) -> list[Path]:
     """``notes``: lines under the title that say how the runs were set up (e.g. which overheads
-    were on)."""
+    were on). ``baselines``: with services, each run again without them (same order), for the
+    section on what serving costs the jobs."""
     out.mkdir(parents=True, exist_ok=True)
     written = [_summary_csv(out, summaries)]
     for r in results:
@@ -53,25 +77,55 @@ def write_report(
         _plot_wait_cdf(out, results),
         _plot_tenants(out, results[0]),
         _plot_heatmap(out, results[0]),
+        _plot_serving(out, results[0], baselines[0][0] if baselines else None),
     ]
+    for r in results:
+        if r.services:
+            written.append(_services_csv(out, r))
     plots = [p for p in plots if p is not None]
     written += plots
-    md = _markdown(title, summaries, [p.name for p in plots], notes)
+    extra = _serving_tables(summaries, [b for _, b in baselines]) if baselines else []
+    md = _markdown(title, summaries, [p.name for p in plots], notes, extra)
     (out / "report.md").write_text(md, encoding="utf-8")
-    page = _html(title, summaries, [p.name for p in plots], notes)
+    page = _html(title, summaries, [p.name for p in plots], notes, extra)
     (out / "report.html").write_text(page, encoding="utf-8")
     return [out / "report.md", out / "report.html", *written]
 
 
 def _fmt(key: str, value) -> str:
     if isinstance(value, float):
-        if key in ("utilization", "useful_utilization", "goodput", "ettr", "jain_fairness"):
+        if key in ("utilization", "useful_utilization", "goodput", "ettr", "jain_fairness", "demand_covered"):
             return f"{value:.3f}"
         return f"{value:,.1f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _markdown(title: str, summaries: list[dict], plots: list[str], notes: Sequence[str]) -> str:
+Table = tuple[str, list[str], list[list[str]]]  # (heading, column names, rows)
+
+
+def _serving_tables(summaries: list[dict], baselines: list[dict]) -> list[Table]:
+    """The serving metrics per policy, and each job metric without and with the services."""
+    serving = (
+        "Services",
+        ["metric", *(s["policy"] for s in summaries)],
+        [[key, *(_fmt(key, s[key]) for s in summaries)] for key in SERVING_KEYS],
+    )
+    rows = []
+    for s, b in zip(summaries, baselines, strict=True):
+        for key in TRAINING_KEYS:
+            change = (s[key] - b[key]) / b[key] if b[key] else 0.0
+            rows.append([s["policy"], key, _fmt(key, b[key]), _fmt(key, s[key]), f"{change:+.1%}"])
+    jobs = (
+        "What serving costs the jobs",
+        ["policy", "metric", "without services", "with services", "change"],
+        rows,
+    )
+    return [serving, jobs]
+
+
+def _markdown(
+    title: str, summaries: list[dict], plots: list[str], notes: Sequence[str], extra: list[Table]
+) -> str:
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     lines += [
@@ -80,12 +134,17 @@ def _markdown(title: str, summaries: list[dict], plots: list[str], notes: Sequen
     ]
     for key in SUMMARY_KEYS:
         lines.append(f"| {key} | " + " | ".join(_fmt(key, s[key]) for s in summaries) + " |")
+    for heading, columns, rows in extra:
+        lines += ["", f"## {heading}", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "Definitions and model assumptions: docs/twin.md.", ""]
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
-def _html(title: str, summaries: list[dict], plots: list[str], notes: Sequence[str]) -> str:
+def _html(
+    title: str, summaries: list[dict], plots: list[str], notes: Sequence[str], extra: list[Table]
+) -> str:
     head = "".join(f"<th>{html.escape(s['policy'])}</th>" for s in summaries)
     rows = "".join(
         f"<tr><td>{key}</td>"
@@ -96,6 +155,10 @@ def _html(title: str, summaries: list[dict], plots: list[str], notes: Sequence[s
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     listed = f"<ul>{listed}</ul>" if notes else ""
     imgs = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in plots)
+    for heading, columns, body in extra:
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+        head_row = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        rows += f"</table><h2>{html.escape(heading)}</h2><table><tr>{head_row}</tr>{cells}"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
@@ -158,8 +221,10 @@ def _jobs_csv(out: Path, r: SimResult) -> Path:
 
 def _series_csv(out: Path, r: SimResult) -> Path:
     header = ["time_s", "allocated_cards", "pending_jobs", "running_jobs", "down_nodes", "fragmented_cards"]
+    header += ["serving_cards", "guaranteed_cards"] if r.services else []
     rows = (
         [s.time, s.allocated_cards, s.pending_jobs, s.running_jobs, s.down_nodes, s.fragmented_cards]
+        + ([s.serving_cards, s.guaranteed_cards] if r.services else [])
         for s in r.samples
     )
     return _csv(out / f"timeseries_{r.policy}.csv", header, rows)
@@ -168,6 +233,69 @@ def _series_csv(out: Path, r: SimResult) -> Path:
 def _tenants_csv(out: Path, r: SimResult) -> Path:
     rows = ([q, round(v["used_share"], 5), round(v["nominal_share"], 5)] for q, v in tenant_shares(r).items())
     return _csv(out / f"tenants_{r.policy}.csv", ["queue", "used_share", "nominal_share"], rows)
+
+
+def _services_csv(out: Path, r: SimResult) -> Path:
+    header = [
+        "service",
+        "queue",
+        "cards",
+        "min",
+        "max",
+        "requests",
+        "covered",
+        "scale_events",
+        "replica_starts",
+        "peak_desired",
+        "unschedulable",
+    ]
+    rows = (
+        [
+            s.model.name,
+            s.model.queue,
+            s.model.cards,
+            s.model.policy.min,
+            s.model.policy.max,
+            round(s.requests),
+            round(s.covered),
+            s.scale_events,
+            s.replicas_started,
+            s.peak_desired,
+            s.unschedulable,
+        ]
+        for s in r.services
+    )
+    return _csv(out / f"services_{r.policy}.csv", header, rows)
+
+
+def _plot_serving(out: Path, r: SimResult, baseline: SimResult | None) -> Path | None:
+    """Cards held by jobs and by services' replicas (guaranteed and extra) over time, and the
+    jobs' cards in the same run without services."""
+    if not r.services:
+        return None
+    t = np.array([s.time for s in r.samples]) / 86400.0
+    sure = np.array([s.guaranteed_cards for s in r.samples])
+    serving = np.array([s.serving_cards for s in r.samples])
+    jobs = np.array([s.allocated_cards for s in r.samples]) - serving
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.stackplot(
+        t, sure, serving - sure, labels=["replicas: guaranteed", "replicas: extra (preemptible)"], alpha=0.6
+    )
+    ax.plot(t, jobs, label="jobs", linewidth=1)
+    if baseline is not None:
+        tb = np.array([s.time for s in baseline.samples]) / 86400.0
+        ax.plot(
+            tb,
+            [s.allocated_cards for s in baseline.samples],
+            label="jobs, without services",
+            linewidth=1,
+            linestyle="--",
+        )
+    ax.axhline(r.cluster.total_cards, color="grey", linestyle=":", linewidth=1, label="capacity")
+    ax.set_xlabel("days")
+    ax.set_ylabel(f"cards ({r.policy})")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "serving.png")
 
 
 def _plot_series(out: Path, results: list[SimResult], field: str, name: str, ylabel: str) -> Path:

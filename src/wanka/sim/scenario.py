@@ -16,6 +16,7 @@ from wanka.core import Cluster, CycleConfig, Job, QueueTree, get_policy
 from wanka.core.config import LAS_THRESHOLDS  # noqa: F401  (named sets, re-exported)
 from wanka.sim.models import Models
 from wanka.sim.replay import tenant_queues, trace_jobs
+from wanka.sim.services import ServiceModel
 from wanka.sim.synthetic import contract_queues, synthetic_month
 from wanka.sim.traces import Trace
 from wanka.sim.twin import SimConfig, SimResult, Twin
@@ -33,6 +34,7 @@ class Scenario:
     make_jobs: Callable[[], Jobs]
     queue_builder: Callable[[Cluster], QueueTree]  # the same kind of queues for another cluster (what-if)
     skipped_rows: int = 0  # malformed trace rows skipped
+    services: tuple[ServiceModel, ...] = ()  # run beside the jobs (sim.services)
 
     def on_cluster(self, cluster: Cluster) -> Scenario:
         """The same jobs on another cluster (what-if: more cards)."""
@@ -81,6 +83,7 @@ def run(
         models,
         progress,
         heatmap_at,
+        scenario.services,
     )
     return twin.run()
 

@@ -32,6 +32,7 @@ from wanka.core import (
     CycleConfig,
     CycleResult,
     Job,
+    JobKind,
     JobState,
     NodeState,
     PendingIndex,
@@ -48,6 +49,7 @@ from wanka.core.placement import needed_tier
 from wanka.sim.engine import EventKind, EventQueue
 from wanka.sim.gating import TwinGates
 from wanka.sim.models import Models
+from wanka.sim.services import Fleet, ServiceModel, ServiceStats
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class SimConfig:
     until_s: float | None = None  # stop simulating at this time (jobs still open are reported so)
     seed: int = 0  # failures (and anything else random) derive from it
     sample_every_s: float = 3600.0  # time series (utilisation, queue length, shares) resolution
+    autoscale_every_s: float = 60.0  # how often the services' autoscalers look at the load
 
 
 @dataclass(slots=True)
@@ -84,6 +87,8 @@ class JobStats:
     preemptions: int = 0
     failures: int = 0
     outcome: str = ""  # succeeded, unschedulable, cancelled (a dependency never held), "" while open
+    service: str = ""  # a service's replica (sim.services): runs until the autoscaler stops it
+    startup_s: float = 0.0  # a replica's time from start to ready, on every start
 
     @property
     def useful_card_s(self) -> float:
@@ -101,6 +106,8 @@ class Sample:
     down_nodes: int
     fragmented_cards: int  # free cards on nodes too full for the smallest task of any waiting job
     tenant_cards: dict[str, int]
+    serving_cards: int = 0  # held by services' replicas
+    guaranteed_cards: int = 0  # ... of which by never-preempted ones
 
 
 @dataclass
@@ -116,6 +123,7 @@ class SimResult:
     samples: list[Sample] = field(default_factory=list)
     nominal_share: dict[str, float] = field(default_factory=dict)
     snapshots: dict[float, np.ndarray] = field(default_factory=dict)  # time -> free cards per node
+    services: list[ServiceStats] = field(default_factory=list)
 
 
 class Twin:
@@ -129,8 +137,11 @@ class Twin:
         models: Models | None = None,
         progress: Callable[[float, int], None] | None = None,
         heatmap_at: Sequence[float] = (),
+        services: Sequence[ServiceModel] = (),
     ):
-        """``jobs``: (job, duration at full size in seconds); each job's ``submit_time`` is its arrival."""
+        """``jobs``: (job, duration at full size in seconds); each job's ``submit_time`` is its arrival.
+        ``services``: run beside the jobs, their replicas set by the autoscaler (sim.services); the
+        run still ends when the last job does. ValueError for a service whose queue is not a leaf."""
         # node states change during a run: work on a copy so runs compared never share them
         self.cluster = copy.copy(cluster)
         self.cluster.node_state = cluster.node_state.copy()
@@ -172,6 +183,7 @@ class Twin:
             up = np.flatnonzero(self.cluster.node_state == int(NodeState.UP))
             self.spares = [int(n) for n in up[-spares:]]
             self.cluster.node_state[self.spares] = int(NodeState.DRAINING)
+        self.fleet = Fleet(services, queues, self.config.seed, self.config.autoscale_every_s)
         # the smallest tier whose largest domain could hold k cards, for the topology penalty
         self.tier_capacity = [int(c.max()) for c in self.cluster.domain_cards]
 
@@ -183,6 +195,8 @@ class Twin:
             self.events.push(st.job.submit_time, EventKind.ARRIVAL, st.job.id)
         failures = self.models.failures.stream(self.cluster, self.config.seed)
         self._next_failure(failures)
+        if self.fleet:
+            self.events.push(0.0, EventKind.SCALE)
         cycles = events = 0
         round_queued = False
         last_round = float("-inf")
@@ -225,6 +239,9 @@ class Twin:
             elif kind is EventKind.REPAIR:
                 self._repair(payload)
                 changed = True
+            elif kind is EventKind.SCALE:
+                changed = self.fleet.step(now, self)
+                self.events.push(now + self.config.autoscale_every_s, EventKind.SCALE)
             elif kind is EventKind.LAS_QUEUE:
                 changed = self._las_queue_change(now, *payload)
             else:
@@ -256,6 +273,7 @@ class Twin:
             self.samples,
             share,
             self.snapshots,
+            self.fleet.results(),
         )
 
     def _next_failure(self, failures) -> None:
@@ -292,7 +310,7 @@ class Twin:
         closed = 0
         for d in result.starts:
             self._start(self.stats[d.job_id], d.placement, now, d.preemptible_by)
-            if self.gates is not None:
+            if self.gates is not None and not self.stats[d.job_id].service:
                 closed += self._gated(now, *self.gates.started(d.job_id))
         for d in result.resizes:
             if not d.shrink:
@@ -303,6 +321,9 @@ class Twin:
                 self.stats[job_id].outcome = "unschedulable"
                 self.stats[job_id].job.state = JobState.FAILED
                 self.rejected[job_id] = why
+                if self.stats[job_id].service:  # the service can never run: it stops scaling
+                    self.fleet.unschedulable(job_id, why)
+                    continue
                 closed += 1
                 if self.gates is not None:
                     closed += self._gated(now, *self.gates.ended(job_id))
@@ -335,8 +356,13 @@ class Twin:
 
     def _sample(self, t: float) -> None:
         tenants: dict[str, int] = {}
+        serving = guaranteed = 0
         for job in self.running.values():
-            tenants[job.queue] = tenants.get(job.queue, 0) + job.placement.total_cards
+            cards = job.placement.total_cards
+            tenants[job.queue] = tenants.get(job.queue, 0) + cards
+            if job.kind is JobKind.INFERENCE and self.stats[job.id].service:
+                serving += cards
+                guaranteed += 0 if job.preemptible else cards
         fragmented = 0
         if self.pending:
             smallest = min(g.cards for j in self.pending for g in j.groups)
@@ -352,6 +378,8 @@ class Twin:
                 int((self.cluster.node_state == int(NodeState.DOWN)).sum()),
                 fragmented,
                 tenants,
+                serving,
+                guaranteed,
             )
         )
 
@@ -479,18 +507,27 @@ class Twin:
         if st.first_start is None:
             st.first_start = now
         st.run_since = now
-        st.compute_from = now + (self.models.checkpoints.restart_s if st.runs else 0.0)
+        if st.service:  # a replica loads its model on every start
+            st.compute_from = now + st.startup_s
+        else:
+            st.compute_from = now + (self.models.checkpoints.restart_s if st.runs else 0.0)
         # the core judges a victim's lost work from this and the interval (Job.lost_work_s)
         job.checkpoint_from = st.compute_from
         st.run_compute_s = 0.0
         st.runs += 1
         self._set_speed(st, placement)
         self.index.add(job, now)  # once its checkpoint facts are set: the index keeps them
-        self._schedule_finish(st, now)
+        if st.service:
+            self.fleet.started(job.id, now, st.runs)
+        else:
+            self._schedule_finish(st, now)
         self._push_las_crossing(st)
 
     def _set_speed(self, st: JobStats, placement: Placement) -> None:
         job = st.job
+        if st.service:  # a replica serves; it has no progress to checkpoint
+            st.speed, st.efficiency, job.checkpoint_interval_s = 1.0, 1.0, None
+            return
         model = self.cluster.models[self.cluster.model_index[placement.model]]
         needed = next(t for t, cap in enumerate(self.tier_capacity) if cap >= placement.total_cards)
         extra = max(0, needed_tier(self.cluster, placement) - needed)
@@ -518,6 +555,24 @@ class Twin:
         job.placement = None
         job.last_run_end = now
 
+    def submit_replica(self, job: Job, service: ServiceModel) -> None:
+        """A replica the autoscaler asked for joins the waiting queue now."""
+        self.stats[job.id] = JobStats(
+            job, math.inf, math.inf, service=service.name, startup_s=service.startup_s
+        )
+        self.pending.add(job)
+
+    def retire_replica(self, job_id: str, now: float) -> None:
+        """The autoscaler stops a replica: it gives its cards back, or leaves the queue."""
+        st = self.stats[job_id]
+        if job_id in self.running:
+            self._release(st, now)
+            st.epoch += 1
+        else:
+            self.pending.remove(job_id)
+        st.end, st.outcome = now, "stopped"
+        st.job.state = JobState.CANCELLED
+
     def _finish(self, st: JobStats, now: float) -> None:
         self._release(st, now)
         st.remaining_s = 0.0
@@ -526,10 +581,17 @@ class Twin:
         st.job.state = JobState.SUCCEEDED
 
     def _stop(self, st: JobStats, now: float) -> None:
-        """Preempted, reclaimed or broken by a failure: the work since the last checkpoint is lost."""
+        """Preempted, reclaimed or broken by a failure: the work since the last checkpoint is lost.
+        A replica waits again to be placed (the autoscaler still counts it)."""
         job = st.job
         cards = job.placement.total_cards
         self._release(st, now)
+        if st.service:
+            self.fleet.stopped(job.id)
+            st.epoch += 1
+            job.state = JobState.PENDING
+            self.pending.add(job)
+            return
         interval = job.checkpoint_interval_s or math.inf
         lost_compute = st.run_compute_s - (
             math.floor(st.run_compute_s / interval) * interval if math.isfinite(interval) else 0.0
