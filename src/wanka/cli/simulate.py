@@ -286,6 +286,11 @@ def simulate(
         named = [(f"{policies[0]} (baseline)", base, policies[0]), (f"{p2} ({label})", changed, p2)]
     runs = [(label, scen, _policy(p, thresholds)) for label, scen, p in named]
     fleet = _services(services, base, cluster, seed) if services else ()
+    for label, scen, _ in runs if fleet else ():
+        try:  # a what-if may change the queues the services name
+            check_services(fleet, scen.queues)
+        except ValueError as exc:
+            fail(f"--services with {label}: {exc}")
     if fleet:  # each run with the services, then the same without them: what serving costs
         runs = [(label, replace(scen, services=fleet), pol) for label, scen, pol in runs] + [
             (f"{label} (no services)", scen, pol) for label, scen, pol in runs

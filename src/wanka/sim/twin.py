@@ -586,11 +586,12 @@ class Twin:
         job = st.job
         cards = job.placement.total_cards
         self._release(st, now)
-        if st.service:
+        if st.service:  # nothing to lose but its start-up, paid again when it restarts
             self.fleet.stopped(job.id)
             st.epoch += 1
             job.state = JobState.PENDING
             self.pending.add(job)
+            self._push_las_promotion(st, now)
             return
         interval = job.checkpoint_interval_s or math.inf
         lost_compute = st.run_compute_s - (
