@@ -182,6 +182,7 @@ def test_services_beside_the_jobs_and_what_they_cost_them(tmp_path):
     assert run["services"] == 3 and run["replica_starts"] >= 4 and 0 < run["demand_covered"] <= 1
     assert run["avg_guaranteed_cards"] > 0 and run["serving_card_hours"] > run["guaranteed_card_hours"]
     assert run["jobs"] == alone["jobs"] and "services" not in alone
+    assert run["serving_s"] == 2 * 86400 and out["services_file"].endswith("twin-services.yaml")
     assert run["utilization"] > alone["utilization"]  # the replicas' cards count
     report = (tmp_path / "report.md").read_text()
     assert "## Services" in report and "## What serving costs the jobs" in report
@@ -203,7 +204,11 @@ def test_synthetic_services_and_bad_service_files(tmp_path):
     assert r.returncode == 2 and "trough_rps (5) must not exceed peak_rps (1)" in r.stderr
     bad.write_text("services:\n  - {name: chat, tenant: nobody, load: {peak_rps: 1}}\n")
     r = wanka(*args, "--services", str(bad), check=False)
-    assert r.returncode == 2 and "queue 'nobody' is not a leaf queue" in r.stderr
+    assert r.returncode == 2 and "services[0].tenant" in r.stderr and "no leaf queue 'nobody'" in r.stderr
+    assert "startup-m" in r.stderr  # every tenant of the month is listed
+    bad.write_text("services:\n  - {name: nb, kind: notebook, tenant: szu, load: {peak_rps: 1}}\n")
+    r = wanka(*args, "--services", str(bad), check=False)
+    assert r.returncode == 2 and "notebooks are not simulated" in r.stderr
     bad.write_text("services:\n  - {name: Chat!, tenant: szu, load: {peak_rps: 1}}\n")
     r = wanka(*args, "--services", str(bad), check=False)
     assert r.returncode == 2 and "not a DNS label" in r.stderr

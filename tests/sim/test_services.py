@@ -58,9 +58,9 @@ def service(name="chat", queue="a", cards=1, lo=1, hi=8, target=10.0, peak=50.0,
     return ServiceModel(name, queue, policy, load, cards, startup_s=kw.pop("startup_s", 0.0), **kw)
 
 
-def run(c, tree, jobs, services, policy="wanka", models=NO_OVERHEADS, seed=0):
-    twin = Twin(c, tree, jobs, get_policy(policy), SimConfig(seed=seed), models, services=services)
-    return twin.run()
+def run(c, tree, jobs, services, policy="wanka", models=NO_OVERHEADS, seed=0, serving_s=2 * DAY):
+    config = SimConfig(seed=seed, services_until_s=serving_s)
+    return Twin(c, tree, jobs, get_policy(policy), config, models, services=services).run()
 
 
 def replicas(result):
@@ -134,7 +134,7 @@ def test_cards_held_by_minimum_replicas_delay_training_exactly():
     tree = queues(c, {"a": 8, "b": 8})
     svc = service(cards=2, lo=4, hi=4, peak=1, trough=1, priority_class="high")
     without = summarize(run(c, tree, jobs(), [], policy="fifo"))
-    with_ = summarize(run(c, tree, jobs(), [svc], policy="fifo"))
+    with_ = summarize(run(c, tree, jobs(), [svc], policy="fifo", serving_s=4 * HOUR + 60))
     assert without["avg_jct_s"] == pytest.approx(1.5 * HOUR)
     assert with_["avg_jct_s"] == pytest.approx(2.5 * HOUR)
     assert with_["avg_guaranteed_cards"] == pytest.approx(8.0)
@@ -211,9 +211,9 @@ def test_noise_and_weekends_shape_the_load_deterministically():
 def test_services_name_a_leaf_queue_of_the_workload():
     c = cluster()
     tree = queues(c, {"a": 8})
-    with pytest.raises(ValueError, match="queue 'nope' is not a leaf queue"):
+    with pytest.raises(ValueError, match="no leaf queue 'nope'; its queues: a"):
         check_services([service(queue="nope")], tree)
-    with pytest.raises(ValueError, match="queue 'root' is not a leaf queue"):
+    with pytest.raises(ValueError, match="no leaf queue 'root'"):
         check_services([service(queue="root")], tree)
     with pytest.raises(ValueError, match="share a name"):
         check_services([service(), service()], tree)
@@ -238,3 +238,49 @@ def test_a_service_with_min_zero_sleeps_through_the_quiet_hours_and_wakes():
     at = {s.time: s.serving_cards for s in r.samples}
     assert at[2 * HOUR] == 0 and at[DAY + 2 * HOUR] == 0
     assert at[14 * HOUR] == 5 and at[4 * HOUR] >= 1
+
+
+def test_services_serve_their_period_even_without_jobs_and_every_policy_meets_the_same_demand():
+    c = cluster()
+    tree = queues(c, {"a": 16})
+    svc = service(lo=1, hi=4, peak=30, trough=5, noise=0.2)
+    runs = {
+        p: Twin(
+            c, tree, [], get_policy(p), SimConfig(services_until_s=2 * DAY), NO_OVERHEADS, services=[svc]
+        ).run()
+        for p in ("fifo", "wanka")
+    }
+    for r in runs.values():
+        m = summarize(r)
+        assert r.serving_s == 2 * DAY and m["serving_s"] == 2 * DAY and m["jobs"] == 0
+        assert m["makespan_s"] == 2 * DAY and 0 < m["utilization"] <= 1
+        assert m["avg_serving_cards"] == pytest.approx(m["serving_card_hours"] * HOUR / (2 * DAY))
+        assert all(s.end is not None and s.end <= 2 * DAY for s in replicas(r))  # all stopped at the end
+    a, b = (summarize(r)["requests"] for r in runs.values())
+    assert a == b > 0  # the load does not depend on the policy
+
+
+def test_a_replica_that_never_starts_counts_its_wait_until_it_was_stopped():
+    # the queue's only node is taken by a never-preempted job for the whole period
+    c = cluster(1)
+    tree = queues(c, {"a": 8})
+    blocker = job("blocker", "a", 8, priority_class="high")
+    blocker.preemptible = False
+    r = Twin(
+        c,
+        tree,
+        [(blocker, DAY)],
+        get_policy("fifo"),
+        SimConfig(services_until_s=DAY),
+        NO_OVERHEADS,
+        services=[service(lo=1, hi=1, peak=1, trough=1, priority_class="low")],
+    ).run()
+    m = summarize(r)
+    assert m["replica_starts"] == 0 and m["demand_covered"] == 0
+    assert m["p90_replica_wait_s"] == pytest.approx(DAY)  # submitted at 0, stopped with the period
+
+
+def test_changes_against_nothing_are_not_shown_as_no_change():
+    from wanka.sim.metrics import change_text
+
+    assert change_text(10, 12) == "+20.0%" and change_text(0, 0) == "+0.0%" and change_text(0, 5) == "from 0"

@@ -21,7 +21,7 @@ from wanka.models.errors import SpecError, from_validation_error, load_yaml
 from wanka.models.quota import load_queue_tree
 from wanka.models.service import load_simulated_services
 from wanka.sim import scenario as sc
-from wanka.sim.metrics import summarize
+from wanka.sim.metrics import change_text, summarize
 from wanka.sim.models import LLAMA3_CAUSES, CheckpointModel, FailureModel, Models, PerformanceModel
 from wanka.sim.report import write_report
 from wanka.sim.services import DiurnalLoad, ServiceModel, check_services, synthetic_services
@@ -279,7 +279,9 @@ def simulate(
         performance=PerformanceModel(topology_penalty=topology_penalty),
     )
     horizon = (days or 30.0) * DAY
-    config = SimConfig(cycle_interval_s=interval, seed=seed)
+    # services serve the simulated period: the days asked for, else until the last arrival
+    serving_until = horizon if days or workload.startswith("synthetic") else None
+    config = SimConfig(cycle_interval_s=interval, seed=seed, services_until_s=serving_until)
     named: list[tuple[str, sc.Scenario, str]] = [(p, base, p) for p in policies]
     if what_if:
         changed, p2, label = _what_if(what_if, base, spec, policies[0])
@@ -334,7 +336,7 @@ def simulate(
         **({"las_thresholds": [list(ts) for ts in las]} if las else {}),
         "seed": seed,
         "results": summaries,
-        **({"services": services, "without_services": baselines} if fleet else {}),
+        **({"services_file": services, "without_services": baselines} if fleet else {}),
         "wall_s": round(time.perf_counter() - started, 2),
     }
     if out is not None:
@@ -390,16 +392,15 @@ def _print_delta(summaries: list[dict]) -> None:
     for key, name, fmt, div in COLUMNS:
         if key == "wall_s":
             continue
-        change = (b[key] - a[key]) / a[key] if a[key] else 0.0
-        table.add_row(name, _cell(a, key, fmt, div), _cell(b, key, fmt, div), f"{change:+.1%}")
+        table.add_row(name, _cell(a, key, fmt, div), _cell(b, key, fmt, div), change_text(a[key], b[key]))
     console.print(table)
 
 
 SERVING = (  # (metric key, heading, format, divisor)
     ("services", "services", "{:,}", 1),
-    ("avg_serving_cards", "avg cards", "{:,.0f}", 1),
-    ("avg_guaranteed_cards", "guaranteed", "{:,.0f}", 1),
-    ("extra_card_hours", "extra card-h", "{:,.0f}", 1),
+    ("avg_serving_cards", "cards held, avg", "{:,.0f}", 1),
+    ("avg_guaranteed_cards", "never preempted, avg", "{:,.0f}", 1),
+    ("extra_card_hours", "extra card-hours", "{:,.0f}", 1),
     ("replica_preemptions", "extras preempted", "{:,}", 1),
     ("p90_replica_wait_s", "p90 replica wait s", "{:,.0f}", 1),
     ("demand_covered", "demand covered", "{:.1%}", 1),
@@ -443,6 +444,12 @@ def _services(ref: str, base: sc.Scenario, cluster: Cluster, seed: int) -> tuple
             )
             for s in specs
         ]
+        for i, (spec, model) in enumerate(zip(specs, models, strict=True)):
+            try:
+                check_services([model], base.queues)
+            except ValueError as exc:  # name the file and the field, as a spec error does
+                field = "queue" if spec.queue != "default" else "tenant"
+                fail(f"{ref}: services[{i}].{field}: {exc}")
     try:
         check_services(models, base.queues)
     except ValueError as exc:
@@ -460,8 +467,9 @@ def _print_serving(summaries: list[dict], baselines: list[dict]) -> None:
     )
     for r, b in zip(summaries, baselines, strict=True):
         for key, name, fmt, div in TRAINING:
-            change = (r[key] - b[key]) / b[key] if b[key] else 0.0
-            table.add_row(
-                r["policy"], name, _cell(b, key, fmt, div), _cell(r, key, fmt, div), f"{change:+.1%}"
-            )
+            change = change_text(b[key], r[key])
+            table.add_row(r["policy"], name, _cell(b, key, fmt, div), _cell(r, key, fmt, div), change)
     console.print(table)
+    for r in summaries[:1]:
+        for svc in r["unschedulable"]:
+            console.print(f"[yellow]service {svc['service']} never ran:[/] {svc['why']}", highlight=False)

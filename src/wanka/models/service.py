@@ -293,20 +293,28 @@ class SimulatedService(ServiceSpec):
     replica takes to load before it is ready. ``tenant`` and ``queue`` name the simulated
     workload's queues ("default": the queue named as the tenant)."""
 
-    kind: Literal["service"] = "service"
     command: list[ArgText] = Field(default=["simulated"], max_length=MAX_ARGS)
     load: RequestLoad
     startup_s: float = Field(default=120.0, ge=0, le=3600, description="from start to ready")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v != "service":
+            raise ValueError("the twin simulates services only (kind: service); notebooks are not simulated")
+        return v
 
 
 class SimulatedServices(BaseModel):
     """A ``--services`` file: ``services: [...]``."""
 
     model_config = STRICT
-    services: list[SimulatedService] = Field(min_length=1, max_length=10_000)
+    services: list[SimulatedService] = Field(max_length=10_000)
 
     @model_validator(mode="after")
     def _unique(self):
+        if not self.services:
+            raise ValueError("services: give at least one service (a list of service specs with a load)")
         seen = set()
         for s in self.services:
             key = (s.tenant, s.queue, s.name)

@@ -37,6 +37,14 @@ def tenant_shares(result: SimResult) -> dict[str, dict[str, float]]:
     }
 
 
+def change_text(before: float, after: float) -> str:
+    """``after`` against ``before`` as a signed percentage; "from 0" when there was nothing to
+    compare with."""
+    if before:
+        return f"{(after - before) / before:+.1%}"
+    return "+0.0%" if not after else "from 0"
+
+
 def summarize(result: SimResult) -> dict:
     """The run's metrics. Job metrics count jobs only; ``utilization`` counts every card held,
     services' replicas included; with services, the ``serving`` keys (sim.services) are added."""
@@ -54,7 +62,7 @@ def summarize(result: SimResult) -> dict:
     useful = sum(s.useful_card_s for s in jobs)
     elapsed = sum((s.end - s.first_start) * s.job.total_cards for s in done)
     first = min((s.job.submit_time for s in everything), default=0.0)  # a replica may come first
-    last = max((s.end for s in done), default=first)
+    last = max(max((s.end for s in done), default=first), result.serving_s)  # services serve from 0
     window = max(last - first, 1e-9)
     cards = result.cluster.total_cards
     slowdown = np.maximum(1.0, jct / np.maximum(duration, BOUNDED_SLOWDOWN_S)) if len(done) else np.array([])
@@ -93,4 +101,4 @@ def summarize(result: SimResult) -> dict:
         "cycles": result.cycles,
         "events": result.events,
         "wall_s": result.wall_s,
-    } | (serving_summary(everything, result.services, window) if result.services else {})
+    } | (serving_summary(everything, result.services, result.serving_s) if result.services else {})

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wanka.sim.metrics import tenant_shares
+from wanka.sim.metrics import change_text, tenant_shares
 from wanka.sim.twin import SimResult
 
 SUMMARY_KEYS = (
@@ -40,6 +40,8 @@ SUMMARY_KEYS = (
 
 SERVING_KEYS = (
     "services",
+    "services_unschedulable",
+    "replicas_submitted",
     "avg_serving_cards",
     "avg_guaranteed_cards",
     "serving_card_hours",
@@ -53,7 +55,17 @@ SERVING_KEYS = (
     "p90_replica_wait_s",
     "demand_covered",
 )
-TRAINING_KEYS = ("jobs", "avg_wait_s", "p90_wait_s", "p99_wait_s", "avg_jct_s", "preemptions", "utilization")
+TRAINING_KEYS = (
+    "jobs",
+    "avg_wait_s",
+    "p90_wait_s",
+    "p99_wait_s",
+    "avg_jct_s",
+    "preemptions",
+    "goodput",
+    "ettr",
+    "utilization",
+)
 
 
 def write_report(
@@ -68,7 +80,7 @@ def write_report(
     were on). ``baselines``: with services, each run again without them (same order), for the
     section on what serving costs the jobs."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [_summary_csv(out, summaries)]
+    written = [_summary_csv(out, summaries + [b for _, b in baselines])]
     for r in results:
         written += [_jobs_csv(out, r), _series_csv(out, r), _tenants_csv(out, r)]
     plots = [
@@ -113,8 +125,7 @@ def _serving_tables(summaries: list[dict], baselines: list[dict]) -> list[Table]
     rows = []
     for s, b in zip(summaries, baselines, strict=True):
         for key in TRAINING_KEYS:
-            change = (s[key] - b[key]) / b[key] if b[key] else 0.0
-            rows.append([s["policy"], key, _fmt(key, b[key]), _fmt(key, s[key]), f"{change:+.1%}"])
+            rows.append([s["policy"], key, _fmt(key, b[key]), _fmt(key, s[key]), change_text(b[key], s[key])])
     jobs = (
         "What serving costs the jobs",
         ["policy", "metric", "without services", "with services", "change"],
@@ -176,8 +187,8 @@ def _csv(path: Path, header: list[str], rows) -> Path:
 
 
 def _summary_csv(out: Path, summaries: list[dict]) -> Path:
-    keys = list(summaries[0])
-    return _csv(out / "summary.csv", keys, ([s[k] for k in keys] for s in summaries))
+    keys = [k for k, v in summaries[0].items() if not isinstance(v, list | dict)]  # scalars only
+    return _csv(out / "summary.csv", keys, ([s.get(k, "") for k in keys] for s in summaries))
 
 
 def _jobs_csv(out: Path, r: SimResult) -> Path:

@@ -102,17 +102,17 @@ class _Service:
 
 
 def check_services(services: Sequence[ServiceModel], queues: QueueTree) -> None:
-    """ValueError naming the service when its queue is not a leaf of ``queues``, its priority
-    class is unknown, or two services of one queue share a name."""
+    """ValueError naming the service when its queue is not a leaf of ``queues`` (the message lists
+    them), its priority class is unknown, or two services of one queue share a name."""
     names = [(s.queue, s.name) for s in services]
     if len(set(names)) != len(names):
         raise ValueError("services: two services of one queue share a name")
     leaves = [n for n in queues.names if queues.is_leaf(n)]
     for s in services:
         if s.queue not in queues.index or not queues.is_leaf(s.queue):
-            shown = ", ".join(leaves[:8]) + (", ..." if len(leaves) > 8 else "")
+            shown = ", ".join(leaves[:30]) + (f", ... ({len(leaves)} in all)" if len(leaves) > 30 else "")
             raise ValueError(
-                f"service {s.name}: queue {s.queue!r} is not a leaf queue of the workload ({shown})"
+                f"service {s.name}: the workload has no leaf queue {s.queue!r}; its queues: {shown}"
             )
         if s.priority_class not in PRIORITY_CLASSES:
             raise ValueError(f"service {s.name}: unknown priority class {s.priority_class!r}")
@@ -155,9 +155,27 @@ class Fleet:
         self.settled = np.full(len(m), -1)
         self.ready_count = np.zeros(len(m))
         self._noise_hour, self._noise_factor = -1, np.ones(len(m))
+        self.closed_at: float | None = None
 
     def __bool__(self) -> bool:
         return bool(self.services)
+
+    @property
+    def serving(self) -> bool:
+        """Services are still in their period (the twin runs on while they are)."""
+        return bool(self.services) and self.closed_at is None
+
+    def close(self, now: float, twin) -> bool:
+        """The simulated period ends: every replica stops. Returns whether any did."""
+        self.closed_at = now
+        stopped = False
+        for svc in self.services:
+            for job_id in list(svc.live):
+                self.stopped(job_id)
+                twin.retire_replica(job_id, now)
+                stopped = True
+            svc.live.clear()
+        return stopped
 
     def rps(self, t: float) -> np.ndarray:
         """Every service's request rate at ``t`` (seconds)."""
@@ -329,28 +347,45 @@ def synthetic_services(
     return out
 
 
-def serving_summary(stats: Sequence, services: Sequence[ServiceStats], window_s: float) -> dict:
-    """The ``serving`` keys of a run's metrics (docs/twin.md): ``stats`` the run's JobStats."""
+def serving_summary(stats: Sequence, services: Sequence[ServiceStats], serving_s: float) -> dict:
+    """The serving keys of a run's metrics (docs/twin.md): ``stats`` the run's JobStats,
+    ``serving_s`` how long the services served (the averages are over it). A replica's wait is
+    from its submission to its first start, or to when it was stopped (or the period ended)
+    without ever starting."""
     replicas = [s for s in stats if s.service]
     held = sum(s.allocated_card_s for s in replicas)
     sure = sum(s.allocated_card_s for s in replicas if not s.job.preemptible)
-    waits = np.array([s.first_start - s.job.submit_time for s in replicas if s.first_start is not None])
+    waits = np.array(
+        [
+            (s.first_start if s.first_start is not None else (s.end if s.end is not None else serving_s))
+            - s.job.submit_time
+            for s in replicas
+        ]
+    )
     requests = sum(s.requests for s in services)
     covered = sum(s.covered for s in services)
-    window = max(window_s, 1e-9)
+    period = max(serving_s, 1e-9)
     return {
         "services": len(services),
+        "services_unschedulable": sum(1 for s in services if s.unschedulable),
+        "unschedulable": [
+            {"service": s.model.name, "queue": s.model.queue, "why": s.unschedulable}
+            for s in services
+            if s.unschedulable
+        ],
+        "serving_s": serving_s,
         "replicas_submitted": len(replicas),
         "replica_starts": sum(s.replicas_started for s in services),
         "scale_events": sum(s.scale_events for s in services),
         "serving_card_hours": held / HOUR,
         "guaranteed_card_hours": sure / HOUR,
         "extra_card_hours": (held - sure) / HOUR,
-        "avg_serving_cards": held / window,
-        "avg_guaranteed_cards": sure / window,
+        "avg_serving_cards": held / period,
+        "avg_guaranteed_cards": sure / period,
         "replica_preemptions": sum(s.preemptions for s in replicas),
         "replica_failures": sum(s.failures for s in replicas),
         "p50_replica_wait_s": float(np.percentile(waits, 50)) if len(waits) else 0.0,
         "p90_replica_wait_s": float(np.percentile(waits, 90)) if len(waits) else 0.0,
+        "requests": requests,
         "demand_covered": float(covered / requests) if requests > 0 else 1.0,
     }

@@ -60,6 +60,7 @@ class SimConfig:
     seed: int = 0  # failures (and anything else random) derive from it
     sample_every_s: float = 3600.0  # time series (utilisation, queue length, shares) resolution
     autoscale_every_s: float = 60.0  # how often the services' autoscalers look at the load
+    services_until_s: float | None = None  # services serve until then (default: the last arrival)
 
 
 @dataclass(slots=True)
@@ -124,6 +125,7 @@ class SimResult:
     nominal_share: dict[str, float] = field(default_factory=dict)
     snapshots: dict[float, np.ndarray] = field(default_factory=dict)  # time -> free cards per node
     services: list[ServiceStats] = field(default_factory=list)
+    serving_s: float = 0.0  # how long the services served, from time 0
 
 
 class Twin:
@@ -140,8 +142,9 @@ class Twin:
         services: Sequence[ServiceModel] = (),
     ):
         """``jobs``: (job, duration at full size in seconds); each job's ``submit_time`` is its arrival.
-        ``services``: run beside the jobs, their replicas set by the autoscaler (sim.services); the
-        run still ends when the last job does. ValueError for a service whose queue is not a leaf."""
+        ``services``: run beside the jobs from time 0 to ``config.services_until_s`` (default: the
+        last arrival), their replicas set by the autoscaler (sim.services); the run ends when both
+        the services and every job have. ValueError for a service whose queue is not a leaf."""
         # node states change during a run: work on a copy so runs compared never share them
         self.cluster = copy.copy(cluster)
         self.cluster.node_state = cluster.node_state.copy()
@@ -184,6 +187,10 @@ class Twin:
             self.spares = [int(n) for n in up[-spares:]]
             self.cluster.node_state[self.spares] = int(NodeState.DRAINING)
         self.fleet = Fleet(services, queues, self.config.seed, self.config.autoscale_every_s)
+        until = self.config.services_until_s
+        self.serving_until = (
+            until if until is not None else max((j.submit_time for j, _ in jobs), default=0.0)
+        )
         # the smallest tier whose largest domain could hold k cards, for the topology penalty
         self.tier_capacity = [int(c.max()) for c in self.cluster.domain_cards]
 
@@ -204,7 +211,7 @@ class Twin:
         next_sample = 0.0
         until = self.config.until_s
         clock = 0.0
-        while self.events and open_jobs > 0:
+        while self.events and (open_jobs > 0 or self.fleet.serving):
             now, kind, payload = self.events.pop()
             if until is not None and now > until:
                 clock = until
@@ -240,8 +247,11 @@ class Twin:
                 self._repair(payload)
                 changed = True
             elif kind is EventKind.SCALE:
-                changed = self.fleet.step(now, self)
-                self.events.push(now + self.config.autoscale_every_s, EventKind.SCALE)
+                if now < self.serving_until:
+                    changed = self.fleet.step(now, self)
+                    self.events.push(now + self.config.autoscale_every_s, EventKind.SCALE)
+                else:  # the period is over: every replica stops
+                    changed = self.fleet.close(now, self)
             elif kind is EventKind.LAS_QUEUE:
                 changed = self._las_queue_change(now, *payload)
             else:
@@ -274,6 +284,7 @@ class Twin:
             share,
             self.snapshots,
             self.fleet.results(),
+            self.fleet.closed_at if self.fleet.closed_at is not None else (clock if self.fleet else 0.0),
         )
 
     def _next_failure(self, failures) -> None:
