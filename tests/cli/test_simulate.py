@@ -214,3 +214,18 @@ def test_synthetic_services_and_bad_service_files(tmp_path):
     assert r.returncode == 2 and "not a DNS label" in r.stderr
     r = wanka(*args, "--services", str(tmp_path / "none.yaml"), check=False)
     assert r.returncode == 2 and "neither 'synthetic' nor an existing file" in r.stderr
+
+
+def test_a_what_if_whose_queues_lack_a_service_is_one_error_not_a_traceback(tmp_path):
+    quotas = tmp_path / "q.yaml"
+    quotas.write_text(
+        "organisations:\n  - name: other\n    quota: {ascend-910b2: {nominal: 100}}\n"
+        "    queues:\n      - {name: other-q, quota: {ascend-910b2: {nominal: 100}}}\n"
+    )
+    r = wanka(
+        "simulate", "--cluster", "wanka-10k", "--cards", "1000", "--days", "0.2",
+        "--services", str(EXAMPLES / "twin-services.yaml"), "--what-if", f"quotas={quotas}",
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--services with wanka (quotas=" in r.stderr and "no leaf queue 'llm-startup-a'" in r.stderr

@@ -270,7 +270,7 @@ def test_a_replica_that_never_starts_counts_its_wait_until_it_was_stopped():
         c,
         tree,
         [(blocker, DAY)],
-        get_policy("fifo"),
+        get_policy("wanka"),  # the high-priority job goes first
         SimConfig(services_until_s=DAY),
         NO_OVERHEADS,
         services=[service(lo=1, hi=1, peak=1, trough=1, priority_class="low")],
@@ -284,3 +284,53 @@ def test_changes_against_nothing_are_not_shown_as_no_change():
     from wanka.sim.metrics import change_text
 
     assert change_text(10, 12) == "+20.0%" and change_text(0, 0) == "+0.0%" and change_text(0, 5) == "from 0"
+
+
+def test_a_job_that_cannot_start_beside_a_replica_starts_when_the_services_period_ends():
+    # one node; a never-preempted one-card replica leaves 7 cards; the 8-card job waits for the
+    # period's end, then runs: the run ends (it once spun for ever on the autoscaler's ticks)
+    c = cluster(1)
+    tree = queues(c, {"a": 8})
+    svc = service(lo=1, hi=1, peak=1, trough=1, priority_class="high")
+    r = run(c, tree, [(job("big", "a", 8, submit=HOUR), HOUR)], [svc], policy="fifo", serving_s=DAY)
+    big = next(s for s in r.stats if s.job.id == "big")
+    assert big.first_start == DAY and big.end == DAY + HOUR
+    assert summarize(r)["utilization"] <= 1.0
+
+
+def test_utilization_stays_within_the_cluster_when_the_last_job_is_rejected():
+    c = cluster(1)
+    tree = queues(c, {"a": 8})
+    jobs = [(job("ok", "a", 1), 600.0), (job("too-big", "a", 64, submit=DAY), HOUR)]
+    r = run(c, tree, jobs, [service(lo=1, hi=1, peak=1, trough=1)], policy="fifo", serving_s=DAY)
+    m = summarize(r)
+    assert m["jobs"] == 1 and m["jobs_unschedulable"] == 1
+    assert 0 < m["utilization"] <= 1.0 and m["avg_serving_cards"] <= c.total_cards
+
+
+@pytest.mark.parametrize("policy", ["fifo", "tiresias", "wanka"])
+def test_a_replica_without_cards_runs_under_every_order(policy):
+    c = cluster()
+    svc = service(cards=0, lo=1, hi=3, peak=20, trough=5)
+    r = run(c, queues(c, {"a": 16}), [(job("j", "a", 1), DAY)], [svc], policy=policy)
+    m = summarize(r)
+    assert m["replica_starts"] >= 1 and m["serving_card_hours"] == 0 and m["demand_covered"] > 0.9
+
+
+def test_replica_ids_of_two_services_never_collide_nor_take_a_jobs_id():
+    c = cluster()
+    tree = queues(c, {"ml": 8, "ml-prod": 8})
+    svcs = [service("prod-chat", "ml", peak=1, trough=1), service("chat", "ml-prod", peak=1, trough=1)]
+    taken = job("ml/prod-chat/replica-1", "ml", 1)  # a trace may name a job anything
+    r = run(c, tree, [(taken, HOUR)], svcs)
+    ids = [s.job.id for s in r.stats]
+    assert len(ids) == len(set(ids)) and len(replicas(r)) == 2
+
+
+def test_scaling_down_keeps_the_guaranteed_replicas_even_while_one_waits():
+    # min 2 within quota, peak 4: after the peak the two extras go, not a waiting guaranteed one
+    c = cluster()
+    svc = service(lo=2, hi=4, target=10, peak=40, trough=5)
+    r = run(c, queues(c, {"a": 8, "b": 8}), [(job("j", "b", 1), DAY)], [svc], serving_s=DAY)
+    at_end = [s for s in replicas(r) if s.end == DAY]  # those the period's end stopped
+    assert sorted(s.job.preemptible for s in at_end) == [False, False]

@@ -170,7 +170,7 @@ class ReplicaView:
 
 
 def retire_order(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
-    """Replicas in the order surplus ones stop: those not running yet first, then preemptible
-    ones, then those not ready, then the newest (Kubernetes' ReplicaSet scales down pending and
-    unready pods first; Run:ai keeps the guaranteed ones)."""
-    return sorted(replicas, key=lambda r: (r.running, r.guaranteed, r.ready, -r.order))
+    """Replicas in the order surplus ones stop: preemptible ones before never-preempted ones, so a
+    service keeps its guarantee (Run:ai); within each, those not running yet, then those not
+    ready, then the newest (Kubernetes' ReplicaSet scales down pending and unready pods first)."""
+    return sorted(replicas, key=lambda r: (r.guaranteed, r.running, r.ready, -r.order))

@@ -7,8 +7,9 @@ For each service:
    (requests per second or in flight, averaged over the spec's window) into a replica count;
 2. replicas of the spec's current generation are submitted up to that count; while older ones run,
    at most ``max_surge`` more than the count (a rolling update, Kubernetes' maxUnavailable 0);
-3. an old replica stops only when a new one is ready in its place; surplus replicas stop (those
-   not yet running first, then preemptible ones, then the newest). A replica to stop is first
+3. an old replica stops only when a new one is ready in its place; surplus replicas stop
+   (preemptible ones first; within each kind, those not yet running, then not ready, then the
+   newest: core.autoscale.retire_order). A replica to stop is first
    taken out of the gateway's rotation (drained) and cancelled once its requests are answered;
 4. replicas that fail are replaced after a back-off that doubles with each recent failure
    (Kubernetes' CrashLoopBackOff: 10 s, 20 s, ... at most 5 minutes).

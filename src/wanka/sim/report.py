@@ -194,6 +194,7 @@ def _summary_csv(out: Path, summaries: list[dict]) -> Path:
 def _jobs_csv(out: Path, r: SimResult) -> Path:
     header = [
         "job_id",
+        "service",
         "tenant",
         "queue",
         "cards",
@@ -211,6 +212,7 @@ def _jobs_csv(out: Path, r: SimResult) -> Path:
     rows = (
         [
             s.job.id,
+            s.service,
             s.job.tenant,
             s.job.queue,
             s.job.total_cards,

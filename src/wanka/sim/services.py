@@ -96,6 +96,7 @@ class _Service:
     scaler: Scaler
     capacity: float  # requests/s one ready replica takes at its target load
     index: int
+    steady: int = 0  # its replicas waiting or running that are never preempted
     live: list[str] = field(default_factory=list)  # replica jobs waiting or running, oldest first
     ready: set[str] = field(default_factory=set)
     made: int = 0
@@ -156,6 +157,9 @@ class Fleet:
         self.ready_count = np.zeros(len(m))
         self._noise_hour, self._noise_factor = -1, np.ones(len(m))
         self.closed_at: float | None = None
+        self.held: dict[str, int] = {}  # queue -> cards of its never-preempted replicas
+        self.guaranteed: set[str] = set()  # replicas live and never preempted
+        self.nominal = [nominal_cards(queues, x.queue, x.accelerators) for x in m]
 
     def __bool__(self) -> bool:
         return bool(self.services)
@@ -171,10 +175,8 @@ class Fleet:
         stopped = False
         for svc in self.services:
             for job_id in list(svc.live):
-                self.stopped(job_id)
-                twin.retire_replica(job_id, now)
+                self._retire(svc, job_id, now, twin)
                 stopped = True
-            svc.live.clear()
         return stopped
 
     def rps(self, t: float) -> np.ndarray:
@@ -231,42 +233,51 @@ class Fleet:
         return changed
 
     def _match(self, svc: _Service, want: int, now: float, twin) -> bool:
+        m = svc.stats.model
         if want > len(svc.live):
-            sure = self._sure(svc, twin)
-            steady = sum(1 for r in svc.live if not twin.stats[r].job.preemptible)
+            held = self.held.get(m.queue, 0) - svc.steady * m.cards  # the queue's other services'
+            sure = guaranteed_replicas(m.policy.min, m.cards, self.nominal[svc.index], held)
             for _ in range(want - len(svc.live)):
-                keep = steady < sure
-                steady += keep
-                twin.submit_replica(self._replica(svc, not keep, now), svc.stats.model)
+                keep = svc.steady < sure
+                svc.steady += keep
+                self.held[m.queue] = self.held.get(m.queue, 0) + keep * m.cards
+                job = self._replica(svc, not keep, now, twin)
+                if keep:
+                    self.guaranteed.add(job.id)
+                twin.submit_replica(job, m)
             return True
         views = [
             ReplicaView(r, r in twin.running, not twin.stats[r].job.preemptible, r in svc.ready, k)
             for k, r in enumerate(svc.live)
         ]
         for v in retire_order(views)[: len(svc.live) - want]:
-            self.stopped(v.key)
-            svc.live.remove(v.key)
-            twin.retire_replica(v.key, now)
+            self._retire(svc, v.key, now, twin)
         return True
 
-    def _sure(self, svc: _Service, twin) -> int:
-        m = svc.stats.model
-        held = sum(
-            twin.stats[r].job.total_cards
-            for other in self.services
-            if other is not svc and other.stats.model.queue == m.queue
-            for r in other.live
-            if not twin.stats[r].job.preemptible
-        )
-        nominal = nominal_cards(self.queues, m.queue, m.accelerators)
-        return guaranteed_replicas(m.policy.min, m.cards, nominal, held)
+    def _retire(self, svc: _Service, job_id: str, now: float, twin) -> None:
+        self._forget(svc, job_id)
+        twin.retire_replica(job_id, now)
 
-    def _replica(self, svc: _Service, preemptible: bool, now: float) -> Job:
+    def _forget(self, svc: _Service, job_id: str) -> None:
+        """The replica no longer counts: not live, not ready, its guarantee given back."""
+        if job_id in self.guaranteed:
+            self.guaranteed.discard(job_id)
+            svc.steady -= 1
+            self.held[svc.stats.model.queue] -= svc.stats.model.cards
+        self.stopped(job_id)
+        svc.live.remove(job_id)
+
+    def _replica(self, svc: _Service, preemptible: bool, now: float, twin) -> Job:
         m = svc.stats.model
-        svc.made += 1
+        job_id = ""
+        while (
+            not job_id or job_id in twin.stats
+        ):  # '/' is in no queue or service name; a trace id may hold it
+            svc.made += 1
+            job_id = f"{m.queue}/{m.name}/replica-{svc.made}"
         pc = PRIORITY_CLASSES[m.priority_class]
         job = Job(
-            id=f"svc-{m.queue}-{m.name}-{svc.made:05d}",
+            id=job_id,
             tenant=m.tenant or m.queue,
             queue=m.queue,
             groups=(TaskGroup("replica", 1, m.cards, m.accelerators, cpus=m.cpus, memory_gib=m.memory_gib),),
@@ -299,7 +310,7 @@ class Fleet:
         """The core found a replica can never be placed (too big for any node or quota): the
         service runs no more replicas; its demand counts as not covered."""
         svc = self.of[job_id]
-        svc.live.remove(job_id)
+        self._forget(svc, job_id)
         svc.stats.unschedulable = why
 
     def results(self) -> list[ServiceStats]:

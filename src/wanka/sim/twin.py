@@ -406,6 +406,8 @@ class Twin:
         if threshold is None:
             return
         cards = st.job.placement.total_cards
+        if not cards:  # a CPU-only replica attains no card-seconds
+            return
         at = st.run_since + (threshold - attained) / cards
         while attained + cards * (at - st.run_since) < threshold:  # rounding: never a hair early
             at = math.nextafter(at, math.inf)
