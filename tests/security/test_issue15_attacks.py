@@ -580,7 +580,8 @@ def test_a_whole_array_hold_does_not_stall_other_tenants(tmp_path):
         a_token = _token(s, "dos-a")
         with s.client(a_token) as a, _member(s, "dos-b") as b:
             head = _submit(a, array="0-4999%1", command=SLEEP)["id"]
-            wait_for(lambda: job_state(a, head)["state"] == "running")
+            # 5,000 elements to write first: on a loaded machine that alone can take over 20 s
+            wait_for(lambda: job_state(a, head)["state"] == "running", timeout=120)
 
             def hold_all():
                 with httpx.Client(
