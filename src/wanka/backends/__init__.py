@@ -1,4 +1,5 @@
-"""Where jobs really run: ``local`` (processes on this machine), ``slurm`` (a real Slurm cluster)."""
+"""Where jobs really run: ``local`` (processes on this machine), ``slurm`` (a real Slurm cluster),
+``kubernetes`` (pods of a real Kubernetes cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from wanka.backends.base import Backend
 
-NAMES = ("local", "slurm")
+NAMES = ("local", "slurm", "kubernetes")
 
 
 def make_backend(name: str, home: Path, **options) -> Backend:
@@ -19,4 +20,8 @@ def make_backend(name: str, home: Path, **options) -> Backend:
         from wanka.backends.slurm import SlurmBackend
 
         return SlurmBackend(home, **options)
+    if name == "kubernetes":
+        from wanka.backends.k8s import KubernetesBackend
+
+        return KubernetesBackend(home, **options)
     raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(NAMES)}")

@@ -40,7 +40,30 @@ def server(
     home: Path = typer.Option(
         None, "--home", help="State directory (default $WANKA_HOME or ~/.local/share/wanka)."
     ),
-    backend: str = typer.Option("local", "--backend", help="Where jobs run: local or slurm."),
+    backend: str = typer.Option("local", "--backend", help="Where jobs run: local, slurm or kubernetes."),
+    kubeconfig: str = typer.Option(
+        None, "--kubeconfig", help="kubernetes: the kubeconfig (default $KUBECONFIG, else in-cluster)."
+    ),
+    namespace_per_tenant: bool = typer.Option(
+        False,
+        "--namespace-per-tenant",
+        help="kubernetes: each tenant's pods in its own namespace wanka-TENANT.",
+    ),
+    k8s_namespace: str = typer.Option(
+        "wanka", "--namespace", help="kubernetes: the namespace of all pods (without --namespace-per-tenant)."
+    ),
+    pod_template: Path = typer.Option(
+        None,
+        "--pod-template",
+        help="kubernetes: a Pod YAML each task's pod starts from (its image, volumes, mounts); wanka sets "
+        "the command, env, resources, labels and node.",
+    ),
+    topology_labels: str = typer.Option(
+        None,
+        "--topology-labels",
+        help="kubernetes: node labels naming network domains, outermost first, comma-separated "
+        "(default network.topology.kubernetes.io/block,network.topology.kubernetes.io/rack).",
+    ),
     slurm_conf: str = typer.Option(None, "--slurm-conf", help="slurm: the slurm.conf (default $SLURM_CONF)."),
     shared_dir: Path = typer.Option(
         None,
@@ -198,6 +221,13 @@ def server(
         slurm_conf=slurm_conf,
         slurm_partition=partition,
         shared_dir=shared_dir,
+        kubeconfig=kubeconfig,
+        k8s_namespace=k8s_namespace,
+        namespace_per_tenant=namespace_per_tenant,
+        pod_template=pod_template,
+        topology_labels=tuple(t.strip() for t in topology_labels.split(",") if t.strip())
+        if topology_labels
+        else None,
         single_user=single_user,
         task_uids=(int(first), int(last)),
         processes_per_tenant=max_processes,

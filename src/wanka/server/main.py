@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,12 @@ class Settings:
     health_check: tuple[str, ...] = ()  # local backend: argv run per node; non-zero marks it down
     slurm_conf: str | None = None  # slurm backend: SLURM_CONF (default: the environment's)
     slurm_partition: str | None = None  # slurm backend: only this partition's nodes
-    shared_dir: Path | None = None  # slurm backend: runs and checkpoints (default: the home)
+    shared_dir: Path | None = None  # slurm, kubernetes: checkpoints (and Slurm's runs); default: the home
+    kubeconfig: str | None = None  # kubernetes backend: the kubeconfig (default $KUBECONFIG, in-cluster)
+    k8s_namespace: str = "wanka"  # kubernetes backend: the namespace of every tenant's pods
+    namespace_per_tenant: bool = False  # kubernetes backend: each tenant's pods in wanka-TENANT
+    pod_template: Path | None = None  # kubernetes backend: a Pod YAML every task's pod starts from
+    topology_labels: tuple[str, ...] | None = None  # kubernetes backend: node labels, outermost first
     policy: str = "wanka"
     las_thresholds: tuple[float, ...] | None = None  # LAS queue limits, card-seconds (LAS presets)
     tick_s: float = 1.0  # the control loop's period (it also wakes on every submit and cancel)
@@ -61,6 +67,25 @@ class Settings:
         home = Path(overrides.pop("home", None) or wanka_home())
         database = overrides.pop("database", None) or f"sqlite:///{home / 'wanka.db'}"
         return cls(home=home, database=database, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_pod_template(path: Path) -> dict:
+    """A Pod manifest (YAML) every task's pod is made from: image, volumes, mounts, node-level
+    settings. Raises ValueError naming the file and what is wrong."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"--pod-template: {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind", "Pod") != "Pod":
+        raise ValueError(f"--pod-template: {path}: not a Pod manifest (kind: Pod)")
+    containers = (doc.get("spec") or {}).get("containers")
+    if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+        raise ValueError(f"--pod-template: {path}: spec.containers[0] (the image tasks run in) is missing")
+    if not containers[0].get("image"):
+        raise ValueError(f"--pod-template: {path}: spec.containers[0].image is missing")
+    return doc
 
 
 def bootstrap_admin(sessions, home: Path) -> Path | None:
@@ -130,6 +155,19 @@ def build(settings: Settings, gateway_socket=None):
             "single_user": settings.single_user,
             "task_uids": settings.task_uids,
         }
+    elif settings.backend == "kubernetes":
+        options = {
+            "kubeconfig": settings.kubeconfig,
+            "namespace": settings.k8s_namespace,
+            "namespace_per_tenant": settings.namespace_per_tenant,
+            "pod_template": load_pod_template(settings.pod_template) if settings.pod_template else None,
+            "shared": settings.shared_dir,
+            "single_user": settings.single_user,
+            "task_uids": settings.task_uids,
+            "grace_s": max(1, math.ceil(settings.grace_s)),
+        }
+        if settings.topology_labels is not None:
+            options["topology_labels"] = settings.topology_labels
     backend = make_backend(settings.backend, settings.home, **options)
     inventory = None
     if settings.cluster:

@@ -1,0 +1,599 @@
+"""The Kubernetes backend: wanka decides, Kubernetes runs the pods.
+
+Inventory: Node objects, followed by a watch (:mod:`._k8s_watch`). A node's cards are its
+allocatable extended resource as the device plugins publish it (the catalog's ``k8s_resource``:
+``huawei.com/Ascend910``, ``nvidia.com/gpu``, ``cambricon.com/mlu``, ...), its model read from the
+labels that name it (``wanka.io/accelerator``, NVIDIA's ``nvidia.com/gpu.product``, Ascend's
+``node.kubernetes.io/npu.chip.name``), its network domains from topology labels. NotReady nodes
+fail the health check; nodes cordoned by someone else start out down; deleted ones leave.
+
+Launch: each task of a run is one Pod (``wanka-JOB-RUN-TASK``) with ``schedulerName: wanka``, no
+node, the argv as its command (no shell) and the environment contract of ARCHITECTURE.md. All of a
+run's pods are created first, then each is bound with the Binding API (``pods/binding``) to the
+node the core chose; if any creation or binding fails, every pod of the run is deleted: a gang is
+bound whole or not at all. Names are fixed, so a launch repeated after a restart creates and binds
+nothing twice (409).
+
+Ending: pods carry the finalizer ``wanka.io/logs``. When a pod's container has ended, the server
+reads its log (``pods/log``) and exit code into ``$WANKA_HOME/runs/JOB/RUN/`` (the server's alone),
+then lets the pod go; so ``wanka logs`` and the exit codes outlive the pod, whose log files the
+kubelet deletes with it. Signals are deletions: SIGTERM a graceful one (the pod's grace period),
+SIGKILL one with grace 0; pods on a node that is NotReady or gone are removed at once and count as
+lost, so the job recovers from its checkpoint elsewhere.
+
+Adoption: the pod watch lists every pod labelled ``wanka.io/job`` at start, so a restarted server
+sees the runs still going, and the records on disk say how ended ones ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from wanka.backends import isolation
+from wanka.backends._k8s_pods import (
+    DEFAULT_TOPOLOGY_LABELS,
+    DRAIN_TAINT,
+    FINALIZER,
+    LABEL_JOB,
+    LABEL_RUN,
+    LABEL_TASK,
+    NodeInfo,
+    namespace_for,
+    node_info,
+    pod_manifest,
+    pod_name,
+)
+from wanka.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Launch,
+    TaskState,
+    TaskStatus,
+    read_log,
+    rendezvous_port,
+)
+from wanka.models.hardware import default_catalog
+
+log = logging.getLogger("wanka.k8s")
+
+STOP = {"spec": {"activeDeadlineSeconds": 1}}  # past for any running pod: the kubelet stops it
+AT_ONCE = 8  # API calls side by side in a launch burst (the API server answers many at once)
+LIVE_LOG_MAX = 16 * 2**20  # bytes of a running pod's log read through the API at most
+KEPT_LOG_MAX = 256 * 2**20  # bytes of an ended pod's log kept
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    inventory_may_change = True  # nodes join, leave, cordon and turn NotReady
+    launches_per_tick = 512
+
+    def __init__(
+        self,
+        home: Path,
+        kubeconfig: str | None = None,
+        namespace: str = "wanka",
+        namespace_per_tenant: bool = False,
+        pod_template: dict | None = None,
+        topology_labels: tuple[str, ...] = DEFAULT_TOPOLOGY_LABELS,
+        shared: Path | None = None,
+        single_user: bool = False,
+        task_uids: tuple[int, int] = (2_000_000, 2_099_999),
+        grace_s: int = 10,
+    ):
+        from kubernetes import client, config
+
+        self.home = Path(home)
+        shared = Path(shared) if shared else self.home
+        self.runs, self.checkpoints = self.home / "runs", shared / "checkpoints"
+        self.runs.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.isolated = os.geteuid() == 0 and not single_user
+        self.task_uids = task_uids
+        if self.isolated:
+            os.chmod(self.checkpoints, 0o711)
+        self.namespace, self.per_tenant = namespace, namespace_per_tenant
+        self.template = pod_template or {}
+        self.topology_labels = tuple(topology_labels)
+        self.grace_s = grace_s
+        self.catalog = default_catalog()
+        cfg = client.Configuration()
+        try:
+            if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            else:  # running in a pod of the cluster: its service account
+                config.load_incluster_config(client_configuration=cfg)
+        except Exception as exc:
+            raise ValueError(f"backend: no Kubernetes credentials ({exc})") from None
+        cfg.connection_pool_maxsize = 2 * AT_ONCE
+        self.api = client.CoreV1Api(client.ApiClient(cfg))
+        self._namespaces: set[str] = set()
+        self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
+        self._reaping: set[str] = set()
+        self._run_namespaces: dict[tuple[int, int], str] = {}
+        self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
+        self._node_generation, self._infos_at = 0, -1
+        self._infos_cache: dict[str, NodeInfo] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="k8s")
+        from wanka.backends._k8s_watch import Informer
+
+        try:
+            self.nodes = Informer("nodes", self.api.list_node, self._node_event).start()
+            self.pods = Informer(
+                "pods", self.api.list_pod_for_all_namespaces, self._pod_event, label_selector=LABEL_JOB
+            ).start()
+        except Exception as exc:
+            raise ValueError(f"backend: the Kubernetes API server cannot be reached ({_why(exc)})") from None
+
+    def close(self) -> None:
+        self.nodes.stop()
+        self.pods.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- inventory -----------------------------------------------------------------------------
+
+    def _infos(self) -> dict[str, NodeInfo]:
+        """The nodes with cards, read again only after a node changed."""
+        generation = self._node_generation
+        if self._infos_at != generation:
+            out = {}
+            for node in self.nodes.snapshot():
+                info = node_info(node, self.catalog, self.topology_labels)
+                if info is not None:
+                    out[info.name] = info
+            self._infos_cache, self._infos_at = out, generation
+        return self._infos_cache
+
+    def cluster_spec(self) -> dict:
+        """Nodes with cards wanka knows, as pools of identical nodes (model, cards, CPUs, memory);
+        NotReady nodes and nodes cordoned outside wanka start out down."""
+        infos = self._infos()
+        if not infos:
+            raise ValueError(
+                "backend: Kubernetes reports no node with an accelerator resource wanka knows "
+                "(allocatable huawei.com/Ascend910, nvidia.com/gpu, ...)"
+            )
+        pools: dict[tuple, list[str]] = {}
+        for info in sorted(infos.values(), key=lambda i: i.name):
+            pools.setdefault((info.model, info.cards, info.cpus, info.memory_gib), []).append(info.name)
+        depth = max((len(i.domains) for i in infos.values()), default=0)
+        domains = {i.name: list(i.domains) for i in infos.values() if depth and len(i.domains) == depth}
+        return {
+            "name": "kubernetes",
+            "description": f"Kubernetes: {len(infos)} nodes",
+            "tiers": [self.topology_labels[::-1][i].rsplit("/", 1)[-1] for i in range(depth)]
+            if domains
+            else [],
+            "node_domains": domains,
+            "pools": [
+                {
+                    "name": f"k8s-{i}",
+                    "accelerator": model,
+                    "nodes": len(names),
+                    "cards_per_node": cards,
+                    "cpus": cpus,
+                    "memory_gib": mem,
+                    "node_names": names,
+                }
+                for i, ((model, cards, cpus, mem), names) in enumerate(sorted(pools.items()), 1)
+            ],
+            "node_states": {i.name: "down" for i in infos.values() if not i.ready or i.cordoned_by_others},
+        }
+
+    def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
+        """NotReady nodes (the kubelet stopped reporting, or says so), and nodes cordoned outside
+        wanka."""
+        infos = self._infos()
+        out = {}
+        for name in nodes:
+            info = infos.get(name)
+            if info is None:
+                continue  # left the cluster: the inventory takes it away
+            if not info.ready:
+                out[name] = "NotReady in Kubernetes"
+            elif info.cordoned_by_others:
+                out[name] = "cordoned in Kubernetes"
+        return out
+
+    def _node_event(self, kind: str, obj: dict) -> None:
+        self._node_generation += 1
+        self.on_change()
+
+    def node_address(self, node: str) -> str:
+        info = self._infos().get(node)
+        return info.address if info else node
+
+    def free_port(self, node: str) -> int:
+        return rendezvous_port(local=self.node_address(node) in ("127.0.0.1", "localhost"))
+
+    def checkpoint_dir(self, job_id: int) -> str:
+        return str(self.checkpoints / str(job_id))
+
+    def run_dir(self, job_id: int, run: int) -> Path:
+        return self.runs / str(job_id) / str(run)
+
+    def set_node_state(self, node: str, state: str, reason: str) -> None:
+        """A wanka drain cordons the node and taints it ``wanka.io/drain:NoSchedule`` (so other
+        schedulers keep off too, and wanka knows the cordon is its own); undrain lifts both."""
+        current = self.nodes.get(node)
+        if current is None:
+            return
+        taints = [t for t in (current.get("spec") or {}).get("taints") or () if t.get("key") != DRAIN_TAINT]
+        draining = state == "draining"
+        if draining:
+            taints.append({"key": DRAIN_TAINT, "value": "true", "effect": "NoSchedule"})
+        body = {"spec": {"unschedulable": draining or None, "taints": taints or None}}
+        try:
+            self.api.patch_node(node, body, _preload_content=False)
+        except Exception as exc:
+            raise BackendUnavailable(f"cordon {node}: {_why(exc)}") from None
+
+    # --- launch --------------------------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        error = self.launch_many([launch]).get(launch.job_id)
+        if error is not None:
+            raise error
+
+    def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:
+        """Every run's pods created and bound, runs side by side (AT_ONCE API calls at a time):
+        one after another, each call's ~5 ms round trip would cap a burst near 100 pods/s."""
+        if not launches:
+            return {}
+        results = self._pool.map(self._launch_or_error, launches)
+        out = dict(zip((lc.job_id for lc in launches), results, strict=True))
+        if any(isinstance(e, BackendUnavailable) for e in out.values()):
+            first = next(e for e in out.values() if isinstance(e, BackendUnavailable))
+            out = {j: (first if e is not None else None) for j, e in out.items()}
+        return out
+
+    def _launch_or_error(self, launch: Launch) -> Exception | None:
+        try:
+            self._launch(launch)
+            return None
+        except Exception as exc:
+            return exc
+
+    def _launch(self, launch: Launch) -> None:
+        from kubernetes.client.rest import ApiException
+
+        namespace = self._namespace(launch.tenant)
+        account = None
+        if self.isolated:
+            try:
+                account = isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
+            except isolation.IsolationError as exc:
+                raise ValueError(str(exc)) from None
+        isolation.private_dir(Path(launch.checkpoint_dir), account)
+        isolation.private_dir(self.run_dir(launch.job_id, launch.run).parent, None)
+        isolation.private_dir(self.run_dir(launch.job_id, launch.run), None)
+        infos = self._infos()
+        pods = []
+        for task in launch.tasks:
+            info = infos.get(task.node)
+            if info is None:
+                raise ValueError(f"node {task.node} is not in the Kubernetes cluster any more")
+            model = self.catalog.get(info.model)
+            pods.append(
+                pod_manifest(
+                    launch,
+                    task,
+                    namespace=namespace,
+                    resource=info.resource,
+                    cards=len(task.devices) // max(1, model.devices_per_card),
+                    visible_env=model.visible_devices_env,
+                    template=self.template,
+                    grace_s=self.grace_s,
+                    run_as=(account.uid, account.gid) if account is not None else None,
+                    base_env={"HOME": "/tmp", "TMPDIR": "/tmp"} if account is not None else {},
+                )
+            )
+        self._mark_namespace(launch.job_id, launch.run, namespace)
+        with self._lock:
+            self._launched[(launch.job_id, launch.run)] = time.time()
+        try:
+            for pod in pods:
+                try:
+                    self.api.create_namespaced_pod(namespace, pod, _preload_content=False)
+                except ApiException as exc:
+                    if exc.status != 409:  # 409: created before (a launch repeated after a restart)
+                        raise
+            for pod, task in zip(pods, launch.tasks, strict=True):
+                binding = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": pod["metadata"]["name"]},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": task.node},
+                }
+                try:
+                    self.api.create_namespaced_pod_binding(
+                        pod["metadata"]["name"], namespace, binding, _preload_content=False
+                    )
+                except ApiException as exc:
+                    if exc.status != 409 or not self._bound_to(namespace, pod, task.node):
+                        raise
+        except Exception as exc:
+            # all or nothing: no pod of a run that could not be bound whole stays behind
+            self._delete_run(launch.job_id, launch.run, len(launch.tasks), namespace)
+            with self._lock:
+                self._launched.pop((launch.job_id, launch.run), None)
+            if isinstance(exc, ApiException) and (exc.status is None or exc.status >= 500):
+                raise BackendUnavailable(f"Kubernetes: {_why(exc)}") from None
+            raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
+
+    def _bound_to(self, namespace: str, pod: dict, node: str) -> bool:
+        resp = self.api.read_namespaced_pod(pod["metadata"]["name"], namespace, _preload_content=False)
+        return json.loads(resp.data).get("spec", {}).get("nodeName") == node
+
+    def _record_path(self, job_id: int, run: int) -> Path:
+        """The server's own note of the namespace a run's pods were created in (beside the run's
+        directory, written before its pods): pods elsewhere that look like them are ignored."""
+        return self.runs / str(job_id) / f"{run}.namespace"
+
+    def _mark_namespace(self, job_id: int, run: int, namespace: str) -> None:
+        isolation.private_dir(self.runs / str(job_id), None)
+        isolation.write_file(self._record_path(job_id, run), namespace.encode())
+        self._run_namespaces[(job_id, run)] = namespace
+
+    def _run_namespace(self, job_id: int, run: int) -> str | None:
+        ns = self._run_namespaces.get((job_id, run))
+        if ns is None:
+            try:
+                ns = self._record_path(job_id, run).read_text()
+            except OSError:
+                return None
+            self._run_namespaces[(job_id, run)] = ns
+        return ns
+
+    def _namespace(self, tenant: str) -> str:
+        from kubernetes.client.rest import ApiException
+
+        name = namespace_for(tenant, self.per_tenant, self.namespace)
+        if name in self._namespaces:
+            return name
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {"wanka.io/managed": "true"},
+                "annotations": {"wanka.io/tenant": tenant},
+            },
+        }
+        try:
+            self.api.create_namespace(body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise BackendUnavailable(f"namespace {name}: {_why(exc)}") from None
+        self._namespaces.add(name)
+        return name
+
+    def _delete_run(self, job_id: int, run: int, tasks: int, namespace: str) -> None:
+        """Every pod of the run gone now: finalizer dropped, deleted with grace 0."""
+        for i in range(tasks):
+            self._release(namespace, pod_name(job_id, run, i), force=True)
+
+    # --- status --------------------------------------------------------------------------------
+
+    def _pod(self, job_id: int, run: int, task: int) -> dict | None:
+        key = self._tasks.get((job_id, run), {}).get(task)
+        return self.pods.get(key) if key else None
+
+    def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
+        out = []
+        for i in range(tasks):
+            record = self._record(job_id, run, i)
+            if record is not None:
+                out.append(record)
+                continue
+            pod = self._pod(job_id, run, i)
+            if pod is None:
+                launched = (job_id, run) in self._launched
+                out.append(TaskStatus(i, TaskState.RUNNING if launched else TaskState.ABSENT))
+                continue
+            out.append(_pod_status(i, pod) or TaskStatus(i, TaskState.RUNNING))
+        return out
+
+    def _record(self, job_id: int, run: int, task: int) -> TaskStatus | None:
+        try:
+            doc = json.loads((self.run_dir(job_id, run) / f"task-{task}.exit").read_text())
+        except (OSError, ValueError):
+            return None
+        return TaskStatus(task, TaskState.EXITED, doc.get("code"), doc.get("ended_at"), doc.get("note", ""))
+
+    def _pod_event(self, kind: str, pod: dict) -> None:
+        meta = pod["metadata"]
+        ids = _ids(pod)
+        if ids is None:
+            return  # labelled by someone else, not a pod of ours
+        job_id, run, task = ids
+        if meta.get("namespace") != self._run_namespace(job_id, run):
+            return  # a look-alike in a namespace the run was never given: not ours to follow
+        key = f"{meta.get('namespace', '')}/{meta['name']}"
+        with self._lock:
+            if kind == "DELETED":
+                tasks = self._tasks.get((job_id, run), {})
+                if tasks.get(task) == key:
+                    del tasks[task]
+                    if not tasks:
+                        self._tasks.pop((job_id, run), None)
+            else:
+                self._tasks.setdefault((job_id, run), {})[task] = key
+        if kind != "DELETED" and FINALIZER in (meta.get("finalizers") or ()):
+            ended = _pod_status(task, pod)
+            if ended is not None:
+                with self._lock:
+                    if key in self._reaping:
+                        return
+                    self._reaping.add(key)
+                self._pool.submit(self._reap, pod, ended)
+        self.on_change()
+
+    def _reap(self, pod: dict, ended: TaskStatus) -> None:
+        """An ended pod: its log and exit code kept on the server, then the pod let go."""
+        meta = pod["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        key = f"{ns}/{name}"
+        try:
+            job_id, run, task = _ids(pod)
+            rundir = self.run_dir(job_id, run)
+            isolation.private_dir(rundir.parent, None)
+            isolation.private_dir(rundir, None)
+            data = self._pod_log(ns, name, _main(pod), KEPT_LOG_MAX)
+            isolation.write_file(rundir / f"task-{task}.log", data)
+            record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
+            isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
+            self._release(ns, name, force=False)
+        except Exception:
+            log.exception("keeping the end of pod %s failed; trying again on its next change", key)
+        finally:
+            with self._lock:
+                self._reaping.discard(key)
+
+    def _release(self, namespace: str, name: str, force: bool) -> None:
+        """Drop wanka's finalizer and delete the pod (grace 0: it has ended, or must go now)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.api.patch_namespaced_pod(
+                name, namespace, {"metadata": {"finalizers": None}}, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return
+        try:
+            self.api.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _pod_log(self, namespace: str, name: str, container: str, limit: int) -> bytes:
+        try:
+            resp = self.api.read_namespaced_pod_log(
+                name, namespace, container=container, limit_bytes=limit, _preload_content=False
+            )
+            return resp.data
+        except Exception:  # never ran on a kubelet (a fake node), or its node is gone
+            return b""
+
+    def signal(self, job_id: int, run: int, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: the kubelet's graceful stop — ``activeDeadlineSeconds`` set to 1 s, which has
+        passed, so the kubelet sends SIGTERM, waits the pod's grace period and kills, and marks
+        the pod Failed (DeadlineExceeded) *without deleting it*: a deleted pod's container, log
+        and exit code are removed by the kubelet as soon as it stopped, before anyone can read
+        them. Once they are kept, the pod is deleted. SIGKILL: deletion with grace 0. A pod whose
+        node is NotReady or gone cannot be stopped there: it is recorded as lost and removed at
+        once."""
+        from kubernetes.client.rest import ApiException
+
+        infos = self._infos()
+        for task, key in list(self._tasks.get((job_id, run), {}).items()):
+            pod = self.pods.get(key)
+            if pod is None:
+                continue
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            node = (pod.get("spec") or {}).get("nodeName")
+            info = infos.get(node) if node else None
+            if node and (info is None or not info.ready):
+                rundir = self.run_dir(job_id, run)
+                record = {"code": None, "ended_at": time.time(), "note": f"was lost with node {node}"}
+                isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
+                self._release(ns, name, force=True)
+                continue
+            try:
+                if sig == signal.SIGKILL:
+                    self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0, _preload_content=False)
+                else:  # the kubelet's graceful stop, the pod (its log, its exit code) kept
+                    self.api.patch_namespaced_pod(name, ns, STOP, _preload_content=False)
+            except ApiException as exc:
+                if exc.status not in (404, 422):  # 422: a deadline below 1 s was set already
+                    raise BackendUnavailable(f"stop pod {name}: {_why(exc)}") from None
+
+    def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
+        """Kept output once the pod ended; before, the pod's log through the API server (the
+        first LIVE_LOG_MAX bytes, or the last with a negative offset)."""
+        path = self.run_dir(job_id, run) / f"task-{task}.log"
+        if path.exists():
+            return read_log(path, offset, limit)
+        pod = self._pod(job_id, run, task)
+        if pod is None:
+            return b"", max(offset, 0)
+        want = LIVE_LOG_MAX if offset < 0 else min(LIVE_LOG_MAX, offset + limit)
+        data = self._pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], _main(pod), want)
+        start = max(0, len(data) + offset) if offset < 0 else offset
+        chunk = data[start : start + limit]
+        return chunk, start + len(chunk)
+
+    def adopt(self) -> None:
+        """The pod watch lists every wanka pod at start: nothing more to find."""
+        return None
+
+
+def _ids(pod: dict) -> tuple[int, int, int] | None:
+    """(job, run, task) of a pod wanka created, from its labels; None for any other."""
+    labels = pod["metadata"].get("labels") or {}
+    try:
+        return int(labels[LABEL_JOB]), int(labels[LABEL_RUN]), int(labels[LABEL_TASK])
+    except (KeyError, ValueError):
+        return None
+
+
+def _pod_status(index: int, pod: dict) -> TaskStatus | None:
+    """An ended pod's task status (None while it runs or waits to start)."""
+    status = pod.get("status") or {}
+    for c in status.get("containerStatuses") or ():
+        if c.get("name") != _main(pod):
+            continue
+        done = (c.get("state") or {}).get("terminated")
+        if done is not None:
+            return TaskStatus(index, TaskState.EXITED, done.get("exitCode"), _seconds(done.get("finishedAt")))
+    meta = pod["metadata"]
+    if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds") == 0:
+        # the kubelet is done with it (it deletes with grace 0 once every container stopped), or
+        # it was killed outright, before its container showed an end
+        return TaskStatus(index, TaskState.EXITED, None, _seconds(meta["deletionTimestamp"]), "was stopped")
+    if status.get("phase") == "Failed":  # refused by the kubelet (OutOf<resource>, NodeAffinity)
+        why = status.get("reason") or "Failed"
+        return TaskStatus(
+            index,
+            TaskState.EXITED,
+            None,
+            None,
+            f"was refused by the node: {why} {status.get('message', '')}".strip(),
+        )
+    return None
+
+
+def _main(pod: dict) -> str:
+    """The task's container: the first (the template's may have sidecars after it)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return containers[0].get("name", "main")
+
+
+def _seconds(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _why(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return json.loads(body).get("message", str(body))[:300]
+        except (ValueError, AttributeError):
+            return str(body)[:300]
+    return str(getattr(exc, "reason", None) or exc)[:300]

@@ -1,0 +1,361 @@
+"""The Kubernetes backend against a real API server, kubelet and containerd (the project's kit:
+``shared/k8s``, all on 127.0.0.1, stopped by pid) and a real wanka server driving it over HTTP.
+Pods on the kit's one real node (``kit-node``, 8 Ascend cards advertised) really run this
+machine's Python; fake nodes (Node objects with no kubelet, moved along by the kit's
+FakeKubelet) stand for the rest of a cluster. Skipped where the kit cannot run (not root, kit or
+its packages missing: `.ci/setup` installs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import tests.conftest as top
+from tests.server.conftest import start_server, stop_server, wait_for
+from tests.server.test_api import make_member
+from tests.server.test_lifecycle import WORKER, ended, job_state, log_of, submit
+from wanka.backends import k8s_testbed
+from wanka.backends.base import Launch, TaskLaunch, TaskState
+
+pytestmark = pytest.mark.skipif(
+    k8s_testbed.available() is not None, reason=f"real Kubernetes kit unavailable: {k8s_testbed.available()}"
+)
+PY = sys.executable
+CHIP = {"node.kubernetes.io/npu.chip.name": "910B3"}  # what the Ascend device plugin labels
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    k = k8s_testbed.KubeKit(tmp_path_factory.mktemp("k8s")).start()
+    k.kube.patch(f"/api/v1/nodes/{k.node_name}", {"metadata": {"labels": CHIP}})
+    fake = k.kit.FakeKubelet(k.kube, prefix="fake-")
+    fake.start()
+    yield k
+    fake.stop()
+    k.stop()
+
+
+@pytest.fixture(scope="module")
+def server(kit, tmp_path_factory):
+    home = tmp_path_factory.mktemp("wanka-k8s-home")
+    template = home / "pod.yaml"
+    template.write_text(yaml.safe_dump(kit.host_template()))
+    s = start_server(
+        home,
+        (
+            "--backend",
+            "kubernetes",
+            "--kubeconfig",
+            str(kit.kubeconfig),
+            "--namespace-per-tenant",
+            "--pod-template",
+            str(template),
+            "--health-every",
+            "0.3",
+        ),
+    )
+    yield s
+    stop_server(s)
+
+
+def pods(kit, namespace: str, job_id: int | None = None) -> list[dict]:
+    query = {"labelSelector": f"wanka.io/job={job_id}"} if job_id else {}
+    return kit.kube.get(f"/api/v1/namespaces/{namespace}/pods", **query)["items"]
+
+
+def placed_on(c, job_id: int) -> list[str]:
+    events = c.get(f"/v1/jobs/{job_id}/events").json()
+    return [e["reason"] for e in events if e["state"] == "admitted"][-1].split("placed on ")[1].split(", ")
+
+
+def nodes_of(admin) -> dict[str, dict]:
+    return {n["name"]: n for n in admin.get("/v1/nodes").json()}
+
+
+def test_the_inventory_is_the_clusters_nodes(server, kit):
+    with server.client(server.admin_token) as admin:
+        nodes = admin.get("/v1/nodes").json()
+    # huawei.com/Ascend910 counts every 910 model; the device plugin's chip label says which
+    assert [(n["name"], n["model"], n["cards"], n["state"]) for n in nodes] == [
+        (kit.node_name, "ascend-910b3", 8, "up")
+    ]
+
+
+def test_a_gang_runs_as_pods_bound_where_wanka_placed_them_with_ranks_devices_and_exit_codes(
+    server, kit, tmp_path
+):
+    user = make_member(server, "gang-k8s", "gang-k8s-user")
+    show = (
+        "import json, os, sys; print(json.dumps(dict(os.environ)), flush=True); "
+        "sys.exit(int(os.environ['RANK']) * 3)"
+    )
+    with server.client(user) as c:
+        jid = submit(c, task_groups=[{"replicas": 2, "cards": 4}], command=[PY, "-c", show])
+        job = ended(c, jid, 60)
+        assert job["state"] == "failed" and "task 1 exited with code 3" in job["reason"], job
+        envs = [json.loads(log_of(c, jid, task)) for task in (0, 1)]
+    for rank, env in enumerate(envs):
+        assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["NNODES"]) == (
+            str(rank),
+            "2",
+            str(rank),
+            "1",
+        )
+        assert env["WANKA_NODE"] == kit.node_name and env["MASTER_ADDR"] == "127.0.0.1"
+        # the device plugin shows a container its own cards from 0: wanka says how many, not which
+        assert env["ASCEND_RT_VISIBLE_DEVICES"] == "0,1,2,3"
+        assert env["WANKA_CHECKPOINT_DIR"].endswith(f"/checkpoints/{jid}")
+    # `wanka logs` reads the kept log after the pod is gone
+    r = subprocess.run(
+        [PY, "-m", "wanka.cli.main", "logs", str(jid), "--task", "1"],
+        env={
+            **os.environ,
+            "WANKA_URL": server.url,
+            "WANKA_TOKEN": user,
+            "WANKA_CONFIG": str(tmp_path / "c.json"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and json.loads(r.stdout)["RANK"] == "1", r.stdout + r.stderr
+    wait_for(lambda: pods(kit, "wanka-gang-k8s", jid) == [])  # let go once their ends were kept
+
+
+def test_pods_run_as_the_tenants_own_uid_in_its_namespace_without_privilege(server, kit):
+    user = make_member(server, "uid-k8s", "uid-k8s-user")
+    with server.client(user) as c:
+        jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"])
+        wait_for(lambda: pods(kit, "wanka-uid-k8s", jid) and job_state(c, jid)["state"] == "running", 60)
+        (pod,) = pods(kit, "wanka-uid-k8s", jid)
+        c.post(f"/v1/jobs/{jid}/cancel")
+        assert ended(c, jid, 60)["state"] == "cancelled"
+    spec = pod["spec"]
+    assert spec["schedulerName"] == "wanka" and spec["nodeName"] == kit.node_name
+    assert spec["containers"][0]["resources"]["limits"] == {"huawei.com/Ascend910": "1"}
+    if os.geteuid() == 0:
+        sc = spec["containers"][0]["securityContext"]
+        assert sc["runAsUser"] >= 2_000_000 and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert not spec.get("automountServiceAccountToken")
+
+
+def test_hostile_strings_stay_data_in_pods(server, kit, tmp_path):
+    user = make_member(server, "hostile-k8s", "hostile-k8s-user")
+    canary = tmp_path / "owned"
+    words = [f"$(touch {canary})", f"; touch {canary}", f"`touch {canary}`", "a\nb", "'\"", "${HOME}"]
+    env = {"EVIL": f"$(touch {canary})'\"\n; touch {canary} $(HOME)"}
+    program = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['EVIL']]))"
+    with server.client(user) as c:
+        jid = submit(c, name=f"x'; touch {canary}; '", command=[PY, "-c", program, *words], env=env)
+        assert ended(c, jid, 60)["state"] == "succeeded"
+        # $(VAR) in a pod's command or env is Kubernetes' own expansion: wanka's strings are literal
+        assert json.loads(log_of(c, jid)) == [words, env["EVIL"]]
+    assert not canary.exists()
+
+
+def test_cancel_and_time_limit_are_graceful_deletions_whose_sigterm_reaches_the_task(server, kit):
+    user = make_member(server, "stop-k8s", "stop-k8s-user")
+    graceful = [PY, "-c", WORKER, "100000", "0.05"]  # saves its step on SIGTERM
+    with server.client(user) as c:
+        cancelled = submit(c, command=graceful)
+        limited = submit(c, command=graceful, time_limit_s=3)
+        wait_for(lambda: "resumes at step" in log_of(c, cancelled), 60)
+        c.post(f"/v1/jobs/{cancelled}/cancel")
+        assert ended(c, cancelled, 60)["state"] == "cancelled"
+        assert "SIGTERM: saved step" in log_of(c, cancelled)
+        job = ended(c, limited, 60)
+        assert job["state"] == "failed" and "time limit of 3 s" in job["reason"]
+        assert "SIGTERM: saved step" in log_of(c, limited)
+
+
+def test_a_node_made_not_ready_downs_it_in_wanka_and_its_job_resumes_on_another(server, kit):
+    kk = kit.kit
+    kk.create_fake_nodes(kit.kube, 2, prefix="fake-nr-", resources={"huawei.com/Ascend910": "8"}, labels=CHIP)
+    user = make_member(server, "down-k8s", "down-k8s-user")
+    with server.client(user) as c, server.client(server.admin_token) as admin:
+        wait_for(
+            lambda: (
+                {"fake-nr-00000", "fake-nr-00001"}
+                <= {n for n, v in nodes_of(admin).items() if v["state"] == "up"}
+            )
+        )
+        admin.post(f"/v1/nodes/{kit.node_name}/drain", json={"reason": "keep off"})
+        try:
+            jid = submit(
+                c, command=[PY, "-c", "pass"], task_groups=[{"replicas": 1, "cards": 8}], restart={"max": 1}
+            )
+            wait_for(lambda: job_state(c, jid)["state"] == "running", 60)
+            (node,) = placed_on(c, jid)
+            (pod,) = pods(kit, "wanka-down-k8s", jid)
+            assert pod["spec"]["nodeName"] == node and node.startswith("fake-nr-")
+            # what the node-lifecycle controller does when a kubelet stops reporting
+            now = kk.now_iso()
+            ready = {"type": "Ready", "status": "False", "reason": "NodeStatusUnknown",
+                     "lastHeartbeatTime": now, "lastTransitionTime": now}  # fmt: skip
+            kit.kube.patch(f"/api/v1/nodes/{node}/status", {"status": {"conditions": [ready]}})
+            wait_for(lambda: nodes_of(admin)[node]["state"] == "down", 30)
+            wait_for(lambda: job_state(c, jid)["runs"] == 2 and job_state(c, jid)["state"] == "running", 60)
+            (other,) = placed_on(c, jid)
+            assert other != node
+            (pod,) = pods(kit, "wanka-down-k8s", jid)
+            assert pod["metadata"]["name"] == f"wanka-{jid}-2-0" and pod["spec"]["nodeName"] == other
+            kk.finish_pod(kit.kube, "wanka-down-k8s", f"wanka-{jid}-2-0", 0)
+            job = ended(c, jid, 60)
+            assert job["state"] == "succeeded" and job["runs"] == 2
+            reasons = [e["reason"] for e in c.get(f"/v1/jobs/{jid}/events").json()]
+            assert "a node it ran on went down; restart 1 of 1" in reasons, reasons
+        finally:
+            admin.post(f"/v1/nodes/{kit.node_name}/undrain")
+            kk.delete_fake_nodes(kit.kube, prefix="fake-nr-")
+        wait_for(
+            lambda: (
+                "fake-nr-00000" not in nodes_of(admin) or nodes_of(admin)["fake-nr-00000"]["state"] == "down"
+            )
+        )
+
+
+def test_a_drain_in_wanka_is_a_cordon_with_a_taint(server, kit):
+    with server.client(server.admin_token) as admin:
+        assert admin.post(f"/v1/nodes/{kit.node_name}/drain", json={"reason": "fan"}).status_code == 200
+        node = kit.kube.get(f"/api/v1/nodes/{kit.node_name}")
+        assert node["spec"]["unschedulable"] is True
+        assert {"key": "wanka.io/drain", "value": "true", "effect": "NoSchedule"} in node["spec"]["taints"]
+        assert nodes_of(admin)[kit.node_name]["state"] == "draining"  # its own cordon: not a fault
+        admin.post(f"/v1/nodes/{kit.node_name}/undrain")
+        node = kit.kube.get(f"/api/v1/nodes/{kit.node_name}")
+        assert not node["spec"].get("unschedulable") and not node["spec"].get("taints")
+        assert nodes_of(admin)[kit.node_name]["state"] == "up"
+        # a cordon by someone else (kubectl cordon) takes the node out of wanka's hands too
+        kit.kube.patch(f"/api/v1/nodes/{kit.node_name}", {"spec": {"unschedulable": True}})
+        try:
+            wait_for(lambda: nodes_of(admin)[kit.node_name]["state"] == "down")
+        finally:
+            kit.kube.patch(f"/api/v1/nodes/{kit.node_name}", {"spec": {"unschedulable": None}})
+        wait_for(lambda: nodes_of(admin)[kit.node_name]["state"] == "up")
+
+
+def test_tenants_namespaces_stay_within_their_quotas(server, kit):
+    a_tok, b_tok = make_member(server, "qa-k8s", "qa-k8s-user"), make_member(server, "qb-k8s", "qb-k8s-user")
+    sleep = [PY, "-c", "import time; time.sleep(600)"]
+    with server.client(server.admin_token) as admin:
+        others = [t["name"] for t in admin.get("/v1/tenants").json() if t["name"] not in ("qa-k8s", "qb-k8s")]
+        orgs = [
+            {"name": t, "quota": {"ascend-910b3": {"nominal": 4}},
+             "queues": [{"name": f"{t}-q", "quota": {"ascend-910b3": {"nominal": 4, "borrowing_limit": 0}}}]}
+            for t in ("qa-k8s", "qb-k8s")
+        ] + [{"name": t, "queues": [{"name": f"{t}-q"}]} for t in others]  # fmt: skip
+        r = admin.put("/v1/quotas", json={"organisations": orgs})
+        assert r.status_code == 200, r.text
+    with server.client(a_tok) as a, server.client(b_tok) as b:
+        a1 = submit(a, command=sleep, task_groups=[{"replicas": 1, "cards": 4}])
+        a2 = submit(a, command=sleep, task_groups=[{"replicas": 1, "cards": 2}])
+        b1 = submit(b, command=sleep, task_groups=[{"replicas": 2, "cards": 2}])
+        wait_for(lambda: job_state(a, a1)["state"] == job_state(b, b1)["state"] == "running", 60)
+        assert job_state(a, a2)["state"] == "pending"  # A's 4 cards are in use: its quota holds
+        cards = {
+            ns: sum(
+                int(p["spec"]["containers"][0]["resources"]["limits"]["huawei.com/Ascend910"])
+                for p in pods(kit, ns)
+            )
+            for ns in ("wanka-qa-k8s", "wanka-qb-k8s")
+        }
+        assert cards == {"wanka-qa-k8s": 4, "wanka-qb-k8s": 4}
+        assert b.get(f"/v1/jobs/{a1}").status_code == 404  # nothing of the other tenant's
+        for c, j in ((a, a1), (a, a2), (b, b1)):
+            c.post(f"/v1/jobs/{j}/cancel")
+        for c, j in ((a, a1), (a, a2), (b, b1)):
+            ended(c, j, 60)
+
+
+def test_a_restarted_server_adopts_running_pods_and_starts_nothing_twice(kit, tmp_path):
+    home = top.reachable_by_tasks(tmp_path / "home")
+    template = tmp_path / "pod.yaml"
+    template.write_text(yaml.safe_dump(kit.host_template()))
+    args = ("--backend", "kubernetes", "--kubeconfig", str(kit.kubeconfig), "--pod-template", str(template),
+            "--namespace", "adopt")  # fmt: skip
+    s = start_server(home, args)
+    try:
+        user = make_member(s, "adopt-k8s", "adopt-k8s-user")
+        with s.client(user) as c:
+            jid = submit(c, command=[PY, "-c", WORKER, "100000", "0.05"])
+            wait_for(lambda: "resumes at step" in log_of(c, jid), 60)
+        (before,) = pods(kit, "adopt", jid)
+    finally:
+        stop_server(s)
+    s = start_server(home, args)
+    try:
+        with s.client(user) as c:
+            wait_for(lambda: job_state(c, jid)["state"] == "running")
+            # the adopted pod is the same object, not a new run
+            (after,) = pods(kit, "adopt", jid)
+            assert after["metadata"]["uid"] == before["metadata"]["uid"] and job_state(c, jid)["runs"] == 1
+            c.post(f"/v1/jobs/{jid}/cancel")
+            assert ended(c, jid, 60)["state"] == "cancelled"
+            assert "SIGTERM: saved step" in log_of(c, jid)
+    finally:
+        stop_server(s)
+
+
+# --- the backend alone -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend(kit, tmp_path):
+    from wanka.backends.k8s import KubernetesBackend
+
+    b = KubernetesBackend(tmp_path / "home", kubeconfig=str(kit.kubeconfig), namespace="direct",
+                          pod_template=kit.host_template(), single_user=True)  # fmt: skip
+    yield b
+    b.close()
+
+
+def _launch(b, job_id: int, nodes: list[str], argv=(PY, "-c", "pass")) -> Launch:
+    tasks = tuple(TaskLaunch(i, "worker", n, (0,), {"RANK": str(i)}) for i, n in enumerate(nodes))
+    return Launch(job_id, 1, "j", tuple(argv), tasks, b.checkpoint_dir(job_id), tenant="t", tenant_id=1)
+
+
+def test_a_gang_that_cannot_be_bound_whole_leaves_no_pod(backend, kit):
+    # the second task's node does not exist in Kubernetes: its binding fails, the first pod goes too
+    kit.kit.create_fake_nodes(
+        kit.kube, 1, prefix="fake-gone-", resources={"huawei.com/Ascend910": "8"}, labels=CHIP
+    )
+    wait_for(lambda: any("fake-gone-00000" in p["node_names"] for p in backend.cluster_spec()["pools"]))
+    kit.kube.delete("/api/v1/nodes/fake-gone-00000")  # gone between the decision and the binding
+    with pytest.raises(ValueError):
+        backend.launch(_launch(backend, 9001, [kit.node_name, "fake-gone-00000"]))
+    wait_for(lambda: pods(kit, "direct", 9001) == [])
+    assert [s.state for s in backend.status(9001, 1, 2)] == [TaskState.ABSENT] * 2
+
+
+def test_a_look_alike_pod_in_another_namespace_never_stands_for_a_run(backend, kit):
+    kk = kit.kit
+    kit.kube.post("/api/v1/namespaces", {"metadata": {"name": "evil"}})
+    fake = kk.host_python_pod(
+        "wanka-9002-1-0",
+        ["-c", "pass"],
+        labels={"wanka.io/job": "9002", "wanka.io/run": "1", "wanka.io/task": "0"},
+    )
+    fake["metadata"]["finalizers"] = ["wanka.io/logs"]
+    kit.kube.post("/api/v1/namespaces/evil/pods", fake)
+    kk.bind(kit.kube, "evil", "wanka-9002-1-0", kit.node_name)
+    backend.launch(_launch(backend, 9002, [kit.node_name], (PY, "-c", "import time; time.sleep(600)")))
+    wait_for(
+        lambda: (
+            (kit.kube.get("/api/v1/namespaces/evil/pods/wanka-9002-1-0"))["status"].get("phase")
+            == "Succeeded"
+        )
+    )
+    # the real run is still running; the look-alike's end is not its end, and it is left alone
+    assert [s.state for s in backend.status(9002, 1, 1)] == [TaskState.RUNNING]
+    assert kit.kube.get("/api/v1/namespaces/evil/pods/wanka-9002-1-0")["metadata"]["finalizers"] == [
+        "wanka.io/logs"
+    ]
+    backend.signal(9002, 1, 9)
+    wait_for(lambda: backend.status(9002, 1, 1)[0].state is TaskState.EXITED, 60)
+    kit.kube.patch("/api/v1/namespaces/evil/pods/wanka-9002-1-0", {"metadata": {"finalizers": None}})
