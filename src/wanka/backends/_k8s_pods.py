@@ -26,6 +26,9 @@ DEFAULT_TOPOLOGY_LABELS = (
     "network.topology.kubernetes.io/block",
     "network.topology.kubernetes.io/rack",
 )
+# the image of a task's container when no --pod-template names one: jobs' commands are mostly
+# `python ...`; centres give their own (with their frameworks and drivers) in the template
+DEFAULT_IMAGE = "python:3.11-slim"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
@@ -184,6 +187,7 @@ def pod_manifest(
     containers = spec.setdefault("containers", [{}])
     main = containers[0]
     main.setdefault("name", "main")
+    main.setdefault("image", DEFAULT_IMAGE)
     main["command"] = [_literal(a) for a in launch.argv]
     main.pop("args", None)
     env = {**base_env, **launch.user_env, **task.env}

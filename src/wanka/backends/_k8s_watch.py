@@ -75,7 +75,10 @@ class Informer:
 
     def _relist(self) -> None:
         resp = self.list_fn(_preload_content=False, **self.selector)
-        doc = json.loads(resp.data)
+        try:
+            doc = json.loads(resp.data)
+        finally:
+            resp.release_conn()
         fresh = {key_of(o): o for o in doc.get("items") or ()}
         old, self.items = self.items, fresh
         self.resource_version = doc["metadata"].get("resourceVersion", "")

@@ -112,22 +112,22 @@ class KubernetesBackend(Backend):
         except Exception as exc:
             raise ValueError(f"backend: no Kubernetes credentials ({exc})") from None
         cfg.connection_pool_maxsize = 2 * AT_ONCE
-        self.api = client.CoreV1Api(client.ApiClient(cfg))
+        self.core = client.CoreV1Api(client.ApiClient(cfg))
+        self.api = _Raw(self.core)
         self._namespaces: set[str] = set()
         self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
         self._reaping: set[str] = set()
         self._run_namespaces: dict[tuple[int, int], str] = {}
         self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
-        self._node_generation, self._infos_at = 0, -1
-        self._infos_cache: dict[str, NodeInfo] = {}
+        self._node_infos: dict[str, NodeInfo] = {}  # kept by the node watch, one node per event
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="k8s")
         from wanka.backends._k8s_watch import Informer
 
         try:
-            self.nodes = Informer("nodes", self.api.list_node, self._node_event).start()
+            self.nodes = Informer("nodes", self.core.list_node, self._node_event).start()
             self.pods = Informer(
-                "pods", self.api.list_pod_for_all_namespaces, self._pod_event, label_selector=LABEL_JOB
+                "pods", self.core.list_pod_for_all_namespaces, self._pod_event, label_selector=LABEL_JOB
             ).start()
         except Exception as exc:
             raise ValueError(f"backend: the Kubernetes API server cannot be reached ({_why(exc)})") from None
@@ -140,16 +140,9 @@ class KubernetesBackend(Backend):
     # --- inventory -----------------------------------------------------------------------------
 
     def _infos(self) -> dict[str, NodeInfo]:
-        """The nodes with cards, read again only after a node changed."""
-        generation = self._node_generation
-        if self._infos_at != generation:
-            out = {}
-            for node in self.nodes.snapshot():
-                info = node_info(node, self.catalog, self.topology_labels)
-                if info is not None:
-                    out[info.name] = info
-            self._infos_cache, self._infos_at = out, generation
-        return self._infos_cache
+        """The nodes with cards wanka knows, as of the last node event (a copy)."""
+        with self._lock:
+            return dict(self._node_infos)
 
     def cluster_spec(self) -> dict:
         """Nodes with cards wanka knows, as pools of identical nodes (model, cards, CPUs, memory);
@@ -203,11 +196,19 @@ class KubernetesBackend(Backend):
         return out
 
     def _node_event(self, kind: str, obj: dict) -> None:
-        self._node_generation += 1
+        # one node at a time: a cluster's kubelets update their nodes every few seconds, and
+        # reading all 1,250 again on each would cost the launches their time
+        name = obj["metadata"]["name"]
+        info = None if kind == "DELETED" else node_info(obj, self.catalog, self.topology_labels)
+        with self._lock:
+            if info is None:
+                self._node_infos.pop(name, None)
+            else:
+                self._node_infos[name] = info
         self.on_change()
 
     def node_address(self, node: str) -> str:
-        info = self._infos().get(node)
+        info = self._node_infos.get(node)
         return info.address if info else node
 
     def free_port(self, node: str) -> int:
@@ -231,7 +232,7 @@ class KubernetesBackend(Backend):
             taints.append({"key": DRAIN_TAINT, "value": "true", "effect": "NoSchedule"})
         body = {"spec": {"unschedulable": draining or None, "taints": taints or None}}
         try:
-            self.api.patch_node(node, body, _preload_content=False)
+            self.api.patch_node(node, body)
         except Exception as exc:
             raise BackendUnavailable(f"cordon {node}: {_why(exc)}") from None
 
@@ -274,10 +275,9 @@ class KubernetesBackend(Backend):
         isolation.private_dir(Path(launch.checkpoint_dir), account)
         isolation.private_dir(self.run_dir(launch.job_id, launch.run).parent, None)
         isolation.private_dir(self.run_dir(launch.job_id, launch.run), None)
-        infos = self._infos()
         pods = []
         for task in launch.tasks:
-            info = infos.get(task.node)
+            info = self._node_infos.get(task.node)
             if info is None:
                 raise ValueError(f"node {task.node} is not in the Kubernetes cluster any more")
             model = self.catalog.get(info.model)
@@ -301,7 +301,7 @@ class KubernetesBackend(Backend):
         try:
             for pod in pods:
                 try:
-                    self.api.create_namespaced_pod(namespace, pod, _preload_content=False)
+                    self.api.create_namespaced_pod(namespace, pod)
                 except ApiException as exc:
                     if exc.status != 409:  # 409: created before (a launch repeated after a restart)
                         raise
@@ -313,9 +313,7 @@ class KubernetesBackend(Backend):
                     "target": {"apiVersion": "v1", "kind": "Node", "name": task.node},
                 }
                 try:
-                    self.api.create_namespaced_pod_binding(
-                        pod["metadata"]["name"], namespace, binding, _preload_content=False
-                    )
+                    self.api.create_namespaced_pod_binding(pod["metadata"]["name"], namespace, binding)
                 except ApiException as exc:
                     if exc.status != 409 or not self._bound_to(namespace, pod, task.node):
                         raise
@@ -329,8 +327,12 @@ class KubernetesBackend(Backend):
             raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
 
     def _bound_to(self, namespace: str, pod: dict, node: str) -> bool:
-        resp = self.api.read_namespaced_pod(pod["metadata"]["name"], namespace, _preload_content=False)
-        return json.loads(resp.data).get("spec", {}).get("nodeName") == node
+        return (
+            json.loads(self.api.read_namespaced_pod(pod["metadata"]["name"], namespace))
+            .get("spec", {})
+            .get("nodeName")
+            == node
+        )
 
     def _record_path(self, job_id: int, run: int) -> Path:
         """The server's own note of the namespace a run's pods were created in (beside the run's
@@ -368,7 +370,7 @@ class KubernetesBackend(Backend):
             },
         }
         try:
-            self.api.create_namespace(body, _preload_content=False)
+            self.api.create_namespace(body)
         except ApiException as exc:
             if exc.status != 409:
                 raise BackendUnavailable(f"namespace {name}: {_why(exc)}") from None
@@ -462,25 +464,20 @@ class KubernetesBackend(Backend):
         from kubernetes.client.rest import ApiException
 
         try:
-            self.api.patch_namespaced_pod(
-                name, namespace, {"metadata": {"finalizers": None}}, _preload_content=False
-            )
+            self.api.patch_namespaced_pod(name, namespace, {"metadata": {"finalizers": None}})
         except ApiException as exc:
             if exc.status != 404:
                 raise
             return
         try:
-            self.api.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _preload_content=False)
+            self.api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def _pod_log(self, namespace: str, name: str, container: str, limit: int) -> bytes:
         try:
-            resp = self.api.read_namespaced_pod_log(
-                name, namespace, container=container, limit_bytes=limit, _preload_content=False
-            )
-            return resp.data
+            return self.api.read_namespaced_pod_log(name, namespace, container=container, limit_bytes=limit)
         except Exception:  # never ran on a kubelet (a fake node), or its node is gone
             return b""
 
@@ -494,14 +491,13 @@ class KubernetesBackend(Backend):
         once."""
         from kubernetes.client.rest import ApiException
 
-        infos = self._infos()
         for task, key in list(self._tasks.get((job_id, run), {}).items()):
             pod = self.pods.get(key)
             if pod is None:
                 continue
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             node = (pod.get("spec") or {}).get("nodeName")
-            info = infos.get(node) if node else None
+            info = self._node_infos.get(node) if node else None
             if node and (info is None or not info.ready):
                 rundir = self.run_dir(job_id, run)
                 record = {"code": None, "ended_at": time.time(), "note": f"was lost with node {node}"}
@@ -510,9 +506,9 @@ class KubernetesBackend(Backend):
                 continue
             try:
                 if sig == signal.SIGKILL:
-                    self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0, _preload_content=False)
+                    self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
                 else:  # the kubelet's graceful stop, the pod (its log, its exit code) kept
-                    self.api.patch_namespaced_pod(name, ns, STOP, _preload_content=False)
+                    self.api.patch_namespaced_pod(name, ns, STOP)
             except ApiException as exc:
                 if exc.status not in (404, 422):  # 422: a deadline below 1 s was set already
                     raise BackendUnavailable(f"stop pod {name}: {_why(exc)}") from None
@@ -535,6 +531,27 @@ class KubernetesBackend(Backend):
     def adopt(self) -> None:
         """The pod watch lists every wanka pod at start: nothing more to find."""
         return None
+
+
+class _Raw:
+    """The official client's calls answered as the raw bytes: its typed models cost ~10x more to
+    build than the JSON, and a response must be read whole for its connection to go back to the
+    pool (one left unread means a new TLS handshake for the next call)."""
+
+    def __init__(self, api):
+        self._api = api
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._api, name)
+
+        def call(*args, **kwargs) -> bytes:
+            resp = fn(*args, _preload_content=False, **kwargs)
+            try:
+                return resp.data
+            finally:
+                resp.release_conn()
+
+        return call
 
 
 def _ids(pod: dict) -> tuple[int, int, int] | None:

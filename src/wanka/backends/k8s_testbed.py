@@ -95,3 +95,30 @@ class KubeKit:
         pod["spec"]["containers"][0].pop("command", None)
         pod["metadata"] = {"labels": {"app.kubernetes.io/managed-by": "wanka"}}
         return pod
+
+    def fake_cluster(
+        self,
+        nodes: int,
+        cards: int = 8,
+        prefix: str = "fake-",
+        rack: int = 32,
+        racks_per_block: int = 8,
+        resource: str = "huawei.com/Ascend910",
+        chip: str = "910B3",
+    ) -> list[str]:
+        """``nodes`` fake nodes of ``cards`` cards (the 10,000-card preset's shape: 1,250 x 8),
+        labelled with their chip and their rack and block (``rack`` nodes a rack, the Kueue-style
+        topology labels the backend reads by default). Returns their names."""
+        names = []
+        for start in range(0, nodes, rack):
+            r = start // rack
+            labels = {
+                "node.kubernetes.io/npu.chip.name": chip,
+                "network.topology.kubernetes.io/block": f"block-{r // racks_per_block}",
+                "network.topology.kubernetes.io/rack": f"rack-{r}",
+            }
+            names += self.kit.create_fake_nodes(
+                self.kube, min(rack, nodes - start), prefix=prefix, resources={resource: str(cards)},
+                start=start, workers=8, labels=labels,
+            )  # fmt: skip
+        return names

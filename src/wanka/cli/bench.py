@@ -446,3 +446,53 @@ def slurm(
         ("wanka's decision to the task running under Slurm", ""),
         (f"array of {out['burst_jobs']} single-GPU jobs", "", "≥ 50 jobs/s"),
     )
+
+
+@app.command("k8s")
+def k8s(
+    nodes: int = typer.Option(
+        1250, "--nodes", min=1, max=20_000, help="Fake nodes (1,250 x 8: the 10,000-card preset)."
+    ),
+    cards: int = typer.Option(8, "--cards", min=1, max=64, help="Cards per node."),
+    pods: int = typer.Option(
+        1000, "--pods", min=21, max=20_000, help="Single-card runs launched (20 alone, the rest in a burst)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The Kubernetes backend against the kit's real API server (root and the kit: shared/k8s,
+    as .ci/setup installs it) with fake nodes: inventory load, decision-to-bound latency and pods
+    bound per second."""
+    from wanka.server.bench_k8s import GOALS, bench_k8s
+
+    try:
+        out = bench_k8s(nodes, cards, pods)
+    except RuntimeError as exc:
+        fail(str(exc), 1)
+    if json_out:
+        emit_json({"machine": machine(), "k8s": out, "goals": GOALS})
+        return
+    table = Table(
+        title=f"Kubernetes backend ({nodes} fake nodes x {cards} cards, kit up in {out['kit_up_s']:.1f} s)"
+    )
+    for col in ("figure", "value", "goal"):
+        table.add_column(col)
+    table.add_row(
+        "inventory load (LIST + watch + cluster spec)",
+        f"median {out['inventory_load_s_median'] * 1000:.0f} ms, "
+        f"max {out['inventory_load_s_max'] * 1000:.0f} ms",
+        "",
+    )
+    table.add_row("a cordon in Kubernetes seen by wanka", f"median {out['cordon_seen_ms_median']:.1f} ms", "")
+    table.add_row(
+        "decision to bound, one run alone",
+        f"median {out['decision_to_bound_ms_median']:.1f} ms, p90 {out['decision_to_bound_ms_p90']:.1f} ms",
+        "",
+    )
+    table.add_row(
+        f"burst of {out['burst_pods']} single-card runs",
+        f"{out['pods_bound_per_s']:.0f} pods bound/s ({out['burst_s']:.2f} s); decision to bound median "
+        f"{out['burst_decision_to_bound_ms_median']:.0f} ms, "
+        f"p90 {out['burst_decision_to_bound_ms_p90']:.0f} ms",
+        f"≥ {GOALS['pods_bound_per_s']:.0f} pods/s",
+    )
+    console.print(table)
