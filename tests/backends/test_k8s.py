@@ -33,6 +33,8 @@ CHIP = {"node.kubernetes.io/npu.chip.name": "910B3"}  # what the Ascend device p
 def kit(tmp_path_factory):
     k = k8s_testbed.KubeKit(tmp_path_factory.mktemp("k8s")).start()
     k.kube.patch(f"/api/v1/nodes/{k.node_name}", {"metadata": {"labels": CHIP}})
+    install = wanka_cli("k8s", "install", "--kubeconfig", str(k.kubeconfig))
+    assert "CustomResourceDefinition podgroups.scheduling.volcano.sh created" in install.stdout, install
     fake = k.kit.FakeKubelet(k.kube, prefix="fake-")
     fake.start()
     yield k
@@ -40,27 +42,31 @@ def kit(tmp_path_factory):
     k.stop()
 
 
+def server_args(kit, where) -> tuple[str, ...]:
+    template = where / "pod.yaml"
+    template.write_text(yaml.safe_dump(kit.host_template()))
+    return ("--backend", "kubernetes", "--kubeconfig", str(kit.kubeconfig), "--namespace-per-tenant",
+            "--pod-template", str(template), "--health-every", "0.3")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def server(kit, tmp_path_factory):
     home = tmp_path_factory.mktemp("wanka-k8s-home")
-    template = home / "pod.yaml"
-    template.write_text(yaml.safe_dump(kit.host_template()))
-    s = start_server(
-        home,
-        (
-            "--backend",
-            "kubernetes",
-            "--kubeconfig",
-            str(kit.kubeconfig),
-            "--namespace-per-tenant",
-            "--pod-template",
-            str(template),
-            "--health-every",
-            "0.3",
-        ),
-    )
+    s = start_server(home, server_args(kit, home))
     yield s
     stop_server(s)
+
+
+def wanka_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(
+        [PY, "-m", "wanka.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
 
 
 def pods(kit, namespace: str, job_id: int | None = None) -> list[dict]:
@@ -164,13 +170,14 @@ def test_cancel_and_time_limit_are_graceful_deletions_whose_sigterm_reaches_the_
     graceful = [PY, "-c", WORKER, "100000", "0.05"]  # saves its step on SIGTERM
     with server.client(user) as c:
         cancelled = submit(c, command=graceful)
-        limited = submit(c, command=graceful, time_limit_s=3)
+        limited = submit(c, command=graceful, time_limit_s=10)
         wait_for(lambda: "resumes at step" in log_of(c, cancelled), 60)
+        wait_for(lambda: "resumes at step" in log_of(c, limited), 60)  # its SIGTERM handler is set
         c.post(f"/v1/jobs/{cancelled}/cancel")
         assert ended(c, cancelled, 60)["state"] == "cancelled"
         assert "SIGTERM: saved step" in log_of(c, cancelled)
         job = ended(c, limited, 60)
-        assert job["state"] == "failed" and "time limit of 3 s" in job["reason"]
+        assert job["state"] == "failed" and "time limit of 10 s" in job["reason"]
         assert "SIGTERM: saved step" in log_of(c, limited)
 
 
@@ -240,16 +247,24 @@ def test_a_drain_in_wanka_is_a_cordon_with_a_taint(server, kit):
         wait_for(lambda: nodes_of(admin)[kit.node_name]["state"] == "up")
 
 
-def test_tenants_namespaces_stay_within_their_quotas(server, kit):
+def test_tenants_namespaces_stay_within_their_quotas(kit, tmp_path):
+    # a server of its own: the quota tree it puts in force is no other test's
+    server = start_server(top.reachable_by_tasks(tmp_path / "home"), server_args(kit, tmp_path))
+    try:
+        _quotas_hold(server, kit)
+    finally:
+        stop_server(server)
+
+
+def _quotas_hold(server, kit):
     a_tok, b_tok = make_member(server, "qa-k8s", "qa-k8s-user"), make_member(server, "qb-k8s", "qb-k8s-user")
     sleep = [PY, "-c", "import time; time.sleep(600)"]
     with server.client(server.admin_token) as admin:
-        others = [t["name"] for t in admin.get("/v1/tenants").json() if t["name"] not in ("qa-k8s", "qb-k8s")]
         orgs = [
             {"name": t, "quota": {"ascend-910b3": {"nominal": 4}},
              "queues": [{"name": f"{t}-q", "quota": {"ascend-910b3": {"nominal": 4, "borrowing_limit": 0}}}]}
             for t in ("qa-k8s", "qb-k8s")
-        ] + [{"name": t, "queues": [{"name": f"{t}-q"}]} for t in others]  # fmt: skip
+        ]  # fmt: skip
         r = admin.put("/v1/quotas", json={"organisations": orgs})
         assert r.status_code == 200, r.text
     with server.client(a_tok) as a, server.client(b_tok) as b:
@@ -359,3 +374,131 @@ def test_a_look_alike_pod_in_another_namespace_never_stands_for_a_run(backend, k
     backend.signal(9002, 1, 9)
     wait_for(lambda: backend.status(9002, 1, 1)[0].state is TaskState.EXITED, 60)
     kit.kube.patch("/api/v1/namespaces/evil/pods/wanka-9002-1-0", {"metadata": {"finalizers": None}})
+
+
+# --- others' pods: PodGroups and lone pods with schedulerName wanka ------------------------------
+
+PODGROUP_YAML = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-pg
+  labels: {wanka.io/tenant: pg-k8s}
+---
+apiVersion: scheduling.volcano.sh/v1beta1
+kind: PodGroup
+metadata: {name: trainer, namespace: team-pg}
+spec: {minMember: 4, queue: default, priorityClassName: high}
+"""
+
+
+def member_pod(kit, name: str, group: str | None, cards: int = 1, program: str = "print('hello')") -> dict:
+    pod = kit.kit.host_python_pod(name, ["-c", program], resources={"huawei.com/Ascend910": str(cards)})
+    if group:
+        pod["metadata"]["annotations"] = {"scheduling.k8s.io/group-name": group}
+    return pod
+
+
+def test_wanka_k8s_install_is_idempotent_and_prints_what_it_applies(kit):
+    again = wanka_cli("k8s", "install", "--kubeconfig", str(kit.kubeconfig))
+    assert "CustomResourceDefinition podgroups.scheduling.volcano.sh updated" in again.stdout
+    assert "ClusterRole wanka-server updated" in again.stdout
+    printed = json.loads(wanka_cli("k8s", "install", "--print").stdout)
+    assert [i["kind"] for i in printed["items"]] == ["CustomResourceDefinition", "ClusterRole"]
+
+
+def test_a_podgroup_of_4_pods_is_gang_bound_only_when_all_4_exist_and_its_status_says_so(server, kit):
+    token = make_member(server, "pg-k8s", "pg-k8s-user")
+    for doc in yaml.safe_load_all(PODGROUP_YAML):  # as `kubectl apply -f` would
+        plural = "namespaces" if doc["kind"] == "Namespace" else None
+        path = (
+            "/api/v1/namespaces"
+            if plural
+            else "/apis/scheduling.volcano.sh/v1beta1/namespaces/team-pg/podgroups"
+        )
+        kit.kube.post(path, doc)
+    for i in range(3):
+        kit.kube.post("/api/v1/namespaces/team-pg/pods", member_pod(kit, f"trainer-{i}", "trainer"))
+
+    def group():
+        return kit.kube.get("/apis/scheduling.volcano.sh/v1beta1/namespaces/team-pg/podgroups/trainer")
+
+    # three of four: nothing bound, and both the PodGroup and each pod say why
+    wait_for(lambda: "minMember 4" in str(group().get("status", {}).get("conditions")), 30)
+    assert group()["status"]["phase"] == "Pending"
+    pod = kit.kube.get("/api/v1/namespaces/team-pg/pods/trainer-0")
+    (scheduled,) = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert scheduled["status"] == "False" and scheduled["reason"] == "Unschedulable"
+    assert "3 of its minMember 4 pods exist" in scheduled["message"]
+    assert all(not p["spec"].get("nodeName") for p in pods(kit, "team-pg"))
+
+    kit.kube.post("/api/v1/namespaces/team-pg/pods", member_pod(kit, "trainer-3", "trainer"))
+    wait_for(lambda: all(p["status"].get("phase") == "Succeeded" for p in pods(kit, "team-pg")), 90)
+    assert {p["spec"]["nodeName"] for p in pods(kit, "team-pg")} == {kit.node_name}
+    wait_for(lambda: group()["status"]["phase"] == "Completed", 30)
+    with server.client(token) as c:  # a job of the namespace's tenant, billed and visible to it
+        (job,) = [j for j in c.get("/v1/jobs").json()["jobs"] if j["name"] == "podgroup/team-pg/trainer"]
+        assert job["state"] == "succeeded" and job["cards"] == 4 and job["user"] == "k8s-pg-k8s"
+        assert "hello" in log_of(c, job["id"], 3)
+    events = kit.kube.get("/api/v1/namespaces/team-pg/events")["items"]
+    assert {e["involvedObject"]["name"] for e in events if e["reason"] == "Scheduled"} == {
+        f"trainer-{i}" for i in range(4)
+    }
+
+
+def test_a_gang_that_can_never_fit_is_bound_not_at_all_and_says_why(server, kit):
+    make_member(server, "big-k8s", "big-k8s-user")
+    kit.kube.post(
+        "/api/v1/namespaces", {"metadata": {"name": "team-big", "labels": {"wanka.io/tenant": "big-k8s"}}}
+    )
+    group = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+             "metadata": {"name": "huge", "namespace": "team-big"}, "spec": {"minMember": 2}}  # fmt: skip
+    kit.kube.post("/apis/scheduling.volcano.sh/v1beta1/namespaces/team-big/podgroups", group)
+    for i in range(2):  # 2 x 6 cards: the one 8-card node holds one, and a gang is all or none
+        kit.kube.post("/api/v1/namespaces/team-big/pods", member_pod(kit, f"huge-{i}", "huge", cards=6))
+    path = "/apis/scheduling.volcano.sh/v1beta1/namespaces/team-big/podgroups/huge"
+
+    def said():
+        return str(kit.kube.get(path).get("status", {}).get("conditions")).lower()
+
+    # refused as never fitting here (or, while nodes that left may come back, waiting for cards)
+    try:
+        wait_for(lambda: "never" in said() or "waiting for cards" in said(), 30)
+    except AssertionError:
+        raise AssertionError(f"the PodGroup says {said()}") from None
+    assert kit.kube.get(path)["status"]["phase"] == "Pending"
+    assert all(not p["spec"].get("nodeName") for p in pods(kit, "team-big"))
+
+
+def test_pods_in_a_namespace_of_no_tenant_run_nothing_and_say_so(server, kit):
+    kit.kube.post("/api/v1/namespaces", {"metadata": {"name": "nobody"}})
+    kit.kube.post("/api/v1/namespaces/nobody/pods", member_pod(kit, "stray", None))
+
+    def message():
+        pod = kit.kube.get("/api/v1/namespaces/nobody/pods/stray")
+        return " ".join(c.get("message", "") for c in pod["status"].get("conditions") or ())
+
+    wait_for(lambda: "no wanka tenant" in message(), 30)
+    assert "label it wanka.io/tenant=TENANT" in message()
+    assert not kit.kube.get("/api/v1/namespaces/nobody/pods/stray")["spec"].get("nodeName")
+
+
+def test_cancelling_a_podgroups_job_in_wanka_deletes_its_pods_gracefully(server, kit):
+    token = make_member(server, "cancel-pg-k8s", "cancel-pg-k8s-user")
+    ns = {"metadata": {"name": "team-cancel", "labels": {"wanka.io/tenant": "cancel-pg-k8s"}}}
+    kit.kube.post("/api/v1/namespaces", ns)
+    meta = {"name": "sleepers", "namespace": "team-cancel"}
+    group = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "metadata": meta,
+             "spec": {"minMember": 2}}  # fmt: skip
+    kit.kube.post("/apis/scheduling.volcano.sh/v1beta1/namespaces/team-cancel/podgroups", group)
+    trap = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(7)); time.sleep(600)"
+    for i in range(2):
+        kit.kube.post(
+            "/api/v1/namespaces/team-cancel/pods", member_pod(kit, f"sleeper-{i}", "sleepers", program=trap)
+        )
+    with server.client(token) as c:
+        wait_for(lambda: [j for j in c.get("/v1/jobs").json()["jobs"] if j["state"] == "running"], 60)
+        (job,) = c.get("/v1/jobs").json()["jobs"]
+        assert c.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        assert ended(c, job["id"], 60)["state"] == "cancelled"
+    wait_for(lambda: pods(kit, "team-cancel") == [], 60)  # deleted by wanka, their SIGTERM honoured

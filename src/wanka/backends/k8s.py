@@ -27,6 +27,8 @@ sees the runs still going, and the records on disk say how ended ones ended.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wanka.backends import isolation
+from wanka.backends._k8s_foreign import Claims, Reporter, waiting_work
+from wanka.backends._k8s_podgroups import PODGROUP
 from wanka.backends._k8s_pods import (
     DEFAULT_TOPOLOGY_LABELS,
     DRAIN_TAINT,
@@ -44,6 +48,7 @@ from wanka.backends._k8s_pods import (
     LABEL_JOB,
     LABEL_RUN,
     LABEL_TASK,
+    SCHEDULER,
     NodeInfo,
     namespace_for,
     node_info,
@@ -112,29 +117,58 @@ class KubernetesBackend(Backend):
         except Exception as exc:
             raise ValueError(f"backend: no Kubernetes credentials ({exc})") from None
         cfg.connection_pool_maxsize = 2 * AT_ONCE
-        self.core = client.CoreV1Api(client.ApiClient(cfg))
+        api_client = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(api_client)
         self.api = _Raw(self.core)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.claims = Claims(self.home / "k8s-claims")
+        self.reporter = Reporter(self.api, _Raw(self.custom))
+        self.foreign_generation = 0  # bumped by every change to others' pods or PodGroups
         self._namespaces: set[str] = set()
         self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
         self._reaping: set[str] = set()
         self._run_namespaces: dict[tuple[int, int], str] = {}
         self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
         self._node_infos: dict[str, NodeInfo] = {}  # kept by the node watch, one node per event
+        self._foreign_pods: dict[str, tuple[int, int, int]] = {}  # others' pod -> (job, run, task)
+        self._kept: set[str] = set()  # others' ended pods whose end is on record
         self._lock = threading.Lock()
+        for job_id in list(self.claims.workloads):  # runs bound before a restart
+            for record in (self.runs / str(job_id)).glob("*.pods"):
+                self._index_foreign(job_id, int(record.stem), json.loads(record.read_text()))
         self._pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="k8s")
         from wanka.backends._k8s_watch import Informer
 
         try:
             self.nodes = Informer("nodes", self.core.list_node, self._node_event).start()
+            # every pod for wanka: its own, and others' that name it their scheduler
             self.pods = Informer(
-                "pods", self.core.list_pod_for_all_namespaces, self._pod_event, label_selector=LABEL_JOB
+                "pods",
+                self.core.list_pod_for_all_namespaces,
+                self._pod_event,
+                field_selector=f"spec.schedulerName={SCHEDULER}",
+            ).start()
+            self.namespace_objects = Informer(
+                "namespaces", self.core.list_namespace, self._other_event
             ).start()
         except Exception as exc:
             raise ValueError(f"backend: the Kubernetes API server cannot be reached ({_why(exc)})") from None
+        self.podgroups = None  # without the CRD (`wanka k8s install`), others' pods come one by one
+        try:
+            self.podgroups = Informer(
+                "podgroups",
+                functools.partial(self.custom.list_cluster_custom_object, *PODGROUP),
+                self._other_event,
+            ).start()
+        except Exception as exc:
+            log.warning(
+                "no PodGroups followed (%s): run `wanka k8s install` for gangs of others' pods", _why(exc)
+            )
 
     def close(self) -> None:
-        self.nodes.stop()
-        self.pods.stop()
+        for informer in (self.nodes, self.pods, self.namespace_objects, self.podgroups):
+            if informer is not None:
+                informer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- inventory -----------------------------------------------------------------------------
@@ -265,6 +299,8 @@ class KubernetesBackend(Backend):
     def _launch(self, launch: Launch) -> None:
         from kubernetes.client.rest import ApiException
 
+        if launch.job_id in self.claims.workloads:
+            return self._bind_foreign(launch)
         namespace = self._namespace(launch.tenant)
         account = None
         if self.isolated:
@@ -325,6 +361,82 @@ class KubernetesBackend(Backend):
             if isinstance(exc, ApiException) and (exc.status is None or exc.status >= 500):
                 raise BackendUnavailable(f"Kubernetes: {_why(exc)}") from None
             raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
+
+    # --- others' pods ------------------------------------------------------------------------------
+
+    def foreign_work(self) -> list:
+        """Others' workloads with pods waiting for wanka (:func:`._k8s_foreign.waiting_work`)."""
+        return waiting_work(self.pods.snapshot(), self.podgroups, self.catalog, self._ours)
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        obj = self.namespace_objects.get(namespace)
+        return dict((obj or {}).get("metadata", {}).get("labels") or {})
+
+    def _index_foreign(self, job_id: int, run: int, pods: dict[str, str]) -> None:
+        with self._lock:
+            self._tasks[(job_id, run)] = {int(t): key for t, key in pods.items()}
+            for t, key in pods.items():
+                self._foreign_pods[key] = (job_id, run, int(t))
+
+    def _bind_foreign(self, launch: Launch) -> None:
+        """Bind a workload's waiting pods to the nodes the core chose for its job's tasks, role by
+        role in name order; all or none (pods bound before a failure are deleted: a pod of a gang
+        must not run alone, and their owner makes them again)."""
+        from kubernetes.client.rest import ApiException
+
+        key = self.claims.workloads[launch.job_id]
+        work = next((w for w in self.foreign_work() if w.key == key), None)
+        if work is None:
+            raise ValueError(
+                "its pods are no longer waiting in Kubernetes (deleted, or bound by another scheduler)"
+            )
+        by_role, used, pods = work.pods_by_role(), {}, {}
+        for task in launch.tasks:
+            names = by_role.get(task.role, [])
+            i = used[task.role] = used.get(task.role, -1) + 1
+            if i >= len(names):
+                raise ValueError(
+                    f"{len(names)} pods of role {task.role} wait in {work.kind} {work.name}; "
+                    "the job needs more"
+                )
+            pods[task.index] = (names[i], task.node)
+        record = {str(t): f"{work.namespace}/{name}" for t, (name, _) in pods.items()}
+        isolation.private_dir(self.runs / str(launch.job_id), None)
+        isolation.write_file(
+            self.runs / str(launch.job_id) / f"{launch.run}.pods", json.dumps(record).encode()
+        )
+        self._index_foreign(launch.job_id, launch.run, record)
+        bound = []
+        try:
+            for name, node in pods.values():
+                binding = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                }
+                try:
+                    self.api.create_namespaced_pod_binding(name, work.namespace, binding)
+                except ApiException as exc:
+                    if exc.status != 409 or not self._bound_to(
+                        work.namespace, {"metadata": {"name": name}}, node
+                    ):
+                        raise
+                bound.append(name)
+        except Exception as exc:
+            for name in bound:
+                with contextlib.suppress(ApiException):
+                    self.api.delete_namespaced_pod(name, work.namespace, grace_period_seconds=0)
+            raise ValueError(
+                f"Kubernetes refused a binding of {work.kind} {work.name}: {_why(exc)}"
+            ) from None
+        for name, node in pods.values():
+            self.reporter.event(
+                work.namespace,
+                name,
+                "Scheduled",
+                f"Successfully assigned {work.namespace}/{name} to {node} (wanka job {launch.job_id})",
+            )
 
     def _bound_to(self, namespace: str, pod: dict, node: str) -> bool:
         return (
@@ -410,15 +522,30 @@ class KubernetesBackend(Backend):
             return None
         return TaskStatus(task, TaskState.EXITED, doc.get("code"), doc.get("ended_at"), doc.get("note", ""))
 
+    def _ours(self, pod: dict) -> bool:
+        """Whether wanka created ``pod`` for one of its runs (labels, and the namespace the run
+        was given: a look-alike elsewhere is someone else's pod)."""
+        ids = _ids(pod)
+        return ids is not None and pod["metadata"].get("namespace") == self._run_namespace(*ids[:2])
+
+    def _other_event(self, kind: str, obj: dict) -> None:
+        self.foreign_generation += 1
+        self.on_change()
+
     def _pod_event(self, kind: str, pod: dict) -> None:
         meta = pod["metadata"]
-        ids = _ids(pod)
-        if ids is None:
-            return  # labelled by someone else, not a pod of ours
-        job_id, run, task = ids
-        if meta.get("namespace") != self._run_namespace(job_id, run):
-            return  # a look-alike in a namespace the run was never given: not ours to follow
         key = f"{meta.get('namespace', '')}/{meta['name']}"
+        if not self._ours(pod):  # someone else's: waiting for wanka, or bound by it to a job's run
+            self.foreign_generation += 1
+            ids = self._foreign_pods.get(key)
+            if ids is not None and kind != "DELETED" and key not in self._kept:
+                ended = _pod_status(ids[2], pod)
+                if ended is not None:
+                    self._kept.add(key)
+                    self._pool.submit(self._keep_end, pod, ids, ended)
+            self.on_change()
+            return
+        job_id, run, task = _ids(pod)
         with self._lock:
             if kind == "DELETED":
                 tasks = self._tasks.get((job_id, run), {})
@@ -458,6 +585,23 @@ class KubernetesBackend(Backend):
         finally:
             with self._lock:
                 self._reaping.discard(key)
+
+    def _keep_end(self, pod: dict, ids: tuple[int, int, int], ended: TaskStatus) -> None:
+        """Someone else's pod of a wanka job ended: its log and exit code on record (the pod
+        stays: it is its owner's to delete)."""
+        meta = pod["metadata"]
+        job_id, run, task = ids
+        try:
+            rundir = self.run_dir(job_id, run)
+            isolation.private_dir(rundir.parent, None)
+            isolation.private_dir(rundir, None)
+            data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
+            isolation.write_file(rundir / f"task-{task}.log", data)
+            record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
+            isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
+        except Exception:
+            log.exception("keeping the end of pod %s/%s failed", meta["namespace"], meta["name"])
+            self._kept.discard(f"{meta['namespace']}/{meta['name']}")
 
     def _release(self, namespace: str, name: str, force: bool) -> None:
         """Drop wanka's finalizer and delete the pod (grace 0: it has ended, or must go now)."""
@@ -502,10 +646,16 @@ class KubernetesBackend(Backend):
                 rundir = self.run_dir(job_id, run)
                 record = {"code": None, "ended_at": time.time(), "note": f"was lost with node {node}"}
                 isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
-                self._release(ns, name, force=True)
+                if key in self._foreign_pods:
+                    self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+                else:
+                    self._release(ns, name, force=True)
                 continue
             try:
-                if sig == signal.SIGKILL:
+                if key in self._foreign_pods:  # someone else's pod: a graceful deletion, its own grace
+                    grace = {"grace_period_seconds": 0} if sig == signal.SIGKILL else {}
+                    self.api.delete_namespaced_pod(name, ns, **grace)
+                elif sig == signal.SIGKILL:
                     self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
                 else:  # the kubelet's graceful stop, the pod (its log, its exit code) kept
                     self.api.patch_namespaced_pod(name, ns, STOP)

@@ -70,6 +70,9 @@ COMMANDS: dict[str, Entry] = {
     "users": Entry("wanka.cli.remote:users_app", OPERATE, "Users: disable and enable (admins)."),
     "server": Entry("wanka.cli.server:server", OPERATE, "Start the control plane."),
     "db": Entry("wanka.cli.server:app", OPERATE, "The control plane's database."),
+    "k8s": Entry(
+        "wanka.cli.k8s:app", OPERATE, "Kubernetes: install the PodGroup CRD and the server's ClusterRole."
+    ),
     "demo": Entry(
         "wanka.cli.demo:demo", TWIN, "One scheduling cycle on wanka-10k, then a month of the twin."
     ),

@@ -307,6 +307,7 @@ class ControlLoop:
         self._next_follow = 0.0
         self._seen: tuple | None = None  # (newest quota document, newest tenant, newest node change)
         self.services = None  # server.service_keeper.ServiceKeeper: services' replicas, each tick
+        self.intake = None  # server.k8s_intake.KubeIntake: others' Kubernetes pods as jobs, each tick
         self._stand_by()
         self._lead()  # the first server on a database schedules from the start
 
@@ -571,6 +572,11 @@ class ControlLoop:
         self._launch_ready()
         if self.services is not None:
             self.services.tick(now)
+        if self.intake is not None:
+            try:
+                self.intake.tick(now)
+            except Exception:  # others' pods wait on: the cycle and the jobs' lifecycles go on
+                log.exception("taking in Kubernetes pods failed; trying again next tick")
 
     def _load_tree(self, now: float) -> None:
         """:meth:`_retree`; when the tree in force cannot be loaded, scheduling goes on under the

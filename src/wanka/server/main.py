@@ -206,4 +206,8 @@ def build(settings: Settings, gateway_socket=None):
         gateway_socket=gateway_socket,
         gateway_url=_url_of(gateway_socket),
     )
+    if hasattr(backend, "foreign_work"):  # Kubernetes: pods others made for wanka become jobs
+        from wanka.server.k8s_intake import KubeIntake
+
+        loop.intake = KubeIntake(state, backend)
     return create_app(state), token_file
