@@ -40,7 +40,7 @@ from pathlib import Path
 
 from wanka.backends import isolation
 from wanka.backends._k8s_foreign import Claims, Reporter, waiting_work
-from wanka.backends._k8s_podgroups import PODGROUP
+from wanka.backends._k8s_podgroups import PODGROUP, TENANT_LABEL
 from wanka.backends._k8s_pods import (
     DEFAULT_TOPOLOGY_LABELS,
     DRAIN_TAINT,
@@ -65,6 +65,8 @@ from wanka.backends.base import (
     rendezvous_port,
 )
 from wanka.models.hardware import default_catalog
+
+__all__ = ["TENANT_LABEL", "KubernetesBackend", "namespace_for"]
 
 log = logging.getLogger("wanka.k8s")
 

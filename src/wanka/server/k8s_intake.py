@@ -26,8 +26,7 @@ from fastapi import HTTPException, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from wanka.backends._k8s_podgroups import TENANT_LABEL
-from wanka.backends._k8s_pods import namespace_for
+from wanka.backends.k8s import TENANT_LABEL, namespace_for
 from wanka.core.jobs import PRIORITY_CLASSES
 from wanka.models.job import JobSpec
 from wanka.server import tables
