@@ -281,22 +281,25 @@ class KubernetesBackend(Backend):
 
     def launch_many(self, launches: list[Launch]) -> dict[int, Exception | None]:
         """Every run's pods created and bound, runs side by side (AT_ONCE API calls at a time):
-        one after another, each call's ~5 ms round trip would cap a burst near 100 pods/s."""
+        one after another, each call's ~5 ms round trip would cap a burst near 100 pods/s. Each
+        run gets its own outcome (:meth:`_launch_or_error`)."""
         if not launches:
             return {}
         results = self._pool.map(self._launch_or_error, launches)
-        out = dict(zip((lc.job_id for lc in launches), results, strict=True))
-        if any(isinstance(e, BackendUnavailable) for e in out.values()):
-            first = next(e for e in out.values() if isinstance(e, BackendUnavailable))
-            out = {j: (first if e is not None else None) for j, e in out.items()}
-        return out
+        return dict(zip((lc.job_id for lc in launches), results, strict=True))
 
     def _launch_or_error(self, launch: Launch) -> Exception | None:
+        """None, or why not: ValueError for a run Kubernetes refused (the job fails with the
+        reason), BackendUnavailable for an API server that did not answer (tried again later)."""
         try:
             self._launch(launch)
             return None
-        except Exception as exc:
+        except (ValueError, BackendUnavailable) as exc:
             return exc
+        except Exception as exc:
+            if _refused(exc):
+                return ValueError(f"Kubernetes refused the pods: {_why(exc)}")
+            return BackendUnavailable(f"Kubernetes: {_why(exc)}")
 
     def _launch(self, launch: Launch) -> None:
         from kubernetes.client.rest import ApiException
@@ -356,11 +359,15 @@ class KubernetesBackend(Backend):
                     if exc.status != 409 or not self._bound_to(namespace, pod, task.node):
                         raise
         except Exception as exc:
-            # all or nothing: no pod of a run that could not be bound whole stays behind
-            self._delete_run(launch.job_id, launch.run, len(launch.tasks), namespace)
+            # all or nothing: no pod of a run that could not be bound whole stays behind (when
+            # the API server cannot be reached, the launch is repeated later: same names, no twins)
+            try:
+                self._delete_run(launch.job_id, launch.run, len(launch.tasks), namespace)
+            except Exception as cleanup:
+                log.warning("pods of job %d run %d not deleted: %s", launch.job_id, launch.run, _why(cleanup))
             with self._lock:
                 self._launched.pop((launch.job_id, launch.run), None)
-            if isinstance(exc, ApiException) and (exc.status is None or exc.status >= 500):
+            if not _refused(exc):
                 raise BackendUnavailable(f"Kubernetes: {_why(exc)}") from None
             raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
 
@@ -756,6 +763,13 @@ def _seconds(stamp: str | None) -> float | None:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _refused(exc: Exception) -> bool:
+    """An answer from the API server that says no (4xx), not one that never came or a 5xx."""
+    from kubernetes.client.rest import ApiException
+
+    return isinstance(exc, ApiException) and exc.status is not None and 400 <= exc.status < 500
 
 
 def _why(exc: Exception) -> str:

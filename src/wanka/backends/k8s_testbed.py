@@ -86,7 +86,14 @@ class KubeKit:
         return self
 
     def stop(self) -> None:
-        subprocess.run(["bash", str(kit_dir() / "k8s_down.sh"), str(self.state)], timeout=120, check=False)
+        out = subprocess.run(
+            ["bash", str(kit_dir() / "k8s_down.sh"), str(self.state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0:  # a process survived: say so (the script names it)
+            raise RuntimeError(f"k8s_down.sh failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
 
     def host_template(self, project_dir: Path = ROOT) -> dict:
         """A pod template that runs this machine's Python (and the project's venv) in the kit's
