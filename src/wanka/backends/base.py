@@ -183,6 +183,38 @@ class Backend(ABC):
         return f"{self.node_address(node)}:{port}", {"PORT": str(port)}
 
 
+def inventory_spec(
+    name: str,
+    title: str,
+    pools: dict[tuple[str, int, int, int], list[str]],
+    tiers: list[str],
+    domains: dict[str, list[str]],
+    states: dict[str, str],
+) -> dict:
+    """A backend's nodes as a cluster spec document (models.cluster): ``pools`` maps (catalog
+    model, cards, CPUs, memory GiB) to the names of the nodes alike in those, which keep their
+    names; pools are named ``NAME-1``, ``NAME-2``, ... in sorted order."""
+    return {
+        "name": name,
+        "description": f"{title}: {sum(len(v) for v in pools.values())} nodes",
+        "tiers": tiers,
+        "node_domains": domains,
+        "pools": [
+            {
+                "name": f"{name}-{i}",
+                "accelerator": model,
+                "nodes": len(names),
+                "cards_per_node": cards,
+                "cpus": cpus,
+                "memory_gib": mem,
+                "node_names": names,
+            }
+            for i, ((model, cards, cpus, mem), names) in enumerate(sorted(pools.items()), 1)
+        ],
+        "node_states": states,
+    }
+
+
 def task_launches(
     job_id: int,
     run: int,

@@ -32,6 +32,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -61,6 +62,7 @@ from wanka.backends.base import (
     Launch,
     TaskState,
     TaskStatus,
+    inventory_spec,
     read_log,
     rendezvous_port,
 )
@@ -105,6 +107,8 @@ class KubernetesBackend(Backend):
         self.task_uids = task_uids
         if self.isolated:
             os.chmod(self.checkpoints, 0o711)
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+            raise ValueError(f"--namespace: {namespace!r} is no namespace name (a DNS label: a-z, 0-9, -)")
         self.namespace, self.per_tenant = namespace, namespace_per_tenant
         self.template = pod_template or {}
         self.topology_labels = tuple(topology_labels)
@@ -194,27 +198,9 @@ class KubernetesBackend(Backend):
             pools.setdefault((info.model, info.cards, info.cpus, info.memory_gib), []).append(info.name)
         depth = max((len(i.domains) for i in infos.values()), default=0)
         domains = {i.name: list(i.domains) for i in infos.values() if depth and len(i.domains) == depth}
-        return {
-            "name": "kubernetes",
-            "description": f"Kubernetes: {len(infos)} nodes",
-            "tiers": [self.topology_labels[::-1][i].rsplit("/", 1)[-1] for i in range(depth)]
-            if domains
-            else [],
-            "node_domains": domains,
-            "pools": [
-                {
-                    "name": f"k8s-{i}",
-                    "accelerator": model,
-                    "nodes": len(names),
-                    "cards_per_node": cards,
-                    "cpus": cpus,
-                    "memory_gib": mem,
-                    "node_names": names,
-                }
-                for i, ((model, cards, cpus, mem), names) in enumerate(sorted(pools.items()), 1)
-            ],
-            "node_states": {i.name: "down" for i in infos.values() if not i.ready or i.cordoned_by_others},
-        }
+        tiers = [label.rsplit("/", 1)[-1] for label in self.topology_labels[::-1][:depth]] if domains else []
+        states = {i.name: "down" for i in infos.values() if not i.ready or i.cordoned_by_others}
+        return inventory_spec("kubernetes", "Kubernetes", pools, tiers, domains, states)
 
     def unhealthy_nodes(self, nodes: list[str]) -> dict[str, str]:
         """NotReady nodes (the kubelet stopped reporting, or says so), and nodes cordoned outside

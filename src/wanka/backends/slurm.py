@@ -51,6 +51,7 @@ from wanka.backends.base import (
     TaskState,
     TaskStatus,
     Terminal,
+    inventory_spec,
     read_log,
     rendezvous_port,
 )
@@ -209,25 +210,7 @@ class SlurmBackend(Backend):
         if not pools:
             raise ValueError("backend: Slurm reports no node with GPUs of a known model (gres gpu:TYPE:N)")
         tiers, domains = self._topology({name for names in pools.values() for name in names})
-        return {
-            "name": "slurm",
-            "description": f"Slurm: {sum(len(v) for v in pools.values())} nodes",
-            "tiers": tiers,
-            "node_domains": domains,
-            "pools": [
-                {
-                    "name": f"slurm-{i}",
-                    "accelerator": model,
-                    "nodes": len(names),
-                    "cards_per_node": cards,
-                    "cpus": cpus,
-                    "memory_gib": mem,
-                    "node_names": names,
-                }
-                for i, ((model, cards, cpus, mem), names) in enumerate(sorted(pools.items()), 1)
-            ],
-            "node_states": states,
-        }
+        return inventory_spec("slurm", "Slurm", pools, tiers, domains, states)
 
     def _topology(self, nodes: set[str]) -> tuple[list[str], dict[str, list[str]]]:
         """The network tree of topology.conf (next to slurm.conf), when there is one: each node's

@@ -68,8 +68,9 @@ def server(
     shared_dir: Path = typer.Option(
         None,
         "--shared-dir",
-        help="slurm: where runs and checkpoints live, on a file system the nodes share (default: the "
-        "home; keep the home itself, with the database and tokens, off the shared file system).",
+        help="slurm, kubernetes: where checkpoints (and Slurm's runs) live, on a file system every node "
+        "mounts at the same path (default: the home; keep the home itself, with the database and "
+        "tokens, off the shared file system).",
     ),
     partition: str = typer.Option(None, "--partition", help="slurm: schedule only this partition's nodes."),
     virtual_cards: int = typer.Option(
