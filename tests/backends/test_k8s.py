@@ -181,6 +181,31 @@ def test_cancel_and_time_limit_are_graceful_deletions_whose_sigterm_reaches_the_
         assert "SIGTERM: saved step" in log_of(c, limited)
 
 
+def test_preemption_stops_the_victims_pod_gracefully_and_it_resumes_from_its_checkpoint(server, kit):
+    user = make_member(server, "preempt-k8s", "preempt-k8s-user")
+    with server.client(user) as c:
+        low = submit(
+            c,
+            command=[PY, "-c", WORKER, "100", "0.05"],
+            task_groups=[{"replicas": 1, "cards": 8}],  # every card of the kit's node
+            priority_class="low",
+            env={"EXIT_ON_TERM": "0"},
+        )
+        wait_for(lambda: job_state(c, low)["state"] == "running", 60)
+        step = server.home / "checkpoints" / str(low) / "step"
+        wait_for(lambda: step.exists() and int(step.read_text()) >= 5, 60)
+        high = submit(
+            c, command=[PY, "-c", "print('urgent')"], task_groups=[{"cards": 8}], priority_class="high"
+        )
+        assert ended(c, high, 90)["state"] == "succeeded"
+        job = ended(c, low, 120)
+        events = c.get(f"/v1/jobs/{low}/events").json()
+        assert job["state"] == "succeeded" and job["runs"] == 2, [e["reason"] for e in events]
+        assert [e["state"] for e in events][:5] == ["pending", "admitted", "running", "preempted", "pending"]
+        assert "SIGTERM: saved step" in log_of(c, low, run=1)  # the kubelet's SIGTERM, in its grace period
+        assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) >= 5
+
+
 def test_a_node_made_not_ready_downs_it_in_wanka_and_its_job_resumes_on_another(server, kit):
     kk = kit.kit
     kk.create_fake_nodes(kit.kube, 2, prefix="fake-nr-", resources={"huawei.com/Ascend910": "8"}, labels=CHIP)
@@ -348,6 +373,16 @@ def test_a_gang_that_cannot_be_bound_whole_leaves_no_pod(backend, kit):
     assert [s.state for s in backend.status(9001, 1, 2)] == [TaskState.ABSENT] * 2
 
 
+def test_a_pod_made_in_advance_under_a_runs_name_is_never_bound_nor_deleted(backend, kit):
+    squatter = kit.kit.host_python_pod("wanka-9003-1-0", ["-c", "pass"], labels={"wanka.io/job": "9003"})
+    kit.kube.post("/api/v1/namespaces/direct/pods", squatter)  # its own spec, mounts, uid
+    with pytest.raises(ValueError, match="not one wanka made"):
+        backend.launch(_launch(backend, 9003, [kit.node_name]))
+    there = kit.kube.get("/api/v1/namespaces/direct/pods/wanka-9003-1-0")
+    assert not there["spec"].get("nodeName") and not there["metadata"].get("deletionTimestamp")
+    kit.kube.delete("/api/v1/namespaces/direct/pods/wanka-9003-1-0", grace_period_seconds=0)
+
+
 def test_a_look_alike_pod_in_another_namespace_never_stands_for_a_run(backend, kit):
     kk = kit.kit
     kit.kube.post("/api/v1/namespaces", {"metadata": {"name": "evil"}})
@@ -502,3 +537,67 @@ def test_cancelling_a_podgroups_job_in_wanka_deletes_its_pods_gracefully(server,
         assert c.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         assert ended(c, job["id"], 60)["state"] == "cancelled"
     wait_for(lambda: pods(kit, "team-cancel") == [], 60)  # deleted by wanka, their SIGTERM honoured
+
+
+# --- a hostile tenant with rights in its own namespace -------------------------------------------
+
+
+def test_a_look_alike_of_a_tenants_pod_in_its_own_namespace_stands_for_nothing(server, kit):
+    token = make_member(server, "ghost-k8s", "ghost-k8s-user")
+    with server.client(token) as c:
+        jid = submit(c, command=[PY, "-c", "import time; time.sleep(600)"], task_groups=[{"cards": 2}])
+        wait_for(lambda: job_state(c, jid)["state"] == "running" and pods(kit, "wanka-ghost-k8s", jid), 60)
+        labels = {"wanka.io/job": str(jid), "wanka.io/run": "1", "wanka.io/task": "0"}
+        ghost = kit.kit.host_python_pod("ghost", ["-c", "pass"], labels=labels)
+        ghost["metadata"]["finalizers"] = ["wanka.io/logs"]
+        kit.kube.post("/api/v1/namespaces/wanka-ghost-k8s/pods", ghost)
+        kit.kube.patch("/api/v1/namespaces/wanka-ghost-k8s/pods/ghost", {"metadata": {"finalizers": None}})
+        kit.kube.delete("/api/v1/namespaces/wanka-ghost-k8s/pods/ghost", grace_period_seconds=0)
+        wait_for(
+            lambda: [p["metadata"]["name"] for p in pods(kit, "wanka-ghost-k8s", jid)] == [f"wanka-{jid}-1-0"]
+        )
+        assert job_state(c, jid)["state"] == "running"  # the ghost's end was not the task's
+        c.post(f"/v1/jobs/{jid}/cancel")
+        assert ended(c, jid, 60)["state"] == "cancelled"
+    wait_for(lambda: pods(kit, "wanka-ghost-k8s", jid) == [], 60)  # the real pod was stopped
+
+
+def test_a_namespace_someone_else_named_after_a_tenant_is_not_the_tenants(server, kit):
+    kit.kube.post("/api/v1/namespaces", {"metadata": {"name": "wanka-victim-k8s"}})  # made first, unlabelled
+    kit.kube.post("/api/v1/namespaces/wanka-victim-k8s/pods", member_pod(kit, "free-ride", None))
+    victim = make_member(server, "victim-k8s", "victim-k8s-user")
+
+    def said():
+        pod = kit.kube.get("/api/v1/namespaces/wanka-victim-k8s/pods/free-ride")
+        return " ".join(c.get("message", "") for c in pod["status"].get("conditions") or ())
+
+    wait_for(lambda: "no wanka tenant" in said(), 30)  # its pods spend no one's quota
+    with server.client(victim) as c:
+        jid = submit(c, command=[PY, "-c", "pass"])
+        job = ended(c, jid, 60)  # and the victim's pods are never put where its maker could read them
+        assert job["state"] == "failed" and "wanka did not make it" in job["reason"], job
+        assert c.get("/v1/jobs").json()["jobs"][0]["id"] == jid  # nothing of the free ride is the victim's
+    assert not kit.kube.get("/api/v1/namespaces/wanka-victim-k8s/pods/free-ride")["spec"].get("nodeName")
+
+
+def test_a_bigger_pod_slipped_into_an_admitted_podgroup_is_not_bound_in_its_place(server, kit):
+    token = make_member(server, "swap-k8s", "swap-k8s-user")
+    ns = {"metadata": {"name": "team-swap", "labels": {"wanka.io/tenant": "swap-k8s"}}}
+    kit.kube.post("/api/v1/namespaces", ns)
+    with server.client(token) as c:
+        blocker = submit(c, command=[PY, "-c", "import time; time.sleep(600)"], task_groups=[{"cards": 8}])
+        wait_for(lambda: job_state(c, blocker)["state"] == "running", 60)
+        group = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                 "metadata": {"name": "g", "namespace": "team-swap"}, "spec": {"minMember": 1}}  # fmt: skip
+        kit.kube.post("/apis/scheduling.volcano.sh/v1beta1/namespaces/team-swap/podgroups", group)
+        kit.kube.post("/api/v1/namespaces/team-swap/pods", member_pod(kit, "p1", "g"))
+        wait_for(
+            lambda: [j for j in c.get("/v1/jobs").json()["jobs"] if j["name"] == "podgroup/team-swap/g"], 30
+        )
+        kit.kube.post("/api/v1/namespaces/team-swap/pods", member_pod(kit, "a-big", "g", cards=8))
+        c.post(f"/v1/jobs/{blocker}/cancel")
+        ended(c, blocker, 60)
+        (job,) = [j for j in c.get("/v1/jobs").json()["jobs"] if j["name"] == "podgroup/team-swap/g"]
+        assert ended(c, job["id"], 90)["state"] == "succeeded" and job["cards"] == 1
+    assert kit.kube.get("/api/v1/namespaces/team-swap/pods/p1")["spec"]["nodeName"] == kit.node_name
+    assert not kit.kube.get("/api/v1/namespaces/team-swap/pods/a-big")["spec"].get("nodeName")

@@ -57,9 +57,22 @@ class Claims:
         self.workloads: dict[int, str] = {j: k for k, j in self.jobs.items()}
 
     def add(self, key: str, job_id: int, workload: Workload) -> None:
-        doc = {"job": job_id, "kind": workload.kind, "namespace": workload.namespace, "name": workload.name}
+        """Record that ``workload`` became ``job_id``, with the pods admitted (uid -> the task
+        group's role): those, and only those, are bound for its first run."""
+        roles = {name: role for role, names in workload.pods_by_role().items() for name in names}
+        doc = {
+            "job": job_id,
+            "kind": workload.kind,
+            "namespace": workload.namespace,
+            "name": workload.name,
+            "pods": {t.uid: roles[t.pod] for t in workload.tasks},
+        }
         isolation.write_file(self.root / _safe(key), json.dumps(doc).encode())
         self.jobs[key], self.workloads[job_id] = job_id, key
+
+    def pods(self, job_id: int) -> dict[str, str]:
+        """The admitted pods of the job's workload: uid -> the task group's role."""
+        return dict((self.info(job_id) or {}).get("pods") or {})
 
     def info(self, job_id: int) -> dict | None:
         key = self.workloads.get(job_id)
@@ -91,9 +104,9 @@ def waiting_work(pods: list[dict], groups, catalog, ours) -> list[Workload]:
     by_group: dict[tuple[str, str], list[dict]] = {}
     out = []
     for pod in pods:
-        if ours(pod) or not pending(pod):
-            continue
         meta = pod["metadata"]
+        if ours(pod) or not pending(pod) or "wanka.io/job" in (meta.get("labels") or {}):
+            continue  # wanka's own, not waiting, or a look-alike of wanka's own (never taken)
         group = (meta.get("annotations") or {}).get(GROUP_ANNOTATION)
         if group:
             by_group.setdefault((meta.get("namespace", ""), group), []).append(pod)

@@ -108,8 +108,15 @@ def _task(pod: dict, catalog) -> tuple[ForeignTask, str, str]:
             if name in known:
                 cards[name] = cards.get(name, 0) + int(amount)
         requests = res.get("requests") or {}
-        cpus += float(parse_quantity(requests.get("cpu", "0")))
-        memory += float(parse_quantity(requests.get("memory", "0")))
+        try:
+            cpus += float(parse_quantity(requests.get("cpu", "0")))
+            memory += float(parse_quantity(requests.get("memory", "0")))
+        except ValueError:
+            return (
+                ForeignTask(meta["name"], meta.get("uid", ""), "worker", 0, 0, 0),
+                "",
+                "cpu or memory: no quantity",
+            )
     problem = ""
     if len(cards) > 1:
         problem = (
@@ -288,3 +295,47 @@ CLUSTER_ROLE = {
         },
     ],
 }
+
+
+def install_objects(api_client=None) -> list[str]:
+    """Create, or replace when they exist, :data:`PODGROUP_CRD` and :data:`CLUSTER_ROLE` (the
+    client's default configuration unless ``api_client``); returns what was done, a line each.
+    Raises RuntimeError naming the object and the API server's answer."""
+    import json
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    extensions = client.ApiextensionsV1Api(api_client)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    crd = (
+        extensions.create_custom_resource_definition,
+        extensions.replace_custom_resource_definition,
+        extensions.read_custom_resource_definition,
+    )
+    role = (rbac.create_cluster_role, rbac.replace_cluster_role, rbac.read_cluster_role)
+    done = []
+    for what, (create, replace, read), body in (
+        ("CustomResourceDefinition", crd, PODGROUP_CRD),
+        ("ClusterRole", role, CLUSTER_ROLE),
+    ):
+        name = body["metadata"]["name"]
+        try:
+            create(body, _preload_content=False).release_conn()
+            done.append(f"{what} {name} created")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise RuntimeError(
+                    f"{what} {name}: {exc.reason} ({exc.status}): {(exc.body or '')[:300]}"
+                ) from None
+            current = json.loads(read(name, _preload_content=False).data)
+            version = current["metadata"]["resourceVersion"]
+            replace(
+                name,
+                {**body, "metadata": {**body["metadata"], "resourceVersion": version}},
+                _preload_content=False,
+            ).release_conn()
+            done.append(f"{what} {name} updated")
+        except Exception as exc:  # no connection
+            raise RuntimeError(f"the Kubernetes API server cannot be reached: {exc}") from None
+    return done

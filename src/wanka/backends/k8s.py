@@ -12,17 +12,22 @@ node, the argv as its command (no shell) and the environment contract of ARCHITE
 run's pods are created first, then each is bound with the Binding API (``pods/binding``) to the
 node the core chose; if any creation or binding fails, every pod of the run is deleted: a gang is
 bound whole or not at all. Names are fixed, so a launch repeated after a restart creates and binds
-nothing twice (409).
+nothing twice (409); the uid of each pod wanka made is kept, so a pod a tenant made under such a
+name, or with such labels, is never taken for wanka's.
 
 Ending: pods carry the finalizer ``wanka.io/logs``. When a pod's container has ended, the server
 reads its log (``pods/log``) and exit code into ``$WANKA_HOME/runs/JOB/RUN/`` (the server's alone),
 then lets the pod go; so ``wanka logs`` and the exit codes outlive the pod, whose log files the
-kubelet deletes with it. Signals are deletions: SIGTERM a graceful one (the pod's grace period),
-SIGKILL one with grace 0; pods on a node that is NotReady or gone are removed at once and count as
-lost, so the job recovers from its checkpoint elsewhere.
+kubelet deletes with it. SIGTERM is the kubelet's graceful stop (``activeDeadlineSeconds``: SIGTERM,
+the pod's grace period, SIGKILL; the pod kept until its end is read), SIGKILL a deletion with grace
+0; pods on a node that is NotReady or gone are removed at once and count as lost, so the job
+recovers from its checkpoint elsewhere.
 
-Adoption: the pod watch lists every pod labelled ``wanka.io/job`` at start, so a restarted server
-sees the runs still going, and the records on disk say how ended ones ended.
+Others' pods (``schedulerName: wanka``, PodGroups): :mod:`._k8s_foreign` and
+:mod:`wanka.server.k8s_intake`; they are bound like wanka's, stopped by graceful deletion.
+
+Adoption: the pod watch lists every pod whose ``spec.schedulerName`` is ``wanka`` at start, so a
+restarted server sees the runs still going, and the records on disk say how ended ones ended.
 """
 
 from __future__ import annotations
@@ -131,9 +136,16 @@ class KubernetesBackend(Backend):
         self.reporter = Reporter(self.api, _Raw(self.custom))
         self.foreign_generation = 0  # bumped by every change to others' pods or PodGroups
         self._namespaces: set[str] = set()
+        try:  # the namespaces wanka made (name -> uid): only those are a tenant's by their name
+            self._made_namespaces: dict[str, str] = json.loads(
+                (self.home / "k8s-namespaces.json").read_text()
+            )
+        except (OSError, ValueError):
+            self._made_namespaces = {}
         self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
         self._reaping: set[str] = set()
         self._run_namespaces: dict[tuple[int, int], str] = {}
+        self._uids: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod uid
         self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
         self._node_infos: dict[str, NodeInfo] = {}  # kept by the node watch, one node per event
         self._foreign_pods: dict[str, tuple[int, int, int]] = {}  # others' pod -> (job, run, task)
@@ -326,12 +338,19 @@ class KubernetesBackend(Backend):
         with self._lock:
             self._launched[(launch.job_id, launch.run)] = time.time()
         try:
-            for pod in pods:
+            for pod, task in zip(pods, launch.tasks, strict=True):
+                name = pod["metadata"]["name"]
                 try:
-                    self.api.create_namespaced_pod(namespace, pod)
+                    made = json.loads(self.api.create_namespaced_pod(namespace, pod))
+                    self._mark_uid(launch.job_id, launch.run, task.index, made["metadata"]["uid"])
                 except ApiException as exc:
-                    if exc.status != 409:  # 409: created before (a launch repeated after a restart)
+                    if exc.status != 409:
                         raise
+                    # a pod of that name exists: wanka's own from before a restart, or one a
+                    # tenant made to be taken for it (its spec, its mounts): never bound then
+                    there = json.loads(self.api.read_namespaced_pod(name, namespace))
+                    if there["metadata"].get("uid") != self._uid(launch.job_id, launch.run, task.index):
+                        raise ValueError(f"a pod named {name} in {namespace} is not one wanka made") from None
             for pod, task in zip(pods, launch.tasks, strict=True):
                 binding = {
                     "apiVersion": "v1",
@@ -353,6 +372,8 @@ class KubernetesBackend(Backend):
                 log.warning("pods of job %d run %d not deleted: %s", launch.job_id, launch.run, _why(cleanup))
             with self._lock:
                 self._launched.pop((launch.job_id, launch.run), None)
+            if isinstance(exc, ValueError):  # wanka's own refusal, with its reason
+                raise
             if not _refused(exc):
                 raise BackendUnavailable(f"Kubernetes: {_why(exc)}") from None
             raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
@@ -375,8 +396,10 @@ class KubernetesBackend(Backend):
 
     def _bind_foreign(self, launch: Launch) -> None:
         """Bind a workload's waiting pods to the nodes the core chose for its job's tasks, role by
-        role in name order; all or none (pods bound before a failure are deleted: a pod of a gang
-        must not run alone, and their owner makes them again)."""
+        role in name order — only pods of the shape (cards, CPUs, memory) the job was admitted
+        with, and on the first run only the very pods admitted (a bigger pod slipped into the
+        PodGroup later is not bound in their place). All or none: pods bound before a failure
+        are deleted (a pod of a gang must not run alone; their owner makes them again)."""
         from kubernetes.client.rest import ApiException
 
         key = self.claims.workloads[launch.job_id]
@@ -385,16 +408,29 @@ class KubernetesBackend(Backend):
             raise ValueError(
                 "its pods are no longer waiting in Kubernetes (deleted, or bound by another scheduler)"
             )
-        by_role, used, pods = work.pods_by_role(), {}, {}
+        # the first run binds the pods admitted, each in its role; a later one (after a
+        # preemption) those its owner made again — of the shapes admitted, whatever else waits
+        admitted = self.claims.pods(launch.job_id) if launch.run == 1 else None
+        used: set[str] = set()
+        pods = {}
         for task in launch.tasks:
-            names = by_role.get(task.role, [])
-            i = used[task.role] = used.get(task.role, -1) + 1
-            if i >= len(names):
+            info = self._node_infos.get(task.node)
+            per_card = self.catalog.get(info.model).devices_per_card if info else 1
+            shape = (len(task.devices) // per_card, task.cpus, task.memory_gib)
+            fits = [
+                t
+                for t in sorted(work.tasks, key=lambda t: t.pod)
+                if t.uid not in used
+                and (t.cards, t.cpus, t.memory_gib) == shape
+                and (admitted is None or admitted.get(t.uid) == task.role)
+            ]
+            if not fits:
                 raise ValueError(
-                    f"{len(names)} pods of role {task.role} wait in {work.kind} {work.name}; "
-                    "the job needs more"
+                    f"no pod of {work.kind} {work.name} waits for task {task.index} ({task.role}, "
+                    f"{shape[0]} cards): the pods admitted were deleted or changed"
                 )
-            pods[task.index] = (names[i], task.node)
+            used.add(fits[0].uid)
+            pods[task.index] = (fits[0].pod, task.node)
         record = {str(t): f"{work.namespace}/{name}" for t, (name, _) in pods.items()}
         isolation.private_dir(self.runs / str(launch.job_id), None)
         isolation.write_file(
@@ -472,22 +508,75 @@ class KubernetesBackend(Backend):
             "kind": "Namespace",
             "metadata": {
                 "name": name,
-                "labels": {"wanka.io/managed": "true"},
+                # the tenant as a label where it is a valid label value (DNS-ish, 63 at most)
+                "labels": {"wanka.io/managed": "true"}
+                | (
+                    {TENANT_LABEL: tenant}
+                    if re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", tenant)
+                    else {}
+                ),
                 "annotations": {"wanka.io/tenant": tenant},
             },
         }
         try:
-            self.api.create_namespace(body)
+            made = json.loads(self.api.create_namespace(body))
+            self._made_namespaces[name] = made["metadata"]["uid"]
+            isolation.write_file(
+                self.home / "k8s-namespaces.json", json.dumps(self._made_namespaces).encode()
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise BackendUnavailable(f"namespace {name}: {_why(exc)}") from None
+            if (
+                self.per_tenant
+                and not self.made_namespace(name)
+                and self.namespace_labels(name).get(TENANT_LABEL) != tenant
+            ):
+                # someone else made it (a user who may create namespaces): the tenant's pods,
+                # env and logs would be theirs to read
+                raise ValueError(
+                    f"namespace {name} exists and wanka did not make it: delete it, or label it "
+                    f"{TENANT_LABEL}={tenant} if it is the tenant's"
+                ) from None
         self._namespaces.add(name)
         return name
 
+    def made_namespace(self, name: str) -> bool:
+        """Whether the namespace ``name`` is the one wanka made (same uid: not one deleted and
+        made again by someone else)."""
+        obj = self.namespace_objects.get(name)
+        uid = (obj or {}).get("metadata", {}).get("uid")
+        return bool(uid) and self._made_namespaces.get(name) == uid
+
     def _delete_run(self, job_id: int, run: int, tasks: int, namespace: str) -> None:
-        """Every pod of the run gone now: finalizer dropped, deleted with grace 0."""
+        """Every pod wanka made for the run gone now: finalizer dropped, deleted with grace 0
+        (a pod of the same name it did not make is left alone)."""
         for i in range(tasks):
-            self._release(namespace, pod_name(job_id, run, i), force=True)
+            uid = self._uid(job_id, run, i)
+            if uid:
+                self._release(namespace, pod_name(job_id, run, i), uid)
+
+    # which pods wanka made: their uids, kept beside the run's directory (the server's alone)
+
+    def _uids_path(self, job_id: int, run: int) -> Path:
+        return self.runs / str(job_id) / f"{run}.uids"
+
+    def _uid(self, job_id: int, run: int, task: int) -> str | None:
+        uids = self._uids.get((job_id, run))
+        if uids is None:
+            try:
+                uids = {int(t): u for t, u in json.loads(self._uids_path(job_id, run).read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                return None
+            self._uids[(job_id, run)] = uids
+        return uids.get(task)
+
+    def _mark_uid(self, job_id: int, run: int, task: int, uid: str) -> None:
+        with self._lock:
+            self._uid(job_id, run, task)  # loads what is on disk first
+            uids = self._uids.setdefault((job_id, run), {})
+            uids[task] = uid
+            isolation.write_file(self._uids_path(job_id, run), json.dumps(uids).encode())
 
     # --- status --------------------------------------------------------------------------------
 
@@ -518,10 +607,18 @@ class KubernetesBackend(Backend):
         return TaskStatus(task, TaskState.EXITED, doc.get("code"), doc.get("ended_at"), doc.get("note", ""))
 
     def _ours(self, pod: dict) -> bool:
-        """Whether wanka created ``pod`` for one of its runs (labels, and the namespace the run
-        was given: a look-alike elsewhere is someone else's pod)."""
+        """Whether wanka created ``pod`` for one of its runs: its labels, its name, the namespace
+        the run was given and the uid the API server gave the pod wanka created. A look-alike —
+        same labels and name, made by a tenant in its own namespace — is someone else's pod."""
         ids = _ids(pod)
-        return ids is not None and pod["metadata"].get("namespace") == self._run_namespace(*ids[:2])
+        meta = pod["metadata"]
+        return (
+            ids is not None
+            and meta.get("name") == pod_name(*ids)
+            and meta.get("namespace") == self._run_namespace(*ids[:2])
+            and bool(meta.get("uid"))
+            and meta.get("uid") == self._uid(*ids)
+        )
 
     def _other_event(self, kind: str, obj: dict) -> None:
         self.foreign_generation += 1
@@ -574,7 +671,7 @@ class KubernetesBackend(Backend):
             isolation.write_file(rundir / f"task-{task}.log", data)
             record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
             isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
-            self._release(ns, name, force=False)
+            self._release(ns, name, meta["uid"])
         except Exception:
             log.exception("keeping the end of pod %s failed; trying again on its next change", key)
         finally:
@@ -590,28 +687,46 @@ class KubernetesBackend(Backend):
             rundir = self.run_dir(job_id, run)
             isolation.private_dir(rundir.parent, None)
             isolation.private_dir(rundir, None)
-            data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
-            isolation.write_file(rundir / f"task-{task}.log", data)
+            if not meta.get("deletionTimestamp"):  # stopped by wanka: its log was kept then
+                data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
+                isolation.write_file(rundir / f"task-{task}.log", data)
             record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
             isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
         except Exception:
             log.exception("keeping the end of pod %s/%s failed", meta["namespace"], meta["name"])
             self._kept.discard(f"{meta['namespace']}/{meta['name']}")
 
-    def _release(self, namespace: str, name: str, force: bool) -> None:
-        """Drop wanka's finalizer and delete the pod (grace 0: it has ended, or must go now)."""
+    def _keep_log(self, pod: dict, job_id: int, run: int, task: int) -> None:
+        """The log of someone else's pod as it is now, kept before wanka deletes the pod."""
+        rundir = self.run_dir(job_id, run)
+        isolation.private_dir(rundir.parent, None)
+        isolation.private_dir(rundir, None)
+        meta = pod["metadata"]
+        data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
+        isolation.write_file(rundir / f"task-{task}.log", data)
+
+    def _release(self, namespace: str, name: str, uid: str) -> None:
+        """Drop wanka's finalizer and delete the pod (grace 0: it has ended, or must go now) —
+        only the pod of that uid: another of the same name is not wanka's to touch."""
         from kubernetes.client.rest import ApiException
 
+        drop = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "replace", "path": "/metadata/finalizers", "value": []},
+        ]
         try:
-            self.api.patch_namespaced_pod(name, namespace, {"metadata": {"finalizers": None}})
+            self.api.patch_namespaced_pod(name, namespace, drop)
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status == 404:
+                return
+            if exc.status != 422:  # 422: not that pod (the test failed), or no finalizers left
                 raise
-            return
         try:
-            self.api.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            self.api.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=0, body={"preconditions": {"uid": uid}}
+            )
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):  # 409: the precondition failed: another pod
                 raise
 
     def _pod_log(self, namespace: str, name: str, container: str, limit: int) -> bytes:
@@ -644,11 +759,13 @@ class KubernetesBackend(Backend):
                 if key in self._foreign_pods:
                     self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
                 else:
-                    self._release(ns, name, force=True)
+                    self._release(ns, name, pod["metadata"]["uid"])
                 continue
             try:
                 if key in self._foreign_pods:  # someone else's pod: a graceful deletion, its own grace
                     grace = {"grace_period_seconds": 0} if sig == signal.SIGKILL else {}
+                    if sig != signal.SIGKILL:  # its log so far: the kubelet removes it with the pod
+                        self._keep_log(pod, job_id, run, task)
                     self.api.delete_namespaced_pod(name, ns, **grace)
                 elif sig == signal.SIGKILL:
                     self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
@@ -759,10 +876,13 @@ def _refused(exc: Exception) -> bool:
 
 
 def _why(exc: Exception) -> str:
+    """What the API server said (its Status message), on one line."""
     body = getattr(exc, "body", None)
     if body:
         try:
-            return json.loads(body).get("message", str(body))[:300]
+            text = str(json.loads(body).get("message", body))
         except (ValueError, AttributeError):
-            return str(body)[:300]
-    return str(getattr(exc, "reason", None) or exc)[:300]
+            text = str(body)
+    else:
+        text = str(getattr(exc, "reason", None) or exc)
+    return " ".join(text.split())[:300]

@@ -95,6 +95,17 @@ class KubeKit:
         if out.returncode != 0:  # a process survived: say so (the script names it)
             raise RuntimeError(f"k8s_down.sh failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
 
+    def install(self) -> list[str]:
+        """`wanka k8s install` on this kit."""
+        from kubernetes import client, config
+
+        from wanka.backends._k8s_podgroups import install_objects
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        with client.ApiClient(cfg) as api:
+            return install_objects(api)
+
     def host_template(self, project_dir: Path = ROOT) -> dict:
         """A pod template that runs this machine's Python (and the project's venv) in the kit's
         ``docker.io/local/host:1`` image, as ``--pod-template`` takes it."""

@@ -351,18 +351,6 @@ class LocalBackend(Backend):
                 f"a replica's socket {socket_path} is longer than a Unix socket path may be "
                 f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
             )
-        socket_path = launch.user_env.get("WANKA_SOCKET", "")
-        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-            raise ValueError(
-                f"a replica's socket {socket_path} is longer than a Unix socket path may be "
-                f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
-            )
-        socket_path = launch.user_env.get("WANKA_SOCKET", "")
-        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-            raise ValueError(
-                f"a replica's socket {socket_path} is longer than a Unix socket path may be "
-                f"({MAX_SOCKET_PATH} bytes): give the server a shorter WANKA_HOME"
-            )
         account = self._identity(launch)
         if socket_path:  # a service's replica: its socket's directory is its tenant's alone
             isolation.private_dir(self.sockets.parent, None, 0o711)

@@ -63,7 +63,9 @@ COMMANDS: dict[str, Entry] = {
     "cluster": Entry(
         "wanka.cli.cluster:app", ACCOUNT, "The running cluster's status; cluster presets and spec files."
     ),
-    "nodes": Entry("wanka.cli.remote:nodes_app", ACCOUNT, "Nodes: list; drain and undrain (admins)."),
+    "nodes": Entry(
+        "wanka.cli.remote:nodes_app", ACCOUNT, "Nodes (`wanka nodes` lists them); drain and undrain (admins)."
+    ),
     "prices": Entry("wanka.cli.remote:prices_app", ACCOUNT, "The price table: show, apply (admins)."),
     "tokens": Entry("wanka.cli.remote:tokens_app", ACCOUNT, "API tokens: create, list, revoke."),
     "tenants": Entry("wanka.cli.remote:tenants_app", OPERATE, "Tenants (organisations): admins."),

@@ -44,7 +44,9 @@ users_app = _group("Users: disable and enable (admins).")
 quotas_app = _group("The quota tree: show, apply (admins).")
 prices_app = _group("The price table: show, apply (admins).")
 nodes_app = _group(
-    "Nodes: list; drain and undrain (admins).", invoke_without_command=True, no_args_is_help=False
+    "Nodes (`wanka nodes` lists them); drain and undrain (admins).",
+    invoke_without_command=True,
+    no_args_is_help=False,
 )
 queues_app = _group(
     "The queues you may use; hold and release (admins).", invoke_without_command=True, no_args_is_help=False

@@ -19,6 +19,7 @@ second one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -108,6 +109,9 @@ class KubeIntake:
         """Each claimed workload's job state on its objects; a job whose pods were deleted while
         it waited is cancelled; an ended job's claim is dropped."""
         claims = self.backend.claims
+        said = self.backend.reporter.said  # forget what was said of workloads gone and unclaimed
+        for key in [k for k in said if k not in waiting and k not in claims.jobs]:
+            del said[key]
         if not claims.workloads:
             return
         rows = session.execute(
@@ -130,7 +134,9 @@ class KubeIntake:
             pods = [t.pod for t in w.tasks] if w is not None else []
             # why it waits, as `wanka show` says it (the last cycle's verdict)
             why = self.state.loop.waiting_reason(job_id, queue, submitted) if state == "pending" else None
-            message = why or reason or state
+            message = (
+                why or reason or ("waiting for the next scheduling cycle" if state == "pending" else state)
+            )
             self.backend.reporter.workload(
                 key,
                 info.get("kind", "Pod"),
@@ -153,15 +159,20 @@ class KubeIntake:
             select(tables.Tenant.id, tables.Tenant.name).where(tables.Tenant.disabled_at.is_(None))
         ).all()
         label = self.backend.namespace_labels(namespace).get(TENANT_LABEL)
+        # by name only a namespace wanka made itself (--namespace-per-tenant): one a user made
+        # and called wanka-TENANT must not spend that tenant's quota
+        made = self.backend.made_namespace(namespace)
         for tenant_id, name in rows:
-            if name == label or namespace_for(name, True, "") == namespace:
+            if name == label or (made and namespace_for(name, True, "") == namespace):
                 return tenant_id, name
         return None
 
     def _principal(self, session, tenant_id: int, tenant: str) -> Principal:
         """The member ``k8s-TENANT`` (made once, with no token) that others' jobs are submitted as,
         so they are billed to the tenant and visible to its members."""
-        name = f"k8s-{tenant}"[:64]
+        name = f"k8s-{tenant}"
+        if len(name) > 64:  # two long names with one prefix must not share a user
+            name = f"{name[:55]}-{hashlib.sha256(tenant.encode()).hexdigest()[:8]}"
         user = session.scalar(select(tables.User).where(tables.User.name == name))
         if user is None:
             user = tables.User(name=name, role="member", tenant_id=tenant_id, created_at=time.time())
