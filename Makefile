@@ -65,6 +65,7 @@ bench: install bytecode
 	$(BIN)/wanka bench console
 	$(BIN)/wanka bench gateway
 	-$(BIN)/wanka bench slurm  # needs root, slurm-wlm and munge (as .ci/run installs)
+	-$(BIN)/wanka bench k8s  # needs root and the Kubernetes kit (shared/k8s; .ci/setup installs its packages)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info
