@@ -5,6 +5,7 @@ tenants from namespaces) is :mod:`wanka.server.k8s_intake`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,9 @@ from wanka.backends._k8s_podgroups import (
     workload_of_group,
     workload_of_pod,
 )
+from wanka.backends._k8s_pods import api_message, main_container
+from wanka.backends._k8s_records import KEPT_LOG_MAX
+from wanka.backends.base import Launch, TaskStatus
 
 log = logging.getLogger("wanka.k8s")
 
@@ -117,6 +121,113 @@ def waiting_work(pods: list[dict], groups, catalog, ours) -> list[Workload]:
         if pg is not None:
             out.append(workload_of_group(pg, members, catalog))
     return out
+
+
+class ForeignPods:
+    """The Kubernetes backend's methods for others' pods (mixed into
+    :class:`wanka.backends.k8s.KubernetesBackend`, whose API client, caches and records they use)."""
+
+    def foreign_work(self) -> list[Workload]:
+        """Others' workloads with pods waiting for wanka (:func:`waiting_work`)."""
+        return waiting_work(self.pods.snapshot(), self.podgroups, self.catalog, self._ours)
+
+    def _index_foreign(self, job_id: int, run: int, pods: dict[str, str]) -> None:
+        with self._lock:
+            self._tasks[(job_id, run)] = {int(t): key for t, key in pods.items()}
+            for t, key in pods.items():
+                self._foreign_pods[key] = (job_id, run, int(t))
+
+    def _bind_foreign(self, launch: Launch) -> None:
+        """Bind a workload's waiting pods to the nodes the core chose for its job's tasks, role by
+        role in name order — only pods of the shape (cards, CPUs, memory) the job was admitted
+        with, and on the first run only the very pods admitted (a bigger pod slipped into the
+        PodGroup later is not bound in their place). All or none: pods bound before a failure
+        are deleted (a pod of a gang must not run alone; their owner makes them again)."""
+        from kubernetes.client.rest import ApiException
+
+        key = self.claims.workloads[launch.job_id]
+        work = next((w for w in self.foreign_work() if w.key == key), None)
+        if work is None:
+            raise ValueError(
+                "its pods are no longer waiting in Kubernetes (deleted, or bound by another scheduler)"
+            )
+        # the first run binds the pods admitted, each in its role; a later one (after a
+        # preemption) those its owner made again — of the shapes admitted, whatever else waits
+        admitted = self.claims.pods(launch.job_id) if launch.run == 1 else None
+        used: set[str] = set()
+        pods = {}
+        for task in launch.tasks:
+            info = self._node_infos.get(task.node)
+            per_card = self.catalog.get(info.model).devices_per_card if info else 1
+            shape = (len(task.devices) // per_card, task.cpus, task.memory_gib)
+            fits = [
+                t
+                for t in sorted(work.tasks, key=lambda t: t.pod)
+                if t.uid not in used
+                and (t.cards, t.cpus, t.memory_gib) == shape
+                and (admitted is None or admitted.get(t.uid) == task.role)
+            ]
+            if not fits:
+                raise ValueError(
+                    f"no pod of {work.kind} {work.name} waits for task {task.index} ({task.role}, "
+                    f"{shape[0]} cards): the pods admitted were deleted or changed"
+                )
+            used.add(fits[0].uid)
+            pods[task.index] = (fits[0].pod, task.node)
+        record = {str(t): f"{work.namespace}/{name}" for t, (name, _) in pods.items()}
+        self.records.mark_foreign(launch.job_id, launch.run, record)
+        self._index_foreign(launch.job_id, launch.run, record)
+        bound = []
+        try:
+            for name, node in pods.values():
+                binding = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                }
+                try:
+                    self.api.create_namespaced_pod_binding(name, work.namespace, binding)
+                except ApiException as exc:
+                    if exc.status != 409 or not self._bound_to(
+                        work.namespace, {"metadata": {"name": name}}, node
+                    ):
+                        raise
+                bound.append(name)
+        except Exception as exc:
+            for name in bound:
+                with contextlib.suppress(ApiException):
+                    self.api.delete_namespaced_pod(name, work.namespace, grace_period_seconds=0)
+            raise ValueError(
+                f"Kubernetes refused a binding of {work.kind} {work.name}: {api_message(exc)}"
+            ) from None
+        for name, node in pods.values():
+            self.reporter.event(
+                work.namespace,
+                name,
+                "Scheduled",
+                f"Successfully assigned {work.namespace}/{name} to {node} (wanka job {launch.job_id})",
+            )
+
+    def _keep_end(self, pod: dict, ids: tuple[int, int, int], ended: TaskStatus) -> None:
+        """Someone else's pod of a wanka job ended: its log and exit code on record (the pod
+        stays: it is its owner's to delete)."""
+        meta = pod["metadata"]
+        job_id, run, task = ids
+        try:
+            log_now = None
+            if not meta.get("deletionTimestamp"):  # stopped by wanka: its log was kept then
+                log_now = self._pod_log(meta["namespace"], meta["name"], main_container(pod), KEPT_LOG_MAX)
+            self.records.keep(job_id, run, task, ended, log_now)
+        except Exception:
+            log.exception("keeping the end of pod %s/%s failed", meta["namespace"], meta["name"])
+            self._kept.discard(f"{meta['namespace']}/{meta['name']}")
+
+    def _keep_log(self, pod: dict, job_id: int, run: int, task: int) -> None:
+        """The log of someone else's pod as it is now, kept before wanka deletes the pod."""
+        meta = pod["metadata"]
+        data = self._pod_log(meta["namespace"], meta["name"], main_container(pod), KEPT_LOG_MAX)
+        self.records.keep(job_id, run, task, log=data)
 
 
 class Reporter:

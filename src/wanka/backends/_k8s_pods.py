@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -227,3 +228,22 @@ def pod_manifest(
             "capabilities": {"drop": ["ALL"]},
         }
     return pod
+
+
+def main_container(pod: dict) -> str:
+    """The task's container: the first (the template's may have sidecars after it)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return containers[0].get("name", "main")
+
+
+def api_message(exc: Exception) -> str:
+    """What the API server said (its Status message), on one line."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            text = str(json.loads(body).get("message", body))
+        except (ValueError, AttributeError):
+            text = str(body)
+    else:
+        text = str(getattr(exc, "reason", None) or exc)
+    return " ".join(text.split())[:300]

@@ -32,7 +32,6 @@ restarted server sees the runs still going, and the records on disk say how ende
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -45,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wanka.backends import isolation
-from wanka.backends._k8s_foreign import Claims, Reporter, waiting_work
+from wanka.backends._k8s_foreign import Claims, ForeignPods, Reporter
 from wanka.backends._k8s_podgroups import PODGROUP, TENANT_LABEL
 from wanka.backends._k8s_pods import (
     DEFAULT_TOPOLOGY_LABELS,
@@ -56,11 +55,14 @@ from wanka.backends._k8s_pods import (
     LABEL_TASK,
     SCHEDULER,
     NodeInfo,
+    api_message,
+    main_container,
     namespace_for,
     node_info,
     pod_manifest,
     pod_name,
 )
+from wanka.backends._k8s_records import KEPT_LOG_MAX, RunRecords
 from wanka.backends.base import (
     Backend,
     BackendUnavailable,
@@ -80,10 +82,9 @@ log = logging.getLogger("wanka.k8s")
 STOP = {"spec": {"activeDeadlineSeconds": 1}}  # past for any running pod: the kubelet stops it
 AT_ONCE = 8  # API calls side by side in a launch burst (the API server answers many at once)
 LIVE_LOG_MAX = 16 * 2**20  # bytes of a running pod's log read through the API at most
-KEPT_LOG_MAX = 256 * 2**20  # bytes of an ended pod's log kept
 
 
-class KubernetesBackend(Backend):
+class KubernetesBackend(ForeignPods, Backend):
     name = "kubernetes"
     inventory_may_change = True  # nodes join, leave, cordon and turn NotReady
     launches_per_tick = 512
@@ -108,6 +109,7 @@ class KubernetesBackend(Backend):
         self.runs, self.checkpoints = self.home / "runs", shared / "checkpoints"
         self.runs.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.records = RunRecords(self.runs)
         self.isolated = os.geteuid() == 0 and not single_user
         self.task_uids = task_uids
         if self.isolated:
@@ -144,16 +146,14 @@ class KubernetesBackend(Backend):
             self._made_namespaces = {}
         self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
         self._reaping: set[str] = set()
-        self._run_namespaces: dict[tuple[int, int], str] = {}
-        self._uids: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod uid
         self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
         self._node_infos: dict[str, NodeInfo] = {}  # kept by the node watch, one node per event
         self._foreign_pods: dict[str, tuple[int, int, int]] = {}  # others' pod -> (job, run, task)
         self._kept: set[str] = set()  # others' ended pods whose end is on record
         self._lock = threading.Lock()
         for job_id in list(self.claims.workloads):  # runs bound before a restart
-            for record in (self.runs / str(job_id)).glob("*.pods"):
-                self._index_foreign(job_id, int(record.stem), json.loads(record.read_text()))
+            for run, pods in self.records.foreign_runs(job_id).items():
+                self._index_foreign(job_id, run, pods)
         self._pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="k8s")
         from wanka.backends._k8s_watch import Informer
 
@@ -170,7 +170,9 @@ class KubernetesBackend(Backend):
                 "namespaces", self.core.list_namespace, self._other_event
             ).start()
         except Exception as exc:
-            raise ValueError(f"backend: the Kubernetes API server cannot be reached ({_why(exc)})") from None
+            raise ValueError(
+                f"backend: the Kubernetes API server cannot be reached ({api_message(exc)})"
+            ) from None
         self.podgroups = None  # without the CRD (`wanka k8s install`), others' pods come one by one
         try:
             self.podgroups = Informer(
@@ -180,7 +182,8 @@ class KubernetesBackend(Backend):
             ).start()
         except Exception as exc:
             log.warning(
-                "no PodGroups followed (%s): run `wanka k8s install` for gangs of others' pods", _why(exc)
+                "no PodGroups followed (%s): run `wanka k8s install` for gangs of others' pods",
+                api_message(exc),
             )
 
     def close(self) -> None:
@@ -252,7 +255,7 @@ class KubernetesBackend(Backend):
         return str(self.checkpoints / str(job_id))
 
     def run_dir(self, job_id: int, run: int) -> Path:
-        return self.runs / str(job_id) / str(run)
+        return self.records.run_dir(job_id, run)
 
     def set_node_state(self, node: str, state: str, reason: str) -> None:
         """A wanka drain cordons the node and taints it ``wanka.io/drain:NoSchedule`` (so other
@@ -268,7 +271,7 @@ class KubernetesBackend(Backend):
         try:
             self.api.patch_node(node, body)
         except Exception as exc:
-            raise BackendUnavailable(f"cordon {node}: {_why(exc)}") from None
+            raise BackendUnavailable(f"cordon {node}: {api_message(exc)}") from None
 
     # --- launch --------------------------------------------------------------------------------
 
@@ -296,8 +299,8 @@ class KubernetesBackend(Backend):
             return exc
         except Exception as exc:
             if _refused(exc):
-                return ValueError(f"Kubernetes refused the pods: {_why(exc)}")
-            return BackendUnavailable(f"Kubernetes: {_why(exc)}")
+                return ValueError(f"Kubernetes refused the pods: {api_message(exc)}")
+            return BackendUnavailable(f"Kubernetes: {api_message(exc)}")
 
     def _launch(self, launch: Launch) -> None:
         from kubernetes.client.rest import ApiException
@@ -334,7 +337,7 @@ class KubernetesBackend(Backend):
                     base_env={"HOME": "/tmp", "TMPDIR": "/tmp"} if account is not None else {},
                 )
             )
-        self._mark_namespace(launch.job_id, launch.run, namespace)
+        self.records.mark_namespace(launch.job_id, launch.run, namespace)
         with self._lock:
             self._launched[(launch.job_id, launch.run)] = time.time()
         try:
@@ -342,14 +345,16 @@ class KubernetesBackend(Backend):
                 name = pod["metadata"]["name"]
                 try:
                     made = json.loads(self.api.create_namespaced_pod(namespace, pod))
-                    self._mark_uid(launch.job_id, launch.run, task.index, made["metadata"]["uid"])
+                    self.records.mark_uid(launch.job_id, launch.run, task.index, made["metadata"]["uid"])
                 except ApiException as exc:
                     if exc.status != 409:
                         raise
                     # a pod of that name exists: wanka's own from before a restart, or one a
                     # tenant made to be taken for it (its spec, its mounts): never bound then
                     there = json.loads(self.api.read_namespaced_pod(name, namespace))
-                    if there["metadata"].get("uid") != self._uid(launch.job_id, launch.run, task.index):
+                    if there["metadata"].get("uid") != self.records.uid(
+                        launch.job_id, launch.run, task.index
+                    ):
                         raise ValueError(f"a pod named {name} in {namespace} is not one wanka made") from None
             for pod, task in zip(pods, launch.tasks, strict=True):
                 binding = {
@@ -369,105 +374,22 @@ class KubernetesBackend(Backend):
             try:
                 self._delete_run(launch.job_id, launch.run, len(launch.tasks), namespace)
             except Exception as cleanup:
-                log.warning("pods of job %d run %d not deleted: %s", launch.job_id, launch.run, _why(cleanup))
+                log.warning(
+                    "pods of job %d run %d not deleted: %s", launch.job_id, launch.run, api_message(cleanup)
+                )
             with self._lock:
                 self._launched.pop((launch.job_id, launch.run), None)
             if isinstance(exc, ValueError):  # wanka's own refusal, with its reason
                 raise
             if not _refused(exc):
-                raise BackendUnavailable(f"Kubernetes: {_why(exc)}") from None
-            raise ValueError(f"Kubernetes refused the pods: {_why(exc)}") from None
+                raise BackendUnavailable(f"Kubernetes: {api_message(exc)}") from None
+            raise ValueError(f"Kubernetes refused the pods: {api_message(exc)}") from None
 
-    # --- others' pods ------------------------------------------------------------------------------
-
-    def foreign_work(self) -> list:
-        """Others' workloads with pods waiting for wanka (:func:`._k8s_foreign.waiting_work`)."""
-        return waiting_work(self.pods.snapshot(), self.podgroups, self.catalog, self._ours)
+    # --- namespaces ----------------------------------------------------------------------------
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         obj = self.namespace_objects.get(namespace)
         return dict((obj or {}).get("metadata", {}).get("labels") or {})
-
-    def _index_foreign(self, job_id: int, run: int, pods: dict[str, str]) -> None:
-        with self._lock:
-            self._tasks[(job_id, run)] = {int(t): key for t, key in pods.items()}
-            for t, key in pods.items():
-                self._foreign_pods[key] = (job_id, run, int(t))
-
-    def _bind_foreign(self, launch: Launch) -> None:
-        """Bind a workload's waiting pods to the nodes the core chose for its job's tasks, role by
-        role in name order — only pods of the shape (cards, CPUs, memory) the job was admitted
-        with, and on the first run only the very pods admitted (a bigger pod slipped into the
-        PodGroup later is not bound in their place). All or none: pods bound before a failure
-        are deleted (a pod of a gang must not run alone; their owner makes them again)."""
-        from kubernetes.client.rest import ApiException
-
-        key = self.claims.workloads[launch.job_id]
-        work = next((w for w in self.foreign_work() if w.key == key), None)
-        if work is None:
-            raise ValueError(
-                "its pods are no longer waiting in Kubernetes (deleted, or bound by another scheduler)"
-            )
-        # the first run binds the pods admitted, each in its role; a later one (after a
-        # preemption) those its owner made again — of the shapes admitted, whatever else waits
-        admitted = self.claims.pods(launch.job_id) if launch.run == 1 else None
-        used: set[str] = set()
-        pods = {}
-        for task in launch.tasks:
-            info = self._node_infos.get(task.node)
-            per_card = self.catalog.get(info.model).devices_per_card if info else 1
-            shape = (len(task.devices) // per_card, task.cpus, task.memory_gib)
-            fits = [
-                t
-                for t in sorted(work.tasks, key=lambda t: t.pod)
-                if t.uid not in used
-                and (t.cards, t.cpus, t.memory_gib) == shape
-                and (admitted is None or admitted.get(t.uid) == task.role)
-            ]
-            if not fits:
-                raise ValueError(
-                    f"no pod of {work.kind} {work.name} waits for task {task.index} ({task.role}, "
-                    f"{shape[0]} cards): the pods admitted were deleted or changed"
-                )
-            used.add(fits[0].uid)
-            pods[task.index] = (fits[0].pod, task.node)
-        record = {str(t): f"{work.namespace}/{name}" for t, (name, _) in pods.items()}
-        isolation.private_dir(self.runs / str(launch.job_id), None)
-        isolation.write_file(
-            self.runs / str(launch.job_id) / f"{launch.run}.pods", json.dumps(record).encode()
-        )
-        self._index_foreign(launch.job_id, launch.run, record)
-        bound = []
-        try:
-            for name, node in pods.values():
-                binding = {
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": name},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-                }
-                try:
-                    self.api.create_namespaced_pod_binding(name, work.namespace, binding)
-                except ApiException as exc:
-                    if exc.status != 409 or not self._bound_to(
-                        work.namespace, {"metadata": {"name": name}}, node
-                    ):
-                        raise
-                bound.append(name)
-        except Exception as exc:
-            for name in bound:
-                with contextlib.suppress(ApiException):
-                    self.api.delete_namespaced_pod(name, work.namespace, grace_period_seconds=0)
-            raise ValueError(
-                f"Kubernetes refused a binding of {work.kind} {work.name}: {_why(exc)}"
-            ) from None
-        for name, node in pods.values():
-            self.reporter.event(
-                work.namespace,
-                name,
-                "Scheduled",
-                f"Successfully assigned {work.namespace}/{name} to {node} (wanka job {launch.job_id})",
-            )
 
     def _bound_to(self, namespace: str, pod: dict, node: str) -> bool:
         return (
@@ -476,26 +398,6 @@ class KubernetesBackend(Backend):
             .get("nodeName")
             == node
         )
-
-    def _record_path(self, job_id: int, run: int) -> Path:
-        """The server's own note of the namespace a run's pods were created in (beside the run's
-        directory, written before its pods): pods elsewhere that look like them are ignored."""
-        return self.runs / str(job_id) / f"{run}.namespace"
-
-    def _mark_namespace(self, job_id: int, run: int, namespace: str) -> None:
-        isolation.private_dir(self.runs / str(job_id), None)
-        isolation.write_file(self._record_path(job_id, run), namespace.encode())
-        self._run_namespaces[(job_id, run)] = namespace
-
-    def _run_namespace(self, job_id: int, run: int) -> str | None:
-        ns = self._run_namespaces.get((job_id, run))
-        if ns is None:
-            try:
-                ns = self._record_path(job_id, run).read_text()
-            except OSError:
-                return None
-            self._run_namespaces[(job_id, run)] = ns
-        return ns
 
     def _namespace(self, tenant: str) -> str:
         from kubernetes.client.rest import ApiException
@@ -526,7 +428,7 @@ class KubernetesBackend(Backend):
             )
         except ApiException as exc:
             if exc.status != 409:
-                raise BackendUnavailable(f"namespace {name}: {_why(exc)}") from None
+                raise BackendUnavailable(f"namespace {name}: {api_message(exc)}") from None
             if (
                 self.per_tenant
                 and not self.made_namespace(name)
@@ -552,31 +454,9 @@ class KubernetesBackend(Backend):
         """Every pod wanka made for the run gone now: finalizer dropped, deleted with grace 0
         (a pod of the same name it did not make is left alone)."""
         for i in range(tasks):
-            uid = self._uid(job_id, run, i)
+            uid = self.records.uid(job_id, run, i)
             if uid:
                 self._release(namespace, pod_name(job_id, run, i), uid)
-
-    # which pods wanka made: their uids, kept beside the run's directory (the server's alone)
-
-    def _uids_path(self, job_id: int, run: int) -> Path:
-        return self.runs / str(job_id) / f"{run}.uids"
-
-    def _uid(self, job_id: int, run: int, task: int) -> str | None:
-        uids = self._uids.get((job_id, run))
-        if uids is None:
-            try:
-                uids = {int(t): u for t, u in json.loads(self._uids_path(job_id, run).read_text()).items()}
-            except (OSError, ValueError, AttributeError):
-                return None
-            self._uids[(job_id, run)] = uids
-        return uids.get(task)
-
-    def _mark_uid(self, job_id: int, run: int, task: int, uid: str) -> None:
-        with self._lock:
-            self._uid(job_id, run, task)  # loads what is on disk first
-            uids = self._uids.setdefault((job_id, run), {})
-            uids[task] = uid
-            isolation.write_file(self._uids_path(job_id, run), json.dumps(uids).encode())
 
     # --- status --------------------------------------------------------------------------------
 
@@ -587,7 +467,7 @@ class KubernetesBackend(Backend):
     def status(self, job_id: int, run: int, tasks: int) -> list[TaskStatus]:
         out = []
         for i in range(tasks):
-            record = self._record(job_id, run, i)
+            record = self.records.end(job_id, run, i)
             if record is not None:
                 out.append(record)
                 continue
@@ -599,13 +479,6 @@ class KubernetesBackend(Backend):
             out.append(_pod_status(i, pod) or TaskStatus(i, TaskState.RUNNING))
         return out
 
-    def _record(self, job_id: int, run: int, task: int) -> TaskStatus | None:
-        try:
-            doc = json.loads((self.run_dir(job_id, run) / f"task-{task}.exit").read_text())
-        except (OSError, ValueError):
-            return None
-        return TaskStatus(task, TaskState.EXITED, doc.get("code"), doc.get("ended_at"), doc.get("note", ""))
-
     def _ours(self, pod: dict) -> bool:
         """Whether wanka created ``pod`` for one of its runs: its labels, its name, the namespace
         the run was given and the uid the API server gave the pod wanka created. A look-alike —
@@ -615,9 +488,9 @@ class KubernetesBackend(Backend):
         return (
             ids is not None
             and meta.get("name") == pod_name(*ids)
-            and meta.get("namespace") == self._run_namespace(*ids[:2])
+            and meta.get("namespace") == self.records.namespace(*ids[:2])
             and bool(meta.get("uid"))
-            and meta.get("uid") == self._uid(*ids)
+            and meta.get("uid") == self.records.uid(*ids)
         )
 
     def _other_event(self, kind: str, obj: dict) -> None:
@@ -664,46 +537,15 @@ class KubernetesBackend(Backend):
         key = f"{ns}/{name}"
         try:
             job_id, run, task = _ids(pod)
-            rundir = self.run_dir(job_id, run)
-            isolation.private_dir(rundir.parent, None)
-            isolation.private_dir(rundir, None)
-            data = self._pod_log(ns, name, _main(pod), KEPT_LOG_MAX)
-            isolation.write_file(rundir / f"task-{task}.log", data)
-            record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
-            isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
+            self.records.keep(
+                job_id, run, task, ended, self._pod_log(ns, name, main_container(pod), KEPT_LOG_MAX)
+            )
             self._release(ns, name, meta["uid"])
         except Exception:
             log.exception("keeping the end of pod %s failed; trying again on its next change", key)
         finally:
             with self._lock:
                 self._reaping.discard(key)
-
-    def _keep_end(self, pod: dict, ids: tuple[int, int, int], ended: TaskStatus) -> None:
-        """Someone else's pod of a wanka job ended: its log and exit code on record (the pod
-        stays: it is its owner's to delete)."""
-        meta = pod["metadata"]
-        job_id, run, task = ids
-        try:
-            rundir = self.run_dir(job_id, run)
-            isolation.private_dir(rundir.parent, None)
-            isolation.private_dir(rundir, None)
-            if not meta.get("deletionTimestamp"):  # stopped by wanka: its log was kept then
-                data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
-                isolation.write_file(rundir / f"task-{task}.log", data)
-            record = {"code": ended.exit_code, "ended_at": ended.ended_at, "note": ended.note}
-            isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
-        except Exception:
-            log.exception("keeping the end of pod %s/%s failed", meta["namespace"], meta["name"])
-            self._kept.discard(f"{meta['namespace']}/{meta['name']}")
-
-    def _keep_log(self, pod: dict, job_id: int, run: int, task: int) -> None:
-        """The log of someone else's pod as it is now, kept before wanka deletes the pod."""
-        rundir = self.run_dir(job_id, run)
-        isolation.private_dir(rundir.parent, None)
-        isolation.private_dir(rundir, None)
-        meta = pod["metadata"]
-        data = self._pod_log(meta["namespace"], meta["name"], _main(pod), KEPT_LOG_MAX)
-        isolation.write_file(rundir / f"task-{task}.log", data)
 
     def _release(self, namespace: str, name: str, uid: str) -> None:
         """Drop wanka's finalizer and delete the pod (grace 0: it has ended, or must go now) —
@@ -753,9 +595,8 @@ class KubernetesBackend(Backend):
             node = (pod.get("spec") or {}).get("nodeName")
             info = self._node_infos.get(node) if node else None
             if node and (info is None or not info.ready):
-                rundir = self.run_dir(job_id, run)
-                record = {"code": None, "ended_at": time.time(), "note": f"was lost with node {node}"}
-                isolation.write_file(rundir / f"task-{task}.exit", json.dumps(record).encode())
+                lost = TaskStatus(task, TaskState.EXITED, None, time.time(), f"was lost with node {node}")
+                self.records.keep(job_id, run, task, lost)
                 if key in self._foreign_pods:
                     self.api.delete_namespaced_pod(name, ns, grace_period_seconds=0)
                 else:
@@ -773,19 +614,19 @@ class KubernetesBackend(Backend):
                     self.api.patch_namespaced_pod(name, ns, STOP)
             except ApiException as exc:
                 if exc.status not in (404, 422):  # 422: a deadline below 1 s was set already
-                    raise BackendUnavailable(f"stop pod {name}: {_why(exc)}") from None
+                    raise BackendUnavailable(f"stop pod {name}: {api_message(exc)}") from None
 
     def logs(self, job_id: int, run: int, task: int, offset: int, limit: int) -> tuple[bytes, int]:
         """Kept output once the pod ended; before, the pod's log through the API server (the
         first LIVE_LOG_MAX bytes, or the last with a negative offset)."""
-        path = self.run_dir(job_id, run) / f"task-{task}.log"
+        path = self.records.log_path(job_id, run, task)
         if path.exists():
             return read_log(path, offset, limit)
         pod = self._pod(job_id, run, task)
         if pod is None:
             return b"", max(offset, 0)
         want = LIVE_LOG_MAX if offset < 0 else min(LIVE_LOG_MAX, offset + limit)
-        data = self._pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], _main(pod), want)
+        data = self._pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], main_container(pod), want)
         start = max(0, len(data) + offset) if offset < 0 else offset
         chunk = data[start : start + limit]
         return chunk, start + len(chunk)
@@ -829,7 +670,7 @@ def _pod_status(index: int, pod: dict) -> TaskStatus | None:
     """An ended pod's task status (None while it runs or waits to start)."""
     status = pod.get("status") or {}
     for c in status.get("containerStatuses") or ():
-        if c.get("name") != _main(pod):
+        if c.get("name") != main_container(pod):
             continue
         done = (c.get("state") or {}).get("terminated")
         if done is not None:
@@ -851,12 +692,6 @@ def _pod_status(index: int, pod: dict) -> TaskStatus | None:
     return None
 
 
-def _main(pod: dict) -> str:
-    """The task's container: the first (the template's may have sidecars after it)."""
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
-    return containers[0].get("name", "main")
-
-
 def _seconds(stamp: str | None) -> float | None:
     if not stamp:
         return None
@@ -873,16 +708,3 @@ def _refused(exc: Exception) -> bool:
     from kubernetes.client.rest import ApiException
 
     return isinstance(exc, ApiException) and exc.status is not None and 400 <= exc.status < 500
-
-
-def _why(exc: Exception) -> str:
-    """What the API server said (its Status message), on one line."""
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            text = str(json.loads(body).get("message", body))
-        except (ValueError, AttributeError):
-            text = str(body)
-    else:
-        text = str(getattr(exc, "reason", None) or exc)
-    return " ".join(text.split())[:300]
