@@ -132,6 +132,15 @@ def _create(uid: int, name: str, tenant: str) -> None:
     log.info("created account %s (uid %d) for tenant %s's tasks", name, uid, tenant)
 
 
+def launch_account(home: Path, tenant: str, tenant_id: int, uids: tuple[int, int]) -> Account:
+    """:func:`tenant_account` for a launch: ValueError (the job's reason) instead of
+    IsolationError when this server must not run the tenant's job at all."""
+    try:
+        return tenant_account(home, tenant, tenant_id, uids)
+    except IsolationError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def private_dir(path: Path, account: Account | None, mode: int = 0o700) -> None:
     """``path`` exists, is a real directory (not a link), of ``mode`` (0700; 0711 for one others
     only pass through), owned by ``account`` (None: this process's user)."""

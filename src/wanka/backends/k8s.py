@@ -310,10 +310,7 @@ class KubernetesBackend(ForeignPods, Backend):
         namespace = self._namespace(launch.tenant)
         account = None
         if self.isolated:
-            try:
-                account = isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
-            except isolation.IsolationError as exc:
-                raise ValueError(str(exc)) from None
+            account = isolation.launch_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
         isolation.private_dir(Path(launch.checkpoint_dir), account)
         isolation.private_dir(self.run_dir(launch.job_id, launch.run).parent, None)
         isolation.private_dir(self.run_dir(launch.job_id, launch.run), None)

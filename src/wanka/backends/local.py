@@ -318,10 +318,7 @@ class LocalBackend(Backend):
         """The account the job's tasks run as (None: this server's own user). Raises ValueError
         when this server must not run the job at all."""
         if self.isolated:
-            try:
-                return isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
-            except isolation.IsolationError as exc:
-                raise ValueError(str(exc)) from None
+            return isolation.launch_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
         if not self.single_user and launch.tenant:  # one tenant only: a second could read the first
             first = self.home / "only-tenant"
             try:

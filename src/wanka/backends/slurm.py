@@ -397,10 +397,7 @@ class SlurmBackend(Backend):
         rundir = self.run_dir(launch.job_id, launch.run)
         account = None
         if self.isolated:
-            try:
-                account = isolation.tenant_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
-            except isolation.IsolationError as exc:
-                raise ValueError(str(exc)) from None
+            account = isolation.launch_account(self.home, launch.tenant, launch.tenant_id, self.task_uids)
         isolation.private_dir(rundir.parent, None, 0o711)  # the job passes through to its run
         isolation.private_dir(rundir, account)
         isolation.private_dir(Path(launch.checkpoint_dir), account)
