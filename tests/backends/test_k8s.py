@@ -171,8 +171,16 @@ def test_preemption_stops_the_victims_pod_gracefully_and_it_resumes_from_its_che
         job = ended(c, low, 120)
         events = c.get(f"/v1/jobs/{low}/events").json()
         assert job["state"] == "succeeded" and job["runs"] == 2, [e["reason"] for e in events]
-        assert [e["state"] for e in events][:5] == ["pending", "admitted", "running", "preempted", "pending"]
-        assert "SIGTERM: saved step" in log_of(c, low, run=1)  # the kubelet's SIGTERM, in its grace period
+        said = [(e["state"], e["reason"]) for e in events]
+        assert [e["state"] for e in events][:5] == [
+            "pending",
+            "admitted",
+            "running",
+            "preempted",
+            "pending",
+        ], said
+        first = log_of(c, low, run=1)
+        assert "SIGTERM: saved step" in first, (first, said)  # the kubelet's SIGTERM, in its grace period
         assert int(log_of(c, low, run=2).split("resumes at step ")[1].split()[0]) >= 5
 
 
