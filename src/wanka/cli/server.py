@@ -257,6 +257,12 @@ def server(
     console.print(
         f"wanka server on http://{host}:{port} (console: /, API schema: /openapi.json), database {shown}"
     )
+    cluster = app.state.wanka.cluster  # what the backend found (or --cluster): the connection worked
+    nodes, cards = len(cluster.node_names), int(cluster.node_cards.sum())
+    console.print(
+        f"{backend} backend: {nodes} node{'s' * (nodes != 1)}, {cards:,} card{'s' * (cards != 1)} "
+        f"({cluster.name})"
+    )
     if gateway_socket is not None:
         at = gateway_socket.getsockname()
         console.print(f"services' gateway on http://{host}:{at[1]}/services/{{tenant}}/{{name}}/")
