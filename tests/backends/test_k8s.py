@@ -32,14 +32,17 @@ CHIP = {"node.kubernetes.io/npu.chip.name": "910B3"}  # what the Ascend device p
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     k = k8s_testbed.KubeKit(tmp_path_factory.mktemp("k8s")).start()
-    k.kube.patch(f"/api/v1/nodes/{k.node_name}", {"metadata": {"labels": CHIP}})
-    install = wanka_cli("k8s", "install", "--kubeconfig", str(k.kubeconfig))
-    assert "CustomResourceDefinition podgroups.scheduling.volcano.sh created" in install.stdout, install
     fake = k.kit.FakeKubelet(k.kube, prefix="fake-")
-    fake.start()
-    yield k
-    fake.stop()
-    k.stop()
+    try:  # stopped by its pids whatever fails from here: a set-up that fails must not leave a kit
+        k.kube.patch(f"/api/v1/nodes/{k.node_name}", {"metadata": {"labels": CHIP}})
+        install = wanka_cli("k8s", "install", "--kubeconfig", str(k.kubeconfig))
+        assert "CustomResourceDefinition podgroups.scheduling.volcano.sh created" in install.stdout, install
+        fake.start()
+        yield k
+    finally:
+        if fake.is_alive():
+            fake.stop()
+        k.stop()
 
 
 def server_args(kit, where) -> tuple[str, ...]:

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     k = k8s_testbed.KubeKit(tmp_path_factory.mktemp("k8s-scale"), node=False).start()
-    yield k
-    k.stop()
+    try:
+        yield k
+    finally:
+        k.stop()
 
 
 def test_1250_nodes_of_8_cards_are_listed_with_their_topology_and_followed(kit, tmp_path):
