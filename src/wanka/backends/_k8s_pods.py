@@ -4,6 +4,7 @@ and the Pod manifest of each task. Pure functions of their inputs (tested withou
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -93,6 +94,7 @@ def _domains(labels: dict[str, str], topology_labels: tuple[str, ...]) -> tuple[
     return tuple(reversed(out))
 
 
+@functools.cache  # the catalog is read once; this runs for every node event
 def resources_of(catalog) -> dict[str, list[str]]:
     """Extended resource name -> the catalog ids counted in it, in catalog order."""
     out: dict[str, list[str]] = {}

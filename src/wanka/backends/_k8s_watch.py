@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from kubernetes import watch
@@ -56,7 +55,7 @@ class Informer:
         self._watch: watch.Watch | None = None
         self._thread = threading.Thread(target=self._run, name=f"k8s-{name}", daemon=True)
 
-    def start(self, timeout_s: float = 60.0) -> Informer:
+    def start(self) -> Informer:
         """Start following; returns once the first LIST is in (raises what it raised)."""
         self._relist()  # in the caller: a server that cannot be reached fails the start
         self._thread.start()
@@ -147,12 +146,3 @@ class Informer:
                 self.on_event(kind, obj)
             except Exception:
                 log.exception("%s: handling %s %s failed", self.name, kind, key)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Block until ``predicate()`` holds (checked every 20 ms), or raise TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(0.02)

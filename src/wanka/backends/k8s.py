@@ -144,7 +144,7 @@ class KubernetesBackend(ForeignPods, Backend):
             )
         except (OSError, ValueError):
             self._made_namespaces = {}
-        self._launched: dict[tuple[int, int], float] = {}  # runs created here, maybe not yet watched
+        self._launched: set[tuple[int, int]] = set()  # runs created here, maybe not yet watched
         self._reaping: set[str] = set()
         self._tasks: dict[tuple[int, int], dict[int, str]] = {}  # (job, run) -> task -> pod key
         self._node_infos: dict[str, NodeInfo] = {}  # kept by the node watch, one node per event
@@ -336,7 +336,7 @@ class KubernetesBackend(ForeignPods, Backend):
             )
         self.records.mark_namespace(launch.job_id, launch.run, namespace)
         with self._lock:
-            self._launched[(launch.job_id, launch.run)] = time.time()
+            self._launched.add((launch.job_id, launch.run))
         try:
             for pod, task in zip(pods, launch.tasks, strict=True):
                 name = pod["metadata"]["name"]
@@ -375,7 +375,7 @@ class KubernetesBackend(ForeignPods, Backend):
                     "pods of job %d run %d not deleted: %s", launch.job_id, launch.run, api_message(cleanup)
                 )
             with self._lock:
-                self._launched.pop((launch.job_id, launch.run), None)
+                self._launched.discard((launch.job_id, launch.run))
             if isinstance(exc, ValueError):  # wanka's own refusal, with its reason
                 raise
             if not _refused(exc):
@@ -627,10 +627,6 @@ class KubernetesBackend(ForeignPods, Backend):
         start = max(0, len(data) + offset) if offset < 0 else offset
         chunk = data[start : start + limit]
         return chunk, start + len(chunk)
-
-    def adopt(self) -> None:
-        """The pod watch lists every wanka pod at start: nothing more to find."""
-        return None
 
 
 class _Raw:
