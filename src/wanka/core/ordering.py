@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,8 @@ from wanka.core.jobs import PRIORITY_CLASSES, Job
 if TYPE_CHECKING:
     from wanka.core.running import Running
     from wanka.core.session import Session
+
+_ATTAINED = attrgetter("job.attained_service")  # of a running entry, read in C
 
 MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
 
@@ -120,7 +123,7 @@ class Ordering:
             return priority.astype(np.float64)
         # :meth:`rank`'s arithmetic in numpy (the same float64 operations, so the same values)
         cfg = self.s.config.las
-        attained = np.fromiter((e.job.attained_service for e in running), dtype=np.float64, count=n)
+        attained = np.fromiter(map(_ATTAINED, running), dtype=np.float64, count=n)
         queue = las_queues(attained, cfg.thresholds)
         if order is JobOrder.PRIORITY_LAS:
             return priority.astype(np.float64) - queue / (len(cfg.thresholds) + 1)

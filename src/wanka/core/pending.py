@@ -78,6 +78,7 @@ _GROUP_SHAPE = attrgetter(
 
 _ID, _QUEUE, _SUBMIT = attrgetter("id"), attrgetter("queue"), attrgetter("submit_time")
 _PRIORITY, _MIN_CARDS = attrgetter("priority"), attrgetter("min_cards")
+_ATTAINED = attrgetter("attained_service")
 
 
 def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ...]) -> tuple[list, list]:
@@ -88,7 +89,7 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
     if order is JobOrder.PRIORITY:
         primary = -np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
     elif order is JobOrder.PRIORITY_LAS:
-        attained = np.fromiter((j.attained_service for j in jobs), dtype=np.float64, count=n)
+        attained = np.fromiter(map(_ATTAINED, jobs), dtype=np.float64, count=n)
         las = las_queues(attained, las_thresholds)
         priority = np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
         primary = -(priority - las / (len(las_thresholds) + 1))
@@ -112,11 +113,11 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
     return keys, perm
 
 
-def _gather(items: list, rows: np.ndarray) -> list:
+def _gather(items: list, rows: np.ndarray | list[int]) -> list:
     """``[items[i] for i in rows]`` at C speed."""
     if len(rows) == 1:
         return [items[int(rows[0])]]
-    return list(itemgetter(*rows.tolist())(items))
+    return list(itemgetter(*(rows.tolist() if isinstance(rows, np.ndarray) else rows))(items))
 
 
 class _Sorted:
@@ -180,8 +181,7 @@ class PendingIndex:
         jobs = list(jobs)
         if jobs:  # in bulk: numpy keys and one sort instead of an insertion per job
             keys, perm = _bulk_keys(jobs, order, las_thresholds)
-            self._all.keys = [keys[i] for i in perm]
-            self._all.jobs = [jobs[i] for i in perm]
+            self._all.keys, self._all.jobs = _gather(keys, perm), _gather(jobs, perm)
             self._key = dict(zip(map(_ID, jobs), keys, strict=True))
             if len(self._key) != len(jobs):
                 raise ValueError("a job is listed twice")
@@ -246,19 +246,32 @@ class PendingIndex:
         verdicts = self._verdicts
         if len(verdicts) > MAX_VERDICTS:  # shapes are the users' to choose: keep the cache bounded
             verdicts.clear()
-        for shape, job in dict(zip(shapes, jobs, strict=True)).items():  # one job of each shape
+        one_of = dict(zip(shapes, jobs, strict=True))  # one job of each shape
+        for shape, job in one_of.items():
             if shape not in verdicts:
                 verdicts[shape] = check_feasibility(self.cluster, self.tree, job, time_limit=False)
-        judged = list(map(verdicts.__getitem__, shapes))
+        needs = self._needs
         if self.tree.limits_time:  # limits vary job by job: never shared
             judged = [
                 (check_time_limit(self.tree, j) or v) if v.ok and j.time_limit_s is not None else v
-                for j, v in zip(jobs, judged, strict=True)
+                for j, v in zip(jobs, map(verdicts.__getitem__, shapes), strict=True)
             ]
-        needs = self._needs
-        for need, count in Counter(j.min_cards for j, v in zip(jobs, judged, strict=True) if v.ok).items():
-            needs[need] = needs.get(need, 0) + count
-        self.rejected.update((j.id, v.reason) for j, v in zip(jobs, judged, strict=True) if not v.ok)
+            feasible = Counter(j.min_cards for j, v in zip(jobs, judged, strict=True) if v.ok)
+            for need, count in feasible.items():
+                needs[need] = needs.get(need, 0) + count
+            self.rejected.update((j.id, v.reason) for j, v in zip(jobs, judged, strict=True) if not v.ok)
+            return
+        # a shape fixes both the verdict and the cards needed: count jobs per shape (in C), not
+        # per job in Python
+        for shape, count in Counter(shapes).items():
+            if verdicts[shape].ok:
+                need = one_of[shape].min_cards
+                needs[need] = needs.get(need, 0) + count
+        bad = {shape for shape in one_of if not verdicts[shape].ok}
+        if bad:
+            self.rejected.update(
+                (j.id, verdicts[shape].reason) for shape, j in zip(shapes, jobs, strict=True) if shape in bad
+            )
 
     def get(self, job_id: str) -> Job:
         """The waiting job ``job_id`` (KeyError when it is not waiting)."""
