@@ -296,12 +296,13 @@ def _preempt_for(
         """Whether the job's quota would let it start with the victims where ``gone`` holds gone."""
         return available(released(gone), queue, tf) >= need
 
+    def room_without(gone: np.ndarray):
+        """Where the job would go on the room the victims where ``gone`` holds leave (quota aside)."""
+        return s.fits_hypothetically(job, flavor, table.free_where(s.free, gone[task_pos]), s.usable[flavor])
+
     def fits_evicting(gone: np.ndarray):
         """Where the job would go with the victims where ``gone`` holds (a mask over ``chosen``)."""
-        if not quota_allows(gone):
-            return None
-        free = table.free_where(s.free, gone[task_pos])
-        return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
+        return room_without(gone) if quota_allows(gone) else None
 
     def fits_without(k: int):
         gone = np.zeros(len(chosen), dtype=bool)
@@ -336,8 +337,7 @@ def _preempt_for(
         elif target_nodes.isdisjoint(s.running[pool.entries[chosen[r]].job.id].placement.node_set()):
             found = target  # the job's nodes stay as free: quota decides
         else:
-            free = table.free_where(s.free, gone[task_pos])
-            found = s.fits_hypothetically(job, flavor, free, s.usable[flavor])
+            found = room_without(gone)
         if found is None:
             gone[r] = True
             add_usage(quota, int(pool.queue[chosen[r]]), tf, -held_r)
@@ -623,8 +623,8 @@ def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.n
 
 
 def _taken_in_order(cards: np.ndarray, left: int) -> np.ndarray:
-    """Which of ``cards`` (a bool mask) a walk in order takes while each fits in what is ``left``,
-    passing those that do not: the loop ``if c <= left: take; left -= c`` in numpy. Each round
+    """A bool mask over ``cards``: those a walk in order takes while each fits in what is ``left``,
+    passing those that do not (the loop ``if c <= left: take; left -= c``, in numpy). Each round
     takes the longest prefix that fits; the first one past it no longer fits, and nor does anything
     as large, so rounds are at most the distinct sizes."""
     taken = np.zeros(len(cards), dtype=bool)
