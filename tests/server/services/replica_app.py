@@ -2,7 +2,9 @@
 service's command; listens on $PORT).
 
 - ``GET /headers``: the request's headers as JSON (what the gateway forwarded);
-- ``GET /sse``: three events, 100 ms apart;
+- ``GET /sse``: three events, each after the first sent only once the client asks for it with
+  ``GET /sse/next`` (or ``never-asked`` after 30 s): a client that can ask has had the one before
+  while the stream was open, so the relay is proven causally, whatever the machine's speed;
 - ``GET /slow?s=N``: answers after N seconds;
 - ``GET /ready``: 200 unless the file named by $NOT_READY exists;
 - ``GET /cookie``: sets cookies for the whole host (the console's name among them);
@@ -26,13 +28,29 @@ async def headers(request):
     return JSONResponse({"headers": dict(request.headers), "job": JOB, "path": request.url.path})
 
 
+_next: asyncio.Event | None = None  # set by GET /sse/next: the stream's next event may go
+
+
 async def sse(_request):
     async def events():
+        global _next
         for i in range(3):
+            _next = asyncio.Event()  # before the event goes: the client may ask at once
             yield f"data: {i}\n\n"
-            await asyncio.sleep(0.1)
+            if i < 2:
+                try:
+                    await asyncio.wait_for(_next.wait(), 30)
+                except TimeoutError:
+                    yield "data: never-asked\n\n"
+                    return
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def sse_next(_request):
+    if _next is not None:
+        _next.set()
+    return PlainTextResponse("ok")
 
 
 async def slow(request):
@@ -64,6 +82,7 @@ app = Starlette(
     routes=[
         Route("/headers", headers),
         Route("/sse", sse),
+        Route("/sse/next", sse_next),
         Route("/slow", slow),
         Route("/ready", ready),
         Route("/cookie", cookie),
