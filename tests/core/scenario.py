@@ -87,6 +87,7 @@ def make_job(spec: dict, running: bool = False) -> Job:
         attained_service=spec.get("attained", 0.0),
         last_checkpoint_time=spec.get("last_checkpoint"),
         preemptible_by=spec.get("on_loan_to"),
+        service=spec.get("service"),
     )
     if running:
         job.state = JobState.RUNNING

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.core.test_properties import SETTINGS, apply, clusters, jobs, queue_trees
-from wanka.core import PRIORITY_CLASSES, Action, Job, Snapshot, TaskGroup, get_policy, run_cycle
+from wanka.core import PRIORITY_CLASSES, Action, Job, JobKind, Snapshot, TaskGroup, get_policy, run_cycle
 from wanka.core.decisions import StopReason
 
 EVICTING = ("slurm", "tiresias", "wanka", "wanka-las")  # the presets that preempt or reclaim
@@ -140,3 +140,26 @@ def test_cohort_preemption_takes_no_side_of_the_tree_below_its_nominal(data) -> 
             f"{tree.names[node]} held {held.get((node, f), 0)} of nominal {tree.nominal[node][f]} "
             f"and lost {cards} to preemption"
         )
+
+
+@given(data=st.data(), policy=st.sampled_from(("tiresias", "wanka", "wanka-las")))
+@SETTINGS
+def test_under_las_a_replica_that_has_served_long_is_preempted_only_by_a_higher_class(data, policy) -> None:
+    """LAS demotes work by the service it has had; a replica (inference) serves until scaled down,
+    so fresh work of its own class, surplus replicas included, never evicts it however long it ran."""
+    cluster, tree, config, now = _world(data, policy)
+    state, _, running = _running(cluster, tree, config, now, data.draw(jobs(tree, "a-", now)))
+    for job in running:  # replicas that have served far past every LAS threshold
+        job.kind, job.service, job.attained_service = JobKind.INFERENCE, "svc", 1e9
+    pending = data.draw(jobs(tree, "b-", now))
+    result = run_cycle(Snapshot(now, cluster, state, tree, pending, running), config)
+    by_id = {j.id: j for j in [*running, *pending]}
+    top = max((by_id[d.job_id].priority for d in result.starts), default=None)
+    for d in result.stops:
+        victim = by_id[d.job_id]
+        on_loan = victim.preemptible_by is not None  # its reservation's holder may take it back
+        if d.reason is StopReason.PREEMPTED and not on_loan:
+            assert top is not None and top > victim.priority, (
+                f"replica {victim.id} ({victim.priority_class}) was preempted; the highest class "
+                f"started was priority {top}"
+            )

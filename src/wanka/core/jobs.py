@@ -146,6 +146,9 @@ class Job:
     dependencies: tuple = ()  # core.eligibility.Dependency, all of which must hold
     array_id: str | None = None  # the job array it is an element of
     array_max_running: int | None = None  # elements of that array running at once, at most
+    # the service (or notebook) this job is a replica of: set by whoever submitted it for the
+    # service (the control plane's service keeper, the twin), never by a tenant's own submission
+    service: str | None = None
     attained_service: float = 0.0  # card-seconds executed so far (Tiresias' 2D attained service)
     last_run_end: float | None = None  # when it last stopped running (Tiresias starvation promotion)
     placement: Placement | None = None
@@ -169,6 +172,21 @@ class Job:
     @property
     def elastic(self) -> bool:
         return self.min_cards < self.total_cards
+
+    @property
+    def on_las_ladder(self) -> bool:
+        """Whether least-attained-service orders rank this job by the service it has had. Not a
+        service's replica: LAS guesses how long a job has left from how long it has run (Tiresias),
+        and a replica serves until it is scaled down. Demoted, it would be restarted at each
+        threshold by fresh work of its own class, surplus replicas of its own service among them.
+        A job a tenant submits stays on the ladder whatever its kind: declaring a long training job
+        ``inference`` does not take it off."""
+        return self.service is None
+
+    @property
+    def las_service(self) -> float:
+        """Card-seconds the LAS ladder places this job by: ``attained_service``, 0 off the ladder."""
+        return self.attained_service if self.on_las_ladder else 0.0
 
     def transition(self, target: JobState) -> None:
         check_transition(self.id, self.state, target)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from wanka.core.running import Running
     from wanka.core.session import Session
 
-_ATTAINED = attrgetter("job.attained_service")  # of a running entry, read in C
+_LAS_SERVICE = attrgetter("job.las_service")  # of a running entry, read in C
 
 MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
 
@@ -81,7 +81,7 @@ class Ordering:
 
     def las(self, job: Job) -> int:
         cfg = self.s.config.las
-        q = las_queue(job.attained_service, cfg.thresholds)
+        q = las_queue(job.las_service, cfg.thresholds)
         if q and cfg.starvation_factor > 0 and job.last_run_end is not None and job.total_cards:
             executed = job.attained_service / job.total_cards
             if self.s.now - job.last_run_end >= cfg.starvation_factor * executed:
@@ -111,7 +111,7 @@ class Ordering:
             return -self.las(job)
         if order is JobOrder.PRIORITY_LAS:  # no starvation promotion: the key stays put while waiting
             thresholds = self.s.config.las.thresholds
-            return job.priority - las_queue(job.attained_service, thresholds) / (len(thresholds) + 1)
+            return job.priority - las_queue(job.las_service, thresholds) / (len(thresholds) + 1)
         return job.priority
 
     def ranks(self, running: list[Running], priority: np.ndarray) -> np.ndarray:
@@ -123,7 +123,7 @@ class Ordering:
             return priority.astype(np.float64)
         # :meth:`rank`'s arithmetic in numpy (the same float64 operations, so the same values)
         cfg = self.s.config.las
-        attained = np.fromiter(map(_ATTAINED, running), dtype=np.float64, count=n)
+        attained = np.fromiter(map(_LAS_SERVICE, running), dtype=np.float64, count=n)
         queue = las_queues(attained, cfg.thresholds)
         if order is JobOrder.PRIORITY_LAS:
             return priority.astype(np.float64) - queue / (len(cfg.thresholds) + 1)

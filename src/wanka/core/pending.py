@@ -52,7 +52,7 @@ def static_key(job: Job, order: JobOrder, las_thresholds: tuple[float, ...] = ()
     if order is JobOrder.PRIORITY:
         primary = -float(job.priority)
     elif order is JobOrder.PRIORITY_LAS:
-        las = las_queue(job.attained_service, las_thresholds)
+        las = las_queue(job.las_service, las_thresholds)
         primary = -(job.priority - las / (len(las_thresholds) + 1))
     elif order is JobOrder.SHORTEST:
         primary = math.inf if job.time_limit_s is None else float(job.time_limit_s)
@@ -78,7 +78,7 @@ _GROUP_SHAPE = attrgetter(
 
 _ID, _QUEUE, _SUBMIT = attrgetter("id"), attrgetter("queue"), attrgetter("submit_time")
 _PRIORITY, _MIN_CARDS = attrgetter("priority"), attrgetter("min_cards")
-_ATTAINED = attrgetter("attained_service")
+_LAS_SERVICE = attrgetter("las_service")
 
 
 def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ...]) -> tuple[list, list]:
@@ -89,7 +89,7 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
     if order is JobOrder.PRIORITY:
         primary = -np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
     elif order is JobOrder.PRIORITY_LAS:
-        attained = np.fromiter(map(_ATTAINED, jobs), dtype=np.float64, count=n)
+        attained = np.fromiter(map(_LAS_SERVICE, jobs), dtype=np.float64, count=n)
         las = las_queues(attained, las_thresholds)
         priority = np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
         primary = -(priority - las / (len(las_thresholds) + 1))

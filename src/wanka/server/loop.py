@@ -163,6 +163,7 @@ WAITING_COLUMNS = (
     tables.Job.spec,
     tables.Job.queue,
     tables.Job.submit_time,
+    tables.Job.service_id,
     tables.Job.array_job_id,
     tables.Job.array_max_running,
     tables.Job.user_id,
@@ -176,8 +177,9 @@ def _array_env(array_job_id: int | None, index: int | None) -> dict[str, str]:
     return {"WANKA_ARRAY_JOB_ID": str(array_job_id), "WANKA_ARRAY_INDEX": str(index)}
 
 
-def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
-    """The core's view of a stored, already validated spec (no second validation: restart speed)."""
+def core_job(job_id: int, spec: dict, queue: str, submit_time: float, service_id: int | None = None) -> Job:
+    """The core's view of a stored, already validated spec (no second validation: restart speed);
+    ``service_id``: the service whose replica the service keeper submitted it as (``jobs.service_id``)."""
     pc = PRIORITY_CLASSES[spec.get("priority_class", "normal")]
     groups = tuple(
         TaskGroup(
@@ -206,6 +208,7 @@ def core_job(job_id: int, spec: dict, queue: str, submit_time: float) -> Job:
         preemptible=pc.preemptible if preemptible is None else preemptible,
         checkpoint_interval_s=spec.get("checkpoint_interval_s"),
         submit_time=submit_time,
+        service=None if service_id is None else str(service_id),
     )
 
 
@@ -369,6 +372,7 @@ class ControlLoop:
                     tables.Job.failures,
                     tables.Job.cancel_requested,
                     tables.Job.cancel_reason,
+                    tables.Job.service_id,
                     tables.Job.array_job_id,
                     tables.Job.array_max_running,
                     tables.Job.user_id,
@@ -393,8 +397,22 @@ class ControlLoop:
         # still be held by one the core had stopped when the server went down (that stop is not
         # recorded), and the job that holds them wins
         rows = sorted(rows, key=lambda r: r[4] == JobState.ADMITTED.value)
-        for job_id, spec, queue, submit, state, start, placement, runs, failures, cancel, why, *gate in rows:
-            job = core_job(job_id, spec, queue, submit)
+        for (
+            job_id,
+            spec,
+            queue,
+            submit,
+            state,
+            start,
+            placement,
+            runs,
+            failures,
+            cancel,
+            why,
+            service,
+            *gate,
+        ) in rows:
+            job = core_job(job_id, spec, queue, submit, service)
             job.attained_service = served.get(job_id, 0.0)
             state = JobState(state)
             if state is JobState.PENDING:
@@ -674,7 +692,7 @@ class ControlLoop:
     def _index(self, rows) -> None:
         """Waiting jobs (:data:`WAITING_COLUMNS`) into the index, or held back by the gates until
         eligible; one the core refuses is held at the next commit, with why, and the others go on."""
-        for job_id, spec, queue, submit, *gate in rows:
+        for job_id, spec, queue, submit, service_id, *gate in rows:
             self.known_max_id = max(self.known_max_id, job_id)
             if (
                 str(job_id) not in self.pending
@@ -683,7 +701,7 @@ class ControlLoop:
                 and job_id not in self.active
             ):
                 try:
-                    job = core_job(job_id, spec, queue, submit)
+                    job = core_job(job_id, spec, queue, submit, service_id)
                     rule = rule_of(spec, *gate)
                     if rule is None:
                         self.pending.add(job)

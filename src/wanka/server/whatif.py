@@ -139,12 +139,12 @@ def history_jobs(session: Session, tree: QueueTree, days: float, now: float) -> 
         for job_id, start, end in runs:
             held.setdefault(job_id, []).append((start, end))
         rows = session.execute(
-            select(t.id, t.spec, t.queue, t.state, t.submit_time, tables.Tenant.name)
+            select(t.id, t.spec, t.queue, t.state, t.submit_time, tables.Tenant.name, t.service_id)
             .join(tables.Tenant, tables.Tenant.id == t.tenant_id)
             .where(t.id.in_(chunk))
             .order_by(t.id)
         )
-        for job_id, spec, queue, state, submit, tenant in rows:
+        for job_id, spec, queue, state, submit, tenant, service_id in rows:
             spans = held.get(job_id)
             if not spans:
                 continue
@@ -155,7 +155,8 @@ def history_jobs(session: Session, tree: QueueTree, days: float, now: float) -> 
                 duration = sum(end - start for start, end in spans)
             if not (queue in tree.index and tree.is_leaf(queue)):
                 queue = default_queue(tree, tenant)
-            job = dataclasses.replace(core_job(job_id, spec, queue, max(0.0, submit - t0)), tenant=tenant)
+            job = core_job(job_id, spec, queue, max(0.0, submit - t0), service_id)
+            job = dataclasses.replace(job, tenant=tenant)
             out.append((job, max(duration, 1.0)))
     return out
 

@@ -287,6 +287,7 @@ class Fleet:
             kind=JobKind.INFERENCE,
             preemptible=preemptible,
             submit_time=now,
+            service=m.name,
         )
         svc.live.append(job.id)
         self.of[job.id] = svc

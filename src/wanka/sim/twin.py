@@ -399,7 +399,7 @@ class Twin:
     def _push_las_crossing(self, st: JobStats) -> None:
         """Under LAS order, an event when the running job's attained service (booked up to now,
         ``st.run_since``) reaches the next threshold, unless it finishes first."""
-        if self.las is None:
+        if self.las is None or not st.job.on_las_ladder:
             return
         attained = st.job.attained_service
         threshold = next((t for t in self.las.thresholds if t > attained), None)
@@ -420,7 +420,7 @@ class Twin:
         las, job = self.las, st.job
         if las is None or las.starvation_factor <= 0 or not job.total_cards:
             return
-        if las_queue(job.attained_service, las.thresholds) == 0:
+        if las_queue(job.las_service, las.thresholds) == 0:
             return
         wait = las.starvation_factor * job.attained_service / job.total_cards
         at = now + wait
