@@ -434,3 +434,26 @@ def test_attained_service_of_a_requeued_job_survives_a_server_restart(tmp_path):
             ended(c, j1)
     finally:
         stop_server(s)
+
+
+def test_a_member_cannot_take_its_job_off_the_las_ladder_by_calling_it_inference(tmp_path):
+    """Replicas of services are off the LAS ladder (docs/policies.md); a member's own job is not,
+    whatever kind it claims. wanka-las, one card, threshold 2 card-seconds: a long job submitted
+    as ``kind: inference`` is still preempted by a fresh job of its class once past the threshold."""
+    s = start_server(
+        tmp_path / "home", ("--virtual-cards", "1", "--policy", "wanka-las", "--las-thresholds", "2")
+    )
+    try:
+        user = make_member(s, "las-kind", "las-kind-user")
+        with s.client(user) as c:
+            long = submit(
+                c, kind="inference", command=[PY, "-c", WORKER, "100000", "0.05"], env={"EXIT_ON_TERM": "0"}
+            )
+            wait_for(lambda: job_state(c, long)["state"] == "running")
+            fresh = submit(c, command=[PY, "-c", "print('my turn')"])
+            assert ended(c, fresh)["state"] == "succeeded"
+            assert any(e["state"] == "preempted" for e in _events(c, long)), _events(c, long)
+            c.post(f"/v1/jobs/{long}/cancel")
+            ended(c, long)
+    finally:
+        stop_server(s)
