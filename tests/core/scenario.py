@@ -13,6 +13,7 @@ expect:
   start: {job: [node, …] | any}   # exactly these jobs start (on exactly these nodes)
   stop: {job: reason}             # exactly these jobs stop
   resize: {job: replicas}
+  resize_nodes: {job: [node, …]}  # a resized job's node per task, in any order
   tasks: {job: {role: tasks}}     # tasks per group of a started job
   same_domain: {job: tier}        # every task of a started job in one domain of that tier
   reservations: {job: start_time}
@@ -177,6 +178,10 @@ def check(doc: dict, result: CycleResult, snapshot: Snapshot) -> None:
     if "resize" in expect:
         got = {d.job_id: d.placement.num_tasks for d in result.resizes}
         assert got == expect["resize"], f"resized {got}, expected {expect['resize']}"
+    resized = {d.job_id: d for d in result.resizes}
+    for job_id, nodes in expect.get("resize_nodes", {}).items():
+        got = sorted(cluster.node_names[n] for g in resized[job_id].placement.groups for n in g.nodes)
+        assert got == sorted(nodes), f"{job_id} resized onto {got}, expected {sorted(nodes)}"
     if "on_loan" in expect:
         got = {d.job_id: d.preemptible_by for d in result.starts if d.preemptible_by is not None}
         assert got == expect["on_loan"], f"on loan {got}, expected {expect['on_loan']}"

@@ -4,12 +4,15 @@ that was already waiting in it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.core.test_properties import SETTINGS, apply, clusters, jobs, queue_trees
 from wanka.core import PRIORITY_CLASSES, Action, Job, JobKind, Snapshot, TaskGroup, get_policy, run_cycle
 from wanka.core.decisions import StopReason
+from wanka.core.state import Placement
 
 EVICTING = ("slurm", "tiresias", "wanka", "wanka-las")  # the presets that preempt or reclaim
 
@@ -68,15 +71,43 @@ def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) 
     snapshot = Snapshot(now, cluster, state, tree, [preemptor], running)
     result = run_cycle(snapshot, config)
     stopped = {d.job_id for d in result.stops}
-    if not stopped or [d.job_id for d in result.starts] != ["p"]:
+    shrunk = {d.job_id: d.placement for d in result.resizes if d.shrink}
+    if not (stopped or shrunk) or [d.job_id for d in result.starts] != ["p"]:
         return
     just_start = config.with_(actions=(Action.ADMIT, Action.ALLOCATE))
-    for victim in stopped:
-        others = {j for j in stopped if j != victim}
-        kept = [j for j in running if j.id not in others]
+
+    def fits_with(changed: dict[str, Placement | None]) -> bool:
+        """Whether p starts on the cluster as the cycle left it (p aside), but with ``changed``."""
+        kept = []
+        for j in running:
+            placement = changed.get(j.id, None if j.id in stopped else shrunk.get(j.id, j.placement))
+            if placement is not None:
+                kept.append(dataclasses.replace(j, placement=placement))
         trial = Snapshot(now, cluster, _state_of(cluster, kept), tree, [preemptor], kept)
-        fits = [d.job_id for d in run_cycle(trial, just_start).starts] == ["p"]
-        assert not fits, f"{victim} was evicted, but p fits with it left running (evicted: {sorted(stopped)})"
+        return [d.job_id for d in run_cycle(trial, just_start).starts] == ["p"]
+
+    by_id = {j.id: j for j in running}
+    for victim in stopped:
+        assert not fits_with({victim: by_id[victim].placement}), (
+            f"{victim} was evicted, but p fits with it left running (evicted: {sorted(stopped)})"
+        )
+        if by_id[victim].elastic:  # surplus before anything whole (issue 14, item 2)
+            assert not fits_with({victim: _at_minimum(by_id[victim])}), (
+                f"{victim} was evicted whole, but p fits with it shrunk to its minimum"
+            )
+    for job_id in shrunk:  # the reprieve for shrinks: no donor gives back what p does not need
+        assert not fits_with({job_id: by_id[job_id].placement}), (
+            f"{job_id} was shrunk, but p fits with it left as it was (shrunk: {sorted(shrunk)})"
+        )
+
+
+def _at_minimum(job: Job) -> Placement:
+    """``job``'s placement shrunk to its gang minimum, its newest tasks gone first (as a shrink does)."""
+    groups = tuple(
+        dataclasses.replace(g, nodes=g.nodes[: spec.gang_min], masks=g.masks[: spec.gang_min])
+        for spec, g in zip(job.groups, job.placement.groups, strict=True)
+    )
+    return Placement(job.placement.model, groups)
 
 
 def _world(data, policy: str):
@@ -132,6 +163,12 @@ def test_cohort_preemption_takes_no_side_of_the_tree_below_its_nominal(data) -> 
     preempted = per_node(
         (by_id[d.job_id], by_id[d.job_id].placement) for d in result.stops if d.reason is StopReason.PREEMPTED
     )
+    # what shrinks gave back counts too (reclaim's and preemption's: each takes only what a side borrows)
+    for d in result.resizes:
+        if d.shrink:
+            job = by_id[d.job_id]
+            for key, cards in per_node([(job, job.placement)]).items():
+                preempted[key] = preempted.get(key, 0) + cards - per_node([(job, d.placement)])[key]
     for (node, f), cards in preempted.items():
         if tree.parent[node] < 0 or started.get((node, f)):
             continue  # the root, or a preemptor of its own subtree may take from it

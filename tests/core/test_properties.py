@@ -120,7 +120,7 @@ def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
                         cpus=draw(st.sampled_from([0, 4])),
                         memory_gib=0,
                         min_replicas=1 if elastic else None,
-                        tasks_per_node=None if elastic else draw(st.sampled_from([None, None, 1, 2])),
+                        tasks_per_node=draw(st.sampled_from([None, None, 1, 2])),
                     ),
                 ),
                 priority=pc.value,
@@ -170,7 +170,7 @@ def check_invariants(snapshot: Snapshot, result, state: ClusterState, running: l
     for n in range(cluster.num_nodes):
         assert state.free_mask[n].bit_count() == state.free_cards[n] >= 0
     jobs_by_id = {j.id: j for j in [*snapshot.pending, *snapshot.running]}
-    for d in result.starts:
+    for d in [*result.starts, *result.resizes]:  # a job grown or shrunk keeps the rules it started by
         job = jobs_by_id[d.job_id]
         model = cluster.model_index[d.placement.model]
         for spec, g in zip(job.groups, d.placement.groups, strict=True):
@@ -181,6 +181,8 @@ def check_invariants(snapshot: Snapshot, result, state: ClusterState, running: l
             assert all(m.bit_count() == spec.cards for m in g.masks)
             if spec.tasks_per_node:
                 assert max(Counter(g.nodes).values()) <= spec.tasks_per_node, "tasks_per_node exceeded"
+            if job.kind is JobKind.INFERENCE:
+                assert len(set(g.nodes)) == len(g.nodes), f"{job.id}: replicas of a group share a node"
             for node in g.nodes:
                 assert cluster.node_state[node] == NodeState.UP, "new work only on UP nodes"
                 assert cluster.node_model[node] == model

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.core.test_properties import SETTINGS
-from wanka.core.actions import _lexsort_then_ids, _taken_in_order
+from wanka.core.actions import _lexsort_then_ids
+from wanka.core.quota import taken_in_order
 
 
 def _taken_by_loop(cards: list[int], left: int) -> list[bool]:
@@ -26,13 +27,13 @@ def _taken_by_loop(cards: list[int], left: int) -> list[bool]:
 )
 @SETTINGS
 def test_victims_are_taken_in_order_while_they_fit_in_what_a_side_borrows(cards, left) -> None:
-    got = _taken_in_order(np.array(cards, dtype=np.int64), left)
+    got = taken_in_order(np.array(cards, dtype=np.int64), left)
     assert got.tolist() == _taken_by_loop(cards, left)
 
 
 def test_a_victim_too_large_is_passed_and_smaller_ones_after_it_still_taken() -> None:
     # borrowing 10: 4 and 4 fit, 8 does not (2 left), the 2 after it does, the 1 then does not
-    assert _taken_in_order(np.array([4, 4, 8, 2, 1]), 10).tolist() == [True, True, False, True, False]
+    assert taken_in_order(np.array([4, 4, 8, 2, 1]), 10).tolist() == [True, True, False, True, False]
 
 
 @given(

@@ -6,20 +6,28 @@ import bisect
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 
 from wanka.core.cluster import NodeState
 from wanka.core.config import LAS_ORDERS, Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
-from wanka.core.elastic import donors_where, shrink_for
-from wanka.core.jobs import Job, lost_work_at, lost_work_s
+from wanka.core.elastic import donors_where, shrink_for, surplus_then_whole
+from wanka.core.jobs import Job, JobKind, lost_work_at, lost_work_s
 from wanka.core.placement import GroupRequest, place_group
-from wanka.core.quota import QuotaUsage, add_usage, available, borrowed, cohort_side
+from wanka.core.quota import (
+    QuotaUsage,
+    add_usage,
+    available,
+    borrowed,
+    cohort_side,
+    taken_per_side,
+)
 from wanka.core.running import Running, write_growing
 from wanka.core.session import Session
 from wanka.core.state import GroupPlacement, Placement, take_cards
-from wanka.core.whatif import TaskTable, shortest_prefix
+from wanka.core.whatif import MAX_REPRIEVE_TRIALS, TaskTable, shortest_prefix
 
 
 def recover(s: Session) -> None:
@@ -246,9 +254,6 @@ def _lexsort_then_ids(keys: tuple[np.ndarray, ...], ids: np.ndarray) -> np.ndarr
     return order
 
 
-MAX_REPRIEVE_TRIALS = 32  # what-ifs the reprieve may spend per preemptor (bounds a cycle's cost)
-
-
 def _preempt_for(
     s: Session,
     job: Job,
@@ -372,6 +377,25 @@ def _preempt_for(
     return False
 
 
+def _evict_for(
+    s: Session,
+    job: Job,
+    flavor: int,
+    pool: VictimPool,
+    victims: Callable[[], np.ndarray],
+    reason: StopReason,
+    still_eligible: Callable[[Running], bool],
+    outranked: Callable[[Job], bool],
+) -> bool | None:
+    """:func:`_preempt_for` over the candidates ``victims()`` returns when called (they may depend
+    on what the cycle has changed by then)."""
+    return _preempt_for(s, job, flavor, pool, victims(), reason, still_eligible, outranked)
+
+
+def _as_is(chosen: np.ndarray) -> np.ndarray:
+    return chosen
+
+
 def _cards_as_they_stand(
     s: Session, pool: VictimPool, chosen: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, list[Running]] | None]:
@@ -469,29 +493,91 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             donors = donors_where(
                 s, f, lambda e, tf=tf, o=owed: o[0][e.queue] and borrowed(s.quota, o[1][e.queue], tf) > 0
             )
-            if shrink_for(s, job, f, donors):
+            if shrink_for(s, job, f, donors, _reclaim_units(s, tf, sides)):
                 break  # borrowers' elastic surplus was enough: nothing whole is stopped
             mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             # a job that ran before the cycle only while its side borrows beyond this cycle's starts
             mask[: pool.n_initial] &= owed[3][pool.queue[: pool.n_initial]]
-            if _preempt_for(
-                s,
-                job,
-                f,
-                pool,
-                pool.candidates(mask),
-                StopReason.RECLAIMED,
-                lambda e, tf=tf, sides=sides: (
-                    e.job.id in s.running
-                    and (
-                        borrowed(s.quota, sides[e.queue], tf) > 0
-                        if e.job.id in s.started
-                        else _borrowed_before(s, sides[e.queue], tf) > 0
-                    )
-                ),
-                lambda holder, tf=tf, o=owed: _owes(s, o, holder, tf),
+            chosen = pool.candidates(mask)
+            capped = len(_reclaimable_of(s, tf, pool, chosen, sides)) < len(chosen)
+            # first only as many victims per side as it borrows, taken in victim order (past a side
+            # that would stop borrowing, to the next; judged when searched, after any surplus given
+            # back); when those cannot make room where the job fits, any of them, each evicted only
+            # while its side still borrows (as before)
+            started = None
+            for victims in (
+                (partial(_reclaimable_of, s, tf, pool, chosen, sides), partial(_as_is, chosen))
+                if capped
+                else (partial(_as_is, chosen),)
             ):
+                started = surplus_then_whole(
+                    s,
+                    job,
+                    f,
+                    donors,
+                    _reclaim_units(s, tf, sides),
+                    partial(
+                        _evict_for,
+                        s,
+                        job,
+                        f,
+                        pool,
+                        victims,
+                        StopReason.RECLAIMED,
+                        lambda e, tf=tf, sides=sides: (
+                            e.job.id in s.running
+                            and (
+                                borrowed(s.quota, sides[e.queue], tf) > 0
+                                if e.job.id in s.started
+                                else _borrowed_before(s, sides[e.queue], tf) > 0
+                            )
+                        ),
+                        lambda holder, tf=tf, owed=owed: _owes(s, owed, holder, tf),
+                    ),
+                )
+                if started is not None:
+                    break
+            if started:
                 break
+
+
+def _reclaimable_of(
+    s: Session, tf: int, pool: VictimPool, chosen: np.ndarray, sides: list[int]
+) -> np.ndarray:
+    """Of ``chosen`` (in victim order), only as many per side as it borrows (:func:`_within_reclaim`)."""
+    of = np.array(sides, dtype=np.int64)[pool.queue[chosen]]
+    cards, _ = _cards_as_they_stand(s, pool, chosen)  # a victim shrunk this cycle gives only what it holds
+    return chosen[_within_reclaim(s, tf, of, cards, chosen < pool.n_initial)]
+
+
+def _reclaim_units(s: Session, tf: int, sides: list[int]):
+    """The surplus tasks reclaim may take back: per side, only as much as it borrows
+    (:func:`_within_reclaim`), so shrinking takes no side below its nominal either."""
+
+    def allowed(donors: list[Running], of: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        side = np.array([sides[d.queue] for d in donors], dtype=np.int64)[of]
+        old = np.array([d.job.id not in s.started for d in donors], dtype=bool)[of]
+        return _within_reclaim(s, tf, side, cards, old)
+
+    return allowed
+
+
+def _within_reclaim(s: Session, tf: int, of: np.ndarray, cards: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """A bool mask over reclaim's victims or surplus tasks (in order; ``of`` each one's side, ``old``
+    whether its job ran before the cycle): only as many per side as it borrows, so however many
+    go, no side is reclaimed below its nominal (one past that is passed, and the next side's
+    tried, as Kueue skips a candidate whose queue no longer borrows). A side's borrowing is charged
+    to its jobs this cycle started first: those that ran before give only what it borrowed before."""
+    nodes = len(s.tree.names)
+    left_old = np.zeros(nodes + 1, dtype=np.int64)
+    left_new = np.zeros(nodes + 1, dtype=np.int64)
+    for side in np.unique(of[of >= 0]).tolist():
+        left_new[side] = borrowed(s.quota, side, tf)
+        left_old[side] = max(0, _borrowed_before(s, side, tf))
+    taken = np.zeros(len(of), dtype=bool)
+    taken[old] = taken_per_side(of[old], cards[old], left_old)
+    taken[~old] = taken_per_side(of[~old], cards[~old], left_new)
+    return taken
 
 
 def _owes(s: Session, owed: tuple[np.ndarray, list[int], np.ndarray], holder: Job, tf: int) -> bool:
@@ -611,32 +697,27 @@ def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.n
     for side in np.unique(side_of[side_of >= 0]).tolist():
         left[side] = max(borrowed(s.quota, side, tf), 0)
     side_of[left[side_of] <= 0] = -1
-    of = side_of[queues]
-    cards = pool.cards[chosen]
-    held = np.bincount(of[of >= 0], weights=cards[of >= 0], minlength=nodes + 1).astype(np.float64)
-    held[-1] = np.inf
-    keep |= held[of] <= left[of]  # the side borrows more than all its victims hold
-    for side in np.flatnonzero((left > 0) & (held > left)).tolist():
-        at = np.flatnonzero(of == side)
-        keep[at[_taken_in_order(cards[at], int(left[side]))]] = True
+    cards, _ = _cards_as_they_stand(s, pool, chosen)  # a victim shrunk this cycle gives only what it holds
+    keep |= taken_per_side(side_of[queues], cards, left)
     return chosen[keep]
 
 
-def _taken_in_order(cards: np.ndarray, left: int) -> np.ndarray:
-    """A bool mask over ``cards``: those a walk in order takes while each fits in what is ``left``,
-    passing those that do not (the loop ``if c <= left: take; left -= c``, in numpy). Each round
-    takes the longest prefix that fits; the first one past it no longer fits, and nor does anything
-    as large, so rounds are at most the distinct sizes."""
-    taken = np.zeros(len(cards), dtype=bool)
-    at = np.flatnonzero(cards <= left)
-    while len(at):
-        held = np.cumsum(cards[at])
-        n = int(np.searchsorted(held, left, side="right"))
-        taken[at[:n]] = True
-        left -= int(held[n - 1])
-        rest = at[n:]
-        at = rest[cards[rest] <= left]
-    return taken
+def _cohort_units(s: Session, q: int, tf: int):
+    """Under the cohort scope, the surplus tasks a preemptor of queue ``q`` may take: all of its own
+    queue's, and from another queue only as many as its side of the tree borrows (as whole victims,
+    :func:`_within_borrowed`): shrinking takes no side below its nominal either."""
+
+    def allowed(donors: list[Running], of: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        sides = np.array(
+            [-1 if d.queue == q else cohort_side(s.tree, q, d.queue) if q >= 0 else d.queue for d in donors],
+            dtype=np.int64,
+        )[of]
+        left = np.zeros(len(s.tree.names) + 1, dtype=np.int64)
+        for side in np.unique(sides[sides >= 0]).tolist():
+            left[side] = borrowed(s.quota, side, tf)
+        return (sides < 0) | taken_per_side(sides, cards, left)
+
+    return allowed
 
 
 def _preempt_for_each(
@@ -652,19 +733,17 @@ def _preempt_for_each(
         s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
+
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
+        def donors(f: int, r=rank, q=q) -> list[Running]:
+            return donors_where(s, f, lambda e: s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e))
+
+        def allowed(f: int, q=q):
+            return None if scope is not PreemptScope.COHORT else _cohort_units(s, q, s.tree_flavor[f])
+
         if any(
             unserved.get((f, q if scope_queue else None), -np.inf) <= rank
-            and shrink_for(
-                s,
-                job,
-                f,
-                donors_where(
-                    s,
-                    f,
-                    lambda e, r=rank, q=q: s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e),
-                ),
-            )
+            and shrink_for(s, job, f, donors(f), allowed(f))
             for f in s.flavors(job)
         ):
             hopeless.clear()
@@ -700,18 +779,31 @@ def _preempt_for_each(
             if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
             chosen = pool.candidates(mask)
-            if scope is PreemptScope.COHORT:
-                chosen = _within_borrowed(s, q, s.tree_flavor[f], pool, chosen)
-            outcome = _preempt_for(
+            # under the cohort scope, only what each side borrows, judged when the victims are
+            # searched (after the surplus given back first, a side borrows less)
+            victims = (
+                partial(_within_borrowed, s, q, s.tree_flavor[f], pool, chosen)
+                if scope is PreemptScope.COHORT
+                else partial(_as_is, chosen)
+            )
+            outcome = surplus_then_whole(
                 s,
                 job,
                 f,
-                pool,
-                chosen,
-                StopReason.PREEMPTED,
-                lambda e: e.job.id in s.running,
-                lambda holder, q=q, r=rank, tf=s.tree_flavor[f]: (
-                    s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
+                donors(f),
+                allowed(f),
+                partial(
+                    _evict_for,
+                    s,
+                    job,
+                    f,
+                    pool,
+                    victims,
+                    StopReason.PREEMPTED,
+                    lambda e: e.job.id in s.running,
+                    lambda holder, q=q, r=rank, tf=s.tree_flavor[f]: (
+                        s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
+                    ),
                 ),
             )
             if outcome:
@@ -743,8 +835,21 @@ def resize(s: Session) -> None:
                 extra = min(extra, available(s.quota, entry.queue, s.tree_flavor[f]) // spec.cards)
             if extra <= 0:
                 continue
-            req = GroupRequest(spec.role, extra, 1, spec.cards, spec.cpus, spec.memory_gib)
-            nodes = place_group(s.cluster, s.free, usable, req, s.config.placement)
+            # grown as it was placed: an inference job's replicas one per node, tasks_per_node kept
+            req = GroupRequest(
+                spec.role,
+                extra,
+                1,
+                spec.cards,
+                spec.cpus,
+                spec.memory_gib,
+                job.kind is JobKind.INFERENCE,
+                spec.tasks_per_node or 0,
+            )
+            already = (
+                np.bincount(have.nodes, minlength=len(s.free.cards)) if req.spread or req.per_node else None
+            )
+            nodes = place_group(s.cluster, s.free, usable, req, s.config.placement, already)
             if not nodes:
                 continue
             masks, taken = [], {}

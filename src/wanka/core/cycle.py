@@ -44,11 +44,13 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         if evicting and action is evicting[-1]:  # before resize grows anyone: victims as they stand
             t = clock() if clock else 0.0
             _follow_up(session, evicting)
+            # the final reprieve, before resize could grow an elastic job into a needless stop's cards
+            session.stmt.keep_idle_victims()
             if clock:
                 phase_ms["follow_up"] = (clock() - t) * 1000.0
 
     # 3. commit: the surviving tentative changes become decisions, less stops that freed nothing used
-    session.stmt.keep_idle_victims()
+    session.stmt.keep_idle_victims()  # (again: a no-op unless an action evicted after the reprieve)
     decisions = session.stmt.commit()
 
     # 4. report: decisions, reservations (estimated starts), why some jobs can never run, stats

@@ -20,7 +20,7 @@ from wanka.core.quota import add_usage, available
 from wanka.core.running import Running
 from wanka.core.session import Session
 from wanka.core.state import GroupPlacement, Placement
-from wanka.core.whatif import shortest_prefix
+from wanka.core.whatif import MAX_REPRIEVE_TRIALS, shortest_prefix
 
 
 def elastic_running(s: Session, flavor: int) -> list[Running]:
@@ -38,50 +38,32 @@ def elastic_running(s: Session, flavor: int) -> list[Running]:
     return out
 
 
-def shrink_for(s: Session, job: Job, flavor: int, donors: list[Running]) -> bool:
-    """Shrink ``donors`` (cheapest first) toward their minimums just enough for ``job`` to start on
-    ``flavor``, and start it. True if it started; nothing changes otherwise.
+#: Which surplus tasks may be given back: (donors, each task's donor, each task's cards) -> a bool
+#: mask over the tasks (in order: cheapest donor first, a donor's newest tasks first).
+UnitFilter = Callable[[list[Running], np.ndarray, np.ndarray], np.ndarray]
 
-    Each surplus task is one unit (a job's newest tasks go first); fitting is monotone in how many
-    units are given back, so a binary search over what-if states finds the fewest."""
-    if not donors:
-        return False
-    units = []  # (donor, group index, task position)
+
+def surplus_units(donors: list[Running], allowed: UnitFilter | None = None) -> list[tuple[int, int, int]]:
+    """The surplus tasks of ``donors`` that ``allowed`` lets go, as (donor, group, task position), in
+    the order they are given back: cheapest donor first, a donor's newest tasks first."""
+    units = []
     for d, entry in enumerate(donors):
         for gi, (spec, g) in enumerate(zip(entry.job.groups, entry.placement.groups, strict=True)):
             units.extend((d, gi, pos) for pos in range(len(g.nodes) - 1, spec.gang_min - 1, -1))
-    node = np.array([donors[d].placement.groups[gi].nodes[pos] for d, gi, pos in units], dtype=np.int64)
-    group = [donors[d].placement.groups[gi] for d, gi, _ in units]
-    cards = np.array([g.cards_per_task for g in group], dtype=np.int64)
-    cpus = np.array([g.cpus for g in group], dtype=np.int64)
-    mem = np.array([g.memory_gib for g in group], dtype=np.int64)
-    queue_of = np.array([donors[d].queue for d, _, _ in units], dtype=np.int64)
-    tf = s.tree_flavor[flavor]
-    q = s.queue_index(job)
-    n = len(s.free.cards)
+    if allowed is not None and units:
+        each = np.array([donors[d].placement.groups[gi].cards_per_task for d, gi, _ in units], dtype=np.int64)
+        ok = allowed(donors, np.array([d for d, _, _ in units], dtype=np.int64), each)
+        units = [units[i] for i in np.flatnonzero(ok).tolist()]
+    return units
 
-    def fits_giving(k: int):
-        quota = s.quota.copy()
-        released = np.bincount(queue_of[:k], cards[:k], minlength=len(s.tree.names))
-        for qq in np.flatnonzero(released):
-            add_usage(quota, int(qq), tf, -int(released[qq]))
-        if available(quota, q, tf) < job.min_cards:
-            return None
-        free = FreeArrays(
-            s.free.cards + np.bincount(node[:k], cards[:k], minlength=n).astype(np.int32),
-            s.free.cpus + np.bincount(node[:k], cpus[:k], minlength=n).astype(np.int32),
-            s.free.memory + np.bincount(node[:k], mem[:k], minlength=n).astype(np.int32),
-            None,
-        )
-        return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
 
-    if fits_giving(len(units)) is None:
-        return False
-    k, _ = shortest_prefix(fits_giving, 1, len(units))
-    cp = s.stmt.checkpoint()
+def give_back(s: Session, donors: list[Running], units: list[tuple[int, int, int]]) -> list[str]:
+    """Shrink ``donors`` by ``units`` (from :func:`surplus_units`) through the statement; the ids of
+    the jobs shrunk (each also marked in ``Session.shrunk``)."""
     drop: dict[int, dict[int, set[int]]] = {}
-    for d, gi, pos in units[:k]:
+    for d, gi, pos in units:
         drop.setdefault(d, {}).setdefault(gi, set()).add(pos)
+    shrunk = []
     for d, by_group in drop.items():
         entry = donors[d]
         groups = []
@@ -99,19 +81,133 @@ def shrink_for(s: Session, job: Job, flavor: int, donors: list[Running]) -> bool
                 )
             )
         s.stmt.resize(entry, Placement(entry.placement.model, tuple(groups)))
-        s.shrunk.add(entry.job.id)
+        if entry.job.id not in s.shrunk:
+            s.shrunk.add(entry.job.id)
+            shrunk.append(entry.job.id)
+    return shrunk
+
+
+def shrink_for(
+    s: Session, job: Job, flavor: int, donors: list[Running], allowed: UnitFilter | None = None
+) -> bool:
+    """Shrink ``donors`` (cheapest first) toward their minimums just enough for ``job`` to start on
+    ``flavor``, and start it. True if it started; nothing changes otherwise. ``allowed`` narrows
+    the surplus tasks that may go (e.g. no more from a queue's side than it borrows).
+
+    Each surplus task is one unit (a job's newest tasks go first); fitting is monotone in how many
+    units are given back, so a binary search over what-if states finds the fewest. Then the
+    reprieve: a donor whose tasks the job does not need after all (its surplus was on nodes the
+    job cannot use) is not shrunk."""
+    units = surplus_units(donors, allowed)
+    if not units:
+        return False
+    group = [donors[d].placement.groups[gi] for d, gi, _ in units]
+    cards = np.array([g.cards_per_task for g in group], dtype=np.int64)
+    node = np.array([donors[d].placement.groups[gi].nodes[pos] for d, gi, pos in units], dtype=np.int64)
+    cpus = np.array([g.cpus for g in group], dtype=np.int64)
+    mem = np.array([g.memory_gib for g in group], dtype=np.int64)
+    queue_of = np.array([donors[d].queue for d, _, _ in units], dtype=np.int64)
+    donor_of = np.array([d for d, _, _ in units], dtype=np.int64)
+    tf = s.tree_flavor[flavor]
+    q = s.queue_index(job)
+    n = len(s.free.cards)
+
+    def fits_giving(gone: np.ndarray):
+        """Where the job would go with the units where ``gone`` holds given back (None: nowhere)."""
+        quota = s.quota.copy()
+        released = np.bincount(queue_of[gone], cards[gone], minlength=len(s.tree.names))
+        for qq in np.flatnonzero(released):
+            add_usage(quota, int(qq), tf, -int(released[qq]))
+        if available(quota, q, tf) < job.min_cards:
+            return None
+        at = node[gone]
+        free = FreeArrays(
+            s.free.cards + np.bincount(at, cards[gone], minlength=n).astype(np.int32),
+            s.free.cpus + np.bincount(at, cpus[gone], minlength=n).astype(np.int32),
+            s.free.memory + np.bincount(at, mem[gone], minlength=n).astype(np.int32),
+            None,
+        )
+        return s.fits_hypothetically(job, flavor, free, s.usable[flavor])
+
+    position = np.arange(len(units))
+    if fits_giving(position >= 0) is None:
+        return False
+    k, _ = shortest_prefix(lambda k: fits_giving(position < k), 1, len(units))
+    # the reprieve, as for whole victims (actions._preempt_for): a donor of that prefix, most
+    # valuable first, keeps its tasks if the job still fits without them
+    gone = position < k
+    for d in np.unique(donor_of[gone])[::-1][:MAX_REPRIEVE_TRIALS].tolist():
+        kept = gone & (donor_of != d)
+        if kept.any() and fits_giving(kept) is not None:
+            gone = kept
+    cp = s.stmt.checkpoint()
+    shrunk = give_back(s, donors, [units[i] for i in np.flatnonzero(gone).tolist()])
     if s.try_start(job, (flavor,)) is Fit.FIT:
         s.preemptions += 1
         return True
     s.stmt.rollback(cp)
-    for d in drop:
-        s.shrunk.discard(donors[d].job.id)
+    s.shrunk.difference_update(shrunk)
     return False
+
+
+def surplus_then_whole(
+    s: Session,
+    job: Job,
+    flavor: int,
+    donors: list[Running],
+    allowed: UnitFilter | None,
+    evict: Callable[[], bool | None],
+) -> bool | None:
+    """Start ``job`` by evicting whole victims (``evict``: a victim search that starts the job, as
+    :func:`wanka.core.actions._preempt_for`) only for what the donors' whole surplus leaves short,
+    then shrinking them just enough: "surplus before anything whole" when the surplus alone is not
+    enough (Volcano: tasks above ``minAvailable`` go first). ``evict``'s outcome; with no surplus to
+    give, plain ``evict``.
+
+    The search runs with every allowed surplus task given back, so it picks the fewest whole
+    victims; those are then evicted from the state as it was, and :func:`shrink_for` takes only the
+    surplus still needed (reprieve included). Where that cannot start the job after all (the victim
+    search may take a reservation's nodes; a shrink does not), the search's own result stands."""
+    units = surplus_units(donors, allowed)
+    if not units:
+        return evict()
+    cp, counted = s.stmt.checkpoint(), s.preemptions
+
+    def undo(shrunk: list[str]) -> None:
+        s.stmt.rollback(cp)
+        s.shrunk.difference_update(shrunk)
+        s.preemptions = counted
+
+    shrunk = give_back(s, donors, units)
+    outcome = evict()
+    if not outcome:
+        undo(shrunk)
+        return outcome
+    victims = s.stmt.evictions_since(cp)
+    undo(shrunk)
+    for entry, reason in victims:
+        s.stmt.evict(s.running[entry.job.id], reason)
+    if s.try_start(job, (flavor,)) is Fit.FIT:  # those victims were enough without any surplus
+        s.preemptions += 1
+        return True
+    if shrink_for(s, job, flavor, [d for d in donors if s.running.get(d.job.id) is d], allowed):
+        return True
+    undo([])
+    shrunk = give_back(s, donors, units)
+    outcome = evict()
+    if not outcome:
+        undo(shrunk)
+    return outcome
+
+
+def _started(job: Job, now: float) -> float:
+    """When ``job`` started; ``now`` when unknown (a start at t=0 is a start)."""
+    return now if job.start_time is None else job.start_time
 
 
 def donors_where(s: Session, flavor: int, eligible: Callable[[Running], bool]) -> list[Running]:
     """:func:`elastic_running` jobs that ``eligible`` admits, cheapest first: lowest rank, most
     recently started, then job id."""
     found = [e for e in elastic_running(s, flavor) if eligible(e)]
-    found.sort(key=lambda e: (s.ordering.rank(e.job), -(e.job.start_time or s.now), e.job.id))
+    found.sort(key=lambda e: (s.ordering.rank(e.job), -_started(e.job, s.now), e.job.id))
     return found

@@ -50,8 +50,12 @@ class FreeArrays:
     masks: list[int] | None  # None for what-if states where only counts matter
 
 
-def task_capacity(free: FreeArrays, usable: np.ndarray, req: GroupRequest) -> np.ndarray:
-    """Tasks of ``req`` each node can host now (0 on nodes that are not usable)."""
+def task_capacity(
+    free: FreeArrays, usable: np.ndarray, req: GroupRequest, already: np.ndarray | None = None
+) -> np.ndarray:
+    """Tasks of ``req`` each node can host now (0 on nodes that are not usable). ``already``: tasks
+    of the same group each node holds (an elastic group growing): they count against spreading's
+    one per node and ``per_node``."""
     if req.cards > 0:
         cap = free.cards // req.cards
     else:
@@ -60,10 +64,9 @@ def task_capacity(free: FreeArrays, usable: np.ndarray, req: GroupRequest) -> np
         cap = np.minimum(cap, free.cpus // req.cpus)
     if req.memory_gib > 0:
         cap = np.minimum(cap, free.memory // req.memory_gib)
-    if req.spread:
-        cap = np.minimum(cap, 1)
-    if req.per_node:
-        cap = np.minimum(cap, req.per_node)
+    limit = 1 if req.spread else req.per_node
+    if limit:
+        cap = np.minimum(cap, limit if already is None else np.maximum(limit - already, 0))
     return np.where(usable, cap, 0)
 
 
@@ -73,9 +76,11 @@ def place_group(
     usable: np.ndarray,
     req: GroupRequest,
     strategy: PlacementStrategy = PlacementStrategy.TOPOLOGY,
+    already: np.ndarray | None = None,
 ) -> list[int] | None:
-    """Node index per task for one group (elastic groups get as many as fit, >= min), or None."""
-    cap = task_capacity(free, usable, req)
+    """Node index per task for one group (elastic groups get as many as fit, >= min), or None.
+    ``already``: as :func:`task_capacity`'s (the tasks a growing group holds per node)."""
+    cap = task_capacity(free, usable, req, already)
     total = int(cap.sum())
     if total < req.min_replicas:
         return None
@@ -257,12 +262,15 @@ def _place_groups(
         for phase, reqs in enumerate((first, groups) if multi else (first,)):
             for gi in order:
                 req = reqs[gi]
+                already = None
                 if phase == 1:  # the elastic groups grow with what the minimums left
                     extra = req.replicas - req.min_replicas
                     if extra <= 0:
                         continue
                     req = replace(req, replicas=extra, min_replicas=0)
-                nodes = place_group(cluster, free, usable, req, strategy)
+                    if req.spread or req.per_node:  # the minimum's tasks count against the limit
+                        already = np.bincount(placed[gi], minlength=len(free.cards))
+                nodes = place_group(cluster, free, usable, req, strategy, already)
                 if nodes is None:
                     if phase == 1:
                         continue

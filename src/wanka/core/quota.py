@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 UNLIMITED = 1 << 60
 
 
@@ -243,3 +245,38 @@ def cohort_side(tree: QueueTree, q: int, w: int) -> int:
 def borrowed(usage: QuotaUsage, node: int, flavor: int) -> int:
     """Cards the subtree at ``node`` holds beyond its own nominal quota (0 when within it)."""
     return max(0, usage.total[node][flavor] - usage.tree.nominal[node][flavor])
+
+
+def taken_in_order(cards: np.ndarray, left: int) -> np.ndarray:
+    """A bool mask over ``cards``: those a walk in order takes while each fits in what is ``left``,
+    passing those that do not (the loop ``if c <= left: take; left -= c``, in numpy). Each round
+    takes the longest prefix that fits; the first one past it no longer fits, and nor does anything
+    as large, so rounds are at most the distinct sizes."""
+    taken = np.zeros(len(cards), dtype=bool)
+    at = np.flatnonzero(cards <= left)
+    while len(at):
+        held = np.cumsum(cards[at])
+        n = int(np.searchsorted(held, left, side="right"))
+        taken[at[:n]] = True
+        left -= int(held[n - 1])
+        rest = at[n:]
+        at = rest[cards[rest] <= left]
+    return taken
+
+
+def taken_per_side(of: np.ndarray, cards: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """A bool mask over victims (in victim order): per side, those taken in order while each fits
+    in what is ``left`` of it (:func:`taken_in_order`). ``of`` is each victim's side (-1: none,
+    never taken), ``left`` the cards each side may give (one slot per side, plus a last one)."""
+    taken = np.zeros(len(of), dtype=bool)
+    sides = of >= 0
+    if not sides.any():
+        return taken
+    held = np.bincount(of[sides], weights=cards[sides], minlength=len(left))
+    whole = sides.copy()
+    whole[sides] = held[of[sides]] <= left[of[sides]]  # the side gives more than all its victims hold
+    taken |= whole
+    for side in np.flatnonzero((left > 0) & (held > left)).tolist():
+        at = np.flatnonzero(of == side)
+        taken[at[taken_in_order(cards[at], int(left[side]))]] = True
+    return taken

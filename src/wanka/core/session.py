@@ -54,6 +54,10 @@ class Statement:
                 self._s._give(op[2])
                 self._s._take(op[1])
 
+    def evictions_since(self, checkpoint: int) -> list[tuple[Running, StopReason]]:
+        """The evictions made after ``checkpoint``: (the entry as it was then, the reason)."""
+        return [(op[1], op[2]) for op in self._ops[checkpoint:] if op[0] == "evict"]
+
     def start(
         self,
         job: Job,
@@ -87,7 +91,8 @@ class Statement:
         """Take back every stop (by reclaim or preempt) of a job that was running when the cycle
         began whose cards are all still free and whose queue could start it there again by quota:
         it was stopped for nothing (the job it made room for was un-started later, or took other
-        cards), so it keeps running. The final reprieve; a cycle's last step before commit."""
+        cards), so it keeps running. The final reprieve: run after the last evicting action, before
+        resize could grow an elastic job into such cards (and again before commit)."""
         s, kept = self._s, []
         for op in self._ops:
             if (

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+MAX_REPRIEVE_TRIALS = 32  # what-ifs a reprieve may spend per preemptor (bounds a cycle's cost)
+
+
 def shortest_prefix(fits: Callable[[int], T | None], lo: int, n: int) -> tuple[int, T]:
     """Smallest k in [lo, n] with ``fits(k)`` not None, and that result.
 
