@@ -5,10 +5,14 @@ that was already waiting in it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.core.scenario import build
 from tests.core.test_properties import SETTINGS, apply, clusters, jobs, queue_trees
 from wanka.core import PRIORITY_CLASSES, Action, Job, JobKind, Snapshot, TaskGroup, get_policy, run_cycle
 from wanka.core.decisions import StopReason
@@ -200,3 +204,37 @@ def test_under_las_a_replica_that_has_served_long_is_preempted_only_by_a_higher_
                 f"replica {victim.id} ({victim.priority_class}) was preempted; the highest class "
                 f"started was priority {top}"
             )
+
+
+TWO_CYCLES = sorted((Path(__file__).parent / "two_cycles").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TWO_CYCLES, ids=[p.stem for p in TWO_CYCLES])
+def test_two_cycle_scenario_starts_nothing_only_to_evict_it_next_cycle(path: Path) -> None:
+    """Each file under two_cycles/ (the scenario format, no ``expect``): a cycle, its decisions
+    carried out, then a cycle at the same instant. No job the first started is stopped or shrunk in
+    the second by a job that waited in the first (issue 14, item 5). The cases are reclaim's: a
+    start moved fair share, a reservation or a side's borrowing, and a job it passed over took it
+    back."""
+    doc = yaml.safe_load(path.read_text())
+    for policy in doc["policies"]:
+        snapshot, config = build({**doc, "policy": policy})
+        first = run_cycle(snapshot, config)
+        assert first.starts, f"{policy}: the first cycle starts nothing, so the case shows nothing"
+        state, pending, running = apply(snapshot, first)
+        tasks = {j.id: j.placement.num_tasks for j in running}
+        waiting = [j for j in pending if j.id not in first.unschedulable]
+        second = run_cycle(
+            Snapshot(
+                snapshot.now, snapshot.cluster, state, snapshot.queues, waiting, running, snapshot.usage
+            ),
+            config,
+        )
+        started = {d.job_id for d in first.starts}
+        undone = [d.job_id for d in second.stops if d.job_id in started]
+        undone += [
+            d.job_id
+            for d in second.resizes
+            if d.job_id in started and d.placement.num_tasks < tasks[d.job_id]
+        ]
+        assert not undone, f"{policy}: started in cycle 1, then {undone} taken back: {second.decisions}"

@@ -491,13 +491,18 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                 return
             sides = owed[1]
             donors = donors_where(
-                s, f, lambda e, tf=tf, o=owed: o[0][e.queue] and borrowed(s.quota, o[1][e.queue], tf) > 0
+                s,
+                f,
+                lambda e, tf=tf, o=owed, job=job: (
+                    o[0][e.queue] and borrowed(s.quota, o[1][e.queue], tf) > 0 and not _spared(s, job, e)
+                ),
             )
             if shrink_for(s, job, f, donors, _reclaim_units(s, tf, sides)):
                 break  # borrowers' elastic surplus was enough: nothing whole is stopped
             mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             # a job that ran before the cycle only while its side borrows beyond this cycle's starts
             mask[: pool.n_initial] &= owed[3][pool.queue[: pool.n_initial]]
+            mask &= ~_spared_starts(s, job, pool)
             chosen = pool.candidates(mask)
             capped = len(_reclaimable_of(s, tf, pool, chosen, sides)) < len(chosen)
             # first only as many victims per side as it borrows, taken in victim order (past a side
@@ -539,6 +544,28 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                     break
             if started:
                 break
+
+
+def _spared_starts(s: Session, job: Job, pool: VictimPool) -> np.ndarray:
+    """A bool per pool entry: a start made before this cycle while ``job`` waited, and lately
+    (``preempt_min_runtime_s``): it stands against ``job`` for now (:func:`_spared`)."""
+    window = s.config.preempt_min_runtime_s
+    if window <= 0:
+        return np.zeros(len(pool.since), dtype=bool)
+    lately = (pool.since >= job.submit_time) & (pool.since > s.now - window)
+    return lately & (pool.on_loan_to != job.id)
+
+
+def _spared(s: Session, job: Job, entry: Running) -> bool:
+    """Whether ``entry``'s start stands against ``job`` for now: made before this cycle while ``job``
+    waited, less than ``preempt_min_runtime_s`` ago, and not on loan to ``job``. The cycles after a
+    start see an order and reservations it moved; a job that waited through it must not take it
+    back at once for that reason alone (a start this cycle made is simply un-made)."""
+    window = s.config.preempt_min_runtime_s
+    start = entry.job.start_time
+    if window <= 0 or start is None or entry.job.id in s.started or entry.job.preemptible_by == job.id:
+        return False
+    return start >= job.submit_time and start > s.now - window
 
 
 def _reclaimable_of(
@@ -735,8 +762,14 @@ def _preempt_for_each(
         q = s.queue_index(job)
 
         # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
-        def donors(f: int, r=rank, q=q) -> list[Running]:
-            return donors_where(s, f, lambda e: s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e))
+        def donors(f: int, r=rank, q=q, job=job) -> list[Running]:
+            return donors_where(
+                s,
+                f,
+                lambda e: (
+                    s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e) and not _spared(s, job, e)
+                ),
+            )
 
         def allowed(f: int, q=q):
             return None if scope is not PreemptScope.COHORT else _cohort_units(s, q, s.tree_flavor[f])
