@@ -29,6 +29,7 @@ from wanka.core import (
     get_policy,
     run_cycle,
 )
+from wanka.core.placement import FreeArrays, GroupRequest, place_gang
 from wanka.core.quota import UNLIMITED, add_usage, available
 from wanka.models.hardware import default_catalog
 
@@ -343,6 +344,64 @@ def test_a_job_judged_able_to_run_starts_on_an_empty_cluster_and_one_judged_neve
     )
     started = [d.job_id for d in result.starts]
     assert (started == ["j"]) == verdict.ok, (verdict.reason, result.unschedulable)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cluster=mixed_nodes(),
+    groups=st.lists(
+        st.tuples(
+            st.integers(1, 6),  # replicas
+            st.integers(0, 8),  # cards
+            st.sampled_from([0, 8, 24, 40]),  # cpus
+            st.sampled_from([0, 32, 200]),  # memory
+            st.sampled_from([None, None, 1, 2]),  # tasks_per_node
+        ),
+        min_size=2,
+        max_size=3,
+    ),
+    kind=st.sampled_from([JobKind.TRAINING, JobKind.INFERENCE]),
+)
+def test_a_gang_of_several_groups_judged_never_to_fit_never_starts_on_an_empty_cluster(cluster, groups, kind):
+    """Issue 14, item 8, for gangs whose groups share the nodes (and an inference job's replicas, one
+    per node): a job refused as never fitting could not have started either, so the refusal never
+    turns away one that would run. (The converse would need an exact packing to compare with.)"""
+    from wanka.core import check_feasibility
+
+    tree = QueueTree.flat(["h100"], {"h100": int(cluster.node_cards.sum())}, ["q"])
+    specs = tuple(
+        TaskGroup(f"g{i}", replicas, cards, (), cpus, memory, tasks_per_node=per_node)
+        for i, (replicas, cards, cpus, memory, per_node) in enumerate(groups)
+    )
+    if all(g.cards == g.cpus == g.memory_gib == 0 for g in specs):
+        return  # asks for nothing a node counts
+    job = Job("j", tenant="q", queue="q", groups=specs, kind=kind)
+    verdict = check_feasibility(cluster, tree, job)
+    if verdict.ok:
+        return
+    free = FreeArrays(
+        cluster.node_cards.astype(np.int32).copy(),
+        cluster.node_cpus.astype(np.int32).copy(),
+        cluster.node_memory.astype(np.int32).copy(),
+        None,
+    )
+    reqs = [
+        GroupRequest(
+            g.role,
+            g.replicas,
+            g.gang_min,
+            g.cards,
+            g.cpus,
+            g.memory_gib,
+            kind is JobKind.INFERENCE,
+            g.tasks_per_node or 0,
+        )
+        for g in specs
+    ]
+    placed = place_gang(
+        cluster, free, np.ones(cluster.num_nodes, dtype=bool), "h100", reqs, choose_cards=False
+    )
+    assert placed is None, f"refused ({verdict.reason}) but it places: {placed}"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

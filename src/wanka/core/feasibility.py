@@ -9,7 +9,7 @@ import numpy as np
 
 from wanka.core.cluster import Cluster, NodeKinds
 from wanka.core.hardware import normalise_name
-from wanka.core.jobs import Job
+from wanka.core.jobs import Job, JobKind
 from wanka.core.quota import QueueTree, potential_available
 
 
@@ -58,6 +58,11 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
     if not flavors:
         wanted = sorted({a for g in job.groups for a in g.accelerators})
         have = ", ".join(m.id for m in cluster.models)
+        if all(resolve_flavors(cluster, [g.accelerators]) for g in job.groups):  # each alone is offered
+            asks = "; ".join(f"{g.role!r} {', '.join(g.accelerators)}" for g in job.groups if g.accelerators)
+            return Feasibility(
+                False, f"a job runs on one accelerator model, and no model suits every group ({asks})"
+            )
         return Feasibility(False, f"no node offers {', '.join(wanted)}; this cluster has {have}")
     reasons, largest = [], 0
     for f in flavors:
@@ -116,20 +121,44 @@ def _never_on_nodes(job: Job, kinds: NodeKinds, model: str) -> str:
             )
     if job.min_cards > kinds.total(cards):
         return f"needs {job.min_cards} {model} cards; the cluster has {kinds.total(cards)}"
+    spread = job.kind is JobKind.INFERENCE  # replicas one per node (placement's spreading)
+    together = np.zeros(len(cards), dtype=np.int64)  # per node shape: tasks of all groups, at most
     for g in job.groups:  # how many of the group's tasks the nodes hold at most, each on one node
         room = [
             have // need for have, need in ((cards, g.cards), (cpus, g.cpus), (memory, g.memory_gib)) if need
         ]
-        if g.tasks_per_node:
-            room.append(np.full(len(cards), g.tasks_per_node))
-        if room:
-            most = kinds.total(np.minimum.reduce(room))
-            if g.gang_min > most:
-                per_node = f", {g.tasks_per_node} per node at most" if g.tasks_per_node else ""
-                return (
-                    f"{g.role!r} needs {g.gang_min} tasks at once; the {model} nodes hold at most "
-                    f"{most} of them (cards, CPUs and memory per node{per_node})"
-                )
+        limit = 1 if spread else g.tasks_per_node
+        if limit:
+            room.append(np.full(len(cards), limit))
+        if not room:  # asks for nothing a node counts: no bound from this group
+            together = None
+            continue
+        own = np.minimum.reduce(room)
+        if together is not None:
+            together = together + own
+        most = kinds.total(own)
+        if g.gang_min > most:
+            per_node = f", {limit} per node at most" if limit else ""
+            return (
+                f"{g.role!r} needs {g.gang_min} tasks at once; the {model} nodes hold at most "
+                f"{most} of them (cards, CPUs and memory per node{per_node})"
+            )
+    if len(job.groups) > 1 and together is not None:
+        # the groups share the nodes: a node holds at most as many tasks of any mix as its resource
+        # holds of the smallest ask for it (and no more than each group's own room, summed)
+        for have, asks in (
+            (cards, [g.cards for g in job.groups]),
+            (cpus, [g.cpus for g in job.groups]),
+            (memory, [g.memory_gib for g in job.groups]),
+        ):
+            if min(asks) > 0:
+                together = np.minimum(together, have // min(asks))
+        tasks, most = sum(g.gang_min for g in job.groups), kinds.total(together)
+        if tasks > most:
+            return (
+                f"its groups need {tasks} tasks at once; the {model} nodes hold at most {most} of them "
+                f"together (cards, CPUs and memory per node)"
+            )
     for asked, have, unit in (
         (sum(g.gang_min * g.cpus for g in job.groups), kinds.total(cpus), "CPUs"),
         (sum(g.gang_min * g.memory_gib for g in job.groups), kinds.total(memory), "GiB of memory"),

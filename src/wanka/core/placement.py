@@ -13,6 +13,7 @@ Replicas of an inference service are *spread*: one per node, over as many leaf d
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -204,11 +205,32 @@ def place_gang(
                 ),
             )
         return _place_groups(cluster, free, usable, model, groups, strategy, choose_cards)
+    orders = _group_orders(groups)
     for within in _gang_domains(cluster, free, usable, groups, strategy):
-        placement = _place_groups(cluster, free, within, model, groups, strategy, choose_cards)
-        if placement is not None:
-            return placement
+        for order in orders:
+            placement = _place_groups(cluster, free, within, model, groups, strategy, choose_cards, order)
+            if placement is not None:
+                return placement
     return None
+
+
+def _group_orders(groups: list[GroupRequest]) -> list[tuple[int, ...]]:
+    """The orders a multi-group gang's groups are placed in, until one fits: larger tasks first
+    (first-fit decreasing: small ones fill the gaps big ones leave), then the heaviest in CPUs, then
+    in memory, then (three groups at most) every other order. Each group takes the tightest room
+    it fits, so one order can strand another group where a different order places them all: a
+    master of 4 cards and two workers of 3 on nodes with 6 and 4 free cards fit only workers
+    first."""
+    n = len(groups)
+    keys = (
+        lambda i: -groups[i].cards,
+        lambda i: -groups[i].cpus,
+        lambda i: -groups[i].memory_gib,
+    )
+    orders = [tuple(sorted(range(n), key=key)) for key in keys]
+    if n <= 3:
+        orders += list(itertools.permutations(range(n)))
+    return list(dict.fromkeys(orders))  # distinct, first found first
 
 
 _DOMAINS_TRIED_PER_TIER = 4  # bounds a multi-group gang's placement cost on a fragmented cluster
@@ -225,6 +247,10 @@ def _gang_domains(
         caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
         need = sum(g.min_replicas * g.cards for g in groups)
         cards = np.where(usable, free.cards, 0).astype(np.int64)
+        smallest = min((g.cards for g in groups if g.cards), default=0)
+        # a node with fewer free cards than the smallest task holds none of the gang's cards: a
+        # domain whose free cards lie in such crumbs must not pass for one that holds the gang
+        cards = np.where(cards >= smallest, cards, 0)
         for t in range(len(cluster.tiers) - 1):
             starts = cluster.domain_starts[t]
             room = np.add.reduceat(cards, starts)
@@ -248,16 +274,16 @@ def _place_groups(
     groups: list[GroupRequest],
     strategy: PlacementStrategy,
     choose_cards: bool,
+    order: tuple[int, ...] = (0,),
 ) -> Placement | None:
-    """Every group's minimum on ``usable`` nodes, then the elastic groups' extra tasks there; None
-    if a minimum does not fit. ``free`` is restored before returning."""
+    """Every group's minimum on ``usable`` nodes, then the elastic groups' extra tasks there, groups
+    taken in ``order`` (:func:`_group_orders`); None if a minimum does not fit. ``free`` is restored
+    before returning."""
     multi = len(groups) > 1  # later groups must see earlier groups' tasks as taken
     placed: list[list[int]] = [[] for _ in groups]
     masks: list[list[int]] = [[] for _ in groups]
     taken: list[tuple[int, int, GroupRequest]] = []
     first = [replace(g, replicas=g.min_replicas) for g in groups] if multi else groups
-    # larger tasks first (first-fit decreasing): small ones then fill the gaps big ones leave
-    order = sorted(range(len(groups)), key=lambda i: -groups[i].cards)
     try:
         for phase, reqs in enumerate((first, groups) if multi else (first,)):
             for gi in order:

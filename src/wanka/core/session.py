@@ -29,6 +29,11 @@ from wanka.core.whatif import TaskTable, shortest_prefix
 _REPRIEVABLE = (StopReason.PREEMPTED, StopReason.RECLAIMED)  # not a node failure: that node is gone
 
 
+def _sooner(start: float | None, than: float | None) -> bool:
+    """Whether a reservation at ``start`` comes before one at ``than`` (None, unknown: last)."""
+    return start is not None and (than is None or start < than)
+
+
 class Statement:
     """Undo log over the session. ``checkpoint()`` / ``rollback(cp)`` / ``commit()``."""
 
@@ -606,14 +611,21 @@ class Session:
     # --- reservations (EASY backfill) ----------------------------------------------------------
 
     def reserve(self, job: Job) -> Reservation | None:
-        """Earliest time ``job`` fits as running jobs end at their time limits; holds those nodes."""
+        """Earliest time ``job`` fits as running jobs end at their time limits; holds those nodes.
+        Of the models it accepts, the one where it starts first (an unknown start last; ties to the
+        job's order of preference): EASY's reservation is the earliest start, on whichever model."""
+        best = None
         for f in self.flavors(job):
-            found = self._reserve_flavor(job, f)
-            if found is not None:
-                return found
-        return None
+            found = self._earliest_on(job, f)
+            if found is not None and (best is None or _sooner(found[0], best[1][0])):
+                best = (f, found)
+        if best is None:
+            return None
+        flavor, (start, placement) = best
+        return self._hold(job, flavor, start, placement)
 
-    def _reserve_flavor(self, job: Job, flavor: int) -> Reservation | None:
+    def _earliest_on(self, job: Job, flavor: int) -> tuple[float | None, Placement] | None:
+        """When (None: unknown) and where ``job`` could start on ``flavor`` as running jobs end."""
         table, columns = self.initial_table, self.initial_columns
         # jobs without a time limit count too, as ending last (in snapshot order): where the job
         # must wait for one of them its start is unknown, but its nodes are still held for it
@@ -643,7 +655,10 @@ class Session:
         lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
         lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(by_end))), len(by_end))
         last = float(ends[by_end[lo - 1]])
-        start = max(self.now, last) if math.isfinite(last) else None
+        return (max(self.now, last) if math.isfinite(last) else None), placement
+
+    def _hold(self, job: Job, flavor: int, start: float | None, placement: Placement) -> Reservation:
+        """Record the reservation and hold its nodes against later jobs."""
         res = Reservation(
             job.id, start, self.flavor_ids[flavor], frozenset(int(n) for n in placement.node_set())
         )
