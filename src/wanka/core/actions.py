@@ -505,13 +505,14 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             mask &= ~_spared_starts(s, job, pool)
             chosen = pool.candidates(mask)
             capped = len(_reclaimable_of(s, tf, pool, chosen, sides)) < len(chosen)
-            # first only as many victims per side as it borrows, taken in victim order (past a side
-            # that would stop borrowing, to the next; judged when searched, after any surplus given
-            # back); when those cannot make room where the job fits, any of them, each evicted only
-            # while its side still borrows (as before)
+            # any of them, each evicted only while its side still borrows (Kueue's rule). Where the
+            # search counted on victims that eviction then refused (a side stopped borrowing
+            # first), only as many per side as it borrows, taken in victim order: past a side that
+            # would stop borrowing, to the next borrower (judged when searched, after any surplus
+            # given back)
             started = None
             for victims in (
-                (partial(_reclaimable_of, s, tf, pool, chosen, sides), partial(_as_is, chosen))
+                (partial(_as_is, chosen), partial(_reclaimable_of, s, tf, pool, chosen, sides))
                 if capped
                 else (partial(_as_is, chosen),)
             ):
@@ -540,7 +541,7 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                         lambda holder, tf=tf, owed=owed: _owes(s, owed, holder, tf),
                     ),
                 )
-                if started is not None:
+                if started is not False:  # started, or not even all of them would make room
                     break
             if started:
                 break
