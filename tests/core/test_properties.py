@@ -118,10 +118,22 @@ def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
                         replicas,
                         cards,
                         accept,
-                        cpus=draw(st.sampled_from([0, 4])),
+                        # 40 of a node's 64 CPUs: such tasks cannot share a node
+                        cpus=draw(st.sampled_from([0, 4, 4, 40])),
                         memory_gib=0,
                         min_replicas=1 if elastic else None,
                         tasks_per_node=draw(st.sampled_from([None, None, 1, 2])),
+                    ),
+                    # now and then a gang of two groups (a master beside its workers)
+                    *draw(
+                        st.sampled_from(
+                            [
+                                (),
+                                (),
+                                (),
+                                (TaskGroup("m", 1, draw(st.sampled_from([1, 2, 4])), accept, cpus=4),),
+                            ]
+                        )
                     ),
                 ),
                 priority=pc.value,
@@ -171,6 +183,8 @@ def check_invariants(snapshot: Snapshot, result, state: ClusterState, running: l
     for n in range(cluster.num_nodes):
         assert state.free_mask[n].bit_count() == state.free_cards[n] >= 0
     jobs_by_id = {j.id: j for j in [*snapshot.pending, *snapshot.running]}
+    started = {d.job_id for d in result.starts}
+    assert not started & {r.job_id for r in result.reservations}, "a job started and still reserved for"
     for d in [*result.starts, *result.resizes]:  # a job grown or shrunk keeps the rules it started by
         job = jobs_by_id[d.job_id]
         model = cluster.model_index[d.placement.model]
