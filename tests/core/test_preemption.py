@@ -103,6 +103,22 @@ def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) 
         assert not fits_with({job_id: by_id[job_id].placement}), (
             f"{job_id} was shrunk, but p fits with it left as it was (shrunk: {sorted(shrunk)})"
         )
+        for one in _given_back(by_id[job_id].placement, shrunk[job_id]):  # nor any one task of it
+            assert not fits_with({job_id: one}), f"{job_id} gave back a task p does not use"
+
+
+def _given_back(before: Placement, after: Placement) -> list[Placement]:
+    """``after`` with one of the tasks it gave back (relative to ``before``) restored, for each."""
+    out = []
+    for gi, (old, new) in enumerate(zip(before.groups, after.groups, strict=True)):
+        kept = list(zip(new.nodes, new.masks, strict=True))
+        for task in zip(old.nodes, old.masks, strict=True):
+            if task in kept:
+                kept.remove(task)
+                continue
+            group = dataclasses.replace(new, nodes=(*new.nodes, task[0]), masks=(*new.masks, task[1]))
+            out.append(Placement(after.model, (*after.groups[:gi], group, *after.groups[gi + 1 :])))
+    return out
 
 
 def _at_minimum(job: Job) -> Placement:

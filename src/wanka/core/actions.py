@@ -486,6 +486,8 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             owed = _reclaimable_queues(s, q, tf, job.min_cards)
             if owed is None:
                 continue  # it would borrow at every level: nothing is owed to it
+            if s.try_start(job, (f,)) is Fit.FIT:
+                break  # room an earlier reclaim freed and left: it needs nobody's cards
             pool = _victims(s)
             if pool is None:
                 return
@@ -545,6 +547,11 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                     break
             if started:
                 break
+
+
+def _on_loan_to(s: Session, entry: Running, job: Job) -> bool:
+    """Whether ``entry`` runs on loan on nodes reserved for ``job`` (Start.preemptible_by)."""
+    return entry.job.preemptible_by == job.id or s.lent.get(entry.job.id) == job.id
 
 
 def _spared_starts(s: Session, job: Job, pool: VictimPool) -> np.ndarray:
@@ -762,13 +769,18 @@ def _preempt_for_each(
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
 
-        # a waiting job's minimum outranks a running job's surplus of no higher rank: shrink first
-        def donors(f: int, r=rank, q=q, job=job) -> list[Running]:
+        # jobs run on loan on its reserved nodes: it may evict them while it holds the reservation
+        lent = job.id in lenders and any(r.job_id == job.id for r in s.reservations)
+
+        # a waiting job's minimum outranks a running job's surplus of no higher rank (and any job's
+        # on loan to it, which it could stop whole): shrink first
+        def donors(f: int, r=rank, q=q, job=job, lent=lent) -> list[Running]:
             return donors_where(
                 s,
                 f,
                 lambda e: (
-                    s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e) and not _spared(s, job, e)
+                    (s.ordering.rank(e.job) <= r and _in_scope(s, scope, q, e) and not _spared(s, job, e))
+                    or (lent and _on_loan_to(s, e, job))
                 ),
             )
 
@@ -777,7 +789,10 @@ def _preempt_for_each(
 
         if any(
             unserved.get((f, q if scope_queue else None), -np.inf) <= rank
-            and shrink_for(s, job, f, donors(f), allowed(f))
+            and (
+                # room an earlier preemptor freed and left: it needs nobody's cards
+                s.try_start(job, (f,)) is Fit.FIT or shrink_for(s, job, f, donors(f), allowed(f))
+            )
             for f in s.flavors(job)
         ):
             hopeless.clear()
@@ -785,8 +800,6 @@ def _preempt_for_each(
         for f in s.flavors(job):  # until it starts below, it is unserved on every flavor
             key = (f, q if scope_queue else None)
             unserved[key] = max(rank, unserved.get(key, -np.inf))
-        # jobs run on loan on its reserved nodes: it may evict them while it holds the reservation
-        lent = job.id in lenders and any(r.job_id == job.id for r in s.reservations)
         if static_rank and not lent and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
             continue  # nobody it may evict was running when the cycle began
         pool = _victims(s)

@@ -112,13 +112,17 @@ def shrink_for(
     q = s.queue_index(job)
     n = len(s.free.cards)
 
-    def fits_giving(gone: np.ndarray):
-        """Where the job would go with the units where ``gone`` holds given back (None: nowhere)."""
+    def quota_allows(gone: np.ndarray) -> bool:
+        """Whether the job's quota would let it start with the units where ``gone`` holds given back."""
         quota = s.quota.copy()
         released = np.bincount(queue_of[gone], cards[gone], minlength=len(s.tree.names))
         for qq in np.flatnonzero(released):
             add_usage(quota, int(qq), tf, -int(released[qq]))
-        if available(quota, q, tf) < job.min_cards:
+        return available(quota, q, tf) >= job.min_cards
+
+    def fits_giving(gone: np.ndarray):
+        """Where the job would go with the units where ``gone`` holds given back (None: nowhere)."""
+        if not quota_allows(gone):
             return None
         at = node[gone]
         free = FreeArrays(
@@ -140,6 +144,16 @@ def shrink_for(
         kept = gone & (donor_of != d)
         if kept.any() and fits_giving(kept) is not None:
             gone = kept
+    # of those, only the tasks on the nodes the job will use, plus more in order while its quota is
+    # short (as for whole victims): a task given back elsewhere would only sit idle
+    target = fits_giving(gone)
+    needed = gone & np.isin(node, np.fromiter(target.node_set(), np.int64))
+    for i in np.flatnonzero(gone & ~needed).tolist():
+        if quota_allows(needed):
+            break
+        needed[i] = True
+    if needed.any() and fits_giving(needed) is not None:
+        gone = needed
     cp = s.stmt.checkpoint()
     shrunk = give_back(s, donors, [units[i] for i in np.flatnonzero(gone).tolist()])
     if s.try_start(job, (flavor,)) is Fit.FIT:

@@ -8,6 +8,7 @@ surviving changes into decisions.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
@@ -109,6 +110,16 @@ class Statement:
                 s._take(op[1])
                 self._s.changes -= 1
                 continue
+            if op[0] == "resize" and s.running.get(op[1].job.id) is op[2]:
+                back = s._taken_back(op[1], op[2])  # a shrink's tasks whose cards stayed free
+                if back is not None:
+                    s._give(op[2])
+                    s._take(back)
+                    if back.placement.num_tasks == op[1].placement.num_tasks:  # all of them
+                        s.shrunk.discard(op[1].job.id)
+                        self._s.changes -= 1
+                        continue
+                    op = ("resize", op[1], back)
             kept.append(op)
         self._ops = kept
 
@@ -299,6 +310,44 @@ class Session:
         else:
             self.evicted.add(entry.job.id)
         self._fail_cache.clear()  # room grew: earlier failures may now fit
+
+    def _taken_back(self, before: Running, after: Running) -> Running | None:
+        """``after`` (a shrink of ``before``) with every task it gave back whose cards, CPUs and
+        memory are still free and whose quota still allows it, in task order; None when none is (or
+        ``after`` is no shrink of ``before``)."""
+        free, down = self.free, self.cluster.node_state == int(NodeState.DOWN)
+        room = available(self.quota, before.queue, self.tree_flavor[before.flavor])
+        taken: dict[int, list[int]] = {}  # node -> mask, cpus, memory taken back so far
+        groups, any_back = [], False
+        for old, new in zip(before.placement.groups, after.placement.groups, strict=True):
+            left = Counter(zip(new.nodes, new.masks, strict=True))
+            nodes, masks = list(new.nodes), list(new.masks)
+            for node, mask in zip(old.nodes, old.masks, strict=True):
+                if left[(node, mask)]:
+                    left[(node, mask)] -= 1
+                    continue
+                held = taken.setdefault(node, [0, 0, 0])
+                if (
+                    not down[node]
+                    and room >= old.cards_per_task
+                    and free.masks[node] & ~held[0] & mask == mask
+                    and free.cpus[node] - held[1] >= old.cpus
+                    and free.memory[node] - held[2] >= old.memory_gib
+                ):
+                    held[0] |= mask
+                    held[1] += old.cpus
+                    held[2] += old.memory_gib
+                    room -= old.cards_per_task
+                    nodes.append(node)
+                    masks.append(mask)
+                    any_back = True
+            if +left:  # a task ``before`` did not have: grown, not shrunk
+                return None
+            groups.append(replace(new, nodes=tuple(nodes), masks=tuple(masks)))
+        if not any_back:
+            return None
+        placement = Placement(before.placement.model, tuple(groups))
+        return Running(before.job, placement, before.flavor, before.queue, before.end)
 
     def _fits_back(self, entry: Running) -> bool:
         """Could ``entry`` (a job this cycle stopped) run again exactly where it ran?"""
