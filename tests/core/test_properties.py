@@ -428,6 +428,9 @@ def test_a_gang_of_several_groups_judged_never_to_fit_never_starts_on_an_empty_c
             st.sampled_from([0, 8, 48, 96]),  # cpus
             st.sampled_from([0, 32, 600]),  # memory
             st.sampled_from(["worker", "ps"]),
+            # a training job and an inference job of the same shape (its replicas one per node), in
+            # either order
+            st.sampled_from([(JobKind.TRAINING, JobKind.INFERENCE), (JobKind.INFERENCE, JobKind.TRAINING)]),
         ),
         min_size=1,
         max_size=12,
@@ -441,8 +444,15 @@ def test_a_verdict_shared_by_shape_is_the_jobs_own(cluster, shapes):
 
     tree = QueueTree.flat(["h100"], {"h100": int(cluster.node_cards.sum())}, ["q"])
     jobs = [
-        Job(f"j{i}", tenant="q", queue="q", groups=(TaskGroup(role, replicas, cards, (), cpus, memory),))
-        for i, (replicas, cards, cpus, memory, role) in enumerate(shapes)
+        Job(
+            f"j{i}-{k}",
+            tenant="q",
+            queue="q",
+            groups=(TaskGroup(role, replicas, cards, (), cpus, memory),),
+            kind=kind,
+        )
+        for i, (replicas, cards, cpus, memory, role, kinds) in enumerate(shapes)
+        for k, kind in enumerate(kinds)
     ]
     index = PendingIndex(cluster, tree, get_policy("fifo").job_order, jobs)
     for job in jobs:

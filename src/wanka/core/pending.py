@@ -63,11 +63,12 @@ def static_key(job: Job, order: JobOrder, las_thresholds: tuple[float, ...] = ()
 
 def feasibility_shape(job: Job) -> tuple:
     """What a feasibility verdict (and its reason's words) depends on: jobs of one shape share it.
-    Every field :func:`check_feasibility` reads but the time limit, which is checked job by job;
-    the gang in tasks, not in cards (a CPU-only gang of 1,000 is not one of 1)."""
+    Every field :func:`check_feasibility` reads but the time limit, which is checked job by job:
+    the queue, the kind (an inference job's replicas go one per node) and the gang in tasks, not in
+    cards (a CPU-only gang of 1,000 is not one of 1)."""
     if len(job.groups) == 1:
-        return (job.queue, _GROUP_SHAPE(job.groups[0]))
-    return (job.queue, job.groups)
+        return (job.queue, job.kind, _GROUP_SHAPE(job.groups[0]))
+    return (job.queue, job.kind, job.groups)
 
 
 # a one-group job's shape, read in C (a tuple of fields, never equal to a tuple of TaskGroups)

@@ -246,11 +246,10 @@ def _gang_domains(
     if strategy is PlacementStrategy.TOPOLOGY:
         caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
         need = sum(g.min_replicas * g.cards for g in groups)
-        cards = np.where(usable, free.cards, 0).astype(np.int64)
-        smallest = min((g.cards for g in groups if g.cards), default=0)
-        # a node with fewer free cards than the smallest task holds none of the gang's cards: a
-        # domain whose free cards lie in such crumbs must not pass for one that holds the gang
-        cards = np.where(cards >= smallest, cards, 0)
+        # a node with no room for any of the gang's tasks (in cards, CPUs or memory) holds none of
+        # its cards: a domain whose free cards lie in such crumbs must not pass for one that holds it
+        room = np.logical_or.reduce([task_capacity(free, usable, replace(g, replicas=1)) > 0 for g in groups])
+        cards = np.where(room, free.cards, 0).astype(np.int64)
         for t in range(len(cluster.tiers) - 1):
             starts = cluster.domain_starts[t]
             room = np.add.reduceat(cards, starts)

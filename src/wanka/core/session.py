@@ -683,18 +683,34 @@ class Session:
         if len(old) == 0 and not new:
             return None
         table, _ = table.subset(old)
-        ends, cards = columns.end[old], columns.cards[old]
+        ends, cards, queues = columns.end[old], columns.cards[old], columns.queue[old]
         if new:
             table = TaskTable.concat(table, TaskTable(new))
             ends = np.concatenate([ends, [e.end for e in new]])
             cards = np.concatenate([cards, [e.cards for e in new]])
+            queues = np.concatenate([queues, [e.queue for e in new]])
         by_end = np.argsort(ends, kind="stable")  # ties keep snapshot order: deterministic
         task_pos = table.positions(by_end)
         usable = self.usable[flavor]
         if flavor in self.reserved_nodes:
             usable = usable & ~self.reserved_nodes[flavor]
+        queue, tf = self.queue_index(job), self.tree_flavor[flavor]
+
+        def quota_after(k: int) -> bool:
+            """Whether the job's quota lets it start once the first k jobs to end have ended (a
+            model its queue may never use is no start, however much room frees there)."""
+            if available(self.quota, queue, tf) >= job.min_cards:
+                return True
+            gone = by_end[:k]
+            released = np.bincount(queues[gone], cards[gone], minlength=len(self.tree.names))
+            quota = self.quota.copy()
+            for q in np.flatnonzero(released).tolist():
+                add_usage(quota, q, tf, -int(released[q]))
+            return available(quota, queue, tf) >= job.min_cards
 
         def fits_after(k: int) -> Placement | None:  # the first k jobs to end have ended
+            if not quota_after(k):
+                return None
             return self.fits_hypothetically(job, flavor, table.free_without(self.free, task_pos, k), usable)
 
         if fits_after(len(by_end)) is None:
