@@ -10,6 +10,7 @@ import numpy as np
 from wanka.core.cluster import Cluster, NodeKinds
 from wanka.core.hardware import normalise_name
 from wanka.core.jobs import Job, JobKind
+from wanka.core.placement import FreeArrays, GroupRequest, pack_minimums
 from wanka.core.quota import QueueTree, potential_available
 
 
@@ -70,7 +71,7 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
         kinds = cluster.node_kinds(f)
         limit = min(kinds.total(kinds.cards), potential_available(tree, q, tree.flavor_index[model.id]))
         largest = max(largest, limit)
-        why = _never_on_nodes(job, kinds, model.id)
+        why = _never_on_nodes(job, kinds, model.id) or _no_arrangement(cluster, job, f, model.id)
         if why:
             reasons.append(why)
         elif job.min_cards > limit:
@@ -165,4 +166,29 @@ def _never_on_nodes(job: Job, kinds: NodeKinds, model: str) -> str:
     ):
         if asked > have:
             return f"needs {asked} {unit} on {model} nodes; the cluster has {have}"
+    return ""
+
+
+def _no_arrangement(cluster: Cluster, job: Job, flavor: int, model: str) -> str:
+    """For a gang of several groups small enough to search exhaustively: why no arrangement of its
+    groups' minimums fits the empty ``model`` nodes together ("" when one does, or the search could
+    not finish: only a complete search refuses). The per-node bounds of :func:`_never_on_nodes`
+    miss groups of different sizes (workers of 6 cards each need a node of their own, and a master
+    of 3 then fits beside neither, on two 8-card nodes)."""
+    if len(job.groups) < 2:
+        return ""
+    spread = job.kind is JobKind.INFERENCE
+    reqs = [
+        GroupRequest(
+            g.role, g.gang_min, g.gang_min, g.cards, g.cpus, g.memory_gib, spread, g.tasks_per_node or 0
+        )
+        for g in job.groups
+    ]
+    empty = FreeArrays(cluster.node_cards.copy(), cluster.node_cpus.copy(), cluster.node_memory.copy(), None)
+    found, complete = pack_minimums(empty, cluster.node_model == flavor, reqs)
+    if found is None and complete:
+        return (
+            f"no arrangement of its groups' tasks fits the {model} nodes together "
+            f"(cards, CPUs and memory per node)"
+        )
     return ""

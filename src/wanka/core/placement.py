@@ -211,7 +211,36 @@ def place_gang(
             placement = _place_groups(cluster, free, within, model, groups, strategy, choose_cards, order)
             if placement is not None:
                 return placement
+        packed, _ = pack_minimums(free, within, groups)  # no order fits: try arrangements
+        if packed is not None:
+            return _placement_of(cluster, free, model, groups, packed, choose_cards)
     return None
+
+
+def _placement_of(
+    cluster: Cluster,
+    free: FreeArrays,
+    model: str,
+    groups: list[GroupRequest],
+    nodes: list[list[int]],
+    choose_cards: bool,
+) -> Placement:
+    """The placement of ``nodes`` (node per task, per group), with cards chosen when asked (tasks
+    sharing a node get different cards). Elastic groups stay at the tasks given."""
+    taken: dict[int, int] = {}
+    out = []
+    for g, at in zip(groups, nodes, strict=True):
+        masks = []
+        for node in at:
+            mask = 0
+            if choose_cards:
+                mask = take_cards(
+                    free.masks[node] & ~taken.get(node, 0), g.cards, int(cluster.node_cards[node])
+                )
+                taken[node] = taken.get(node, 0) | mask
+            masks.append(mask)
+        out.append(GroupPlacement(g.role, tuple(at), tuple(masks), g.cards, g.cpus, g.memory_gib))
+    return Placement(model, tuple(out))
 
 
 def _group_orders(groups: list[GroupRequest]) -> list[tuple[int, ...]]:
@@ -337,3 +366,88 @@ def needed_tier(cluster: Cluster, placement: Placement) -> int:
         if len(np.unique(cluster.domain_of[t][nodes])) == 1:
             return t
     return len(cluster.tiers) - 1
+
+
+#: Bounds of the exhaustive search for a gang's minimums (:func:`pack_minimums`): it runs only where
+#: it stays cheap, and gives up past this many steps (then nothing is concluded).
+PACK_MAX_NODES = 64
+PACK_MAX_TASKS = 32
+PACK_STEPS = 4_000
+
+
+def pack_minimums(
+    free: FreeArrays, usable: np.ndarray, groups: list[GroupRequest], steps: int = PACK_STEPS
+) -> tuple[list[list[int]] | None, bool]:
+    """Every group's minimum on ``usable`` nodes by a bounded exhaustive search: (node per task,
+    per group; None when none was found) and whether the search was complete (False: too large, or
+    out of steps, so None proves nothing).
+
+    Placing group by group, each task on the tightest node, can strand a group where another
+    arrangement holds them all (masters of 5 cards and workers of 3 on nodes with 7, 7 and 8
+    free); this tries arrangements, hardest tasks first, the tasks of one group on nodes in
+    ascending order and nodes alike in what they have left tried once."""
+    nodes = np.flatnonzero(usable & (free.cards >= min(g.cards for g in groups)))
+    tasks = sorted(
+        (gi for gi, g in enumerate(groups) for _ in range(g.min_replicas)),
+        key=lambda gi: (-groups[gi].cards, -groups[gi].cpus, -groups[gi].memory_gib, gi),
+    )
+    if len(nodes) > PACK_MAX_NODES or len(tasks) > PACK_MAX_TASKS:
+        return None, False
+    cards = free.cards[nodes].astype(np.int64).tolist()
+    cpus = free.cpus[nodes].astype(np.int64).tolist()
+    memory = free.memory[nodes].astype(np.int64).tolist()
+    limit = [1 if g.spread else (g.per_node or len(tasks)) for g in groups]
+    count = [[0] * len(groups) for _ in nodes]
+    chosen: list[int] = []
+    left = [steps]
+
+    def place(t: int) -> bool:
+        if t == len(tasks):
+            return True
+        left[0] -= 1
+        if left[0] < 0:
+            raise _OutOfSteps
+        gi = tasks[t]
+        g = groups[gi]
+        first = chosen[-1] if t and tasks[t - 1] == gi else 0  # a group's tasks are interchangeable
+        seen = set()
+        for i in range(first, len(nodes)):
+            if (
+                cards[i] < g.cards
+                or cpus[i] < g.cpus
+                or memory[i] < g.memory_gib
+                or count[i][gi] >= limit[gi]
+            ):
+                continue
+            alike = (cards[i], cpus[i], memory[i], tuple(count[i]))
+            if alike in seen:
+                continue
+            seen.add(alike)
+            cards[i] -= g.cards
+            cpus[i] -= g.cpus
+            memory[i] -= g.memory_gib
+            count[i][gi] += 1
+            chosen.append(i)
+            if place(t + 1):
+                return True
+            chosen.pop()
+            cards[i] += g.cards
+            cpus[i] += g.cpus
+            memory[i] += g.memory_gib
+            count[i][gi] -= 1
+        return False
+
+    try:
+        found = place(0)
+    except _OutOfSteps:
+        return None, False
+    if not found:
+        return None, True
+    out: list[list[int]] = [[] for _ in groups]
+    for gi, i in zip(tasks, chosen, strict=True):
+        out[gi].append(int(nodes[i]))
+    return out, True
+
+
+class _OutOfSteps(Exception):
+    pass
