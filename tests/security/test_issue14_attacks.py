@@ -457,3 +457,26 @@ def test_a_member_cannot_take_its_job_off_the_las_ladder_by_calling_it_inference
             ended(c, long)
     finally:
         stop_server(s)
+
+
+def test_a_members_inference_job_cannot_get_anothers_training_job_of_its_shape_refused(tmp_path):
+    """The submit check judges a job once per shape and shares the verdict (server/trees.py). An
+    inference job's replicas go one per node, so on one 8-card node two replicas can never run; a
+    training job of the same 2x1-card shape fits. A member who submits the inference job first must
+    not get a fellow member's training job refused with its reason (the shape once left out the
+    kind), and the other way round the refusal must stand."""
+    s = start_server(tmp_path / "home")
+    try:
+        first = make_member(s, "shape-share", "shape-first")
+        second = make_member(s, "shape-share", "shape-second")
+        shape = [{"replicas": 2, "cards": 1}]
+        with s.client(first) as c:
+            r = c.post("/v1/jobs", json={"kind": "inference", "task_groups": shape, "command": SLEEP})
+            assert r.status_code == 422 and "1 per node at most" in r.text, r.text
+        with s.client(second) as c:
+            jid = submit(c, task_groups=shape, command=[PY, "-c", "print('fits')"])
+            assert ended(c, jid)["state"] == "succeeded"
+            r = c.post("/v1/jobs", json={"kind": "inference", "task_groups": shape, "command": SLEEP})
+            assert r.status_code == 422 and "1 per node at most" in r.text, r.text
+    finally:
+        stop_server(s)
