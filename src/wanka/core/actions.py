@@ -486,7 +486,7 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
             owed = _reclaimable_queues(s, q, tf, job.min_cards)
             if owed is None:
                 continue  # it would borrow at every level: nothing is owed to it
-            if s.try_start(job, (f,)) is Fit.FIT:
+            if _starts_in_room_left(s, job, f):
                 break  # room an earlier reclaim freed and left: it needs nobody's cards
             pool = _victims(s)
             if pool is None:
@@ -547,6 +547,20 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                     break
             if started:
                 break
+
+
+def _starts_in_room_left(s: Session, job: Job, flavor: int) -> bool:
+    """Start ``job`` on ``flavor`` if room an earlier eviction freed (and nobody took) lets it, taking
+    nobody's cards. Whether it started; the outcome its tries so far recorded (why it waits) stays
+    as it was when it does not."""
+    before = s.outcomes.get(job.id)
+    if s.try_start(job, (flavor,)) is Fit.FIT:
+        return True
+    if before is None:
+        s.outcomes.pop(job.id, None)
+    else:
+        s.outcomes[job.id] = before
+    return False
 
 
 def _on_loan_to(s: Session, entry: Running, job: Job) -> bool:
@@ -791,7 +805,7 @@ def _preempt_for_each(
             unserved.get((f, q if scope_queue else None), -np.inf) <= rank
             and (
                 # room an earlier preemptor freed and left: it needs nobody's cards
-                s.try_start(job, (f,)) is Fit.FIT or shrink_for(s, job, f, donors(f), allowed(f))
+                _starts_in_room_left(s, job, f) or shrink_for(s, job, f, donors(f), allowed(f))
             )
             for f in s.flavors(job)
         ):
