@@ -185,12 +185,13 @@ def surplus_then_whole(
     units = surplus_units(donors, allowed)
     if not units:
         return evict()
-    cp, counted = s.stmt.checkpoint(), s.preemptions
+    cp, counted, broken = s.stmt.checkpoint(), s.preemptions, set(s.broken)
 
     def undo(shrunk: list[str]) -> None:
         s.stmt.rollback(cp)
         s.shrunk.difference_update(shrunk)
         s.preemptions = counted
+        s.broken.intersection_update(broken)  # reservations a start undone here broke hold again
 
     shrunk = give_back(s, donors, units)
     outcome = evict()
