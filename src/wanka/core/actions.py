@@ -568,14 +568,15 @@ def _on_loan_to(s: Session, entry: Running, job: Job) -> bool:
     return entry.job.preemptible_by == job.id or s.lent.get(entry.job.id) == job.id
 
 
-def _spared_starts(s: Session, job: Job, pool: VictimPool) -> np.ndarray:
+def _spared_starts(s: Session, job: Job, pool: VictimPool, lent: bool = True) -> np.ndarray:
     """A bool per pool entry: a start made before this cycle while ``job`` waited, and lately
-    (``preempt_min_runtime_s``): it stands against ``job`` for now (:func:`_spared`)."""
+    (``preempt_min_runtime_s``): it stands against ``job`` for now (:func:`_spared`). With
+    ``lent`` (the job holds its reservation), jobs on loan to it are not spared."""
     window = s.config.preempt_min_runtime_s
     if window <= 0:
         return np.zeros(len(pool.since), dtype=bool)
     lately = (pool.since >= job.submit_time) & (pool.since > s.now - window)
-    return lately & (pool.on_loan_to != job.id)
+    return lately & (pool.on_loan_to != job.id) if lent else lately
 
 
 def _spared(s: Session, job: Job, entry: Running) -> bool:
@@ -773,7 +774,6 @@ def _preempt_for_each(
     s: Session, jobs: list[Job], scope: PreemptScope, static_rank: bool, hopeless: dict, lenders: set
 ) -> None:
     scope_queue = scope is PreemptScope.QUEUE
-    window = s.config.preempt_min_runtime_s
     # (flavor, queue or None) -> the highest rank that could not start there this cycle. A job of
     # lower rank neither shrinks nor evicts there: what it frees might have let the higher one in,
     # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
@@ -830,13 +830,9 @@ def _preempt_for_each(
                 mask &= (pool.rank < rank) | (pool.on_loan_to == job.id)
             else:
                 mask &= pool.rank < rank
-            spared = False
-            if window > 0:  # started while it waited, and lately: the start stands (not on loan)
-                by_time = (pool.since >= job.submit_time) & (pool.since > s.now - window)
-                if lent:
-                    by_time &= pool.on_loan_to != job.id
-                spared = bool((mask & by_time).any())
-                mask &= ~by_time
+            by_time = _spared_starts(s, job, pool, lent)  # started while it waited, and lately
+            spared = bool((mask & by_time).any())
+            mask &= ~by_time
             if scope is PreemptScope.QUEUE:
                 mask &= pool.queue == q
             chosen = pool.candidates(mask)
