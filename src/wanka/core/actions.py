@@ -875,7 +875,11 @@ def _preempt_for_each(
 
 
 def resize(s: Session) -> None:
-    """Grow elastic jobs toward their full size with cards nobody else is waiting for."""
+    """Grow elastic jobs toward their full size with cards nobody else is waiting for: idle,
+    unreserved, within quota, and never on quota a waiting job could reclaim next cycle."""
+    # the jobs reclaim tries (the head of the queue): a growth that makes its side borrow where one
+    # of them is owed would be taken back the next cycle by a job that waited through it
+    reclaimers = _waiting(s)[0] if Action.RECLAIM in s.config.actions else []
     for entry in s.initial_elastic:
         job = entry.job
         if job.id not in s.running or job.id in s.shrunk:
@@ -889,7 +893,9 @@ def resize(s: Session) -> None:
             have = entry.placement.groups[gi]
             extra = spec.replicas - have.replicas
             if spec.cards:
-                extra = min(extra, available(s.quota, entry.queue, s.tree_flavor[f]) // spec.cards)
+                tf = s.tree_flavor[f]
+                room = min(available(s.quota, entry.queue, tf), _unowed_room(s, entry.queue, f, reclaimers))
+                extra = min(extra, room // spec.cards)
             if extra <= 0:
                 continue
             # grown as it was placed: an inference job's replicas one per node, tasks_per_node kept
@@ -927,6 +933,22 @@ def resize(s: Session) -> None:
             groups = (*entry.placement.groups[:gi], grown, *entry.placement.groups[gi + 1 :])
             s.stmt.resize(entry, Placement(entry.placement.model, groups))
             entry = s.running[job.id]
+
+
+def _unowed_room(s: Session, q: int, f: int, waiting: list[Job]) -> int:
+    """Cards of model ``f`` queue ``q`` may take without its side of the tree borrowing from any of
+    ``waiting`` that is owed (its own side would stay within nominal with it added): reclaim's
+    victim rule (:func:`_reclaimable_queues`) turned around. Large when none is owed."""
+    tree, total, tf = s.tree, s.quota.total, s.tree_flavor[f]
+    room = 1 << 62
+    for job in waiting:
+        w = s.queue_index(job)
+        if w < 0 or w == q or f not in s.flavors(job):
+            continue
+        mine, theirs = cohort_side(tree, w, q), cohort_side(tree, q, w)
+        if total[theirs][tf] + job.min_cards <= tree.nominal[theirs][tf]:
+            room = min(room, max(0, tree.nominal[mine][tf] - total[mine][tf]))
+    return room
 
 
 ACTIONS: dict[Action, Callable[[Session], None]] = {
