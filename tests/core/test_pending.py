@@ -69,6 +69,15 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
                 i for i in expected if waiting[i].min_cards <= cards
             ]
         assert {q: [j.id for j in js] for q, js in kept.queue_jobs().items()} == by_queue
+    assert bulk.smallest_need() == index.smallest_need()  # needs counted in bulk as one by one
+    if expected:  # changed before its first split: the splits follow the jobs as they are now
+        late = PendingIndex(cluster, tree, order, waiting.values(), thresholds)
+        late.remove(expected[0])
+        rest = expected[1:]
+        assert [j.id for j in late.needing_at_most(1 << 20)] == rest
+        left = {q: [i for i in ids if i != expected[0]] for q, ids in by_queue.items()}
+        split = {q: [j.id for j in js] for q, js in late.queue_jobs().items()}
+        assert split == {q: ids for q, ids in left.items() if ids}
     for i in expected:  # the bulk keys are the keys an add computes: each job is found to remove
         assert bulk.remove(i) is waiting[i]
     assert not bulk.jobs and not bulk.queue_jobs()
