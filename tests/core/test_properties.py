@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -306,12 +307,42 @@ def test_queue_under_nominal_gets_its_cards_back_within_one_cycle(data) -> None:
     a_job = Job("a-job", "ta", a_queue, (TaskGroup("w", replicas, per_task),), submit_time=90.0)
     snap2 = Snapshot(100.0, cluster, state, tree, [a_job], running)
     result = run_cycle(snap2, get_policy("wanka"))
+    if not _fits_without_undercutting(tree, running, replicas, per_task, nodes):
+        assert not result.stops, "nobody is reclaimed when the owner's job cannot start that way"
+        return  # B's team queue within its own nominal holds what the job would need
     assert [d.job_id for d in result.starts] == ["a-job"]
     assert all(d.reason.value == "reclaimed" for d in result.stops)
     freed = sum(j.placement.total_cards for j in running if j.id in {d.job_id for d in result.stops})
     assert freed < a_cards + 8, (
         "no more borrowed work is evicted than the owner needs (plus one node's slack)"
     )
+
+
+def _fits_without_undercutting(
+    tree: QueueTree, running: list[Job], replicas: int, per_task: int, nodes: int
+) -> bool:
+    """Could ``replicas`` tasks of ``per_task`` cards be freed, on as many nodes, by stopping only
+    jobs whose every queue up to B borrows (each of B's queues, and B, kept at its nominal)? The
+    borrowers' jobs are all one size; on each node the cheapest are those of a queue with no
+    nominal of its own."""
+    held: dict[str, int] = {}
+    for j in running:
+        held[j.queue] = held.get(j.queue, 0) + j.placement.total_cards
+    budget = {q: h - tree.nominal[tree.index[q]][0] for q, h in held.items()}
+    budget_b = sum(held.values()) - tree.nominal[tree.index["b"]][0]
+    size = running[0].placement.total_cards
+    on: dict[int, list[str]] = {}
+    for j in running:
+        on.setdefault(j.placement.groups[0].nodes[0], []).append(j.queue)
+    for chosen in itertools.combinations(range(nodes), replicas):
+        take = dict.fromkeys(budget, 0)
+        for n in chosen:
+            queues = sorted(on.get(n, []), key=lambda q: tree.nominal[tree.index[q]][0])
+            for q in queues[: -(-per_task // size)]:  # enough of them to free per_task cards
+                take[q] += size
+        if all(take[q] <= max(0, budget[q]) for q in take) and sum(take.values()) <= budget_b:
+            return True
+    return False
 
 
 @st.composite

@@ -22,7 +22,8 @@ from wanka.core.quota import (
     available,
     borrowed,
     cohort_side,
-    taken_per_side,
+    path_up,
+    taken_on_paths,
 )
 from wanka.core.running import Running, write_growing
 from wanka.core.session import Session
@@ -534,11 +535,7 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                         StopReason.RECLAIMED,
                         lambda e, tf=tf, sides=sides: (
                             e.job.id in s.running
-                            and (
-                                borrowed(s.quota, sides[e.queue], tf) > 0
-                                if e.job.id in s.started
-                                else _borrowed_before(s, sides[e.queue], tf) > 0
-                            )
+                            and _path_borrowed(s, e.queue, sides[e.queue], tf, e.job.id not in s.started) > 0
                         ),
                         lambda holder, tf=tf, owed=owed: _owes(s, owed, holder, tf),
                     ),
@@ -595,9 +592,10 @@ def _reclaimable_of(
     s: Session, tf: int, pool: VictimPool, chosen: np.ndarray, sides: list[int]
 ) -> np.ndarray:
     """Of ``chosen`` (in victim order), only as many per side as it borrows (:func:`_within_reclaim`)."""
-    of = np.array(sides, dtype=np.int64)[pool.queue[chosen]]
+    leaf = pool.queue[chosen]
+    of = np.array(sides, dtype=np.int64)[leaf]
     cards, _ = _cards_as_they_stand(s, pool, chosen)  # a victim shrunk this cycle gives only what it holds
-    return chosen[_within_reclaim(s, tf, of, cards, chosen < pool.n_initial)]
+    return chosen[_within_reclaim(s, tf, leaf, of, cards, chosen < pool.n_initial)]
 
 
 def _reclaim_units(s: Session, tf: int, sides: list[int]):
@@ -605,28 +603,27 @@ def _reclaim_units(s: Session, tf: int, sides: list[int]):
     (:func:`_within_reclaim`), so shrinking takes no side below its nominal either."""
 
     def allowed(donors: list[Running], of: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        leaf = np.array([d.queue for d in donors], dtype=np.int64)[of]
         side = np.array([sides[d.queue] for d in donors], dtype=np.int64)[of]
         old = np.array([d.job.id not in s.started for d in donors], dtype=bool)[of]
-        return _within_reclaim(s, tf, side, cards, old)
+        return _within_reclaim(s, tf, leaf, side, cards, old)
 
     return allowed
 
 
-def _within_reclaim(s: Session, tf: int, of: np.ndarray, cards: np.ndarray, old: np.ndarray) -> np.ndarray:
-    """A bool mask over reclaim's victims or surplus tasks (in order; ``of`` each one's side, ``old``
-    whether its job ran before the cycle): only as many per side as it borrows, so however many
-    go, no side is reclaimed below its nominal (one past that is passed, and the next side's
-    tried, as Kueue skips a candidate whose queue no longer borrows). A side's borrowing is charged
-    to its jobs this cycle started first: those that ran before give only what it borrowed before."""
-    nodes = len(s.tree.names)
-    left_old = np.zeros(nodes + 1, dtype=np.int64)
-    left_new = np.zeros(nodes + 1, dtype=np.int64)
-    for side in np.unique(of[of >= 0]).tolist():
-        left_new[side] = borrowed(s.quota, side, tf)
-        left_old[side] = max(0, _borrowed_before(s, side, tf))
+def _within_reclaim(
+    s: Session, tf: int, leaf: np.ndarray, of: np.ndarray, cards: np.ndarray, old: np.ndarray
+) -> np.ndarray:
+    """A bool mask over reclaim's victims or surplus tasks (in order; ``leaf`` each one's queue,
+    ``of`` its side, ``old`` whether its job ran before the cycle): only as many as every node from
+    its queue up to its side borrows, so however many go, no side is reclaimed below its nominal at
+    any level (one past that is passed, and the next tried, as Kueue skips a candidate whose queue
+    no longer borrows). A node's borrowing is charged to its jobs this cycle started first: those
+    that ran before give only what it borrowed before."""
     taken = np.zeros(len(of), dtype=bool)
-    taken[old] = taken_per_side(of[old], cards[old], left_old)
-    taken[~old] = taken_per_side(of[~old], cards[~old], left_new)
+    before, now = (lambda n: _borrowed_before(s, n, tf)), (lambda n: borrowed(s.quota, n, tf))
+    for which, left_of in ((old, before), (~old, now)):
+        taken[which] = taken_on_paths(s.tree, leaf[which], of[which], cards[which], left_of)
     return taken
 
 
@@ -636,8 +633,7 @@ def _owes(s: Session, owed: tuple[np.ndarray, list[int], np.ndarray], holder: Jo
     w = s.queue_index(holder)
     if w < 0 or not owed[2][w] or not holder.preemptible:
         return False
-    side = owed[1][w]
-    return s.quota.total[side][tf] + holder.min_cards > s.tree.nominal[side][tf]
+    return _path_would_borrow(s, w, owed[1][w], tf, holder.min_cards)
 
 
 def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> bool:
@@ -650,8 +646,7 @@ def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> 
         return True
     if scope is not PreemptScope.COHORT or q < 0 or w < 0:
         return False
-    side = cohort_side(s.tree, q, w)
-    return s.quota.total[side][tf] + holder.min_cards > s.tree.nominal[side][tf]
+    return _path_would_borrow(s, w, cohort_side(s.tree, q, w), tf, holder.min_cards)
 
 
 def _reclaimable_queues(
@@ -691,9 +686,24 @@ def _reclaimable_queues(
         c_q = below[below.index(node) - 1] if node in within else below[-1]
         side[w] = child
         owed[w] = within[c_q]
-        eligible[w] = within[c_q] and borrowed(quota, child, tf) > 0
-        old[w] = eligible[w] and _borrowed_before(s, child, tf) > 0
+        eligible[w] = within[c_q] and _path_borrowed(s, w, child, tf) > 0
+        old[w] = eligible[w] and _path_borrowed(s, w, child, tf, before=True) > 0
     return (eligible, side, owed, old) if eligible.any() else None
+
+
+def _path_borrowed(s: Session, w: int, top: int, tf: int, before: bool = False) -> int:
+    """The least any node from queue ``w`` up to ``top`` (its side) borrows (``before``: beyond
+    the jobs this cycle started): what may be taken from ``w`` without taking any of them below
+    its nominal. An organisation borrowing does not make a queue within its own nominal a victim."""
+    return min(
+        _borrowed_before(s, n, tf) if before else borrowed(s.quota, n, tf) for n in path_up(s.tree, w, top)
+    )
+
+
+def _path_would_borrow(s: Session, w: int, top: int, tf: int, cards: int) -> bool:
+    """Would every node from queue ``w`` up to ``top`` borrow with ``cards`` more held in ``w``?"""
+    total, nominal = s.quota.total, s.tree.nominal
+    return all(total[n][tf] + cards > nominal[n][tf] for n in path_up(s.tree, w, top))
 
 
 def _borrowed_before(s: Session, node: int, tf: int) -> int:
@@ -726,7 +736,8 @@ def _in_scope(s: Session, scope: PreemptScope, q: int, entry: Running) -> bool:
         return True
     if scope is not PreemptScope.COHORT or q < 0:
         return False
-    return borrowed(s.quota, cohort_side(s.tree, q, entry.queue), s.tree_flavor[entry.flavor]) > 0
+    side = cohort_side(s.tree, q, entry.queue)
+    return _path_borrowed(s, entry.queue, side, s.tree_flavor[entry.flavor]) > 0
 
 
 def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.ndarray) -> np.ndarray:
@@ -743,12 +754,8 @@ def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.n
     side_of = np.full(nodes + 1, -1, dtype=np.int64)
     for w in np.flatnonzero(np.bincount(queues[~keep], minlength=nodes)).tolist():
         side_of[w] = cohort_side(s.tree, q, w) if q >= 0 else w
-    left = np.zeros(nodes + 1, dtype=np.int64)
-    for side in np.unique(side_of[side_of >= 0]).tolist():
-        left[side] = max(borrowed(s.quota, side, tf), 0)
-    side_of[left[side_of] <= 0] = -1
     cards, _ = _cards_as_they_stand(s, pool, chosen)  # a victim shrunk this cycle gives only what it holds
-    keep |= taken_per_side(side_of[queues], cards, left)
+    keep |= taken_on_paths(s.tree, queues, side_of[queues], cards, lambda n: borrowed(s.quota, n, tf))
     return chosen[keep]
 
 
@@ -758,14 +765,12 @@ def _cohort_units(s: Session, q: int, tf: int):
     :func:`_within_borrowed`): shrinking takes no side below its nominal either."""
 
     def allowed(donors: list[Running], of: np.ndarray, cards: np.ndarray) -> np.ndarray:
+        leaf = np.array([d.queue for d in donors], dtype=np.int64)[of]
         sides = np.array(
             [-1 if d.queue == q else cohort_side(s.tree, q, d.queue) if q >= 0 else d.queue for d in donors],
             dtype=np.int64,
         )[of]
-        left = np.zeros(len(s.tree.names) + 1, dtype=np.int64)
-        for side in np.unique(sides[sides >= 0]).tolist():
-            left[side] = borrowed(s.quota, side, tf)
-        return (sides < 0) | taken_per_side(sides, cards, left)
+        return (sides < 0) | taken_on_paths(s.tree, leaf, sides, cards, lambda n: borrowed(s.quota, n, tf))
 
     return allowed
 
@@ -879,6 +884,8 @@ def resize(s: Session) -> None:
     unreserved, within quota, and never on quota a waiting job could reclaim next cycle."""
     # the jobs reclaim tries (the head of the queue): a growth that makes its side borrow where one
     # of them is owed would be taken back the next cycle by a job that waited through it
+    if s.more_preemptors:
+        return  # jobs past the preemptor bound come next, at once: they may need these cards
     reclaimers = _waiting(s)[0] if Action.RECLAIM in s.config.actions else []
     for entry in s.initial_elastic:
         job = entry.job

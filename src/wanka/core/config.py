@@ -137,7 +137,8 @@ class CycleConfig:
     # has run this long (s): the cycle that started it judged the preemptor could not use its cards,
     # and the next cycle, its fair-share order or reservation moved by those starts, must not undo
     # that at once (KAI's preempt-min-runtime and Slurm's PreemptExemptTime, narrowed to preemptors
-    # that waited at the start; reclaim of nominal quota is not held back). 0: off.
+    # that waited at the start). Reclaim and shrinks keep the same window: a reclaimer that waited
+    # through the start takes its quota back once the window ends (docs/policies.md). 0: off.
     preempt_min_runtime_s: float = 60.0
     default_time_limit_s: float | None = None  # estimate for jobs that give none (None: unknown)
     clock: Callable[[], float] | None = None  # injected, only to time phases; decisions never use it

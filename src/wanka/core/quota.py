@@ -19,7 +19,7 @@ Per flavor f (an accelerator model) and node n:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +82,18 @@ class QueueTree:
         for i, p in enumerate(self.parent):
             if p >= 0:
                 self.children[p].append(i)
+        # breadth-first: a parent's depth is known before its children's
+        self.depth = [0] * len(order)
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                self.depth[i] = self.depth[p] + 1
+        # ancestor[d][i]: node i's ancestor at depth d (i itself at its own depth; -1 below it)
+        self.ancestor = np.full((max(self.depth) + 1, len(order) + 1), -1, dtype=np.int64)
+        for i in range(len(order)):
+            node = i
+            while node >= 0:
+                self.ancestor[self.depth[node], i] = node
+                node = self.parent[node]
         self.weight = [n.weight for n in order]
         nf = len(self.flavors)
         q = len(order)
@@ -245,6 +257,41 @@ def cohort_side(tree: QueueTree, q: int, w: int) -> int:
 def borrowed(usage: QuotaUsage, node: int, flavor: int) -> int:
     """Cards the subtree at ``node`` holds beyond its own nominal quota (0 when within it)."""
     return max(0, usage.total[node][flavor] - usage.tree.nominal[node][flavor])
+
+
+def path_up(tree: QueueTree, node: int, top: int) -> list[int]:
+    """``node`` and its ancestors up to ``top`` (inclusive; ``top`` must be one of them)."""
+    path = [node]
+    while node != top:
+        node = tree.parent[node]
+        path.append(node)
+    return path
+
+
+def taken_on_paths(
+    tree: QueueTree, leaf: np.ndarray, top: np.ndarray, cards: np.ndarray, left_of: Callable[[int], int]
+) -> np.ndarray:
+    """A bool mask over victims (in victim order, ``leaf`` each one's queue, ``top`` the node up to
+    which its queue's path is judged, -1: never taken): those taken so that no node on any victim's
+    path gives more than ``left_of(node)`` cards. Every node judges, together, all the victims whose
+    paths pass through it (:func:`taken_per_side`), deepest first; a victim a node passes is not
+    offered to the nodes above it (so a queue's own limit narrows the choice before its parent
+    chooses among what is left). No side of the tree, at any level, is taken below its nominal."""
+    taken = top >= 0
+    if not taken.any():
+        return taken
+    depth = np.asarray([*tree.depth, 0], dtype=np.int64)  # the last slot stands for -1
+    top_depth, leaf_depth = depth[top], depth[leaf]
+    for d in range(int(leaf_depth[taken].max()), int(top_depth[taken].min()) - 1, -1):
+        on = taken & (top_depth <= d) & (leaf_depth >= d)
+        if not on.any():
+            continue
+        nodes = tree.ancestor[d][leaf[on]]
+        left = np.zeros(len(tree.names) + 1, dtype=np.int64)
+        for node in np.unique(nodes).tolist():
+            left[node] = max(0, left_of(node))
+        taken[on] = taken_per_side(nodes, cards[on], left)
+    return taken
 
 
 def taken_in_order(cards: np.ndarray, left: int) -> np.ndarray:
