@@ -482,26 +482,36 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
     for job in jobs:
         s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
         q = s.queue_index(job)
-        for f in s.flavors(job):
-            tf = s.tree_flavor[f]
-            owed = _reclaimable_queues(s, q, tf, job.min_cards)
-            if owed is None:
-                continue  # it would borrow at every level: nothing is owed to it
-            if _starts_in_room_left(s, job, f):
-                break  # room an earlier reclaim freed and left: it needs nobody's cards
+        # None: it would borrow at every level, nothing is owed to it on that model
+        owed_on = {f: _reclaimable_queues(s, q, s.tree_flavor[f], job.min_cards) for f in s.flavors(job)}
+        owed_on = {f: owed for f, owed in owed_on.items() if owed is not None}
+        if not owed_on:
+            continue
+
+        def donors(f: int, job=job, owed_on=owed_on) -> list[Running]:
+            tf, (eligible, sides, _, _) = s.tree_flavor[f], owed_on[f]
+            return donors_where(
+                s,
+                f,
+                lambda e: (
+                    eligible[e.queue]
+                    and _path_borrowed(s, e.queue, sides[e.queue], tf) > 0
+                    and not _spared(s, job, e)
+                ),
+            )
+
+        # on every model first: room an earlier eviction freed and left (taking nobody's cards),
+        # then the borrowers' elastic surplus; only then anyone stopped whole
+        if any(_starts_in_room_left(s, job, f) for f in s.flavors(job)) or any(
+            shrink_for(s, job, f, donors(f), _reclaim_units(s, s.tree_flavor[f], owed[1]))
+            for f, owed in owed_on.items()
+        ):
+            continue
+        for f, owed in owed_on.items():
+            tf, sides = s.tree_flavor[f], owed[1]
             pool = _victims(s)
             if pool is None:
                 return
-            sides = owed[1]
-            donors = donors_where(
-                s,
-                f,
-                lambda e, tf=tf, o=owed, job=job: (
-                    o[0][e.queue] and borrowed(s.quota, o[1][e.queue], tf) > 0 and not _spared(s, job, e)
-                ),
-            )
-            if shrink_for(s, job, f, donors, _reclaim_units(s, tf, sides)):
-                break  # borrowers' elastic surplus was enough: nothing whole is stopped
             mask = pool.alive(s) & (pool.flavor == f) & owed[0][pool.queue]
             # a job that ran before the cycle only while its side borrows beyond this cycle's starts
             mask[: pool.n_initial] &= owed[3][pool.queue[: pool.n_initial]]
@@ -523,7 +533,7 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                     s,
                     job,
                     f,
-                    donors,
+                    donors(f),
                     _reclaim_units(s, tf, sides),
                     partial(
                         _evict_for,
