@@ -322,9 +322,8 @@ def _fits_without_undercutting(
     tree: QueueTree, running: list[Job], replicas: int, per_task: int, nodes: int
 ) -> bool:
     """Could ``replicas`` tasks of ``per_task`` cards be freed, on as many nodes, by stopping only
-    jobs whose every queue up to B borrows (each of B's queues, and B, kept at its nominal)? The
-    borrowers' jobs are all one size; on each node the cheapest are those of a queue with no
-    nominal of its own."""
+    jobs whose every queue up to B still borrows when each is stopped? The borrowers' jobs are all
+    one size; on each node the cheapest are those of a queue with no nominal of its own."""
     held: dict[str, int] = {}
     for j in running:
         held[j.queue] = held.get(j.queue, 0) + j.placement.total_cards
@@ -340,7 +339,12 @@ def _fits_without_undercutting(
             queues = sorted(on.get(n, []), key=lambda q: tree.nominal[tree.index[q]][0])
             for q in queues[: -(-per_task // size)]:  # enough of them to free per_task cards
                 take[q] += size
-        if all(take[q] <= max(0, budget[q]) for q in take) and sum(take.values()) <= budget_b:
+        # each queue, and B, gives victims only while it still borrows: the last may take it
+        # below its nominal by at most its own size (Kueue's rule, reclaim's fallback)
+        if (
+            all(t == 0 or t - size < budget[q] for q, t in take.items())
+            and sum(take.values()) - size < budget_b
+        ):
             return True
     return False
 

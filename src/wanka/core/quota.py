@@ -187,19 +187,21 @@ class QuotaUsage:
         return other
 
 
-def available(usage: QuotaUsage, node: int, flavor: int) -> int:
+def available(usage: QuotaUsage, node: int, flavor: int, root: bool = True) -> int:
     """Cards of ``flavor`` that ``node`` can still be given now.
 
     Its unused guarantee plus what its parent can give, capped by its borrowing limit. May be
     negative after capacity was removed (over-admission); callers treat <= 0 as "nothing".
+    ``root=False``: the root (the cluster's whole capacity, which a full cluster uses up) bounds
+    nothing, so what is left is what the queues' own quotas allow, room aside.
     """
     tree = usage.tree
     parent = tree.parent[node]
     u = usage.usage[node][flavor]
     if parent < 0:
-        return tree.subtree[node][flavor] - u
+        return tree.subtree[node][flavor] - u if root else UNLIMITED
     g = tree.guaranteed[node][flavor]
-    from_parent = available(usage, parent, flavor)
+    from_parent = available(usage, parent, flavor, root)
     limit = tree.borrowing_limit[node][flavor]
     if limit < UNLIMITED:
         stored_in_parent = tree.subtree[node][flavor] - g

@@ -498,7 +498,10 @@ class Session:
         for f in flavors if flavors is not None else self.flavors(job):
             if need > self.free_by_flavor[f]:
                 self.stats_rejects += 1
-                best = max(best, Fit.NO_FIT)
+                # short of room, and of quota below the cluster's own capacity too: held up by its
+                # quota (a blocking policy stops only at a job that has quota but no room)
+                short = available(self.quota, queue, self.tree_flavor[f], root=False) < need
+                best = max(best, Fit.NO_QUOTA if short else Fit.NO_FIT)
                 continue
             quota_left = available(self.quota, queue, self.tree_flavor[f])
             if quota_left < need:
