@@ -15,7 +15,7 @@ from wanka.core.config import LAS_ORDERS, Action, PreemptScope, QueueOrder
 from wanka.core.decisions import Fit, StopReason
 from wanka.core.elastic import donors_where, shrink_for, surplus_then_whole
 from wanka.core.jobs import Job, JobKind, lost_work_at, lost_work_s
-from wanka.core.placement import GroupRequest, place_group
+from wanka.core.placement import GroupRequest, domains_around, place_group
 from wanka.core.quota import (
     QuotaUsage,
     add_usage,
@@ -929,7 +929,15 @@ def resize(s: Session) -> None:
             already = (
                 np.bincount(have.nodes, minlength=len(s.free.cards)) if req.spread or req.per_node else None
             )
-            nodes = place_group(s.cluster, s.free, usable, req, s.config.placement, already)
+            # in the tightest domain it already runs in first: the job chose its domain whole
+            held = [n for g in entry.placement.groups for n in g.nodes]
+            nodes = None
+            for lo, hi in domains_around(s.cluster, held) if held else ((0, len(usable)),):
+                within = np.zeros_like(usable)
+                within[lo:hi] = usable[lo:hi]
+                nodes = place_group(s.cluster, s.free, within, req, s.config.placement, already)
+                if nodes:
+                    break
             if not nodes:
                 continue
             masks, taken = [], {}

@@ -14,7 +14,7 @@ Replicas of an inference service are *spread*: one per node, over as many leaf d
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -188,7 +188,8 @@ def place_gang(
     A gang of several groups chooses its network domain as a whole: the smallest domain (tier by
     tier from the node up, tightest first) in which every group's minimum fits together, never one
     domain per group. Inside it every group first gets its minimum, then elastic groups grow with
-    what is left there, so one elastic group never takes room another group of the gang needs."""
+    what is left there, so one elastic group never takes room another group of the gang needs. An
+    elastic gang is first tried whole, in the smallest domain that holds it whole."""
     choose_cards = choose_cards and free.masks is not None
     if len(groups) == 1:
         req = groups[0]
@@ -205,6 +206,28 @@ def place_gang(
                 ),
             )
         return _place_groups(cluster, free, usable, model, groups, strategy, choose_cards)
+    if any(g.min_replicas < g.replicas for g in groups):
+        # the whole job first, in the smallest domain that holds it whole (Kueue's partial
+        # admission tries the full count before reducing); only then its minimum, in the smallest
+        # domain that holds that, grown there with what is left
+        whole = [replace(g, min_replicas=g.replicas) for g in groups]
+        placement = _place_in_domains(cluster, free, usable, model, whole, strategy, choose_cards)
+        if placement is not None:
+            return placement
+    return _place_in_domains(cluster, free, usable, model, groups, strategy, choose_cards)
+
+
+def _place_in_domains(
+    cluster: Cluster,
+    free: FreeArrays,
+    usable: np.ndarray,
+    model: str,
+    groups: list[GroupRequest],
+    strategy: PlacementStrategy,
+    choose_cards: bool,
+) -> Placement | None:
+    """A gang of several groups in the first domain (tightest first) where an order of its groups,
+    or failing those an arrangement, places it."""
     orders = _group_orders(groups)
     for within in _gang_domains(cluster, free, usable, groups, strategy):
         for order in orders:
@@ -263,6 +286,16 @@ def _group_orders(groups: list[GroupRequest]) -> list[tuple[int, ...]]:
 
 
 _DOMAINS_TRIED_PER_TIER = 4  # bounds a multi-group gang's placement cost on a fragmented cluster
+
+
+def domains_around(cluster: Cluster, nodes: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Node index ranges [first, last + 1) of the domains that hold every one of ``nodes``,
+    tightest first: from the smallest tier at which they share one domain up to the cluster."""
+    for t in range(len(cluster.tiers)):
+        of = {int(cluster.domain_of[t][n]) for n in nodes}
+        if len(of) == 1:
+            d = of.pop()
+            yield int(cluster.domain_starts[t][d]), int(cluster.domain_ends[t][d])
 
 
 def _gang_domains(
