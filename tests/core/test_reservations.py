@@ -1,13 +1,14 @@
 """Property of reservations (issue 14, item 6): what a cycle starts never takes the nodes reserved
 for a blocked job unless it ends (by its time limit) before the reserved start, or runs there on loan
-to that job (preemptible backfill: the reserved job may evict it), and a reservation is made whether
-or not running jobs give time limits."""
+to that job (preemptible backfill: the reserved job may evict it), nor leaves it short of quota at
+its reserved start, and a reservation is made whether or not running jobs give time limits."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.core.scenario import build
 from tests.core.test_gang_shapes import leaves_cluster
 from tests.core.test_properties import SETTINGS, apply
 from wanka.core import ClusterState, Job, Snapshot, TaskGroup, get_policy, run_cycle
@@ -78,3 +79,77 @@ def test_a_job_on_loan_is_taken_back_as_soon_as_the_reserved_job_fits(data, poli
     result = run_cycle(Snapshot(100.0, cluster, state, tree, [head], running), get_policy(policy))
     assert [d.job_id for d in result.starts] == ["head"]
     assert {d.job_id for d in result.stops} == {j.id for j in running}
+
+
+@given(data=st.data(), policy=st.sampled_from(["slurm", "wanka", "wanka-las"]))
+@SETTINGS
+def test_nothing_started_takes_the_quota_a_reservation_counts_on(data, policy) -> None:
+    """A reserved start waits for quota as well as room: nothing the cycle starts that still runs
+    then (by its time limit) leaves the reserved job's queue short of quota at that start. Four
+    8-card nodes; team (nominal 16, no borrowing or lending) has room for a 2x8 gang only once
+    other's jobs on two nodes end."""
+    ends = st.sampled_from([60.0, 600.0, 100000.0])
+    limit = st.one_of(st.none(), st.sampled_from([60.0, 600.0, 6000.0]))
+    doc = {
+        "now": 30,
+        "cluster": {
+            "name": "four",
+            "tiers": ["leaf"],
+            "pools": [
+                {"name": "a", "accelerator": "h100", "nodes": 4, "cards_per_node": 8, "layout": {"leaf": 4}}
+            ],
+        },
+        "queues": {
+            "organisations": [
+                {
+                    "name": "lab",
+                    "quota": {"h100": {"nominal": 32}},
+                    "queues": [
+                        {
+                            "name": "team",
+                            "quota": {"h100": {"nominal": 16, "borrowing_limit": 0, "lending_limit": 0}},
+                        },
+                        {"name": "other", "quota": {"h100": {"nominal": 16, "borrowing_limit": 0}}},
+                    ],
+                }
+            ]
+        },
+        "running": [
+            {
+                "id": f"o{n}",
+                "queue": "other",
+                "cards": cards,
+                "nodes": [f"a-000{n}"],
+                "start": 0,
+                "time_limit_s": data.draw(ends),
+            }
+            for n, cards in ((1, 8), (2, data.draw(st.sampled_from([0, 4]))), (3, 4), (4, 4))
+            if cards
+        ],
+        "pending": [
+            {"id": "head", "queue": "team", "replicas": 2, "cards": 8, "submit": 1, "time_limit_s": 1000}
+        ]
+        + [
+            {
+                "id": f"s{i}",
+                "queue": data.draw(st.sampled_from(["team", "other"])),
+                "cards": data.draw(st.sampled_from([1, 2, 4])),
+                "submit": 10 + i,
+                "time_limit_s": data.draw(limit),
+            }
+            for i in range(data.draw(st.integers(1, 5)))
+        ],
+    }
+    snapshot, config = build({**doc, "policy": policy})
+    result = run_cycle(snapshot, config)
+    reserved = {r.job_id: r for r in result.reservations}
+    if "head" not in reserved or reserved["head"].start is None:
+        return
+    at, now = reserved["head"].start, snapshot.now
+    started = {d.job_id for d in result.starts}
+    team = [j for j in snapshot.pending if j.id in started and j.queue == "team"]
+    held = sum(j.min_cards for j in team if j.time_limit_s is None or now + j.time_limit_s > at)
+    need = 16  # head's 2x8, out of team's nominal 16
+    assert 16 - held >= need, (
+        f"{sorted(started)} started; at head's reserved start {at} team holds {held} of 16"
+    )

@@ -178,6 +178,10 @@ class Session:
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
+        # per reservation with a known start: its job's queue, tree flavor and cards needed, and the
+        # quota as it will stand then (the jobs due to end by then gone, the jobs started since
+        # that will still run added): backfill may not take the quota it counts on either
+        self.reserved_quota: list[tuple[Reservation, int, int, int, QuotaUsage]] = []
         self.unschedulable: dict[str, str] = {}
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
@@ -486,6 +490,7 @@ class Session:
         if self.reserved_until:
             end = self.expected_end(job)
             late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
+            late += tuple(end > r[0].start for r in self.reserved_quota)
         return (job.queue, job.groups, job.kind, late, job.preemptible)
 
     # --- trying to start a job -----------------------------------------------------------------
@@ -519,12 +524,34 @@ class Session:
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
+            if self.reserved_quota and self._takes_reserved_quota(job, f, placement.total_cards):
+                best = max(best, Fit.RESERVED)
+                continue
             if self.outranked is not None:
                 self._break_reservations(f, placement, job)
             self.stmt.start(job, placement, f, queue, backfilled, lender)
             return Fit.FIT
         self.outcomes[job.id] = best
         return best
+
+    def _takes_reserved_quota(self, job: Job, flavor: int, cards: int) -> bool:
+        """Would ``job``, started now on ``flavor`` with ``cards``, still run at a reserved start and
+        leave that reservation's job short of quota then? When not, the quota it will hold at those
+        starts is counted (so the next job is judged with it). The cluster's own capacity is room,
+        which the reserved nodes guard."""
+        end, queue, tf = self.expected_end(job), self.queue_index(job), self.tree_flavor[flavor]
+        counted = []
+        for r, holder_queue, holder_tf, need, quota in self.reserved_quota:
+            if holder_tf != tf or r.job_id == job.id or end <= r.start or not self._holds(r):
+                continue
+            after = quota.copy()
+            add_usage(after, queue, tf, cards)
+            if available(after, holder_queue, tf, root=False) < need:
+                return True
+            counted.append((quota, after))
+        for quota, after in counted:
+            quota.usage, quota.total = after.usage, after.total
+        return False
 
     def _may_borrow(self, job: Job, flavor: int) -> bool:
         """May ``job`` backfill onto nodes reserved for others, on loan? Only a preemptible one
@@ -673,11 +700,16 @@ class Session:
                 best = (f, found)
         if best is None:
             return None
-        flavor, (start, placement) = best
-        return self._hold(job, flavor, start, placement)
+        flavor, (start, placement, quota) = best
+        res = self._hold(job, flavor, start, placement)
+        if start is not None:
+            tf = self.tree_flavor[flavor]
+            self.reserved_quota.append((res, self.queue_index(job), tf, job.min_cards, quota))
+        return res
 
-    def _earliest_on(self, job: Job, flavor: int) -> tuple[float | None, Placement] | None:
-        """When (None: unknown) and where ``job`` could start on ``flavor`` as running jobs end."""
+    def _earliest_on(self, job: Job, flavor: int) -> tuple[float | None, Placement, QuotaUsage] | None:
+        """When (None: unknown) and where ``job`` could start on ``flavor`` as running jobs end,
+        and the quota as it will stand then."""
         table, columns = self.initial_table, self.initial_columns
         # jobs without a time limit count too, as ending last (in snapshot order): where the job
         # must wait for one of them its start is unknown, but its nodes are still held for it
@@ -699,17 +731,21 @@ class Session:
             usable = usable & ~self.reserved_nodes[flavor]
         queue, tf = self.queue_index(job), self.tree_flavor[flavor]
 
-        def quota_after(k: int) -> bool:
-            """Whether the job's quota lets it start once the first k jobs to end have ended (a
-            model its queue may never use is no start, however much room frees there)."""
-            if available(self.quota, queue, tf) >= job.min_cards:
-                return True
+        def quota_at(k: int) -> QuotaUsage:
+            """The quota once the first k jobs to end have ended."""
             gone = by_end[:k]
             released = np.bincount(queues[gone], cards[gone], minlength=len(self.tree.names))
             quota = self.quota.copy()
             for q in np.flatnonzero(released).tolist():
                 add_usage(quota, q, tf, -int(released[q]))
-            return available(quota, queue, tf) >= job.min_cards
+            return quota
+
+        def quota_after(k: int) -> bool:
+            """Whether the job's quota lets it start once the first k jobs to end have ended (a
+            model its queue may never use is no start, however much room frees there)."""
+            if available(self.quota, queue, tf) >= job.min_cards:
+                return True
+            return available(quota_at(k), queue, tf) >= job.min_cards
 
         def fits_after(k: int) -> Placement | None:  # the first k jobs to end have ended
             if not quota_after(k):
@@ -723,7 +759,7 @@ class Session:
         lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
         lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(by_end))), len(by_end))
         last = float(ends[by_end[lo - 1]])
-        return (max(self.now, last) if math.isfinite(last) else None), placement
+        return (max(self.now, last) if math.isfinite(last) else None), placement, quota_at(lo)
 
     def _hold(self, job: Job, flavor: int, start: float | None, placement: Placement) -> Reservation:
         """Record the reservation and hold its nodes against later jobs."""
