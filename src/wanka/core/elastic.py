@@ -212,6 +212,8 @@ def surplus_then_whole(
     outcome = evict()
     if not outcome:
         undo(shrunk)
+    else:  # every allowed surplus was given: take back at once what the job did not use
+        s.stmt.keep_idle_shrinks(shrunk)
     return outcome
 
 

@@ -110,18 +110,42 @@ class Statement:
                 s._take(op[1])
                 self._s.changes -= 1
                 continue
-            if op[0] == "resize" and s.running.get(op[1].job.id) is op[2]:
-                back = s._taken_back(op[1], op[2])  # a shrink's tasks whose cards stayed free
-                if back is not None:
-                    s._give(op[2])
-                    s._take(back)
-                    if back.placement.num_tasks == op[1].placement.num_tasks:  # all of them
-                        s.shrunk.discard(op[1].job.id)
-                        self._s.changes -= 1
-                        continue
-                    op = ("resize", op[1], back)
+            if op[0] == "resize":
+                op = self._shrink_taken_back(op)
+                if op is None:
+                    continue
             kept.append(op)
         self._ops = kept
+
+    def keep_idle_shrinks(self, job_ids: Iterable[str]) -> None:
+        """:meth:`keep_idle_victims` for the shrinks of ``job_ids`` only: right after a job took
+        what it needed, before any other may start in the cards the others gave back."""
+        ids = set(job_ids)
+        kept = []
+        for op in self._ops:
+            if op[0] == "resize" and op[1].job.id in ids:
+                op = self._shrink_taken_back(op)
+                if op is None:
+                    continue
+            kept.append(op)
+        self._ops = kept
+
+    def _shrink_taken_back(self, op: tuple) -> tuple | None:
+        """A resize op with the tasks of a shrink whose cards stayed free taken back: the op as it
+        now stands, None when the job is whole again (or the op as it was)."""
+        s = self._s
+        if s.running.get(op[1].job.id) is not op[2]:
+            return op
+        back = s._taken_back(op[1], op[2])  # a shrink's tasks whose cards stayed free
+        if back is None:
+            return op
+        s._give(op[2])
+        s._take(back)
+        if back.placement.num_tasks == op[1].placement.num_tasks:  # all of them
+            s.shrunk.discard(op[1].job.id)
+            s.changes -= 1
+            return None
+        return ("resize", op[1], back)
 
     def commit(self) -> list[Decision]:
         """Stops first and shrinks next (victims must go before their replacements start), then
