@@ -487,17 +487,20 @@ class Session:
             self._job_flavors[job.id] = found
         return found
 
-    def requests(self, job: Job, max_cards: int | None = None) -> list[GroupRequest]:
+    def requests(
+        self, job: Job, max_cards: int | None = None, most: dict[int, int] | None = None
+    ) -> list[GroupRequest]:
         """One request per task group. With ``max_cards`` (the quota left), elastic groups are
         trimmed so the whole gang asks for at most that many cards: every group keeps its minimum,
-        and the surplus goes to the elastic groups in the job's order."""
+        and the surplus goes to the elastic groups in the job's order (``most``: group index -> the
+        most replicas that group can be given, its surplus left to the groups after it)."""
         spread = job.kind is JobKind.INFERENCE
         surplus = None if max_cards is None else max(0, max_cards - job.min_cards)
         reqs = []
-        for g in job.groups:
-            replicas = g.replicas
+        for gi, g in enumerate(job.groups):
+            replicas = g.replicas if most is None else min(g.replicas, most.get(gi, g.replicas))
             if g.elastic and surplus is not None and g.cards > 0:
-                replicas = g.gang_min + min(g.replicas - g.gang_min, surplus // g.cards)
+                replicas = g.gang_min + min(replicas - g.gang_min, surplus // g.cards)
                 surplus -= (replicas - g.gang_min) * g.cards
             reqs.append(
                 GroupRequest(
@@ -663,6 +666,8 @@ class Session:
         placement = place_gang(
             self.cluster, self.free, usable, self.flavor_ids[flavor], reqs, self.config.placement
         )
+        if placement is not None and len(reqs) > 1:
+            placement = self._regrown(job, flavor, quota_left, usable, reqs, placement)
         if placement is None and key is not None:
             self._fail_cache[key] = min(reqs[0].min_replicas, self._fail_cache.get(key, 1 << 30))
         if placement is None and outcome is Fit.RESERVED:
@@ -677,6 +682,39 @@ class Session:
             )
             outcome = Fit.RESERVED if plain is not None else Fit.NO_FIT
         return placement, outcome
+
+    def _regrown(
+        self,
+        job: Job,
+        flavor: int,
+        quota_left: int,
+        usable: np.ndarray,
+        reqs: list[GroupRequest],
+        placement: Placement,
+    ) -> Placement:
+        """``placement`` of a gang of several groups, with the quota surplus an elastic group was
+        trimmed to but could not place passed on to the groups after it: the quota splits the
+        surplus in the job's order before anything is placed, so a group the nodes cannot grow
+        (``tasks_per_node``, spreading) would otherwise leave it unused. Placed again until no
+        group falls short (at most once per group)."""
+        most: dict[int, int] = {}
+        for _ in reqs:
+            short = {
+                gi: got.replicas
+                for gi, (req, got) in enumerate(zip(reqs, placement.groups, strict=True))
+                if got.replicas < req.replicas and gi not in most
+            }
+            if not short or placement.total_cards >= quota_left:
+                return placement
+            most.update(short)
+            reqs = self.requests(job, quota_left, most)
+            again = place_gang(
+                self.cluster, self.free, usable, self.flavor_ids[flavor], reqs, self.config.placement
+            )
+            if again is None or again.total_cards <= placement.total_cards:
+                return placement
+            placement = again
+        return placement
 
     def _reserved_against(self, flavor: int, job: Job) -> tuple[np.ndarray | None, float]:
         """Nodes of ``flavor`` reserved for other jobs still waiting, and the earliest reserved
