@@ -146,7 +146,7 @@ def test_nothing_started_takes_the_quota_a_reservation_counts_on(data, policy) -
     if "head" not in reserved or reserved["head"].start is None:
         return
     at, now = reserved["head"].start, snapshot.now
-    started = {d.job_id for d in result.starts}
+    started = {d.job_id for d in result.starts if d.preemptible_by != "head"}  # on loan: head evicts it
     team = [j for j in snapshot.pending if j.id in started and j.queue == "team"]
     held = sum(j.min_cards for j in team if j.time_limit_s is None or now + j.time_limit_s > at)
     need = 16  # head's 2x8, out of team's nominal 16

@@ -6,6 +6,7 @@ import bisect
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -913,6 +914,13 @@ def resize(s: Session) -> None:
                 tf = s.tree_flavor[f]
                 room = min(available(s.quota, entry.queue, tf), _unowed_room(s, entry.queue, f, reclaimers))
                 extra = min(extra, room // spec.cards)
+            # nor onto quota a reservation counts on at its start (a growth is a start of its tasks)
+            while (
+                extra > 0
+                and s.reserved_quota
+                and s.takes_reserved_quota(job, f, extra * spec.cards, count=False)
+            ):
+                extra -= 1
             if extra <= 0:
                 continue
             # grown as it was placed: an inference job's replicas one per node, tasks_per_node kept
@@ -929,17 +937,26 @@ def resize(s: Session) -> None:
             already = (
                 np.bincount(have.nodes, minlength=len(s.free.cards)) if req.spread or req.per_node else None
             )
-            # in the tightest domain it already runs in first: the job chose its domain whole
+            # the whole growth in the tightest domain the job already runs in that holds it (the
+            # job chose its domain whole), else as much as fits anywhere; an inference group's
+            # replicas spread over as many domains as they can, never narrowed
             held = [n for g in entry.placement.groups for n in g.nodes]
+            domains = [] if req.spread or not held else list(domains_around(s.cluster, held))[:-1]
             nodes = None
-            for lo, hi in domains_around(s.cluster, held) if held else ((0, len(usable)),):
+            for lo, hi in domains:
                 within = np.zeros_like(usable)
                 within[lo:hi] = usable[lo:hi]
-                nodes = place_group(s.cluster, s.free, within, req, s.config.placement, already)
+                nodes = place_group(
+                    s.cluster, s.free, within, replace(req, min_replicas=extra), s.config.placement, already
+                )
                 if nodes:
                     break
             if not nodes:
+                nodes = place_group(s.cluster, s.free, usable, req, s.config.placement, already)
+            if not nodes:
                 continue
+            if s.reserved_quota:  # count what it will hold at the reserved starts
+                s.takes_reserved_quota(job, f, len(nodes) * spec.cards)
             masks, taken = [], {}
             for node in nodes:  # several new tasks may share a node: give each its own cards
                 mask = take_cards(

@@ -189,7 +189,8 @@ def place_gang(
     tier from the node up, tightest first) in which every group's minimum fits together, never one
     domain per group. Inside it every group first gets its minimum, then elastic groups grow with
     what is left there, so one elastic group never takes room another group of the gang needs. An
-    elastic gang is first tried whole, in the smallest domain that holds it whole."""
+    elastic gang starts at the largest size it can be placed at, whole or grown (not in a what-if:
+    there only where its minimum goes matters)."""
     choose_cards = choose_cards and free.masks is not None
     if len(groups) == 1:
         req = groups[0]
@@ -206,15 +207,34 @@ def place_gang(
                 ),
             )
         return _place_groups(cluster, free, usable, model, groups, strategy, choose_cards)
-    if any(g.min_replicas < g.replicas for g in groups):
-        # the whole job first, in the smallest domain that holds it whole (Kueue's partial
-        # admission tries the full count before reducing); only then its minimum, in the smallest
-        # domain that holds that, grown there with what is left
-        whole = [replace(g, min_replicas=g.replicas) for g in groups]
-        placement = _place_in_domains(cluster, free, usable, model, whole, strategy, choose_cards)
-        if placement is not None:
-            return placement
-    return _place_in_domains(cluster, free, usable, model, groups, strategy, choose_cards)
+    grown = _place_in_domains(cluster, free, usable, model, groups, strategy, choose_cards)
+    extra = sum(g.replicas - g.min_replicas for g in groups)
+    if not choose_cards or not extra or grown is None:
+        return grown
+    # the largest size placed whole, each in the smallest domain that holds it (Kueue's partial
+    # admission: the full count first, then a binary search down), against the minimum grown in
+    # the smallest domain that holds the minimum: the larger wins, the tighter one on a tie. Not in
+    # what-ifs (victims to free, a reservation's nodes): those ask where the minimum goes
+    if grown.num_tasks == sum(g.replicas for g in groups):
+        return grown
+
+    def whole(k: int) -> Placement | None:  # k extra tasks, given to the elastic groups in order
+        out = []
+        for g in groups:
+            more = min(g.replicas - g.min_replicas, k)
+            k -= more
+            out.append(replace(g, replicas=g.min_replicas + more, min_replicas=g.min_replicas + more))
+        return _place_in_domains(cluster, free, usable, model, out, strategy, choose_cards)
+
+    lo, hi, best = 1, extra, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        found = whole(mid)
+        if found is not None:
+            lo, best = mid + 1, found
+        else:
+            hi = mid - 1
+    return best if best is not None and best.total_cards > grown.total_cards else grown
 
 
 def _place_in_domains(

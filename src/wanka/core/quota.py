@@ -192,14 +192,17 @@ def available(usage: QuotaUsage, node: int, flavor: int, root: bool = True) -> i
 
     Its unused guarantee plus what its parent can give, capped by its borrowing limit. May be
     negative after capacity was removed (over-admission); callers treat <= 0 as "nothing".
-    ``root=False``: the root (the cluster's whole capacity, which a full cluster uses up) bounds
-    nothing, so what is left is what the queues' own quotas allow, room aside.
+    ``root=False``: what the quotas allow, room aside. The root's pool is the cluster's capacity
+    unless lending limits withhold guarantees from it; as the whole capacity it is used up exactly
+    as the cards are (room, which placement judges), so then it bounds nothing here.
     """
     tree = usage.tree
     parent = tree.parent[node]
     u = usage.usage[node][flavor]
     if parent < 0:
-        return tree.subtree[node][flavor] - u if root else UNLIMITED
+        if root or tree.subtree[node][flavor] < tree.nominal[node][flavor]:
+            return tree.subtree[node][flavor] - u
+        return UNLIMITED
     g = tree.guaranteed[node][flavor]
     from_parent = available(usage, parent, flavor, root)
     limit = tree.borrowing_limit[node][flavor]

@@ -202,10 +202,10 @@ class Session:
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
-        # per reservation with a known start: its job's queue, tree flavor and cards needed, and the
-        # quota as it will stand then (the jobs due to end by then gone, the jobs started since
-        # that will still run added): backfill may not take the quota it counts on either
-        self.reserved_quota: list[tuple[Reservation, int, int, int, QuotaUsage]] = []
+        # per reservation: its start (inf when unknown), its job's queue, tree flavor and cards
+        # needed, and the quota as it will stand then (the jobs due to end by then gone, the jobs
+        # started since that will still run added): nothing may take the quota it counts on either
+        self.reserved_quota: list[tuple[Reservation, float, int, int, int, QuotaUsage]] = []
         self.unschedulable: dict[str, str] = {}
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
@@ -517,7 +517,7 @@ class Session:
         if self.reserved_until:
             end = self.expected_end(job)
             late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
-            late += tuple(end > r[0].start for r in self.reserved_quota)
+            late += tuple(end > r[1] or end == math.inf for r in self.reserved_quota)
         return (job.queue, job.groups, job.kind, late, job.preemptible)
 
     # --- trying to start a job -----------------------------------------------------------------
@@ -551,7 +551,7 @@ class Session:
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
-            if self.reserved_quota and self._takes_reserved_quota(job, f, placement.total_cards):
+            if self.reserved_quota and self.takes_reserved_quota(job, f, placement.total_cards, lender):
                 best = max(best, Fit.RESERVED)
                 continue
             if self.outranked is not None:
@@ -561,22 +561,30 @@ class Session:
         self.outcomes[job.id] = best
         return best
 
-    def _takes_reserved_quota(self, job: Job, flavor: int, cards: int) -> bool:
-        """Would ``job``, started now on ``flavor`` with ``cards``, still run at a reserved start and
-        leave that reservation's job short of quota then? When not, the quota it will hold at those
-        starts is counted (so the next job is judged with it). The cluster's own capacity is room,
-        which the reserved nodes guard."""
+    def takes_reserved_quota(
+        self, job: Job, flavor: int, cards: int, lender: str | None = None, count: bool = True
+    ) -> bool:
+        """Would ``job`` (started, or grown by ``cards``, now on ``flavor``) still run at a reserved
+        start and leave that reservation's job short of quota then? A start on loan to the reserved
+        job (``lender``) is not judged against it: that job may evict it. When not, and ``count``,
+        the quota it will hold at those starts is counted, so the next job is judged with it. Room
+        is the reserved nodes' to guard (quota ``root=False``)."""
         end, queue, tf = self.expected_end(job), self.queue_index(job), self.tree_flavor[flavor]
         counted = []
-        for r, holder_queue, holder_tf, need, quota in self.reserved_quota:
-            if holder_tf != tf or r.job_id == job.id or end <= r.start or not self._holds(r):
-                continue
+        for r, start, holder_queue, holder_tf, need, quota in self.reserved_quota:
+            if (
+                holder_tf != tf
+                or r.job_id in (job.id, lender)
+                or end <= start < math.inf
+                or not self._holds(r)
+            ):
+                continue  # (a job without an end still runs at an unknown start)
             after = quota.copy()
             add_usage(after, queue, tf, cards)
             if available(after, holder_queue, tf, root=False) < need:
                 return True
             counted.append((quota, after))
-        for quota, after in counted:
+        for quota, after in counted if count else ():
             quota.usage, quota.total = after.usage, after.total
         return False
 
@@ -764,9 +772,9 @@ class Session:
             return None
         flavor, (start, placement, quota) = best
         res = self._hold(job, flavor, start, placement)
-        if start is not None:
-            tf = self.tree_flavor[flavor]
-            self.reserved_quota.append((res, self.queue_index(job), tf, job.min_cards, quota))
+        due = math.inf if start is None else start  # unknown: whatever runs on without end counts
+        tf = self.tree_flavor[flavor]
+        self.reserved_quota.append((res, due, self.queue_index(job), tf, job.min_cards, quota))
         return res
 
     def _earliest_on(self, job: Job, flavor: int) -> tuple[float | None, Placement, QuotaUsage] | None:
