@@ -154,6 +154,14 @@ def shrink_for(
         needed[i] = True
     if needed.any() and fits_giving(needed) is not None:
         gone = needed
+    # and task by task, most valuable first: the what-if may have put the job's minimum on a task
+    # given back where room already free would do (its placement saw every unit gone)
+    if gone.sum() > 1:
+        for i in np.flatnonzero(gone)[::-1][:MAX_REPRIEVE_TRIALS].tolist():
+            kept = gone.copy()
+            kept[i] = False
+            if fits_giving(kept) is not None:
+                gone = kept
     cp = s.stmt.checkpoint()
     shrunk = give_back(s, donors, [units[i] for i in np.flatnonzero(gone).tolist()])
     if s.try_start(job, (flavor,)) is Fit.FIT:
@@ -212,8 +220,9 @@ def surplus_then_whole(
     outcome = evict()
     if not outcome:
         undo(shrunk)
-    else:  # every allowed surplus was given: take back at once what the job did not use
-        s.stmt.keep_idle_shrinks(shrunk)
+    else:  # every allowed surplus was given: take back at once what the job did not use (of
+        # every donor, one an earlier job shrank included: only cards that stayed free come back)
+        s.stmt.keep_idle_shrinks(d.job.id for d in donors)
     return outcome
 
 

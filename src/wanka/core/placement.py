@@ -192,6 +192,8 @@ def place_gang(
     elastic gang starts at the largest size it can be placed at, whole or grown (not in a what-if:
     there only where its minimum goes matters)."""
     choose_cards = choose_cards and free.masks is not None
+    if not choose_cards:  # a what-if asks where the minimum goes: room freed for growth is waste
+        groups = [g if g.min_replicas == g.replicas else replace(g, replicas=g.min_replicas) for g in groups]
     if len(groups) == 1:
         req = groups[0]
         if not choose_cards:  # a what-if: only which nodes matter, no per-task work
@@ -211,29 +213,34 @@ def place_gang(
     extra = sum(g.replicas - g.min_replicas for g in groups)
     if not choose_cards or not extra or grown is None:
         return grown
-    # the largest size placed whole, each in the smallest domain that holds it (Kueue's partial
-    # admission: the full count first, then a binary search down), against the minimum grown in
-    # the smallest domain that holds the minimum: the larger wins, the tighter one on a tie. Not in
-    # what-ifs (victims to free, a reservation's nodes): those ask where the minimum goes
+    # the largest size placed whole, in the smallest domain that holds it (Kueue's partial
+    # admission searches the count down from the full one), against the minimum grown in the
+    # smallest domain that holds the minimum: the larger wins, the tighter one on a tie
     if grown.num_tasks == sum(g.replicas for g in groups):
         return grown
 
-    def whole(k: int) -> Placement | None:  # k extra tasks, given to the elastic groups in order
-        out = []
-        for g in groups:
-            more = min(g.replicas - g.min_replicas, k)
-            k -= more
-            out.append(replace(g, replicas=g.min_replicas + more, min_replicas=g.min_replicas + more))
-        return _place_in_domains(cluster, free, usable, model, out, strategy, choose_cards)
+    def whole(more: list[int]) -> Placement | None:  # each group at its minimum plus more[i]
+        sized = [
+            replace(g, replicas=g.min_replicas + e, min_replicas=g.min_replicas + e)
+            for g, e in zip(groups, more, strict=True)
+        ]
+        return _place_in_domains(cluster, free, usable, model, sized, strategy, choose_cards)
 
-    lo, hi, best = 1, extra, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        found = whole(mid)
-        if found is not None:
-            lo, best = mid + 1, found
-        else:
-            hi = mid - 1
+    # group by group, in the job's order: the most extra tasks it can be placed whole with, the
+    # groups before it fixed (a binary search each), so one group that cannot grow does not hold
+    # back the others
+    more, best = [0] * len(groups), None
+    for i, g in enumerate(groups):
+        lo, hi = 1, g.replicas - g.min_replicas
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            more[i] = mid
+            found = whole(more)
+            if found is not None:
+                lo, best = mid + 1, found
+            else:
+                hi = mid - 1
+        more[i] = lo - 1
     return best if best is not None and best.total_cards > grown.total_cards else grown
 
 

@@ -551,15 +551,41 @@ class Session:
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
-            if self.reserved_quota and self.takes_reserved_quota(job, f, placement.total_cards, lender):
-                best = max(best, Fit.RESERVED)
-                continue
+            if self.reserved_quota:
+                if self.takes_reserved_quota(job, f, placement.total_cards, lender, count=False):
+                    # an elastic job may still start smaller, leaving a reserved start its quota
+                    placement = self._within_reserved_quota(job, f, quota_left, lender is not None, lender)
+                    if placement is None:
+                        best = max(best, Fit.RESERVED)
+                        continue
+                self.takes_reserved_quota(job, f, placement.total_cards, lender)  # counted from now
             if self.outranked is not None:
                 self._break_reservations(f, placement, job)
             self.stmt.start(job, placement, f, queue, backfilled, lender)
             return Fit.FIT
         self.outcomes[job.id] = best
         return best
+
+    def _within_reserved_quota(
+        self, job: Job, flavor: int, quota_left: int, loan: bool, lender: str | None
+    ) -> Placement | None:
+        """``job`` placed at the most cards that leave every reserved start its quota (a binary
+        search over the cards, its minimum first); None when even its minimum would not."""
+        if not job.elastic or self.takes_reserved_quota(job, flavor, job.min_cards, lender, count=False):
+            return None
+        lo, hi = job.min_cards, min(quota_left, job.total_cards)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.takes_reserved_quota(job, flavor, mid, lender, count=False):
+                hi = mid - 1
+            else:
+                lo = mid
+        placement, _ = self._place(job, flavor, lo, loan)
+        if placement is None or self.takes_reserved_quota(
+            job, flavor, placement.total_cards, lender, count=False
+        ):
+            return None
+        return placement
 
     def takes_reserved_quota(
         self, job: Job, flavor: int, cards: int, lender: str | None = None, count: bool = True
