@@ -978,9 +978,10 @@ def resize(s: Session) -> None:
 
 
 def _unowed_room(s: Session, q: int, f: int, waiting: list[Job]) -> int:
-    """Cards of model ``f`` queue ``q`` may take without its side of the tree borrowing from any of
-    ``waiting`` that is owed (its own side would stay within nominal with it added): reclaim's
-    victim rule (:func:`_reclaimable_queues`) turned around. Large when none is owed."""
+    """Cards of model ``f`` queue ``q`` may take without making it a reclaim victim of any of
+    ``waiting`` that is owed (its own side would stay within nominal with it added): some node from
+    q up to its side stays within its nominal. Reclaim's victim rule (:func:`_reclaimable_queues`,
+    :func:`_path_borrowed`) turned around. Large when none is owed."""
     tree, total, tf = s.tree, s.quota.total, s.tree_flavor[f]
     room = 1 << 62
     for job in waiting:
@@ -989,7 +990,10 @@ def _unowed_room(s: Session, q: int, f: int, waiting: list[Job]) -> int:
             continue
         mine, theirs = cohort_side(tree, w, q), cohort_side(tree, q, w)
         if total[theirs][tf] + job.min_cards <= tree.nominal[theirs][tf]:
-            room = min(room, max(0, tree.nominal[mine][tf] - total[mine][tf]))
+            # reclaim takes from q only while every node up to its side borrows: growing within
+            # any one of them is safe
+            within = max(tree.nominal[n][tf] - total[n][tf] for n in path_up(tree, q, mine))
+            room = min(room, max(0, within))
     return room
 
 

@@ -194,17 +194,21 @@ def available(usage: QuotaUsage, node: int, flavor: int, root: bool = True) -> i
     negative after capacity was removed (over-admission); callers treat <= 0 as "nothing".
     ``root=False``: what the quotas allow, room aside. The root's pool is the cluster's capacity
     unless lending limits withhold guarantees from it; as the whole capacity it is used up exactly
-    as the cards are (room, which placement judges), so then it bounds nothing here.
+    as the cards are (room, which placement judges), so then it bounds nothing here. Withheld, it
+    bounds by what is left of it but for what the other organisations draw (their cards are room
+    too; what this one draws itself, and the guarantees withheld, are quota).
     """
     tree = usage.tree
     parent = tree.parent[node]
     u = usage.usage[node][flavor]
     if parent < 0:
-        if root or tree.subtree[node][flavor] < tree.nominal[node][flavor]:
-            return tree.subtree[node][flavor] - u
-        return UNLIMITED
+        return tree.subtree[node][flavor] - u if root else UNLIMITED
     g = tree.guaranteed[node][flavor]
-    from_parent = available(usage, parent, flavor, root)
+    if not root and tree.parent[parent] < 0:  # the root's pool, as this organisation sees it
+        pool = tree.subtree[parent][flavor]
+        from_parent = pool - max(0, u - g) if pool < tree.nominal[parent][flavor] else UNLIMITED
+    else:
+        from_parent = available(usage, parent, flavor, root)
     limit = tree.borrowing_limit[node][flavor]
     if limit < UNLIMITED:
         stored_in_parent = tree.subtree[node][flavor] - g

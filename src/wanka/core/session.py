@@ -517,7 +517,7 @@ class Session:
         if self.reserved_until:
             end = self.expected_end(job)
             late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
-            late += tuple(end > r[1] or end == math.inf for r in self.reserved_quota)
+            late += tuple(end > r[1] or r[1] == math.inf for r in self.reserved_quota)
         return (job.queue, job.groups, job.kind, late, job.preemptible)
 
     # --- trying to start a job -----------------------------------------------------------------
@@ -591,12 +591,14 @@ class Session:
         self, job: Job, flavor: int, cards: int, lender: str | None = None, count: bool = True
     ) -> bool:
         """Would ``job`` (started, or grown by ``cards``, now on ``flavor``) still run at a reserved
-        start and leave that reservation's job short of quota then? A start on loan to the reserved
-        job (``lender``) is not judged against it: that job may evict it. When not, and ``count``,
+        start and leave that reservation's job short of quota then? Not judged against it: a start
+        on loan to the reserved job (``lender``: that job may evict it), nor one whose side of the
+        tree stays within its nominal against the reserved job's (it takes back what that job would
+        only borrow: reclaim's rule turned around). When not, and ``count``,
         the quota it will hold at those starts is counted, so the next job is judged with it. Room
         is the reserved nodes' to guard (quota ``root=False``)."""
         end, queue, tf = self.expected_end(job), self.queue_index(job), self.tree_flavor[flavor]
-        counted = []
+        tree, counted = self.tree, []
         for r, start, holder_queue, holder_tf, need, quota in self.reserved_quota:
             if (
                 holder_tf != tf
@@ -604,7 +606,11 @@ class Session:
                 or end <= start < math.inf
                 or not self._holds(r)
             ):
-                continue  # (a job without an end still runs at an unknown start)
+                continue  # (an unknown start may be now: whatever starts runs then)
+            if queue != holder_queue:
+                side = cohort_side(tree, holder_queue, queue)
+                if quota.total[side][tf] + cards <= tree.nominal[side][tf]:
+                    continue  # within its side's nominal: the reserved job would only borrow it
             after = quota.copy()
             add_usage(after, queue, tf, cards)
             if available(after, holder_queue, tf, root=False) < need:
