@@ -915,11 +915,7 @@ def resize(s: Session) -> None:
                 room = min(available(s.quota, entry.queue, tf), _unowed_room(s, entry.queue, f, reclaimers))
                 extra = min(extra, room // spec.cards)
             # nor onto quota a reservation counts on at its start (a growth is a start of its tasks)
-            while (
-                extra > 0
-                and s.reserved_quota
-                and s.takes_reserved_quota(job, f, extra * spec.cards, count=False)
-            ):
+            while extra > 0 and s.reserved_quota and s.takes_reserved_quota(job, f, extra * spec.cards):
                 extra -= 1
             if extra <= 0:
                 continue
@@ -955,8 +951,6 @@ def resize(s: Session) -> None:
                 nodes = place_group(s.cluster, s.free, usable, req, s.config.placement, already)
             if not nodes:
                 continue
-            if s.reserved_quota:  # count what it will hold at the reserved starts
-                s.takes_reserved_quota(job, f, len(nodes) * spec.cards)
             masks, taken = [], {}
             for node in nodes:  # several new tasks may share a node: give each its own cards
                 mask = take_cards(

@@ -74,6 +74,7 @@ class Statement:
         preemptible_by: str | None = None,
     ) -> None:
         entry = Running(job, placement, flavor, queue, self._s.expected_end(job))
+        self._s._not_at_reserved_starts(entry, preemptible_by)
         self._s._take(entry)
         self._ops.append(("start", entry, backfilled, preemptible_by))
         if preemptible_by is not None:
@@ -203,9 +204,10 @@ class Session:
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
         # per reservation: its start (inf when unknown), its job's queue, tree flavor and cards
-        # needed, and the quota as it will stand then (the jobs due to end by then gone, the jobs
-        # started since that will still run added): nothing may take the quota it counts on either
-        self.reserved_quota: list[tuple[Reservation, float, int, int, int, QuotaUsage]] = []
+        # needed, the quota as it will stand then, and the jobs that will not hold any of it then
+        # (due to end by then, or on loan to it). Kept up to date as jobs start, stop and resize
+        # (_account): nothing may take the quota it counts on either
+        self.reserved_quota: list[tuple[Reservation, float, int, int, int, QuotaUsage, set[str]]] = []
         self.unschedulable: dict[str, str] = {}
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
@@ -290,7 +292,11 @@ class Session:
         return expected_end(job, self.now, self.config.default_time_limit_s, self.tree)
 
     def _account(self, entry: Running, sign: int) -> None:
-        add_usage(self.quota, entry.queue, self.tree_flavor[entry.flavor], sign * entry.cards)
+        tf = self.tree_flavor[entry.flavor]
+        add_usage(self.quota, entry.queue, tf, sign * entry.cards)
+        for _, _, _, holder_tf, _, at_start, gone in self.reserved_quota:
+            if holder_tf == tf and entry.job.id not in gone:  # it holds its cards at that start
+                add_usage(at_start, entry.queue, tf, sign * entry.cards)
         alloc = self.queue_alloc[entry.queue]
         alloc[0] += sign * entry.cards * self.cluster.models[entry.flavor].rated_tflops / 1000.0
         alloc[1] += sign * entry.cpus
@@ -551,14 +557,12 @@ class Session:
             if placement.total_cards > quota_left:  # an elastic gang grew past the quota
                 best = max(best, Fit.NO_QUOTA)
                 continue
-            if self.reserved_quota:
-                if self.takes_reserved_quota(job, f, placement.total_cards, lender, count=False):
-                    # an elastic job may still start smaller, leaving a reserved start its quota
-                    placement = self._within_reserved_quota(job, f, quota_left, lender is not None, lender)
-                    if placement is None:
-                        best = max(best, Fit.RESERVED)
-                        continue
-                self.takes_reserved_quota(job, f, placement.total_cards, lender)  # counted from now
+            if self.reserved_quota and self.takes_reserved_quota(job, f, placement.total_cards, lender):
+                # an elastic job may still start smaller, leaving a reserved start its quota
+                placement = self._within_reserved_quota(job, f, quota_left, lender is not None, lender)
+                if placement is None:
+                    best = max(best, Fit.RESERVED)
+                    continue
             if self.outranked is not None:
                 self._break_reservations(f, placement, job)
             self.stmt.start(job, placement, f, queue, backfilled, lender)
@@ -566,40 +570,42 @@ class Session:
         self.outcomes[job.id] = best
         return best
 
+    def _not_at_reserved_starts(self, entry: Running, lender: str | None) -> None:
+        """Note a job about to start that will not hold its cards at a reserved start: it ends by
+        then, or runs on loan to that reservation's job (which may evict it)."""
+        for r, start, _, _, _, _, gone in self.reserved_quota:
+            if entry.end <= start < math.inf or r.job_id == lender:
+                gone.add(entry.job.id)
+
     def _within_reserved_quota(
         self, job: Job, flavor: int, quota_left: int, loan: bool, lender: str | None
     ) -> Placement | None:
         """``job`` placed at the most cards that leave every reserved start its quota (a binary
         search over the cards, its minimum first); None when even its minimum would not."""
-        if not job.elastic or self.takes_reserved_quota(job, flavor, job.min_cards, lender, count=False):
+        if not job.elastic or self.takes_reserved_quota(job, flavor, job.min_cards, lender):
             return None
         lo, hi = job.min_cards, min(quota_left, job.total_cards)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.takes_reserved_quota(job, flavor, mid, lender, count=False):
+            if self.takes_reserved_quota(job, flavor, mid, lender):
                 hi = mid - 1
             else:
                 lo = mid
         placement, _ = self._place(job, flavor, lo, loan)
-        if placement is None or self.takes_reserved_quota(
-            job, flavor, placement.total_cards, lender, count=False
-        ):
+        if placement is None or self.takes_reserved_quota(job, flavor, placement.total_cards, lender):
             return None
         return placement
 
-    def takes_reserved_quota(
-        self, job: Job, flavor: int, cards: int, lender: str | None = None, count: bool = True
-    ) -> bool:
+    def takes_reserved_quota(self, job: Job, flavor: int, cards: int, lender: str | None = None) -> bool:
         """Would ``job`` (started, or grown by ``cards``, now on ``flavor``) still run at a reserved
         start and leave that reservation's job short of quota then? Not judged against it: a start
         on loan to the reserved job (``lender``: that job may evict it), nor one whose side of the
         tree stays within its nominal against the reserved job's (it takes back what that job would
-        only borrow: reclaim's rule turned around). When not, and ``count``,
-        the quota it will hold at those starts is counted, so the next job is judged with it. Room
-        is the reserved nodes' to guard (quota ``root=False``)."""
+        only borrow: reclaim's rule turned around). Once started it is counted there all the same
+        (:meth:`_account`). Room is the reserved nodes' to guard (quota ``root=False``)."""
         end, queue, tf = self.expected_end(job), self.queue_index(job), self.tree_flavor[flavor]
-        tree, counted = self.tree, []
-        for r, start, holder_queue, holder_tf, need, quota in self.reserved_quota:
+        tree = self.tree
+        for r, start, holder_queue, holder_tf, need, quota, _ in self.reserved_quota:
             if (
                 holder_tf != tf
                 or r.job_id in (job.id, lender)
@@ -615,9 +621,6 @@ class Session:
             add_usage(after, queue, tf, cards)
             if available(after, holder_queue, tf, root=False) < need:
                 return True
-            counted.append((quota, after))
-        for quota, after in counted if count else ():
-            quota.usage, quota.total = after.usage, after.total
         return False
 
     def _may_borrow(self, job: Job, flavor: int) -> bool:
@@ -802,16 +805,18 @@ class Session:
                 best = (f, found)
         if best is None:
             return None
-        flavor, (start, placement, quota) = best
+        flavor, (start, placement, quota, gone) = best
         res = self._hold(job, flavor, start, placement)
         due = math.inf if start is None else start  # unknown: whatever runs on without end counts
         tf = self.tree_flavor[flavor]
-        self.reserved_quota.append((res, due, self.queue_index(job), tf, job.min_cards, quota))
+        self.reserved_quota.append((res, due, self.queue_index(job), tf, job.min_cards, quota, gone))
         return res
 
-    def _earliest_on(self, job: Job, flavor: int) -> tuple[float | None, Placement, QuotaUsage] | None:
+    def _earliest_on(
+        self, job: Job, flavor: int
+    ) -> tuple[float | None, Placement, QuotaUsage, set[str]] | None:
         """When (None: unknown) and where ``job`` could start on ``flavor`` as running jobs end,
-        and the quota as it will stand then."""
+        the quota as it will stand then, and the jobs that will have ended by then."""
         table, columns = self.initial_table, self.initial_columns
         # jobs without a time limit count too, as ending last (in snapshot order): where the job
         # must wait for one of them its start is unknown, but its nodes are still held for it
@@ -861,7 +866,9 @@ class Session:
         lower = int(np.searchsorted(freed, job.min_cards - self.free_by_flavor[flavor])) + 1
         lo, placement = shortest_prefix(fits_after, max(1, min(lower, len(by_end))), len(by_end))
         last = float(ends[by_end[lo - 1]])
-        return (max(self.now, last) if math.isfinite(last) else None), placement, quota_at(lo)
+        ids = columns.ids[old].tolist() + [e.job.id for e in new]
+        gone = {ids[i] for i in by_end[:lo].tolist()}
+        return (max(self.now, last) if math.isfinite(last) else None), placement, quota_at(lo), gone
 
     def _hold(self, job: Job, flavor: int, start: float | None, placement: Placement) -> Reservation:
         """Record the reservation and hold its nodes against later jobs."""
