@@ -71,8 +71,13 @@ def _run_cycle(snapshot: Snapshot, config: CycleConfig) -> CycleResult:
         phase_ms["total"] = (clock() - t0) * 1000.0
     return CycleResult(
         decisions=decisions,
-        # a job reclaim or preempt started after it was reserved for holds no reservation any more
-        reservations=[r for r in session.reservations if r.job_id not in session.running],
+        # a job reclaim or preempt started after it was reserved for holds no reservation any more,
+        # nor does one whose nodes such a start took (its start is no longer known)
+        reservations=[
+            r
+            for r in session.reservations
+            if r.job_id not in session.running and r.job_id not in session.broken
+        ],
         unschedulable=dict(session.unschedulable),
         outcomes={j: f for j, f in session.outcomes.items() if j not in session.running},
         stats=stats,
