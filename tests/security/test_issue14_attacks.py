@@ -95,6 +95,55 @@ def test_cohort_preemption_never_takes_a_queue_below_its_nominal():
         )
 
 
+def test_a_tenants_reservation_cannot_hold_back_another_tenants_nominal():
+    """Two tenants share organisation o (no borrowing outside it): t1 with nominal 8, t2 with 16.
+    t1's tenant submits a 2x8 gang, twice its nominal, so that its reservation counts on t2's idle
+    quota. The reservation may hold quota against jobs that would borrow it, never against t2's own
+    work within t2's nominal: t2's job, without a time limit and off the reserved nodes, starts now
+    (before, it was refused for as long as the gang waited)."""
+    seven = {
+        **THREE_NODES,
+        "name": "seven",
+        "pools": [{**THREE_NODES["pools"][0], "nodes": 7, "layout": {"leaf": 7}}],
+    }
+    doc = {
+        "now": 100,
+        "cluster": seven,
+        "queues": {
+            "organisations": [
+                {
+                    "name": "o",
+                    "quota": {"h100": {"nominal": 24, "borrowing_limit": 0}},
+                    "queues": [
+                        {"name": "t1", "quota": {"h100": {"nominal": 8}}},
+                        {"name": "t2", "quota": {"h100": {"nominal": 16}}},
+                    ],
+                },
+                _org("p", 32, "pq", 32),
+            ]
+        },
+        "running": [
+            {"id": "p0", "queue": "pq", "cards": 8, "nodes": ["a-0001"], "start": 0, "time_limit_s": 200},
+            {"id": "t2a", "queue": "t2", "cards": 4, "nodes": ["a-0002"], "start": 0},
+            {"id": "t2b", "queue": "t2", "cards": 4, "nodes": ["a-0003"], "start": 0},
+        ]
+        + [
+            {"id": f"p{n}", "queue": "pq", "cards": 8, "nodes": [f"a-000{n + 3}"], "start": 0}
+            for n in (1, 2, 3)
+        ],
+        "pending": [
+            {"id": "grab", "queue": "t1", "replicas": 2, "cards": 8, "submit": 1, "time_limit_s": 1000},
+            {"id": "own", "queue": "t2", "cards": 4, "submit": 30},
+        ],
+    }
+    for policy in ("slurm", "wanka", "wanka-fifo"):
+        _, result = _cycle(doc, policy)
+        assert "grab" in {r.job_id for r in result.reservations}, f"{policy}: the gang is not reserved"
+        assert "own" in {d.job_id for d in result.starts}, (
+            f"{policy}: t2's job within its nominal held back by t1's reservation: {result.outcomes}"
+        )
+
+
 def test_cohort_preemption_rechecks_borrowing_between_preemptors_of_one_cycle():
     """FAILS. qb (nominal 8) holds all 16 cards; qa (nominal 8) has three 4-card jobs waiting. Reclaim
     gives qa its 8 (b1, b2 reclaimed, qb at its nominal 8); then wanka-las still treats qb as
