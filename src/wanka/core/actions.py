@@ -503,7 +503,11 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
 
         # on every model first: room an earlier eviction freed and left (taking nobody's cards),
         # then the borrowers' elastic surplus; only then anyone stopped whole
-        if any(_starts_in_room_left(s, job, f) for f in s.flavors(job)) or any(
+        def owes(f: int, owed_on=owed_on) -> Callable[[Job], bool] | None:
+            owed = owed_on.get(f)
+            return None if owed is None else partial(_owes, s, owed, tf=s.tree_flavor[f])
+
+        if any(_starts_in_room_left(s, job, f, owes(f)) for f in s.flavors(job)) or any(
             shrink_for(s, job, f, donors(f), _reclaim_units(s, s.tree_flavor[f], owed[1]))
             for f, owed in owed_on.items()
         ):
@@ -557,12 +561,20 @@ def _reclaim_for(s: Session, jobs: list[Job]) -> None:
                 break
 
 
-def _starts_in_room_left(s: Session, job: Job, flavor: int) -> bool:
+def _starts_in_room_left(
+    s: Session, job: Job, flavor: int, outranked: Callable[[Job], bool] | None = None
+) -> bool:
     """Start ``job`` on ``flavor`` if room an earlier eviction freed (and nobody took) lets it, taking
-    nobody's cards. Whether it started; the outcome its tries so far recorded (why it waits) stays
-    as it was when it does not."""
+    nobody's cards; ``outranked``: the reservation holders it could evict were they running (their
+    reservations hold nothing against it, as when it evicts). Whether it started; the outcome its
+    tries so far recorded (why it waits) stays as it was when it does not."""
     before = s.outcomes.get(job.id)
-    if s.try_start(job, (flavor,)) is Fit.FIT:
+    s.outranked = outranked
+    try:
+        started = s.try_start(job, (flavor,)) is Fit.FIT
+    finally:
+        s.outranked = None
+    if started:
         return True
     if before is None:
         s.outcomes.pop(job.id, None)
@@ -817,13 +829,13 @@ def _preempt_for_each(
         def allowed(f: int, q=q):
             return None if scope is not PreemptScope.COHORT else _cohort_units(s, q, s.tree_flavor[f])
 
-        if any(
-            unserved.get((f, q if scope_queue else None), -np.inf) <= rank
-            and (
-                # room an earlier preemptor freed and left: it needs nobody's cards
-                _starts_in_room_left(s, job, f) or shrink_for(s, job, f, donors(f), allowed(f))
-            )
-            for f in s.flavors(job)
+        open_to = [
+            f for f in s.flavors(job) if unserved.get((f, q if scope_queue else None), -np.inf) <= rank
+        ]
+        # room an earlier preemptor freed and left, on every model (it needs nobody's cards), then
+        # surplus on every model
+        if any(_starts_in_room_left(s, job, f) for f in open_to) or any(
+            shrink_for(s, job, f, donors(f), allowed(f)) for f in open_to
         ):
             hopeless.clear()
             continue
