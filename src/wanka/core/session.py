@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,21 @@ _REPRIEVABLE = (StopReason.PREEMPTED, StopReason.RECLAIMED)  # not a node failur
 def _sooner(start: float | None, than: float | None) -> bool:
     """Whether a reservation at ``start`` comes before one at ``than`` (None, unknown: last)."""
     return start is not None and (than is None or start < than)
+
+
+@dataclass(slots=True)
+class QuotaHold:
+    """The quota a reservation counts on at its start. ``at_start`` is the quota as it will stand
+    then, kept up to date as jobs start, stop and resize (:meth:`Session._account`); ``gone`` the
+    jobs that will not hold any of it then (due to end by then, or on loan to the reserved job)."""
+
+    reservation: Reservation
+    start: float  # inf when unknown
+    queue: int  # the reserved job's queue
+    flavor: int  # tree flavor
+    need: int  # cards the reserved job needs
+    at_start: QuotaUsage
+    gone: set[str]
 
 
 class Statement:
@@ -203,11 +218,8 @@ class Session:
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
-        # per reservation: its start (inf when unknown), its job's queue, tree flavor and cards
-        # needed, the quota as it will stand then, and the jobs that will not hold any of it then
-        # (due to end by then, or on loan to it). Kept up to date as jobs start, stop and resize
-        # (_account): nothing may take the quota it counts on either
-        self.reserved_quota: list[tuple[Reservation, float, int, int, int, QuotaUsage, set[str]]] = []
+        # the quota each reservation counts on at its start: nothing may take that either
+        self.reserved_quota: list[QuotaHold] = []
         self.unschedulable: dict[str, str] = {}
         self.outcomes: dict[str, Fit] = {}  # waiting job -> how close its last try came (Slurm's Reason)
         self.started: set[str] = set()  # jobs this cycle started (and still holds)
@@ -294,9 +306,9 @@ class Session:
     def _account(self, entry: Running, sign: int) -> None:
         tf = self.tree_flavor[entry.flavor]
         add_usage(self.quota, entry.queue, tf, sign * entry.cards)
-        for _, _, _, holder_tf, _, at_start, gone in self.reserved_quota:
-            if holder_tf == tf and entry.job.id not in gone:  # it holds its cards at that start
-                add_usage(at_start, entry.queue, tf, sign * entry.cards)
+        for hold in self.reserved_quota:
+            if hold.flavor == tf and entry.job.id not in hold.gone:  # it holds its cards at that start
+                add_usage(hold.at_start, entry.queue, tf, sign * entry.cards)
         alloc = self.queue_alloc[entry.queue]
         alloc[0] += sign * entry.cards * self.cluster.models[entry.flavor].rated_tflops / 1000.0
         alloc[1] += sign * entry.cpus
@@ -523,7 +535,7 @@ class Session:
         if self.reserved_until:
             end = self.expected_end(job)
             late = tuple(end > self.reserved_until.get(f, math.inf) for f in self.flavors(job))
-            late += tuple(end > r[1] or r[1] == math.inf for r in self.reserved_quota)
+            late += tuple(end > hold.start or hold.start == math.inf for hold in self.reserved_quota)
         return (job.queue, job.groups, job.kind, late, job.preemptible)
 
     # --- trying to start a job -----------------------------------------------------------------
@@ -573,9 +585,9 @@ class Session:
     def _not_at_reserved_starts(self, entry: Running, lender: str | None) -> None:
         """Note a job about to start that will not hold its cards at a reserved start: it ends by
         then, or runs on loan to that reservation's job (which may evict it)."""
-        for r, start, _, _, _, _, gone in self.reserved_quota:
-            if entry.end <= start < math.inf or r.job_id == lender:
-                gone.add(entry.job.id)
+        for hold in self.reserved_quota:
+            if entry.end <= hold.start < math.inf or hold.reservation.job_id == lender:
+                hold.gone.add(entry.job.id)
 
     def _within_reserved_quota(
         self, job: Job, flavor: int, quota_left: int, loan: bool, lender: str | None
@@ -605,21 +617,21 @@ class Session:
         (:meth:`_account`). Room is the reserved nodes' to guard (quota ``root=False``)."""
         end, queue, tf = self.expected_end(job), self.queue_index(job), self.tree_flavor[flavor]
         tree = self.tree
-        for r, start, holder_queue, holder_tf, need, quota, _ in self.reserved_quota:
+        for hold in self.reserved_quota:
             if (
-                holder_tf != tf
-                or r.job_id in (job.id, lender)
-                or end <= start < math.inf
-                or not self._holds(r)
+                hold.flavor != tf
+                or hold.reservation.job_id in (job.id, lender)
+                or end <= hold.start < math.inf
+                or not self._holds(hold.reservation)
             ):
                 continue  # (an unknown start may be now: whatever starts runs then)
-            if queue != holder_queue:
-                side = cohort_side(tree, holder_queue, queue)
-                if quota.total[side][tf] + cards <= tree.nominal[side][tf]:
+            if queue != hold.queue:
+                side = cohort_side(tree, hold.queue, queue)
+                if hold.at_start.total[side][tf] + cards <= tree.nominal[side][tf]:
                     continue  # within its side's nominal: the reserved job would only borrow it
-            after = quota.copy()
+            after = hold.at_start.copy()
             add_usage(after, queue, tf, cards)
-            if available(after, holder_queue, tf, root=False) < need:
+            if available(after, hold.queue, tf, root=False) < hold.need:
                 return True
         return False
 
@@ -809,7 +821,7 @@ class Session:
         res = self._hold(job, flavor, start, placement)
         due = math.inf if start is None else start  # unknown: whatever runs on without end counts
         tf = self.tree_flavor[flavor]
-        self.reserved_quota.append((res, due, self.queue_index(job), tf, job.min_cards, quota, gone))
+        self.reserved_quota.append(QuotaHold(res, due, self.queue_index(job), tf, job.min_cards, quota, gone))
         return res
 
     def _earliest_on(
