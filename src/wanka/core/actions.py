@@ -804,8 +804,18 @@ def _preempt_for_each(
     scope_queue = scope is PreemptScope.QUEUE
     # (flavor, queue or None) -> the highest rank that could not start there this cycle. A job of
     # lower rank neither shrinks nor evicts there: what it frees might have let the higher one in,
-    # which would then evict it next cycle (each preemptor's what-ifs see only its own victims)
+    # which would then evict it next cycle (each preemptor's what-ifs see only its own victims).
+    # One short of its own quota is held under its organisation's key instead: only what is freed
+    # inside its organisation could give it quota
     unserved: dict[tuple, float] = {}
+    organisation = s.tree.ancestor[min(1, len(s.tree.ancestor) - 1)]
+
+    def held_back(f: int, q: int) -> float:
+        return max(
+            unserved.get((f, q if scope_queue else None), -np.inf),
+            unserved.get((f, "org", int(organisation[q])), -np.inf),
+        )
+
     for job in jobs:
         s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
         rank = s.ordering.rank(job)
@@ -829,9 +839,7 @@ def _preempt_for_each(
         def allowed(f: int, q=q):
             return None if scope is not PreemptScope.COHORT else _cohort_units(s, q, s.tree_flavor[f])
 
-        open_to = [
-            f for f in s.flavors(job) if unserved.get((f, q if scope_queue else None), -np.inf) <= rank
-        ]
+        open_to = [f for f in s.flavors(job) if held_back(f, q) <= rank]
         # room an earlier preemptor freed and left, on every model (it needs nobody's cards), then
         # surplus on every model
         if any(_starts_in_room_left(s, job, f) for f in open_to) or any(
@@ -840,7 +848,10 @@ def _preempt_for_each(
             hopeless.clear()
             continue
         for f in s.flavors(job):  # until it starts below, it is unserved on every flavor
-            key = (f, q if scope_queue else None)
+            if available(s.quota, q, s.tree_flavor[f]) < job.min_cards:
+                key = (f, "org", int(organisation[q]))
+            else:
+                key = (f, q if scope_queue else None)
             unserved[key] = max(rank, unserved.get(key, -np.inf))
         if static_rank and not lent and rank <= s.lowest_preemptible_priority(q if scope_queue else None):
             continue  # nobody it may evict was running when the cycle began
@@ -851,7 +862,7 @@ def _preempt_for_each(
             key = (q, f, job.groups, job.kind)
             if not lent and hopeless.get(key, -np.inf) >= rank:
                 continue
-            if not lent and unserved.get((f, q if scope_queue else None), -np.inf) > rank:
+            if not lent and held_back(f, q) > rank:
                 continue  # a higher rank went unserved here: what this one frees could be its room
             mask = pool.alive(s) & (pool.flavor == f)
             if lent:  # on loan to it: whatever their rank
@@ -894,9 +905,9 @@ def _preempt_for_each(
             if outcome:
                 hopeless.clear()
                 for g in s.flavors(job):  # served after all: it holds nobody back
-                    key = (g, q if scope_queue else None)
-                    if unserved.get(key) == rank:
-                        del unserved[key]
+                    for key in ((g, q if scope_queue else None), (g, "org", int(organisation[q]))):
+                        if unserved.get(key) == rank:
+                            del unserved[key]
                 break
             if outcome is None and not lent and not spared:  # (spared: its own victims were fewer)
                 hopeless[key] = max(rank, hopeless.get(key, -np.inf))
