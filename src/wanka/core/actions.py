@@ -840,9 +840,16 @@ def _preempt_for_each(
             return None if scope is not PreemptScope.COHORT else _cohort_units(s, q, s.tree_flavor[f])
 
         open_to = [f for f in s.flavors(job) if held_back(f, q) <= rank]
+
         # room an earlier preemptor freed and left, on every model (it needs nobody's cards), then
         # surplus on every model
-        if any(_starts_in_room_left(s, job, f) for f in open_to) or any(
+        def outranks(f: int, q=q, r=rank) -> Callable[[Job], bool]:
+            # a reservation holder it could evict were it running holds nothing from it, as when
+            # it evicts: room held only for such a one is room
+            tf = s.tree_flavor[f]
+            return lambda holder: s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
+
+        if any(_starts_in_room_left(s, job, f, outranks(f)) for f in open_to) or any(
             shrink_for(s, job, f, donors(f), allowed(f)) for f in open_to
         ):
             hopeless.clear()
@@ -897,9 +904,7 @@ def _preempt_for_each(
                     victims,
                     StopReason.PREEMPTED,
                     lambda e: e.job.id in s.running,
-                    lambda holder, q=q, r=rank, tf=s.tree_flavor[f]: (
-                        s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
-                    ),
+                    outranks(f),
                 ),
             )
             if outcome:
