@@ -656,12 +656,15 @@ def _owes(s: Session, owed: tuple[np.ndarray, list[int], np.ndarray], holder: Jo
     w = s.queue_index(holder)
     if w < 0 or not owed[2][w] or not holder.preemptible:
         return False
-    return _path_would_borrow(s, w, owed[1][w], tf, holder.min_cards)
+    return _path_would_borrow(s, holder, w, owed[1][w], tf, wholly=False)
 
 
-def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> bool:
-    """Could a waiting job of queue ``q`` preempt ``holder`` (of lower rank) were it running on
-    flavor ``tf``? Under the cohort scope: only if its side of the tree would then borrow."""
+def _may_take(s: Session, scope: PreemptScope, q: int, need: int, holder: Job, tf: int) -> bool:
+    """Could a waiting job of queue ``q`` needing ``need`` cards preempt ``holder`` (of lower rank)
+    were it running on flavor ``tf``, at its reserved start? Under the cohort scope: only if the
+    holder's side of the tree would then borrow all it holds (:func:`_within_borrowed`), or at all
+    where the job's own side is owed what it borrows (reclaim's rule: a reservation does not defend
+    borrowed quota against its owner)."""
     w = s.queue_index(holder)
     if not holder.preemptible:
         return False
@@ -669,7 +672,9 @@ def _may_take(s: Session, scope: PreemptScope, q: int, holder: Job, tf: int) -> 
         return True
     if scope is not PreemptScope.COHORT or q < 0 or w < 0:
         return False
-    return _path_would_borrow(s, w, cohort_side(s.tree, q, w), tf, holder.min_cards)
+    mine = cohort_side(s.tree, w, q)
+    owed = s.quota.total[mine][tf] + need <= s.tree.nominal[mine][tf]
+    return _path_would_borrow(s, holder, w, cohort_side(s.tree, q, w), tf, wholly=not owed)
 
 
 def _reclaimable_queues(
@@ -723,10 +728,15 @@ def _path_borrowed(s: Session, w: int, top: int, tf: int, before: bool = False) 
     )
 
 
-def _path_would_borrow(s: Session, w: int, top: int, tf: int, cards: int) -> bool:
-    """Would every node from queue ``w`` up to ``top`` borrow with ``cards`` more held in ``w``?"""
-    total, nominal = s.quota.total, s.tree.nominal
-    return all(total[n][tf] + cards > nominal[n][tf] for n in path_up(s.tree, w, top))
+def _path_would_borrow(s: Session, holder: Job, w: int, top: int, tf: int, wholly: bool) -> bool:
+    """Would every node from queue ``w`` up to ``top`` borrow with ``holder`` (waiting in ``w``,
+    reserved) running, as the quota will stand at its reserved start? ``wholly``: borrow at least
+    all it holds, as :func:`taken_on_paths` takes a victim (cohort preemption); else borrow at all,
+    as reclaim's fallback takes one while its side still borrows."""
+    hold = next((h for h in s.reserved_quota if h.reservation.job_id == holder.id), None)
+    total, nominal = (s.quota if hold is None else hold.at_start).total, s.tree.nominal
+    extra = 0 if wholly else holder.min_cards
+    return all(total[n][tf] + extra >= nominal[n][tf] + (0 if wholly else 1) for n in path_up(s.tree, w, top))
 
 
 def _borrowed_before(s: Session, node: int, tf: int) -> int:
@@ -843,11 +853,11 @@ def _preempt_for_each(
 
         # room an earlier preemptor freed and left, on every model (it needs nobody's cards), then
         # surplus on every model
-        def outranks(f: int, q=q, r=rank) -> Callable[[Job], bool]:
+        def outranks(f: int, q=q, r=rank, need=job.min_cards) -> Callable[[Job], bool]:
             # a reservation holder it could evict were it running holds nothing from it, as when
             # it evicts: room held only for such a one is room
             tf = s.tree_flavor[f]
-            return lambda holder: s.ordering.rank(holder) < r and _may_take(s, scope, q, holder, tf)
+            return lambda holder: s.ordering.rank(holder) < r and _may_take(s, scope, q, need, holder, tf)
 
         if any(_starts_in_room_left(s, job, f, outranks(f)) for f in open_to) or any(
             shrink_for(s, job, f, donors(f), allowed(f)) for f in open_to
