@@ -734,9 +734,13 @@ def _path_would_borrow(s: Session, holder: Job, w: int, top: int, tf: int, wholl
     all it holds, as :func:`taken_on_paths` takes a victim (cohort preemption); else borrow at all,
     as reclaim's fallback takes one while its side still borrows."""
     hold = next((h for h in s.reserved_quota if h.reservation.job_id == holder.id), None)
-    total, nominal = (s.quota if hold is None else hold.at_start).total, s.tree.nominal
-    extra = 0 if wholly else holder.min_cards
-    return all(total[n][tf] + extra >= nominal[n][tf] + (0 if wholly else 1) for n in path_up(s.tree, w, top))
+    total, nominal, cards = (
+        (s.quota if hold is None else hold.at_start).total,
+        s.tree.nominal,
+        holder.min_cards,
+    )
+    least = cards if wholly else 1  # what each node must borrow with it running
+    return all(total[n][tf] + cards - nominal[n][tf] >= least for n in path_up(s.tree, w, top))
 
 
 def _borrowed_before(s: Session, node: int, tf: int) -> int:
