@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -5,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wanka.core import TERMINAL_STATES, TRANSITIONS, InvalidTransition, Job, JobState, TaskGroup
-from wanka.core.jobs import lost_work_s
+from wanka.core.jobs import las_services, lost_work_s
 
 
 def job() -> Job:
@@ -99,3 +100,26 @@ def test_lost_work_of_many_jobs_at_once_matches_one_at_a_time(rows, now):
         )
         jobs.append(j)
     assert lost_work_s(jobs, now).tolist() == pytest.approx([j.lost_work_s(now) for j in jobs])
+
+
+def test_a_copy_with_other_groups_counts_its_own_cards():
+    """The totals are cached on the job; dataclasses.replace must not carry a stale one over."""
+    elastic = Job("j1", "t", "q", (TaskGroup("w", 4, 8, min_replicas=1),))
+    assert (elastic.total_cards, elastic.min_cards, elastic.elastic) == (32, 8, True)
+    fixed = dataclasses.replace(elastic, groups=(TaskGroup("w", 2, 4),))
+    assert (fixed.total_cards, fixed.min_cards, fixed.elastic) == (8, 8, False)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1e9), st.sampled_from([None, "svc"])),
+        max_size=20,
+    )
+)
+def test_las_service_of_many_jobs_at_once_matches_one_at_a_time(rows):
+    jobs = []
+    for attained, service in rows:
+        j = job()
+        j.attained_service, j.service = attained, service
+        jobs.append(j)
+    assert las_services(jobs).tolist() == [j.las_service for j in jobs]

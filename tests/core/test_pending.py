@@ -78,6 +78,14 @@ def test_kept_order_is_the_policys_order_through_adds_and_removes(data, order) -
         left = {q: [i for i in ids if i != expected[0]] for q, ids in by_queue.items()}
         split = {q: [j.id for j in js] for q, js in late.queue_jobs().items()}
         assert split == {q: ids for q, ids in left.items() if ids}
+    if expected:  # split before its first change: the parts are made with the new job in place
+        again = PendingIndex(cluster, tree, order, [waiting[i] for i in expected[1:]], thresholds)
+        assert len(again.queue_jobs()) == len({q for q, ids in by_queue.items() if ids != [expected[0]]})
+        assert len(list(again.needing_at_most(1 << 20))) == len(expected) - 1
+        again.add(waiting[expected[0]])
+        assert expected[0] in again and again.get(expected[0]) is waiting[expected[0]]
+        assert [j.id for j in again.needing_at_most(1 << 20)] == expected
+        assert {q: [j.id for j in js] for q, js in again.queue_jobs().items()} == by_queue
     for i in expected:  # the bulk keys are the keys an add computes: each job is found to remove
         assert bulk.remove(i) is waiting[i]
     assert not bulk.jobs and not bulk.queue_jobs()

@@ -186,7 +186,12 @@ class CheckedTwin(Twin):
         )
         assert [j.id for j in self.pending.jobs] == [j.id for j in waiting.jobs]
         assert self.pending.rejected == waiting.rejected
-        assert self.pending.queue_jobs() == waiting.queue_jobs()
+
+        def per_queue(index: PendingIndex) -> dict[int, list[str]]:
+            return {q: [j.id for j in jobs] for q, jobs in index.queue_jobs().items()}
+
+        assert per_queue(self.pending) == per_queue(waiting)
+        assert [j.id for j in self.pending.needing_at_most(8)] == [j.id for j in waiting.needing_at_most(8)]
         assert self.pending.smallest_need() == waiting.smallest_need()
         self.rounds_checked += 1
         return super()._round(now)

@@ -11,13 +11,13 @@ import numpy as np
 
 from wanka.core.config import JobOrder
 from wanka.core.fairshare import QueueUsage, las_queue, las_queues, slurm_fairshare_factor
-from wanka.core.jobs import PRIORITY_CLASSES, Job
+from wanka.core.jobs import PRIORITY_CLASSES, Job, las_services
 
 if TYPE_CHECKING:
     from wanka.core.running import Running
     from wanka.core.session import Session
 
-_LAS_SERVICE = attrgetter("job.las_service")  # of a running entry, read in C
+_JOB = attrgetter("job")  # of a running entry
 
 MAX_PRIORITY = max(pc.value for pc in PRIORITY_CLASSES.values())
 
@@ -123,7 +123,7 @@ class Ordering:
             return priority.astype(np.float64)
         # :meth:`rank`'s arithmetic in numpy (the same float64 operations, so the same values)
         cfg = self.s.config.las
-        attained = np.fromiter(map(_LAS_SERVICE, running), dtype=np.float64, count=n)
+        attained = las_services(list(map(_JOB, running)))
         queue = las_queues(attained, cfg.thresholds)
         if order is JobOrder.PRIORITY_LAS:
             return priority.astype(np.float64) - queue / (len(cfg.thresholds) + 1)

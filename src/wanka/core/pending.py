@@ -37,7 +37,7 @@ from wanka.core.cluster import Cluster
 from wanka.core.config import JobOrder
 from wanka.core.fairshare import las_queue, las_queues
 from wanka.core.feasibility import Feasibility, check_feasibility, check_time_limit
-from wanka.core.jobs import Job
+from wanka.core.jobs import Job, las_services
 from wanka.core.quota import QueueTree
 
 #: Shapes whose verdicts an index keeps at most (then it forgets them all and judges afresh).
@@ -80,19 +80,20 @@ _GROUP_SHAPE = attrgetter(
 
 _ID, _QUEUE, _SUBMIT = attrgetter("id"), attrgetter("queue"), attrgetter("submit_time")
 _PRIORITY, _MIN_CARDS = attrgetter("priority"), attrgetter("min_cards")
-_LAS_SERVICE = attrgetter("las_service")
 
 
-def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ...]) -> tuple[list, list]:
-    """:func:`static_key` of every job, and the permutation that sorts them: the same keys (the
-    same float arithmetic, in numpy) and the same order, without a Python step per key."""
+def _bulk_keys(
+    jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+    """The parts of every job's :func:`static_key` (primary and submit time as float64 arrays, the
+    ids) and the permutation that sorts the keys: the same float arithmetic, in numpy, and the
+    same order, without a Python step per key. :func:`_keys` makes the tuples."""
     n = len(jobs)
     submit = np.fromiter(map(_SUBMIT, jobs), dtype=np.float64, count=n)
     if order is JobOrder.PRIORITY:
         primary = -np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
     elif order is JobOrder.PRIORITY_LAS:
-        attained = np.fromiter(map(_LAS_SERVICE, jobs), dtype=np.float64, count=n)
-        las = las_queues(attained, las_thresholds)
+        las = las_queues(las_services(jobs), las_thresholds)
         priority = np.fromiter(map(_PRIORITY, jobs), dtype=np.float64, count=n)
         primary = -(priority - las / (len(las_thresholds) + 1))
     elif order is JobOrder.SHORTEST:
@@ -102,7 +103,6 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
     else:
         primary = np.zeros(n)
     ids = list(map(_ID, jobs))
-    keys = list(zip(primary.tolist(), submit.tolist(), ids, strict=True))
     perm = np.lexsort((submit, primary))
     # ties on (primary, submit) are broken by id, as the tuples compare: sort each run of them
     tied = np.flatnonzero((primary[perm[1:]] == primary[perm[:-1]]) & (submit[perm[1:]] == submit[perm[:-1]]))
@@ -112,7 +112,12 @@ def _bulk_keys(jobs: list[Job], order: JobOrder, las_thresholds: tuple[float, ..
         run_end = (tied[np.diff(tied, append=n + 2) != 1] + 2).tolist()
         for a, b in zip(run_start, run_end, strict=True):
             perm[a:b] = sorted(perm[a:b], key=ids.__getitem__)
-    return keys, perm
+    return primary, submit, ids, perm
+
+
+def _keys(primary: np.ndarray, submit: np.ndarray, ids: list[str]) -> list[tuple]:
+    """The :func:`static_key` tuples of :func:`_bulk_keys`' parts, in the same order."""
+    return list(zip(primary.tolist(), submit.tolist(), ids, strict=True))
 
 
 def _gather(items: list, rows: np.ndarray | list[int]) -> list:
@@ -123,13 +128,18 @@ def _gather(items: list, rows: np.ndarray | list[int]) -> list:
 
 
 class _Sorted:
-    """Jobs in key order: parallel lists, bisect to insert and remove (memmove, no Python loop)."""
+    """Jobs in key order: parallel lists, bisect to insert and remove (memmove, no Python loop).
 
-    __slots__ = ("jobs", "keys")
+    A part split from a bulk build may be unmade: ``keys`` and ``jobs`` None, and ``rows`` each
+    job's place in the whole index's order, ascending, which orders them as their keys would. A
+    cycle reads it through the rows; the index makes it before its first change."""
+
+    __slots__ = ("jobs", "keys", "rows")
 
     def __init__(self):
-        self.keys: list[tuple] = []
-        self.jobs: list[Job] = []
+        self.keys: list[tuple] | None = []
+        self.jobs: list[Job] | None = []
+        self.rows: list[int] | None = None
 
     def add(self, key: tuple, job: Job) -> None:
         if not self.keys or key > self.keys[-1]:  # the common case: a new arrival goes last
@@ -184,13 +194,17 @@ class PendingIndex:
         # since the bulk build: read in the caller's order, which is the order the objects lie in
         # memory (read in key order, the same fields cost ~3x: a cache miss per job)
         self._bulk_parts: tuple[np.ndarray, np.ndarray] | None = None
+        # the key parts of the bulk build (_bulk_keys), while the key tuples are not made: a cycle
+        # over a cold index never needs them (100,000 tuples and a dictionary of them: ~15% of
+        # a cold cycle), a caller that adds and removes makes them once (_make_keys)
+        self._unmade: tuple[np.ndarray, np.ndarray, list[str], list[int]] | None = None
         jobs = list(jobs)
         if jobs:  # in bulk: numpy keys and one sort instead of an insertion per job
-            keys, perm = _bulk_keys(jobs, order, las_thresholds)
-            self._all.keys, self._all.jobs = _gather(keys, perm), _gather(jobs, perm)
-            self._key = dict(zip(map(_ID, jobs), keys, strict=True))
-            if len(self._key) != len(jobs):
+            primary, submit, ids, perm = _bulk_keys(jobs, order, las_thresholds)
+            if len(set(ids)) != len(jobs):
                 raise ValueError("a job is listed twice")
+            self._all.keys, self._all.jobs = None, _gather(jobs, perm)
+            self._unmade = (primary, submit, ids, perm)
             n, index = len(jobs), tree.index
             queue = np.fromiter(map(index.get, map(_QUEUE, jobs), repeat(-1)), dtype=np.int64, count=n)
             need = np.fromiter(map(_MIN_CARDS, jobs), dtype=np.int64, count=n)
@@ -198,30 +212,52 @@ class PendingIndex:
             self._judge_all(jobs, need)
 
     def __len__(self) -> int:
-        return len(self._key)
+        return len(self._all.jobs)
 
     def __contains__(self, job_id: str) -> bool:
+        self._make_keys()
         return job_id in self._key
+
+    def _make_keys(self) -> None:
+        """Make what a bulk build left unmade (the key tuples, the splits' lists) before the
+        index first changes or is asked by id."""
+        if self._unmade is None:
+            return
+        primary, submit, ids, perm = self._unmade
+        self._unmade = None
+        keys = _keys(primary, submit, ids)
+        self._key = dict(zip(ids, keys, strict=True))
+        self._all.keys = _gather(keys, perm)
+        for parts in (self._by_queue, self._by_need):
+            for part in (parts or {}).values():
+                part.keys, part.jobs = _gather(self._all.keys, part.rows), _gather(self._all.jobs, part.rows)
+                part.rows = None
+
+    def _walk(self, part: _Sorted) -> Iterable[Job]:
+        """A part's jobs in order, read through its rows while it is unmade."""
+        return part.jobs if part.rows is None else map(self._all.jobs.__getitem__, part.rows)
 
     @property
     def jobs(self) -> list[Job]:
         """Every waiting job in the index's order. Read only: the index owns this list."""
         return self._all.jobs
 
-    def queue_jobs(self) -> dict[int, list[Job]]:
-        """Waiting jobs per queue index (-1: unknown queue), each in the index's order. Read only."""
+    def queue_jobs(self) -> dict[int, Iterable[Job]]:
+        """Waiting jobs per queue index (-1: unknown queue), each in the index's order, to be
+        walked before the index next changes. Read only."""
         if self._by_queue is None:
             if self._bulk_parts is not None:
                 self._by_queue = self._split(self._bulk_parts[0])
             else:
                 index = self.tree.index
                 self._by_queue = self._split([index.get(q, -1) for q in map(_QUEUE, self._all.jobs)])
-        return {q: s.jobs for q, s in self._by_queue.items() if s.jobs}
+        return {q: self._walk(s) for q, s in self._by_queue.items() if s.jobs or s.rows}
 
     def _split(self, parts: list[int] | np.ndarray) -> dict[int, _Sorted]:
         """The jobs grouped by ``parts`` (one value per job, in the index's order), each group in
         the index's order, groups in order of first appearance. A stable numpy sort and C-level
-        gathers: no Python step per job."""
+        gathers: no Python step per job. Unmade parts (rows only) while the keys are unmade: a
+        cycle walks only the first jobs of most parts."""
         if not len(parts):
             return {}
         values = np.asarray(parts, dtype=np.int64)
@@ -232,10 +268,14 @@ class PendingIndex:
         out: dict[int, _Sorted] = {}
         for rows in groups:
             part = out[int(values[rows[0]])] = _Sorted()
-            part.keys, part.jobs = _gather(self._all.keys, rows), _gather(self._all.jobs, rows)
+            if self._all.keys is None:
+                part.keys, part.jobs, part.rows = None, None, rows.tolist()
+            else:
+                part.keys, part.jobs = _gather(self._all.keys, rows), _gather(self._all.jobs, rows)
         return out
 
     def add(self, job: Job) -> None:
+        self._make_keys()
         if job.id in self._key:
             raise ValueError(f"job {job.id} is already in the pending index")
         key = static_key(job, self.order, self.las_thresholds)
@@ -295,10 +335,12 @@ class PendingIndex:
 
     def get(self, job_id: str) -> Job:
         """The waiting job ``job_id`` (KeyError when it is not waiting)."""
+        self._make_keys()
         key = self._key[job_id]
         return self._all.jobs[bisect_left(self._all.keys, key)]
 
     def remove(self, job_id: str) -> Job:
+        self._make_keys()
         key = self._key.pop(job_id)
         job = self._all.remove(key)
         if self._by_queue is not None:
@@ -328,9 +370,11 @@ class PendingIndex:
                 self._by_need = self._split(self._bulk_parts[1])
             else:
                 self._by_need = self._split(list(map(_MIN_CARDS, self._all.jobs)))
-        buckets = [b for need, b in self._by_need.items() if need <= cards and b.jobs]
+        buckets = [b for need, b in self._by_need.items() if need <= cards and (b.jobs or b.rows)]
         if len(buckets) == 1:
-            return iter(buckets[0].jobs)
+            return iter(self._walk(buckets[0]))
+        if all(b.rows is not None for b in buckets):  # unmade: merge places in the whole order
+            return map(self._all.jobs.__getitem__, heapq.merge(*(b.rows for b in buckets)))
         merged = heapq.merge(*(zip(b.keys, b.jobs, strict=True) for b in buckets))
         return (job for _, job in merged)  # keys are unique: jobs are never compared
 

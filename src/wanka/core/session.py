@@ -215,6 +215,7 @@ class Session:
         self._fail_cache: dict[tuple, int] = {}
         self.stmt = Statement(self)
         self.reservations: list[Reservation] = []
+        self.holders: dict[str, Job] = {}  # each reservation's waiting job, by its id
         self.lent: dict[str, str] = {}  # started this cycle on loan: job id -> the reserved job
         self.reserved_nodes: dict[int, np.ndarray] = {}  # flavor -> bool mask of reserved nodes
         self.reserved_until: dict[int, float] = {}  # flavor -> earliest reserved start
@@ -652,7 +653,7 @@ class Session:
                 continue
             if r.job_id in self.running or (r.start is not None and end <= r.start):
                 continue
-            if self.outranked is not None and self.outranked(self.pending_index.get(r.job_id)):
+            if self.outranked is not None and self.outranked(self.holders[r.job_id]):
                 self.broken.add(r.job_id)
 
     def _holds(self, r: Reservation) -> bool:
@@ -663,7 +664,7 @@ class Session:
         the queue for backfill, it does not defend borrowed quota or a lower rank."""
         if r.job_id in self.running or r.job_id in self.unstarted or r.job_id in self.broken:
             return False
-        return self.outranked is None or not self.outranked(self.pending_index.get(r.job_id))
+        return self.outranked is None or not self.outranked(self.holders[r.job_id])
 
     def _reservation_on(self, flavor: int, placement: Placement, job: Job) -> str | None:
         """The waiting job whose reserved nodes ``placement`` uses (None: it keeps off them)."""
@@ -678,7 +679,7 @@ class Session:
         queue, any queue, or (cohort) a job its side of the tree would run wholly on borrowed quota
         (that side already holds its nominal, at the level below the lowest common ancestor)."""
         scope = self.config.preempt_scope
-        holder = self.pending_index.get(holder_id)
+        holder = self.holders[holder_id]
         q, hq = self.queue_index(job), self.queue_index(holder)
         if scope is PreemptScope.CLUSTER or holder.queue == job.queue:
             return True
@@ -894,4 +895,5 @@ class Session:
         due = start if start is not None else self.now
         self.reserved_until[flavor] = min(self.reserved_until.get(flavor, float("inf")), due)
         self.reservations.append(res)
+        self.holders[job.id] = job
         return res
