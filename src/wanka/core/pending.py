@@ -194,9 +194,10 @@ class PendingIndex:
         # since the bulk build: read in the caller's order, which is the order the objects lie in
         # memory (read in key order, the same fields cost ~3x: a cache miss per job)
         self._bulk_parts: tuple[np.ndarray, np.ndarray] | None = None
-        # the key parts of the bulk build (_bulk_keys), while the key tuples are not made: a cycle
-        # over a cold index never needs them (100,000 tuples and a dictionary of them: ~15% of
-        # a cold cycle), a caller that adds and removes makes them once (_make_keys)
+        # the key parts of the bulk build (_bulk_keys) while the key tuples are not made (the whole
+        # order's ``keys`` None meanwhile): a cycle over a cold index never needs them (100,000
+        # tuples and a dictionary of them: ~8% of a cold cycle); a caller that adds and removes
+        # makes them once (_make_keys)
         self._unmade: tuple[np.ndarray, np.ndarray, list[str], list[int]] | None = None
         jobs = list(jobs)
         if jobs:  # in bulk: numpy keys and one sort instead of an insertion per job
