@@ -65,13 +65,14 @@ def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) 
         job.priority, job.priority_class, job.attained_service = 100, "low", 1e7
     state, _, running = _running(cluster, tree, config, now, filler)
     leaves = [n for n in tree.names if tree.is_leaf(n)]
-    cards = data.draw(st.sampled_from([1, 2, 4, 8]))
+    cards = data.draw(st.sampled_from([0, 1, 2, 4, 8]))
     replicas = data.draw(st.integers(1, 3))
+    cpus = data.draw(st.sampled_from([4, 24, 40] if cards == 0 else [0, 24]))  # CPU-bound at times
     preemptor = Job(
         "p",
         "t",
         data.draw(st.sampled_from(leaves)),
-        (TaskGroup("w", replicas, cards),),
+        (TaskGroup("w", replicas, cards, cpus=cpus),),
         priority=PRIORITY_CLASSES["high"].value,
         priority_class="high",
         submit_time=now,
@@ -99,7 +100,9 @@ def test_no_victim_whose_reprieve_still_leaves_the_preemptor_room(data, policy) 
         assert not fits_with({victim: by_id[victim].placement}), (
             f"{victim} was evicted, but p fits with it left running (evicted: {sorted(stopped)})"
         )
-        if by_id[victim].elastic:  # surplus before anything whole (issue 14, item 2)
+        # surplus before anything whole (issue 14, item 2), judged from the groups themselves:
+        # Job.elastic once counted cards, so a CPU-only elastic job was skipped here too
+        if any(g.gang_min < g.replicas for g in by_id[victim].groups):
             assert not fits_with({victim: _at_minimum(by_id[victim])}), (
                 f"{victim} was evicted whole, but p fits with it shrunk to its minimum"
             )
@@ -260,3 +263,47 @@ def test_two_cycle_scenario_starts_nothing_only_to_evict_it_next_cycle(path: Pat
             or (d.job_id in grown and d.placement.num_tasks < grown[d.job_id])
         ]
         assert not undone, f"{policy}: started or grown in cycle 1, then {undone} taken back: {second}"
+
+
+@given(
+    per_task=st.sampled_from([2, 8, 14]),
+    replicas=st.integers(2, 4),
+    least=st.integers(1, 3),
+    other=st.sampled_from([0, 4]),
+    cards=st.sampled_from([0, 1]),
+    policy=st.sampled_from(EVICTING),
+)
+@SETTINGS
+def test_an_elastic_job_without_cards_gives_back_surplus_tasks_before_it_is_stopped(
+    per_task, replicas, least, other, cards, policy
+) -> None:
+    """Elasticity is counted in tasks: an elastic job of CPU-only tasks (data loaders) shrinks for
+    a preemptor its surplus makes room for, as one holding cards does (issue 14, item 2)."""
+    least = min(least, replicas - 1)
+    free = 64 - replicas * per_task - other
+    need = free + (replicas - least) * per_task  # exactly what its whole surplus leaves free
+    one_node = {"accelerator": "h100", "nodes": 1, "cards_per_node": 8, "cpus": 64, "memory_gib": 512}
+    doc = {
+        "policy": policy,
+        "now": 1000,
+        "cluster": {
+            "name": "one",
+            "tiers": ["leaf"],
+            "pools": [{"name": "a", **one_node, "layout": {"leaf": 1}}],
+        },
+        "running": [
+            {"id": "e", "cards": 0, "replicas": replicas, "min_replicas": least, "cpus": per_task}
+            | {"priority_class": "low", "nodes": ["a-0001"] * replicas, "start": 0},
+            *(
+                [{"id": "w", "cards": 0, "cpus": other, "priority_class": "low", "nodes": ["a-0001"]}]
+                if other
+                else []
+            ),
+        ],
+        "pending": [{"id": "p", "cards": cards, "cpus": need, "priority_class": "high", "submit": 950}],
+    }
+    snapshot, config = build(doc)
+    result = run_cycle(snapshot, config)
+    assert [d.job_id for d in result.starts] == ["p"], result.decisions
+    assert not result.stops, f"stopped {[d.job_id for d in result.stops]} though e's surplus leaves p room"
+    assert {d.job_id: d.placement.num_tasks for d in result.resizes} == {"e": least}

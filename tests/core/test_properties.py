@@ -102,7 +102,7 @@ def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
     leaves = [n for n in tree.names if tree.is_leaf(n)]
     out = []
     for i in range(draw(st.integers(0, 12))):
-        cards = draw(st.sampled_from([1, 2, 4, 8]))
+        cards = draw(st.sampled_from([0, 1, 2, 4, 8]))  # 0: a CPU-only task (data loaders)
         replicas = draw(st.integers(1, 4))
         elastic = draw(st.booleans())
         accept = draw(st.sampled_from([(), (MODELS[0],), (MODELS[1],), ("nvidia", "huawei")]))
@@ -120,7 +120,7 @@ def jobs(draw, tree: QueueTree, prefix: str, now: float) -> list[Job]:
                         cards,
                         accept,
                         # 40 of a node's 64 CPUs: such tasks cannot share a node
-                        cpus=draw(st.sampled_from([0, 4, 4, 40])),
+                        cpus=draw(st.sampled_from([4, 40] if cards == 0 else [0, 4, 4, 40])),
                         memory_gib=0,
                         min_replicas=1 if elastic else None,
                         tasks_per_node=draw(st.sampled_from([None, None, 1, 2])),

@@ -44,6 +44,19 @@ def test_two_jobs_on_one_node_by_hand():
     assert m["ettr"] == pytest.approx(1.0) and m["goodput"] == pytest.approx(1.0)
 
 
+def test_a_job_that_holds_no_cards_runs_at_full_speed():
+    """A CPU-only job (data preparation) holds its whole size in tasks: it is not a division by
+    its 0 cards, and it runs beside an 8-card job on the one node."""
+    pool = {"name": "n", "accelerator": "h100", "nodes": 1, "cards_per_node": 8}
+    pool |= {"cpus": 64, "memory_gib": 512}
+    cluster = parse_cluster({"name": "one", "pools": [pool]})
+    cpu_only = Job("prep", "t", "q", (TaskGroup("w", 2, 0, cpus=4),), submit_time=0.0)
+    result = run([(cpu_only, 100.0), (job("a", 0.0), 100.0)], cluster=cluster, interval=1.0)
+    by = {s.job.id: s for s in result.stats}
+    assert (by["prep"].first_start, by["prep"].end) == (0.0, 100.0)
+    assert (by["a"].first_start, by["a"].end) == (0.0, 100.0)
+
+
 def test_rounds_are_batched_at_most_one_per_interval():
     # rounds at 0 (a arrives), 60 (b arrived at 10: not before 0 + 60), 120 (a ended at 100)
     result = run([(job("a", 0.0), 100.0), (job("b", 10.0), 50.0)], interval=60.0)

@@ -159,6 +159,7 @@ class Job:
     # with other groups counts afresh instead of copying a stale total
     _cards: int = field(default=-1, init=False, repr=False)
     _min_cards: int = field(default=-1, init=False, repr=False)
+    _elastic: bool | None = field(default=None, init=False, repr=False)
 
     @property
     def total_cards(self) -> int:
@@ -176,11 +177,12 @@ class Job:
 
     @property
     def elastic(self) -> bool:
-        """Whether a group may run below its ``replicas`` (its gang minimum is smaller)."""
-        least, cards = self._min_cards, self._cards
-        if least < 0 or cards < 0:  # not counted yet (read for every running job each cycle)
-            return self.min_cards < self.total_cards
-        return least < cards
+        """Whether some group may run below its ``replicas`` (its ``min_replicas`` is smaller),
+        whatever its tasks hold: a group of CPU-only tasks shrinks and grows too, so elasticity is
+        counted in tasks, not in cards (which are 0 there)."""
+        if self._elastic is None:  # cached: read for every running job each cycle
+            self._elastic = any(g.elastic for g in self.groups)
+        return self._elastic
 
     @property
     def on_las_ladder(self) -> bool:

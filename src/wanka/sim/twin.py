@@ -549,7 +549,9 @@ class Twin:
         interval = ckpt.interval(st.declared_interval, self.models.failures.node_mtbf_s(cards))
         job.checkpoint_interval_s = interval
         st.efficiency = ckpt.efficiency(interval)
-        share = cards / job.total_cards
+        # the share of its full size it holds: in cards, or in tasks for a job that holds none
+        full = job.total_cards
+        share = cards / full if full else placement.num_tasks / sum(g.replicas for g in job.groups)
         st.speed = (
             self.models.performance.speed(self.cluster, model.rated_tflops, share, extra) * st.efficiency
         )
