@@ -393,6 +393,8 @@ def test_a_job_judged_able_to_run_starts_on_an_empty_cluster_and_one_judged_neve
     )
     started = [d.job_id for d in result.starts]
     assert (started == ["j"]) == verdict.ok, (verdict.reason, result.unschedulable)
+    if not verdict.ok and cards == 0:  # no card request is offered to a job that asks for none
+        assert "cards in all" not in verdict.reason, verdict.reason
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -80,9 +80,9 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
             )
         else:
             return Feasibility(True, "", largest)
-    return Feasibility(
-        False, "; ".join(reasons) + f" (largest request that could fit: {largest} cards in all)", largest
-    )
+    # the largest card request says nothing to a job that asks for no cards
+    hint = f" (largest request that could fit: {largest} cards in all)" if job.total_cards else ""
+    return Feasibility(False, "; ".join(reasons) + hint, largest)
 
 
 def check_time_limit(tree: QueueTree, job: Job) -> Feasibility | None:
