@@ -229,3 +229,36 @@ def test_a_what_if_whose_queues_lack_a_service_is_one_error_not_a_traceback(tmp_
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--services with wanka (quotas=" in r.stderr and "no leaf queue 'llm-startup-a'" in r.stderr
+
+
+def test_every_number_flag_is_finite_and_bounded(tmp_path):
+    """Click's float ranges let NaN and inf through; each flag refuses them, and values that would
+    have the twin run for ever, naming the flag (exit 2)."""
+    trace = one_job_trace(tmp_path, "a,0,1000,1,t\n")
+    args = ("simulate", "--cluster", "dev", "--workload", f"trace:wanka:{trace}")
+    for flag, value in (
+        ("--checkpoint-write-s", "nan"),
+        ("--checkpoint-write-s", "inf"),
+        ("--checkpoint-write-s", "1e308"),
+        ("--restart-s", "nan"),
+        ("--restart-s", "1e300"),
+        ("--topology-penalty", "inf"),
+        ("--topology-penalty", "nan"),
+        ("--interval", "nan"),
+        ("--days", "inf"),
+        ("--days", "nan"),
+        ("--load", "nan"),
+    ):
+        r = wanka(*args, flag, value, check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (flag, value, r.stderr)
+        assert flag in r.stderr, (flag, value, r.stderr)
+
+
+def test_a_job_that_can_never_run_is_named_with_the_reason(tmp_path):
+    trace = one_job_trace(tmp_path, "big,0,100,9,t\nsmall,0,100,1,t\n")  # dev: one 8-card node
+    args = ("simulate", "--cluster", "dev", "--workload", f"trace:wanka:{trace}")
+    r = json.loads(wanka(*args, "--json").stdout)["results"][0]
+    assert r["jobs"] == 1 and r["jobs_unschedulable"] == 1
+    assert [u["job"] for u in r["unschedulable_jobs"]] == ["big"]
+    assert "the cluster has 8" in r["unschedulable_jobs"][0]["why"]
+    assert "1 job(s) can never run here, e.g. big: " in " ".join(wanka(*args).stdout.split())

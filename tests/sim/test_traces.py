@@ -253,3 +253,81 @@ def test_a_parquet_file_without_a_column_names_the_column_not_a_row(tmp_path):
     with pytest.raises(TraceError) as err:
         read_wanka(tmp_path / "t.parquet")
     assert str(err.value).startswith(f"{tmp_path / 't.parquet'}, column 'duration_s': missing column")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("inf", "is not a finite number"),
+        ("nan", "is not a finite number"),
+        ("1e400", "is not a finite number"),  # parses as inf
+        ("1_000", "is not a number"),
+        ("99999999999999999999", "must be between 1 and 1e+06"),
+        ("1e30", "must be between 1 and 1e+06"),
+    ],
+)
+def test_a_card_count_is_a_finite_whole_number_within_bounds(tmp_path, value, why):
+    """A number a reader takes is finite and bounded, else one line names it: no overflow in the
+    core, no twin replaying for ever."""
+    p = tmp_path / "w.csv"
+    p.write_text(f"job_id,submit_s,duration_s,cards,tenant\nj1,0,100,{value},a\n")
+    with pytest.raises(TraceError) as err:
+        read_wanka(p)
+    assert str(err.value) == f"{p}, line 2, column 'cards': {value!r} {why}"
+
+
+@pytest.mark.parametrize("column", ["submit_s", "duration_s"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e12"])
+def test_times_are_finite_and_bounded(tmp_path, column, value):
+    row = {"job_id": "j1", "submit_s": "0", "duration_s": "100", "cards": "1", "tenant": "a"} | {
+        column: value
+    }
+    p = tmp_path / "w.csv"
+    p.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    with pytest.raises(TraceError) as err:
+        read_wanka(p)
+    assert (err.value.line, err.value.column) == (2, column)
+
+
+def test_non_finite_numbers_are_refused_by_every_reader(tmp_path):
+    philly = write(tmp_path, "timestamp,duration,num_gpus,gpu_time,cluster\n2017-10-03 10:00:00,nan,1,1,vc\n")
+    itp = tmp_path / "itp.csv"
+    itp.write_text("job_id,submission_time,duration,num_gpu\na,0,100,inf\n")
+    pai = tmp_path / "pai"
+    pai.mkdir()
+    (pai / "pai_job_table.csv").write_text("j1,i1,u,Terminated,0,100\n")
+    (pai / "pai_task_table.csv").write_text("j1,t1,1,Terminated,0,100,600,29,nan,V100\n")
+    for read, path, column in (
+        (read_philly, philly, "duration"),
+        (read_itp, itp, "num_gpu"),
+        (read_pai, pai, "plan_gpu"),
+    ):
+        with pytest.raises(TraceError) as err:
+            read(path)
+        assert err.value.column == column and "finite" in str(err.value)
+
+
+def test_a_mistyped_year_is_refused_not_replayed_for_millennia(tmp_path):
+    p = write(
+        tmp_path,
+        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+        "2017-10-03 10:00:00,100,1,100,vc\n9999-10-03 10:00:00,100,1,100,vc\n",
+    )
+    with pytest.raises(TraceError, match=r"submit times span .* days; at most 3,660"):
+        read_philly(p)
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "says"),
+    [
+        ("j1,0,100,8,a,,afterok:j2\nj2,0,100,8,a,,afterok:j1\n", 2, "waits on itself: j1 -> j2 -> j1"),
+        ("j0,0,100,8,a,,\nj1,0,100,8,a,,afterok:j1\n", 3, "waits on itself: j1 -> j1"),
+        ("j0,0,100,8,a,,\nj1,0,100,8,a,,afterok:nope\n", 3, "no row has job id 'nope'"),
+    ],
+)
+def test_a_dependency_that_can_never_hold_is_refused_at_its_line(tmp_path, rows, line, says):
+    p = tmp_path / "w.csv"
+    p.write_text("job_id,submit_s,duration_s,cards,tenant,queue,dependency\n" + rows)
+    with pytest.raises(TraceError) as err:
+        read_wanka(p)
+    assert (err.value.line, err.value.column) == (line, "dependency") and says in str(err.value)

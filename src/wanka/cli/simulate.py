@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from contextlib import nullcontext
@@ -79,6 +80,13 @@ def _failures(spec: str, hot_spares: int) -> FailureModel:
         fail(str(exc))
     causes = tuple((c.cause, c.weight, c.repair_s) for c in f.causes) or LLAMA3_CAUSES
     return FailureModel(f.name, f.daily_rate_per_card / DAY, causes, hot_spares or f.hot_spares)
+
+
+def _finite(value: float) -> float:
+    """Click's float ranges let NaN and inf through (no comparison fails on them): refuse them."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
 
 
 def _las_thresholds(text: str) -> tuple[float, ...] | None:
@@ -204,14 +212,23 @@ def simulate(
     compare: str = typer.Option(
         "", "--compare", help="Comma-separated presets, run on the identical workload."
     ),
-    days: float = typer.Option(0.0, "--days", min=0.0, help="Days to simulate (synthetic: 30; traces: all)."),
+    days: float = typer.Option(
+        0.0,
+        "--days",
+        min=0.0,
+        max=3660.0,
+        callback=_finite,
+        help="Days to simulate, at most 3,660 (synthetic: 30; traces: all).",
+    ),
     tenants: str = typer.Option(
         "",
         "--tenants",
         help="Trace: replay only these tenants (Philly: virtual clusters), comma-separated; "
         "'busiest' is the one asking for the most card-hours.",
     ),
-    load: float = typer.Option(1.0, "--load", min=0.01, help="Scales the synthetic arrival rates."),
+    load: float = typer.Option(
+        1.0, "--load", min=0.01, max=100.0, callback=_finite, help="Scales the synthetic arrival rates."
+    ),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Synthetic: about this many jobs (more small ones)."),
     same_work: bool = typer.Option(
         False, "--same-work", help="With --jobs: the extra small jobs are shorter, so the offered work stays."
@@ -223,7 +240,9 @@ def simulate(
         0, "--hot-spares", min=0, help="Idle nodes that replace failed ones at once."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the synthetic workload and the failures."),
-    interval: float = typer.Option(60.0, "--interval", min=1.0, help="Seconds between scheduling rounds."),
+    interval: float = typer.Option(
+        60.0, "--interval", min=1.0, max=86400.0, callback=_finite, help="Seconds between scheduling rounds."
+    ),
     what_if: str = typer.Option(
         "", "--what-if", help="'cards+=N', 'policy=NAME' or 'quotas=FILE': run both."
     ),
@@ -242,19 +261,26 @@ def simulate(
         CheckpointModel().write_s,
         "--checkpoint-write-s",
         min=0.0,
-        help="Cost of one checkpoint write (0: off).",
+        max=86400.0,
+        callback=_finite,
+        help="Cost of one checkpoint write, seconds, at most a day (0: off).",
     ),
     restart: float = typer.Option(
         CheckpointModel().restart_s,
         "--restart-s",
         min=0.0,
-        help="Delay before a stopped job computes again (0: off).",
+        max=86400.0,
+        callback=_finite,
+        help="Delay before a stopped job computes again, seconds, at most a day (0: off).",
     ),
     topology_penalty: float = typer.Option(
         PerformanceModel().topology_penalty,
         "--topology-penalty",
         min=0.0,
-        help="Extra run time per network tier a gang spans beyond the one it needs (0.1 = 10%; 0: off).",
+        max=10.0,
+        callback=_finite,
+        help="Extra run time per network tier a gang spans beyond the one it needs (0.1 = 10%, at most "
+        "10; 0: off).",
     ),
     services: str = typer.Option(
         "",
@@ -358,6 +384,14 @@ def simulate(
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
+    for r in summaries:  # a job that can never run is said so, with why, not only counted
+        if r["jobs_unschedulable"]:
+            first = r["unschedulable_jobs"][0]
+            console.print(
+                f"[yellow]{r['policy']}: {r['jobs_unschedulable']} job(s) can never run here[/], e.g. "
+                f"{first['job']}: {first['why']}",
+                highlight=False,
+            )
     if fleet:
         _print_serving(summaries, baselines)
     if what_if:

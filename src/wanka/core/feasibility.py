@@ -80,8 +80,9 @@ def check_feasibility(cluster: Cluster, tree: QueueTree, job: Job, time_limit: b
             )
         else:
             return Feasibility(True, "", largest)
-    # the largest card request says nothing to a job that asks for no cards
-    hint = f" (largest request that could fit: {largest} cards in all)" if job.total_cards else ""
+    # the largest card request helps only a job that asks for more cards than that (not one that
+    # asks for no cards, nor one refused for its CPUs or memory)
+    hint = f" (largest request that could fit: {largest} cards in all)" if job.min_cards > largest else ""
     return Feasibility(False, "; ".join(reasons) + hint, largest)
 
 

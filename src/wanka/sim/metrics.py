@@ -8,6 +8,7 @@ from wanka.sim.services import serving_summary
 from wanka.sim.twin import SimResult
 
 BOUNDED_SLOWDOWN_S = 10.0  # jobs shorter than this count as this long (Feitelson's bounded slowdown)
+UNSCHEDULABLE_LISTED = 20  # jobs that can never run, named in a summary with the reason
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -75,6 +76,11 @@ def summarize(result: SimResult) -> dict:
         "jobs": len(done),
         "jobs_open": sum(1 for s in jobs if not s.outcome),
         "jobs_unschedulable": sum(1 for s in jobs if s.outcome == "unschedulable"),
+        # which jobs can never run here and why (the first few: a trace may hold thousands)
+        "unschedulable_jobs": [
+            {"job": job_id, "why": why}
+            for job_id, why in list(result.rejected.items())[:UNSCHEDULABLE_LISTED]
+        ],
         "jobs_cancelled": sum(1 for s in jobs if s.outcome == "cancelled"),
         "avg_jct_s": _mean(jct),
         "p50_jct_s": _pct(jct, 50),

@@ -17,6 +17,13 @@ from pathlib import Path
 from wanka.core.eligibility import DependencyKind, format_dependencies, parse_array, parse_dependencies
 
 MAX_ARRAY_ELEMENTS = 100_000  # elements of one array row
+# bounds on a row's numbers, so a typo cannot hang the twin or overflow an array: the largest
+# clusters hold ~100,000 cards; the longest jobs in public traces run for weeks; Unix times of
+# this millennium stay below 1e11 s
+MAX_CARDS = 1_000_000  # cards (or instances) one row may ask for
+MAX_DURATION_S = 3660 * 86400.0  # ten years
+MAX_TIME_S = 1e11  # a time stamp or offset, seconds
+MAX_SPAN_S = 3660 * 86400.0  # from the first submit to the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class Trace:
     skipped: int = 0  # malformed rows skipped (with --skip-bad-rows)
     problems: list[str] = field(default_factory=list)  # first few skipped rows, for the report
     filtered: int = 0  # well-formed rows that are not card jobs (CPU-only, never scheduled, unfinished)
+    lines: dict[str, int] = field(default_factory=dict)  # job id -> the line (or row) it was read from
 
 
 class NotACardJob(Exception):
@@ -148,13 +156,25 @@ def _parse_rows(p: Path, rows, parse, skip_bad_rows: bool, unit: str, id_column:
             skipped += 1
             if len(problems) < 5:
                 problems.append(str(exc.at("", line, unit)))
-    return _rebase(jobs, str(p), skipped, problems, filtered)
+    trace = _rebase(jobs, str(p), skipped, problems, filtered)
+    trace.lines = first_seen
+    return trace
 
 
 def _rebase(jobs: list[TraceJob], source: str, skipped: int, problems: list[str], filtered: int) -> Trace:
-    """Submit times from the first job, in submit order."""
+    """Submit times from the first job, in submit order. Raises TraceError when they span more
+    than :data:`MAX_SPAN_S` (a year typed wrong would have the twin replay millennia)."""
     if jobs:
         start = min(j.submit_s for j in jobs)
+        span = max(j.submit_s for j in jobs) - start
+        if span > MAX_SPAN_S:
+            raise TraceError(
+                source,
+                0,
+                "",
+                f"submit times span {span / 86400:,.0f} days; at most {MAX_SPAN_S / 86400:,.0f} "
+                "(is a date mistyped?)",
+            )
         jobs = [replace(j, submit_s=j.submit_s - start) for j in jobs]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return Trace(jobs, source, skipped, problems, filtered)
@@ -180,20 +200,30 @@ def select_tenants(trace: Trace, names: list[str]) -> Trace:
             f"no such tenant in the trace: {', '.join(unknown)} (tenants: {', '.join(sorted(known))})"
         )
     jobs = [j for j in trace.jobs if j.tenant in wanted]
-    return _rebase(jobs, trace.source, trace.skipped, trace.problems, trace.filtered)
+    selected = _rebase(jobs, trace.source, trace.skipped, trace.problems, trace.filtered)
+    selected.lines = trace.lines
+    return selected
 
 
-def _number(row: dict[str, str], column: str, kind=float, minimum: float = 0):
+def _number(row: dict[str, str], column: str, kind=float, minimum: float = 0, maximum: float | None = None):
+    """The column as a finite ``kind`` within [minimum, maximum] (default: :data:`MAX_CARDS` for
+    whole numbers, :data:`MAX_TIME_S` for seconds). Raises TraceError naming the column."""
     raw = (row.get(column) or "").strip()
+    if maximum is None:
+        maximum = MAX_CARDS if kind is int else MAX_TIME_S
     try:
-        value = kind(float(raw)) if kind is int else kind(raw)
+        if "_" in raw:  # float() would take 1_000
+            raise ValueError(raw)
+        number = float(raw)
     except ValueError:
         raise TraceError("", 0, column, f"{raw!r} is not a number") from None
-    if kind is int and float(raw) != value:
+    if not math.isfinite(number):
+        raise TraceError("", 0, column, f"{raw!r} is not a finite number")
+    if kind is int and not number.is_integer():
         raise TraceError("", 0, column, f"{raw!r} is not a whole number")
-    if value < minimum:
-        raise TraceError("", 0, column, f"{raw!r} must be >= {minimum}")
-    return value
+    if not minimum <= number <= maximum:
+        raise TraceError("", 0, column, f"{raw!r} must be between {minimum:g} and {maximum:g}")
+    return int(number) if kind is int else number
 
 
 def read_philly(path: str | Path, skip_bad_rows: bool = False) -> Trace:
@@ -210,7 +240,7 @@ def read_philly(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             submit = datetime.strptime(raw, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
         except ValueError:
             raise TraceError("", 0, "timestamp", f"{raw!r} is not YYYY-MM-DD HH:MM:SS") from None
-        duration = _number(row, "duration")
+        duration = _number(row, "duration", maximum=MAX_DURATION_S)
         cards = _number(row, "num_gpus", int, 1)
         vc = (row.get("cluster") or "").strip()
         if not vc:
@@ -255,7 +285,7 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         return TraceJob(
             job_id,
             _number(row, "submit_s"),
-            _number(row, "duration_s"),
+            _number(row, "duration_s", maximum=MAX_DURATION_S),
             _number(row, "cards", int, 1),
             tenant,
             queue,
@@ -268,12 +298,45 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         trace = _read_parquet(path, required, parse, skip_bad_rows, "job_id")
     else:
         trace = _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
-    known = {j.id for j in trace.jobs}
-    for j in trace.jobs:
-        for d in parse_dependencies(j.dependency) if j.dependency else ():
-            if d.job_id not in known:
-                raise TraceError(str(path), 0, "dependency", f"job {j.id}: no row has job id {d.job_id!r}")
+    unit = "row" if Path(path).suffix.lower() in (".parquet", ".pq") else "line"
+    waits_on = {
+        j.id: [d.job_id for d in parse_dependencies(j.dependency)] if j.dependency else [] for j in trace.jobs
+    }
+    for job_id, deps in waits_on.items():
+        for dep in deps:
+            if dep not in waits_on:
+                where = trace.lines.get(job_id, 0)
+                raise TraceError(str(path), where, "dependency", f"no row has job id {dep!r}", unit)
+    if cycle := _dependency_cycle(waits_on):
+        where = trace.lines.get(cycle[0], 0)
+        path_text = " -> ".join(cycle)
+        raise TraceError(
+            str(path), where, "dependency", f"waits on itself: {path_text}; it could never start", unit
+        )
     return trace
+
+
+def _dependency_cycle(waits_on: dict[str, list[str]]) -> list[str]:
+    """A chain of job ids that ends where it began (each waiting on the next), or [] when none.
+    Iterative depth-first search: a trace may chain 100,000 jobs."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in waits_on:
+        if root in state:
+            continue
+        path, stack = [root], [iter(waits_on[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(waits_on.get(nxt, ())))
+    return []
 
 
 def write_wanka(trace: Trace, path: str | Path) -> None:
@@ -324,7 +387,7 @@ def read_itp(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         return TraceJob(
             _text(row, "job_id"),
             _number(row, "submission_time"),
-            _number(row, "duration"),
+            _number(row, "duration", maximum=MAX_DURATION_S),
             cards,
             "itp",
             "itp",
@@ -344,7 +407,8 @@ def _dated_gpu_jobs(path: str | Path, prefix: str, tenant: str, skip_bad_rows: b
             raise NotACardJob
         who = _text(row, tenant)
         job_id = f"{prefix}-{_text(row, 'job_id')}"
-        return TraceJob(job_id, _when(row, "submit_time"), _number(row, "duration"), cards, who, who)
+        duration = _number(row, "duration", maximum=MAX_DURATION_S)
+        return TraceJob(job_id, _when(row, "submit_time"), duration, cards, who, who)
 
     required = ("job_id", tenant, "gpu_num", "submit_time", "duration")
     return _read_csv(path, required, parse, skip_bad_rows, id_column="job_id")
@@ -378,6 +442,10 @@ def read_openb(path: str | Path, skip_bad_rows: bool = False) -> Trace:
         end = _number(row, "deletion_time")
         if end < start:
             raise TraceError("", 0, "deletion_time", f"{end:g} is before scheduled_time {start:g}")
+        if end - start > MAX_DURATION_S:
+            raise TraceError(
+                "", 0, "deletion_time", f"{end - start:g} s after scheduled_time; at most {MAX_DURATION_S:g}"
+            )
         qos = _text(row, "qos")
         return TraceJob(_text(row, "name"), _number(row, "creation_time"), end - start, cards, qos, qos)
 
@@ -416,7 +484,11 @@ def read_pai(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     tasks: dict[str, list[tuple[float, float, int]]] = {}
 
     def parse_task(row: dict[str, str], line: int) -> TraceJob:
-        gpu = _number(row, "plan_gpu") if (row.get("plan_gpu") or "").strip() else 0.0
+        gpu = (
+            _number(row, "plan_gpu", maximum=100.0 * MAX_CARDS)
+            if (row.get("plan_gpu") or "").strip()
+            else 0.0
+        )
         if gpu <= 0 or not (row.get("end_time") or "").strip():
             raise NotACardJob
         start, end = _number(row, "start_time"), _number(row, "end_time")
@@ -435,6 +507,10 @@ def read_pai(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             raise NotACardJob
         submit = _number(row, "start_time")
         first, last = min(t[0] for t in mine), max(t[1] for t in mine)
+        if last - first > MAX_DURATION_S:
+            raise TraceError(
+                "", 0, "job_name", f"its tasks run {last - first:g} s; at most {MAX_DURATION_S:g}"
+            )
         user = _text(row, "user")
         return TraceJob(f"pai-{name}", submit, max(0.0, last - first), sum(t[2] for t in mine), user, user)
 
