@@ -237,12 +237,13 @@ def test_a_duplicate_pai_job_names_its_table_line(tmp_path):
         read_pai(folder)
 
 
-def test_a_file_that_is_not_text_is_one_error_without_a_row(tmp_path):
+def test_a_file_that_is_not_text_is_one_error_naming_the_first_line_that_is_not(tmp_path):
     p = tmp_path / "t.csv"
     p.write_bytes(b"job_id,submit_s,duration_s,cards,tenant\nj1,0,60,1,t\n\xff\xfe,1,1,1,t\n")
     with pytest.raises(TraceError) as err:
         read_wanka(p)
-    assert str(err.value) == f"{p}: not UTF-8 text (byte ff cannot be decoded)" and not err.value.in_row
+    assert str(err.value) == f"{p}, line 3: not UTF-8 text (byte ff cannot be decoded)"
+    assert not err.value.in_row  # the file is unreadable: --skip-bad-rows does not skip it
 
 
 def test_a_parquet_file_without_a_column_names_the_column_not_a_row(tmp_path):
@@ -331,3 +332,36 @@ def test_a_dependency_that_can_never_hold_is_refused_at_its_line(tmp_path, rows,
     with pytest.raises(TraceError) as err:
         read_wanka(p)
     assert (err.value.line, err.value.column) == (line, "dependency") and says in str(err.value)
+
+
+HEADER = b"job_id,submit_s,duration_s,cards,tenant\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        (b'"j1,0,100,1,a\n', "line 2", "not a readable CSV file (unexpected end of data)"),
+        (b"j1,0,100,1,a,extra,more\n", "line 2", "7 fields; the header names 5"),
+        (b"j1,0,100,1,a\x00\n", "line 2, column 'tenant'", "holds a control character"),
+        (b"j1,0,100,1," + b"a" * 200_000 + b"\n", "line 2", "field larger than field limit"),
+    ],
+)
+def test_a_broken_row_is_named_by_its_own_line(tmp_path, body, where, says):
+    p = tmp_path / "w.csv"
+    p.write_bytes(HEADER + body)
+    with pytest.raises(TraceError) as err:
+        read_wanka(p)
+    assert str(err.value).startswith(f"{p}, {where}: ") and says in str(err.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + HEADER + b"j1,0,100,1,a\n")  # as spreadsheets save UTF-8
+    assert [j.id for j in read_wanka(p).jobs] == ["j1"]
+
+
+def test_a_pai_folder_without_its_task_table_names_that_file(tmp_path):
+    (tmp_path / "pai_job_table.csv").write_text("j1,i1,u,Terminated,0,100\n")
+    with pytest.raises(TraceError) as err:
+        read_pai(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'pai_task_table.csv'}: no such file")

@@ -86,17 +86,49 @@ def _read_csv(
     """Rows of a CSV file (``fieldnames`` for headerless files) through ``parse``; ``id_column`` is
     the column the job id comes from (a repeated id is a bad row)."""
     p = Path(path)
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, fieldnames=list(fieldnames) if fieldnames else None)
+    # utf-8-sig: a byte-order mark (as spreadsheets write one) is not part of the first column's name;
+    # strict: an unterminated quote is an error, not a field that runs to the end of the file
+    with p.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, fieldnames=list(fieldnames) if fieldnames else None, strict=True)
+        read_to = [0]  # the last line of the last row read whole: a broken row begins after it
+
+        def rows():
+            for row in reader:
+                yield reader.line_num, row
+                read_to[0] = reader.line_num
+
         try:
             _require(p, reader.fieldnames or [], required, 1, "line")
-            rows = ((reader.line_num, row) for row in reader)
-            return _parse_rows(p, rows, parse, skip_bad_rows, "line", id_column)
+            read_to[0] = reader.line_num
+            return _parse_rows(p, rows(), parse, skip_bad_rows, "line", id_column)
         except csv.Error as exc:
-            raise TraceError(str(p), reader.line_num, "", f"not a readable CSV file ({exc})") from None
+            raise TraceError(str(p), read_to[0] + 1, "", f"not a readable CSV file ({exc})") from None
         except UnicodeDecodeError as exc:
             byte = exc.object[exc.start : exc.start + 1]
-            raise TraceError(str(p), 0, "", f"not UTF-8 text (byte {byte.hex()} cannot be decoded)") from None
+            line = _undecodable_line(p)
+            raise TraceError(
+                str(p), line, "", f"not UTF-8 text (byte {byte.hex()} cannot be decoded)"
+            ) from None
+
+
+def _whole(row: dict) -> dict[str, str]:
+    """The row, refused when it holds more fields than the header names (DictReader would keep
+    the rest under None and the reader would ignore them)."""
+    extra = row.get(None)
+    if extra:
+        raise TraceError("", 0, "", f"{len(row) - 1 + len(extra)} fields; the header names {len(row) - 1}")
+    return row
+
+
+def _undecodable_line(p: Path) -> int:
+    """The first line of ``p`` that is not UTF-8 (0 when none is found)."""
+    with p.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _read_parquet(
@@ -140,7 +172,7 @@ def _parse_rows(p: Path, rows, parse, skip_bad_rows: bool, unit: str, id_column:
     skipped, filtered, problems = 0, 0, []
     for line, row in rows:
         try:
-            job = parse(row, line)
+            job = parse(_whole(row), line)
             if job.id in first_seen:
                 raise TraceError(
                     "", 0, id_column, f"duplicate job id {job.id!r} (first on {unit} {first_seen[job.id]})"
@@ -242,7 +274,7 @@ def read_philly(path: str | Path, skip_bad_rows: bool = False) -> Trace:
             raise TraceError("", 0, "timestamp", f"{raw!r} is not YYYY-MM-DD HH:MM:SS") from None
         duration = _number(row, "duration", maximum=MAX_DURATION_S)
         cards = _number(row, "num_gpus", int, 1)
-        vc = (row.get("cluster") or "").strip()
+        vc = _printable(row, "cluster")
         if not vc:
             raise TraceError("", 0, "cluster", "empty virtual-cluster id")
         return TraceJob(f"philly-{line - 1}", submit, duration, cards, vc, vc)
@@ -260,13 +292,13 @@ def read_wanka(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     ``0-99%10``; a dependency names other rows' job ids, an array row's id means all its elements)."""
 
     def parse(row: dict[str, str], line: int) -> TraceJob:
-        job_id = (row.get("job_id") or "").strip()
+        job_id = _printable(row, "job_id")
         if not job_id:
             raise TraceError("", 0, "job_id", "empty job id")
-        tenant = (row.get("tenant") or "").strip()
+        tenant = _printable(row, "tenant")
         if not tenant:
             raise TraceError("", 0, "tenant", "empty tenant")
-        queue = (row.get("queue") or "").strip() or tenant
+        queue = _printable(row, "queue") or tenant
         dependency = (row.get("dependency") or "").strip()
         array = (row.get("array") or "").strip()
         try:
@@ -360,9 +392,18 @@ def write_wanka(trace: Trace, path: str | Path) -> None:
 
 
 def _text(row: dict[str, str], column: str) -> str:
-    value = (row.get(column) or "").strip()
+    value = _printable(row, column)
     if not value:
         raise TraceError("", 0, column, "empty")
+    return value
+
+
+def _printable(row: dict[str, str], column: str) -> str:
+    """The column, stripped, refused when it holds a control character (a NUL, an escape): ids,
+    tenants and queues end up in reports, CSVs and queue names."""
+    value = (row.get(column) or "").strip()
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise TraceError("", 0, column, f"{value!r} holds a control character")
     return value
 
 
@@ -481,6 +522,9 @@ def read_pai(path: str | Path, skip_bad_rows: bool = False) -> Trace:
     duration runs from its first task's start to its last task's end; tenant = ``user``. Jobs without
     GPU tasks or without an end (still running in the trace) are filtered."""
     folder = Path(path)
+    for name in ("pai_job_table.csv", "pai_task_table.csv"):
+        if folder.is_dir() and not (folder / name).is_file():  # name the table, not the folder
+            raise TraceError(str(folder / name), 0, "", "no such file; a PAI folder holds both tables")
     tasks: dict[str, list[tuple[float, float, int]]] = {}
 
     def parse_task(row: dict[str, str], line: int) -> TraceJob:
