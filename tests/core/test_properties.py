@@ -404,7 +404,7 @@ def test_a_job_judged_able_to_run_starts_on_an_empty_cluster_and_one_judged_neve
     cluster=mixed_nodes(),
     groups=st.lists(
         st.tuples(
-            st.integers(1, 6),  # replicas
+            st.one_of(st.integers(1, 6), st.integers(17, 40)),  # replicas (past the search's 32 tasks)
             st.integers(0, 8),  # cards
             st.sampled_from([0, 8, 24, 40]),  # cpus
             st.sampled_from([0, 32, 200]),  # memory
@@ -421,7 +421,8 @@ def test_a_gang_of_several_groups_is_refused_exactly_when_it_cannot_be_placed_on
     """Issue 14, item 8, for gangs whose groups share the nodes (and an inference job's replicas, one
     per node): a job refused as never fitting could not have been placed either, so the refusal never
     turns away one that would run; and one not refused is placed on the empty cluster, so it does
-    not wait forever (for gangs this small the arrangement search is complete)."""
+    not wait forever (below 32 tasks the arrangement search is complete; past it, the placer the
+    cycle uses is asked on the empty nodes)."""
     from wanka.core import check_feasibility
 
     tree = QueueTree.flat(["h100"], {"h100": int(cluster.node_cards.sum())}, ["q"])

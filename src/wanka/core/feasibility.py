@@ -10,7 +10,7 @@ import numpy as np
 from wanka.core.cluster import Cluster, NodeKinds
 from wanka.core.hardware import normalise_name
 from wanka.core.jobs import Job, JobKind
-from wanka.core.placement import FreeArrays, GroupRequest, pack_minimums
+from wanka.core.placement import FreeArrays, GroupRequest, pack_minimums, place_gang
 from wanka.core.quota import QueueTree, potential_available
 
 
@@ -186,10 +186,19 @@ def _no_arrangement(cluster: Cluster, job: Job, flavor: int, model: str) -> str:
         for g in job.groups
     ]
     empty = FreeArrays(cluster.node_cards.copy(), cluster.node_cpus.copy(), cluster.node_memory.copy(), None)
-    found, complete = pack_minimums(empty, cluster.node_model == flavor, reqs)
+    usable = cluster.node_model == flavor
+    found, complete = pack_minimums(empty, usable, reqs)
     if found is None and complete:
         return (
             f"no arrangement of its groups' tasks fits the {model} nodes together "
+            f"(cards, CPUs and memory per node)"
+        )
+    # past the search's bounds (more tasks or nodes than it tries), the placer the cycle uses is
+    # asked on the empty nodes: what it cannot place there it can never place on fewer free ones,
+    # and a job waiting for that would wait for ever (under fifo, with its queue behind it)
+    if not complete and place_gang(cluster, empty, usable, model, reqs, choose_cards=False) is None:
+        return (
+            f"no arrangement of its groups' tasks is found on the empty {model} nodes "
             f"(cards, CPUs and memory per node)"
         )
     return ""
