@@ -385,6 +385,53 @@ def test_a_restarted_server_adopts_running_tasks_and_starts_nothing_twice(tmp_pa
         stop_server(server)
 
 
+# writes its pid where the test can read it, then runs until killed
+PID_THEN_SLEEP = r"""
+import os, time
+ckpt = os.environ["WANKA_CHECKPOINT_DIR"]
+with open(os.path.join(ckpt, "pid-" + os.environ["WANKA_TASK_INDEX"]), "w") as fh:
+    fh.write(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_a_job_lost_with_its_nodes_at_a_restart_stops_running_on_the_nodes_that_remain(tmp_path):
+    """Hostile review: restarted on a smaller cluster, the server marked a job on a removed node
+    failed but left its tasks running, and gave the cards they held on the remaining node to the
+    next job (two jobs on one card)."""
+    server = start_server(tmp_path, ("--virtual-cards", "4", "--virtual-nodes", "2"))
+    try:
+        user = make_member(server, "shrink", "shrink-user")
+        with server.client(user) as c:
+            jid = submit(c, task_groups=[{"replicas": 2, "cards": 2}], command=[PY, "-c", PID_THEN_SLEEP])
+            wait_for(lambda: job_state(c, jid)["state"] == "running")
+    finally:
+        stop_server(server, tasks_too=False)  # a clean stop: tasks keep running
+    ckpt = tmp_path / "checkpoints" / str(jid)
+    wait_for(lambda: all((ckpt / f"pid-{t}").exists() for t in (0, 1)))
+    pids = [int((ckpt / f"pid-{t}").read_text()) for t in (0, 1)]
+    assert all(_alive(p) for p in pids)
+    server = start_server(tmp_path, ("--virtual-cards", "2", "--virtual-nodes", "1"))  # one node gone
+    try:
+        with server.client(user) as c:
+            job = job_state(c, jid)
+            assert job["state"] == "failed" and "no longer in the cluster" in job["reason"], job
+            wait_for(lambda: not any(_alive(p) for p in pids))  # on the node that remains too
+            nxt = submit(c, task_groups=[{"replicas": 1, "cards": 2}], command=[PY, "-c", "print('ok')"])
+            assert ended(c, nxt)["state"] == "succeeded"
+    finally:
+        stop_server(server)
+
+
 # its first run ignores SIGTERM (it lingers through the grace period); a later run just succeeds
 STUBBORN_ONCE = r"""
 import os, signal, time

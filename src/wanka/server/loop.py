@@ -426,6 +426,10 @@ class ControlLoop:
                 p = placement_from_json(self.cluster, placement)
             except (KeyError, TypeError):
                 lost.append((job_id, "its nodes are no longer in the cluster"))
+                if state is not JobState.ADMITTED:  # its tasks may run still, on nodes that remain:
+                    # stopped now, before any cycle gives their cards to another job
+                    self.backend.signal(job_id, runs, signal.SIGTERM)  # (adopted processes too)
+                    self.backend.signal(job_id, runs, signal.SIGKILL)
                 continue
             if state is JobState.ADMITTED:
                 try:
