@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -112,6 +113,10 @@ def test_a_revoked_token_stops_working_at_once(server):
         ({"command": []}, "command", "argv"),
         ({"restart": {"max": -1}}, "restart.max", "greater than or equal to 0"),
         ({"workdir": "relative/dir"}, "workdir", "^/"),
+        # counts are JSON integers: lax parsing took "1" and true as 1 (hostile review)
+        ({"task_groups": [{"replicas": 1, "cards": "1"}]}, "cards", "valid integer"),
+        ({"task_groups": [{"replicas": True, "cards": 1}]}, "replicas", "valid integer"),
+        ({"task_groups": [{"cards": 1, "accelerators": ["x" * 100_000]}]}, "accelerators", "at most 64"),
     ],
 )
 def test_bad_input_names_the_field_and_what_is_accepted_and_stores_nothing(server, change, field, says):
@@ -122,6 +127,17 @@ def test_bad_input_names_the_field_and_what_is_accepted_and_stores_nothing(serve
         assert r.status_code == 422
         assert field in r.text and says in r.text
         assert len(user.get("/v1/jobs", params={"limit": 1000}).json()["jobs"]) == before
+
+
+@pytest.mark.parametrize(("field", "token"), [("time_limit_s", "NaN"), ("checkpoint_interval_s", "Infinity")])
+def test_a_time_that_is_not_finite_is_named_as_such(server, field, token):
+    """Python's JSON reads NaN and Infinity: the refusal says the number must be finite, not that
+    it is too large (hostile review)."""
+    member = make_member(server, "finite", f"finite-{len(field)}")
+    body = json.dumps(JOB)[:-1] + f', "{field}": {token}}}'
+    with server.client(member) as user:
+        r = user.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and field in r.text and "finite number" in r.text, r.text
 
 
 def test_listing_pages_newest_first_and_filters_by_state(server, drained):

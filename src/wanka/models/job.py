@@ -43,16 +43,20 @@ _ids = itertools.count(1)
 class TaskGroupSpec(BaseModel):
     model_config = STRICT
     role: str = Field(default="worker", max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
-    min_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
-    cards: int = Field(default=1, ge=0, le=64)
-    accelerators: list[Text] = Field(
+    # strict: a count is a JSON integer, not "1" nor true (which lax parsing would turn into 1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, strict=True)
+    min_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS, strict=True)
+    cards: int = Field(default=1, ge=0, le=64, strict=True)
+    accelerators: list[NameText] = Field(
         default=[], max_length=32, description="accepted models or vendors; empty = any"
     )
-    cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, description="CPUs per task")
-    memory_gib: int = Field(default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, description="GiB per task")
+    cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, strict=True, description="CPUs per task")
+    memory_gib: int = Field(
+        default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, strict=True, description="GiB per task"
+    )
     tasks_per_node: int | None = Field(
         default=None,
+        strict=True,
         ge=1,
         le=MAX_REPLICAS,
         description="at most this many of the group's tasks on one node (Slurm's --ntasks-per-node; "
@@ -117,9 +121,11 @@ class JobSpec(BaseModel):
     kind: JobKind = JobKind.TRAINING
     priority_class: str = Field(default="normal", max_length=32)
     task_groups: list[TaskGroupSpec] = Field(min_length=1, max_length=64)
-    time_limit_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="seconds")
+    time_limit_s: float | None = Field(
+        default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds"
+    )
     preemptible: bool | None = None
-    checkpoint_interval_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    checkpoint_interval_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     command: list[ArgText] = Field(
         default=[],
         max_length=MAX_ARGS,

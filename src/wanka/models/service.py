@@ -107,7 +107,9 @@ class ServiceSpec(BaseModel):
     )
     replicas: Replicas = Field(default_factory=Replicas)
     cards: int = Field(default=1, ge=0, le=64, description="per replica")
-    accelerators: list[Text] = Field(default=[], max_length=32, description="models or vendors; empty = any")
+    accelerators: list[NameText] = Field(
+        default=[], max_length=32, description="models or vendors; empty = any"
+    )
     cpus: int = Field(default=0, ge=0, le=MAX_CPUS_PER_TASK, description="per replica")
     memory_gib: int = Field(default=0, ge=0, le=MAX_MEMORY_GIB_PER_TASK, description="per replica")
     readiness: Probe = Field(default_factory=Probe)
