@@ -43,6 +43,31 @@ def test_admins_drain_and_undrain_nodes_and_the_drain_survives_a_restart(tmp_pat
         stop_server(server)
 
 
+def test_a_job_waiting_for_cards_a_drained_node_holds_is_told_so(tmp_path):
+    """Hostile review: a job that could start only on a drained node was told "no nodes have room
+    now", as if the cluster were merely busy."""
+    server = start_server(tmp_path, ("--virtual-cards", "4", "--virtual-nodes", "2"))
+    try:
+        member = make_member(server, "drained-lab", "drained-user")
+        with server.client(server.admin_token) as admin, server.client(member) as user:
+            name = user.get("/v1/nodes").json()[1]["name"]
+            assert admin.post(f"/v1/nodes/{name}/drain", json={"reason": "ECC errors"}).status_code == 200
+            both = {**JOB, "task_groups": [{"replicas": 2, "cards": 2}]}  # a node each
+            r = user.post("/v1/jobs", json=both)
+            assert r.status_code == 201, r.text  # a drain can be undone: it is not refused
+            jid = r.json()["id"]
+
+            def reason() -> str:
+                return user.get(f"/v1/jobs/{jid}").json().get("reason") or ""
+
+            wait_for(lambda: "no nodes have room now" in reason())
+            assert f"(1 node draining or down: {name})" in reason()
+            admin.post(f"/v1/nodes/{name}/undrain")
+            wait_for(lambda: user.get(f"/v1/jobs/{jid}").json()["state"] != "pending")
+    finally:
+        stop_server(server)
+
+
 def test_cluster_status_shows_a_member_only_its_own_tenant(server):
     a = make_member(server, "status-a", "status-alice")
     b = make_member(server, "status-b", "status-bob")

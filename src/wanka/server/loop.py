@@ -1127,7 +1127,13 @@ class ControlLoop:
         if fit is Fit.NO_QUOTA:
             return f"waiting for quota: queue {queue} is at its limit (nominal quota plus what it may borrow)"
         if fit is Fit.NO_FIT:
-            return "waiting for cards: its queue has quota, but no nodes have room now"
+            why = "waiting for cards: its queue has quota, but no nodes have room now"
+            states = self.cluster.node_state.tolist()
+            out = [n for n, st in zip(self.cluster.node_names, states, strict=True) if st != NodeState.UP]
+            if out:  # a node an operator drained, or one that is down, may be what it waits for
+                shown = ", ".join(out[:5]) + (f" and {len(out) - 5} more" if len(out) > 5 else "")
+                why += f" ({len(out)} node{'s' if len(out) > 1 else ''} draining or down: {shown})"
+            return why
         if fit is Fit.RESERVED:
             return "waiting for cards: the free ones are reserved for a job ahead of it"
         if self.cycle_count:
