@@ -154,6 +154,49 @@ def test_cancel_and_time_limit_are_graceful_deletions_whose_sigterm_reaches_the_
         assert "SIGTERM: saved step" in log_of(c, limited)
 
 
+SLOW_SAVE = r"""
+import os, signal, sys, time
+ckpt = os.environ["WANKA_CHECKPOINT_DIR"]
+def save(*_):
+    open(os.path.join(ckpt, "saving"), "w").close()
+    while not os.path.exists(os.path.join(ckpt, "go")):  # the test says when the save is done
+        time.sleep(0.05)
+    print("SIGTERM: saved", flush=True)
+    sys.exit(7)
+signal.signal(signal.SIGTERM, save)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_pod_posted_failed_past_its_deadline_keeps_its_grace_until_its_container_ends(kit, tmp_path):
+    # kubelet v1.20 posts the pod Failed (DeadlineExceeded) before it stops the container: the
+    # SIGTERM handler still runs then, and its grace period is its own, not cut short by wanka.
+    # A grace period no machine's slowness reaches: the test, not a clock, ends the save.
+    home = top.reachable_by_tasks(tmp_path / "home")
+    s = start_server(home, (*server_args(kit, tmp_path)[:-2], "--grace", "600"))
+    try:
+        user = make_member(s, "slow-save-k8s", "slow-save-k8s-user")
+        ns = "wanka-slow-save-k8s"
+        with s.client(user) as c:
+            jid = submit(c, command=[PY, "-c", SLOW_SAVE])
+            wait_for(lambda: "ready" in log_of(c, jid), 60)
+            ckpt = home / "checkpoints" / str(jid)
+            c.post(f"/v1/jobs/{jid}/cancel")
+            wait_for(lambda: (ckpt / "saving").exists(), 60)
+            wait_for(lambda: pods(kit, ns, jid)[0]["status"].get("phase") == "Failed", 60)
+            assert job_state(c, jid)["state"] != "cancelled" and pods(kit, ns, jid)  # still saving
+            (ckpt / "go").touch()
+            job = ended(c, jid, 60)
+            assert job["state"] == "cancelled", job
+            assert "SIGTERM: saved" in log_of(c, jid)
+            events = c.get(f"/v1/jobs/{jid}/events").json()
+            assert not any("refused by the node" in e["reason"] for e in events), events
+    finally:
+        stop_server(s)
+
+
 def test_preemption_stops_the_victims_pod_gracefully_and_it_resumes_from_its_checkpoint(server, kit):
     user = make_member(server, "preempt-k8s", "preempt-k8s-user")
     with server.client(user) as c:

@@ -662,18 +662,24 @@ def _ids(pod: dict) -> tuple[int, int, int] | None:
 def _pod_status(index: int, pod: dict) -> TaskStatus | None:
     """An ended pod's task status (None while it runs or waits to start)."""
     status = pod.get("status") or {}
+    running = False
     for c in status.get("containerStatuses") or ():
         if c.get("name") != main_container(pod):
             continue
-        done = (c.get("state") or {}).get("terminated")
+        state = c.get("state") or {}
+        done = state.get("terminated")
         if done is not None:
             return TaskStatus(index, TaskState.EXITED, done.get("exitCode"), _seconds(done.get("finishedAt")))
+        running = "running" in state
     meta = pod["metadata"]
     if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds") == 0:
         # the kubelet is done with it (it deletes with grace 0 once every container stopped), or
         # it was killed outright, before its container showed an end
         return TaskStatus(index, TaskState.EXITED, None, _seconds(meta["deletionTimestamp"]), "was stopped")
-    if status.get("phase") == "Failed":  # refused by the kubelet (OutOf<resource>, NodeAffinity)
+    if status.get("phase") == "Failed" and not running:
+        # refused by the kubelet (OutOf<resource>, NodeAffinity). Not a pod past its
+        # activeDeadlineSeconds whose container still runs its SIGTERM handler: kubelet v1.20
+        # posts that phase before it stops the container, whose grace period is its own
         why = status.get("reason") or "Failed"
         return TaskStatus(
             index,
