@@ -3,6 +3,9 @@ its quota starts, trimmed as a whole; a gang that fits one network domain is pla
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import cache
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +27,43 @@ from wanka.core.state import GroupPlacement, Placement, take_cards
 from wanka.models.hardware import default_catalog
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the cases below are rarer among the draws (CPUs binding, more leaves than a tier's tries): more
+# examples, ~10 ms each
+MORE = settings(SETTINGS, max_examples=500)
 
 
-def leaves_cluster(sizes: list[int]) -> Cluster:
+def leaves_cluster(sizes: list[int], cpus: list[int] | None = None) -> Cluster:
+    """Leaves of ``sizes`` 8-card nodes (``cpus``: each node's CPUs, in node order; none declared
+    when omitted)."""
     acc = default_catalog().get("h100")
     records = [
-        NodeRecord(f"l{leaf}n{i}", acc, 8, (f"leaf{leaf}",))
+        NodeRecord(f"l{leaf}n{i}", acc, 8, (f"leaf{leaf}",), memory_gib=1024 if cpus else 0)
         for leaf, size in enumerate(sizes)
         for i in range(size)
     ]
+    if cpus:
+        records = [replace(r, cpus=c) for r, c in zip(records, cpus, strict=True)]
     return Cluster("c", ("node", "leaf", "cluster"), records)
+
+
+def fits_exactly(nodes: list[tuple[int, int]], tasks: list[tuple[int, int]]) -> bool:
+    """Whether the tasks (cards, CPUs) fit the nodes' free (cards, CPUs): an exhaustive search,
+    for the few tasks and nodes of these properties."""
+    tasks = sorted(tasks, reverse=True)
+
+    @cache
+    def place(i: int, room: tuple[tuple[int, int], ...]) -> bool:
+        if i == len(tasks):
+            return True
+        cards, cpus = tasks[i]
+        for k, (c, p) in enumerate(room):
+            if c >= cards and p >= cpus and (k == 0 or room[k - 1] != (c, p)):
+                rest = (*room[:k], (c - cards, p - cpus), *room[k + 1 :])
+                if place(i + 1, tuple(sorted(rest))):
+                    return True
+        return False
+
+    return place(0, tuple(sorted(nodes)))
 
 
 @st.composite
@@ -122,10 +152,90 @@ def test_a_gang_that_fits_one_leaf_is_placed_in_one_leaf(data, policy) -> None:
         assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
 
 
-def _group(node: int, mask: int, cards: int):
-    from wanka.core.state import GroupPlacement
+def _group(node: int, mask: int, cards: int, cpus: int = 0):
+    return GroupPlacement("w", (node,), (mask,), cards, cpus)
 
-    return GroupPlacement("w", (node,), (mask,), cards)
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@MORE
+def test_a_gang_that_fits_one_leaf_in_cards_and_cpus_is_placed_in_one_leaf(data, policy) -> None:
+    """Item 7's kind where CPUs bind and leaves outnumber the domains a tier's search tries: leaves
+    that cannot hold the gang together (their CPUs in crumbs too small for two of its tasks) must
+    not use up the tries before the leaf that holds it."""
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=4, max_size=7))
+    cpus = [data.draw(st.sampled_from([8, 12, 16, 32])) for _ in range(sum(sizes))]
+    cluster = leaves_cluster(sizes, cpus)
+    state = ClusterState.empty(cluster)
+    busy = []
+    for n in range(cluster.num_nodes):  # random load, held by running jobs of another tenant
+        used = data.draw(st.sampled_from([0, 0, 2, 4, 6, 8]))
+        if used:
+            used_cpus = data.draw(st.integers(0, cpus[n]))
+            mask = take_cards(state.free_mask[n], used, 8)
+            placement = Placement("h100", (_group(n, mask, used, used_cpus),))
+            state.allocate(placement)
+            group = TaskGroup("w", 1, used, cpus=used_cpus)
+            busy.append(Job(f"b{n}", "o", "team", (group,), placement=placement, start_time=0.0))
+    for job in busy:
+        job.state = job.state.RUNNING
+    groups = tuple(
+        TaskGroup(
+            f"g{i}",
+            data.draw(st.integers(1, 3)),
+            data.draw(st.sampled_from([0, 1, 2, 4, 8])),
+            cpus=data.draw(st.sampled_from([1, 4, 8])),
+        )
+        for i in range(data.draw(st.integers(2, 3)))
+    )
+    job = Job("j", "t", "team", groups, priority=0)
+    tree = QueueTree.flat(["h100"], {"h100": 8 * cluster.num_nodes}, ["team"])
+    result = run_cycle(Snapshot(0.0, cluster, state, tree, [job], busy), get_policy(policy))
+    tasks = [(g.cards, g.cpus) for g in groups for _ in range(g.replicas)]
+    leaf_fits = any(
+        fits_exactly(
+            [
+                (int(state.free_cards[n]), int(state.free_cpus[n]))
+                for n in range(cluster.num_nodes)
+                if cluster.domain_of[1][n] == d
+            ],
+            tasks,
+        )
+        for d in range(cluster.domain_count(1))
+    )
+    starts = [d for d in result.starts if d.job_id == "j"]
+    if leaf_fits:
+        assert starts, "a gang that fits one leaf must start"
+        leaves = {int(cluster.domain_of[1][n]) for n in starts[0].placement.node_set()}
+        assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
+
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@MORE
+def test_an_elastic_gang_that_fits_whole_on_an_empty_cluster_starts_whole(data, policy) -> None:
+    """Item 1's kind, counted in tasks: an elastic gang starts at its largest size that fits, also
+    where its elastic group's tasks hold no cards (data loaders on CPUs)."""
+    sizes = data.draw(st.lists(st.integers(1, 2), min_size=1, max_size=2))
+    cpus = [data.draw(st.sampled_from([8, 16, 32])) for _ in range(sum(sizes))]
+    cluster = leaves_cluster(sizes, cpus)
+    groups = []
+    count = data.draw(st.integers(2, 3))
+    for i in range(count):
+        replicas = data.draw(st.integers(1 if i < count - 1 else 2, 4))
+        # the last group elastic: the gang has room to grow
+        low = data.draw(st.integers(1, replicas)) if i == count - 1 or data.draw(st.booleans()) else None
+        cards, task_cpus = data.draw(st.sampled_from([0, 0, 1, 4, 8])), data.draw(st.sampled_from([1, 4, 8]))
+        groups.append(TaskGroup(f"g{i}", replicas, cards, cpus=task_cpus, min_replicas=low))
+    job = Job("j", "t", "team", tuple(groups))
+    whole = [(g.cards, g.cpus) for g in groups for _ in range(g.replicas)]
+    if not fits_exactly([(8, c) for c in cpus], whole):
+        return
+    tree = QueueTree.flat(["h100"], {"h100": 8 * cluster.num_nodes}, ["team"])
+    result = run_cycle(
+        Snapshot(0.0, cluster, ClusterState.empty(cluster), tree, [job], []), get_policy(policy)
+    )
+    assert [d.job_id for d in result.starts] == ["j"], result.unschedulable
+    got = [g.replicas for g in result.starts[0].placement.groups]
+    assert got == [g.replicas for g in groups], "it fits whole, so it starts whole"
 
 
 @given(data=st.data(), policy=st.sampled_from(["slurm", "wanka"]))

@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
+from operator import attrgetter
 
 import numpy as np
 
@@ -241,7 +242,10 @@ def place_gang(
             else:
                 hi = mid - 1
         more[i] = lo - 1
-    return best if best is not None and best.total_cards > grown.total_cards else grown
+    # larger in cards, then in tasks: a group of CPU-only tasks (data loaders) grows too
+    if best is not None and (best.total_cards, best.num_tasks) > (grown.total_cards, grown.num_tasks):
+        return best
+    return grown
 
 
 def _place_in_domains(
@@ -330,21 +334,44 @@ def _gang_domains(
 ) -> Iterator[np.ndarray]:
     """Usable-node masks of the domains worth trying for a multi-group gang, smallest tier first and
     tightest domain first within a tier. A domain qualifies when each group's minimum fits it on its
-    own and the gang's minimum cards fit its free cards (necessary, not sufficient: the groups share
-    nodes, so each is then tried for real). The whole cluster comes last."""
+    own, the gang's minimum cards fit its free cards, and its nodes can hold that many of the
+    gang's tasks together (necessary, not sufficient: the groups share nodes, so each is then tried
+    for real). The whole cluster comes last. Only the first few domains of a tier are tried, so a
+    domain that cannot hold the gang must fail these bounds, not use up a try."""
     if strategy is PlacementStrategy.TOPOLOGY:
         caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
         need = sum(g.min_replicas * g.cards for g in groups)
+        tasks = sum(g.min_replicas for g in groups)
+        # the gang's tasks a node can hold together: no more than each group's alone summed, nor,
+        # in a resource every group asks for, more than its free amount over the smallest ask
+        # (12 free CPUs hold one 8-CPU task, whichever group it is of)
+        together = np.add.reduce([cap.astype(np.int64) for cap in caps])
+        for have, asks in (
+            (free.cards, [g.cards for g in groups]),
+            (free.cpus, [g.cpus for g in groups]),
+            (free.memory, [g.memory_gib for g in groups]),
+        ):
+            if min(asks) > 0:
+                together = np.minimum(together, have // min(asks))
         # a node with no room for any of the gang's tasks (in cards, CPUs or memory) holds none of
         # its cards: a domain whose free cards lie in such crumbs must not pass for one that holds it
         room = np.logical_or.reduce([task_capacity(free, usable, replace(g, replicas=1)) > 0 for g in groups])
         cards = np.where(room, free.cards, 0).astype(np.int64)
+        # and so for CPUs and memory, which a gang of CPU-bound tasks needs as it needs cards
+        wants = [
+            (np.where(room, have, 0).astype(np.int64), sum(g.min_replicas * ask(g) for g in groups))
+            for have, ask in ((free.cpus, attrgetter("cpus")), (free.memory, attrgetter("memory_gib")))
+        ]
         for t in range(len(cluster.tiers) - 1):
             starts = cluster.domain_starts[t]
             room = np.add.reduceat(cards, starts)
             ok = room >= need
+            for have, want in wants:
+                if want:
+                    ok &= np.add.reduceat(have, starts) >= want
             for cap, g in zip(caps, groups, strict=True):
                 ok &= np.add.reduceat(cap.astype(np.int64), starts) >= g.min_replicas
+            ok &= np.add.reduceat(together, starts) >= tasks
             candidates = np.flatnonzero(ok)
             for d in candidates[np.argsort(room[candidates], kind="stable")][:_DOMAINS_TRIED_PER_TIER]:
                 within = np.zeros_like(usable)

@@ -767,7 +767,8 @@ class Session:
             again = place_gang(
                 self.cluster, self.free, usable, self.flavor_ids[flavor], reqs, self.config.placement
             )
-            if again is None or again.total_cards <= placement.total_cards:
+            # larger in cards, then in tasks (a group of CPU-only tasks grows too)
+            if again is None or _size(again) <= _size(placement):
                 return placement
             placement = again
         return placement
@@ -897,3 +898,8 @@ class Session:
         self.reservations.append(res)
         self.holders[job.id] = job
         return res
+
+
+def _size(placement: Placement) -> tuple[int, int]:
+    """How large a placement is: cards, then tasks."""
+    return placement.total_cards, placement.num_tasks
