@@ -196,6 +196,13 @@ def test_cohort_preemption_takes_no_side_of_the_tree_below_its_nominal(data) -> 
             job = by_id[d.job_id]
             for key, cards in per_node([(job, job.placement)]).items():
                 preempted[key] = preempted.get(key, 0) + cards - per_node([(job, d.placement)])[key]
+    # and the jobs: a side that borrows nothing gives no victim, not even one holding no cards
+    # (CPU-only tasks), whose stop takes no card below the nominal but is no loan called back
+    victims: dict[tuple[int, int], int] = {}
+    for d in result.stops:
+        if d.reason is StopReason.PREEMPTED:
+            for key in per_node([(by_id[d.job_id], by_id[d.job_id].placement)]):
+                victims[key] = victims.get(key, 0) + 1
     for (node, f), cards in preempted.items():
         if tree.parent[node] < 0 or started.get((node, f)):
             continue  # the root, or a preemptor of its own subtree may take from it
@@ -204,6 +211,69 @@ def test_cohort_preemption_takes_no_side_of_the_tree_below_its_nominal(data) -> 
             f"{tree.names[node]} held {held.get((node, f), 0)} of nominal {tree.nominal[node][f]} "
             f"and lost {cards} to preemption"
         )
+        assert surplus > 0 or not victims.get((node, f)), (
+            f"{tree.names[node]} borrowed nothing and lost {victims[(node, f)]} job(s) to preemption"
+        )
+
+
+@given(data=st.data(), policy=st.sampled_from(("wanka", "wanka-las")))
+@SETTINGS
+def test_a_queue_within_its_nominal_loses_no_job_to_cohort_preemption_whatever_its_jobs_hold(
+    data, policy
+) -> None:
+    """The cohort rule counts jobs, not only cards: a queue that borrows nothing gives no victim to
+    another queue's preemptor, also where its jobs hold no cards (CPU- or memory-bound tasks) and
+    the preemptor is short of CPUs, not cards."""
+    cpus = data.draw(st.sampled_from([16, 64]))
+    doc = {
+        "now": 1000,
+        "cluster": {
+            "name": "one",
+            "tiers": ["leaf"],
+            "pools": [
+                {
+                    "name": "a",
+                    "accelerator": "h100",
+                    "nodes": data.draw(st.integers(1, 2)),
+                    "cards_per_node": 8,
+                    "cpus": cpus,
+                    "memory_gib": 512,
+                    "layout": {"leaf": 2},
+                }
+            ],
+        },
+        "queues": {
+            "organisations": [
+                {
+                    "name": o,
+                    "quota": {"h100": {"nominal": 8}},
+                    "queues": [{"name": q, "quota": {"h100": {"nominal": 8}}}],
+                }
+                for o, q in (("oa", "qa"), ("ob", "qb"))
+            ]
+        },
+    }
+    nodes = doc["cluster"]["pools"][0]["nodes"]
+    running, cards_used = [], 0
+    for n in range(nodes):
+        cards = data.draw(st.sampled_from([0, 0, 1, 4]))
+        if cards_used + cards > 8:  # qb stays within its nominal
+            cards = 0
+        cards_used += cards
+        running.append(
+            {"id": f"b{n}", "queue": "qb", "cards": cards, "cpus": data.draw(st.integers(cpus // 2, cpus)),
+             "priority_class": data.draw(st.sampled_from(["best-effort", "low"])),
+             "nodes": [f"a-{n + 1:04d}"], "start": 0}
+        )  # fmt: skip
+    doc["running"] = running
+    doc["pending"] = [
+        {"id": "p", "queue": "qa", "cards": data.draw(st.sampled_from([0, 1, 2])),
+         "cpus": data.draw(st.integers(cpus // 2, cpus)),
+         "priority_class": data.draw(st.sampled_from(["high", "best-effort"])), "submit": 10}
+    ]  # fmt: skip
+    snapshot, config = build({**doc, "policy": policy})
+    result = run_cycle(snapshot, config)
+    assert not result.stops, [(d.job_id, d.reason.value) for d in result.stops]
 
 
 @given(data=st.data(), policy=st.sampled_from(("tiresias", "wanka", "wanka-las")))

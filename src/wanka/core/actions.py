@@ -690,6 +690,8 @@ def _reclaimable_queues(
     at no cost (they simply do not start). A job that ran before the cycle is a victim only while
     c_w borrows beyond them, so a job started in one cycle is never reclaimed in the next for a job
     that was waiting then, only because this cycle started others beside it."""
+    if need <= 0:  # a job asking no cards of the model is owed none: nothing to take back for it
+        return None
     tree, quota = s.tree, s.quota
     path = []  # q and its ancestors below the root, with whether each stays within nominal
     node = q

@@ -330,7 +330,9 @@ def taken_per_side(of: np.ndarray, cards: np.ndarray, left: np.ndarray) -> np.nd
         return taken
     held = np.bincount(of[sides], weights=cards[sides], minlength=len(left))
     whole = sides.copy()
-    whole[sides] = held[of[sides]] <= left[of[sides]]  # the side gives more than all its victims hold
+    # the side gives more than all its victims hold; one that gives nothing (borrows nothing) gives
+    # no victim either, not even one holding no cards of the model (CPU-only tasks)
+    whole[sides] = (held[of[sides]] <= left[of[sides]]) & (left[of[sides]] > 0)
     taken |= whole
     for side in np.flatnonzero((left > 0) & (held > left)).tolist():
         at = np.flatnonzero(of == side)
