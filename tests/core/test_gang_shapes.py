@@ -145,11 +145,16 @@ def test_a_gang_that_fits_one_leaf_is_placed_in_one_leaf(data, policy) -> None:
         )
         for d in range(cluster.domain_count(1))
     )
-    starts = [d for d in result.starts if d.job_id == "j"]
     if leaf_fits:
-        assert starts, "a gang that fits one leaf must start"
-        leaves = {int(cluster.domain_of[1][n]) for n in starts[0].placement.node_set()}
-        assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
+        assert_in_one_leaf(cluster, result)
+
+
+def assert_in_one_leaf(cluster: Cluster, result) -> None:
+    """Job ``j`` started, all its tasks in one leaf."""
+    starts = [d for d in result.starts if d.job_id == "j"]
+    assert starts, "a gang that fits one leaf must start"
+    leaves = {int(cluster.domain_of[1][n]) for n in starts[0].placement.node_set()}
+    assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
 
 
 def _group(node: int, mask: int, cards: int, cpus: int = 0):
@@ -202,11 +207,8 @@ def test_a_gang_that_fits_one_leaf_in_cards_and_cpus_is_placed_in_one_leaf(data,
         )
         for d in range(cluster.domain_count(1))
     )
-    starts = [d for d in result.starts if d.job_id == "j"]
     if leaf_fits:
-        assert starts, "a gang that fits one leaf must start"
-        leaves = {int(cluster.domain_of[1][n]) for n in starts[0].placement.node_set()}
-        assert len(leaves) == 1, f"split over leaves {sorted(leaves)} though one leaf holds it"
+        assert_in_one_leaf(cluster, result)
 
 
 @given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
