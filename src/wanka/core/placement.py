@@ -17,7 +17,6 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from operator import attrgetter
 
 import numpy as np
 
@@ -242,10 +241,7 @@ def place_gang(
             else:
                 hi = mid - 1
         more[i] = lo - 1
-    # larger in cards, then in tasks: a group of CPU-only tasks (data loaders) grows too
-    if best is not None and (best.total_cards, best.num_tasks) > (grown.total_cards, grown.num_tasks):
-        return best
-    return grown
+    return best if best is not None and best.size > grown.size else grown
 
 
 def _place_in_domains(
@@ -340,40 +336,39 @@ def _gang_domains(
     domain that cannot hold the gang must fail these bounds, not use up a try."""
     if strategy is PlacementStrategy.TOPOLOGY:
         caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
-        need = sum(g.min_replicas * g.cards for g in groups)
         tasks = sum(g.min_replicas for g in groups)
+        resources = [
+            (free.cards, [g.cards for g in groups]),
+            (free.cpus, [g.cpus for g in groups]),
+            (free.memory, [g.memory_gib for g in groups]),
+        ]
         # the gang's tasks a node can hold together: no more than each group's alone summed, nor,
         # in a resource every group asks for, more than its free amount over the smallest ask
         # (12 free CPUs hold one 8-CPU task, whichever group it is of)
         together = np.add.reduce([cap.astype(np.int64) for cap in caps])
-        for have, asks in (
-            (free.cards, [g.cards for g in groups]),
-            (free.cpus, [g.cpus for g in groups]),
-            (free.memory, [g.memory_gib for g in groups]),
-        ):
+        for have, asks in resources:
             if min(asks) > 0:
                 together = np.minimum(together, have // min(asks))
-        # a node with no room for any of the gang's tasks (in cards, CPUs or memory) holds none of
-        # its cards: a domain whose free cards lie in such crumbs must not pass for one that holds it
+        # a node with no room for any of the gang's tasks holds none of its cards, CPUs or memory:
+        # a domain whose free resources lie in such crumbs must not pass for one that holds it
         room = np.logical_or.reduce([task_capacity(free, usable, replace(g, replicas=1)) > 0 for g in groups])
-        cards = np.where(room, free.cards, 0).astype(np.int64)
-        # and so for CPUs and memory, which a gang of CPU-bound tasks needs as it needs cards
         wants = [
-            (np.where(room, have, 0).astype(np.int64), sum(g.min_replicas * ask(g) for g in groups))
-            for have, ask in ((free.cpus, attrgetter("cpus")), (free.memory, attrgetter("memory_gib")))
+            (
+                np.where(room, have, 0).astype(np.int64),
+                sum(g.min_replicas * a for g, a in zip(groups, asks, strict=True)),
+            )
+            for have, asks in resources
         ]
         for t in range(len(cluster.tiers) - 1):
             starts = cluster.domain_starts[t]
-            room = np.add.reduceat(cards, starts)
-            ok = room >= need
+            free_cards = np.add.reduceat(wants[0][0], starts)  # tightest domain first
+            ok = np.add.reduceat(together, starts) >= tasks
             for have, want in wants:
-                if want:
-                    ok &= np.add.reduceat(have, starts) >= want
+                ok &= np.add.reduceat(have, starts) >= want
             for cap, g in zip(caps, groups, strict=True):
                 ok &= np.add.reduceat(cap.astype(np.int64), starts) >= g.min_replicas
-            ok &= np.add.reduceat(together, starts) >= tasks
             candidates = np.flatnonzero(ok)
-            for d in candidates[np.argsort(room[candidates], kind="stable")][:_DOMAINS_TRIED_PER_TIER]:
+            for d in candidates[np.argsort(free_cards[candidates], kind="stable")][:_DOMAINS_TRIED_PER_TIER]:
                 within = np.zeros_like(usable)
                 lo, hi = int(starts[d]), int(cluster.domain_ends[t][d])
                 within[lo:hi] = usable[lo:hi]

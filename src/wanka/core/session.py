@@ -767,8 +767,7 @@ class Session:
             again = place_gang(
                 self.cluster, self.free, usable, self.flavor_ids[flavor], reqs, self.config.placement
             )
-            # larger in cards, then in tasks (a group of CPU-only tasks grows too)
-            if again is None or _size(again) <= _size(placement):
+            if again is None or again.size <= placement.size:
                 return placement
             placement = again
         return placement
@@ -898,8 +897,3 @@ class Session:
         self.reservations.append(res)
         self.holders[job.id] = job
         return res
-
-
-def _size(placement: Placement) -> tuple[int, int]:
-    """How large a placement is: cards, then tasks."""
-    return placement.total_cards, placement.num_tasks

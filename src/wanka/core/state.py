@@ -52,6 +52,12 @@ class Placement:
         object.__setattr__(self, "total_memory", sum(g.memory_gib * len(g.nodes) for g in self.groups))
         object.__setattr__(self, "num_tasks", sum(len(g.nodes) for g in self.groups))
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """How large it is, to compare sizes of one job: cards, then tasks (a group of CPU-only
+        tasks, data loaders, grows and shrinks too)."""
+        return self.total_cards, self.num_tasks
+
     def node_set(self) -> set[int]:
         return {n for g in self.groups for n in g.nodes}
 
