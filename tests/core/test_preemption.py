@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.core.scenario import build
@@ -274,6 +274,74 @@ def test_a_queue_within_its_nominal_loses_no_job_to_cohort_preemption_whatever_i
     snapshot, config = build({**doc, "policy": policy})
     result = run_cycle(snapshot, config)
     assert not result.stops, [(d.job_id, d.reason.value) for d in result.stops]
+
+
+@given(data=st.data(), policy=st.sampled_from(("wanka", "wanka-las", "wanka-fifo", "slurm")))
+@settings(SETTINGS, max_examples=300)  # a few hundred worlds in all: ~5 ms each
+def test_a_job_that_starts_by_whole_victims_still_starts_when_a_donor_is_elastic(data, policy) -> None:
+    """Surplus first never costs a start: a waiting job that evicting whole jobs starts (quota
+    and room) still starts when another running job could also give back surplus tasks, whether
+    or not that surplus is of use to it (giving it back makes its side borrow less)."""
+    a_nominal, b_nominal = data.draw(st.sampled_from([0, 8])), data.draw(st.sampled_from([4, 8]))
+    r_cards = data.draw(st.sampled_from([4, 8]))
+    e_cards = data.draw(st.sampled_from([2, 4]))
+
+    def world(elastic: bool) -> dict:
+        return {
+            "now": 1000,
+            "cluster": {
+                "name": "two",
+                "tiers": ["leaf"],
+                "pools": [
+                    {
+                        "name": "a",
+                        "accelerator": "h100",
+                        "nodes": 2,
+                        "cards_per_node": 8,
+                        "layout": {"leaf": 2},
+                    }
+                ],
+            },
+            "queues": {
+                "organisations": [
+                    {
+                        "name": o,
+                        "quota": {"h100": {"nominal": n}},
+                        "queues": [{"name": q, "quota": {"h100": {"nominal": n}}}],
+                    }
+                    for o, q, n in (("A", "qa", a_nominal), ("B", "qb", b_nominal))
+                ]
+            },
+            "running": [
+                {"id": "r", "queue": "qb", "cards": r_cards, "nodes": ["a-0001"], "start": 0},
+                {
+                    "id": "e",
+                    "queue": "qb",
+                    "cards": e_cards,
+                    "replicas": 2,
+                    "min_replicas": 1 if elastic else None,
+                    "nodes": ["a-0002", "a-0002"],
+                    "start": 0,
+                },
+            ],
+            "pending": [
+                {
+                    "id": "p",
+                    "queue": "qa",
+                    "cards": data.draw(st.sampled_from([4, 8])),
+                    "submit": 999,
+                    "priority_class": data.draw(st.sampled_from(["low", "high"])),
+                }
+            ],
+        }
+
+    plain = world(False)
+    snapshot, config = build({**plain, "policy": policy})
+    if "p" not in {d.job_id for d in run_cycle(snapshot, config).starts}:
+        return
+    snapshot, config = build({**world(True), "pending": plain["pending"], "policy": policy})
+    result = run_cycle(snapshot, config)
+    assert "p" in {d.job_id for d in result.starts}, [(d.job_id, d.reason.value) for d in result.stops]
 
 
 @given(data=st.data(), policy=st.sampled_from(("tiresias", "wanka", "wanka-las")))

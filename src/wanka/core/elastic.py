@@ -189,7 +189,10 @@ def surplus_then_whole(
     The search runs with every allowed surplus task given back, so it picks the fewest whole
     victims; those are then evicted from the state as it was, and :func:`shrink_for` takes only the
     surplus still needed (reprieve included). Where that cannot start the job after all (the victim
-    search may take a reservation's nodes; a shrink does not), the search's own result stands."""
+    search may take a reservation's nodes; a shrink does not), the search's own result stands.
+    Where no victims start it with the surplus given back, the plain search decides: a side that
+    gives back surplus the job cannot use borrows less, and must not lose its whole victims for
+    that."""
     units = surplus_units(donors, allowed)
     if not units:
         return evict()
@@ -204,8 +207,12 @@ def surplus_then_whole(
     shrunk = give_back(s, donors, units)
     outcome = evict()
     if not outcome:
+        # the surplus given back made its sides borrow less, and so took whole victims out of
+        # scope that the job needs where that surplus is no use to it (on nodes it cannot use):
+        # the search again, on the state as it was
         undo(shrunk)
-        return outcome
+        again = evict()
+        return again if again or again is False else outcome
     victims = s.stmt.evictions_since(cp)
     undo(shrunk)
     for entry, reason in victims:
