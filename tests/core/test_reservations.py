@@ -153,3 +153,52 @@ def test_nothing_started_takes_the_quota_a_reservation_counts_on(data, policy) -
     assert 16 - held >= need, (
         f"{sorted(started)} started; at head's reserved start {at} team holds {held} of 16"
     )
+
+
+@given(data=st.data(), policy=st.sampled_from(["wanka", "wanka-las", "wanka-fifo"]))
+@SETTINGS
+def test_a_job_on_loan_to_the_reserved_job_never_sets_its_reserved_start(data, policy) -> None:
+    """Jobs on loan on a blocked job's nodes end when it can start (it evicts them, whatever their
+    ranks), so only the others' ends set its reserved start: with or without time limits of their
+    own, on one model or two (it is reserved where it starts first)."""
+    models = data.draw(st.sampled_from([["h100"], ["h100", "a100"]]))
+    nodes = data.draw(st.integers(2, 3))
+    doc = {
+        "now": 60,
+        "cluster": {
+            "name": "c",
+            "tiers": ["leaf"],
+            "pools": [
+                {
+                    "name": m[0],
+                    "accelerator": m,
+                    "nodes": nodes,
+                    "cards_per_node": 8,
+                    "layout": {"leaf": nodes},
+                }
+                for m in models
+            ],
+        },
+    }
+    running, ends = [], {}
+    for m in models:
+        for n in range(1, nodes + 1):
+            spec = {"id": f"{m[0]}{n}", "cards": 8, "nodes": [f"{m[0]}-{n:04d}"], "start": 0}
+            if data.draw(st.booleans()):  # on loan to big, with a time limit or none
+                spec["on_loan_to"] = "big"
+                spec["start"] = 50
+                if data.draw(st.booleans()):
+                    spec["time_limit_s"] = data.draw(st.sampled_from([100, 1000]))
+            else:
+                spec["time_limit_s"] = data.draw(st.sampled_from([100, 150, 200, 400]))
+                ends[m] = max(ends.get(m, 0), spec["time_limit_s"])
+            running.append(spec)
+    if len(ends) < len(models) or any(end <= 60 for end in ends.values()):
+        return  # a model all on loan to it: it starts now, no reservation
+    doc["running"] = running
+    doc["pending"] = [{"id": "big", "replicas": nodes, "cards": 8, "accelerators": models, "submit": 1,
+                       "time_limit_s": 500}]  # fmt: skip
+    snapshot, config = build({**doc, "policy": policy})
+    result = run_cycle(snapshot, config)
+    (reservation,) = [r for r in result.reservations if r.job_id == "big"]
+    assert reservation.start == min(ends.values()), (reservation.start, ends)

@@ -839,9 +839,17 @@ class Session:
             return None
         table, _ = table.subset(old)
         ends, cards, queues = columns.end[old], columns.cards[old], columns.queue[old]
+        # a job on loan to this one ends when this one starts (it evicts it, whatever their ranks):
+        # its own end, or none, must not set the reserved start (EASY: backfill delays no one)
+        lent = [i for i, holder in self.loans().items() if holder == job.id]
+        if lent:
+            ends = ends.copy()
+            ends[np.isin(old, lent)] = self.now
         if new:
             table = TaskTable.concat(table, TaskTable(new))
-            ends = np.concatenate([ends, [e.end for e in new]])
+            ends = np.concatenate(
+                [ends, [self.now if self.lent.get(e.job.id) == job.id else e.end for e in new]]
+            )
             cards = np.concatenate([cards, [e.cards for e in new]])
             queues = np.concatenate([queues, [e.queue for e in new]])
         by_end = np.argsort(ends, kind="stable")  # ties keep snapshot order: deterministic
