@@ -212,6 +212,30 @@ def test_a_gang_that_fits_one_leaf_in_cards_and_cpus_is_placed_in_one_leaf(data,
 
 
 @given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
+@SETTINGS
+def test_a_gang_passes_more_leaves_than_a_tier_tries_that_cannot_hold_it(data, policy) -> None:
+    """Item 7's kind against the bounded search: five to twelve smaller leaves come first
+    (tightest first), then a larger one. Where the gang's tasks do not pack into a small leaf
+    (mixed sizes: a 4-card master and 6-card workers take a node each) but do into the large one,
+    it lands there whole."""
+    small, large = data.draw(st.integers(1, 3)), data.draw(st.integers(2, 4))
+    cluster = leaves_cluster([small] * data.draw(st.integers(5, 12)) + [large])
+    groups = tuple(
+        TaskGroup(f"g{i}", data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 2, 3, 4, 5, 6, 8])))
+        for i in range(data.draw(st.integers(2, 3)))
+    )
+    tasks = [(g.cards, 0) for g in groups for _ in range(g.replicas)]
+    if fits_exactly([(8, 0)] * small, tasks) or not fits_exactly([(8, 0)] * large, tasks):
+        return  # a small leaf holds it (any may win), or none does
+    tree = QueueTree.flat(["h100"], {"h100": 8 * cluster.num_nodes}, ["team"])
+    job = Job("j", "t", "team", groups)
+    result = run_cycle(
+        Snapshot(0.0, cluster, ClusterState.empty(cluster), tree, [job], []), get_policy(policy)
+    )
+    assert_in_one_leaf(cluster, result)
+
+
+@given(data=st.data(), policy=st.sampled_from(sorted(POLICIES)))
 @MORE
 def test_an_elastic_gang_that_fits_whole_on_an_empty_cluster_starts_whole(data, policy) -> None:
     """Item 1's kind, counted in tasks: an elastic gang starts at its largest size that fits, also

@@ -312,7 +312,10 @@ def _group_orders(groups: list[GroupRequest]) -> list[tuple[int, ...]]:
     return list(dict.fromkeys(orders))  # distinct, first found first
 
 
-_DOMAINS_TRIED_PER_TIER = 4  # bounds a multi-group gang's placement cost on a fragmented cluster
+# bounds a multi-group gang's placement cost on a fragmented cluster: the tightest domains of a
+# tier first, then the loosest (bounds are no packing: tight domains that pass them and still do
+# not hold the gang must not hide a loose one that does)
+_DOMAINS_TRIED_PER_TIER = 4
 
 
 def domains_around(cluster: Cluster, nodes: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -332,8 +335,9 @@ def _gang_domains(
     tightest domain first within a tier. A domain qualifies when each group's minimum fits it on its
     own, the gang's minimum cards fit its free cards, and its nodes can hold that many of the
     gang's tasks together (necessary, not sufficient: the groups share nodes, so each is then tried
-    for real). The whole cluster comes last. Only the first few domains of a tier are tried, so a
-    domain that cannot hold the gang must fail these bounds, not use up a try."""
+    for real). The whole cluster comes last. Only a few domains of a tier are tried (the tightest,
+    then the loosest), so a domain that cannot hold the gang should fail these bounds, not use up
+    a try."""
     if strategy is PlacementStrategy.TOPOLOGY:
         caps = [task_capacity(free, usable, replace(g, replicas=g.min_replicas)) for g in groups]
         tasks = sum(g.min_replicas for g in groups)
@@ -343,12 +347,13 @@ def _gang_domains(
             (free.memory, [g.memory_gib for g in groups]),
         ]
         # the gang's tasks a node can hold together: no more than each group's alone summed, nor,
-        # in a resource every group asks for, more than its free amount over the smallest ask
-        # (12 free CPUs hold one 8-CPU task, whichever group it is of)
+        # in each resource, more than the smallest asks its free amount covers (8 free cards hold
+        # one of a 4-card master and 6-card workers, not two; 12 free CPUs one 8-CPU task)
         together = np.add.reduce([cap.astype(np.int64) for cap in caps])
+        counts = [g.min_replicas for g in groups]
         for have, asks in resources:
-            if min(asks) > 0:
-                together = np.minimum(together, have // min(asks))
+            smallest_first = np.cumsum(np.sort(np.repeat(np.asarray(asks, dtype=np.int64), counts)))
+            together = np.minimum(together, np.searchsorted(smallest_first, have, side="right"))
         # a node with no room for any of the gang's tasks holds none of its cards, CPUs or memory:
         # a domain whose free resources lie in such crumbs must not pass for one that holds it
         room = np.logical_or.reduce([task_capacity(free, usable, replace(g, replicas=1)) > 0 for g in groups])
@@ -368,7 +373,12 @@ def _gang_domains(
             for cap, g in zip(caps, groups, strict=True):
                 ok &= np.add.reduceat(cap.astype(np.int64), starts) >= g.min_replicas
             candidates = np.flatnonzero(ok)
-            for d in candidates[np.argsort(free_cards[candidates], kind="stable")][:_DOMAINS_TRIED_PER_TIER]:
+            candidates = candidates[np.argsort(free_cards[candidates], kind="stable")]
+            if len(candidates) > 2 * _DOMAINS_TRIED_PER_TIER:
+                candidates = np.r_[
+                    candidates[:_DOMAINS_TRIED_PER_TIER], candidates[-_DOMAINS_TRIED_PER_TIER:][::-1]
+                ]
+            for d in candidates:
                 within = np.zeros_like(usable)
                 lo, hi = int(starts[d]), int(cluster.domain_ends[t][d])
                 within[lo:hi] = usable[lo:hi]
