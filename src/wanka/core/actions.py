@@ -480,16 +480,8 @@ def reclaim(s: Session) -> None:
 
 
 def _reclaim_for(s: Session, jobs: list[Job]) -> None:
-    try:
-        _reclaim_each(s, jobs)
-    finally:
-        s.spared_total = None
-
-
-def _reclaim_each(s: Session, jobs: list[Job]) -> None:
     for job in jobs:
         s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
-        s.spared_total = _spared_total(s, job)
         q = s.queue_index(job)
         # None: it would borrow at every level, nothing is owed to it on that model
         owed_on = {f: _reclaimable_queues(s, q, s.tree_flavor[f], job.min_cards) for f in s.flavors(job)}
@@ -738,39 +730,8 @@ def _path_would_borrow(s: Session, holder: Job, w: int, top: int, tf: int, wholl
 
 
 def _borrowed_before(s: Session, node: int, tf: int) -> int:
-    """Cards the subtree at ``node`` borrows beyond those it holds for jobs this cycle started and,
-    while a waiting job is served, for the starts that stand against it (``Session.spared_total``):
-    what its jobs that ran before may be taken for."""
-    spared = 0 if s.spared_total is None else int(s.spared_total[node, tf])
-    return int(s.quota.total[node][tf] - s.fresh_total[node, tf] - spared - s.tree.nominal[node][tf])
-
-
-def _spared_total(s: Session, job: Job) -> np.ndarray | None:
-    """Cards per quota tree node (its subtree) and tree flavor held by the jobs that ran before
-    this cycle and whose start stands against ``job`` (made while it waited, lately, not on loan
-    to it: :func:`_spared`); None when there are none. Such a start makes its queue borrow, and
-    charging that to an older job of the queue would make the start the cause of that job's
-    eviction by a job that waited through it (issue 14, item 5)."""
-    window = s.config.preempt_min_runtime_s
-    if window <= 0 or not s.initial_running:
-        return None
-    columns = s.initial_columns
-    recent = np.flatnonzero((columns.start >= job.submit_time) & (columns.start > s.now - window))
-    if len(recent) == 0:
-        return None
-    alive = s.initial_alive()
-    total = np.zeros_like(s.fresh_total)
-    parent, loans = s.tree.parent, s.loans()
-    for i in recent.tolist():
-        if not alive[i] or loans.get(i) == job.id:
-            continue
-        entry = s.initial_running[i]
-        held = s.running[entry.job.id].cards  # as it stands (it may have shrunk)
-        node, f = entry.queue, s.tree_flavor[entry.flavor]
-        while node >= 0:
-            total[node, f] += held
-            node = parent[node]
-    return total if total.any() else None
+    """Cards the subtree at ``node`` borrows beyond those it holds for jobs this cycle started."""
+    return int(s.quota.total[node][tf] - s.fresh_total[node, tf] - s.tree.nominal[node][tf])
 
 
 def preempt(s: Session) -> None:
@@ -787,10 +748,7 @@ def preempt(s: Session) -> None:
     # below a later one, which could evict it next cycle (Slurm's multifactor order is not its rank)
     jobs.sort(key=lambda j: -s.ordering.rank(j))
     lenders = set(s.loans().values()) | set(s.lent.values())
-    try:
-        _preempt_for_each(s, jobs, scope, static_rank, hopeless, lenders)
-    finally:
-        s.spared_total = None
+    _preempt_for_each(s, jobs, scope, static_rank, hopeless, lenders)
     _ask_for_more(s, more, before)
 
 
@@ -820,8 +778,8 @@ def _within_borrowed(s: Session, q: int, tf: int, pool: VictimPool, chosen: np.n
     for w in np.flatnonzero(np.bincount(queues[~keep], minlength=nodes)).tolist():
         side_of[w] = cohort_side(s.tree, q, w) if q >= 0 else w
     cards, _ = _cards_as_they_stand(s, pool, chosen)  # a victim shrunk this cycle gives only what it holds
-    # what a side borrows is charged to the jobs this cycle started, and to the starts that stand
-    # against the preemptor, before the jobs that ran before them (as reclaim charges it)
+    # what a side borrows is charged to the jobs this cycle started before the jobs that ran
+    # before them (as reclaim charges it): those are victims too, as un-starts
     keep |= _within_borrowing(s, tf, queues, side_of[queues], cards, chosen < pool.n_initial)
     return chosen[keep]
 
@@ -830,8 +788,10 @@ def _within_borrowing(
     s: Session, tf: int, leaf: np.ndarray, of: np.ndarray, cards: np.ndarray, old: np.ndarray
 ) -> np.ndarray:
     """:func:`taken_on_paths` with the victims (or surplus tasks) of jobs that ran before the cycle
-    (``old``) judged against what each node borrows beyond this cycle's starts and the starts that
-    stand against the job served (:func:`_borrowed_before`), the others against all it borrows."""
+    (``old``) judged against what each node borrows beyond this cycle's starts
+    (:func:`_borrowed_before`), the others against all it borrows: however many go, no side is
+    taken below its nominal at any level (one past that is passed, and the next tried, as Kueue
+    skips a candidate whose queue no longer borrows)."""
     taken = np.zeros(len(of), dtype=bool)
     before, now = (lambda n: _borrowed_before(s, n, tf)), (lambda n: borrowed(s.quota, n, tf))
     for which, left_of in ((old, before), (~old, now)):
@@ -877,7 +837,6 @@ def _preempt_for_each(
 
     for job in jobs:
         s.tried.setdefault(job.id, (job, s.changes))  # its first try this cycle
-        s.spared_total = _spared_total(s, job)
         rank = s.ordering.rank(job)
         q = s.queue_index(job)
 

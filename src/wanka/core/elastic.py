@@ -209,9 +209,15 @@ def surplus_then_whole(
     if not outcome:
         # the surplus given back made its sides borrow less, and so took whole victims out of
         # scope that the job needs where that surplus is no use to it (on nodes it cannot use):
-        # the search again, on the state as it was
+        # the search again, on the state as it was, but stopping no donor whole (its minimum may
+        # be all the job would need of it: "surplus before anything whole")
         undo(shrunk)
+        cp = s.stmt.checkpoint()
         again = evict()
+        whole = {d.job.id for d in donors}
+        if again and any(entry.job.id in whole for entry, _ in s.stmt.evictions_since(cp)):
+            undo([])
+            again = None
         return again if again or again is False else outcome
     victims = s.stmt.evictions_since(cp)
     undo(shrunk)

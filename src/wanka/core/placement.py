@@ -316,6 +316,7 @@ def _group_orders(groups: list[GroupRequest]) -> list[tuple[int, ...]]:
 # tier first, then the loosest (bounds are no packing: tight domains that pass them and still do
 # not hold the gang must not hide a loose one that does)
 _DOMAINS_TRIED_PER_TIER = 4
+_DOMAINS_TRIED_IN_FULL = 16  # up to this many candidates in a tier, every one is tried
 
 
 def domains_around(cluster: Cluster, nodes: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -374,7 +375,7 @@ def _gang_domains(
                 ok &= np.add.reduceat(cap.astype(np.int64), starts) >= g.min_replicas
             candidates = np.flatnonzero(ok)
             candidates = candidates[np.argsort(free_cards[candidates], kind="stable")]
-            if len(candidates) > 2 * _DOMAINS_TRIED_PER_TIER:
+            if len(candidates) > _DOMAINS_TRIED_IN_FULL:
                 candidates = np.r_[
                     candidates[:_DOMAINS_TRIED_PER_TIER], candidates[-_DOMAINS_TRIED_PER_TIER:][::-1]
                 ]

@@ -227,10 +227,6 @@ class Session:
         # cards those hold, per quota tree node (its subtree) and tree flavor: what a node borrows
         # is charged to them first (reclaim, see actions._reclaimable_queues)
         self.fresh_total = np.zeros((len(self.tree.names), len(self.tree.flavors)), dtype=np.int64)
-        # set while reclaim or preempt serves one waiting job: the cards, per node and flavor, of
-        # the starts that stand against it (made while it waited, lately: actions._spared). What a
-        # node borrows is charged to them before the jobs that ran before them, as to fresh starts
-        self.spared_total: np.ndarray | None = None
         self.evicted: set[str] = set()  # jobs running at the start that this cycle stopped
         self.unstarted: dict[str, Job] = {}  # jobs this cycle started, then evicted: waiting again
         self.follow_up: list[Job] | None = None  # set: reclaim and preempt walk only these jobs
