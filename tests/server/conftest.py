@@ -76,16 +76,33 @@ def start_server(
     runs it (no working directory on its path)."""
     home.mkdir(parents=True, exist_ok=True)
     top.reachable_by_tasks(home)
-    port = free_port()
-    gateway = [] if "--gateway-port" in extra else ["--gateway-port", str(free_port())]
     env = {**os.environ, "WANKA_HOME": str(home)}
     database = f"sqlite:///{home / 'wanka.db'}"
     if top.PG_BASE is not None:
         database = top.new_database(home)
+    # a port free when asked may be taken before the server binds it (by another worker's
+    # server or task): then the same server is started again on others, a few times at most
+    for attempt in range(3):
+        port = free_port()
+        gateway = [] if "--gateway-port" in extra else ["--gateway-port", str(free_port())]
+        logged = (home / "server.log").stat().st_size if (home / "server.log").exists() else 0
+        proc = _launch(home, env, database, port, gateway, extra, user, cwd, isolated)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(proc, home, url, logged)
+            break
+        except RuntimeError as exc:
+            if attempt == 2 or "Address already in use" not in str(exc):
+                raise
+    token = (home / "admin-token").read_text().strip()
+    gateway_url = f"http://127.0.0.1:{gateway[1]}" if gateway else ""
+    return Server(url, home, token, proc, database, gateway_url)
+
+
+def _launch(home, env, database, port, gateway, extra, user, cwd, isolated) -> subprocess.Popen:
     # a file, not a pipe: a chatty server never blocks on it (the server keeps its own copy)
-    home.mkdir(parents=True, exist_ok=True)
     with open(home / "server.log", "a") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [
                 *(["runuser", "-u", user, "--"] if user else []),
                 sys.executable,
@@ -109,28 +126,30 @@ def start_server(
             stderr=subprocess.STDOUT,
             cwd=cwd,
         )
-    url = f"http://127.0.0.1:{port}"
-    # it answers within seconds; the margin is for a host busy with the suite's other workers
+
+
+def _wait_healthy(proc: subprocess.Popen, home: Path, url: str, logged: int) -> None:
+    """Until the server answers /healthz; RuntimeError (with the end of what it logged past
+    ``logged`` bytes) if it exits or does not come up in 90 s (the margin is for a host busy with
+    the suite's other workers)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-4000:]}")
+            with open(home / "server.log") as log:
+                log.seek(logged)
+                raise RuntimeError(f"server exited: {log.read()[-4000:]}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
+                return
         except httpx.TransportError:
             time.sleep(0.1)
-    else:
-        proc.terminate()  # SIGTERM: `runuser` passes it on to the server (SIGKILL would orphan it)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise RuntimeError("server did not come up in 90 s")
-    token = (home / "admin-token").read_text().strip()
-    gateway_url = f"http://127.0.0.1:{gateway[1]}" if gateway else ""
-    return Server(url, home, token, proc, database, gateway_url)
+    proc.terminate()  # SIGTERM: `runuser` passes it on to the server (SIGKILL would orphan it)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("server did not come up in 90 s")
 
 
 def stop_server(server: Server, tasks_too: bool = True) -> None:
