@@ -211,8 +211,7 @@ def surplus_then_whole(
         # scope that the job needs where that surplus is no use to it (on nodes it cannot use):
         # the search again, on the state as it was, but stopping no donor whole (its minimum may
         # be all the job would need of it: "surplus before anything whole")
-        undo(shrunk)
-        cp = s.stmt.checkpoint()
+        undo(shrunk)  # the state as it was at cp again
         again = evict()
         whole = {d.job.id for d in donors}
         if again and any(entry.job.id in whole for entry, _ in s.stmt.evictions_since(cp)):
